@@ -1,0 +1,85 @@
+//! Recognising image container formats we do not read (we work on raw images
+//! only), so the user gets told how to convert instead of a confusing
+//! "no partition table".
+
+use crate::{Device, DiskError};
+
+/// A virtual-disk container format, recognised by its magic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerFormat {
+    /// QEMU copy-on-write v1/v2/v3.
+    Qcow,
+    /// VMware sparse (hosted or ESXi COWD) extent or text descriptor.
+    Vmdk,
+    /// Microsoft VHD (fixed images carry the footer only at the end).
+    Vhd,
+    /// Microsoft VHDX.
+    Vhdx,
+    /// VirtualBox VDI.
+    Vdi,
+}
+
+impl ContainerFormat {
+    /// The name qemu-img uses for this format.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            Self::Qcow => "qcow2",
+            Self::Vmdk => "vmdk",
+            Self::Vhd => "vpc",
+            Self::Vhdx => "vhdx",
+            Self::Vdi => "vdi",
+        }
+    }
+}
+
+/// Look for a container format's magic in `dev`.
+///
+/// A fixed VHD is a raw image with a 512-byte footer; we still refuse it so the
+/// footer is not mistaken for data and the user converts it explicitly.
+pub fn detect_container(dev: &dyn Device) -> Result<Option<ContainerFormat>, DiskError> {
+    let mut head = [0u8; 512];
+    let n = usize::try_from(dev.len().min(512)).unwrap_or(0);
+    dev.read_at(0, &mut head[..n])?;
+    let head = &head[..n];
+    let starts = |m: &[u8]| head.starts_with(m);
+    if starts(b"QFI\xfb") {
+        return Ok(Some(ContainerFormat::Qcow));
+    }
+    if starts(b"KDMV") || starts(b"COWD") || starts(b"# Disk DescriptorFile") {
+        return Ok(Some(ContainerFormat::Vmdk));
+    }
+    if starts(b"vhdxfile") {
+        return Ok(Some(ContainerFormat::Vhdx));
+    }
+    if starts(b"conectix") {
+        return Ok(Some(ContainerFormat::Vhd));
+    }
+    if head.len() >= 0x44 && head[0x40..0x44] == [0x7f, 0x10, 0xda, 0xbe] && starts(b"<<< ") {
+        return Ok(Some(ContainerFormat::Vdi));
+    }
+    if dev.len() >= 1024 && dev.len() % 512 == 0 {
+        let mut tail = [0u8; 8];
+        dev.read_at(dev.len() - 512, &mut tail)?;
+        if &tail == b"conectix" {
+            return Ok(Some(ContainerFormat::Vhd));
+        }
+    }
+    Ok(None)
+}
+
+/// Refuse `dev` if it is a container rather than a raw image, with a message
+/// that says how to convert it.
+pub fn ensure_raw(dev: &dyn Device) -> Result<(), DiskError> {
+    if let Some(fmt) = detect_container(dev)? {
+        let path = dev.describe();
+        return Err(DiskError::NotAnImage {
+            why: format!(
+                "this is a {} image, not a raw disk image; vmie-fixup works on raw images only. \
+                 Convert it first: qemu-img convert -O raw '{path}' '{path}.raw'",
+                fmt.qemu_name()
+            ),
+            path,
+        });
+    }
+    Ok(())
+}

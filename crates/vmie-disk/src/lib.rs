@@ -1,0 +1,22 @@
+//! Disk layer of vmie-fixup.
+//!
+//! - [`Device`]: byte-addressed, bounds-checked access (`read_at`, `write_at`, `len`).
+//! - [`FileDevice`]: a raw image file; [`Window`]: a partition inside a device.
+//! - [`Overlay`]: copy-on-write layer; every write of a run lands here.
+//! - [`journal`]: commit of an overlay through an undo journal, and undo.
+//! - [`DiskSet`]: the images of one VM, the first being the boot disk.
+//! - [`format`]: refusing qcow2, VMDK, VHD, VHDX and VDI containers.
+#![forbid(unsafe_code)]
+
+mod device;
+mod error;
+pub mod format;
+pub mod journal;
+mod overlay;
+mod set;
+
+pub use device::{check_range, read_vec, Device, DeviceCursor, FileDevice, MemDevice, Window};
+pub use error::DiskError;
+pub use journal::FaultPlan;
+pub use overlay::Overlay;
+pub use set::{Disk, DiskSet};
