@@ -1,0 +1,138 @@
+//! Guest-confined path resolution, on the in-memory filesystem.
+
+use vmie_guestfs::{resolve, FileType, FsError, GuestFs, GuestFsExt, GuestPath, MemFs, NewAttrs};
+
+fn guest() -> MemFs {
+    MemFs::new("test")
+        .with_file("/usr/lib/os-release", b"ID=debian\n")
+        .with_symlink("/etc/os-release", "../usr/lib/os-release")
+        .with_symlink("/bin", "usr/bin")
+        .with_file("/usr/bin/sh", b"\x7fELF")
+        .with_symlink("/loop-a", "/loop-b")
+        .with_symlink("/loop-b", "/loop-a")
+        .with_symlink("/escape", "../../../..")
+        .with_symlink("/etc/escape-file", "../../../../../etc/os-release")
+        .with_symlink("/abs", "/etc/os-release")
+        .with_file("/etc/hostname", b"vm1\n")
+}
+
+#[test]
+fn relative_and_absolute_symlinks_resolve_inside_the_guest() {
+    let fs = guest();
+    assert_eq!(fs.read("/etc/os-release").unwrap(), b"ID=debian\n");
+    assert_eq!(fs.read("/abs").unwrap(), b"ID=debian\n");
+    assert_eq!(fs.read("/bin/sh").unwrap(), b"\x7fELF");
+    assert_eq!(fs.read("usr/../etc/hostname").unwrap(), b"vm1\n");
+    // Through a symlink, `..` is the parent of the target (/usr), as on Linux.
+    assert!(matches!(
+        fs.read("bin/../etc/hostname"),
+        Err(FsError::NotFound { .. })
+    ));
+    // `..` after a symlink is taken from where the symlink led (/usr), as Linux does.
+    assert_eq!(fs.metadata("/bin/..").unwrap().0, GuestPath::from("/usr"));
+}
+
+#[test]
+fn dotdot_never_leaves_the_guest_root() {
+    let fs = guest();
+    // ../../../../ from anywhere is the guest root, not the host's.
+    let (p, m) = fs.metadata("/escape").unwrap();
+    assert!(p.is_root());
+    assert_eq!(m.file_type, FileType::Directory);
+    let err = fs.read("/escape").unwrap_err();
+    assert!(matches!(err, FsError::IsADirectory { .. }), "{err}");
+    assert!(err.to_string().contains("is a directory"));
+    // A symlink that climbs out and comes back down reads the guest's file.
+    assert_eq!(fs.read("/etc/escape-file").unwrap(), b"ID=debian\n");
+    assert_eq!(fs.read("/../../../etc/hostname").unwrap(), b"vm1\n");
+}
+
+#[test]
+fn symlink_loops_stop_with_a_clear_error() {
+    let fs = guest();
+    let err = fs.read("/loop-a").unwrap_err();
+    assert!(matches!(err, FsError::SymlinkLoop { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("too many levels of symbolic links"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("/loop-a"), "{err}");
+    // lstat of the link itself works.
+    assert_eq!(fs.lstat("/loop-a").unwrap().1.file_type, FileType::Symlink);
+    assert_eq!(fs.readlink("/loop-a").unwrap(), b"/loop-b");
+}
+
+#[test]
+fn self_referencing_chain_longer_than_the_limit_is_refused() {
+    let mut fs = MemFs::new("chain");
+    for i in 0..50 {
+        fs = fs.with_symlink(&format!("/l{i}"), &format!("/l{}", i + 1));
+    }
+    fs = fs.with_file("/l50", b"end");
+    assert!(matches!(fs.read("/l0"), Err(FsError::SymlinkLoop { .. })));
+    assert_eq!(fs.read("/l20").unwrap(), b"end");
+}
+
+#[test]
+fn file_in_the_middle_of_a_path_is_not_a_directory() {
+    let fs = guest();
+    let err = fs.read("/etc/hostname/x").unwrap_err();
+    assert!(matches!(err, FsError::NotADirectory { .. }), "{err}");
+}
+
+#[test]
+fn missing_final_component_resolves_for_creation() {
+    let fs = guest();
+    let p = resolve(&fs, b"/bin/new-tool", true).unwrap();
+    assert_eq!(p, GuestPath::from("/usr/bin/new-tool"));
+    assert!(matches!(
+        fs.read("/bin/new-tool"),
+        Err(FsError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn memfs_writes_keep_attributes() {
+    let mut fs = guest();
+    let attrs = NewAttrs {
+        mode: 0o600,
+        uid: 7,
+        gid: 8,
+        xattrs: vec![vmie_guestfs::Xattr {
+            name: b"security.selinux".to_vec(),
+            value: b"system_u:object_r:etc_t:s0\0".to_vec(),
+        }],
+    };
+    let p = GuestPath::from("/etc/fstab");
+    fs.create_file(&p, b"old", &attrs).unwrap();
+    let before = fs.symlink_metadata(&p).unwrap();
+    fs.replace_file(&p, b"new contents").unwrap();
+    let after = fs.symlink_metadata(&p).unwrap();
+    assert_eq!(after.inode, before.inode);
+    assert_eq!((after.mode, after.uid, after.gid), (0o600, 7, 8));
+    assert_eq!(
+        after.selinux_label(),
+        Some(&b"system_u:object_r:etc_t:s0\0"[..])
+    );
+    assert!(after.mtime > before.mtime);
+    assert_eq!(fs.read("/etc/fstab").unwrap(), b"new contents");
+    fs.rename(&p, &GuestPath::from("/etc/fstab.orig")).unwrap();
+    assert!(!fs.exists("/etc/fstab").unwrap());
+    fs.remove(&GuestPath::from("/etc/fstab.orig")).unwrap();
+    assert!(matches!(
+        fs.remove(&GuestPath::from("/etc")),
+        Err(FsError::NotEmpty { .. })
+    ));
+    assert!(matches!(
+        fs.create_file(&GuestPath::from("/etc/hostname"), b"", &NewAttrs::default()),
+        Err(FsError::Exists { .. })
+    ));
+}
+
+#[test]
+fn long_paths_are_refused() {
+    let fs = guest();
+    let long = "/a".repeat(5000);
+    assert!(matches!(fs.read(&long), Err(FsError::PathTooLong { .. })));
+}
