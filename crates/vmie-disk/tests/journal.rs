@@ -1,6 +1,8 @@
 //! The commit is all or nothing, and undo restores the original bytes exactly,
 //! whichever write fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

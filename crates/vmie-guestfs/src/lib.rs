@@ -216,7 +216,7 @@ impl Default for Limits {
 /// Writes go to the filesystem's device (for images: the copy-on-write
 /// overlay), never directly to an image. Implementations that do not write
 /// keep the default methods, which refuse with [`FsError::Unsupported`].
-pub trait GuestFs: Send + Sync + fmt::Debug {
+pub trait GuestFs: fmt::Debug {
     /// Filesystem kind, e.g. `ext4`.
     fn kind(&self) -> &'static str;
 

@@ -1,5 +1,7 @@
 //! Guest-confined path resolution, on the in-memory filesystem.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use vmie_guestfs::{resolve, FileType, FsError, GuestFs, GuestFsExt, GuestPath, MemFs, NewAttrs};
 
 fn guest() -> MemFs {
