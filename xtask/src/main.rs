@@ -1,1 +1,49 @@
-fn main() {}
+//! Developer tasks for the vmie-fixup workspace, run as `cargo xtask TASK`.
+
+use xtask::{ci, demo, fixtures};
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask TASK [ARGS...]
+
+tasks:
+  fixtures   build the test disk images (cargo xtask fixtures --help)
+  demo       build the demo image and walk through the CLI on it
+  deps       install the Debian packages the tests need (apt-get; as root)
+  test       the whole suite, as CI runs it: deps, rustfmt, clippy -D warnings,
+             fixtures, cargo test --workspace (extra args go to cargo test)";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match task.as_str() {
+        "fixtures" => fixtures::run(fixtures::parse_args(rest)?),
+        "demo" => {
+            ci::deps()?;
+            demo::run(rest)
+        }
+        "deps" => ci::deps(),
+        "test" => ci::test(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}\n\n{USAGE}"),
+    }
+}

@@ -1,8 +1,4 @@
 // cargo-fuzz target for vmie-part: read_partitions on arbitrary bytes.
-// Wire up as fuzz/fuzz_targets/part_read.rs with, in fuzz/Cargo.toml:
-//   [dependencies] libfuzzer-sys = "0.4", vmie-disk = { path = "../crates/vmie-disk" },
-//   vmie-part = { path = "../crates/vmie-part" }
-//   [[bin]] name = "part_read", path = "fuzz_targets/part_read.rs", test = false, doc = false
 // Inputs are small, so the disk is padded with zeros to 64 KiB half the time
 // (the first byte decides) to let backup GPT headers and EBRs lie inside it.
 #![no_main]

@@ -1,0 +1,489 @@
+//! `vmie-fixup`: the command-line interface.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use vmie_disk::journal::{self, CommitOptions};
+use vmie_guestfs::{FileType, GuestFsExt};
+use vmie_inspect::{InspectError, OpenOptions, Vm, VolumeSelector};
+
+const EXIT_HELP: &str = "\
+EXIT CODES:
+    0  done
+    1  refused: the image is unsupported or unsafe to change, or the request
+       cannot be met on it (missing file, unknown volume); nothing was written
+    2  usage error (bad arguments)
+    3  I/O or internal error";
+
+/// Make a VM's disk image bootable in a cloud, offline, in userspace.
+///
+/// vmie-fixup reads raw disk images itself: partition tables (MBR, GPT),
+/// and filesystems, without mounting, root, kernel modules or a helper VM.
+/// Every write goes through a copy-on-write overlay and is committed with an
+/// undo journal beside the image (IMAGE.vmie-undo.N), so `vmie-fixup undo`
+/// puts back the original bytes exactly.
+///
+/// Images must be raw. Convert others first: qemu-img convert -O raw in.qcow2 out.raw
+#[derive(Debug, Parser)]
+#[command(name = "vmie-fixup", version, after_help = EXIT_HELP, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    /// Text for people.
+    Human,
+    /// JSON for machines; the schema is versioned by `schema_version`.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the disks, partitions and volumes of a VM.
+    ///
+    /// Give every disk of the VM, boot disk first. Nothing is written.
+    #[command(
+        after_help = "EXAMPLES:\n    vmie-fixup inspect vm.raw\n    vmie-fixup inspect --format json boot.raw data.raw"
+    )]
+    Inspect {
+        /// Raw disk images of one VM, boot disk first.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// List a directory inside the guest (like virt-ls).
+    ///
+    /// VOL is a partition number as Linux numbers it (1-4 primary, 5+
+    /// logical) or a filesystem UUID; without it, the one readable volume.
+    #[command(
+        after_help = "EXAMPLES:\n    vmie-fixup ls vm.raw:1 /etc\n    vmie-fixup ls -l vm.raw:0b2c7a9e-... /boot"
+    )]
+    Ls {
+        /// IMAGE or IMAGE:VOL.
+        #[arg(value_name = "IMAGE[:VOL]")]
+        target: String,
+        /// Directory inside the guest.
+        path: String,
+        /// Long listing: type, mode, owner, size, and symlink targets.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Print a file inside the guest to standard output (like virt-cat).
+    #[command(
+        after_help = "EXAMPLES:\n    vmie-fixup cat vm.raw:1 /etc/os-release\n    vmie-fixup cat vm.raw /etc/fstab"
+    )]
+    Cat {
+        /// IMAGE or IMAGE:VOL.
+        #[arg(value_name = "IMAGE[:VOL]")]
+        target: String,
+        /// File inside the guest; symlinks are followed inside the guest only.
+        path: String,
+    },
+    /// Restore the bytes an earlier run changed, from its undo journal.
+    ///
+    /// Undoes the newest run on each image (or every run with --all), and
+    /// refuses if the image was changed by anything else since.
+    Undo {
+        /// Raw disk images to restore.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// Undo every run, newest first, back to the original image.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn refused(error: anyhow::Error) -> Failure {
+    Failure { code: 1, error }
+}
+
+fn classify(error: anyhow::Error) -> Failure {
+    let code = if let Some(e) = error.downcast_ref::<InspectError>() {
+        if e.is_refusal() {
+            1
+        } else {
+            3
+        }
+    } else if let Some(e) = error.downcast_ref::<vmie_disk::DiskError>() {
+        if e.is_refusal() {
+            1
+        } else {
+            3
+        }
+    } else if let Some(e) = error.downcast_ref::<vmie_guestfs::FsError>() {
+        match e {
+            vmie_guestfs::FsError::Disk(d) if !d.is_refusal() => 3,
+            _ => 1,
+        }
+    } else {
+        3
+    };
+    Failure { code, error }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("vmie-fixup: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Inspect { images, format } => inspect(&images, format),
+        Command::Ls { target, path, long } => ls(&target, &path, long),
+        Command::Cat { target, path } => cat(&target, &path),
+        Command::Undo { images, all } => undo(&images, all),
+    }
+}
+
+fn open(images: &[PathBuf]) -> Result<Vm, Failure> {
+    Vm::open(images, &OpenOptions::default()).map_err(|e| classify(e.into()))
+}
+
+/// Split `IMAGE[:VOL]`. A path that exists as given wins over a split, so
+/// image names containing `:` still work.
+fn split_target(target: &str) -> (PathBuf, VolumeSelector) {
+    if std::path::Path::new(target).exists() {
+        return (PathBuf::from(target), VolumeSelector::Auto);
+    }
+    match target.rsplit_once(':') {
+        Some((img, vol)) => (PathBuf::from(img), VolumeSelector::parse(vol)),
+        None => (PathBuf::from(target), VolumeSelector::Auto),
+    }
+}
+
+// ---------------------------------------------------------------- inspect
+
+/// JSON schema version of `inspect --format json`. Bump on any incompatible
+/// change; adding fields is compatible.
+const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct InspectJson {
+    schema_version: u32,
+    disks: Vec<DiskJson>,
+}
+
+#[derive(Serialize)]
+struct DiskJson {
+    path: String,
+    size: u64,
+    partition_table: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<String>,
+    partitions: Vec<PartitionJson>,
+    /// The filesystem on the whole disk when there is no partition table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystem: Option<FilesystemJson>,
+    warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PartitionJson {
+    number: u32,
+    start: u64,
+    size: u64,
+    #[serde(rename = "type")]
+    type_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_name: Option<&'static str>,
+    bootable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partlabel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partuuid: Option<String>,
+    filesystem: Option<FilesystemJson>,
+}
+
+#[derive(Serialize)]
+struct FilesystemJson {
+    kind: &'static str,
+    uuid: Option<String>,
+    label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    state: vmie_probe::FsState,
+}
+
+fn fs_json(v: &vmie_inspect::Volume) -> Option<FilesystemJson> {
+    v.probe.as_ref().map(|p| FilesystemJson {
+        kind: p.kind.as_str(),
+        uuid: p.uuid.clone(),
+        label: p.label.clone(),
+        version: p.version.clone(),
+        size: p.size,
+        state: p.state.clone(),
+    })
+}
+
+fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
+    let vm = open(images)?;
+    let doc = InspectJson {
+        schema_version: SCHEMA_VERSION,
+        disks: vm
+            .layouts()
+            .iter()
+            .map(|l| DiskJson {
+                path: l.path.display().to_string(),
+                size: l.size,
+                partition_table: l.table.as_str(),
+                identifier: l.disk_id.clone(),
+                filesystem: l
+                    .volumes
+                    .iter()
+                    .find(|v| v.number.is_none())
+                    .and_then(fs_json),
+                partitions: l
+                    .volumes
+                    .iter()
+                    .filter_map(|v| {
+                        Some(PartitionJson {
+                            number: v.number?,
+                            start: v.start,
+                            size: v.size,
+                            type_id: v.type_id.clone().unwrap_or_default(),
+                            type_name: v.type_name,
+                            bootable: v.bootable,
+                            partlabel: v.part_label.clone(),
+                            partuuid: v.part_uuid.clone(),
+                            filesystem: fs_json(v),
+                        })
+                    })
+                    .collect(),
+                warnings: l.warnings.clone(),
+            })
+            .collect(),
+    };
+    let mut out = std::io::stdout().lock();
+    let res = match format {
+        Format::Json => serde_json::to_writer_pretty(&mut out, &doc)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| writeln!(out).map_err(anyhow::Error::from)),
+        Format::Human => print_human(&mut out, &vm).map_err(anyhow::Error::from),
+    };
+    res.map_err(|e| Failure { code: 3, error: e })
+}
+
+fn size_str(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
+    for (i, l) in vm.layouts().iter().enumerate() {
+        let role = if i == 0 { "boot disk" } else { "disk" };
+        writeln!(
+            out,
+            "{} ({role}): {}, partition table: {}{}",
+            l.path.display(),
+            size_str(l.size),
+            l.table.as_str(),
+            l.disk_id
+                .as_ref()
+                .map(|d| format!(" (id {d})"))
+                .unwrap_or_default()
+        )?;
+        for w in &l.warnings {
+            writeln!(out, "  warning: {w}")?;
+        }
+        if l.volumes.is_empty() {
+            writeln!(out, "  (no partitions)")?;
+        }
+        for v in &l.volumes {
+            let num = v
+                .number
+                .map(|n| format!("{n:>3}"))
+                .unwrap_or_else(|| "  -".into());
+            let boot = if v.bootable { "*" } else { " " };
+            let ty = match (&v.type_id, v.type_name) {
+                (Some(t), Some(n)) => format!("{n} ({t})"),
+                (Some(t), None) => t.clone(),
+                _ => "whole disk".into(),
+            };
+            write!(
+                out,
+                "  {num}{boot} start {:>12}  {:>10}  {ty}",
+                v.start,
+                size_str(v.size)
+            )?;
+            if let Some(p) = &v.probe {
+                write!(out, "\n        {}", p.kind.as_str())?;
+                if let Some(u) = &p.uuid {
+                    write!(out, "  UUID={u}")?;
+                }
+                if let Some(lb) = &p.label {
+                    write!(out, "  LABEL=\"{lb}\"")?;
+                }
+                let s = &p.state;
+                let mut flags = Vec::new();
+                if s.needs_recovery {
+                    flags.push("needs journal/log recovery".to_string());
+                }
+                if s.errors {
+                    flags.push("has errors".to_string());
+                }
+                if s.dirty {
+                    flags.push("dirty".to_string());
+                }
+                if s.hibernated {
+                    flags.push("hibernated".to_string());
+                }
+                if s.encrypted {
+                    flags.push("encrypted".to_string());
+                }
+                if !s.unknown_features.is_empty() {
+                    flags.push(format!(
+                        "unknown features: {}",
+                        s.unknown_features.join(", ")
+                    ));
+                }
+                if !flags.is_empty() {
+                    write!(out, "  [{}]", flags.join("; "))?;
+                }
+            } else if let Some(e) = &v.probe_error {
+                write!(out, "\n        unreadable: {e}")?;
+            } else if !v.is_extended() {
+                write!(out, "\n        (no filesystem recognised)")?;
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- ls / cat
+
+fn open_target(target: &str) -> Result<(Vm, Box<dyn vmie_guestfs::GuestFs>), Failure> {
+    let (image, sel) = split_target(target);
+    let vm = open(std::slice::from_ref(&image))?;
+    let fs = {
+        let vol = vm.select(0, &sel).map_err(|e| classify(e.into()))?;
+        vm.open_fs(vol).map_err(|e| classify(e.into()))?
+    };
+    Ok((vm, fs))
+}
+
+fn mode_string(t: FileType, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(t.letter());
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    s
+}
+
+fn ls(target: &str, path: &str, long: bool) -> Result<(), Failure> {
+    let (_vm, fs) = open_target(target)?;
+    let (dir, entries) = fs.list(path).map_err(|e| classify(e.into()))?;
+    let mut out = std::io::stdout().lock();
+    for e in entries {
+        let name = String::from_utf8_lossy(&e.name);
+        let line = if long {
+            let p = dir.join(&e.name);
+            let m = fs.symlink_metadata(&p).map_err(|e| classify(e.into()))?;
+            let mut l = format!(
+                "{} {:>5} {:>5} {:>10} {name}",
+                mode_string(m.file_type, m.mode),
+                m.uid,
+                m.gid,
+                m.size
+            );
+            if m.file_type == FileType::Symlink {
+                if let Ok(t) = fs.read_link(&p) {
+                    l.push_str(&format!(" -> {}", String::from_utf8_lossy(&t)));
+                }
+            }
+            l
+        } else {
+            name.into_owned()
+        };
+        writeln!(out, "{line}").map_err(|e| Failure {
+            code: 3,
+            error: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+fn cat(target: &str, path: &str) -> Result<(), Failure> {
+    let (_vm, fs) = open_target(target)?;
+    let data = fs.read(path).map_err(|e| classify(e.into()))?;
+    std::io::stdout()
+        .lock()
+        .write_all(&data)
+        .context("writing to standard output")
+        .map_err(|e| Failure { code: 3, error: e })
+}
+
+// ---------------------------------------------------------------- undo
+
+fn undo(images: &[PathBuf], all: bool) -> Result<(), Failure> {
+    for image in images {
+        loop {
+            let r = journal::undo(image, &CommitOptions::default()).map_err(refused_or_io)?;
+            println!(
+                "{}: restored {} range(s) from {}{}",
+                r.image.display(),
+                r.ranges,
+                r.journal.display(),
+                if r.interrupted {
+                    " (an interrupted run)"
+                } else {
+                    ""
+                }
+            );
+            if !all || journal::journals(image).map_err(refused_or_io)?.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refused_or_io(e: vmie_disk::DiskError) -> Failure {
+    if e.is_refusal() {
+        refused(e.into())
+    } else {
+        Failure {
+            code: 3,
+            error: e.into(),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! End-to-end tests of the `vmie-fixup` binary on images built by the real
+//! tools (sfdisk, mkfs.*) from the recipes in fixtures/.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    xtask::fixtures::image(name).unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"))
+}
+
+fn expected(name: &str) -> Value {
+    let img = fixture(name);
+    let p = img.with_extension("expected.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "vmie-fixup {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str], code: i32) -> String {
+    let out = run(args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "vmie-fixup {args:?}: stdout {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// sfdisk's own view of a disk, as an independent check of our numbers.
+fn sfdisk_json(img: &Path) -> Value {
+    let out = Command::new("sfdisk")
+        .arg("-J")
+        .arg(img)
+        .output()
+        .expect("sfdisk (Debian package fdisk)");
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// blkid's own view of the filesystem at a byte offset.
+fn blkid_at(img: &Path, offset: u64, size: u64) -> std::collections::HashMap<String, String> {
+    let out = Command::new("blkid")
+        .args([
+            "-p",
+            "-o",
+            "export",
+            "-O",
+            &offset.to_string(),
+            "-S",
+            &size.to_string(),
+        ])
+        .arg(img)
+        .output()
+        .expect("blkid (Debian package util-linux)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn check_against_real_tools(img: &Path, doc: &Value) {
+    let disk = &doc["disks"][0];
+    let sf = sfdisk_json(img);
+    let sector = sf["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let theirs = sf["partitiontable"]["partitions"].as_array().unwrap();
+    let ours = disk["partitions"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len(), "partition count vs sfdisk");
+    for (o, t) in ours.iter().zip(theirs) {
+        let node = t["node"].as_str().unwrap();
+        let num: u64 = node.trim_start_matches(s(img)).parse().unwrap();
+        assert_eq!(o["number"].as_u64().unwrap(), num, "{node}");
+        assert_eq!(
+            o["start"].as_u64().unwrap(),
+            t["start"].as_u64().unwrap() * sector,
+            "{node} start"
+        );
+        let size = o["size"].as_u64().unwrap();
+        let is_ext = matches!(o["type"].as_str(), Some("0x05" | "0x0f" | "0x85"));
+        if !is_ext {
+            assert_eq!(size, t["size"].as_u64().unwrap() * sector, "{node} size");
+        }
+        if let Some(b) = t.get("bootable") {
+            assert_eq!(
+                o["bootable"].as_bool().unwrap(),
+                b.as_bool().unwrap(),
+                "{node} bootable"
+            );
+        }
+        if let Some(u) = t.get("uuid").and_then(Value::as_str) {
+            assert_eq!(
+                o["partuuid"].as_str().unwrap().to_lowercase(),
+                u.to_lowercase(),
+                "{node} partuuid"
+            );
+        }
+        if is_ext {
+            assert!(o["filesystem"].is_null());
+            continue;
+        }
+        let b = blkid_at(img, o["start"].as_u64().unwrap(), size);
+        let fs = &o["filesystem"];
+        match b.get("TYPE") {
+            Some(kind) => {
+                assert_eq!(
+                    fs["kind"].as_str(),
+                    Some(kind.as_str()),
+                    "{node} kind vs blkid"
+                );
+                assert_eq!(
+                    fs["uuid"].as_str(),
+                    b.get("UUID").map(String::as_str),
+                    "{node} uuid vs blkid"
+                );
+                assert_eq!(
+                    fs["label"].as_str(),
+                    b.get("LABEL").map(String::as_str),
+                    "{node} label vs blkid"
+                );
+            }
+            None => assert!(fs.is_null(), "{node}: blkid finds nothing, we found {fs}"),
+        }
+    }
+}
+
+#[test]
+fn inspect_mbr_with_extended_and_logical_swap() {
+    let img = fixture("demo");
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    let disk = &doc["disks"][0];
+    assert_eq!(disk["partition_table"], "mbr");
+    assert_eq!(disk["size"].as_u64(), Some(4 << 30));
+    let parts = disk["partitions"].as_array().unwrap();
+    let numbers: Vec<u64> = parts
+        .iter()
+        .map(|p| p["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 5, 6]);
+    assert_eq!(parts[0]["bootable"], true);
+    assert_eq!(parts[0]["type"], "0x83");
+    assert_eq!(parts[0]["filesystem"]["kind"], "ext4");
+    assert_eq!(parts[0]["filesystem"]["label"], "rootfs");
+    assert_eq!(parts[1]["type"], "0x05");
+    assert_eq!(parts[2]["type"], "0x82");
+    assert_eq!(parts[2]["filesystem"]["kind"], "swap");
+    assert_eq!(parts[3]["filesystem"]["label"], "data");
+    check_against_real_tools(&img, &doc);
+    // And against the recipe.
+    let exp = expected("demo");
+    let text = exp.to_string();
+    for p in parts {
+        if let Some(u) = p["filesystem"]["uuid"].as_str() {
+            assert!(
+                text.to_lowercase().contains(&u.to_lowercase()),
+                "uuid {u} not in the recipe's expectations"
+            );
+        }
+    }
+    // Human output names the same things.
+    let human = ok(&["inspect", s(&img)]);
+    assert!(human.contains("partition table: mbr"), "{human}");
+    assert!(human.contains("LABEL=\"rootfs\""), "{human}");
+    assert!(human.contains("swap"), "{human}");
+}
+
+#[test]
+fn inspect_gpt_with_every_filesystem_kind() {
+    let img = fixture("gpt-mixed");
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let disk = &doc["disks"][0];
+    assert_eq!(disk["partition_table"], "gpt");
+    let kinds: Vec<&str> = disk["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["filesystem"]["kind"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(kinds, ["vfat", "xfs", "btrfs", "swap", "ntfs"]);
+    check_against_real_tools(&img, &doc);
+}
+
+#[test]
+fn inspect_whole_disk_filesystem_and_several_disks() {
+    let demo = fixture("demo");
+    let whole = fixture("whole-ext2");
+    let doc: Value =
+        serde_json::from_str(&ok(&["inspect", "--format", "json", s(&demo), s(&whole)])).unwrap();
+    assert_eq!(doc["disks"].as_array().unwrap().len(), 2);
+    let d = &doc["disks"][1];
+    assert_eq!(d["partition_table"], "none");
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 0);
+    assert_eq!(d["filesystem"]["kind"], "ext2");
+}
+
+#[test]
+fn cat_and_ls_read_inside_the_guest() {
+    let img = fixture("demo");
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/demo");
+    let want = std::fs::read(tree.join("usr/lib/os-release")).unwrap();
+    // /etc/os-release is a relative symlink to ../usr/lib/os-release, as on Debian.
+    let got = run(&["cat", &format!("{}:1", s(&img)), "/etc/os-release"]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, want);
+    // By filesystem UUID.
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let uuid = doc["disks"][0]["partitions"][0]["filesystem"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        run(&["cat", &format!("{}:{uuid}", s(&img)), "/etc/os-release"]).stdout,
+        want
+    );
+    // ls
+    let listing = ok(&["ls", &format!("{}:1", s(&img)), "/etc"]);
+    for name in ["fstab", "hostname", "os-release"] {
+        assert!(
+            listing.lines().any(|l| l == name),
+            "{name} missing from {listing}"
+        );
+    }
+    let long = ok(&["ls", "-l", &format!("{}:1", s(&img)), "/etc"]);
+    assert!(
+        long.contains("os-release -> ../usr/lib/os-release"),
+        "{long}"
+    );
+    // Several readable volumes and no VOL: refuse, naming the choices.
+    let err = fails(&["cat", s(&img), "/etc/os-release"], 1);
+    assert!(err.contains("name one"), "{err}");
+    // A volume that does not exist.
+    let err = fails(&["cat", &format!("{}:9", s(&img)), "/etc/os-release"], 1);
+    assert!(err.contains("no partition 9"), "{err}");
+    let err = fails(&["cat", &format!("{}:1", s(&img)), "/etc/nope"], 1);
+    assert!(
+        err.contains("/etc/nope") && err.contains("no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn symlink_loops_and_escapes_are_clear_errors() {
+    let img = fixture("hostile");
+    let vol = format!("{}:1", s(&img));
+    let err = fails(&["cat", &vol, "/loop-a"], 1);
+    assert!(err.contains("too many levels of symbolic links"), "{err}");
+    assert!(err.contains("partition 1"), "names the partition: {err}");
+    let err = fails(&["cat", &vol, "/loop-self"], 1);
+    assert!(err.contains("too many levels of symbolic links"), "{err}");
+    // /up -> ../../.. is the guest's root: a directory, and its listing is the guest's.
+    let err = fails(&["cat", &vol, "/up"], 1);
+    assert!(err.contains("is a directory"), "{err}");
+    let listing = ok(&["ls", &vol, "/up"]);
+    assert!(listing.lines().any(|l| l == "loop-a"), "{listing}");
+    // /escape -> ../../../../etc/os-release climbs past the root and lands on
+    // the guest's own file, never the host's.
+    let host = std::fs::read("/etc/os-release").unwrap_or_default();
+    let got = run(&["cat", &vol, "/escape"]);
+    if got.status.success() {
+        assert_ne!(got.stdout, host, "read the host's file");
+        let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/hostile");
+        assert_eq!(
+            got.stdout,
+            std::fs::read(tree.join("etc/os-release")).unwrap()
+        );
+    } else {
+        assert_eq!(got.status.code(), Some(1));
+    }
+}
+
+#[test]
+fn containers_are_refused_with_the_conversion_command() {
+    let img = fixture("whole-ext2");
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("vm.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2", s(&img), s(&q)])
+        .status()
+        .expect("qemu-img (Debian package qemu-utils)");
+    assert!(st.success());
+    let err = fails(&["inspect", s(&q)], 1);
+    assert!(err.contains("qemu-img convert -O raw"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_exit_codes() {
+    fails(&["inspect"], 2);
+    fails(&["frobnicate"], 2);
+    let help = ok(&["--help"]);
+    assert!(
+        help.contains("EXIT CODES") && help.contains("3  I/O"),
+        "{help}"
+    );
+}
+
+#[test]
+fn undo_without_a_journal_is_refused() {
+    let img = fixture("whole-ext2");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("x.raw");
+    std::fs::copy(&img, &copy).unwrap();
+    let err = fails(&["undo", s(&copy)], 1);
+    assert!(err.contains("nothing to undo"), "{err}");
+}
+
+#[test]
+fn truncated_image_gives_a_clear_error_not_a_panic() {
+    let img = fixture("demo");
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.raw");
+    std::fs::copy(&img, &cut).unwrap();
+    // Cut inside partition 1's filesystem.
+    let f = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let out = run(&["inspect", s(&cut)]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{:?}", out.status);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("cut.raw"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let out = run(&["cat", &format!("{}:1", s(&cut)), "/etc/os-release"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{:?}", out.status);
+}
