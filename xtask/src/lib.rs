@@ -3,6 +3,7 @@
 //! Also a library, so the end-to-end tests can build the fixture images they
 //! need ([`fixtures::image`]) without running cargo inside cargo.
 
+pub mod bench;
 pub mod ci;
 pub mod demo;
 pub mod fixtures;

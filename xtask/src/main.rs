@@ -1,6 +1,6 @@
 //! Developer tasks for the vmie-fixup workspace, run as `cargo xtask TASK`.
 
-use xtask::{ci, demo, fixtures};
+use xtask::{bench, ci, demo, fixtures};
 
 use std::process::ExitCode;
 
@@ -12,6 +12,7 @@ usage: cargo xtask TASK [ARGS...]
 tasks:
   fixtures   build the test disk images (cargo xtask fixtures --help)
   demo       build the demo image and walk through the CLI on it
+  bench      time whole CLI runs on the fixture images (release build) [RUNS]
   deps       install the Debian packages the tests need (apt-get; as root)
   test       the whole suite, as CI runs it: deps, rustfmt, clippy -D warnings,
              fixtures, cargo test --workspace (extra args go to cargo test)";
@@ -39,6 +40,7 @@ fn real_main() -> Result<()> {
             demo::run(rest)
         }
         "deps" => ci::deps(),
+        "bench" => bench::run(rest),
         "test" => ci::test(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
