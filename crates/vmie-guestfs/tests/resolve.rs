@@ -138,3 +138,54 @@ fn long_paths_are_refused() {
     let long = "/a".repeat(5000);
     assert!(matches!(fs.read(&long), Err(FsError::PathTooLong { .. })));
 }
+
+mod random_graphs {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn target() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(".."),
+                Just("."),
+                Just("a"),
+                Just("b"),
+                Just("l0"),
+                Just("l1"),
+                Just("l2"),
+                Just("f")
+            ],
+            0..6,
+        )
+        .prop_flat_map(|parts| (any::<bool>(), Just(parts)))
+        .prop_map(|(abs, parts)| format!("{}{}", if abs { "/" } else { "" }, parts.join("/")))
+    }
+
+    proptest! {
+        /// Random trees of directories, files and symlinks with random
+        /// targets (loops, `..` chains, absolute and relative): resolution
+        /// always ends, with a path inside the guest or a known error, and
+        /// reading through it returns the guest's own bytes.
+        #[test]
+        fn resolution_terminates_and_stays_inside(links in proptest::collection::vec(target(), 3), path in target()) {
+            let mut fs = MemFs::new("prop")
+                .with_file("/f", b"root-f")
+                .with_file("/a/f", b"a-f")
+                .with_file("/a/b/f", b"ab-f")
+                .with_dir("/b");
+            for (i, t) in links.iter().enumerate() {
+                let dir = ["/", "/a/", "/a/b/"][i % 3];
+                fs = fs.with_symlink(&format!("{dir}l{i}"), t);
+            }
+            match fs.read(&path) {
+                Ok(bytes) => prop_assert!([&b"root-f"[..], b"a-f", b"ab-f"].contains(&bytes.as_slice())),
+                Err(FsError::NotFound { .. } | FsError::NotADirectory { .. } | FsError::IsADirectory { .. }
+                    | FsError::SymlinkLoop { .. } | FsError::NotAFile { .. } | FsError::PathTooLong { .. }) => {}
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+            if let Ok(p) = resolve(&fs, path.as_bytes(), true) {
+                prop_assert!(p.components().iter().all(|c| c != b".." && c != b"." && !c.is_empty()));
+            }
+        }
+    }
+}
