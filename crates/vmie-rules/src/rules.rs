@@ -1,0 +1,416 @@
+//! Rule packs: TOML files declaring which fixups apply to which guests.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "linux-fstab"
+//! description = "Name filesystems by UUID, skip missing disks, disable network mounts"
+//! when = { os = "linux", distro = ["debian", "ubuntu"], version = ">=9, <13", file_exists = "/etc/fstab" }
+//! actions = [{ type = "fstab" }]
+//! ```
+//!
+//! Unknown keys, wrong types and unknown action types are load errors that
+//! name the file, line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Rule-pack errors.
+#[derive(Debug, Error)]
+pub enum RuleError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a valid rule pack.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two rules share an id.
+    #[error("{path}: rule id {id:?} is already defined in {first}")]
+    Duplicate {
+        /// The file with the second definition.
+        path: String,
+        /// The id.
+        id: String,
+        /// The file with the first.
+        first: String,
+    },
+}
+
+/// A rule pack file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Pack {
+    #[serde(default)]
+    rule: Vec<Rule>,
+}
+
+/// One rule.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique id, e.g. `linux-fstab`.
+    pub id: String,
+    /// What it does and why, for `rules list` and the report.
+    pub description: String,
+    /// When it applies; empty means always.
+    #[serde(default)]
+    pub when: When,
+    /// What it does, in order.
+    pub actions: Vec<Action>,
+    /// The file it came from (set by the loader).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Predicates over inspection facts; every one given must hold.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// `linux` or `windows`.
+    pub os: Option<OsType>,
+    /// Distro ids (virt-inspector names: debian, ubuntu, rhel, centos, ...).
+    pub distro: Option<Vec<String>>,
+    /// Version range, e.g. `">=7, <9"`; compared as major.minor.
+    pub version: Option<VersionReq>,
+    /// Bootloaders (grub2, grub, bls, ...).
+    pub bootloader: Option<Vec<String>>,
+    /// Network stacks in use (ifcfg, suse-ifcfg, ifupdown, netplan, networkmanager, networkd).
+    pub network_stack: Option<Vec<String>>,
+    /// A path that must exist in the guest.
+    pub file_exists: Option<String>,
+}
+
+/// Operating system type.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OsType {
+    /// Linux.
+    Linux,
+    /// Windows.
+    Windows,
+}
+
+/// A version requirement: comma-separated comparisons (`>=7, <9.2`, `=8`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct VersionReq {
+    text: String,
+    /// (comparison, major, minor if given)
+    terms: Vec<(Cmp, u32, Option<u32>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    Lt,
+    Le,
+    Eq,
+    Ge,
+    Gt,
+}
+
+impl From<VersionReq> for String {
+    fn from(v: VersionReq) -> Self {
+        v.text
+    }
+}
+
+impl fmt::Display for VersionReq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn parse_version(s: &str) -> Option<(u32, Option<u32>)> {
+    let mut it = s.trim().splitn(2, '.');
+    let major = it.next()?.parse().ok()?;
+    let minor = match it.next() {
+        Some(m) => Some(m.parse().ok()?),
+        None => None,
+    };
+    Some((major, minor))
+}
+
+impl VersionReq {
+    /// Parse `>=7, <9.2`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        for part in text.split(',') {
+            let p = part.trim();
+            let (cmp, rest) = if let Some(r) = p.strip_prefix(">=") {
+                (Cmp::Ge, r)
+            } else if let Some(r) = p.strip_prefix("<=") {
+                (Cmp::Le, r)
+            } else if let Some(r) = p.strip_prefix('>') {
+                (Cmp::Gt, r)
+            } else if let Some(r) = p.strip_prefix('<') {
+                (Cmp::Lt, r)
+            } else if let Some(r) = p.strip_prefix('=') {
+                (Cmp::Eq, r)
+            } else {
+                (Cmp::Eq, p)
+            };
+            let v = parse_version(rest).ok_or_else(|| {
+                format!("bad version {rest:?} in {text:?} (want e.g. \">=7, <9.2\")")
+            })?;
+            terms.push((cmp, v.0, v.1));
+        }
+        Ok(Self {
+            text: text.to_string(),
+            terms,
+        })
+    }
+
+    /// Whether `(major, minor)` satisfies every comparison.
+    pub fn matches(&self, v: (u32, u32)) -> bool {
+        self.terms.iter().all(|&(c, major, minor)| {
+            // `8` means any 8.x: compare majors only when no minor is given.
+            let ord = match minor {
+                Some(m) => v.cmp(&(major, m)),
+                None => v.0.cmp(&major),
+            };
+            match c {
+                Cmp::Lt => ord.is_lt(),
+                Cmp::Le => ord.is_le(),
+                Cmp::Eq => ord.is_eq(),
+                Cmp::Ge => ord.is_ge(),
+                Cmp::Gt => ord.is_gt(),
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionReq {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One action of a rule. Each names a module in this crate.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Rewrite /etc/fstab for the cloud (see [`crate::fstab`]).
+    Fstab {
+        /// The file (default /etc/fstab).
+        #[serde(default = "default_fstab")]
+        path: String,
+    },
+    /// Set or unset shell variables in a shell-style file.
+    Shellvars {
+        /// The file.
+        path: String,
+        /// Variables to set.
+        #[serde(default)]
+        set: BTreeMap<String, String>,
+        /// Variables to remove.
+        #[serde(default)]
+        unset: Vec<String>,
+    },
+    /// Edit every kernel command line.
+    KernelArgs {
+        /// Tokens to add (`console=ttyS0`).
+        #[serde(default)]
+        add: Vec<String>,
+        /// Tokens to remove, by name (`rhgb`, `console`).
+        #[serde(default)]
+        remove: Vec<String>,
+    },
+    /// Boot the newest installed kernel by default, with this timeout.
+    Grub {
+        /// Menu timeout in seconds.
+        #[serde(default = "default_timeout")]
+        timeout: u32,
+    },
+    /// Static addressing to DHCP on every network stack.
+    Network {},
+    /// Report kernels whose initramfs lacks these drivers.
+    InitramfsCheck {
+        /// Module names, e.g. `nvme`, `ena`, `xen-blkfront`.
+        drivers: Vec<String>,
+    },
+    /// Rename, remove or write a file.
+    File {
+        /// What to do.
+        op: FileOp,
+        /// The file.
+        path: String,
+        /// New name (rename).
+        to: Option<String>,
+        /// Contents (write).
+        contents: Option<String>,
+    },
+    /// Regular-expression replacement in a file: the escape hatch.
+    RegexEdit {
+        /// The file.
+        path: String,
+        /// Pattern.
+        pattern: String,
+        /// Replacement (`$1` for groups).
+        replace: String,
+    },
+}
+
+fn default_fstab() -> String {
+    "/etc/fstab".into()
+}
+
+fn default_timeout() -> u32 {
+    1
+}
+
+/// File operations.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    /// Rename `path` to `to`.
+    Rename,
+    /// Remove `path`.
+    Remove,
+    /// Write `contents` to `path`.
+    Write,
+}
+
+impl Action {
+    /// The action's type name as written in rule files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Fstab { .. } => "fstab",
+            Self::Shellvars { .. } => "shellvars",
+            Self::KernelArgs { .. } => "kernel_args",
+            Self::Grub { .. } => "grub",
+            Self::Network {} => "network",
+            Self::InitramfsCheck { .. } => "initramfs_check",
+            Self::File { .. } => "file",
+            Self::RegexEdit { .. } => "regex_edit",
+        }
+    }
+}
+
+/// What a guest is, for `when` predicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// OS type.
+    pub os: Option<OsType>,
+    /// Distro id.
+    pub distro: Option<String>,
+    /// Major and minor version.
+    pub version: Option<(u32, u32)>,
+    /// Bootloader.
+    pub bootloader: Option<String>,
+    /// Network stacks in use.
+    pub network_stacks: Vec<String>,
+}
+
+impl When {
+    /// Whether the predicates hold for `facts`; `exists` answers `file_exists`.
+    pub fn holds(&self, facts: &Facts, exists: &dyn Fn(&str) -> bool) -> bool {
+        let one_of = |list: &Option<Vec<String>>, v: Option<&String>| match list {
+            None => true,
+            Some(l) => v.is_some_and(|v| l.iter().any(|x| x.eq_ignore_ascii_case(v))),
+        };
+        self.os.is_none_or(|o| facts.os == Some(o))
+            && one_of(&self.distro, facts.distro.as_ref())
+            && self
+                .version
+                .as_ref()
+                .is_none_or(|r| facts.version.is_some_and(|v| r.matches(v)))
+            && one_of(&self.bootloader, facts.bootloader.as_ref())
+            && self.network_stack.as_ref().is_none_or(|l| {
+                facts
+                    .network_stacks
+                    .iter()
+                    .any(|s| l.iter().any(|x| x.eq_ignore_ascii_case(s)))
+            })
+            && self.file_exists.as_ref().is_none_or(|p| exists(p))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parse one rule pack from `text` (named `path` in errors).
+pub fn parse_pack(path: &Path, text: &str) -> Result<Vec<Rule>, RuleError> {
+    let pack: Pack = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        RuleError::Invalid {
+            path: path.display().to_string(),
+            line,
+            column,
+            message: e.message().to_string(),
+        }
+    })?;
+    let mut rules = pack.rule;
+    for r in &mut rules {
+        r.source = path.to_path_buf();
+        if r.id.trim().is_empty() || r.id.contains(char::is_whitespace) {
+            let (line, column) = text
+                .find(&format!("id = \"{}\"", r.id))
+                .map_or((1, 1), |o| line_col(text, o));
+            return Err(RuleError::Invalid {
+                path: path.display().to_string(),
+                line,
+                column,
+                message: format!("rule id {:?} must be non-empty and without spaces", r.id),
+            });
+        }
+    }
+    Ok(rules)
+}
+
+/// Load every `*.toml` in `dirs` (in name order within a directory, the
+/// directories in the order given). Rule ids are unique across all of them.
+pub fn load_dirs(dirs: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
+    let mut all: Vec<Rule> = Vec::new();
+    for dir in dirs {
+        let rd = std::fs::read_dir(dir).map_err(|e| RuleError::Read {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| RuleError::Read {
+                path: f.display().to_string(),
+                source: e,
+            })?;
+            for r in parse_pack(&f, &text)? {
+                if let Some(first) = all.iter().find(|x| x.id == r.id) {
+                    return Err(RuleError::Duplicate {
+                        path: f.display().to_string(),
+                        id: r.id.clone(),
+                        first: first.source.display().to_string(),
+                    });
+                }
+                all.push(r);
+            }
+        }
+    }
+    Ok(all)
+}
