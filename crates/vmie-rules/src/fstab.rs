@@ -15,8 +15,6 @@
 //! order the VM's disks were given in, boot disk first, as the hypervisor
 //! presented them.
 
-use serde::Serialize;
-
 /// The prefix of lines this action disabled.
 pub const DISABLED_PREFIX: &str = "#vmie-fixup: ";
 
@@ -84,29 +82,7 @@ pub enum Spec {
     Pseudo,
 }
 
-/// What the action did to one line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    /// 1-based line number.
-    pub line: usize,
-    /// The line before.
-    pub before: String,
-    /// The line after.
-    pub after: String,
-    /// Why, for the report.
-    pub reason: String,
-}
-
-/// The result of [`fix`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The new file.
-    pub text: String,
-    /// Every changed line.
-    pub changes: Vec<Change>,
-    /// Things worth telling that were left alone (e.g. root matches no volume).
-    pub notes: Vec<String>,
-}
+pub use crate::{Change, Outcome};
 
 /// Index of a disk from its Linux letters: `a` → 0, `z` → 25, `aa` → 26.
 fn disk_letters(s: &str) -> Option<usize> {
@@ -298,18 +274,12 @@ pub fn fix(text: &str, volumes: &[Volume]) -> Outcome {
     let mut out = String::with_capacity(text.len() + 64);
     let mut changes = Vec::new();
     let mut notes = Vec::new();
-    for (i, raw) in text.split_inclusive('\n').enumerate() {
+    for (i, (line, eol)) in crate::lines_with_eol(text).enumerate() {
         let lineno = i + 1;
-        let (line, eol) = match raw.strip_suffix('\n') {
-            Some(l) => match l.strip_suffix('\r') {
-                Some(l2) => (l2, "\r\n"),
-                None => (l, "\n"),
-            },
-            None => (raw, ""),
-        };
         let body = line.trim_start_matches([' ', '\t']);
         if body.is_empty() || body.starts_with('#') {
-            out.push_str(raw);
+            out.push_str(line);
+            out.push_str(eol);
             continue;
         }
         let f = split(line);
@@ -385,7 +355,8 @@ pub fn fix(text: &str, volumes: &[Volume]) -> Outcome {
             }
         }
         if replace.is_empty() {
-            out.push_str(raw);
+            out.push_str(line);
+            out.push_str(eol);
             continue;
         }
         if f.parts.len() == 2 {

@@ -7,3 +7,42 @@
 
 pub mod fstab;
 pub mod rules;
+pub mod shellvars;
+
+use serde::Serialize;
+
+/// What an action did to one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// 1-based line number (in the old file; for added lines, where they went).
+    pub line: usize,
+    /// The line before (empty for an added line).
+    pub before: String,
+    /// The line after (empty for a removed line).
+    pub after: String,
+    /// Why, for the report.
+    pub reason: String,
+}
+
+/// The result of an action on one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The new file.
+    pub text: String,
+    /// Every changed line.
+    pub changes: Vec<Change>,
+    /// Things worth telling that were left alone.
+    pub notes: Vec<String>,
+}
+
+/// Split `text` into lines with their line ending (`\n`, `\r\n` or none).
+pub(crate) fn lines_with_eol(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split_inclusive('\n')
+        .map(|raw| match raw.strip_suffix('\n') {
+            Some(l) => match l.strip_suffix('\r') {
+                Some(l2) => (l2, "\r\n"),
+                None => (l, "\n"),
+            },
+            None => (raw, ""),
+        })
+}
