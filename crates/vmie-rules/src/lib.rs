@@ -5,6 +5,7 @@
 //! their own output changes nothing.
 #![forbid(unsafe_code)]
 
+pub mod boot;
 pub mod fstab;
 pub mod rules;
 pub mod shellvars;
