@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod fstab;
+pub mod network;
 pub mod rules;
 pub mod shellvars;
 
