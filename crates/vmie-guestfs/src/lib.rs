@@ -17,10 +17,12 @@
 
 mod error;
 mod memfs;
+mod mounts;
 mod path;
 
 pub use error::FsError;
 pub use memfs::MemFs;
+pub use mounts::Mounts;
 pub use path::GuestPath;
 
 use std::fmt;

@@ -89,6 +89,42 @@ impl MemFs {
         self
     }
 
+    /// Load a directory tree of the host (files, directories, symlinks, with
+    /// their modes) into a new filesystem, for tests that use the fixture
+    /// trees in `fixtures/trees/`. Other file types are skipped.
+    pub fn from_host_dir(name: impl Into<String>, dir: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        fn walk(fs: &mut MemFs, host: &std::path::Path, guest: &GuestPath) -> std::io::Result<()> {
+            let mut entries: Vec<_> = std::fs::read_dir(host)?.collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name();
+                let g = guest.join(name.as_encoded_bytes());
+                let meta = std::fs::symlink_metadata(e.path())?;
+                let mode = meta.permissions().mode() & 0o7777;
+                let attrs = NewAttrs {
+                    mode,
+                    ..NewAttrs::default()
+                };
+                let ft = meta.file_type();
+                if ft.is_symlink() {
+                    let t = std::fs::read_link(e.path())?;
+                    let _ = fs.symlink(&g, t.as_os_str().as_encoded_bytes(), &attrs);
+                } else if ft.is_dir() {
+                    let _ = fs.mkdir(&g, &attrs);
+                    walk(fs, &e.path(), &g)?;
+                } else if ft.is_file() {
+                    let data = std::fs::read(e.path())?;
+                    let _ = fs.create_file(&g, &data, &attrs);
+                }
+            }
+            Ok(())
+        }
+        let mut fs = Self::new(name);
+        walk(&mut fs, dir, &GuestPath::root())?;
+        Ok(fs)
+    }
+
     /// Builder: a directory at `path` (parents created).
     pub fn with_dir(mut self, path: &str) -> Self {
         self.mkdir_p(&GuestPath::from(path));

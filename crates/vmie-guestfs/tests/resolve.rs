@@ -189,3 +189,35 @@ mod random_graphs {
         }
     }
 }
+
+#[test]
+fn mounts_route_by_longest_prefix_and_symlinks_cross_them() {
+    use vmie_guestfs::Mounts;
+    let root = MemFs::new("root")
+        .with_file("/etc/fstab", b"root fstab")
+        .with_dir("/boot")
+        .with_symlink("/vmlinuz", "boot/vmlinuz-6.1");
+    let boot = MemFs::new("boot")
+        .with_file("/vmlinuz-6.1", b"kernel")
+        .with_file("/grub/grub.cfg", b"cfg");
+    let mut m = Mounts::new();
+    m.mount(GuestPath::root(), Box::new(root));
+    m.mount(GuestPath::from("/boot"), Box::new(boot));
+    assert_eq!(m.read("/etc/fstab").unwrap(), b"root fstab");
+    assert_eq!(m.read("/boot/grub/grub.cfg").unwrap(), b"cfg");
+    assert_eq!(m.read("/vmlinuz").unwrap(), b"kernel");
+    m.replace_file(&GuestPath::from("/boot/grub/grub.cfg"), b"new")
+        .unwrap();
+    assert_eq!(m.read("/boot/grub/grub.cfg").unwrap(), b"new");
+    m.rename(
+        &GuestPath::from("/boot/grub/grub.cfg"),
+        &GuestPath::from("/boot/grub/grub.cfg.old"),
+    )
+    .unwrap();
+    assert!(m
+        .rename(
+            &GuestPath::from("/etc/fstab"),
+            &GuestPath::from("/boot/fstab")
+        )
+        .is_err());
+}
