@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod diff;
+pub mod engine;
 pub mod fstab;
 pub mod network;
 pub mod rules;

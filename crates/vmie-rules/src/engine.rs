@@ -1,0 +1,845 @@
+//! Running rules on a guest: each action reads the files it edits through
+//! the guest file API, writes the new contents back (to the overlay, in
+//! production), keeps the original of every changed or removed file beside
+//! it, and reports a diff per file.
+//!
+//! **Backups.** The original of `DIR/NAME` is kept as `DIR/NAME.vmie.bak`
+//! (same owner, mode and xattrs). The `.bak` ending is one that initscripts,
+//! NetworkManager's ifcfg and keyfile plugins, netplan (`*.yaml` only) and
+//! networkd (`*.network` only) all skip, so a kept static configuration is
+//! never brought up again. Files in directories read wholesale by a glob
+//! (`/etc/network/interfaces.d`, `source …/*`) keep their originals in a
+//! sibling directory, `DIR.vmie.bak/NAME`. An existing backup is never
+//! overwritten: it holds the original from before the first run, and a
+//! second run, which changes nothing, writes nothing.
+
+use regex::Regex;
+use serde::Serialize;
+use thiserror::Error;
+use vmie_guestfs::{resolve, FileType, FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs};
+
+use crate::boot::{self, CmdlineEdit};
+use crate::fstab::{self, Volume};
+use crate::rules::{Action, Facts, FileOp, Rule};
+use crate::{diff, network, shellvars, Change, Outcome};
+
+/// The backup suffix.
+pub const BACKUP_SUFFIX: &str = ".vmie.bak";
+
+/// Directories whose every file is read by a glob: backups go elsewhere.
+const GLOBBED_DIRS: &[&str] = &["/etc/network/interfaces.d"];
+
+/// Engine errors.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The guest filesystem refused.
+    #[error("rule {rule}: {source}")]
+    Fs {
+        /// The rule running.
+        rule: String,
+        /// The error.
+        #[source]
+        source: FsError,
+    },
+    /// A rule's parameters are unusable (e.g. a bad regular expression).
+    #[error("rule {rule}: {why}")]
+    Rule {
+        /// The rule.
+        rule: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A kernel, as the initramfs check needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Kernel {
+    /// Version, e.g. `6.1.0-13-amd64`.
+    pub version: String,
+    /// Whether its initramfs could be read.
+    pub initramfs_readable: bool,
+    /// Drivers in its initramfs or built in (module names).
+    pub drivers: Vec<String>,
+}
+
+/// What the engine knows about the guest.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Facts for `when`.
+    pub facts: Facts,
+    /// The VM's volumes (fstab, root=).
+    pub volumes: Vec<Volume>,
+    /// Installed kernels.
+    pub kernels: Vec<Kernel>,
+}
+
+/// How a file changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum FileOpDone {
+    /// Contents replaced.
+    Modified,
+    /// Created.
+    Created,
+    /// Removed (its original is the backup).
+    Removed,
+    /// Renamed, with new contents, to `to`.
+    Renamed {
+        /// The new path.
+        to: String,
+    },
+}
+
+/// One file a rule changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    /// Rule id.
+    pub rule: String,
+    /// Action type.
+    pub action: String,
+    /// The file (symlinks resolved).
+    pub path: String,
+    /// What happened to it.
+    #[serde(flatten)]
+    pub op: FileOpDone,
+    /// Where its original is kept.
+    pub backup: Option<String>,
+    /// Unified diff.
+    pub diff: String,
+    /// The changed lines with reasons.
+    pub lines: Vec<Change>,
+}
+
+/// Severity of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For information.
+    Info,
+    /// Worth a look; the import may still work.
+    Warning,
+    /// The guest will not work as is.
+    Error,
+}
+
+/// Something a rule found and reported without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Rule id.
+    pub rule: String,
+    /// Severity.
+    pub severity: Severity,
+    /// What.
+    pub message: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Changed files, in order.
+    pub changes: Vec<FileChange>,
+    /// Findings.
+    pub findings: Vec<Finding>,
+    /// Rules whose `when` did not hold.
+    pub skipped: Vec<String>,
+}
+
+/// Where the original of `path` is kept.
+pub fn backup_path(path: &GuestPath) -> GuestPath {
+    let parent = path.parent();
+    let name = path.file_name().unwrap_or_default();
+    let mut bak_name = name.to_vec();
+    bak_name.extend_from_slice(BACKUP_SUFFIX.as_bytes());
+    if GLOBBED_DIRS.iter().any(|d| GuestPath::from(*d) == parent) {
+        let mut dir_name = parent.file_name().unwrap_or_default().to_vec();
+        dir_name.extend_from_slice(BACKUP_SUFFIX.as_bytes());
+        return parent.parent().join(&dir_name).join(name);
+    }
+    parent.join(&bak_name)
+}
+
+struct Run<'a> {
+    fs: &'a mut dyn GuestFs,
+    ctx: &'a Context,
+    report: Report,
+    rule: String,
+    action: &'static str,
+}
+
+impl Run<'_> {
+    fn fs_err(&self, e: FsError) -> EngineError {
+        EngineError::Fs {
+            rule: self.rule.clone(),
+            source: e,
+        }
+    }
+
+    fn finding(&mut self, severity: Severity, message: String) {
+        self.report.findings.push(Finding {
+            rule: self.rule.clone(),
+            severity,
+            message,
+        });
+    }
+
+    /// Resolve `path` and read it if it is a regular file.
+    fn read_text(&self, path: &str) -> Result<Option<(GuestPath, String)>, EngineError> {
+        let p = match resolve(self.fs.as_dyn_ref(), path.as_bytes(), true) {
+            Ok(p) => p,
+            Err(FsError::NotFound { .. } | FsError::NotADirectory { .. }) => return Ok(None),
+            Err(e) => return Err(self.fs_err(e)),
+        };
+        match self.fs.symlink_metadata(&p) {
+            Ok(m) if m.file_type == FileType::Regular => {}
+            Ok(_) | Err(FsError::NotFound { .. }) | Err(FsError::NotADirectory { .. }) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.fs_err(e)),
+        }
+        let data = self
+            .fs
+            .read_file(&p, self.fs.limits().max_read)
+            .map_err(|e| self.fs_err(e))?;
+        Ok(Some((p, String::from_utf8_lossy(&data).into_owned())))
+    }
+
+    /// Files in `dir` (resolved), sorted, matching `pred`; skips our backups.
+    fn list(&self, dir: &str, pred: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let Ok((p, entries)) = self.fs.as_dyn_ref().list(dir) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.file_type,
+                    FileType::Regular | FileType::Symlink | FileType::Unknown
+                )
+            })
+            .filter_map(|e| String::from_utf8(e.name).ok())
+            .filter(|n| !n.ends_with(BACKUP_SUFFIX) && pred(n))
+            .map(|n| p.join(n.as_bytes()).to_string())
+            .collect()
+    }
+
+    /// Keep the original of `p` beside it unless a backup exists already.
+    fn backup(&mut self, p: &GuestPath) -> Result<GuestPath, EngineError> {
+        let b = backup_path(p);
+        match self.fs.symlink_metadata(&b) {
+            Ok(_) => return Ok(b),
+            Err(FsError::NotFound { .. }) => {}
+            Err(e) => return Err(self.fs_err(e)),
+        }
+        let m = self.fs.symlink_metadata(p).map_err(|e| self.fs_err(e))?;
+        let data = self
+            .fs
+            .read_file(p, self.fs.limits().max_read)
+            .map_err(|e| self.fs_err(e))?;
+        let dir = b.parent();
+        if dir != p.parent()
+            && matches!(
+                self.fs.symlink_metadata(&dir),
+                Err(FsError::NotFound { .. })
+            )
+        {
+            let pm = self
+                .fs
+                .symlink_metadata(&p.parent())
+                .map_err(|e| self.fs_err(e))?;
+            let attrs = NewAttrs {
+                mode: pm.mode,
+                uid: pm.uid,
+                gid: pm.gid,
+                xattrs: pm.xattrs.unwrap_or_default(),
+            };
+            self.fs.mkdir(&dir, &attrs).map_err(|e| self.fs_err(e))?;
+        }
+        let attrs = NewAttrs {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            xattrs: m.xattrs.unwrap_or_default(),
+        };
+        self.fs
+            .create_file(&b, &data, &attrs)
+            .map_err(|e| self.fs_err(e))?;
+        Ok(b)
+    }
+
+    /// Write an action's outcome for the file at `p` (original `old`).
+    fn commit(&mut self, p: &GuestPath, old: &str, out: Outcome) -> Result<(), EngineError> {
+        for n in &out.notes {
+            let msg = format!("{p}: {n}");
+            self.finding(Severity::Info, msg);
+        }
+        if out.text == old {
+            return Ok(());
+        }
+        let b = self.backup(p)?;
+        self.fs
+            .replace_file(p, out.text.as_bytes())
+            .map_err(|e| self.fs_err(e))?;
+        self.report.changes.push(FileChange {
+            rule: self.rule.clone(),
+            action: self.action.to_string(),
+            path: p.to_string(),
+            op: FileOpDone::Modified,
+            backup: Some(b.to_string()),
+            diff: diff::unified(&p.to_string(), old, &out.text),
+            lines: out.changes,
+        });
+        Ok(())
+    }
+
+    fn edit(&mut self, path: &str, f: &dyn Fn(&str) -> Outcome) -> Result<bool, EngineError> {
+        let Some((p, old)) = self.read_text(path)? else {
+            return Ok(false);
+        };
+        let out = f(&old);
+        self.commit(&p, &old, out)?;
+        Ok(true)
+    }
+
+    /// Remove `path`, keeping it as its backup.
+    fn remove(&mut self, path: &str) -> Result<(), EngineError> {
+        let Some((p, old)) = self.read_text(path)? else {
+            return Ok(());
+        };
+        let b = backup_path(&p);
+        match self.fs.symlink_metadata(&b) {
+            Ok(_) => self.fs.remove(&p).map_err(|e| self.fs_err(e))?,
+            Err(FsError::NotFound { .. }) => {
+                let _ = self.backup(&p)?;
+                self.fs.remove(&p).map_err(|e| self.fs_err(e))?;
+            }
+            Err(e) => return Err(self.fs_err(e)),
+        }
+        self.report.changes.push(FileChange {
+            rule: self.rule.clone(),
+            action: self.action.to_string(),
+            path: p.to_string(),
+            op: FileOpDone::Removed,
+            backup: Some(b.to_string()),
+            diff: diff::unified(&p.to_string(), &old, ""),
+            lines: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Replace `from` by `to` holding `new` (the original stays as `from`'s backup).
+    fn rename_with(
+        &mut self,
+        from: &GuestPath,
+        to: &GuestPath,
+        old: &str,
+        out: Outcome,
+    ) -> Result<(), EngineError> {
+        let m = self.fs.symlink_metadata(from).map_err(|e| self.fs_err(e))?;
+        let b = self.backup(from)?;
+        let attrs = NewAttrs {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            xattrs: m.xattrs.unwrap_or_default(),
+        };
+        self.fs
+            .create_file(to, out.text.as_bytes(), &attrs)
+            .map_err(|e| self.fs_err(e))?;
+        self.fs.remove(from).map_err(|e| self.fs_err(e))?;
+        self.report.changes.push(FileChange {
+            rule: self.rule.clone(),
+            action: self.action.to_string(),
+            path: from.to_string(),
+            op: FileOpDone::Renamed { to: to.to_string() },
+            backup: Some(b.to_string()),
+            diff: diff::unified(&to.to_string(), old, &out.text),
+            lines: out.changes,
+        });
+        Ok(())
+    }
+}
+
+/// Helper so `&mut dyn GuestFs` can use the `&dyn` functions.
+trait AsDynRef {
+    fn as_dyn_ref(&self) -> &dyn GuestFs;
+}
+
+impl AsDynRef for &mut dyn GuestFs {
+    fn as_dyn_ref(&self) -> &dyn GuestFs {
+        &**self
+    }
+}
+
+const GRUB_CFGS: &[&str] = &["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"];
+const MENU_LSTS: &[&str] = &["/boot/grub/menu.lst", "/boot/grub/grub.conf"];
+const GRUBENVS: &[&str] = &["/boot/grub/grubenv", "/boot/grub2/grubenv"];
+
+impl Run<'_> {
+    fn grub_cfgs(&self) -> Vec<String> {
+        let mut v: Vec<String> = GRUB_CFGS.iter().map(|s| s.to_string()).collect();
+        for vendor in self.list_dirs("/boot/efi/EFI") {
+            v.push(format!("{vendor}/grub.cfg"));
+        }
+        v
+    }
+
+    fn list_dirs(&self, dir: &str) -> Vec<String> {
+        let Ok((p, entries)) = self.fs.as_dyn_ref().list(dir) else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter(|e| e.file_type == FileType::Directory)
+            .filter_map(|e| String::from_utf8(e.name).ok())
+            .map(|n| p.join(n.as_bytes()).to_string())
+            .collect()
+    }
+
+    /// Resolved, de-duplicated paths that exist.
+    fn existing(&self, paths: Vec<String>) -> Vec<String> {
+        let mut seen: Vec<GuestPath> = Vec::new();
+        let mut out = Vec::new();
+        for p in paths {
+            if let Ok(r) = resolve(self.fs.as_dyn_ref(), p.as_bytes(), true) {
+                if self
+                    .fs
+                    .symlink_metadata(&r)
+                    .is_ok_and(|m| m.file_type == FileType::Regular)
+                    && !seen.contains(&r)
+                {
+                    seen.push(r.clone());
+                    out.push(r.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    fn kernel_args(&mut self, add: &[String], remove: &[String]) -> Result<(), EngineError> {
+        let volumes = self.ctx.volumes.clone();
+        let e = CmdlineEdit {
+            add,
+            remove,
+            volumes: &volumes,
+        };
+        self.edit("/etc/default/grub", &|t| {
+            boot::kernel_args_default_grub(t, &e)
+        })?;
+        for p in self.existing(self.grub_cfgs()) {
+            self.edit(&p, &|t| boot::kernel_args_grub_cfg(t, &e))?;
+        }
+        let legacy = self.existing(MENU_LSTS.iter().map(|s| s.to_string()).collect());
+        for p in legacy {
+            self.edit(&p, &|t| boot::kernel_args_menu_lst(t, &e))?;
+        }
+        for p in self.list("/boot/loader/entries", &|n| n.ends_with(".conf")) {
+            self.edit(&p, &|t| boot::kernel_args_bls(t, &e))?;
+        }
+        for p in self.existing(GRUBENVS.iter().map(|s| s.to_string()).collect()) {
+            let Some((gp, old)) = self.read_text(&p)? else {
+                continue;
+            };
+            if let Some(opts) = boot::grubenv_get(old.as_bytes(), "kernelopts") {
+                let (new_opts, reasons) = boot::edit_cmdline(&opts, &e);
+                if !reasons.is_empty() {
+                    match boot::grubenv_set(old.as_bytes(), "kernelopts", new_opts.trim()) {
+                        Ok(Some(block)) => {
+                            let text = String::from_utf8_lossy(&block).into_owned();
+                            let out = Outcome {
+                                text,
+                                changes: vec![Change {
+                                    line: 0,
+                                    before: format!("kernelopts={opts}"),
+                                    after: format!("kernelopts={}", new_opts.trim()),
+                                    reason: reasons.join("; "),
+                                }],
+                                notes: Vec::new(),
+                            };
+                            self.commit(&gp, &old, out)?;
+                        }
+                        Ok(None) => {}
+                        Err(why) => self.finding(Severity::Warning, format!("{gp}: {why}")),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn grub(&mut self, timeout: u32) -> Result<(), EngineError> {
+        self.edit("/etc/default/grub", &|t| boot::default_grub_set(t, timeout))?;
+        let mut saved_default: Option<String> = None;
+        for p in self.existing(self.grub_cfgs()) {
+            let Some((gp, old)) = self.read_text(&p)? else {
+                continue;
+            };
+            if old.contains("${saved_entry}") {
+                if let Some(n) = boot::newest_entry(&boot::grub_cfg_entries(&old)) {
+                    saved_default = Some(n.title.clone());
+                }
+            }
+            let out = boot::grub_cfg_set(&old, timeout);
+            self.commit(&gp, &old, out)?;
+        }
+        for p in self.existing(MENU_LSTS.iter().map(|s| s.to_string()).collect()) {
+            self.edit(&p, &|t| boot::menu_lst_set(t, timeout))?;
+        }
+        // BLS: the default is grubenv's saved_entry, an entry file's id.
+        let bls = self.list("/boot/loader/entries", &|n| n.ends_with(".conf"));
+        let mut newest_bls: Option<(String, String)> = None;
+        for p in &bls {
+            if let Some((gp, text)) = self.read_text(p)? {
+                let version = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("linux").map(|r| r.trim().to_string()))
+                    .and_then(|k| boot::kernel_version(&k).map(str::to_string));
+                let id = gp.file_name().map(|n| {
+                    String::from_utf8_lossy(n)
+                        .trim_end_matches(".conf")
+                        .to_string()
+                });
+                if let (Some(v), Some(id)) = (version, id) {
+                    if !id.contains("rescue")
+                        && newest_bls
+                            .as_ref()
+                            .is_none_or(|(bv, _)| boot::compare_versions(&v, bv).is_gt())
+                    {
+                        newest_bls = Some((v, id));
+                    }
+                }
+            }
+        }
+        if let Some((_, id)) = newest_bls {
+            saved_default = Some(id);
+        }
+        if let Some(entry) = saved_default {
+            for p in self.existing(GRUBENVS.iter().map(|s| s.to_string()).collect()) {
+                let Some((gp, old)) = self.read_text(&p)? else {
+                    continue;
+                };
+                if boot::grubenv_get(old.as_bytes(), "saved_entry").is_none()
+                    && !old.contains("saved_entry")
+                {
+                    // No saved default in use: grub.cfg's own default applies.
+                    continue;
+                }
+                match boot::grubenv_set(old.as_bytes(), "saved_entry", &entry) {
+                    Ok(Some(block)) => {
+                        let before =
+                            boot::grubenv_get(old.as_bytes(), "saved_entry").unwrap_or_default();
+                        let out = Outcome {
+                            text: String::from_utf8_lossy(&block).into_owned(),
+                            changes: vec![Change {
+                                line: 0,
+                                before: format!("saved_entry={before}"),
+                                after: format!("saved_entry={entry}"),
+                                reason: "boot the newest kernel by default".into(),
+                            }],
+                            notes: Vec::new(),
+                        };
+                        self.commit(&gp, &old, out)?;
+                    }
+                    Ok(None) => {}
+                    Err(why) => self.finding(Severity::Warning, format!("{gp}: {why}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn network(&mut self) -> Result<(), EngineError> {
+        let suse = self
+            .ctx
+            .facts
+            .distro
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sles") || d.starts_with("opensuse") || d == "suse");
+        for (dir, is_suse) in [
+            ("/etc/sysconfig/network-scripts", false),
+            ("/etc/sysconfig/network", true),
+        ] {
+            let files = self.list(dir, &|n| {
+                n.starts_with("ifcfg-")
+                    && n != "ifcfg-lo"
+                    && !n.ends_with('~')
+                    && !n.contains(".bak")
+                    && !n.contains(".orig")
+                    && !n.contains(".rpm")
+            });
+            let mut done = false;
+            for f in files {
+                let Some((p, old)) = self.read_text(&f)? else {
+                    continue;
+                };
+                let name = p
+                    .file_name()
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_default();
+                let Some(edit) = network::ifcfg(&old, &name, is_suse || suse) else {
+                    continue;
+                };
+                if done {
+                    self.finding(Severity::Info, format!("{p}: a second Ethernet configuration; the cloud VM has one NIC, left alone"));
+                    continue;
+                }
+                done = true;
+                match edit.rename_to {
+                    Some(new_name) => {
+                        let to = p.parent().join(new_name.as_bytes());
+                        if self.fs.symlink_metadata(&to).is_ok() {
+                            self.finding(
+                                Severity::Warning,
+                                format!("{to} exists already; {p} edited in place"),
+                            );
+                            self.commit(&p, &old, edit.outcome)?;
+                        } else {
+                            self.rename_with(&p, &to, &old, edit.outcome)?;
+                        }
+                    }
+                    None => self.commit(&p, &old, edit.outcome)?,
+                }
+            }
+        }
+        // Debian: the main file, else the first file in interfaces.d that has the NIC.
+        let mut candidates = vec!["/etc/network/interfaces".to_string()];
+        candidates.extend(self.list("/etc/network/interfaces.d", &|_| true));
+        for f in candidates {
+            let Some((p, old)) = self.read_text(&f)? else {
+                continue;
+            };
+            let out = network::interfaces(&old);
+            if out.notes.iter().any(|n| n.contains("no Ethernet")) {
+                continue;
+            }
+            self.commit(&p, &old, out)?;
+            break;
+        }
+        for f in self.list("/etc/netplan", &|n| {
+            n.ends_with(".yaml") || n.ends_with(".yml")
+        }) {
+            let Some((p, old)) = self.read_text(&f)? else {
+                continue;
+            };
+            if !old.contains("ethernets:") {
+                continue;
+            }
+            let out = network::netplan(&old);
+            self.commit(&p, &old, out)?;
+            break;
+        }
+        let mut nm_done = false;
+        for f in self.list("/etc/NetworkManager/system-connections", &|_| true) {
+            let Some((p, old)) = self.read_text(&f)? else {
+                continue;
+            };
+            if let Some(out) = network::nm_keyfile(&old) {
+                if nm_done {
+                    self.finding(
+                        Severity::Info,
+                        format!("{p}: a second Ethernet connection; left alone"),
+                    );
+                    continue;
+                }
+                nm_done = true;
+                self.commit(&p, &old, out)?;
+            }
+        }
+        for f in self.list("/etc/systemd/network", &|n| n.ends_with(".network")) {
+            let Some((p, old)) = self.read_text(&f)? else {
+                continue;
+            };
+            if let Some(out) = network::networkd(&old) {
+                self.commit(&p, &old, out)?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn initramfs_check(&mut self, drivers: &[String]) {
+        let norm = |s: &str| s.replace('-', "_");
+        if self.ctx.kernels.is_empty() {
+            self.finding(
+                Severity::Warning,
+                "no installed kernel found to check".into(),
+            );
+        }
+        for k in self.ctx.kernels.clone() {
+            if !k.initramfs_readable {
+                self.finding(
+                    Severity::Warning,
+                    format!("kernel {}: initramfs missing or unreadable", k.version),
+                );
+                continue;
+            }
+            let missing: Vec<&str> = drivers
+                .iter()
+                .filter(|d| !k.drivers.iter().any(|x| norm(x) == norm(d)))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                self.finding(
+                    Severity::Warning,
+                    format!(
+                        "kernel {}: initramfs lacks {}",
+                        k.version,
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn file(
+        &mut self,
+        op: FileOp,
+        path: &str,
+        to: Option<&str>,
+        contents: Option<&str>,
+    ) -> Result<(), EngineError> {
+        match op {
+            FileOp::Remove => self.remove(path),
+            FileOp::Rename => {
+                let to = to.ok_or_else(|| EngineError::Rule {
+                    rule: self.rule.clone(),
+                    why: "file rename needs `to`".into(),
+                })?;
+                let Some((p, old)) = self.read_text(path)? else {
+                    return Ok(());
+                };
+                let dest = resolve(self.fs.as_dyn_ref(), to.as_bytes(), false)
+                    .map_err(|e| self.fs_err(e))?;
+                let out = Outcome {
+                    text: old.clone(),
+                    ..Outcome::default()
+                };
+                self.rename_with(&p, &dest, &old, out)
+            }
+            FileOp::Write => {
+                let contents = contents.ok_or_else(|| EngineError::Rule {
+                    rule: self.rule.clone(),
+                    why: "file write needs `contents`".into(),
+                })?;
+                if self.read_text(path)?.is_some() {
+                    let c = contents.to_string();
+                    self.edit(path, &|_| Outcome {
+                        text: c.clone(),
+                        ..Outcome::default()
+                    })?;
+                    return Ok(());
+                }
+                let p = resolve(self.fs.as_dyn_ref(), path.as_bytes(), true)
+                    .map_err(|e| self.fs_err(e))?;
+                self.fs
+                    .create_file(&p, contents.as_bytes(), &NewAttrs::default())
+                    .map_err(|e| self.fs_err(e))?;
+                self.report.changes.push(FileChange {
+                    rule: self.rule.clone(),
+                    action: self.action.to_string(),
+                    path: p.to_string(),
+                    op: FileOpDone::Created,
+                    backup: None,
+                    diff: diff::unified(&p.to_string(), "", contents),
+                    lines: Vec::new(),
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Run `rules` on the guest `fs`, in order. Nothing is written outside `fs`.
+pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report, EngineError> {
+    let mut run = Run {
+        fs,
+        ctx,
+        report: Report::default(),
+        rule: String::new(),
+        action: "",
+    };
+    for rule in rules {
+        run.rule = rule.id.clone();
+        let holds = {
+            let fsr = run.fs.as_dyn_ref();
+            rule.when
+                .holds(&ctx.facts, &|p| fsr.exists(p).unwrap_or(false))
+        };
+        if !holds {
+            run.report.skipped.push(rule.id.clone());
+            continue;
+        }
+        for action in &rule.actions {
+            run.action = action.name();
+            match action {
+                Action::Fstab { path } => {
+                    let vols = ctx.volumes.clone();
+                    let path = path.clone();
+                    let Some((p, old)) = run.read_text(&path)? else {
+                        run.finding(
+                            Severity::Error,
+                            format!("Invalid configuration - Could not read fstab ({path})"),
+                        );
+                        continue;
+                    };
+                    let out = fstab::fix(&old, &vols);
+                    for n in &out.notes {
+                        run.finding(Severity::Warning, format!("{p}: {n}"));
+                    }
+                    let out = Outcome {
+                        notes: Vec::new(),
+                        ..out
+                    };
+                    run.commit(&p, &old, out)?;
+                }
+                Action::Shellvars { path, set, unset } => {
+                    let set: Vec<(&str, &str)> =
+                        set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    let unset: Vec<&str> = unset.iter().map(String::as_str).collect();
+                    let id = rule.id.clone();
+                    run.edit(path, &|t| shellvars::edit(t, &set, &unset, &id))?;
+                }
+                Action::KernelArgs { add, remove } => run.kernel_args(add, remove)?,
+                Action::Grub { timeout } => run.grub(*timeout)?,
+                Action::Network {} => run.network()?,
+                Action::InitramfsCheck { drivers } => run.initramfs_check(drivers),
+                Action::File {
+                    op,
+                    path,
+                    to,
+                    contents,
+                } => run.file(*op, path, to.as_deref(), contents.as_deref())?,
+                Action::RegexEdit {
+                    path,
+                    pattern,
+                    replace,
+                } => {
+                    let re = Regex::new(pattern).map_err(|e| EngineError::Rule {
+                        rule: rule.id.clone(),
+                        why: format!("bad pattern {pattern:?}: {e}"),
+                    })?;
+                    let replace = replace.clone();
+                    let id = rule.id.clone();
+                    run.edit(path, &|t| {
+                        let text = re.replace_all(t, replace.as_str()).into_owned();
+                        let changes = if text == t {
+                            Vec::new()
+                        } else {
+                            vec![Change {
+                                line: 0,
+                                before: String::new(),
+                                after: String::new(),
+                                reason: format!("{id}: s/{}/{replace}/", re.as_str()),
+                            }]
+                        };
+                        Outcome {
+                            text,
+                            changes,
+                            notes: Vec::new(),
+                        }
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(run.report)
+}
