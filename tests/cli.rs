@@ -353,3 +353,39 @@ fn truncated_image_gives_a_clear_error_not_a_panic() {
     let out = run(&["cat", &format!("{}:1", s(&cut)), "/etc/os-release"]);
     assert!(matches!(out.status.code(), Some(0 | 1)), "{:?}", out.status);
 }
+
+#[test]
+fn rules_list_and_check() {
+    let list = ok(&["rules", "list"]);
+    for id in [
+        "linux-fstab",
+        "linux-network-dhcp",
+        "linux-grub-default-timeout",
+        "linux-initramfs-drivers",
+    ] {
+        assert!(list.contains(id), "{id} missing from:\n{list}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.toml"),
+        "[[rule]]\nid = \"site-timeout\"\ndescription = \"d\"\nwhen = { os = \"linux\" }\nactions = [{ type = \"grub\", timeout = 3 }]\n",
+    )
+    .unwrap();
+    let d = s(dir.path());
+    assert!(ok(&["rules", "check", d]).contains("1 rule(s)"));
+    let mine = ok(&["rules", "list", "--no-default-rules", "--rules", d]);
+    assert!(
+        mine.contains("site-timeout") && !mine.contains("linux-fstab"),
+        "{mine}"
+    );
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[rule]]\nid = \"x\"\ndescription = \"d\"\nactions = [{ type = \"reboot\" }]\n",
+    )
+    .unwrap();
+    let err = fails(&["rules", "check", d], 1);
+    assert!(
+        err.contains("bad.toml:4:") && err.contains("reboot"),
+        "{err}"
+    );
+}

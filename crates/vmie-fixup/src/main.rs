@@ -87,6 +87,9 @@ enum Command {
         /// File inside the guest; symlinks are followed inside the guest only.
         path: String,
     },
+    /// List or check rule packs (the fixups, declared in TOML).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Restore the bytes an earlier run changed, from its undo journal.
     ///
     /// Undoes the newest run on each image (or every run with --all), and
@@ -98,6 +101,26 @@ enum Command {
         /// Undo every run, newest first, back to the original image.
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// List the rules a run would use: id, when it applies, what it does.
+    List {
+        /// Add the rule packs (*.toml) in DIR; may be given several times.
+        #[arg(long = "rules", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Leave out the rules shipped with vmie-fixup.
+        #[arg(long)]
+        no_default_rules: bool,
+    },
+    /// Check rule packs: report the first error with file, line and column.
+    #[command(after_help = "EXAMPLES:\n    vmie-fixup rules check ./my-rules")]
+    Check {
+        /// Directories of rule packs (*.toml).
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
     },
 }
 
@@ -158,7 +181,71 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ls { target, path, long } => ls(&target, &path, long),
         Command::Cat { target, path } => cat(&target, &path),
         Command::Undo { images, all } => undo(&images, all),
+        Command::Rules(RulesCommand::List {
+            dirs,
+            no_default_rules,
+        }) => rules_list(&dirs, no_default_rules),
+        Command::Rules(RulesCommand::Check { dirs }) => rules_check(&dirs),
     }
+}
+
+// ---------------------------------------------------------------- rules
+
+fn rules_list(dirs: &[PathBuf], no_default: bool) -> Result<(), Failure> {
+    let rules = vmie_rules::rules::load(no_default, dirs).map_err(|e| refused(e.into()))?;
+    for r in &rules {
+        let actions: Vec<&str> = r.actions.iter().map(|a| a.name()).collect();
+        println!("{}  ({})", r.id, r.source.display());
+        println!("    {}", r.description);
+        let w = &r.when;
+        let mut conds = Vec::new();
+        if let Some(o) = w.os {
+            conds.push(format!(
+                "os={}",
+                if o == vmie_rules::rules::OsType::Linux {
+                    "linux"
+                } else {
+                    "windows"
+                }
+            ));
+        }
+        if let Some(d) = &w.distro {
+            conds.push(format!("distro in [{}]", d.join(", ")));
+        }
+        if let Some(v) = &w.version {
+            conds.push(format!("version {v}"));
+        }
+        if let Some(b) = &w.bootloader {
+            conds.push(format!("bootloader in [{}]", b.join(", ")));
+        }
+        if let Some(n) = &w.network_stack {
+            conds.push(format!("network stack in [{}]", n.join(", ")));
+        }
+        if let Some(f) = &w.file_exists {
+            conds.push(format!("{f} exists"));
+        }
+        println!(
+            "    when: {}",
+            if conds.is_empty() {
+                "always".into()
+            } else {
+                conds.join(", ")
+            }
+        );
+        println!("    does: {}", actions.join(", "));
+    }
+    Ok(())
+}
+
+fn rules_check(dirs: &[PathBuf]) -> Result<(), Failure> {
+    let rules = vmie_rules::rules::load(true, dirs).map_err(|e| refused(e.into()))?;
+    println!(
+        "{} rule(s) in {} director{}: all valid",
+        rules.len(),
+        dirs.len(),
+        if dirs.len() == 1 { "y" } else { "ies" }
+    );
+    Ok(())
 }
 
 fn open(images: &[PathBuf]) -> Result<Vm, Failure> {

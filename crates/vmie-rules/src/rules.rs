@@ -414,3 +414,36 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
     }
     Ok(all)
 }
+
+/// The rule packs shipped in the repository's `rules/`, built into the
+/// binary so it works from anywhere.
+pub const SHIPPED: &[(&str, &str)] = &[(
+    "rules/linux.toml",
+    include_str!("../../../rules/linux.toml"),
+)];
+
+/// Parse the shipped packs.
+pub fn shipped() -> Result<Vec<Rule>, RuleError> {
+    let mut all = Vec::new();
+    for (name, text) in SHIPPED {
+        all.extend(parse_pack(Path::new(name), text)?);
+    }
+    Ok(all)
+}
+
+/// The shipped packs (unless `no_default`), then every pack in `dirs`; ids
+/// must be unique across all of them.
+pub fn load(no_default: bool, dirs: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
+    let mut all = if no_default { Vec::new() } else { shipped()? };
+    for r in load_dirs(dirs)? {
+        if let Some(first) = all.iter().find(|x| x.id == r.id) {
+            return Err(RuleError::Duplicate {
+                path: r.source.display().to_string(),
+                id: r.id.clone(),
+                first: first.source.display().to_string(),
+            });
+        }
+        all.push(r);
+    }
+    Ok(all)
+}
