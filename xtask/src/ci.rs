@@ -20,6 +20,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("genisoimage", "genisoimage"),
     ("cryptsetup-bin", "cryptsetup"),
     ("qemu-utils", "qemu-img"),
+    ("gzip", "gzip"),
+    ("xz-utils", "xz"),
+    ("zstd", "zstd"),
+    ("lz4", "lz4"),
+    ("bzip2", "bzip2"),
 ];
 
 fn have(cmd: &str) -> bool {

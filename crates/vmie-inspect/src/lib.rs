@@ -6,6 +6,10 @@
 //! of a volume whose filesystem we can read.
 #![forbid(unsafe_code)]
 
+mod guest;
+
+pub use guest::LinuxGuest;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

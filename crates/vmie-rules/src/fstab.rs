@@ -181,7 +181,12 @@ fn eq(a: &Option<String>, b: &str) -> bool {
 }
 
 /// The volume a spec names today, if any. `None` for specs that name no
-/// volume by design (pseudo filesystems, LVM names).
+/// volume by design (pseudo filesystems, LVM names); `Some(None)` for specs
+/// that name a volume this VM does not have.
+pub fn lookup<'v>(spec: &str, volumes: &'v [Volume]) -> Option<Option<&'v Volume>> {
+    resolve(&classify(spec), volumes)
+}
+
 fn resolve<'v>(spec: &Spec, volumes: &'v [Volume]) -> Option<Option<&'v Volume>> {
     Some(match spec {
         Spec::Uuid(u) => volumes.iter().find(|v| eq(&v.uuid, u)),

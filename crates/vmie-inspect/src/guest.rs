@@ -1,0 +1,150 @@
+//! A Linux guest: its root volume, what `vmie-os` finds in it, and its
+//! filesystems mounted as its fstab says, as one tree.
+
+use vmie_guestfs::{GuestFs, GuestPath, Mounts};
+use vmie_os::{InspectOptions, LinuxInfo};
+use vmie_rules::engine::{Context, Kernel};
+use vmie_rules::fstab;
+use vmie_rules::rules::{Facts, OsType};
+
+use crate::{readable, InspectError, Vm, Volume};
+
+/// A Linux guest found on a VM.
+#[derive(Debug)]
+pub struct LinuxGuest {
+    /// The root volume's name (`image partition N`).
+    pub root: String,
+    /// What inspection found.
+    pub info: LinuxInfo,
+    /// The guest's filesystems, mounted at their fstab mountpoints.
+    pub mounts: Mounts,
+    /// (mountpoint, volume name) of every mount, root first.
+    pub mounted: Vec<(String, String)>,
+    /// fstab entries that could not be mounted, and why.
+    pub not_mounted: Vec<String>,
+}
+
+impl Vm {
+    /// The VM's volumes as the fstab and kernel-argument rules see them.
+    pub fn fstab_volumes(&self) -> Vec<fstab::Volume> {
+        self.volumes()
+            .filter(|v| !v.is_extended())
+            .map(|v| fstab::Volume {
+                disk: v.disk,
+                partition: v.number,
+                uuid: v.probe.as_ref().and_then(|p| p.uuid.clone()),
+                label: v.probe.as_ref().and_then(|p| p.label.clone()),
+                partuuid: v.part_uuid.clone(),
+                partlabel: v.part_label.clone(),
+            })
+            .collect()
+    }
+
+    /// Volumes holding a Linux root filesystem we can read.
+    pub fn linux_roots(&self) -> Vec<&Volume> {
+        self.volumes()
+            .filter(|v| v.probe.as_ref().is_some_and(|p| readable(p.kind)))
+            .filter(|v| {
+                self.open_fs(v)
+                    .is_ok_and(|fs| vmie_os::is_linux_root(fs.as_ref()))
+            })
+            .collect()
+    }
+
+    /// Inspect the Linux root on `root` and mount the rest of its fstab.
+    pub fn linux_guest(
+        &self,
+        root: &Volume,
+        opts: &InspectOptions,
+    ) -> Result<LinuxGuest, InspectError> {
+        let root_fs = self.open_fs(root)?;
+        let info = vmie_os::inspect_linux(root_fs.as_ref(), opts)
+            .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
+        let mut mounts = Mounts::new();
+        mounts.mount(GuestPath::root(), root_fs);
+        let mut mounted = vec![("/".to_string(), root.name.clone())];
+        let mut not_mounted = Vec::new();
+        let vols = self.fstab_volumes();
+        let all: Vec<&Volume> = self.volumes().filter(|v| !v.is_extended()).collect();
+        let mut entries: Vec<&vmie_os::FstabEntry> = info
+            .fstab
+            .iter()
+            .filter(|e| e.mountpoint.starts_with('/') && e.mountpoint != "/")
+            .collect();
+        // Parents before children: /boot before /boot/efi.
+        entries.sort_by_key(|e| e.mountpoint.matches('/').count());
+        for e in entries {
+            let Some(found) = fstab::lookup(&e.spec, &vols) else {
+                continue; // pseudo, network, LVM
+            };
+            let Some(v) = found else {
+                not_mounted.push(format!(
+                    "{} on {}: no such volume on this VM",
+                    e.spec, e.mountpoint
+                ));
+                continue;
+            };
+            let Some(vol) = all
+                .iter()
+                .find(|x| x.disk == v.disk && x.number == v.partition)
+            else {
+                continue;
+            };
+            match self.open_fs(vol) {
+                Ok(fs) => {
+                    mounts.mount(GuestPath::from(e.mountpoint.as_str()), fs);
+                    mounted.push((e.mountpoint.clone(), vol.name.clone()));
+                }
+                Err(err) => not_mounted.push(format!("{} on {}: {err}", e.spec, e.mountpoint)),
+            }
+        }
+        Ok(LinuxGuest {
+            root: root.name.clone(),
+            info,
+            mounts,
+            mounted,
+            not_mounted,
+        })
+    }
+}
+
+impl LinuxGuest {
+    /// The rule engine's view of this guest.
+    pub fn context(&self, volumes: Vec<fstab::Volume>) -> Context {
+        let i = &self.info;
+        Context {
+            facts: Facts {
+                os: Some(OsType::Linux),
+                distro: Some(i.distro.clone()),
+                version: Some((i.major_version, i.minor_version)),
+                bootloader: i.bootloader.kind.clone(),
+                network_stacks: i.network.stacks.clone(),
+            },
+            volumes,
+            kernels: i
+                .kernels
+                .iter()
+                .map(|k| Kernel {
+                    version: k.version.clone(),
+                    initramfs_readable: k.initramfs.is_some(),
+                    drivers: k
+                        .drivers
+                        .iter()
+                        .filter(|(_, s)| {
+                            matches!(
+                                s,
+                                vmie_os::DriverState::Builtin | vmie_os::DriverState::Initramfs
+                            )
+                        })
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The guest tree, for reading and (through the overlay) writing.
+    pub fn fs(&mut self) -> &mut dyn GuestFs {
+        &mut self.mounts
+    }
+}

@@ -1,0 +1,486 @@
+//! Initramfs images: concatenated cpio `newc` (`070701`) / `crc` (`070702`)
+//! archives, each either stored or compressed (gzip, xz, zstd, lz4 legacy
+//! and frame, legacy lzma), as the kernel unpacks them; an uncompressed
+//! early-microcode archive first is the usual case.
+//!
+//! Everything is bounded by [`InitramfsLimits`]: the compressed size is
+//! checked by the caller before reading, decompression stops with an error
+//! past `max_decompressed` bytes (all segments together), and at most
+//! `max_entries` cpio entries are read. Only names, modes and sizes are
+//! kept, never file contents.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use serde::Serialize;
+
+use crate::OsError;
+
+/// Bounds for one initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitramfsLimits {
+    /// Most bytes produced by decompression, over all segments.
+    pub max_decompressed: u64,
+    /// Most cpio entries (over all archives).
+    pub max_entries: usize,
+    /// Most segments (cpio archives and compressed streams).
+    pub max_segments: usize,
+}
+
+impl Default for InitramfsLimits {
+    fn default() -> Self {
+        Self {
+            max_decompressed: 1 << 30,
+            max_entries: 200_000,
+            max_segments: 64,
+        }
+    }
+}
+
+/// One cpio entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CpioEntry {
+    /// Path, without a leading `./` or `/`.
+    pub name: String,
+    /// `st_mode`.
+    pub mode: u32,
+    /// Size of the file data.
+    pub size: u64,
+}
+
+/// The decoded listing of an initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Initramfs {
+    /// Segments in order: `cpio`, or the compression of a compressed part
+    /// (`gzip`, `xz`, `zstd`, `lz4-legacy`, `lz4`, `lzma`) followed by the
+    /// archives it held.
+    pub segments: Vec<String>,
+    /// All entries of all archives.
+    pub entries: Vec<CpioEntry>,
+    /// Why decoding stopped early, if it did (data after the last archive
+    /// that is neither padding, cpio nor a known compression).
+    pub note: Option<String>,
+}
+
+impl Initramfs {
+    /// Kernel modules in the image: normalised names (`-` → `_`, no
+    /// `.ko[.xz|.zst|.gz]`), sorted, deduplicated.
+    pub fn module_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|e| e.mode & 0o170000 == 0o100000 || e.mode & 0o170000 == 0)
+            .filter_map(|e| module_name(&e.name))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// The module name of a path ending in `.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`
+/// (`-` replaced by `_`, as modprobe treats them as equal).
+pub fn module_name(path: &str) -> Option<String> {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    for ext in [".ko", ".ko.xz", ".ko.zst", ".ko.gz", ".ko.bz2"] {
+        if let Some(stem) = base.strip_suffix(ext) {
+            if !stem.is_empty() {
+                return Some(stem.replace('-', "_"));
+            }
+        }
+    }
+    None
+}
+
+/// Where a driver is available to the kernel at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverState {
+    /// Built into the kernel (`modules.builtin`).
+    Builtin,
+    /// A module inside the initramfs.
+    Initramfs,
+    /// A module on the root filesystem but not in the initramfs (usable
+    /// only once root is mounted: not for the root disk).
+    RootOnly,
+    /// Not found.
+    Missing,
+}
+
+/// The drivers a cloud import cares about (normalised names).
+pub const DRIVERS: &[&str] = &[
+    "nvme",
+    "nvme_core",
+    "xen_blkfront",
+    "xen_netfront",
+    "ena",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "virtio_pci",
+    "ahci",
+    "ata_piix",
+    "mptspi",
+    "vmw_pvscsi",
+    "hv_storvsc",
+    "hv_netvsc",
+];
+
+/// Summary of one kernel's initramfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct InitramfsInfo {
+    /// Guest path.
+    pub path: String,
+    /// Size on disk.
+    pub size: u64,
+    /// Segments (see [`Initramfs::segments`]).
+    pub segments: Vec<String>,
+    /// Number of cpio entries.
+    pub entries: usize,
+    /// Module names it holds (normalised).
+    pub modules: Vec<String>,
+    /// Why it could not be (fully) read, if so.
+    pub error: Option<String>,
+}
+
+const CPIO_HEADER: usize = 110;
+
+fn hex8(b: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(b).ok()?;
+    u64::from_str_radix(s, 16).ok()
+}
+
+fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+fn is_cpio(d: &[u8]) -> bool {
+    d.starts_with(b"070701") || d.starts_with(b"070702")
+}
+
+/// Parse one cpio archive at the start of `d`, appending entries. Returns
+/// the bytes consumed (up to and including the trailer entry).
+fn parse_cpio(
+    d: &[u8],
+    out: &mut Vec<CpioEntry>,
+    limits: &InitramfsLimits,
+) -> Result<usize, OsError> {
+    let err = |m: String| OsError::Initramfs(m);
+    let mut pos = 0usize;
+    loop {
+        let h = d
+            .get(pos..pos.saturating_add(CPIO_HEADER))
+            .ok_or_else(|| err(format!("cpio: truncated header at offset {pos}")))?;
+        if !is_cpio(h) {
+            return Err(err(format!("cpio: bad magic at offset {pos}")));
+        }
+        let field = |i: usize| -> Result<u64, OsError> {
+            h.get(6 + i * 8..6 + (i + 1) * 8)
+                .and_then(hex8)
+                .ok_or_else(|| err(format!("cpio: bad header field at offset {pos}")))
+        };
+        let mode = field(1)?;
+        let filesize = field(6)?;
+        let namesize = field(11)?;
+        if namesize == 0 || namesize > 4096 {
+            return Err(err(format!(
+                "cpio: bad name size {namesize} at offset {pos}"
+            )));
+        }
+        let name_start = pos + CPIO_HEADER;
+        let name_end = name_start
+            .checked_add(usize::try_from(namesize).map_err(|_| err("cpio: name size".into()))?)
+            .ok_or_else(|| err("cpio: overflow".into()))?;
+        let raw = d
+            .get(name_start..name_end)
+            .ok_or_else(|| err(format!("cpio: truncated name at offset {pos}")))?;
+        let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+        let name = String::from_utf8_lossy(raw).into_owned();
+        let data_start = align4(name_end);
+        let size = usize::try_from(filesize).map_err(|_| err("cpio: file size".into()))?;
+        let data_end = data_start
+            .checked_add(size)
+            .ok_or_else(|| err("cpio: overflow".into()))?;
+        if data_end > d.len() {
+            return Err(err(format!(
+                "cpio: {name}: {size} bytes of data past the end of the archive"
+            )));
+        }
+        pos = align4(data_end);
+        if name == "TRAILER!!!" {
+            return Ok(pos.min(d.len()));
+        }
+        if out.len() >= limits.max_entries {
+            return Err(err(format!(
+                "more than {} cpio entries; not read further",
+                limits.max_entries
+            )));
+        }
+        let name = name
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_string();
+        out.push(CpioEntry {
+            name,
+            mode: u32::try_from(mode).unwrap_or(0),
+            size: filesize,
+        });
+    }
+}
+
+/// A `Write` that refuses to grow past `cap` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    cap: u64,
+}
+
+impl Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if (self.buf.len() as u64).saturating_add(b.len() as u64) > self.cap {
+            return Err(std::io::Error::other("decompressed size over the limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn read_capped(r: impl Read, cap: u64, what: &str) -> Result<Vec<u8>, OsError> {
+    let mut v = Vec::new();
+    r.take(cap.saturating_add(1))
+        .read_to_end(&mut v)
+        .map_err(|e| OsError::Initramfs(format!("{what}: {e}")))?;
+    if v.len() as u64 > cap {
+        return Err(over(cap));
+    }
+    Ok(v)
+}
+
+fn over(cap: u64) -> OsError {
+    OsError::Initramfs(format!("decompressed size over the limit of {cap} bytes"))
+}
+
+const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
+const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+
+/// The kernel's legacy lz4 format: magic, then blocks of
+/// `u32 LE compressed size` + data (each ≤ 8 MiB decompressed), until the
+/// input ends or a block cannot be a block (the next segment).
+fn lz4_legacy(d: &[u8], cap: u64) -> Result<(Vec<u8>, usize), OsError> {
+    let mut pos = 4usize;
+    let mut out = Capped {
+        buf: Vec::new(),
+        cap,
+    };
+    let mut block = vec![0u8; LZ4_LEGACY_BLOCK];
+    let max_comp = LZ4_LEGACY_BLOCK + LZ4_LEGACY_BLOCK / 255 + 16;
+    while let Some(sz) = d.get(pos..pos + 4) {
+        if sz == LZ4_LEGACY_MAGIC {
+            pos += 4;
+            continue;
+        }
+        let n = u32::from_le_bytes([sz[0], sz[1], sz[2], sz[3]]) as usize;
+        if n == 0 || n > max_comp || pos + 4 + n > d.len() {
+            break;
+        }
+        let Some(chunk) = d.get(pos + 4..pos + 4 + n) else {
+            break;
+        };
+        match lz4_flex::block::decompress_into(chunk, &mut block) {
+            Ok(k) => {
+                out.write_all(block.get(..k).unwrap_or_default())
+                    .map_err(|_| over(cap))?;
+            }
+            Err(e) if out.buf.is_empty() => {
+                return Err(OsError::Initramfs(format!("lz4: {e}")));
+            }
+            Err(_) => break,
+        }
+        pos += 4 + n;
+    }
+    Ok((out.buf, pos))
+}
+
+/// Decompress the stream at the start of `d`. Returns the compression name,
+/// the output and the compressed bytes consumed; `None` for unknown magic.
+/// Compression name, decompressed bytes, compressed bytes consumed.
+type Decoded = (&'static str, Vec<u8>, usize);
+
+fn decompress(d: &[u8], cap: u64) -> Option<Result<Decoded, OsError>> {
+    let ierr = |what: &str, e: String| OsError::Initramfs(format!("{what}: {e}"));
+    let mut s: &[u8] = d;
+    let consumed = |s: &[u8]| d.len() - s.len();
+    if d.starts_with(&[0x1f, 0x8b]) || d.starts_with(&[0x1f, 0x9e]) {
+        let mut dec = flate2::bufread::GzDecoder::new(&mut s);
+        let r = read_capped(&mut dec, cap, "gzip");
+        drop(dec);
+        return Some(r.map(|v| ("gzip", v, consumed(s))));
+    }
+    if d.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        let mut out = Capped {
+            buf: Vec::new(),
+            cap,
+        };
+        let r = lzma_rs::xz_decompress(&mut s, &mut out);
+        return Some(match r {
+            Ok(()) => Ok(("xz", out.buf, consumed(s))),
+            Err(_) if out.buf.len() as u64 >= cap => Err(over(cap)),
+            Err(e) => Err(ierr("xz", e.to_string())),
+        });
+    }
+    if d.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let mut all = Vec::new();
+        // One or more concatenated frames.
+        while s.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            let dec = match ruzstd::decoding::StreamingDecoder::new(&mut s) {
+                Ok(x) => x,
+                Err(e) => return Some(Err(ierr("zstd", e.to_string()))),
+            };
+            let left = cap.saturating_sub(all.len() as u64);
+            match read_capped(dec, left, "zstd") {
+                Ok(v) => all.extend_from_slice(&v),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        return Some(Ok(("zstd", all, consumed(s))));
+    }
+    if d.starts_with(&LZ4_LEGACY_MAGIC) {
+        return Some(lz4_legacy(d, cap).map(|(v, n)| ("lz4-legacy", v, n)));
+    }
+    if d.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+        let dec = lz4_flex::frame::FrameDecoder::new(&mut s);
+        let r = read_capped(dec, cap, "lz4");
+        return Some(r.map(|v| ("lz4", v, consumed(s))));
+    }
+    // Legacy .lzma: properties 0x5d, dictionary size, size (as the kernel checks).
+    if d.starts_with(&[0x5d, 0, 0]) {
+        let mut out = Capped {
+            buf: Vec::new(),
+            cap,
+        };
+        let opts = lzma_rs::decompress::Options {
+            memlimit: Some(usize::try_from(cap.min(256 << 20)).unwrap_or(256 << 20)),
+            ..Default::default()
+        };
+        let r = lzma_rs::lzma_decompress_with_options(&mut s, &mut out, &opts);
+        return Some(match r {
+            Ok(()) => Ok(("lzma", out.buf, consumed(s))),
+            Err(_) if out.buf.len() as u64 >= cap => Err(over(cap)),
+            Err(e) => Err(ierr("lzma", e.to_string())),
+        });
+    }
+    if d.starts_with(b"BZh") {
+        return Some(Err(OsError::Initramfs(
+            "bzip2-compressed initramfs is not supported".into(),
+        )));
+    }
+    None
+}
+
+/// Skip 4-byte zero words (padding between archives).
+fn skip_zeros(d: &[u8], mut pos: usize) -> usize {
+    while d.get(pos..pos + 4) == Some(&[0, 0, 0, 0]) {
+        pos += 4;
+    }
+    // Trailing zero bytes shorter than a word.
+    if d.get(pos..).is_some_and(|r| r.iter().all(|b| *b == 0)) {
+        return d.len();
+    }
+    pos
+}
+
+/// Decode an initramfs image.
+pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramfs, OsError> {
+    let mut out = Initramfs::default();
+    let mut budget = limits.max_decompressed;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        pos = skip_zeros(data, pos);
+        let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) else {
+            break;
+        };
+        if out.segments.len() >= limits.max_segments {
+            out.note = Some(format!("more than {} segments", limits.max_segments));
+            break;
+        }
+        if is_cpio(rest) {
+            let n = parse_cpio(rest, &mut out.entries, limits)?;
+            out.segments.push("cpio".into());
+            pos += n.max(4);
+            continue;
+        }
+        match decompress(rest, budget) {
+            None => {
+                if out.segments.is_empty() {
+                    return Err(OsError::Initramfs(
+                        "neither a cpio archive nor a known compression".into(),
+                    ));
+                }
+                out.note = Some(format!("unrecognised data at offset {pos}; stopped"));
+                break;
+            }
+            Some(r) => {
+                let (name, plain, used) = r?;
+                budget = budget.saturating_sub(plain.len() as u64);
+                out.segments.push(name.into());
+                let mut p = 0usize;
+                loop {
+                    p = skip_zeros(&plain, p);
+                    let Some(r) = plain.get(p..).filter(|r| !r.is_empty()) else {
+                        break;
+                    };
+                    if !is_cpio(r) {
+                        out.note = Some(format!(
+                            "{name} stream: unrecognised data at offset {p}; stopped"
+                        ));
+                        break;
+                    }
+                    if out.segments.len() >= limits.max_segments {
+                        out.note = Some(format!("more than {} segments", limits.max_segments));
+                        break;
+                    }
+                    let n = parse_cpio(r, &mut out.entries, limits)?;
+                    out.segments.push("cpio".into());
+                    p += n.max(4);
+                }
+                if used == 0 {
+                    break;
+                }
+                pos += used;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Driver availability for one kernel: `modules_builtin` is the text of
+/// `/lib/modules/V/modules.builtin` (if read), `initramfs_modules` the
+/// normalised module names of its initramfs, `root_modules` those found
+/// under `/lib/modules/V` on the root filesystem.
+pub fn driver_states(
+    modules_builtin: Option<&str>,
+    initramfs_modules: &[String],
+    root_modules: &[String],
+) -> BTreeMap<String, DriverState> {
+    let builtin: Vec<String> = modules_builtin
+        .map(|t| t.lines().filter_map(module_name).collect())
+        .unwrap_or_default();
+    DRIVERS
+        .iter()
+        .map(|d| {
+            let d = d.to_string();
+            let st = if builtin.contains(&d) {
+                DriverState::Builtin
+            } else if initramfs_modules.contains(&d) {
+                DriverState::Initramfs
+            } else if root_modules.contains(&d) {
+                DriverState::RootOnly
+            } else {
+                DriverState::Missing
+            };
+            (d, st)
+        })
+        .collect()
+}

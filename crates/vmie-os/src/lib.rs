@@ -1,0 +1,233 @@
+//! virt-inspector-style inspection of one mounted Linux root filesystem.
+//!
+//! Everything here works on a `&dyn GuestFs` (see `vmie-guestfs`) and knows
+//! nothing about disks. The guest is hostile: every file is read with a size
+//! cap from [`InspectOptions`], every loop over guest data is bounded, and a
+//! file that is missing, too large or malformed makes the corresponding field
+//! unknown (and, where useful, adds a warning) rather than failing the whole
+//! inspection. Symlinks are only ever followed through `vmie_guestfs`'s
+//! guest-confined resolution.
+//!
+//! What is detected, and how:
+//!
+//! - **distro / version / product name**: `/etc/os-release`, else
+//!   `/usr/lib/os-release`; legacy release files when it is missing or lacks
+//!   a (minor) version (see the `release` module docs). Names follow
+//!   virt-inspector (`rhel`, `oraclelinux`, `alpinelinux`, `archlinux`,
+//!   `kalilinux`, `scientificlinux`, ...). libguestfs has no name for Amazon
+//!   Linux (it reports it as `unknown`/`redhat-based`); we use
+//!   `amazonlinux`, and likewise `almalinux`, `photon`, `flatcar`,
+//!   `clearlinux`, `nixos`, `virtuozzo`, `xenserver`, `xcp-ng`,
+//!   `azurelinux`, `cloudlinux`. Versions are integers, 0 when unknown, as
+//!   virt-inspector: Ubuntu `22.04` is 22/4.
+//! - **arch**: `e_machine` of the ELF header of `/bin/sh`, `/usr/bin/bash`, ...
+//! - **kernels**: `/boot/vmlinuz-*` (and usr-merged
+//!   `/usr/lib/modules/V/vmlinuz`), their modules directory, initramfs
+//!   (`initramfs-V.img`, `initrd.img-V`, `initrd-V`, ...), and the state of
+//!   each cloud driver ([`initramfs::DRIVERS`]): built in
+//!   (`modules.builtin`), in the initramfs, only on the root filesystem
+//!   (`modules.dep`), or missing.
+//! - **boot loader**: GRUB 2 (`grub.cfg` menu entries, submenus,
+//!   `set default`, grubenv `saved_entry`), GRUB 2 + BLS, GRUB legacy
+//!   (`menu.lst`/`grub.conf`), extlinux/syslinux, systemd-boot.
+//! - **firmware**: see [`Firmware`] (fstab mounts of the ESP, EFI binaries).
+//! - **network**: see [`NetworkInfo`] and the `network` module docs.
+//! - **fstab**, **SELinux**, **init system**, **agents**, **sshd**.
+//!
+//! A guest whose `/boot` (or `/usr`, `/boot/efi`) is a separate filesystem
+//! is inspected through a `vmie_guestfs::Mounts` tree built from its fstab;
+//! on the root filesystem alone its kernels and boot loader are not seen.
+
+#![forbid(unsafe_code)]
+
+mod arch;
+mod boot;
+mod error;
+mod fstab;
+pub mod initramfs;
+mod network;
+mod release;
+mod services;
+mod util;
+
+pub use arch::elf_arch;
+pub use boot::{
+    default_entry, parse_bls_entry, parse_extlinux, parse_grub2_cfg, parse_grub_legacy,
+    parse_grubenv, BootMenu, Bootloader, Firmware, Kernel, MenuEntry,
+};
+pub use error::OsError;
+pub use fstab::{classify_spec, device_position, parse_fstab, FstabEntry, SpecKind};
+pub use initramfs::{DriverState, InitramfsInfo};
+pub use network::{
+    parse_ifcfg, parse_interfaces, parse_netplan, parse_networkd, parse_nmconnection, Interface,
+    InterfacesFile, NetMethod, NetworkInfo,
+};
+pub use release::{parse_os_release, DistroInfo};
+pub use services::{Agents, SshInfo};
+
+use serde::Serialize;
+use vmie_guestfs::{GuestFs, GuestFsExt};
+
+/// Bounds for inspecting a hostile guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InspectOptions {
+    /// Largest configuration/text file parsed (bytes).
+    pub max_config_size: u64,
+    /// Largest initramfs read (compressed, bytes).
+    pub max_initramfs_size: u64,
+    /// Most bytes produced by decompressing one initramfs (all segments).
+    pub max_decompressed_size: u64,
+    /// Most cpio entries read from one initramfs.
+    pub max_cpio_entries: usize,
+    /// Most directory entries considered in one directory (kernels, BLS
+    /// entries, network files, ...).
+    pub max_dir_entries: usize,
+    /// Whether to open and parse initramfs images at all.
+    pub read_initramfs: bool,
+}
+
+impl Default for InspectOptions {
+    fn default() -> Self {
+        Self {
+            max_config_size: 4 << 20,
+            max_initramfs_size: 512 << 20,
+            max_decompressed_size: 1 << 30,
+            max_cpio_entries: 200_000,
+            max_dir_entries: 4096,
+            read_initramfs: true,
+        }
+    }
+}
+
+/// What [`inspect_linux`] found. Field names follow virt-inspector where it
+/// has one (`distro`, `product_name`, `major_version`, `minor_version`,
+/// `arch`, `hostname`, `package_format`, `package_management`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinuxInfo {
+    /// Always `linux`.
+    pub os_type: String,
+    /// virt-inspector distro name (`debian`, `rhel`, `oraclelinux`, ...; `unknown`).
+    pub distro: String,
+    /// `PRETTY_NAME` of os-release, or the first line of the release file.
+    pub product_name: Option<String>,
+    /// Major version (0 when unknown, as virt-inspector).
+    pub major_version: u32,
+    /// Minor version (0 when unknown or absent, as virt-inspector).
+    pub minor_version: u32,
+    /// `ID` of os-release, verbatim (lower-cased), when there is one.
+    pub os_release_id: Option<String>,
+    /// `ID_LIKE` of os-release, split on spaces.
+    pub id_like: Vec<String>,
+    /// The files the distro and version came from, in order of use.
+    pub release_files: Vec<String>,
+    /// CPU architecture from the ELF header of the shell (`x86_64`, `i386`, ...).
+    pub arch: Option<String>,
+    /// Host name.
+    pub hostname: Option<String>,
+    /// `deb`, `rpm`, `apk`, `pacman`, `ebuild`, ...
+    pub package_format: Option<String>,
+    /// `apt`, `yum`, `dnf`, `zypper`, `apk`, `pacman`, `portage`, ...
+    pub package_management: Option<String>,
+    /// `systemd`, `upstart`, `sysvinit`, `openrc`.
+    pub init_system: Option<String>,
+    /// Installed kernels, newest version first.
+    pub kernels: Vec<Kernel>,
+    /// Version of the kernel the boot loader boots by default, when known.
+    pub default_kernel: Option<String>,
+    /// The boot loader and its configuration files.
+    pub bootloader: Bootloader,
+    /// `uefi` or `bios` (heuristic, see [`Firmware`]).
+    pub firmware: Firmware,
+    /// Parsed `/etc/fstab`.
+    pub fstab: Vec<FstabEntry>,
+    /// Network configuration stacks and interfaces.
+    pub network: NetworkInfo,
+    /// `SELINUX=` of `/etc/selinux/config` (`enforcing`, `permissive`, `disabled`).
+    pub selinux: Option<String>,
+    /// Guest agents, DHCP clients, cloud-init and sshd.
+    pub agents: Agents,
+    /// Things that could not be read or parsed (inspection went on).
+    pub warnings: Vec<String>,
+}
+
+/// Whether `fs` looks like a Linux root: it has `/etc`, `/bin` (possibly a
+/// usr-merge symlink to `usr/bin`), and `/etc/fstab` or `/etc/hosts`.
+pub fn is_linux_root(fs: &dyn GuestFs) -> bool {
+    let dir = |p: &str| {
+        fs.metadata(p)
+            .map(|(_, m)| m.file_type == vmie_guestfs::FileType::Directory)
+            .unwrap_or(false)
+    };
+    let file = |p: &str| {
+        fs.metadata(p)
+            .map(|(_, m)| m.file_type == vmie_guestfs::FileType::Regular)
+            .unwrap_or(false)
+    };
+    dir("/etc") && dir("/bin") && (file("/etc/fstab") || file("/etc/hosts"))
+}
+
+/// Inspect the Linux root filesystem `fs`.
+///
+/// Refuses ([`OsError::NotLinux`]) a filesystem that is not a Linux root
+/// (see [`is_linux_root`]). Anything else missing or malformed leaves the
+/// field unknown and may add a warning.
+pub fn inspect_linux(fs: &dyn GuestFs, opts: &InspectOptions) -> Result<LinuxInfo, OsError> {
+    if !is_linux_root(fs) {
+        return Err(OsError::NotLinux { fs: fs.location() });
+    }
+    let mut warnings = Vec::new();
+    let ctx = util::Ctx::new(fs, opts);
+    let d = release::detect_distro(&ctx);
+    let arch = arch::detect_arch(&ctx);
+    let hostname = services::hostname(&ctx);
+    let (package_format, package_management) = release::package_info(&ctx, &d);
+    let init_system = services::init_system(&ctx);
+    let fstab = match ctx.read_text("/etc/fstab") {
+        Some(t) => parse_fstab(&t),
+        None => Vec::new(),
+    };
+    let mut bootloader = boot::detect_bootloader(&ctx);
+    let firmware = boot::detect_firmware(&ctx, &fstab, &mut bootloader);
+    let (kernels, default_kernel) = boot::detect_kernels(&ctx, &bootloader, &mut warnings);
+    let network = network::detect_network(&ctx, &mut warnings);
+    let selinux = services::selinux(&ctx);
+    let agents = services::agents(&ctx);
+    warnings.extend(ctx.take_warnings());
+    Ok(LinuxInfo {
+        os_type: "linux".into(),
+        distro: d.distro,
+        product_name: d.product_name,
+        major_version: d.major_version,
+        minor_version: d.minor_version,
+        os_release_id: d.os_release_id,
+        id_like: d.id_like,
+        release_files: d.release_files,
+        arch,
+        hostname,
+        package_format,
+        package_management,
+        init_system,
+        kernels,
+        default_kernel,
+        bootloader,
+        firmware,
+        fstab,
+        network,
+        selinux,
+        agents,
+        warnings,
+    })
+}
+
+/// Parse shell-style `KEY=value` lines (`/etc/default/grub`, sysconfig
+/// files, lsb-release): comments skipped, one level of quotes removed.
+pub fn parse_shell_vars(text: &str) -> Vec<(String, String)> {
+    util::shell_vars(text)
+}
+
+/// Only the distro part of the inspection (no kernels, initramfs, network).
+/// Does not require [`is_linux_root`].
+pub fn inspect_distro(fs: &dyn GuestFs, opts: &InspectOptions) -> DistroInfo {
+    let ctx = util::Ctx::new(fs, opts);
+    release::detect_distro(&ctx)
+}

@@ -1,0 +1,268 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+//! Initramfs decoding, on images built here with the real compressors
+//! (Debian packages: gzip, xz-utils, zstd, lz4, bzip2).
+
+mod common;
+
+use common::{cpio, filter};
+use vmie_os::initramfs::{driver_states, parse_initramfs, DriverState, InitramfsLimits};
+
+const REG: u32 = 0o100644;
+const DIR: u32 = 0o040755;
+
+fn main_archive() -> Vec<u8> {
+    cpio(
+        &[
+            ("usr", DIR, b""),
+            (
+                "usr/lib/modules/6.1.0-13-amd64/kernel/drivers/nvme/host/nvme.ko",
+                REG,
+                b"\x7fELF nvme",
+            ),
+            (
+                "usr/lib/modules/6.1.0-13-amd64/kernel/drivers/net/ethernet/amazon/ena/ena.ko.xz",
+                REG,
+                b"xz",
+            ),
+            (
+                "usr/lib/modules/6.1.0-13-amd64/kernel/drivers/block/xen-blkfront.ko.zst",
+                REG,
+                b"zst",
+            ),
+            (
+                "./usr/lib/modules/6.1.0-13-amd64/kernel/drivers/scsi/virtio_scsi.ko.gz",
+                REG,
+                b"gz",
+            ),
+            (
+                "usr/lib/modules/6.1.0-13-amd64/modules.dep",
+                REG,
+                b"kernel/drivers/nvme/host/nvme.ko:\n",
+            ),
+            ("init", 0o100755, b"#!/bin/sh\n"),
+        ],
+        false,
+    )
+}
+
+fn microcode() -> Vec<u8> {
+    cpio(
+        &[
+            ("kernel", DIR, b""),
+            ("kernel/x86/microcode/GenuineIntel.bin", REG, &[0xAB; 1000]),
+        ],
+        false,
+    )
+}
+
+fn check_modules(img: &[u8], segments: &[&str]) {
+    let i = parse_initramfs(img, &InitramfsLimits::default()).unwrap();
+    assert_eq!(i.segments, segments);
+    assert_eq!(
+        i.module_names(),
+        vec!["ena", "nvme", "virtio_scsi", "xen_blkfront"],
+        "{:?}",
+        i.entries
+    );
+    assert!(i.note.is_none(), "{:?}", i.note);
+}
+
+#[test]
+fn plain_cpio_and_crc_format() {
+    check_modules(&main_archive(), &["cpio"]);
+    let crc = cpio(&[("lib/modules/x/virtio_net.ko", REG, b"abc")], true);
+    let i = parse_initramfs(&crc, &InitramfsLimits::default()).unwrap();
+    assert_eq!(i.module_names(), vec!["virtio_net"]);
+    assert_eq!(i.entries[0].size, 3);
+}
+
+#[test]
+fn early_microcode_then_compressed() {
+    let z = filter("gzip", &["-c", "-9"], "gzip", &main_archive());
+    let mut img = microcode();
+    img.extend_from_slice(&z);
+    check_modules(&img, &["cpio", "gzip", "cpio"]);
+    let i = parse_initramfs(&img, &InitramfsLimits::default()).unwrap();
+    assert!(i
+        .entries
+        .iter()
+        .any(|e| e.name == "kernel/x86/microcode/GenuineIntel.bin"));
+}
+
+#[test]
+fn gzip() {
+    check_modules(
+        &filter("gzip", &["-c"], "gzip", &main_archive()),
+        &["gzip", "cpio"],
+    );
+}
+
+#[test]
+fn xz_as_the_kernel_wants_it() {
+    let z = filter(
+        "xz",
+        &["-c", "--check=crc32", "--lzma2=dict=1MiB"],
+        "xz-utils",
+        &main_archive(),
+    );
+    check_modules(&z, &["xz", "cpio"]);
+}
+
+#[test]
+fn xz_default_check() {
+    check_modules(
+        &filter("xz", &["-c"], "xz-utils", &main_archive()),
+        &["xz", "cpio"],
+    );
+}
+
+#[test]
+fn legacy_lzma() {
+    let z = filter("xz", &["-c", "--format=lzma"], "xz-utils", &main_archive());
+    check_modules(&z, &["lzma", "cpio"]);
+}
+
+#[test]
+fn zstd() {
+    let z = filter("zstd", &["-c", "-q", "-19"], "zstd", &main_archive());
+    check_modules(&z, &["zstd", "cpio"]);
+}
+
+#[test]
+fn lz4_legacy_and_frame() {
+    let legacy = filter("lz4", &["-l", "-c", "-q"], "lz4", &main_archive());
+    assert_eq!(&legacy[..4], &[0x02, 0x21, 0x4c, 0x18]);
+    check_modules(&legacy, &["lz4-legacy", "cpio"]);
+    let frame = filter("lz4", &["-c", "-q"], "lz4", &main_archive());
+    check_modules(&frame, &["lz4", "cpio"]);
+}
+
+#[test]
+fn microcode_then_each_compression() {
+    for (tool, args, pkg, name) in [
+        ("gzip", &["-c"][..], "gzip", "gzip"),
+        ("xz", &["-c", "--check=crc32"][..], "xz-utils", "xz"),
+        ("zstd", &["-c", "-q"][..], "zstd", "zstd"),
+        ("lz4", &["-l", "-c", "-q"][..], "lz4", "lz4-legacy"),
+    ] {
+        let mut img = microcode();
+        img.extend_from_slice(&filter(tool, args, pkg, &main_archive()));
+        check_modules(&img, &["cpio", name, "cpio"]);
+    }
+}
+
+#[test]
+fn bzip2_is_refused_cleanly() {
+    let z = filter("bzip2", &["-c"], "bzip2", &main_archive());
+    let e = parse_initramfs(&z, &InitramfsLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("bzip2"), "{e}");
+}
+
+#[test]
+fn limits_are_enforced() {
+    let big = cpio(&[("a", REG, &vec![0u8; 4 << 20][..])], false);
+    let z = filter("gzip", &["-c"], "gzip", &big);
+    let small = InitramfsLimits {
+        max_decompressed: 1 << 20,
+        ..InitramfsLimits::default()
+    };
+    let e = parse_initramfs(&z, &small).unwrap_err();
+    assert!(e.to_string().contains("limit"), "{e}");
+    for (tool, args, pkg) in [
+        ("xz", &["-c"][..], "xz-utils"),
+        ("zstd", &["-c", "-q"][..], "zstd"),
+        ("lz4", &["-l", "-c", "-q"][..], "lz4"),
+        ("lz4", &["-c", "-q"][..], "lz4"),
+        ("xz", &["-c", "--format=lzma"][..], "xz-utils"),
+    ] {
+        let z = filter(tool, args, pkg, &big);
+        let e = parse_initramfs(&z, &small).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{tool} {args:?}: {e}");
+    }
+    let few = InitramfsLimits {
+        max_entries: 3,
+        ..InitramfsLimits::default()
+    };
+    let e = parse_initramfs(&main_archive(), &few).unwrap_err();
+    assert!(e.to_string().contains("entries"), "{e}");
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    assert!(parse_initramfs(b"", &InitramfsLimits::default())
+        .unwrap()
+        .entries
+        .is_empty());
+    assert!(parse_initramfs(b"garbage!", &InitramfsLimits::default()).is_err());
+    let plain = main_archive();
+    let gz = filter("gzip", &["-c"], "gzip", &plain);
+    let xz = filter("xz", &["-c", "--check=crc32"], "xz-utils", &plain);
+    let zst = filter("zstd", &["-c", "-q"], "zstd", &plain);
+    let lz = filter("lz4", &["-l", "-c", "-q"], "lz4", &plain);
+    for img in [&plain, &gz, &xz, &zst, &lz] {
+        for cut in 0..img.len() {
+            let _ = parse_initramfs(&img[..cut], &InitramfsLimits::default());
+        }
+        // Flip bytes, one at a time, over the first 300.
+        for i in 0..img.len().min(300) {
+            let mut m = img.to_vec();
+            m[i] ^= 0x5a;
+            let _ = parse_initramfs(&m, &InitramfsLimits::default());
+        }
+    }
+    // A name size or file size past the end.
+    let mut bad = plain.clone();
+    bad[6 + 6 * 8..6 + 7 * 8].copy_from_slice(b"7fffffff");
+    assert!(parse_initramfs(&bad, &InitramfsLimits::default()).is_err());
+    // Trailing garbage after a complete archive is noted, not fatal.
+    let mut trailing = plain.clone();
+    trailing.extend_from_slice(b"junkjunk");
+    let i = parse_initramfs(&trailing, &InitramfsLimits::default()).unwrap();
+    assert!(i.note.is_some());
+}
+
+#[test]
+fn driver_state_rules() {
+    let builtin = "kernel/drivers/ata/ahci.ko\nkernel/drivers/nvme/host/nvme-core.ko\n";
+    let initramfs = vec!["nvme".to_string(), "xen_blkfront".to_string()];
+    let root = vec!["ena".to_string(), "nvme".to_string()];
+    let s = driver_states(Some(builtin), &initramfs, &root);
+    assert_eq!(s["ahci"], DriverState::Builtin);
+    assert_eq!(s["nvme_core"], DriverState::Builtin);
+    assert_eq!(s["nvme"], DriverState::Initramfs);
+    assert_eq!(s["xen_blkfront"], DriverState::Initramfs);
+    assert_eq!(s["ena"], DriverState::RootOnly);
+    assert_eq!(s["hv_storvsc"], DriverState::Missing);
+    assert_eq!(s.len(), 15);
+}
+
+mod prop {
+    use proptest::prelude::*;
+    use vmie_os::initramfs::{parse_initramfs, InitramfsLimits};
+
+    fn magic() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"070701".to_vec()),
+            Just(b"070702".to_vec()),
+            Just(vec![0x1f, 0x8b, 8, 0]),
+            Just(vec![0xfd, b'7', b'z', b'X', b'Z', 0]),
+            Just(vec![0x28, 0xb5, 0x2f, 0xfd]),
+            Just(vec![0x02, 0x21, 0x4c, 0x18]),
+            Just(vec![0x04, 0x22, 0x4d, 0x18]),
+            Just(vec![0x5d, 0, 0]),
+            Just(vec![]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn random_images_never_panic(m in magic(), body in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut img = m;
+            img.extend(body);
+            let limits = InitramfsLimits { max_decompressed: 1 << 20, ..InitramfsLimits::default() };
+            let _ = parse_initramfs(&img, &limits);
+        }
+    }
+}
