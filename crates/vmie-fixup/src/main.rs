@@ -11,6 +11,8 @@ use vmie_disk::journal::{self, CommitOptions};
 use vmie_guestfs::{FileType, GuestFsExt};
 use vmie_inspect::{InspectError, OpenOptions, Vm, VolumeSelector};
 
+mod fix;
+
 const EXIT_HELP: &str = "\
 EXIT CODES:
     0  done
@@ -21,6 +23,13 @@ EXIT CODES:
 
 /// Make a VM's disk image bootable in a cloud, offline, in userspace.
 ///
+/// `vmie-fixup IMAGE...` inspects the guest on the VM's disks (boot disk
+/// first), checks it, and applies the fixup rules (fstab by UUID, DHCP on
+/// every network stack, GRUB default and timeout, kernel command lines,
+/// initramfs driver check) in place. `--dry-run` does the same and writes
+/// nothing. The original of every changed file is kept beside it as
+/// NAME.vmie.bak.
+///
 /// vmie-fixup reads raw disk images itself: partition tables (MBR, GPT),
 /// and filesystems, without mounting, root, kernel modules or a helper VM.
 /// Every write goes through a copy-on-write overlay and is committed with an
@@ -29,14 +38,23 @@ EXIT CODES:
 ///
 /// Images must be raw. Convert others first: qemu-img convert -O raw in.qcow2 out.raw
 #[derive(Debug, Parser)]
-#[command(name = "vmie-fixup", version, after_help = EXIT_HELP, arg_required_else_help = true)]
+#[command(
+    name = "vmie-fixup",
+    version,
+    after_help = EXIT_HELP,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    fix: fix::FixArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     /// Text for people.
     Human,
     /// JSON for machines; the schema is versioned by `schema_version`.
@@ -125,16 +143,16 @@ enum RulesCommand {
 }
 
 /// A failure with its exit code.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
 }
 
-fn refused(error: anyhow::Error) -> Failure {
+pub(crate) fn refused(error: anyhow::Error) -> Failure {
     Failure { code: 1, error }
 }
 
-fn classify(error: anyhow::Error) -> Failure {
+pub(crate) fn classify(error: anyhow::Error) -> Failure {
     let code = if let Some(e) = error.downcast_ref::<InspectError>() {
         if e.is_refusal() {
             1
@@ -176,7 +194,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return fix::run(&cli.fix);
+    };
+    match command {
         Command::Inspect { images, format } => inspect(&images, format),
         Command::Ls { target, path, long } => ls(&target, &path, long),
         Command::Cat { target, path } => cat(&target, &path),
@@ -274,6 +295,8 @@ const SCHEMA_VERSION: u32 = 1;
 struct InspectJson {
     schema_version: u32,
     disks: Vec<DiskJson>,
+    /// Guests found (virt-inspector field names where it has them).
+    operating_systems: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -332,8 +355,10 @@ fn fs_json(v: &vmie_inspect::Volume) -> Option<FilesystemJson> {
 
 fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
     let vm = open(images)?;
+    let guests = fix::guests(&vm);
     let doc = InspectJson {
         schema_version: SCHEMA_VERSION,
+        operating_systems: guests.iter().flatten().map(fix::os_json).collect(),
         disks: vm
             .layouts()
             .iter()
@@ -373,7 +398,9 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
         Format::Json => serde_json::to_writer_pretty(&mut out, &doc)
             .map_err(anyhow::Error::from)
             .and_then(|_| writeln!(out).map_err(anyhow::Error::from)),
-        Format::Human => print_human(&mut out, &vm).map_err(anyhow::Error::from),
+        Format::Human => print_human(&mut out, &vm)
+            .and_then(|_| print_guests(&mut out, &guests))
+            .map_err(anyhow::Error::from),
     };
     res.map_err(|e| Failure { code: 3, error: e })
 }
@@ -470,6 +497,85 @@ fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
                 write!(out, "\n        (no filesystem recognised)")?;
             }
             writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_guests(
+    out: &mut impl Write,
+    guests: &[Result<vmie_inspect::LinuxGuest, String>],
+) -> std::io::Result<()> {
+    for g in guests {
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                writeln!(out, "\nLinux root that could not be inspected: {e}")?;
+                continue;
+            }
+        };
+        let i = &g.info;
+        writeln!(out, "\nLinux on {}", g.root)?;
+        writeln!(
+            out,
+            "  {} ({} {}.{}), {}",
+            i.product_name.as_deref().unwrap_or("unknown"),
+            i.distro,
+            i.major_version,
+            i.minor_version,
+            i.arch.as_deref().unwrap_or("unknown arch")
+        )?;
+        if let Some(h) = &i.hostname {
+            writeln!(out, "  hostname: {h}")?;
+        }
+        let mounts: Vec<String> = g
+            .mounted
+            .iter()
+            .map(|(m, v)| format!("{m} = {v}"))
+            .collect();
+        writeln!(out, "  mounts: {}", mounts.join(", "))?;
+        writeln!(
+            out,
+            "  boot: {} ({:?})",
+            i.bootloader
+                .kind
+                .as_deref()
+                .unwrap_or("no bootloader found"),
+            i.firmware
+        )?;
+        for k in &i.kernels {
+            let drivers: Vec<&str> = k
+                .drivers
+                .iter()
+                .filter(|(_, s)| {
+                    matches!(
+                        s,
+                        vmie_os::DriverState::Builtin | vmie_os::DriverState::Initramfs
+                    )
+                })
+                .map(|(n, _)| n.as_str())
+                .collect();
+            writeln!(
+                out,
+                "  kernel {}{}: boot drivers {}",
+                k.version,
+                if k.is_default { " (default)" } else { "" },
+                if k.initramfs.is_some() {
+                    drivers.join(" ")
+                } else {
+                    "unknown (initramfs not read)".into()
+                }
+            )?;
+        }
+        for n in &i.network.interfaces {
+            writeln!(
+                out,
+                "  network: {} {:?} via {} ({})",
+                n.name, n.method, n.stack, n.source
+            )?;
+        }
+        for w in &i.warnings {
+            writeln!(out, "  note: {w}")?;
         }
     }
     Ok(())

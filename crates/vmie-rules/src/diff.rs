@@ -108,7 +108,7 @@ fn lcs_ops(a: &[&str], b: &[&str]) -> Vec<Op> {
             ops.push(Op::Keep);
             x += 1;
             y += 1;
-        } else if y < m && (x == n || dp[x * (m + 1) + y + 1] >= dp[(x + 1) * (m + 1) + y]) {
+        } else if y < m && (x == n || dp[x * (m + 1) + y + 1] > dp[(x + 1) * (m + 1) + y]) {
             ops.push(Op::Add);
             y += 1;
         } else {
