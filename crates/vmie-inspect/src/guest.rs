@@ -1,7 +1,7 @@
 //! A Linux guest: its root volume, what `vmie-os` finds in it, and its
 //! filesystems mounted as its fstab says, as one tree.
 
-use vmie_guestfs::{GuestFs, GuestPath, Mounts};
+use vmie_guestfs::{GuestFs, GuestFsExt, GuestPath, Mounts};
 use vmie_os::{InspectOptions, LinuxInfo};
 use vmie_rules::engine::{Context, Kernel};
 use vmie_rules::fstab;
@@ -51,23 +51,24 @@ impl Vm {
             .collect()
     }
 
-    /// Inspect the Linux root on `root` and mount the rest of its fstab.
+    /// Mount the Linux root on `root` and the rest of its fstab, then
+    /// inspect the whole tree (so a separate /boot shows its kernels and
+    /// boot loader).
     pub fn linux_guest(
         &self,
         root: &Volume,
         opts: &InspectOptions,
     ) -> Result<LinuxGuest, InspectError> {
         let root_fs = self.open_fs(root)?;
-        let info = vmie_os::inspect_linux(root_fs.as_ref(), opts)
-            .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
+        let fstab_text = root_fs.read("/etc/fstab").unwrap_or_default();
+        let entries = vmie_os::parse_fstab(&String::from_utf8_lossy(&fstab_text));
         let mut mounts = Mounts::new();
         mounts.mount(GuestPath::root(), root_fs);
         let mut mounted = vec![("/".to_string(), root.name.clone())];
         let mut not_mounted = Vec::new();
         let vols = self.fstab_volumes();
         let all: Vec<&Volume> = self.volumes().filter(|v| !v.is_extended()).collect();
-        let mut entries: Vec<&vmie_os::FstabEntry> = info
-            .fstab
+        let mut entries: Vec<&vmie_os::FstabEntry> = entries
             .iter()
             .filter(|e| e.mountpoint.starts_with('/') && e.mountpoint != "/")
             .collect();
@@ -98,6 +99,8 @@ impl Vm {
                 Err(err) => not_mounted.push(format!("{} on {}: {err}", e.spec, e.mountpoint)),
             }
         }
+        let info = vmie_os::inspect_linux(&mounts, opts)
+            .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
         Ok(LinuxGuest {
             root: root.name.clone(),
             info,

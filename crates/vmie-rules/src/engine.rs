@@ -432,8 +432,19 @@ impl Run<'_> {
         for p in legacy {
             self.edit(&p, &|t| boot::kernel_args_menu_lst(t, &e))?;
         }
+        // BLS entries that take their options from grubenv's kernelopts get
+        // the additions there, not twice.
+        let bls_e = CmdlineEdit {
+            add: &[],
+            ..e.clone()
+        };
         for p in self.list("/boot/loader/entries", &|n| n.ends_with(".conf")) {
-            self.edit(&p, &|t| boot::kernel_args_bls(t, &e))?;
+            self.edit(&p, &|t| {
+                let via_env = t
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("options") && l.contains("$kernelopts"));
+                boot::kernel_args_bls(t, if via_env { &bls_e } else { &e })
+            })?;
         }
         for p in self.existing(GRUBENVS.iter().map(|s| s.to_string()).collect()) {
             let Some((gp, old)) = self.read_text(&p)? else {
@@ -478,7 +489,11 @@ impl Run<'_> {
                     saved_default = Some(n.title.clone());
                 }
             }
-            let out = boot::grub_cfg_set(&old, timeout);
+            let mut out = boot::grub_cfg_set(&old, timeout);
+            if old.contains("blscfg") {
+                // Entries come from BLS files; the default is grubenv's.
+                out.notes.clear();
+            }
             self.commit(&gp, &old, out)?;
         }
         for p in self.existing(MENU_LSTS.iter().map(|s| s.to_string()).collect()) {
