@@ -70,19 +70,20 @@ pub(crate) fn guests(vm: &Vm) -> Vec<Result<LinuxGuest, String>> {
         .collect()
 }
 
-fn preflight_error(id: &str, message: String) -> Preflight {
-    Preflight {
-        id: id.into(),
-        severity: Severity::Error,
-        message,
-    }
-}
-
 pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
     if args.images.is_empty() {
         return Err(Failure {
             code: 2,
             error: anyhow!("give the VM's disk images (boot disk first), or a command; see --help"),
+        });
+    }
+    if let Some(missing) = args.images.iter().find(|p| !p.exists()) {
+        return Err(Failure {
+            code: 2,
+            error: anyhow!(
+                "{}: no such image file, and not a command (see --help)",
+                missing.display()
+            ),
         });
     }
     let rules = vmie_rules::rules::load(args.no_default_rules, &args.rules)
@@ -93,35 +94,22 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
     };
     let vm = Vm::open(&args.images, &opts).map_err(|e| classify(e.into()))?;
 
-    // Preflight: exactly one Linux root we can read.
-    let mut preflight = Vec::new();
+    // Preflight: every check of the import service's requirements.
     let mut found = guests(&vm);
-    let mut oses = Vec::new();
-    for g in found.iter().flatten() {
-        oses.push(os_json(g));
-    }
-    let mut guest = match found.len() {
-        0 => {
-            preflight.push(preflight_error(
-                "no-root",
-                "No bootable partition found: no readable Linux root filesystem (a filesystem with /etc, /bin and /etc/fstab or /etc/hosts)".into(),
-            ));
-            None
-        }
-        1 => match found.remove(0) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                preflight.push(preflight_error("inspect-failed", e));
-                None
-            }
-        },
-        n => {
-            preflight.push(preflight_error(
-                "multiple-roots",
-                format!("Unsupported configuration - Multiple directories found: {n} Linux root filesystems (multi-boot)"),
-            ));
-            None
-        }
+    let oses: Vec<Value> = found.iter().flatten().map(os_json).collect();
+    let mut preflight: Vec<Preflight> = vmie_inspect::preflight::preflight(&vm, &found)
+        .into_iter()
+        .map(|c| Preflight {
+            id: c.id.to_string(),
+            severity: c.severity,
+            message: c.message,
+        })
+        .collect();
+    let blocked = preflight.iter().any(|p| p.severity == Severity::Error);
+    let mut guest = if !blocked && found.len() == 1 {
+        found.pop().and_then(Result::ok)
+    } else {
+        None
     };
     let mut report = engine::Report::default();
     let mut journals = Vec::new();

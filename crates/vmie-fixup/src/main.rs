@@ -297,6 +297,8 @@ struct InspectJson {
     disks: Vec<DiskJson>,
     /// Guests found (virt-inspector field names where it has them).
     operating_systems: Vec<serde_json::Value>,
+    /// The import service's requirements, checked.
+    preflight: Vec<vmie_inspect::preflight::Check>,
 }
 
 #[derive(Serialize)]
@@ -359,6 +361,7 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
     let doc = InspectJson {
         schema_version: SCHEMA_VERSION,
         operating_systems: guests.iter().flatten().map(fix::os_json).collect(),
+        preflight: vmie_inspect::preflight::preflight(&vm, &guests),
         disks: vm
             .layouts()
             .iter()
@@ -400,6 +403,13 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
             .and_then(|_| writeln!(out).map_err(anyhow::Error::from)),
         Format::Human => print_human(&mut out, &vm)
             .and_then(|_| print_guests(&mut out, &guests))
+            .and_then(|_| {
+                writeln!(out)?;
+                for c in &doc.preflight {
+                    writeln!(out, "preflight {:?} [{}]: {}", c.severity, c.id, c.message)?;
+                }
+                Ok(())
+            })
             .map_err(anyhow::Error::from),
     };
     res.map_err(|e| Failure { code: 3, error: e })

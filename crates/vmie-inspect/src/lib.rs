@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod guest;
+pub mod preflight;
 
 pub use guest::LinuxGuest;
 

@@ -1,0 +1,347 @@
+//! Preflight: will the import service take this VM?
+//!
+//! Every requirement and limitation of the import service's user guide that
+//! can be seen offline becomes a check with an id, a severity and, where the
+//! guide has one, the service's own wording. `error` means the import would
+//! fail, so a fixup run writes nothing and exits 1.
+
+use serde::Serialize;
+use vmie_part::TableKind;
+use vmie_probe::FsKind;
+use vmie_rules::boot::compare_versions;
+use vmie_rules::engine::Severity;
+
+use crate::{LinuxGuest, Vm};
+
+/// One check that fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable id, e.g. `gpt-root`.
+    pub id: &'static str,
+    /// error, warning or info.
+    pub severity: Severity,
+    /// What and why, in the service's words where it has them.
+    pub message: String,
+}
+
+fn check(out: &mut Vec<Check>, id: &'static str, severity: Severity, message: impl Into<String>) {
+    out.push(Check {
+        id,
+        severity,
+        message: message.into(),
+    });
+}
+
+const TIB: u64 = 1 << 40;
+
+/// A version as (major, minor).
+type Version = (u32, u32);
+
+/// The documented Linux versions: (distro, from, to), inclusive.
+const SUPPORTED: &[(&str, Version, Version)] = &[
+    ("amazonlinux", (2, 0), (2, 99)),
+    ("centos", (5, 1), (5, 11)),
+    ("centos", (6, 1), (6, 8)),
+    ("centos", (7, 0), (7, 9)),
+    ("centos", (8, 0), (8, 2)),
+    ("debian", (6, 0), (6, 0)),
+    ("debian", (7, 0), (7, 8)),
+    ("debian", (8, 0), (8, 0)),
+    ("fedora", (19, 0), (21, 0)),
+    ("oraclelinux", (5, 10), (5, 11)),
+    ("oraclelinux", (6, 1), (6, 10)),
+    ("oraclelinux", (7, 0), (7, 6)),
+    ("rhel", (5, 1), (5, 11)),
+    ("rhel", (6, 1), (6, 9)),
+    ("rhel", (7, 0), (7, 9)),
+    ("rhel", (8, 0), (8, 2)),
+    ("sles", (11, 1), (11, 4)),
+    ("sles", (12, 0), (12, 3)),
+    ("ubuntu", (12, 4), (12, 4)),
+    ("ubuntu", (12, 10), (12, 10)),
+    ("ubuntu", (13, 4), (13, 4)),
+    ("ubuntu", (13, 10), (13, 10)),
+    ("ubuntu", (14, 4), (14, 4)),
+    ("ubuntu", (14, 10), (14, 10)),
+    ("ubuntu", (15, 4), (15, 4)),
+    ("ubuntu", (16, 4), (16, 4)),
+    ("ubuntu", (16, 10), (16, 10)),
+    ("ubuntu", (17, 4), (17, 4)),
+    ("ubuntu", (18, 4), (18, 4)),
+    ("ubuntu", (20, 4), (20, 4)),
+];
+
+/// Whether a kernel version looks like the distribution's own build.
+fn distribution_kernel(distro: &str, version: &str) -> bool {
+    match distro {
+        "rhel" | "centos" | "oraclelinux" | "rocky" | "almalinux" | "scientificlinux" => {
+            version.contains(".el") || version.contains("uek")
+        }
+        "fedora" => version.contains(".fc"),
+        "amazonlinux" => version.contains(".amzn"),
+        "debian" => ["-amd64", "-686", "-cloud-amd64", "-rt-amd64", "-arm64"]
+            .iter()
+            .any(|s| version.ends_with(s)),
+        "ubuntu" => [
+            "-generic",
+            "-aws",
+            "-virtual",
+            "-server",
+            "-lowlatency",
+            "-kvm",
+            "-azure",
+            "-gcp",
+        ]
+        .iter()
+        .any(|s| version.ends_with(s)),
+        "sles" | "opensuse" | "opensuse-leap" | "opensuse-tumbleweed" => {
+            version.ends_with("-default") || version.ends_with("-xen")
+        }
+        _ => true,
+    }
+}
+
+/// Free bytes of an ext2/3/4 filesystem from its superblock.
+fn ext_free_bytes(vm: &Vm, root: &str) -> Option<u64> {
+    let vol = vm.volumes().find(|v| v.name == root)?;
+    let mut sb = [0u8; 1024];
+    vol.device.read_at(1024, &mut sb).ok()?;
+    let le32 = |o: usize| u64::from(u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]));
+    let log = le32(0x18);
+    if log > 6 {
+        return None;
+    }
+    let mut free = le32(0x0C);
+    if le32(0x60) & 0x80 != 0 {
+        free |= le32(0x158) << 32;
+    }
+    free.checked_mul(1024 << log)
+}
+
+/// Run every check on a VM and the Linux guests found on it.
+pub fn preflight(vm: &Vm, guests: &[Result<LinuxGuest, String>]) -> Vec<Check> {
+    use Severity::{Error, Info, Warning};
+    let mut out = Vec::new();
+
+    // Disks and volumes.
+    let disks = vm.layouts();
+    if disks.len() > 21 {
+        check(
+            &mut out,
+            "too-many-volumes",
+            Error,
+            format!(
+                "A VM import task fails for VMs with more than 21 volumes attached ({} given)",
+                disks.len()
+            ),
+        );
+    }
+    for (i, d) in disks.iter().enumerate() {
+        if i == 0 && d.size > 2 * TIB {
+            check(
+                &mut out,
+                "boot-volume-over-2tib",
+                Error,
+                format!(
+                    "{}: boot volume cannot exceed 2 TiB (uncompressed) due to MBR limitations",
+                    d.path.display()
+                ),
+            );
+        }
+        if i > 0 && d.table == TableKind::Gpt && d.size > 16 * TIB {
+            check(
+                &mut out,
+                "gpt-data-volume-over-16tib",
+                Error,
+                format!(
+                    "{}: non-bootable GPT volumes cannot be bigger than 16 TiB",
+                    d.path.display()
+                ),
+            );
+        }
+        if d.size > 4 * TIB {
+            check(&mut out, "disk-over-4tib", Info, format!("{}: disks larger than 4 TiB need a manifest file when imported through the API", d.path.display()));
+        }
+    }
+    for v in vm.volumes() {
+        if let Some(p) = &v.probe {
+            match p.kind {
+                FsKind::Lvm2 => check(&mut out, "lvm", Warning, format!("{}: LVM2 physical volume; vmie-fixup does not read LVM yet, so its logical volumes are neither inspected nor fixed", v.name)),
+                FsKind::Luks | FsKind::Bitlocker => check(&mut out, "encrypted-volume", Warning, format!("{}: encrypted ({}); its contents cannot be inspected or fixed", v.name, p.kind.as_str())),
+                _ => {}
+            }
+            if p.state.needs_recovery || p.state.dirty || p.state.errors || p.state.hibernated {
+                check(&mut out, "volume-not-clean", Warning, format!("{}: {} needs recovery, is dirty, has errors or is hibernated; vmie-fixup will not write to it", v.name, p.kind.as_str()));
+            }
+        }
+    }
+
+    // The guests.
+    let linux: Vec<&LinuxGuest> = guests.iter().flatten().collect();
+    for e in guests.iter().filter_map(|g| g.as_ref().err()) {
+        check(
+            &mut out,
+            "inspection-failed",
+            Error,
+            format!("a Linux root could not be inspected: {e}"),
+        );
+    }
+    let windows = vm
+        .volumes()
+        .filter(|v| v.probe.as_ref().is_some_and(|p| p.kind == FsKind::Ntfs))
+        .count();
+    let unread: Vec<String> = vm
+        .volumes()
+        .filter_map(|v| {
+            let p = v.probe.as_ref()?;
+            matches!(p.kind, FsKind::Xfs | FsKind::Btrfs | FsKind::Ntfs)
+                .then(|| format!("{} ({})", v.name, p.kind.as_str()))
+        })
+        .collect();
+    if !unread.is_empty() {
+        check(
+            &mut out,
+            "volume-not-read",
+            Info,
+            format!(
+                "not inspected (reading this filesystem is not implemented yet): {}",
+                unread.join(", ")
+            ),
+        );
+    }
+    match linux.len() {
+        0 if guests.is_empty() => check(
+            &mut out,
+            "no-bootable-partition",
+            Error,
+            "No bootable partition found: no Linux root filesystem (one with /etc, /bin and /etc/fstab or /etc/hosts) on a volume vmie-fixup can read",
+        ),
+        0 => {}
+        1 => {}
+        n => check(
+            &mut out,
+            "multiple-directories",
+            Error,
+            format!("Unsupported configuration - Multiple directories found: {n} Linux root filesystems (multi-boot or several /etc)"),
+        ),
+    }
+    if !linux.is_empty() && windows > 0 {
+        check(&mut out, "dual-boot", Warning, "Importing VMs with dual-boot configurations is not supported: Linux and an NTFS volume on one VM");
+    }
+    for g in linux {
+        let i = &g.info;
+        let root = vm.volumes().find(|v| v.name == g.root);
+        if let Some(r) = root {
+            if r.disk != 0 {
+                check(&mut out, "root-not-on-boot-disk", Warning, format!("An imported VM may fail to boot if the root partition is not on the same virtual hard drive as the MBR ({} is on disk {})", g.root, r.disk + 1));
+            }
+            if vm
+                .layouts()
+                .get(r.disk)
+                .is_some_and(|d| d.table == TableKind::Gpt)
+            {
+                check(&mut out, "gpt-root", Error, format!("No bootable partition found: the root volume ({}) is GUID Partition Table (GPT) partitioned. GPT partitioned volumes are not supported. Convert the root volume to an MBR partition", g.root));
+            }
+        }
+        if i.fstab.is_empty() {
+            check(
+                &mut out,
+                "fstab-unreadable",
+                Error,
+                "Invalid configuration - Could not read fstab",
+            );
+        }
+        if let Some(root_entry) = i.fstab.iter().find(|e| e.mountpoint == "/") {
+            if !["ext2", "ext3", "ext4", "xfs", "btrfs", "jfs", "auto"]
+                .contains(&root_entry.fstype.as_str())
+            {
+                check(&mut out, "root-filesystem", Error, format!("the root filesystem is {}; Linux volumes must be ext2, ext3, ext4, Btrfs, JFS or XFS", root_entry.fstype));
+            }
+        }
+        if i.fstab
+            .iter()
+            .any(|e| e.fstype == "btrfs" && e.options.split(',').any(|o| o.starts_with("subvol")))
+        {
+            check(
+                &mut out,
+                "btrfs-subvolumes",
+                Error,
+                "Btrfs subvolumes are not supported",
+            );
+        }
+        match i.arch.as_deref() {
+            Some("i386" | "i486" | "i586" | "i686" | "armv7l" | "arm") => check(&mut out, "linux-32bit", Error, format!("Imported Linux VMs must use 64-bit images. Migrating 32-bit Linux images is not supported ({})", i.arch.as_deref().unwrap_or(""))),
+            None => check(&mut out, "arch-unknown", Info, "the architecture could not be read from /bin/sh; 32-bit images are not supported"),
+            _ => {}
+        }
+        let v = (i.major_version, i.minor_version);
+        let listed = SUPPORTED
+            .iter()
+            .any(|(d, lo, hi)| *d == i.distro && v >= *lo && v <= *hi);
+        if !listed {
+            check(&mut out, "os-not-listed", Warning, format!("{} {}.{} is not in the import service's list of supported Linux versions; newer releases often work", i.distro, i.major_version, i.minor_version));
+        }
+        for k in &i.kernels {
+            if !distribution_kernel(&i.distro, &k.version) {
+                check(&mut out, "custom-kernel", Warning, format!("kernel {} does not look like a {} kernel: Imported Linux VMs should use default kernels for best results. VMs that use custom Linux kernels might not migrate successfully", k.version, i.distro));
+            }
+        }
+        if i.kernels.len() > 1 {
+            if let Some(newest) = i.kernels.iter().map(|k| k.version.as_str()).reduce(|a, b| {
+                if compare_versions(b, a).is_gt() {
+                    b
+                } else {
+                    a
+                }
+            }) {
+                if i.default_kernel.as_deref().is_some_and(|d| d != newest) {
+                    check(&mut out, "default-not-newest", Info, format!("the boot loader boots {} by default, not the newest installed kernel {newest}; the grub rule changes that", i.default_kernel.as_deref().unwrap_or("")));
+                }
+            }
+        }
+        if matches!(i.firmware, vmie_os::Firmware::Uefi) {
+            check(&mut out, "uefi-linux", Error, "UEFI/EFI boot partitions are supported only for Windows boot volumes; a Linux VM's boot volume must use MBR partitions and BIOS boot");
+        }
+        match i.bootloader.kind.as_deref() {
+            Some("grub2" | "grub" | "bls") => {}
+            other => check(&mut out, "bootloader-not-grub", Warning, format!("boot loader {} is not GRUB or GRUB 2; the import service edits GRUB settings only", other.unwrap_or("not found"))),
+        }
+        if i.agents.dhcp_clients.is_empty() {
+            check(&mut out, "no-dhcp-client", Warning, "no DHCP client found: After import, your VM has a single virtual network interface that uses DHCP to assign addresses");
+        }
+        if !i.agents.ssh.installed {
+            check(
+                &mut out,
+                "no-sshd",
+                Warning,
+                "no SSH server installed: you may not be able to log in to the instance",
+            );
+        } else if !i.agents.ssh.enabled {
+            check(
+                &mut out,
+                "sshd-disabled",
+                Warning,
+                "the SSH server is installed but not enabled at boot",
+            );
+        }
+        if i.agents.vmware_tools {
+            check(&mut out, "vmware-tools", Warning, "VMware Tools are installed; uninstall them before import, they do not work in the cloud");
+        }
+        let nics = i
+            .network
+            .interfaces
+            .iter()
+            .filter(|n| !matches!(n.method, vmie_os::NetMethod::Loopback))
+            .count();
+        if nics > 1 {
+            check(&mut out, "multiple-nics", Info, format!("{nics} network interfaces configured: Multiple network interfaces are not currently supported. After import, your VM has a single virtual network interface that uses DHCP"));
+        }
+        if let Some(free) = ext_free_bytes(vm, &g.root) {
+            if free < 256 << 20 {
+                check(&mut out, "low-free-space", Warning, format!("{} MiB free on the root volume; make sure that there is sufficient disk space available on the root volume for installing drivers and other software", free >> 20));
+            }
+        }
+        check(&mut out, "license", Info, "license type: Linux supports only BYOL; Auto picks BYOL, and AWS is not valid for Linux");
+    }
+    out
+}
