@@ -172,6 +172,19 @@ pub struct NewAttrs {
     pub xattrs: Vec<Xattr>,
 }
 
+impl NewAttrs {
+    /// The attributes of an existing file, to create another like it (a
+    /// backup, a renamed copy): mode, owner and xattrs.
+    pub fn like(m: &Metadata) -> Self {
+        Self {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            xattrs: m.xattrs.clone().unwrap_or_default(),
+        }
+    }
+}
+
 impl Default for NewAttrs {
     fn default() -> Self {
         Self {

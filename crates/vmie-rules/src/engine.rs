@@ -246,20 +246,10 @@ impl Run<'_> {
                 .fs
                 .symlink_metadata(&p.parent())
                 .map_err(|e| self.fs_err(e))?;
-            let attrs = NewAttrs {
-                mode: pm.mode,
-                uid: pm.uid,
-                gid: pm.gid,
-                xattrs: pm.xattrs.unwrap_or_default(),
-            };
+            let attrs = NewAttrs::like(&pm);
             self.fs.mkdir(&dir, &attrs).map_err(|e| self.fs_err(e))?;
         }
-        let attrs = NewAttrs {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            xattrs: m.xattrs.unwrap_or_default(),
-        };
+        let attrs = NewAttrs::like(&m);
         self.fs
             .create_file(&b, &data, &attrs)
             .map_err(|e| self.fs_err(e))?;
@@ -336,12 +326,7 @@ impl Run<'_> {
     ) -> Result<(), EngineError> {
         let m = self.fs.symlink_metadata(from).map_err(|e| self.fs_err(e))?;
         let b = self.backup(from)?;
-        let attrs = NewAttrs {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            xattrs: m.xattrs.unwrap_or_default(),
-        };
+        let attrs = NewAttrs::like(&m);
         self.fs
             .create_file(to, out.text.as_bytes(), &attrs)
             .map_err(|e| self.fs_err(e))?;
