@@ -76,7 +76,9 @@ pub fn run(args: &[String]) -> Result<()> {
             min.as_secs_f64() * 1e3
         );
     }
-    fixup_with_commit(&root, &bin, &demo, runs.min(10))
+    fixup_with_commit(&root, &bin, &demo, runs.min(10), "4 GiB")?;
+    let big = crate::fixtures::image("demo-10g")?;
+    fixup_with_commit(&root, &bin, &big, runs.min(10), "10 GiB")
 }
 
 /// The real run writes, so each repetition works on a fresh copy.
@@ -85,6 +87,7 @@ fn fixup_with_commit(
     bin: &std::path::Path,
     demo: &std::path::Path,
     runs: usize,
+    size: &str,
 ) -> Result<()> {
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -119,7 +122,7 @@ fn fixup_with_commit(
     }
     let med = median(&mut times);
     println!(
-        "  full Linux fixup with commit and undo journal, 4 GiB MBR: median {:.2} ms, peak RSS {:.1} MiB ({runs} runs)",
+        "  full Linux fixup with commit and undo journal, {size} MBR: median {:.2} ms, peak RSS {:.1} MiB ({runs} runs)",
         med.as_secs_f64() * 1e3,
         peak_kib as f64 / 1024.0
     );

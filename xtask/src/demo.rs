@@ -11,7 +11,9 @@ pub const USAGE: &str = "\
 cargo xtask demo [--out DIR] [-v]
 
 Builds the `demo` fixture (if it is not current) and runs the vmie-fixup CLI
-on it, printing each command first: inspect, ls, cat, inspect --format json.";
+on it, printing each command first: inspect, ls, cat, a dry run, then the real
+fixup on a copy (target/demo/vm.raw), the fixed files read back, a second run
+that changes nothing, and undo.";
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut out: Option<PathBuf> = None;
@@ -49,17 +51,46 @@ pub fn run(args: &[String]) -> Result<()> {
         "the CLI crate crates/vmie-fixup does not exist yet; the image is ready at {img}"
     );
 
+    // The real run writes: work on a copy, sparse like the fixture.
+    let demo_dir = root.join("target/demo");
+    std::fs::create_dir_all(&demo_dir)?;
+    for entry in std::fs::read_dir(&demo_dir)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    let copy_abs = demo_dir.join("vm.raw");
+    fixtures::image::create_sparse(&copy_abs, std::fs::metadata(raw)?.len())?;
+    fixtures::image::copy_sparse(raw, &copy_abs, 0, u64::MAX)?;
+    let copy = "target/demo/vm.raw".to_string();
+    let copy1 = format!("{copy}:1");
+
     let part1 = format!("{img}:1");
-    let steps: [(&str, Vec<&str>); 4] = [
-        ("what is on the disk", vec!["inspect", &img]),
+    let steps: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "what is on the disk, and the guest on it",
+            vec!["inspect", &img],
+        ),
         ("list /etc on partition 1", vec!["ls", &part1, "/etc"]),
         (
             "read /etc/os-release (a symlink to ../usr/lib/os-release)",
             vec!["cat", &part1, "/etc/os-release"],
         ),
         (
-            "the same inspection, as JSON",
-            vec!["inspect", "--format", "json", &img],
+            "plan the fixup: a dry run writes nothing",
+            vec!["--dry-run", &img],
+        ),
+        ("fix a copy of the image in place", vec![&copy]),
+        (
+            "the fixed /etc/fstab, read back from the image",
+            vec!["cat", &copy1, "/etc/fstab"],
+        ),
+        (
+            "the original, kept beside it",
+            vec!["cat", &copy1, "/etc/fstab.vmie.bak"],
+        ),
+        ("a second run changes nothing", vec![&copy]),
+        (
+            "undo: the copy is byte for byte the original again",
+            vec!["undo", &copy],
         ),
     ];
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -75,6 +106,12 @@ pub fn run(args: &[String]) -> Result<()> {
             .context("running cargo")?;
         ensure!(status.success(), "step {} failed ({status})", n + 1);
     }
+    ensure!(
+        fixtures::image::digest(&copy_abs, &[])? == fixtures::image::digest(raw, &[])?,
+        "after undo the copy differs from the original"
+    );
+    println!();
+    println!("==> after undo, {copy} is byte for byte the original image");
     println!();
     println!("==> demo done; the image is {img} (described by {})", {
         let j = &outputs[0].json;
