@@ -25,6 +25,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("lz4", "lz4"),
     ("bzip2", "bzip2"),
+    ("libhivex-bin", "hivexsh"),
+    ("libwin-hivex-perl", "hivexregedit"),
 ];
 
 fn have(cmd: &str) -> bool {
