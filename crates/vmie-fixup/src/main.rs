@@ -11,7 +11,35 @@ use vmie_disk::journal::{self, CommitOptions};
 use vmie_guestfs::{FileType, GuestFsExt};
 use vmie_inspect::{InspectError, OpenOptions, Vm, VolumeSelector};
 
+/// `println!` that ends the program quietly when the reader went away
+/// (`vmie-fixup … | head`), instead of panicking on a broken pipe.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+/// Same for `print!`.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = write!(o, $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod fix;
+mod hivecli;
 
 const EXIT_HELP: &str = "\
 EXIT CODES:
@@ -108,6 +136,12 @@ enum Command {
     /// List or check rule packs (the fixups, declared in TOML).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Read and edit Windows registry hive files offline (like hivexregedit).
+    #[command(subcommand)]
+    Hive(hivecli::HiveCommand),
+    /// Read Windows boot configuration (BCD) stores offline (like bcdedit).
+    #[command(subcommand)]
+    Bcd(hivecli::BcdCommand),
     /// Restore the bytes an earlier run changed, from its undo journal.
     ///
     /// Undoes the newest run on each image (or every run with --all), and
@@ -187,6 +221,14 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
+            let broken_pipe = f
+                .error
+                .chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("vmie-fixup: error: {:#}", f.error);
             ExitCode::from(f.code)
         }
@@ -207,6 +249,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             no_default_rules,
         }) => rules_list(&dirs, no_default_rules),
         Command::Rules(RulesCommand::Check { dirs }) => rules_check(&dirs),
+        Command::Hive(c) => hivecli::hive(&c),
+        Command::Bcd(c) => hivecli::bcd(&c),
     }
 }
 
@@ -216,8 +260,8 @@ fn rules_list(dirs: &[PathBuf], no_default: bool) -> Result<(), Failure> {
     let rules = vmie_rules::rules::load(no_default, dirs).map_err(|e| refused(e.into()))?;
     for r in &rules {
         let actions: Vec<&str> = r.actions.iter().map(|a| a.name()).collect();
-        println!("{}  ({})", r.id, r.source.display());
-        println!("    {}", r.description);
+        outln!("{}  ({})", r.id, r.source.display());
+        outln!("    {}", r.description);
         let w = &r.when;
         let mut conds = Vec::new();
         if let Some(o) = w.os {
@@ -245,7 +289,7 @@ fn rules_list(dirs: &[PathBuf], no_default: bool) -> Result<(), Failure> {
         if let Some(f) = &w.file_exists {
             conds.push(format!("{f} exists"));
         }
-        println!(
+        outln!(
             "    when: {}",
             if conds.is_empty() {
                 "always".into()
@@ -253,14 +297,14 @@ fn rules_list(dirs: &[PathBuf], no_default: bool) -> Result<(), Failure> {
                 conds.join(", ")
             }
         );
-        println!("    does: {}", actions.join(", "));
+        outln!("    does: {}", actions.join(", "));
     }
     Ok(())
 }
 
 fn rules_check(dirs: &[PathBuf]) -> Result<(), Failure> {
     let rules = vmie_rules::rules::load(true, dirs).map_err(|e| refused(e.into()))?;
-    println!(
+    outln!(
         "{} rule(s) in {} director{}: all valid",
         rules.len(),
         dirs.len(),
@@ -661,7 +705,7 @@ fn undo(images: &[PathBuf], all: bool) -> Result<(), Failure> {
     for image in images {
         loop {
             let r = journal::undo(image, &CommitOptions::default()).map_err(refused_or_io)?;
-            println!(
+            outln!(
                 "{}: restored {} range(s) from {}{}",
                 r.image.display(),
                 r.ranges,
