@@ -389,3 +389,331 @@ fn rules_list_and_check() {
         "{err}"
     );
 }
+
+/// SHA-256 of the image's bytes, computed without reading its holes (equal
+/// digests mean byte-identical images).
+fn sha256(p: &Path) -> String {
+    xtask::fixtures::image::digest(p, &[]).unwrap()
+}
+
+/// `e2fsck -fn` of the ext filesystem at `offset` of `img`: must be clean.
+fn e2fsck_clean(img: &Path, offset: u64) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={offset}", img.display()))
+        .output()
+        .expect("e2fsck (Debian package e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "e2fsck -fn found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn debugfs_cat(img: &Path, offset: u64, path: &str) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {path}")])
+        .arg(format!("{}?offset={offset}", img.display()))
+        .output()
+        .expect("debugfs (Debian package e2fsprogs)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn fix_run_end_to_end_on_the_debian_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vm.raw");
+    std::fs::copy(fixture("demo"), &img).unwrap();
+    let original = sha256(&img);
+    let p1 = 1 << 20; // partition 1 starts at 1 MiB
+
+    // Dry run: the plan, nothing written, no journal.
+    let dry: Value =
+        serde_json::from_str(&ok(&["--dry-run", "--format", "json", s(&img)])).unwrap();
+    assert_eq!(dry["schema_version"], 1);
+    assert_eq!(dry["applied"], false);
+    assert_eq!(sha256(&img), original, "a dry run must not write");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().count() == 1,
+        "no journal after a dry run"
+    );
+    let planned: Vec<(String, String)> = dry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().to_string(),
+                c["diff"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for p in [
+        "/etc/fstab",
+        "/etc/network/interfaces",
+        "/etc/default/grub",
+        "/boot/grub/grub.cfg",
+    ] {
+        assert!(
+            planned.iter().any(|(x, _)| x == p),
+            "{p} not planned: {planned:?}"
+        );
+    }
+    assert_eq!(dry["operating_systems"][0]["distro"], "debian");
+
+    // The real run: same changes, committed with an undo journal.
+    let real: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(real["applied"], true);
+    let done: Vec<(String, String)> = real["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap().to_string(),
+                c["diff"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(done, planned, "a dry run's changes equal the real run's");
+    assert_eq!(real["undo_journal"].as_array().unwrap().len(), 1);
+
+    // The filesystem's own checker and reader agree.
+    e2fsck_clean(&img, p1);
+    let fstab = debugfs_cat(&img, p1, "/etc/fstab");
+    assert!(
+        fstab.contains("UUID=de0a0001-0000-4000-8000-000000000001"),
+        "{fstab}"
+    );
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/demo");
+    assert_eq!(
+        debugfs_cat(&img, p1, "/etc/fstab.vmie.bak"),
+        std::fs::read_to_string(tree.join("etc/fstab")).unwrap()
+    );
+    assert!(debugfs_cat(&img, p1, "/etc/network/interfaces").contains("iface eth0 inet dhcp"));
+
+    // A second run changes nothing.
+    let again: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(again["changes"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["applied"], false);
+
+    // Undo restores the image byte for byte.
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), original);
+}
+
+#[test]
+fn fix_run_refuses_a_disk_without_a_linux_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("data.raw");
+    std::fs::copy(fixture("whole-ext2"), &img).unwrap();
+    let before = sha256(&img);
+    let out = run(&["--format", "json", s(&img)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["preflight"]
+            .to_string()
+            .contains("No bootable partition found"),
+        "{doc}"
+    );
+    assert_eq!(sha256(&img), before);
+}
+
+#[test]
+fn fix_run_end_to_end_on_a_rhel8_guest_with_separate_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("rhel.raw");
+    std::fs::copy(fixture("rhel8"), &img).unwrap();
+    let original = sha256(&img);
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let parts = doc["disks"][0]["partitions"].as_array().unwrap();
+    let boot = parts[0]["start"].as_u64().unwrap();
+    let root = parts[1]["start"].as_u64().unwrap();
+    let os = &doc["operating_systems"][0];
+    assert_eq!(os["distro"], "rhel");
+    assert_eq!(
+        (os["major_version"].as_u64(), os["minor_version"].as_u64()),
+        (Some(8), Some(6))
+    );
+    assert!(os["mountpoints"]["/boot"]
+        .as_str()
+        .unwrap()
+        .ends_with("partition 1"));
+
+    let real: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(real["applied"], true);
+    e2fsck_clean(&img, boot);
+    e2fsck_clean(&img, root);
+    let eth0 = debugfs_cat(&img, root, "/etc/sysconfig/network-scripts/ifcfg-eth0");
+    assert!(
+        eth0.contains("BOOTPROTO=dhcp") && !eth0.contains("IPADDR") && !eth0.contains("HWADDR"),
+        "{eth0}"
+    );
+    assert!(debugfs_cat(
+        &img,
+        root,
+        "/etc/sysconfig/network-scripts/ifcfg-ens192.vmie.bak"
+    )
+    .contains("IPADDR=10.20.30.40"));
+    assert_eq!(
+        debugfs_cat(&img, root, "/etc/sysconfig/network-scripts/ifcfg-ens192"),
+        ""
+    );
+    let env = debugfs_cat(&img, boot, "/grub2/grubenv");
+    assert_eq!(env.len(), 1024);
+    assert!(
+        env.contains("saved_entry=4ae8a1b2c3d4-4.18.0-372.el8.x86_64\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("root=UUID=4ae80002-0000-4000-8000-000000000002"),
+        "{env}"
+    );
+    assert!(debugfs_cat(&img, root, "/etc/fstab").contains("#vmie-fixup: //fileserver/backup"));
+    let again: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(again["changes"].as_array().unwrap().len(), 0, "{again}");
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), original);
+}
+
+fn preflight_ids(doc: &Value, severity: &str) -> Vec<String> {
+    doc["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["severity"] == severity)
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn preflight_passes_clean_guests_and_names_what_would_fail() {
+    for name in ["demo", "rhel8"] {
+        let doc: Value =
+            serde_json::from_str(&ok(&["inspect", "--format", "json", s(&fixture(name))])).unwrap();
+        assert!(
+            preflight_ids(&doc, "error").is_empty(),
+            "{name}: {}",
+            doc["preflight"]
+        );
+        assert_eq!(doc["operating_systems"][0]["arch"], "x86_64", "{name}");
+        assert!(preflight_ids(&doc, "info").contains(&"license".to_string()));
+    }
+    // Two Linux roots on one VM: the service's "Multiple directories found".
+    let doc: Value = serde_json::from_str(&ok(&[
+        "inspect",
+        "--format",
+        "json",
+        s(&fixture("demo")),
+        s(&fixture("rhel8")),
+    ]))
+    .unwrap();
+    assert!(
+        preflight_ids(&doc, "error").contains(&"multiple-directories".to_string()),
+        "{}",
+        doc["preflight"]
+    );
+    // A Linux root on a GPT disk.
+    let doc: Value = serde_json::from_str(&ok(&[
+        "inspect",
+        "--format",
+        "json",
+        s(&fixture("gpt-debian")),
+    ]))
+    .unwrap();
+    assert!(
+        preflight_ids(&doc, "error").contains(&"gpt-root".to_string()),
+        "{}",
+        doc["preflight"]
+    );
+    // No Linux root we can read.
+    let doc: Value = serde_json::from_str(&ok(&[
+        "inspect",
+        "--format",
+        "json",
+        s(&fixture("gpt-mixed")),
+    ]))
+    .unwrap();
+    assert!(preflight_ids(&doc, "error").contains(&"no-bootable-partition".to_string()));
+    assert!(preflight_ids(&doc, "info").contains(&"volume-not-read".to_string()));
+    // And a fixup run refuses such VMs, writing nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.raw"), dir.path().join("b.raw"));
+    std::fs::copy(fixture("demo"), &a).unwrap();
+    std::fs::copy(fixture("rhel8"), &b).unwrap();
+    let before = (sha256(&a), sha256(&b));
+    let out = run(&[s(&a), s(&b)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!((sha256(&a), sha256(&b)), before);
+}
+
+fn realdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/realdata")
+        .join(rel)
+}
+
+fn hivexregedit_export(file: &Path) -> String {
+    let out = Command::new("hivexregedit")
+        .args(["--export", s(file), "\\"])
+        .output()
+        .expect("hivexregedit (Debian packages libhivex-bin libwin-hivex-perl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn hive_merge_get_export_and_bcd_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let hive = dir.path().join("SYSTEM");
+    std::fs::copy(realdata("hivex/images/minimal"), &hive).unwrap();
+    let reg = realdata("virt-v2v/test-data/phony-guests/windows-system.reg");
+    let before = std::fs::read(&hive).unwrap();
+
+    // Dry run: the counts, nothing written.
+    let dry = ok(&["hive", "merge", "--dry-run", s(&hive), s(&reg)]);
+    assert!(
+        dry.contains("value(s) set") && dry.contains("dry run"),
+        "{dry}"
+    );
+    assert_eq!(std::fs::read(&hive).unwrap(), before);
+
+    // The same merge as hivexregedit --merge, checked by hivex's own export.
+    ok(&["hive", "merge", s(&hive), s(&reg)]);
+    let backup = dir.path().join("SYSTEM.vmie.bak");
+    assert_eq!(
+        std::fs::read(&backup).unwrap(),
+        before,
+        "the original is kept"
+    );
+    let theirs = dir.path().join("SYSTEM.hivex");
+    std::fs::copy(realdata("hivex/images/minimal"), &theirs).unwrap();
+    let st = Command::new("hivexregedit")
+        .args(["--merge", "--prefix", "HKEY_LOCAL_MACHINE\\SYSTEM", s(&theirs), s(&reg)])
+        .status()
+        .expect("hivexregedit");
+    assert!(st.success());
+    assert_eq!(hivexregedit_export(&hive), hivexregedit_export(&theirs));
+    // Our export of the result equals hivex's export of it (ASCII names).
+    assert_eq!(
+        ok(&["hive", "export", s(&hive)]),
+        hivexregedit_export(&hive)
+    );
+
+    let sel = ok(&["hive", "get", s(&hive), "Select", "Current"]);
+    assert!(sel.starts_with("Current [REG_DWORD] = "), "{sel}");
+    let err = fails(&["hive", "get", s(&hive), "No\\Such\\Key"], 1);
+    assert!(err.contains("SYSTEM"), "names the hive: {err}");
+
+    let bcd = ok(&["bcd", "show", s(&realdata("windeploy-linux/BCD"))]);
+    assert!(bcd.contains("Windows Resume Application"), "{bcd}");
+    // Not a hive: refused with the file's name.
+    let err = fails(&["bcd", "show", s(&reg)], 1);
+    assert!(err.contains("windows-system.reg"), "{err}");
+}

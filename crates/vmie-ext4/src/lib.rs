@@ -9,13 +9,29 @@
 //! Before handing the device to ext4-view we check the superblock's sizes
 //! ourselves, so a corrupted block count cannot make it allocate for a
 //! filesystem larger than its partition.
+//!
+//! Writing (the `GuestFs` write primitives) is our own code: see the `write`
+//! module. Each write operation is one transaction that changes nothing on
+//! the device unless it succeeds as a whole; after it, the ext4-view reader
+//! is re-loaded so reads see the new state, and [`Ext4Fs::verify_paths`]
+//! re-reads changed paths through ext4-view as an independent self-check.
 #![forbid(unsafe_code)]
+
+mod csum;
+mod dir;
+mod dxhash;
+mod geo;
+mod inode;
+mod tx;
+mod write;
 
 use std::sync::Arc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use vmie_disk::Device;
-use vmie_guestfs::{DirEntry, FileType, FsError, GuestFs, GuestPath, Limits, Metadata, Timestamp};
+use vmie_guestfs::{
+    DirEntry, FileType, FsError, GuestFs, GuestPath, Limits, Metadata, NewAttrs, Timestamp,
+};
 
 const SUPERBLOCK_OFFSET: u64 = 1024;
 const EXT4_MAGIC: u16 = 0xEF53;
@@ -39,6 +55,7 @@ impl Ext4Read for DevReader {
 /// A mounted-in-userspace ext2/3/4 filesystem.
 pub struct Ext4Fs {
     fs: Ext4,
+    dev: Arc<dyn Device>,
     location: String,
     limits: Limits,
 }
@@ -102,9 +119,11 @@ impl Ext4Fs {
                 ))
             }
         }
-        let fs = Ext4::load(Box::new(DevReader(dev))).map_err(|e| map_err(&location, "/", e))?;
+        let fs = Ext4::load(Box::new(DevReader(Arc::clone(&dev))))
+            .map_err(|e| map_err(&location, "/", e))?;
         Ok(Self {
             fs,
+            dev,
             location,
             limits: Limits::default(),
         })
@@ -114,6 +133,62 @@ impl Ext4Fs {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Re-load the ext4-view reader so it sees what was written.
+    fn reload(&mut self) -> Result<(), FsError> {
+        self.fs = Ext4::load(Box::new(DevReader(Arc::clone(&self.dev))))
+            .map_err(|e| map_err(&self.location, "/", e))?;
+        Ok(())
+    }
+
+    /// Run one write transaction, then re-load the reader.
+    fn write_op(
+        &mut self,
+        op: impl FnOnce(&mut tx::Tx<'_>) -> Result<(), FsError>,
+    ) -> Result<(), FsError> {
+        write::run(self.dev.as_ref(), &self.location, op)?;
+        self.reload()
+    }
+
+    /// Whether this filesystem may be written, and if not, why: the same
+    /// feature and state gate every write operation applies first.
+    pub fn check_writable(&self) -> Result<(), FsError> {
+        write::check(self.dev.as_ref(), &self.location)
+    }
+
+    /// Self-check: re-load an independent ext4-view reader over the same
+    /// device and compare every path with what it should hold (`None`: must
+    /// not exist). A mismatch is a [`FsError::Corrupt`] naming the path.
+    pub fn verify_paths(&self, expected: &[(GuestPath, Option<Vec<u8>>)]) -> Result<(), FsError> {
+        let fresh = Ext4::load(Box::new(DevReader(Arc::clone(&self.dev))))
+            .map_err(|e| map_err(&self.location, "/", e))?;
+        for (path, want) in expected {
+            let bytes = path.to_bytes();
+            let p = self.path(&bytes)?;
+            let got = match fresh.read(p) {
+                Ok(d) => Some(d),
+                Err(Ext4Error::NotFound) => None,
+                Err(e) => return Err(map_err(&self.location, &path.to_string(), e)),
+            };
+            if &got != want {
+                return Err(FsError::Corrupt {
+                    fs: self.location.clone(),
+                    place: path.to_string(),
+                    detail: match (&got, want) {
+                        (None, Some(_)) => "self-check: the file is missing after the write".into(),
+                        (Some(_), None) => "self-check: the file still exists".into(),
+                        (Some(g), Some(w)) => format!(
+                            "self-check: read back {} bytes that differ from the {} written",
+                            g.len(),
+                            w.len()
+                        ),
+                        (None, None) => String::new(),
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The filesystem UUID.
@@ -296,5 +371,41 @@ impl GuestFs for Ext4Fs {
             .read_link(self.path(&bytes)?)
             .map_err(|e| map_err(&self.location, &path.to_string(), e))?;
         Ok(target.as_ref().to_vec())
+    }
+
+    /// Replace the contents of an existing regular file, keeping its inode
+    /// number, mode, owner, timestamps other than mtime/ctime, and xattrs.
+    fn replace_file(&mut self, path: &GuestPath, data: &[u8]) -> Result<(), FsError> {
+        self.write_op(|tx| write::replace_file(tx, path, data))
+    }
+
+    fn create_file(
+        &mut self,
+        path: &GuestPath,
+        data: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<(), FsError> {
+        self.write_op(|tx| write::create(tx, path, write::NewKindArg::File(data), attrs))
+    }
+
+    fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<(), FsError> {
+        self.write_op(|tx| write::rename(tx, from, to))
+    }
+
+    fn remove(&mut self, path: &GuestPath) -> Result<(), FsError> {
+        self.write_op(|tx| write::remove(tx, path))
+    }
+
+    fn mkdir(&mut self, path: &GuestPath, attrs: &NewAttrs) -> Result<(), FsError> {
+        self.write_op(|tx| write::create(tx, path, write::NewKindArg::Dir, attrs))
+    }
+
+    fn symlink(
+        &mut self,
+        path: &GuestPath,
+        target: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<(), FsError> {
+        self.write_op(|tx| write::create(tx, path, write::NewKindArg::Symlink(target), attrs))
     }
 }
