@@ -7,3 +7,4 @@ pub mod bench;
 pub mod ci;
 pub mod demo;
 pub mod fixtures;
+pub mod guest;

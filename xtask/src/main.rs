@@ -1,6 +1,6 @@
 //! Developer tasks for the vmie-fixup workspace, run as `cargo xtask TASK`.
 
-use xtask::{bench, ci, demo, fixtures};
+use xtask::{bench, ci, demo, fixtures, guest};
 
 use std::process::ExitCode;
 
@@ -13,6 +13,10 @@ tasks:
   fixtures   build the test disk images (cargo xtask fixtures --help)
   demo       build the demo image and walk through the CLI on it
   bench      time whole CLI runs on the fixture images (release build) [RUNS]
+  guest      build real Debian guests as a VMware source leaves them: mbr-ext4,
+             mbr-logical-swap, separate-boot (debootstrap; cached)
+  boot-test  boot each guest in qemu unfixed (must fail), fixed on virtio and
+             on NVMe (must pass) [NAME...]
   deps       install the Debian packages the tests need (apt-get; as root)
   test       the whole suite, as CI runs it: deps, rustfmt, clippy -D warnings,
              fixtures, cargo test --workspace (extra args go to cargo test)";
@@ -41,6 +45,8 @@ fn real_main() -> Result<()> {
         }
         "deps" => ci::deps(),
         "bench" => bench::run(rest),
+        "guest" => guest::guest(rest),
+        "boot-test" => guest::boot_test(rest),
         "test" => ci::test(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

@@ -168,7 +168,7 @@ fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> anyhow::R
         .iter()
         .find(|r| r.name == writer.root)
         .ok_or_else(|| anyhow!("self-check: root {} no longer found", writer.root))?;
-    let fresh = vm.linux_guest(root, &vmie_os::InspectOptions::default())?;
+    let fresh = vm.mount_guest(root)?.mounts;
     let mut paths: Vec<(String, bool)> = Vec::new();
     for c in changes {
         match &c.op {
@@ -185,7 +185,7 @@ fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> anyhow::R
     }
     for (p, must_exist) in paths {
         let gp = GuestPath::from(p.as_str());
-        let theirs = fresh.mounts.read_file(&gp, u64::MAX);
+        let theirs = fresh.read_file(&gp, u64::MAX);
         match (must_exist, theirs) {
             (true, Ok(t)) => {
                 let ours = writer.mounts.read_file(&gp, u64::MAX)?;

@@ -24,6 +24,17 @@ pub struct LinuxGuest {
     pub not_mounted: Vec<String>,
 }
 
+/// A guest's filesystems mounted as its fstab says.
+#[derive(Debug)]
+pub struct MountedTree {
+    /// The tree.
+    pub mounts: Mounts,
+    /// (mountpoint, volume name) of every mount, root first.
+    pub mounted: Vec<(String, String)>,
+    /// fstab entries that could not be mounted, and why.
+    pub not_mounted: Vec<String>,
+}
+
 impl Vm {
     /// The VM's volumes as the fstab and kernel-argument rules see them.
     pub fn fstab_volumes(&self) -> Vec<fstab::Volume> {
@@ -51,14 +62,9 @@ impl Vm {
             .collect()
     }
 
-    /// Mount the Linux root on `root` and the rest of its fstab, then
-    /// inspect the whole tree (so a separate /boot shows its kernels and
-    /// boot loader).
-    pub fn linux_guest(
-        &self,
-        root: &Volume,
-        opts: &InspectOptions,
-    ) -> Result<LinuxGuest, InspectError> {
+    /// Mount the Linux root on `root` and the rest of its fstab as one tree,
+    /// without inspecting it.
+    pub fn mount_guest(&self, root: &Volume) -> Result<MountedTree, InspectError> {
         let root_fs = self.open_fs(root)?;
         let fstab_text = root_fs.read("/etc/fstab").unwrap_or_default();
         let entries = vmie_os::parse_fstab(&String::from_utf8_lossy(&fstab_text));
@@ -99,6 +105,26 @@ impl Vm {
                 Err(err) => not_mounted.push(format!("{} on {}: {err}", e.spec, e.mountpoint)),
             }
         }
+        Ok(MountedTree {
+            mounts,
+            mounted,
+            not_mounted,
+        })
+    }
+
+    /// Mount the Linux root on `root` and the rest of its fstab, then
+    /// inspect the whole tree (so a separate /boot shows its kernels and
+    /// boot loader).
+    pub fn linux_guest(
+        &self,
+        root: &Volume,
+        opts: &InspectOptions,
+    ) -> Result<LinuxGuest, InspectError> {
+        let MountedTree {
+            mounts,
+            mounted,
+            not_mounted,
+        } = self.mount_guest(root)?;
         let info = vmie_os::inspect_linux(&mounts, opts)
             .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
         Ok(LinuxGuest {

@@ -9,7 +9,7 @@
 mod guest;
 pub mod preflight;
 
-pub use guest::LinuxGuest;
+pub use guest::{LinuxGuest, MountedTree};
 
 use std::path::PathBuf;
 use std::sync::Arc;
