@@ -695,7 +695,13 @@ fn hive_merge_get_export_and_bcd_show() {
     let theirs = dir.path().join("SYSTEM.hivex");
     std::fs::copy(realdata("hivex/images/minimal"), &theirs).unwrap();
     let st = Command::new("hivexregedit")
-        .args(["--merge", "--prefix", "HKEY_LOCAL_MACHINE\\SYSTEM", s(&theirs), s(&reg)])
+        .args([
+            "--merge",
+            "--prefix",
+            "HKEY_LOCAL_MACHINE\\SYSTEM",
+            s(&theirs),
+            s(&reg),
+        ])
         .status()
         .expect("hivexregedit");
     assert!(st.success());

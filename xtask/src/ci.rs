@@ -80,7 +80,9 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The whole suite: packages, formatting, lints, fixtures, every test.
+/// The whole suite: packages, formatting, lints, fixtures, every test, and a
+/// qemu boot of one real Debian guest before and after the fixup
+/// (`VMIE_SKIP_BOOT_TEST=1` leaves the boot out, for quick local runs).
 pub fn test(extra: &[String]) -> Result<()> {
     deps()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -105,5 +107,10 @@ pub fn test(extra: &[String]) -> Result<()> {
         .current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra))?;
+    // Only a boot proves the guest works: one layout, unfixed (must fail) and
+    // fixed on virtio and NVMe (must pass). All layouts: cargo xtask boot-test.
+    if std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none() {
+        crate::guest::boot_test(&["mbr-logical-swap".to_string()])?;
+    }
     Ok(())
 }
