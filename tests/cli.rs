@@ -723,3 +723,50 @@ fn hive_merge_get_export_and_bcd_show() {
     let err = fails(&["bcd", "show", s(&reg)], 1);
     assert!(err.contains("windows-system.reg"), "{err}");
 }
+
+#[test]
+fn write_and_copy_in_go_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vm.raw");
+    std::fs::copy(fixture("hostile"), &img).unwrap();
+    let original = sha256(&img);
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let p1 = doc["disks"][0]["partitions"][0]["start"].as_u64().unwrap();
+    let vol = format!("{}:1", s(&img));
+
+    // write: contents from standard input; --dry-run writes nothing.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(["write", "--dry-run", &vol, "/etc/hostname"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"cloud-vm\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would create /etc/hostname"));
+    assert_eq!(sha256(&img), original);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(["write", &vol, "/etc/hostname"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"cloud-vm\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(debugfs_cat(&img, p1, "/etc/hostname"), "cloud-vm\n");
+
+    // copy-in replaces through a symlink-free path and keeps the inode's owner/mode.
+    let local = dir.path().join("os-release");
+    std::fs::write(&local, "ID=cloud\n").unwrap();
+    ok(&["copy-in", &vol, s(&local), "/etc/os-release"]);
+    assert_eq!(debugfs_cat(&img, p1, "/etc/os-release"), "ID=cloud\n");
+    e2fsck_clean(&img, p1);
+
+    // Writing where a directory stands is refused; a symlink loop too.
+    fails(&["copy-in", &vol, s(&local), "/etc"], 1);
+    fails(&["copy-in", &vol, s(&local), "/loop-a"], 1);
+
+    ok(&["undo", "--all", s(&img)]);
+    assert_eq!(sha256(&img), original);
+}

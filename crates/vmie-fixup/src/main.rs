@@ -40,6 +40,7 @@ macro_rules! out {
 
 mod fix;
 mod hivecli;
+mod writecli;
 
 const EXIT_HELP: &str = "\
 EXIT CODES:
@@ -132,6 +133,38 @@ enum Command {
         target: String,
         /// File inside the guest; symlinks are followed inside the guest only.
         path: String,
+    },
+    /// Copy a local file into the guest, creating or replacing GUESTPATH.
+    ///
+    /// A replaced file keeps its inode, owner, mode and xattrs; a new one is
+    /// 0644 root:root. The write is read back through an independent reader
+    /// and committed with an undo journal.
+    #[command(
+        after_help = "EXAMPLES:\n    vmie-fixup copy-in vm.raw:1 ./fstab /etc/fstab\n    vmie-fixup copy-in --dry-run vm.raw:1 ./motd /etc/motd"
+    )]
+    CopyIn {
+        /// IMAGE or IMAGE:VOL.
+        #[arg(value_name = "IMAGE[:VOL]")]
+        target: String,
+        /// The file on this machine.
+        local: PathBuf,
+        /// Where it goes in the guest (symlinks followed inside the guest).
+        guest_path: String,
+        /// Say what would change, write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Write standard input to GUESTPATH in the guest (create or replace).
+    #[command(after_help = "EXAMPLES:\n    echo vm1 | vmie-fixup write vm.raw:1 /etc/hostname")]
+    Write {
+        /// IMAGE or IMAGE:VOL.
+        #[arg(value_name = "IMAGE[:VOL]")]
+        target: String,
+        /// Where it goes in the guest (symlinks followed inside the guest).
+        guest_path: String,
+        /// Say what would change, write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
     },
     /// List or check rule packs (the fixups, declared in TOML).
     #[command(subcommand)]
@@ -243,6 +276,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inspect { images, format } => inspect(&images, format),
         Command::Ls { target, path, long } => ls(&target, &path, long),
         Command::Cat { target, path } => cat(&target, &path),
+        Command::CopyIn {
+            target,
+            local,
+            guest_path,
+            dry_run,
+        } => writecli::copy_in(&target, &local, &guest_path, dry_run),
+        Command::Write {
+            target,
+            guest_path,
+            dry_run,
+        } => writecli::write_stdin(&target, &guest_path, dry_run),
         Command::Undo { images, all } => undo(&images, all),
         Command::Rules(RulesCommand::List {
             dirs,
@@ -319,7 +363,7 @@ fn open(images: &[PathBuf]) -> Result<Vm, Failure> {
 
 /// Split `IMAGE[:VOL]`. A path that exists as given wins over a split, so
 /// image names containing `:` still work.
-fn split_target(target: &str) -> (PathBuf, VolumeSelector) {
+pub(crate) fn split_target(target: &str) -> (PathBuf, VolumeSelector) {
     if std::path::Path::new(target).exists() {
         return (PathBuf::from(target), VolumeSelector::Auto);
     }
