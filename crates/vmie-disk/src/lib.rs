@@ -8,6 +8,7 @@
 //! - [`format`]: refusing qcow2, VMDK, VHD, VHDX and VDI containers.
 #![forbid(unsafe_code)]
 
+pub mod checksum;
 mod device;
 mod error;
 pub mod format;

@@ -2,26 +2,6 @@
 //! without pre/post inversion) for `metadata_csum`, and CRC16 (ANSI,
 //! reflected 0xA001) for the older `uninit_bg`/`gdt_csum` group descriptors.
 
-const fn crc32c_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
 const fn crc16_table() -> [u16; 256] {
     let mut t = [0u16; 256];
     let mut i = 0;
@@ -42,15 +22,11 @@ const fn crc16_table() -> [u16; 256] {
     t
 }
 
-static CRC32C: [u32; 256] = crc32c_table();
 static CRC16: [u16; 256] = crc16_table();
 
 /// Continue a raw CRC32C (no inversion) over `data`.
-pub(crate) fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = CRC32C[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc
+pub(crate) fn crc32c(crc: u32, data: &[u8]) -> u32 {
+    vmie_disk::checksum::crc32c_update(crc, data)
 }
 
 /// Continue a CRC16 over `data`.

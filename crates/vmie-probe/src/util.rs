@@ -4,35 +4,7 @@
 //! the first NUL, with trailing (and for "id labels" also leading) C-locale
 //! whitespace removed; an empty result means "no label".
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) lookup table.
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
-
-/// Feed `data` into a raw CRC-32C register (no initial or final inversion).
-pub(crate) fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        let idx = ((crc ^ u32::from(b)) & 0xff) as usize;
-        crc = (crc >> 8) ^ CRC32C_TABLE.get(idx).copied().unwrap_or(0);
-    }
-    crc
-}
+pub(crate) use vmie_disk::checksum::crc32c_update;
 
 /// The standard CRC-32C of `data` (initial and final inversion).
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
