@@ -41,9 +41,13 @@ pub const LAYOUTS: &[(&str, &str)] = &[
         "separate-boot",
         "MBR: ext4 /boot (partition 1), ext4 root (partition 2), swap (partition 3)",
     ),
+    (
+        "netplan",
+        "MBR: ext4 root, logical swap; network by netplan (renderer networkd), not ifupdown",
+    ),
 ];
 
-const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools";
+const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,netplan.io";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}").replace('"', "");
@@ -140,7 +144,8 @@ fn ensure_tools() -> Result<()> {
 fn base_tree(root: &Path) -> Result<PathBuf> {
     let cache = root.join("target/guest-cache");
     let tree = cache.join("bookworm");
-    let done = cache.join("bookworm.complete");
+    // The marker names the package list, so a changed list rebuilds the tree.
+    let done = cache.join(format!("bookworm.{:016x}.complete", fnv(PACKAGES)));
     if done.is_file() {
         return Ok(tree);
     }
@@ -163,6 +168,13 @@ fn base_tree(root: &Path) -> Result<PathBuf> {
         .arg(mirror()?))?;
     std::fs::write(&done, format!("{:.0}s\n", t0.elapsed().as_secs_f64()))?;
     Ok(tree)
+}
+
+/// FNV-1a: a stable name for the package list (no dependency needed).
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -201,7 +213,7 @@ WantedBy=multi-user.target
 fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
     let (root_dev, boot_prefix, swap) = match layout {
         "mbr-ext4" => ("/dev/sda1", "/boot", None),
-        "mbr-logical-swap" => ("/dev/sda1", "/boot", Some("/dev/sda5")),
+        "mbr-logical-swap" | "netplan" => ("/dev/sda1", "/boot", Some("/dev/sda5")),
         "separate-boot" => ("/dev/sda2", "", Some("/dev/sda3")),
         other => bail!("unknown layout {other}"),
     };
@@ -217,10 +229,38 @@ fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
     fstab.push_str("/dev/sdb1  /data  ext4  defaults  0 2\nfileserver:/export  /mnt/share  nfs  defaults  0 0\n");
     write(&tree.join("etc/fstab"), &fstab)?;
     write(&tree.join("etc/hostname"), "vmie-guest\n")?;
-    write(
-        &tree.join("etc/network/interfaces"),
-        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug ens192\niface ens192 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n",
-    )?;
+    if layout == "netplan" {
+        // ifupdown keeps only lo; netplan renders ens192 for systemd-networkd.
+        write(
+            &tree.join("etc/network/interfaces"),
+            "auto lo\niface lo inet loopback\n",
+        )?;
+        write(
+            &tree.join("etc/netplan/01-netcfg.yaml"),
+            "network:\n  version: 2\n  renderer: networkd\n  ethernets:\n    ens192:\n      addresses:\n        - 192.0.2.10/24\n      routes:\n        - to: default\n          via: 192.0.2.1\n      nameservers:\n        addresses: [192.0.2.53]\n",
+        )?;
+        std::fs::set_permissions(
+            tree.join("etc/netplan/01-netcfg.yaml"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        for (unit, target) in [
+            ("systemd-networkd.service", "multi-user.target.wants"),
+            (
+                "systemd-networkd-wait-online.service",
+                "network-online.target.wants",
+            ),
+        ] {
+            let link = tree.join("etc/systemd/system").join(target).join(unit);
+            std::fs::create_dir_all(link.parent().context("wants dir")?)?;
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(format!("/lib/systemd/system/{unit}"), &link)?;
+        }
+    } else {
+        write(
+            &tree.join("etc/network/interfaces"),
+            "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug ens192\niface ens192 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n",
+        )?;
+    }
     write(
         &tree.join("etc/default/grub"),
         "GRUB_DEFAULT=5\nGRUB_TIMEOUT=30\nGRUB_DISTRIBUTOR=Debian\nGRUB_CMDLINE_LINUX_DEFAULT=\"\"\nGRUB_CMDLINE_LINUX=\"console=ttyS0,115200\"\nGRUB_DISABLE_LINUX_UUID=true\n",
@@ -287,7 +327,7 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     image::create_sparse(&img, disk_size)?;
     let table = match layout {
         "mbr-ext4" => "label: dos\nlabel-id: 0x5eed0701\nstart=2048, type=83, bootable\n",
-        "mbr-logical-swap" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
+        "mbr-logical-swap" | "netplan" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
         _ => "label: dos\nlabel-id: 0x5eed0703\nstart=2048, size=256M, type=83, bootable\nsize=2304M, type=83\ntype=82\n",
     };
     let mut sf = Command::new("sfdisk")
