@@ -530,12 +530,22 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
         std::thread::sleep(Duration::from_millis(500));
     }
     let text = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+    Ok(parse_probe(&text))
+}
+
+/// What the probe printed on the serial console, if it got to the end.
+fn parse_probe(text: &str) -> Option<Probe> {
     if !text.contains("VMIE-PROBE-END") {
-        return Ok(None);
+        return None;
     }
     let mut p = Probe::default();
     for l in text.lines() {
-        let Some(rest) = l.trim().strip_prefix("VMIE-PROBE ") else {
+        // The serial console is shared with getty, whose "login:" prompt can
+        // land in front of a probe line: look for the marker anywhere.
+        let Some(rest) = l
+            .find("VMIE-PROBE ")
+            .and_then(|at| l.get(at + "VMIE-PROBE ".len()..))
+        else {
             continue;
         };
         if let Some(v) = rest.strip_prefix("target: ") {
@@ -552,7 +562,7 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
             ));
         }
     }
-    Ok(Some(p))
+    Some(p)
 }
 
 fn passes(p: &Option<Probe>, want_swap: bool) -> Result<(), String> {
@@ -680,4 +690,22 @@ pub fn boot_test(args: &[String]) -> Result<()> {
     }
     println!("boot-test: {} passed, 0 failed", names.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_lines_survive_a_getty_prompt_in_front() {
+        let log = "VMIE-PROBE-BEGIN\nVMIE-PROBE target: active\nVMIE-PROBE root: /dev/vda1\nVMIE-PROBE swap: /dev/vda5 \nvmie-guest login: VMIE-PROBE nic: eth0 10.0.2.15/24\nVMIE-PROBE-END\n";
+        let p = parse_probe(log);
+        assert!(passes(&p, true).is_ok(), "{p:?}");
+        assert!(
+            parse_probe("VMIE-PROBE target: active\n").is_none(),
+            "no END, no probe"
+        );
+        let p = parse_probe("VMIE-PROBE target: active\nVMIE-PROBE root: /dev/vda1\nVMIE-PROBE swap: \nVMIE-PROBE-END\n");
+        assert!(passes(&p, false).is_err(), "no NIC address");
+    }
 }
