@@ -282,6 +282,11 @@ menuentry 'Debian GNU/Linux' {{\n\tinsmod part_msdos\n\tinsmod ext2\n\tset root=
         &tree.join("etc/systemd/system/vmie-probe.service"),
         PROBE_UNIT,
     )?;
+    // The serial console belongs to the probe: a getty there would vhangup()
+    // the line (cutting the probe's output short) or interleave its prompt.
+    let getty = tree.join("etc/systemd/system/serial-getty@ttyS0.service");
+    let _ = std::fs::remove_file(&getty);
+    std::os::unix::fs::symlink("/dev/null", &getty)?;
     let wants = tree.join("etc/systemd/system/multi-user.target.wants/vmie-probe.service");
     std::fs::create_dir_all(wants.parent().context("wants dir")?)?;
     let _ = std::fs::remove_file(&wants);
