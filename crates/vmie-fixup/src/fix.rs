@@ -163,9 +163,10 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
 /// Read every changed path back through freshly opened filesystems over the
 /// same overlays (independent of the writer's in-memory state) and compare.
 fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> anyhow::Result<()> {
-    let roots = vm.linux_roots();
-    let root = roots
-        .iter()
+    // The writer's root volume, by name: no need to reopen and re-test every
+    // filesystem as linux_roots() would.
+    let root = vm
+        .volumes()
         .find(|r| r.name == writer.root)
         .ok_or_else(|| anyhow!("self-check: root {} no longer found", writer.root))?;
     let fresh = vm.mount_guest(root)?.mounts;

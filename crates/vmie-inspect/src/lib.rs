@@ -88,12 +88,14 @@ pub struct Volume {
     pub name: String,
     /// The volume's bytes, through the disk's overlay.
     pub device: Arc<dyn Device>,
+    /// An MBR extended-partition container (as vmie-part says).
+    extended: bool,
 }
 
 impl Volume {
     /// Whether this is an MBR extended-partition container.
     pub fn is_extended(&self) -> bool {
-        matches!(self.type_id.as_deref(), Some("0x05" | "0x0f" | "0x85"))
+        self.extended
     }
 }
 
@@ -180,6 +182,7 @@ impl Vm {
                     probe_error: err,
                     name: dev.describe(),
                     device: dev.clone(),
+                    extended: false,
                 });
             }
             for part in table.partitions {
@@ -196,6 +199,7 @@ impl Vm {
                     probe: None,
                     probe_error: None,
                     name: part.device.describe(),
+                    extended: part.is_extended(),
                     device: Arc::new(part.device),
                 };
                 if !v.is_extended() {
