@@ -30,7 +30,8 @@ pub(crate) struct Tx<'a> {
     pub loc: &'a str,
     pub sb: Vec<u8>,
     sb_orig: Vec<u8>,
-    gds: Vec<Vec<u8>>,
+    /// Group descriptors read so far (on first use, through the block cache).
+    gds: BTreeMap<u32, Vec<u8>>,
     gd_dirty: BTreeSet<u32>,
     blocks: BTreeMap<u64, Vec<u8>>,
     dirty: BTreeSet<u64>,
@@ -65,28 +66,24 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// Start a transaction: reads the superblock and all group descriptors.
+    /// Start a transaction: reads the superblock. Group descriptors are read
+    /// when first used, so an operation reads what it touches, not a table
+    /// that grows with the volume.
     pub fn begin(g: &'a Geo, dev: &'a dyn Device, loc: &'a str) -> Result<Self, FsError> {
         let mut sb = vec![0u8; 1024];
         dev.read_at(1024, &mut sb)?;
         g.check_writable(&sb, loc)?;
-        let gdt_len = usize::try_from(g.gdt_blocks * g.bs).unwrap_or(usize::MAX);
-        let gdt = vmie_disk::read_vec(dev, (g.first_data_block + 1) * g.bs, gdt_len)?;
-        let mut gds = Vec::with_capacity(g.groups as usize);
-        for i in 0..g.groups as usize {
-            gds.push(gdt[i * g.desc_size..(i + 1) * g.desc_size].to_vec());
-        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| (i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos()))
             .unwrap_or((0, 0));
-        let tx = Self {
+        Ok(Self {
             g,
             dev,
             loc,
             sb_orig: sb.clone(),
             sb,
-            gds,
+            gds: BTreeMap::new(),
             gd_dirty: BTreeSet::new(),
             blocks: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -94,79 +91,125 @@ impl<'a> Tx<'a> {
             ib_dirty: BTreeSet::new(),
             dir_csum: BTreeMap::new(),
             now,
-        };
-        for grp in 0..g.groups {
-            for (what, b) in [
-                ("block bitmap", tx.gd_block_bitmap(grp)),
-                ("inode bitmap", tx.gd_inode_bitmap(grp)),
-                ("inode table", tx.gd_inode_table(grp)),
+        })
+    }
+
+    // ---- group descriptors ----
+
+    /// Where descriptor `grp` lives: (block, offset in it).
+    fn gd_place(&self, grp: u32) -> (u64, usize) {
+        let per = (self.g.bs as usize) / self.g.desc_size;
+        let b = self.g.first_data_block + 1 + (grp as usize / per) as u64;
+        (b, (grp as usize % per) * self.g.desc_size)
+    }
+
+    /// Descriptor `grp`, read and checked on first use: its checksum (when
+    /// the filesystem has one) and that its bitmaps and inode table lie
+    /// inside the filesystem.
+    fn gd(&mut self, grp: u32) -> Result<&mut Vec<u8>, FsError> {
+        if grp >= self.g.groups {
+            return Err(self.corrupt(
+                format!("group {grp}"),
+                format!(
+                    "group number out of range (the filesystem has {})",
+                    self.g.groups
+                ),
+            ));
+        }
+        if !self.gds.contains_key(&grp) {
+            let (b, o) = self.gd_place(grp);
+            let n = self.g.desc_size;
+            let d = self.blk(b)?[o..o + n].to_vec();
+            if let Some(c) = self.gd_csum(grp, &d) {
+                if le16(&d, 0x1E) != c {
+                    return Err(self.corrupt(
+                        format!("group descriptor {grp}"),
+                        "descriptor checksum mismatch",
+                    ));
+                }
+            }
+            let big = self.g.desc_size >= 64;
+            let field = |lo: usize, hi: usize| {
+                let mut v = u64::from(le32(&d, lo));
+                if big {
+                    v |= u64::from(le32(&d, hi)) << 32;
+                }
+                v
+            };
+            let it_span = (u64::from(self.g.ipg) * self.g.inode_size as u64).div_ceil(self.g.bs);
+            for (what, b, span) in [
+                ("block bitmap", field(0x0, 0x20), 1),
+                ("inode bitmap", field(0x4, 0x24), 1),
+                ("inode table", field(0x8, 0x28), it_span),
             ] {
-                let span = if what == "inode table" {
-                    (u64::from(g.ipg) * g.inode_size as u64).div_ceil(g.bs)
-                } else {
-                    1
-                };
-                if b < g.first_data_block || b.saturating_add(span) > g.blocks_count {
-                    return Err(tx.corrupt(
+                if b < self.g.first_data_block || b.saturating_add(span) > self.g.blocks_count {
+                    return Err(self.corrupt(
                         format!("group descriptor {grp}"),
                         format!("{what} at block {b} outside the filesystem"),
                     ));
                 }
             }
+            self.gds.insert(grp, d);
         }
-        Ok(tx)
+        self.gds.get_mut(&grp).ok_or_else(|| FsError::Corrupt {
+            fs: self.loc.to_string(),
+            place: format!("group descriptor {grp}"),
+            detail: "internal: descriptor not loaded".into(),
+        })
     }
 
-    // ---- group descriptors ----
-
-    fn gd_u64(&self, grp: u32, lo: usize, hi: usize) -> u64 {
-        let d = &self.gds[grp as usize];
+    fn gd_u64(&mut self, grp: u32, lo: usize, hi: usize) -> Result<u64, FsError> {
+        let big = self.g.desc_size >= 64;
+        let d = self.gd(grp)?;
         let mut v = u64::from(le32(d, lo));
-        if self.g.desc_size >= 64 {
+        if big {
             v |= u64::from(le32(d, hi)) << 32;
         }
-        v
+        Ok(v)
     }
-    fn gd_u32(&self, grp: u32, lo: usize, hi: usize) -> u32 {
-        let d = &self.gds[grp as usize];
+    fn gd_u32(&mut self, grp: u32, lo: usize, hi: usize) -> Result<u32, FsError> {
+        let big = self.g.desc_size >= 64;
+        let d = self.gd(grp)?;
         let mut v = u32::from(le16(d, lo));
-        if self.g.desc_size >= 64 {
+        if big {
             v |= u32::from(le16(d, hi)) << 16;
         }
-        v
+        Ok(v)
     }
-    fn gd_set_u32(&mut self, grp: u32, lo: usize, hi: usize, v: u32) {
+    fn gd_set_u32(&mut self, grp: u32, lo: usize, hi: usize, v: u32) -> Result<(), FsError> {
         let big = self.g.desc_size >= 64;
-        let d = &mut self.gds[grp as usize];
+        let d = self.gd(grp)?;
         put16(d, lo, v as u16);
         if big {
             put16(d, hi, (v >> 16) as u16);
         }
         self.gd_dirty.insert(grp);
+        Ok(())
     }
-    pub fn gd_block_bitmap(&self, grp: u32) -> u64 {
+    pub fn gd_block_bitmap(&mut self, grp: u32) -> Result<u64, FsError> {
         self.gd_u64(grp, 0x0, 0x20)
     }
-    pub fn gd_inode_bitmap(&self, grp: u32) -> u64 {
+    pub fn gd_inode_bitmap(&mut self, grp: u32) -> Result<u64, FsError> {
         self.gd_u64(grp, 0x4, 0x24)
     }
-    pub fn gd_inode_table(&self, grp: u32) -> u64 {
+    pub fn gd_inode_table(&mut self, grp: u32) -> Result<u64, FsError> {
         self.gd_u64(grp, 0x8, 0x28)
     }
-    fn gd_free_blocks(&self, grp: u32) -> u32 {
+    fn gd_free_blocks(&mut self, grp: u32) -> Result<u32, FsError> {
         self.gd_u32(grp, 0xC, 0x2C)
     }
-    fn gd_free_inodes(&self, grp: u32) -> u32 {
+    fn gd_free_inodes(&mut self, grp: u32) -> Result<u32, FsError> {
         self.gd_u32(grp, 0xE, 0x2E)
     }
-    fn gd_flags(&self, grp: u32) -> u16 {
-        le16(&self.gds[grp as usize], 0x12)
+    fn gd_flags(&mut self, grp: u32) -> Result<u16, FsError> {
+        Ok(le16(self.gd(grp)?, 0x12))
     }
-    fn gd_set_flags(&mut self, grp: u32, f: u16) {
-        put16(&mut self.gds[grp as usize], 0x12, f);
+    fn gd_set_flags(&mut self, grp: u32, f: u16) -> Result<(), FsError> {
+        put16(self.gd(grp)?, 0x12, f);
         self.gd_dirty.insert(grp);
+        Ok(())
     }
-    fn gd_itable_unused(&self, grp: u32) -> u32 {
+    fn gd_itable_unused(&mut self, grp: u32) -> Result<u32, FsError> {
         self.gd_u32(grp, 0x1C, 0x32)
     }
 
@@ -229,16 +272,17 @@ impl<'a> Tx<'a> {
 
     /// Block bitmap of `grp`, initialising a BLOCK_UNINIT group's bitmap.
     fn block_bitmap(&mut self, grp: u32) -> Result<u64, FsError> {
-        let bb = self.gd_block_bitmap(grp);
+        let bb = self.gd_block_bitmap(grp)?;
         if self.g.uninit_bg()
-            && self.gd_flags(grp) & BG_BLOCK_UNINIT != 0
+            && self.gd_flags(grp)? & BG_BLOCK_UNINIT != 0
             && !self.bb_dirty.contains(&grp)
         {
             let mut map = vec![0u8; self.g.bs as usize];
-            let first = self.g.group_first(grp);
-            let len = self.g.group_len(grp);
+            let g = self.g;
+            let first = g.group_first(grp);
+            let len = g.group_len(grp);
             let set = |blk: u64, map: &mut Vec<u8>| {
-                if blk >= first && blk < first + self.g.bpg {
+                if blk >= first && blk < first + g.bpg {
                     let i = (blk - first) as usize;
                     map[i / 8] |= 1 << (i % 8);
                 }
@@ -249,10 +293,13 @@ impl<'a> Tx<'a> {
                 }
             }
             let it_len = (u64::from(self.g.ipg) * self.g.inode_size as u64).div_ceil(self.g.bs);
+            // With flex_bg any group's metadata may live here: the one
+            // place that reads every descriptor, and only for a group that
+            // was never used.
             for o in 0..self.g.groups {
-                set(self.gd_block_bitmap(o), &mut map);
-                set(self.gd_inode_bitmap(o), &mut map);
-                let t = self.gd_inode_table(o);
+                set(self.gd_block_bitmap(o)?, &mut map);
+                set(self.gd_inode_bitmap(o)?, &mut map);
+                let t = self.gd_inode_table(o)?;
                 if t + it_len > first && t < first + self.g.bpg {
                     for b in t..t + it_len {
                         set(b, &mut map);
@@ -266,19 +313,19 @@ impl<'a> Tx<'a> {
             let used = (0..len as usize)
                 .filter(|&i| map[i / 8] & (1 << (i % 8)) != 0)
                 .count() as u64;
-            if len - used != u64::from(self.gd_free_blocks(grp)) {
+            let recorded = self.gd_free_blocks(grp)?;
+            if len - used != u64::from(recorded) {
                 return Err(self.corrupt(
                     format!("group {grp}"),
                     format!(
-                        "uninitialised block group has {} free blocks recorded, {} by layout",
-                        self.gd_free_blocks(grp),
+                        "uninitialised block group has {recorded} free blocks recorded, {} by layout",
                         len - used
                     ),
                 ));
             }
             self.write_blk(bb, map)?;
-            let f = self.gd_flags(grp) & !BG_BLOCK_UNINIT;
-            self.gd_set_flags(grp, f);
+            let f = self.gd_flags(grp)? & !BG_BLOCK_UNINIT;
+            self.gd_set_flags(grp, f)?;
             self.bb_dirty.insert(grp);
         }
         Ok(bb)
@@ -286,9 +333,9 @@ impl<'a> Tx<'a> {
 
     /// Inode bitmap of `grp`, initialising an INODE_UNINIT group's bitmap.
     fn inode_bitmap(&mut self, grp: u32) -> Result<u64, FsError> {
-        let ib = self.gd_inode_bitmap(grp);
+        let ib = self.gd_inode_bitmap(grp)?;
         if self.g.uninit_bg()
-            && self.gd_flags(grp) & BG_INODE_UNINIT != 0
+            && self.gd_flags(grp)? & BG_INODE_UNINIT != 0
             && !self.ib_dirty.contains(&grp)
         {
             let mut map = vec![0u8; self.g.bs as usize];
@@ -296,8 +343,8 @@ impl<'a> Tx<'a> {
                 map[i / 8] |= 1 << (i % 8);
             }
             self.write_blk(ib, map)?;
-            let f = self.gd_flags(grp) & !BG_INODE_UNINIT;
-            self.gd_set_flags(grp, f);
+            let f = self.gd_flags(grp)? & !BG_INODE_UNINIT;
+            self.gd_set_flags(grp, f)?;
             self.ib_dirty.insert(grp);
         }
         Ok(ib)
@@ -321,7 +368,7 @@ impl<'a> Tx<'a> {
                 break;
             }
             let grp = (g0 + k) % self.g.groups;
-            if self.gd_free_blocks(grp) == 0 {
+            if self.gd_free_blocks(grp)? == 0 {
                 continue;
             }
             let bb = self.block_bitmap(grp)?;
@@ -356,7 +403,8 @@ impl<'a> Tx<'a> {
                 i += 1;
             }
             if taken > 0 {
-                if taken > self.gd_free_blocks(grp) {
+                let free = self.gd_free_blocks(grp)?;
+                if taken > free {
                     return Err(self.corrupt(
                         format!("group {grp}"),
                         "block bitmap disagrees with free count",
@@ -364,8 +412,7 @@ impl<'a> Tx<'a> {
                 }
                 self.write_blk(bb, map)?;
                 self.bb_dirty.insert(grp);
-                let f = self.gd_free_blocks(grp) - taken;
-                self.gd_set_u32(grp, 0xC, 0x2C, f);
+                self.gd_set_u32(grp, 0xC, 0x2C, free - taken)?;
                 let sf = self.sb_free_blocks() - u64::from(taken);
                 self.sb_set_free_blocks(sf);
             }
@@ -404,8 +451,8 @@ impl<'a> Tx<'a> {
             }
             self.write_blk(bb, map)?;
             self.bb_dirty.insert(grp);
-            let f = self.gd_free_blocks(grp) + n;
-            self.gd_set_u32(grp, 0xC, 0x2C, f);
+            let f = self.gd_free_blocks(grp)?.saturating_add(n);
+            self.gd_set_u32(grp, 0xC, 0x2C, f)?;
             let sf = self.sb_free_blocks() + u64::from(n);
             self.sb_set_free_blocks(sf);
             b = stop;
@@ -420,7 +467,8 @@ impl<'a> Tx<'a> {
         }
         for k in 0..self.g.groups {
             let grp = (goal % self.g.groups + k) % self.g.groups;
-            if self.gd_free_inodes(grp) == 0 {
+            let free = self.gd_free_inodes(grp)?;
+            if free == 0 {
                 continue;
             }
             let ib = self.inode_bitmap(grp)?;
@@ -441,16 +489,15 @@ impl<'a> Tx<'a> {
             map[(i / 8) as usize] |= 1 << (i % 8);
             self.write_blk(ib, map)?;
             self.ib_dirty.insert(grp);
-            let f = self.gd_free_inodes(grp) - 1;
-            self.gd_set_u32(grp, 0xE, 0x2E, f);
+            self.gd_set_u32(grp, 0xE, 0x2E, free - 1)?;
             if is_dir {
-                let d = self.gd_u32(grp, 0x10, 0x30) + 1;
-                self.gd_set_u32(grp, 0x10, 0x30, d);
+                let d = self.gd_u32(grp, 0x10, 0x30)?.saturating_add(1);
+                self.gd_set_u32(grp, 0x10, 0x30, d)?;
             }
             if self.g.uninit_bg() {
-                let unused = self.gd_itable_unused(grp);
+                let unused = self.gd_itable_unused(grp)?;
                 if i >= self.g.ipg.saturating_sub(unused) {
-                    self.gd_set_u32(grp, 0x1C, 0x32, self.g.ipg - i - 1);
+                    self.gd_set_u32(grp, 0x1C, 0x32, self.g.ipg - i - 1)?;
                 }
             }
             let sf = self.sb_free_inodes() - 1;
@@ -475,11 +522,11 @@ impl<'a> Tx<'a> {
         map[(i / 8) as usize] &= !(1 << (i % 8));
         self.write_blk(ib, map)?;
         self.ib_dirty.insert(grp);
-        let f = self.gd_free_inodes(grp) + 1;
-        self.gd_set_u32(grp, 0xE, 0x2E, f);
+        let f = self.gd_free_inodes(grp)?.saturating_add(1);
+        self.gd_set_u32(grp, 0xE, 0x2E, f)?;
         if is_dir {
-            let d = self.gd_u32(grp, 0x10, 0x30).saturating_sub(1);
-            self.gd_set_u32(grp, 0x10, 0x30, d);
+            let d = self.gd_u32(grp, 0x10, 0x30)?.saturating_sub(1);
+            self.gd_set_u32(grp, 0x10, 0x30, d)?;
         }
         let sf = self.sb_free_inodes() + 1;
         put32(&mut self.sb, 0x10, sf);
@@ -488,13 +535,13 @@ impl<'a> Tx<'a> {
 
     // ---- inodes ----
 
-    fn inode_loc(&self, ino: u32) -> Result<(u64, usize), FsError> {
+    fn inode_loc(&mut self, ino: u32) -> Result<(u64, usize), FsError> {
         if ino == 0 || ino > self.g.inodes_count {
             return Err(self.corrupt(format!("inode {ino}"), "inode number out of range"));
         }
         let grp = (ino - 1) / self.g.ipg;
         let idx = u64::from((ino - 1) % self.g.ipg);
-        let off = self.gd_inode_table(grp) * self.g.bs + idx * self.g.inode_size as u64;
+        let off = self.gd_inode_table(grp)? * self.g.bs + idx * self.g.inode_size as u64;
         Ok((off / self.g.bs, (off % self.g.bs) as usize))
     }
 
@@ -558,10 +605,10 @@ impl<'a> Tx<'a> {
         }
         let big = self.g.desc_size >= 64;
         for grp in std::mem::take(&mut self.bb_dirty) {
-            let bb = self.gd_block_bitmap(grp);
+            let bb = self.gd_block_bitmap(grp)?;
             let n = (self.g.bpg / 8) as usize;
             let c = crc32c(self.g.csum_seed, &self.blk(bb)?[..n]);
-            let d = &mut self.gds[grp as usize];
+            let d = self.gd(grp)?;
             put16(d, 0x18, c as u16);
             if big {
                 put16(d, 0x38, (c >> 16) as u16);
@@ -569,10 +616,10 @@ impl<'a> Tx<'a> {
             self.gd_dirty.insert(grp);
         }
         for grp in std::mem::take(&mut self.ib_dirty) {
-            let ib = self.gd_inode_bitmap(grp);
+            let ib = self.gd_inode_bitmap(grp)?;
             let n = (self.g.ipg / 8) as usize;
             let c = crc32c(self.g.csum_seed, &self.blk(ib)?[..n]);
-            let d = &mut self.gds[grp as usize];
+            let d = self.gd(grp)?;
             put16(d, 0x1A, c as u16);
             if big {
                 put16(d, 0x3A, (c >> 16) as u16);
@@ -582,8 +629,7 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    fn gd_csum(&self, grp: u32) -> Option<u16> {
-        let d = &self.gds[grp as usize];
+    fn gd_csum(&self, grp: u32, d: &[u8]) -> Option<u16> {
         let le = grp.to_le_bytes();
         if self.g.metadata_csum() {
             let mut c = crc32c(self.g.csum_seed, &le);
@@ -644,15 +690,12 @@ impl<'a> Tx<'a> {
     pub fn commit(mut self) -> Result<(), FsError> {
         self.dir_csums()?;
         self.bitmap_csums()?;
-        let gdt0 = self.g.first_data_block + 1;
-        let per = (self.g.bs as usize) / self.g.desc_size;
         for grp in std::mem::take(&mut self.gd_dirty) {
-            if let Some(c) = self.gd_csum(grp) {
-                put16(&mut self.gds[grp as usize], 0x1E, c);
+            let mut d = self.gd(grp)?.clone();
+            if let Some(c) = self.gd_csum(grp, &d) {
+                put16(&mut d, 0x1E, c);
             }
-            let b = gdt0 + (grp as usize / per) as u64;
-            let o = (grp as usize % per) * self.g.desc_size;
-            let d = self.gds[grp as usize].clone();
+            let (b, o) = self.gd_place(grp);
             self.blk(b)?[o..o + d.len()].copy_from_slice(&d);
             self.dirty.insert(b);
         }

@@ -20,8 +20,10 @@
 //! (usage would go stale), `bigalloc`, `meta_bg`, `mmp`, `ea_inode`,
 //! `journal_dev`, `orphan_present`; touching encrypted, casefolded, verity,
 //! inline-data, immutable or append-only inodes; files needing
-//! triple-indirect blocks. `large_dir`, `inline_data` and `meta_bg`
-//! filesystems are already refused by ext4-view when opening.
+//! triple-indirect blocks. `inline_data` and `meta_bg` filesystems are
+//! refused when opening (see `Ext4Fs::open`). `large_dir` is written (a third
+//! htree index level) and read back by ext4-view through the adapter that
+//! hides the flag from it (see `DevReader`).
 //!
 //! Every operation runs as one [`Tx`]: it reads what it needs, plans and
 //! makes every change in memory (allocation included), and only when all of

@@ -85,3 +85,54 @@ fn htree_grows_1k() {
 fn htree_grows_4k_no_csum() {
     grow(&["-O", "^metadata_csum"], 3000, 4000);
 }
+
+/// large_dir allows a third index level: a 1 KiB-block directory of long
+/// names whose two-level index is nearly full grows one, which e2fsck
+/// accepts (and checks the hash order of every leaf under it).
+#[test]
+fn htree_third_level_with_large_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    let name = |i: usize, tag: &str| format!("{tag}-{i:06}-{}", "y".repeat(240));
+    // mke2fs -d links names one by one into a linear directory (quadratic),
+    // so it starts small; e2fsck -D indexes it and our writer does the rest.
+    let start = 2_000;
+    for i in 0..start {
+        std::fs::write(d.join(name(i, "old")), b"").unwrap();
+    }
+    let img = mkfs(
+        "ext4",
+        &["-b", "1024", "-O", "large_dir", "-N", "65536"],
+        160,
+        Some(t.path()),
+    );
+    let before = levels(&img.path, "/d");
+    let mut s = open(&img.path);
+    let mut added = 0;
+    while added < 60_000 {
+        for _ in 0..2000 {
+            s.fs.create_file(
+                &gp(&format!("/d/{}", name(added, "new"))),
+                b"",
+                &NewAttrs::default(),
+            )
+            .unwrap();
+            added += 1;
+        }
+        s.commit();
+        if levels(&img.path, "/d") == 2 {
+            break;
+        }
+    }
+    fsck(&img.path);
+    assert_eq!(
+        (before, levels(&img.path, "/d")),
+        (1, 2),
+        "after {added} files"
+    );
+    assert_eq!(
+        cat(&img.path, &format!("/d/{}", name(added - 1, "new"))),
+        b""
+    );
+}

@@ -1,8 +1,11 @@
 //! Random sequences of create / replace / rename / remove / mkdir (0 B to 8 MiB,
 //! biased small) in a 5,000-entry htree directory and in /etc, across a
-//! matrix of filesystem flavours. After each sequence: e2fsck -fn is clean,
-//! every touched path reads back as the model says through ext4-view (an
-//! independent reader), and a sample through debugfs.
+//! matrix of filesystem flavours. The model holds every regular file of the
+//! image (the 5,000 entries included), so any of them can be picked. After
+//! each sequence: every file reads back as the model says through ext4-view
+//! (an independent reader, our commit-time self-check), e2fsck -fn is clean,
+//! and debugfs dumps the whole tree, which must hold exactly the model's
+//! files with exactly their bytes.
 //!
 //! 40 cases per flavour × 5 flavours = 200 sequences by default;
 //! `PROPTEST_CASES=N` sets the cases per flavour.
@@ -67,7 +70,24 @@ fn content(size: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn run_case(template: &Path, ops: &[Op]) -> Result<(), TestCaseError> {
+type Model = BTreeMap<String, Option<Vec<u8>>>;
+
+/// Every regular file under `dir` (guest path -> bytes), and every directory.
+fn host_tree(dir: &Path, prefix: &str, files: &mut Model, dirs: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = format!("{prefix}/{}", e.file_name().to_string_lossy());
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            dirs.push(name.clone());
+            host_tree(&e.path(), &name, files, dirs);
+        } else if t.is_file() {
+            files.insert(name, Some(std::fs::read(e.path()).unwrap()));
+        }
+    }
+}
+
+fn run_case(template: &Path, initial: &Model, ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("case.img");
     let st = Command::new("cp")
@@ -77,18 +97,7 @@ fn run_case(template: &Path, ops: &[Op]) -> Result<(), TestCaseError> {
         .status()
         .unwrap();
     assert!(st.success());
-    let mut model: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
-    model.insert(
-        "/etc/fstab".into(),
-        Some(b"UUID=1234 / ext4 defaults 0 1\n".to_vec()),
-    );
-    model.insert("/etc/hosts".into(), Some(b"127.0.0.1 localhost\n".to_vec()));
-    for i in (0..5000).step_by(250) {
-        model.insert(
-            format!("/big/entry-{i:05}-with-a-longer-name"),
-            Some(format!("{i}\n").into_bytes()),
-        );
-    }
+    let mut model = initial.clone();
     let mut s = open(&img);
     let mut counter = 0u32;
     let mut dirs: Vec<String> = vec!["/etc".into(), "/big".into()];
@@ -185,12 +194,33 @@ fn run_case(template: &Path, ops: &[Op]) -> Result<(), TestCaseError> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // debugfs for a sample: the last few touched paths.
-    for (k, v) in model.iter().rev().take(4) {
-        match v {
-            Some(d) => prop_assert_eq!(&cat(&img, k), d, "{}", k),
-            None => prop_assert!(!exists(&img, k), "{} still exists", k),
-        }
+    // debugfs dumps the whole tree: exactly the model's files, byte for byte,
+    // and every directory made.
+    let out = dir.path().join("dump");
+    std::fs::create_dir(&out).unwrap();
+    let st = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", out.display()))
+        .arg(&img)
+        .output()
+        .unwrap();
+    prop_assert!(st.status.success(), "debugfs rdump failed");
+    let (mut got, mut got_dirs) = (Model::new(), Vec::new());
+    host_tree(&out, "", &mut got, &mut got_dirs);
+    let want: Model = model.into_iter().filter(|(_, v)| v.is_some()).collect();
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    prop_assert!(
+        missing.is_empty() && extra.is_empty(),
+        "debugfs tree differs: missing {:?}, unexpected {:?}",
+        missing,
+        extra
+    );
+    for (k, v) in &want {
+        prop_assert!(got.get(k) == Some(v), "debugfs: {} has other bytes", k);
+    }
+    for d in &dirs {
+        prop_assert!(got_dirs.contains(d), "debugfs: directory {} missing", d);
     }
     Ok(())
 }
@@ -198,6 +228,9 @@ fn run_case(template: &Path, ops: &[Op]) -> Result<(), TestCaseError> {
 fn flavour(kind: &str, args: &[&str]) {
     let t = tree(5000);
     let tpl = mkfs(kind, args, 96, Some(t.path()));
+    let mut initial = Model::new();
+    host_tree(t.path(), "", &mut initial, &mut Vec::new());
+    assert!(initial.len() > 5000);
     assert!(is_htree(&tpl.path, "/big"));
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -210,7 +243,7 @@ fn flavour(kind: &str, args: &[&str]) {
         ..Config::default()
     });
     let result = runner.run(&proptest::collection::vec(op_strategy(), 1..12), |ops| {
-        run_case(&tpl.path, &ops)
+        run_case(&tpl.path, &initial, &ops)
     });
     if let Err(e) = result {
         panic!("{kind} {args:?}: {e}");
@@ -233,8 +266,14 @@ fn prop_ext4_1k_gdt_csum() {
 }
 
 #[test]
-fn prop_ext4_64bit_seed_noflex() {
-    flavour("ext4", &["-O", "64bit,metadata_csum_seed,^flex_bg"]);
+fn prop_ext4_64bit_seed_noflex_large_dir_orphan_file() {
+    flavour(
+        "ext4",
+        &[
+            "-O",
+            "64bit,metadata_csum_seed,^flex_bg,large_dir,orphan_file",
+        ],
+    );
 }
 
 #[test]
