@@ -1,0 +1,460 @@
+//! Shared helpers of the vmie-ntfs tests: the real images in
+//! `../shared/realdata`, images made by the real ntfs-3g tools (mkntfs,
+//! ntfscp) and read back by them (ntfsls, ntfscat, ntfsinfo), and raw record
+//! patching for the crafted cases.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use vmie_disk::{Device, FileDevice, MemDevice};
+use vmie_guestfs::{FileType, GuestFs, GuestPath};
+use vmie_ntfs::NtfsFs;
+
+/// A file under `../shared/realdata` (beside the checkout).
+pub fn realdata(rel: &str) -> PathBuf {
+    let p = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/realdata"
+    ))
+    .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: these tests need ../shared/realdata beside the workspace",
+        p.display()
+    );
+    p
+}
+
+/// The ntfs-rs test filesystem (2 MiB, mkntfs, 512-byte clusters).
+pub fn testfs1() -> PathBuf {
+    realdata("ntfs-rs/testdata/testfs1")
+}
+
+/// dfVFS's `windows_volume.qcow2` converted to raw by `qemu-img convert`, in
+/// a temporary directory (kept alive by the returned guard).
+pub fn windows_volume_raw() -> (tempfile::TempDir, PathBuf) {
+    let src = realdata("dfvfs/test_data/windows_volume.qcow2");
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join("windows_volume.raw");
+    run(
+        "qemu-img",
+        &[
+            OsStr::new("convert"),
+            OsStr::new("-O"),
+            OsStr::new("raw"),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
+    );
+    (dir, dst)
+}
+
+/// A tool the tests need: found on `PATH` or in the sbin directories, or the
+/// test fails saying what to install (tests never skip).
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    let package = match name {
+        "qemu-img" => "qemu-utils",
+        _ => "ntfs-3g",
+    };
+    panic!("{name} is not installed: these tests need it (apt-get install {package})");
+}
+
+/// Run `name ARGS`, which must succeed; its stdout.
+pub fn run<S: AsRef<OsStr>>(name: &str, args: &[S]) -> Vec<u8> {
+    let out = Command::new(tool(name))
+        .args(args)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap_or_else(|e| panic!("running {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "{name} {:?} failed ({}): {}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Open an image file read-only.
+pub fn open(path: &Path) -> NtfsFs {
+    let dev: Arc<dyn Device> = Arc::new(FileDevice::open(path).unwrap());
+    NtfsFs::open(dev, path.display().to_string()).unwrap()
+}
+
+/// Open image bytes held in memory.
+pub fn open_bytes(bytes: Vec<u8>) -> Result<NtfsFs, vmie_guestfs::FsError> {
+    let dev: Arc<dyn Device> = Arc::new(MemDevice::new("mem.img", bytes));
+    NtfsFs::open(dev, "mem.img")
+}
+
+/// A small deterministic generator (xorshift64*).
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A fresh image: a sparse file of `mib` MiB formatted by
+/// `mkntfs -F -q -f -s 512 [-c CLUSTER]`.
+pub struct Img {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn mkntfs(mib: u64, cluster: Option<u32>, label: &str) -> Img {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ntfs.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    let mut args: Vec<String> = ["-F", "-q", "-f", "-s", "512", "-L", label]
+        .map(String::from)
+        .to_vec();
+    if let Some(c) = cluster {
+        args.extend(["-c".to_string(), c.to_string()]);
+    }
+    args.push(path.display().to_string());
+    run("mkntfs", &args);
+    Img { dir, path }
+}
+
+impl Img {
+    /// Copy `data` into the root directory as `name` with ntfscp.
+    pub fn add(&self, name: &str, data: &[u8]) {
+        let local = self.dir.path().join("ntfscp.src");
+        std::fs::write(&local, data).unwrap();
+        run(
+            "ntfscp",
+            &[
+                OsStr::new("-f"),
+                self.path.as_os_str(),
+                local.as_os_str(),
+                OsStr::new(&format!("/{name}")),
+            ],
+        );
+    }
+}
+
+/// `ntfsls -R`: directory → names (without `.` and `..`), as ntfs-3g sees it.
+pub fn ntfsls_tree(img: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let out = run(
+        "ntfsls",
+        &[OsStr::new("-f"), OsStr::new("-R"), img.as_os_str()],
+    );
+    let mut tree: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in String::from_utf8(out).unwrap().lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('/') && line.ends_with(':') {
+            let dir = line[..line.len() - 1].to_string();
+            tree.entry(dir.clone()).or_default();
+            cur = Some(dir);
+        } else if line != "." && line != ".." {
+            let dir = cur
+                .clone()
+                .expect("ntfsls printed a name before a directory");
+            tree.entry(dir).or_default().insert(line.to_string());
+        }
+    }
+    tree
+}
+
+/// `ntfsls -p DIR`: the names in one directory.
+pub fn ntfsls(img: &Path, dir: &str) -> BTreeSet<String> {
+    let out = run(
+        "ntfsls",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-p"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    );
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty() && *l != "." && *l != "..")
+        .map(String::from)
+        .collect()
+}
+
+/// `ntfsls -i -p DIR`: name → MFT record number.
+pub fn ntfsls_inodes(img: &Path, dir: &str) -> BTreeMap<String, u64> {
+    let out = run(
+        "ntfsls",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-i"),
+            OsStr::new("-p"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    );
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let (num, name) = l.split_once(' ')?;
+            Some((name.to_string(), num.parse().ok()?))
+        })
+        .filter(|(n, _)| n != "." && n != "..")
+        .collect()
+}
+
+/// `ntfscat`: a file's contents as ntfs-3g reads them.
+pub fn ntfscat(img: &Path, path: &str) -> Vec<u8> {
+    run(
+        "ntfscat",
+        &[OsStr::new("-f"), img.as_os_str(), OsStr::new(path)],
+    )
+}
+
+/// `ntfsinfo -m`: (cluster size, clusters in the volume, free clusters).
+pub fn ntfsinfo_space(img: &Path) -> (u64, u64, u64) {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[OsStr::new("-f"), OsStr::new("-m"), img.as_os_str()],
+    ))
+    .unwrap();
+    let field = |key: &str| -> u64 {
+        let line = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("ntfsinfo -m printed no {key:?}:\n{out}"));
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (
+        field("Cluster Size:"),
+        field("Volume Size in Clusters:"),
+        field("Free Clusters:"),
+    )
+}
+
+/// Every directory's names through our reader (recursively from the root).
+pub fn our_tree(fs: &dyn GuestFs) -> BTreeMap<String, BTreeSet<String>> {
+    let mut tree = BTreeMap::new();
+    let mut todo = vec![GuestPath::root()];
+    while let Some(dir) = todo.pop() {
+        let mut names = BTreeSet::new();
+        for e in fs.read_dir(&dir).unwrap() {
+            let p = dir.join(&e.name);
+            if e.file_type == FileType::Directory {
+                todo.push(p);
+            }
+            names.insert(String::from_utf8(e.name).unwrap());
+        }
+        tree.insert(dir.to_string(), names);
+    }
+    tree
+}
+
+/// Exercise every read primitive on whatever `fs` holds, up to `budget`
+/// entries; errors are fine, panics are not. Returns entries visited.
+pub fn exercise(fs: &NtfsFs, budget: usize) -> usize {
+    let _ = fs.volume_info();
+    let mut n = 0;
+    let mut todo = vec![GuestPath::root()];
+    while let Some(dir) = todo.pop() {
+        let _ = fs.symlink_metadata(&dir);
+        let Ok(entries) = fs.read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            n += 1;
+            if n > budget {
+                return n;
+            }
+            let p = dir.join(&e.name);
+            let upper = dir.join(&e.name.to_ascii_uppercase());
+            let _ = fs.symlink_metadata(&upper);
+            match fs.symlink_metadata(&p).map(|m| m.file_type) {
+                Ok(FileType::Directory) => todo.push(p),
+                Ok(FileType::Symlink) => {
+                    let _ = fs.read_link(&p);
+                }
+                Ok(_) => {
+                    let _ = fs.read_file(&p, 4 << 20);
+                }
+                Err(_) => {
+                    let _ = fs.read_file(&p, 4 << 20);
+                    let _ = fs.read_dir(&p);
+                }
+            }
+        }
+    }
+    n
+}
+
+// ---------------------------------------------------------------------------
+// Raw patching of images made by mkntfs (contiguous MFT), for crafted cases.
+
+/// Boot sector facts: (cluster size, MFT byte offset, file record size).
+pub fn layout(img: &[u8]) -> (u64, u64, usize) {
+    let bps = u64::from(u16::from_le_bytes([img[11], img[12]]));
+    let cluster = bps * u64::from(img[13]);
+    let mft_lcn = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap());
+    let rec = img[0x40] as i8;
+    let rec_size = if rec > 0 {
+        cluster as usize * rec as usize
+    } else {
+        1usize << (-rec)
+    };
+    (cluster, mft_lcn * cluster, rec_size)
+}
+
+/// Undo the update sequence protection of the record at `buf` in place.
+pub fn unprotect(buf: &mut [u8]) {
+    let ofs = u16::from_le_bytes([buf[4], buf[5]]) as usize;
+    let count = u16::from_le_bytes([buf[6], buf[7]]) as usize;
+    for i in 0..count - 1 {
+        let at = i * 512 + 510;
+        buf[at] = buf[ofs + 2 + 2 * i];
+        buf[at + 1] = buf[ofs + 3 + 2 * i];
+    }
+}
+
+/// Protect the record at `buf` again (the inverse of [`unprotect`]).
+pub fn protect(buf: &mut [u8]) {
+    let ofs = u16::from_le_bytes([buf[4], buf[5]]) as usize;
+    let count = u16::from_le_bytes([buf[6], buf[7]]) as usize;
+    for i in 0..count - 1 {
+        let at = i * 512 + 510;
+        buf[ofs + 2 + 2 * i] = buf[at];
+        buf[ofs + 3 + 2 * i] = buf[at + 1];
+        buf[at] = buf[ofs];
+        buf[at + 1] = buf[ofs + 1];
+    }
+}
+
+/// Patch MFT record `rn` of the image at `path` (fixups handled).
+pub fn patch_record(path: &Path, rn: u64, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut img = std::fs::read(path).unwrap();
+    let (_, mft, size) = layout(&img);
+    let at = (mft + rn * size as u64) as usize;
+    let mut rec = img[at..at + size].to_vec();
+    assert_eq!(&rec[0..4], b"FILE", "record {rn} is not at {at}");
+    unprotect(&mut rec);
+    f(&mut rec);
+    protect(&mut rec);
+    img[at..at + size].copy_from_slice(&rec);
+    std::fs::write(path, img).unwrap();
+}
+
+/// Offsets of the attributes of type `ty` in an unprotected record.
+pub fn find_attrs(rec: &[u8], ty: u32) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut off = u16::from_le_bytes([rec[0x14], rec[0x15]]) as usize;
+    loop {
+        let t = u32::from_le_bytes(rec[off..off + 4].try_into().unwrap());
+        if t == 0xFFFF_FFFF {
+            return out;
+        }
+        if t == ty {
+            out.push(off);
+        }
+        off += u32::from_le_bytes(rec[off + 4..off + 8].try_into().unwrap()) as usize;
+    }
+}
+
+/// Append a resident attribute of type `ty` with `value` to an unprotected
+/// record (before its end marker).
+pub fn append_resident(rec: &mut [u8], ty: u32, value: &[u8]) {
+    let used = u32::from_le_bytes(rec[0x18..0x1C].try_into().unwrap()) as usize;
+    let end = used - 8; // the end marker (and its padding) is the last 8 bytes
+    assert_eq!(&rec[end..end + 4], &[0xFF; 4]);
+    let len = (24 + value.len()).div_ceil(8) * 8;
+    assert!(used + len <= rec.len(), "no room in the record");
+    let instance = u16::from_le_bytes([rec[0x28], rec[0x29]]);
+    rec[0x28..0x2A].copy_from_slice(&(instance + 1).to_le_bytes());
+    let mut a = vec![0u8; len];
+    a[0..4].copy_from_slice(&ty.to_le_bytes());
+    a[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+    a[14..16].copy_from_slice(&instance.to_le_bytes());
+    a[16..20].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    a[20..22].copy_from_slice(&24u16.to_le_bytes());
+    a[24..24 + value.len()].copy_from_slice(value);
+    rec[end..end + len].copy_from_slice(&a);
+    rec[end + len..end + len + 8].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]);
+    rec[0x18..0x1C].copy_from_slice(&((used + len) as u32).to_le_bytes());
+}
+
+/// Patch every `$I30` index key named `name` in the INDX blocks of the image
+/// at `path`; `f` gets the whole entry (header, key, subnode VCN). Returns how
+/// many entries were patched.
+pub fn patch_index_entries(path: &Path, name: &str, mut f: impl FnMut(&mut [u8])) -> usize {
+    let mut img = std::fs::read(path).unwrap();
+    let want: Vec<u8> = name.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let block = 4096usize;
+    let mut patched = 0;
+    let mut at = 0;
+    while at + block <= img.len() {
+        if &img[at..at + 4] != b"INDX" {
+            at += 512;
+            continue;
+        }
+        let mut rec = img[at..at + block].to_vec();
+        unprotect(&mut rec);
+        let node = 24;
+        let start = node + u32::from_le_bytes(rec[node..node + 4].try_into().unwrap()) as usize;
+        let end = node + u32::from_le_bytes(rec[node + 4..node + 8].try_into().unwrap()) as usize;
+        let mut p = start;
+        while p + 16 <= end {
+            let elen = u16::from_le_bytes([rec[p + 8], rec[p + 9]]) as usize;
+            let flags = rec[p + 12];
+            if flags & 2 != 0 || elen == 0 {
+                break;
+            }
+            let nlen = rec[p + 16 + 64] as usize;
+            if rec[p + 16 + 66..p + 16 + 66 + 2 * nlen] == want[..] {
+                f(&mut rec[p..p + elen]);
+                patched += 1;
+            }
+            p += elen;
+        }
+        protect(&mut rec);
+        img[at..at + block].copy_from_slice(&rec);
+        at += block;
+    }
+    std::fs::write(path, img).unwrap();
+    patched
+}
