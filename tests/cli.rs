@@ -218,6 +218,34 @@ fn inspect_whole_disk_filesystem_and_several_disks() {
     assert_eq!(d["filesystem"]["kind"], "ext2");
 }
 
+/// NTFS volumes are read (case-insensitively, as Windows does) and refused
+/// for writing, naming the volume, with the image unchanged.
+#[test]
+fn ntfs_is_read_and_not_written() {
+    let img = fixture("ntfs-files");
+    let want = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/tiny/hello.txt"),
+    )
+    .unwrap();
+    let listing = ok(&["ls", s(&img), "/"]);
+    assert!(listing.lines().any(|l| l == "hello.txt"), "{listing}");
+    assert_eq!(run(&["cat", s(&img), "/hello.txt"]).stdout, want);
+    assert_eq!(run(&["cat", s(&img), "/HELLO.TXT"]).stdout, want);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ntfs.raw");
+    std::fs::copy(&img, &copy).unwrap();
+    let before = sha256(&copy);
+    let out = Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(["write", s(&copy), "/new.txt"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writing to ntfs is not implemented"), "{err}");
+    assert_eq!(sha256(&copy), before);
+}
+
 #[test]
 fn cat_and_ls_read_inside_the_guest() {
     let img = fixture("demo");

@@ -31,12 +31,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = root.join("target/release/vmie-fixup");
     let demo = crate::fixtures::image("demo")?;
     let gpt = crate::fixtures::image("gpt-mixed")?;
+    let big10 = crate::fixtures::image("demo-10g")?;
     let demo_s = demo.display().to_string();
     let gpt_s = gpt.display().to_string();
+    let big10_s = big10.display().to_string();
     let cases: Vec<(&str, Vec<&str>)> = vec![
         (
             "inspect --format json, 4 GiB MBR (ext4, extended, logical swap)",
             vec!["inspect", "--format", "json", &demo_s],
+        ),
+        (
+            "inspect --format json, 10 GiB MBR (the same guest)",
+            vec!["inspect", "--format", "json", &big10_s],
         ),
         (
             "inspect --format json, 4 GiB GPT (vfat, xfs, btrfs, swap, ntfs)",
@@ -56,29 +62,58 @@ pub fn run(args: &[String]) -> Result<()> {
     println!("{runs} runs each, release build, wall clock of the whole process:");
     for (name, argv) in cases {
         let mut times = Vec::with_capacity(runs);
+        let mut read = String::new();
         for _ in 0..runs {
             let t0 = Instant::now();
-            let st = Command::new(&bin)
+            let out = Command::new(&bin)
                 .args(&argv)
+                .env("VMIE_STATS", "1")
                 .stdout(Stdio::null())
-                .status()
+                .stderr(Stdio::piped())
+                .output()
                 .with_context(|| format!("running {}", bin.display()))?;
             times.push(t0.elapsed());
-            if !st.success() {
-                bail!("{name}: vmie-fixup {argv:?} failed: {st}");
+            if !out.status.success() {
+                bail!("{name}: vmie-fixup {argv:?} failed: {}", out.status);
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            if let Some(l) = err
+                .lines()
+                .find_map(|l| l.strip_prefix("vmie-fixup: stats: "))
+            {
+                read = l.to_string();
             }
         }
         let min = times.iter().min().copied().unwrap_or_default();
         let med = median(&mut times);
         println!(
-            "  {name}: median {:.2} ms, min {:.2} ms",
+            "  {name}: median {:.2} ms, min {:.2} ms; {read}",
             med.as_secs_f64() * 1e3,
             min.as_secs_f64() * 1e3
         );
     }
     fixup_with_commit(&root, &bin, &demo, runs.min(10), "4 GiB")?;
-    let big = crate::fixtures::image("demo-10g")?;
-    fixup_with_commit(&root, &bin, &big, runs.min(10), "10 GiB")
+    fixup_with_commit(&root, &bin, &big10, runs.min(10), "10 GiB")?;
+    // The ext4 writer alone, in process: replace /etc/fstab on 1, 10 and
+    // 100 GiB images (time and bytes read per step).
+    println!("ext4 writer, replace /etc/fstab in process:");
+    let st = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "vmie-ext4",
+            "--example",
+            "replace_fstab",
+        ])
+        .status()
+        .context("running the replace_fstab example")?;
+    if !st.success() {
+        bail!("the replace_fstab benchmark failed");
+    }
+    Ok(())
 }
 
 /// The real run writes, so each repetition works on a fresh copy.

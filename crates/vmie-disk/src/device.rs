@@ -79,6 +79,10 @@ pub struct FileDevice {
     file: File,
     len: u64,
     writable: bool,
+    /// Bytes read so far (statistics: `VMIE_STATS`, benchmarks).
+    read_bytes: std::sync::atomic::AtomicU64,
+    /// Read calls so far.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl FileDevice {
@@ -112,7 +116,17 @@ impl FileDevice {
             file,
             len: meta.len(),
             writable,
+            read_bytes: std::sync::atomic::AtomicU64::new(0),
+            reads: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// (bytes, calls) read from the image so far, by anything.
+    pub fn read_stats(&self) -> (u64, u64) {
+        (
+            self.read_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            self.reads.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The image's path as given.
@@ -133,6 +147,10 @@ impl Device for FileDevice {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         check_range(&|| self.describe(), self.len, offset, buf.len())?;
+        self.read_bytes
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset).map_err(|e| {
             DiskError::io(
                 self.describe(),

@@ -89,6 +89,14 @@ impl DiskSet {
         Ok(Self { disks })
     }
 
+    /// (bytes, calls) read from all images so far.
+    pub fn read_stats(&self) -> (u64, u64) {
+        self.disks.iter().fold((0, 0), |(b, n), d| {
+            let (b2, n2) = d.file().read_stats();
+            (b + b2, n + n2)
+        })
+    }
+
     /// The disks, boot disk first.
     pub fn disks(&self) -> &[Disk] {
         &self.disks

@@ -59,6 +59,43 @@ pub(crate) fn os_json(guest: &LinuxGuest) -> Value {
     v
 }
 
+/// `operating_systems` entry of a Windows guest (virt-inspector names:
+/// `type`, `root`, `distro`, `product_name`, `product_variant`,
+/// `major_version`, `minor_version`, `arch`, `hostname`,
+/// `windows_systemroot`, `windows_current_control_set`, `drive_mappings`).
+pub(crate) fn win_os_json(guest: &vmie_inspect::WindowsGuest) -> Value {
+    let mut v = serde_json::to_value(&guest.info).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("type".into(), json!("windows"));
+        m.insert("root".into(), json!(guest.root));
+        if let Some(sr) = m.get("systemroot").cloned() {
+            m.insert("windows_systemroot".into(), sr);
+        }
+        if let Some(cs) = m.get("current_control_set").cloned() {
+            m.insert("windows_current_control_set".into(), cs);
+        }
+        m.insert("mountpoints".into(), json!({ "/": guest.root }));
+        m.insert(
+            "volume".into(),
+            json!({
+                "total_bytes": guest.volume.total_bytes,
+                "free_bytes": guest.volume.free_bytes,
+                "dirty": guest.volume.dirty,
+                "label": guest.volume.label,
+            }),
+        );
+    }
+    v
+}
+
+/// Every Windows guest on the VM, inspected.
+pub(crate) fn windows_guests(vm: &Vm) -> Vec<Result<vmie_inspect::WindowsGuest, String>> {
+    vm.windows_roots()
+        .into_iter()
+        .map(|root| vm.windows_guest(root).map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// Every Linux guest on the VM, inspected.
 pub(crate) fn guests(vm: &Vm) -> Vec<Result<LinuxGuest, String>> {
     vm.linux_roots()
@@ -96,8 +133,10 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
 
     // Preflight: every check of the import service's requirements.
     let mut found = guests(&vm);
-    let oses: Vec<Value> = found.iter().flatten().map(os_json).collect();
-    let mut preflight: Vec<Preflight> = vmie_inspect::preflight::preflight(&vm, &found)
+    let windows = windows_guests(&vm);
+    let mut oses: Vec<Value> = found.iter().flatten().map(os_json).collect();
+    oses.extend(windows.iter().flatten().map(win_os_json));
+    let mut preflight: Vec<Preflight> = vmie_inspect::preflight::preflight(&vm, &found, &windows)
         .into_iter()
         .map(|c| Preflight {
             id: c.id.to_string(),
@@ -151,6 +190,7 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
             .any(|f| f.severity == Severity::Error);
     print_report(args, &oses, &preflight, &report, applied, &journals)
         .map_err(|e| Failure { code: 3, error: e })?;
+    crate::stats(&vm);
     if blocking {
         return Err(Failure {
             code: 1,

@@ -446,10 +446,16 @@ fn fs_json(v: &vmie_inspect::Volume) -> Option<FilesystemJson> {
 fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
     let vm = open(images)?;
     let guests = fix::guests(&vm);
+    let windows = fix::windows_guests(&vm);
     let doc = InspectJson {
         schema_version: SCHEMA_VERSION,
-        operating_systems: guests.iter().flatten().map(fix::os_json).collect(),
-        preflight: vmie_inspect::preflight::preflight(&vm, &guests),
+        operating_systems: guests
+            .iter()
+            .flatten()
+            .map(fix::os_json)
+            .chain(windows.iter().flatten().map(fix::win_os_json))
+            .collect(),
+        preflight: vmie_inspect::preflight::preflight(&vm, &guests, &windows),
         disks: vm
             .layouts()
             .iter()
@@ -491,6 +497,7 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
             .and_then(|_| writeln!(out).map_err(anyhow::Error::from)),
         Format::Human => print_human(&mut out, &vm)
             .and_then(|_| print_guests(&mut out, &guests))
+            .and_then(|_| print_windows(&mut out, &windows))
             .and_then(|_| {
                 writeln!(out)?;
                 for c in &doc.preflight {
@@ -500,7 +507,16 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
             })
             .map_err(anyhow::Error::from),
     };
+    stats(&vm);
     res.map_err(|e| Failure { code: 3, error: e })
+}
+
+/// With `VMIE_STATS` set, print on stderr how much of the images was read.
+pub(crate) fn stats(vm: &Vm) {
+    if std::env::var_os("VMIE_STATS").is_some() {
+        let (bytes, calls) = vm.disks().read_stats();
+        eprintln!("vmie-fixup: stats: read {bytes} bytes from the images in {calls} reads");
+    }
 }
 
 fn size_str(n: u64) -> String {
@@ -671,6 +687,79 @@ fn print_guests(
                 "  network: {} {:?} via {} ({})",
                 n.name, n.method, n.stack, n.source
             )?;
+        }
+        for w in &i.warnings {
+            writeln!(out, "  note: {w}")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_windows(
+    out: &mut impl Write,
+    guests: &[Result<vmie_inspect::WindowsGuest, String>],
+) -> std::io::Result<()> {
+    for g in guests {
+        let g = match g {
+            Ok(g) => g,
+            Err(e) => {
+                writeln!(
+                    out,
+                    "\nWindows system volume that could not be inspected: {e}"
+                )?;
+                continue;
+            }
+        };
+        let i = &g.info;
+        writeln!(out, "\nWindows on {}", g.root)?;
+        writeln!(
+            out,
+            "  {} ({}{}.{} build {}), {}{}",
+            i.product_name.as_deref().unwrap_or("unknown product"),
+            i.release
+                .as_deref()
+                .map(|r| format!("{r}, "))
+                .unwrap_or_default(),
+            i.major_version,
+            i.minor_version,
+            i.build_id.as_deref().unwrap_or("?"),
+            i.arch.as_deref().unwrap_or("unknown arch"),
+            i.product_variant
+                .as_deref()
+                .map(|v| format!(", {v}"))
+                .unwrap_or_default(),
+        )?;
+        if let Some(h) = &i.hostname {
+            writeln!(out, "  hostname: {h}")?;
+        }
+        writeln!(
+            out,
+            "  system root: {} on {} ({} free of {}{})",
+            i.systemroot.as_deref().unwrap_or("?"),
+            g.root,
+            size_str(g.volume.free_bytes),
+            size_str(g.volume.total_bytes),
+            if g.volume.dirty { ", dirty" } else { "" }
+        )?;
+        for d in &i.drive_mappings {
+            let what = match &d.target {
+                vmie_win::DriveTarget::Mbr {
+                    disk_signature,
+                    offset,
+                } => format!("MBR disk {disk_signature:08x}, partition at {offset}"),
+                vmie_win::DriveTarget::Gpt { guid } => format!("GPT partition {guid}"),
+                vmie_win::DriveTarget::Device { path } => path.clone(),
+                vmie_win::DriveTarget::Unknown { len } => format!("({len}-byte value)"),
+            };
+            writeln!(out, "  drive {}: {what}", d.letter)?;
+        }
+        for n in &i.network_interfaces {
+            let how = if n.dhcp == Some(false) {
+                format!("static {}", n.ip_addresses.join(" "))
+            } else {
+                "DHCP".into()
+            };
+            writeln!(out, "  network: {} {how}", n.guid)?;
         }
         for w in &i.warnings {
             writeln!(out, "  note: {w}")?;

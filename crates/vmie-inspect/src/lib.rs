@@ -3,13 +3,16 @@
 //! [`Vm::open`] opens the images (refusing containers and half-written
 //! images), reads each partition table, and probes every partition, or the
 //! whole disk when there is no table. [`Vm::open_fs`] gives the guest file API
-//! of a volume whose filesystem we can read.
+//! of a volume whose filesystem we can read (ext2/3/4 read and written,
+//! NTFS read); [`Vm::linux_guest`] and [`Vm::windows_guest`] inspect guests.
 #![forbid(unsafe_code)]
 
 mod guest;
 pub mod preflight;
+mod windows;
 
 pub use guest::{LinuxGuest, MountedTree};
+pub use windows::WindowsGuest;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,7 +153,10 @@ impl VolumeSelector {
 
 /// Whether we can read files on this kind of filesystem.
 pub fn readable(kind: FsKind) -> bool {
-    matches!(kind, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4)
+    matches!(
+        kind,
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs
+    )
 }
 
 impl Vm {
@@ -285,6 +291,10 @@ impl Vm {
         };
         match probe.kind {
             FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Ok(Box::new(vmie_ext4::Ext4Fs::open(
+                vol.device.clone(),
+                vol.name.clone(),
+            )?)),
+            FsKind::Ntfs => Ok(Box::new(vmie_ntfs::NtfsFs::open(
                 vol.device.clone(),
                 vol.name.clone(),
             )?)),

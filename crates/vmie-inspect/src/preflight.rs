@@ -11,7 +11,7 @@ use vmie_probe::FsKind;
 use vmie_rules::boot::compare_versions;
 use vmie_rules::engine::Severity;
 
-use crate::{LinuxGuest, Vm};
+use crate::{LinuxGuest, Vm, WindowsGuest};
 
 /// One check that fired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,8 +118,12 @@ fn ext_free_bytes(vm: &Vm, root: &str) -> Option<u64> {
     free.checked_mul(1024 << log)
 }
 
-/// Run every check on a VM and the Linux guests found on it.
-pub fn preflight(vm: &Vm, guests: &[Result<LinuxGuest, String>]) -> Vec<Check> {
+/// Run every check on a VM and the guests found on it.
+pub fn preflight(
+    vm: &Vm,
+    guests: &[Result<LinuxGuest, String>],
+    windows_guests: &[Result<WindowsGuest, String>],
+) -> Vec<Check> {
     use Severity::{Error, Info, Warning};
     let mut out = Vec::new();
 
@@ -186,15 +190,20 @@ pub fn preflight(vm: &Vm, guests: &[Result<LinuxGuest, String>]) -> Vec<Check> {
             format!("a Linux root could not be inspected: {e}"),
         );
     }
-    let windows = vm
-        .volumes()
-        .filter(|v| v.probe.as_ref().is_some_and(|p| p.kind == FsKind::Ntfs))
-        .count();
+    for e in windows_guests.iter().filter_map(|g| g.as_ref().err()) {
+        check(
+            &mut out,
+            "inspection-failed",
+            Error,
+            format!("a Windows system volume could not be inspected: {e}"),
+        );
+    }
+    let windows: Vec<&WindowsGuest> = windows_guests.iter().flatten().collect();
     let unread: Vec<String> = vm
         .volumes()
         .filter_map(|v| {
             let p = v.probe.as_ref()?;
-            matches!(p.kind, FsKind::Xfs | FsKind::Btrfs | FsKind::Ntfs)
+            matches!(p.kind, FsKind::Xfs | FsKind::Btrfs)
                 .then(|| format!("{} ({})", v.name, p.kind.as_str()))
         })
         .collect();
@@ -209,24 +218,30 @@ pub fn preflight(vm: &Vm, guests: &[Result<LinuxGuest, String>]) -> Vec<Check> {
             ),
         );
     }
-    match linux.len() {
-        0 if guests.is_empty() => check(
+    match (linux.len(), windows.len()) {
+        (0, 0) if guests.is_empty() && windows_guests.is_empty() => check(
             &mut out,
             "no-bootable-partition",
             Error,
-            "No bootable partition found: no Linux root filesystem (one with /etc, /bin and /etc/fstab or /etc/hosts) on a volume vmie-fixup can read",
+            "No bootable partition found: no Linux root filesystem (one with /etc, /bin and /etc/fstab or /etc/hosts) and no Windows system volume (\\Windows\\System32\\config with SYSTEM and SOFTWARE) on a volume vmie-fixup can read",
         ),
-        0 => {}
-        1 => {}
-        n => check(
+        (n, _) if n > 1 => check(
             &mut out,
             "multiple-directories",
             Error,
             format!("Unsupported configuration - Multiple directories found: {n} Linux root filesystems (multi-boot or several /etc)"),
         ),
+        (0, n) if n > 1 => check(
+            &mut out,
+            "multiple-windows",
+            Error,
+            format!("{n} Windows system volumes: importing VMs with multi-boot configurations is not supported"),
+        ),
+        (l, w) if l > 0 && w > 0 => check(&mut out, "dual-boot", Error, format!("Importing VMs with dual-boot configurations is not supported: Linux on {} and Windows on {}", linux[0].root, windows[0].root)),
+        _ => {}
     }
-    if !linux.is_empty() && windows > 0 {
-        check(&mut out, "dual-boot", Warning, "Importing VMs with dual-boot configurations is not supported: Linux and an NTFS volume on one VM");
+    for w in &windows {
+        windows_checks(&mut out, vm, w);
     }
     for g in linux {
         let i = &g.info;
@@ -344,4 +359,89 @@ pub fn preflight(vm: &Vm, guests: &[Result<LinuxGuest, String>]) -> Vec<Check> {
         check(&mut out, "license", Info, "license type: Linux supports only BYOL; Auto picks BYOL, and AWS is not valid for Linux");
     }
     out
+}
+
+/// 6 GiB: "ensure that there is at least 6 GiB of free space available on
+/// the root volume".
+const WINDOWS_MIN_FREE: u64 = 6 << 30;
+
+/// The checks of one Windows guest.
+fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
+    use Severity::{Error, Info, Warning};
+    let i = &w.info;
+    let facts = vmie_win::preflight_facts(i);
+    let name = i
+        .release
+        .clone()
+        .or_else(|| i.product_name.clone())
+        .unwrap_or_else(|| "Windows".into());
+    match &facts.support {
+        vmie_win::Support::Supported { .. } => {}
+        vmie_win::Support::NotListed { reason } => check(
+            out,
+            "windows-not-listed",
+            Warning,
+            format!("{name} is not in the import service's list of supported Windows versions: {reason}"),
+        ),
+        vmie_win::Support::Unknown { reason } => check(
+            out,
+            "windows-version-unknown",
+            Warning,
+            format!("the Windows version could not be determined: {reason}"),
+        ),
+    }
+    if w.volume.free_bytes < WINDOWS_MIN_FREE {
+        check(out, "windows-low-free-space", Error, format!("{}: {} MiB free; ensure that there is at least 6 GiB of free space available on the root volume", w.root, w.volume.free_bytes >> 20));
+    }
+    let state = vm
+        .volumes()
+        .find(|v| v.name == w.root)
+        .and_then(|v| v.probe.as_ref())
+        .map(|p| p.state.clone())
+        .unwrap_or_default();
+    if state.hibernated {
+        check(out, "windows-hibernated", Error, format!("{}: Windows is hibernated (or shut down with Fast Startup); shut down your VM before exporting it (shutdown /s /f, with Fast Startup off)", w.root));
+    } else if state.dirty || w.volume.dirty {
+        check(out, "windows-dirty", Error, format!("{}: the NTFS volume is marked dirty (not shut down cleanly); shut down your VM before exporting it", w.root));
+    }
+    if facts.pagefile_automatic == Some(true) {
+        check(out, "windows-pagefile-automatic", Warning, "For Microsoft Windows VMs, configure a fixed pagefile size: Windows is configured to \"Automatically manage paging file size for all drives\", and it might create 16 GB pagefile.sys files on the C drive of the instance");
+    }
+    if facts.install_language_en_us == Some(false) {
+        check(out, "windows-language", Warning, format!("install language {}: Windows language packs that use UTF-16 (or non-ASCII) characters are not supported for import. We recommend using the English language pack when importing Windows VMs", i.install_language_tag.clone().or_else(|| i.install_language.clone()).unwrap_or_default()));
+    }
+    if facts.dotnet_3_5_sp1_or_later == Some(false) {
+        check(out, "windows-dotnet-35sp1", Error, "ClientError: Booter Networking failure/instance not reachable. Please retry after installation of .Net framework 3.5 SP1 or greater");
+    } else if facts.dotnet_4_5_or_later == Some(false) {
+        check(out, "windows-dotnet-45", Warning, "Install .NET Framework 4.5 or later on the VM (none found); the import service installs the .NET framework as needed");
+    }
+    if facts.rdp_enabled == Some(false) {
+        check(out, "windows-rdp-disabled", Warning, "Remote Desktop is disabled (fDenyTSConnections); enable Remote Desktop (RDP) for remote access");
+    }
+    if !facts.static_ip_interfaces.is_empty() {
+        check(out, "windows-static-ip", Info, format!("{} interface(s) with static addresses: your source VM must have a functional DHCP client service; all static IP addresses currently assigned to the source VM are removed during import", facts.static_ip_interfaces.len()));
+    }
+    if facts.vmware_tools_installed == Some(true) {
+        check(
+            out,
+            "windows-vmware-tools",
+            Warning,
+            "VMware Tools are installed; uninstall the VMware Tools from your VMware VM",
+        );
+    }
+    if facts.ems_enabled == Some(true) {
+        check(out, "windows-ems", Info, "Emergency Management Services (EMS) are enabled in the BCD store: VM Import/Export does not support EMS, and disables it in the imported image");
+    }
+    check(out, "windows-not-fixed", Info, "vmie-fixup inspects Windows guests but does not change them: writing NTFS is not implemented yet");
+    let server = i.product_variant.as_deref() == Some("Server");
+    check(
+        out,
+        "license",
+        Info,
+        if server {
+            "license type: Windows server operating systems support either BYOL or AWS licenses; Auto picks AWS for this server OS"
+        } else {
+            "license type: Windows client operating systems (such as Windows 10) support only BYOL licenses; Auto picks BYOL, and AWS is not valid"
+        },
+    );
 }

@@ -1,0 +1,44 @@
+//! A Windows guest: its system volume (NTFS, read through `vmie-ntfs`) and
+//! what `vmie-win` finds in its registry hives, kernel32.dll and BCD store.
+
+use vmie_probe::FsKind;
+
+use crate::{InspectError, Vm, Volume};
+
+/// A Windows guest found on a VM.
+#[derive(Debug)]
+pub struct WindowsGuest {
+    /// The system volume's name (`image partition N`).
+    pub root: String,
+    /// What inspection found.
+    pub info: vmie_win::WindowsInfo,
+    /// Size, free space and the dirty flag of the system volume.
+    pub volume: vmie_ntfs::NtfsVolumeInfo,
+}
+
+impl Vm {
+    /// NTFS volumes holding a Windows system root (`\Windows\System32\config`
+    /// with SYSTEM and SOFTWARE).
+    pub fn windows_roots(&self) -> Vec<&Volume> {
+        self.volumes()
+            .filter(|v| v.probe.as_ref().is_some_and(|p| p.kind == FsKind::Ntfs))
+            .filter(|v| {
+                self.open_fs(v)
+                    .is_ok_and(|fs| vmie_win::is_windows_root(fs.as_ref()))
+            })
+            .collect()
+    }
+
+    /// Inspect the Windows guest whose system volume is `root`.
+    pub fn windows_guest(&self, root: &Volume) -> Result<WindowsGuest, InspectError> {
+        let fs = vmie_ntfs::NtfsFs::open(root.device.clone(), root.name.clone())?;
+        let volume = fs.volume_info()?;
+        let info = vmie_win::inspect_windows(&fs, &vmie_win::WinInspectOptions::default())
+            .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
+        Ok(WindowsGuest {
+            root: root.name.clone(),
+            info,
+            volume,
+        })
+    }
+}
