@@ -590,6 +590,9 @@ struct Win {
     dirty: bool,
     /// Grow the volume (sparse) to this many MiB with ntfsresize.
     grow_mib: Option<u64>,
+    /// Keep the BCD store in \\Boot on the system volume (else: nowhere;
+    /// see `system_reserved`).
+    bcd_on_system: bool,
 }
 
 /// A Windows 10 guest with .NET 4.8, a fixed pagefile, RDP on, DHCP and
@@ -615,6 +618,7 @@ fn win10() -> Win {
         hibernated: false,
         dirty: false,
         grow_mib: Some(8 << 10),
+        bcd_on_system: true,
     }
 }
 
@@ -723,15 +727,7 @@ fn windows_fs(c: &Case, w: &Win) -> PathBuf {
             w.system_extra.clone(),
         ],
     );
-    let bcd = hive(
-        c,
-        "BCD",
-        None,
-        &[
-            std::fs::read_to_string(realdata(&format!("{V2V}/windows-bcd.reg"))).unwrap(),
-            w.bcd_extra.clone(),
-        ],
-    );
+    let bcd = bcd_hive(c, &w.bcd_extra);
     let mnt = c.path("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     tool(Command::new("ntfs-3g").arg(&img).arg(&mnt));
@@ -739,8 +735,10 @@ fn windows_fs(c: &Case, w: &Win) -> PathBuf {
         std::fs::copy(&software, mnt.join("Windows/System32/config/SOFTWARE"))?;
         std::fs::copy(&system, mnt.join("Windows/System32/config/SYSTEM"))?;
         std::fs::write(mnt.join("Windows/System32/kernel32.dll"), pe(0x8664))?;
-        std::fs::create_dir_all(mnt.join("Boot"))?;
-        std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+        if w.bcd_on_system {
+            std::fs::create_dir_all(mnt.join("Boot"))?;
+            std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+        }
         if w.hibernated {
             let mut h = b"HIBR".to_vec();
             h.resize(64 << 10, 0);
@@ -765,6 +763,44 @@ fn windows_fs(c: &Case, w: &Win) -> PathBuf {
             .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("Volume Flags: 0x0001"));
     }
+    img
+}
+
+/// virt-v2v's BCD export, plus `extra`, merged by hivexregedit.
+fn bcd_hive(c: &Case, extra: &str) -> PathBuf {
+    hive(
+        c,
+        "BCD",
+        None,
+        &[
+            std::fs::read_to_string(realdata(&format!("{V2V}/windows-bcd.reg"))).unwrap(),
+            extra.to_string(),
+        ],
+    )
+}
+
+/// A BIOS install's "System Reserved" volume: mkntfs, then \\Boot\\BCD
+/// (with `bcd_extra`) and a bootmgr file copied in through ntfs-3g.
+fn system_reserved(c: &Case, bcd_extra: &str) -> PathBuf {
+    let img = c.path("reserved.ntfs");
+    create_sparse(&img, 100 * MIB).unwrap();
+    tool(
+        Command::new("mkntfs")
+            .args(["-F", "-q", "-f", "-L", "System Reserved"])
+            .arg(&img),
+    );
+    let bcd = bcd_hive(c, bcd_extra);
+    let mnt = c.path("mnt-reserved");
+    std::fs::create_dir_all(&mnt).unwrap();
+    tool(Command::new("ntfs-3g").arg(&img).arg(&mnt));
+    let copy = || -> std::io::Result<()> {
+        std::fs::create_dir_all(mnt.join("Boot"))?;
+        std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+        std::fs::write(mnt.join("bootmgr"), b"bootmgr")
+    };
+    let res = copy();
+    tool(Command::new("umount").arg(&mnt));
+    res.unwrap();
     img
 }
 
@@ -937,6 +973,38 @@ fn windows_vm_level_checks() {
     let c2 = Case::new();
     let b = windows_vm(&c2, &win10()).remove(0);
     assert_fires("multiple-windows", "error", &[a, b]);
+    // EMS on in the BCD of a separate System Reserved volume (partition 1),
+    // Windows on partition 2.
+    let c = Case::new();
+    let reserved = system_reserved(
+        &c,
+        "[\\Objects\\{9dea862c-5cdd-4e70-acc1-f32b344d4795}\\Elements\\16000020]\n\"Element\"=hex(3):01\n",
+    );
+    let mut w = win10();
+    w.bcd_on_system = false;
+    let sys = windows_fs(&c, &w);
+    let mib = std::fs::metadata(&sys).unwrap().len().div_ceil(MIB);
+    let disk = c.disk(
+        "win2.raw",
+        (mib + 104) * MIB,
+        "dos",
+        &[(Some(&reserved), 100, "7"), (Some(&sys), mib, "7")],
+    );
+    let doc = inspect(std::slice::from_ref(&disk));
+    let os = &doc["operating_systems"][0];
+    assert_eq!(
+        os["root"],
+        format!("{} partition 2", disk.display()),
+        "{doc}"
+    );
+    assert!(
+        os["boot"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("partition 1:/Boot/BCD"),
+        "{doc}"
+    );
+    assert_fires("windows-ems", "info", &[disk]);
     // A SOFTWARE hive without a product version.
     let c = Case::new();
     let mut w = win10();

@@ -33,8 +33,27 @@ impl Vm {
     pub fn windows_guest(&self, root: &Volume) -> Result<WindowsGuest, InspectError> {
         let fs = vmie_ntfs::NtfsFs::open(root.device.clone(), root.name.clone())?;
         let volume = fs.volume_info()?;
-        let info = vmie_win::inspect_windows(&fs, &vmie_win::WinInspectOptions::default())
+        let opts = vmie_win::WinInspectOptions::default();
+        let mut info = vmie_win::inspect_windows(&fs, &opts)
             .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
+        if info.boot.is_none() {
+            // A BIOS install keeps its BCD on the "System Reserved" volume.
+            for v in self.volumes().filter(|v| {
+                v.name != root.name && v.probe.as_ref().is_some_and(|p| p.kind == FsKind::Ntfs)
+            }) {
+                let Ok(other) = self.open_fs(v) else { continue };
+                let mut warnings = Vec::new();
+                if let Ok(Some(mut b)) =
+                    vmie_win::find_boot_config(other.as_ref(), &opts, &mut warnings)
+                {
+                    b.path = b.path.map(|p| format!("{}:{p}", v.name));
+                    info.boot = Some(b);
+                    info.hives.bcd = true;
+                    info.warnings.extend(warnings);
+                    break;
+                }
+            }
+        }
         Ok(WindowsGuest {
             root: root.name.clone(),
             info,

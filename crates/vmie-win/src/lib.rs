@@ -147,6 +147,34 @@ fn split_dir(path: &str) -> (&str, &str) {
     }
 }
 
+/// The BCD store of `fs` (`/Boot/BCD`, BIOS; `/EFI/Microsoft/Boot/BCD`,
+/// UEFI), read (logs replayed when dirty) and decoded, with `path` set to
+/// where it was found. `Ok(None)` when there is none or it is unusable (then
+/// with a warning); `Err` only for I/O errors. A BIOS install keeps it on the
+/// small "System Reserved" volume rather than beside `\Windows`, so callers
+/// that see the whole VM look there too.
+pub fn find_boot_config(
+    fs: &dyn GuestFs,
+    opts: &WinInspectOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Option<BootConfig>, WinError> {
+    for rel in BCD_PATHS {
+        let Some(p) = find_file_ci(fs, "/", rel, opts.max_dir_entries)? else {
+            continue;
+        };
+        if let Some(h) = load_hive(fs, &p, opts.max_bcd_size, opts, warnings)? {
+            match boot_config(&h) {
+                Ok(mut b) => {
+                    b.path = Some(p);
+                    return Ok(Some(b));
+                }
+                Err(e) => warnings.push(format!("BCD: {e}")),
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Read and parse a hive file; replay its logs if it is dirty. `Ok(None)`
 /// (and a warning) when it cannot be used; `Err` only for I/O errors.
 fn load_hive(
@@ -303,21 +331,9 @@ pub fn inspect_windows(
     }
 
     if opts.read_bcd {
-        for rel in BCD_PATHS {
-            let Some(p) = find_file_ci(fs, "/", rel, opts.max_dir_entries)? else {
-                continue;
-            };
-            if let Some(h) = load_hive(fs, &p, opts.max_bcd_size, opts, &mut warnings)? {
-                match boot_config(&h) {
-                    Ok(mut b) => {
-                        b.path = Some(p);
-                        info.boot = Some(b);
-                        info.hives.bcd = true;
-                        break;
-                    }
-                    Err(e) => warnings.push(format!("BCD: {e}")),
-                }
-            }
+        if let Some(b) = find_boot_config(fs, opts, &mut warnings)? {
+            info.boot = Some(b);
+            info.hives.bcd = true;
         }
     }
     warnings.append(&mut info.warnings);
