@@ -588,6 +588,8 @@ struct Win {
     hibernated: bool,
     /// Set the dirty flag of `$Volume`.
     dirty: bool,
+    /// Replace the SYSTEM hive by garbage.
+    garbage_system: bool,
     /// Grow the volume (sparse) to this many MiB with ntfsresize.
     grow_mib: Option<u64>,
     /// Keep the BCD store in \\Boot on the system volume (else: nowhere;
@@ -619,6 +621,7 @@ fn win10() -> Win {
         dirty: false,
         grow_mib: Some(8 << 10),
         bcd_on_system: true,
+        garbage_system: false,
     }
 }
 
@@ -733,7 +736,12 @@ fn windows_fs(c: &Case, w: &Win) -> PathBuf {
     tool(Command::new("ntfs-3g").arg(&img).arg(&mnt));
     let copy = || -> std::io::Result<()> {
         std::fs::copy(&software, mnt.join("Windows/System32/config/SOFTWARE"))?;
-        std::fs::copy(&system, mnt.join("Windows/System32/config/SYSTEM"))?;
+        if w.garbage_system {
+            let junk: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7919 % 251) as u8).collect();
+            std::fs::write(mnt.join("Windows/System32/config/SYSTEM"), junk)?;
+        } else {
+            std::fs::copy(&system, mnt.join("Windows/System32/config/SYSTEM"))?;
+        }
         std::fs::write(mnt.join("Windows/System32/kernel32.dll"), pe(0x8664))?;
         if w.bcd_on_system {
             std::fs::create_dir_all(mnt.join("Boot"))?;
@@ -903,6 +911,16 @@ fn windows_cases() -> Vec<(&'static str, &'static str, Box<dyn Fn(&mut Win)>)> {
             }),
         ),
         (
+            "windows-system-unreadable",
+            "warning",
+            Box::new(|w: &mut Win| w.garbage_system = true),
+        ),
+        (
+            "windows-bcd-not-found",
+            "info",
+            Box::new(|w: &mut Win| w.bcd_on_system = false),
+        ),
+        (
             "windows-dotnet-35sp1",
             "error",
             Box::new(|w: &mut Win| w.software_extra.clear()),
@@ -1005,6 +1023,12 @@ fn windows_vm_level_checks() {
         "{doc}"
     );
     assert_fires("windows-ems", "info", &[disk]);
+    // The system volume on the second disk, a data disk first.
+    let c = Case::new();
+    let data = c.empty_fs("ext4", 64);
+    let first = c.disk("first.raw", 80 * MIB, "dos", &[(Some(&data), 64, "83")]);
+    let second = windows_vm(&c, &win10()).remove(0);
+    assert_fires("windows-not-on-boot-disk", "warning", &[first, second]);
     // A SOFTWARE hive without a product version.
     let c = Case::new();
     let mut w = win10();
@@ -1030,6 +1054,9 @@ const WINDOWS_COVERED: &[&str] = &[
     "windows-ems",
     "windows-not-fixed",
     "windows-version-unknown",
+    "windows-system-unreadable",
+    "windows-bcd-not-found",
+    "windows-not-on-boot-disk",
 ];
 
 #[test]

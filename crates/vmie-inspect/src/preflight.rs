@@ -432,16 +432,21 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
     if facts.ems_enabled == Some(true) {
         check(out, "windows-ems", Info, "Emergency Management Services (EMS) are enabled in the BCD store: VM Import/Export does not support EMS, and disables it in the imported image");
     }
+    if !i.hives.system {
+        check(out, "windows-system-unreadable", Warning, format!("{}: the SYSTEM hive could not be read, so RDP, pagefile, language, drivers, VMware Tools and static addresses were not checked", w.root));
+    }
+    if i.boot.is_none() {
+        check(out, "windows-bcd-not-found", Info, "no readable BCD store (\\Boot\\BCD on an NTFS volume; an EFI system partition is not read): Emergency Management Services (EMS) were not checked");
+    }
+    if let Some(v) = vm.volumes().find(|v| v.name == w.root) {
+        if v.disk != 0 {
+            check(out, "windows-not-on-boot-disk", Warning, format!("the Windows system volume ({}) is on disk {}, not on the boot disk given first", w.root, v.disk + 1));
+        }
+    }
     check(out, "windows-not-fixed", Info, "vmie-fixup inspects Windows guests but does not change them: writing NTFS is not implemented yet");
-    let server = i.product_variant.as_deref() == Some("Server");
-    check(
-        out,
-        "license",
-        Info,
-        if server {
-            "license type: Windows server operating systems support either BYOL or AWS licenses; Auto picks AWS for this server OS"
-        } else {
-            "license type: Windows client operating systems (such as Windows 10) support only BYOL licenses; Auto picks BYOL, and AWS is not valid"
-        },
-    );
+    check(out, "license", Info, match i.is_server() {
+        Some(true) => "license type: Windows server operating systems support either BYOL or AWS licenses; Auto picks AWS for this server OS",
+        Some(false) => "license type: Windows client operating systems (such as Windows 10) support only BYOL licenses; Auto picks BYOL, and AWS is not valid",
+        None => "license type: server or client could not be told: Windows server operating systems support either BYOL or AWS licenses (Auto picks AWS); client operating systems support only BYOL",
+    });
 }

@@ -34,8 +34,11 @@ impl Vm {
         let fs = vmie_ntfs::NtfsFs::open(root.device.clone(), root.name.clone())?;
         let volume = fs.volume_info()?;
         let opts = vmie_win::WinInspectOptions::default();
-        let mut info = vmie_win::inspect_windows(&fs, &opts)
-            .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
+        let mut info = vmie_win::inspect_windows(&fs, &opts).map_err(|e| match e {
+            // I/O stays an I/O error (exit 3), not a refusal.
+            vmie_win::WinError::Fs(e) => InspectError::Fs(e),
+            other => InspectError::Select(format!("{}: {other}", root.name)),
+        })?;
         if info.boot.is_none() {
             // A BIOS install keeps its BCD on the "System Reserved" volume.
             for v in self.volumes().filter(|v| {

@@ -813,8 +813,18 @@ impl GuestFs for NtfsFs {
             let mut out = Vec::new();
             let mut seen: HashSet<i64> = HashSet::new();
             let mut todo: Vec<i64> = Vec::new();
+            // Entries skipped from the listing (DOS names, metadata files)
+            // count too, so a large index of hidden names is bounded as well.
+            let mut budget = max.saturating_mul(4).max(64);
             let mut take = |entries: &[Entry], todo: &mut Vec<i64>| -> Result<(), FsError> {
                 for e in entries {
+                    budget = budget.checked_sub(1).ok_or_else(|| {
+                        self.corrupt_at(
+                            &shown,
+                            l.rn,
+                            format!("more than {} index entries", max.saturating_mul(4).max(64)),
+                        )
+                    })?;
                     if let Some(vcn) = e.subnode {
                         if !seen.insert(vcn) {
                             return Err(self.corrupt_at(

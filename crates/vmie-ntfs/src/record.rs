@@ -313,6 +313,7 @@ fn signed(b: &[u8]) -> i64 {
 /// each once. `list` is the list's value.
 pub(crate) fn list_records(list: &[u8], own: u64) -> Result<Vec<u64>, String> {
     let mut out: Vec<u64> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut p = 0usize;
     // The crate stops at an entry that runs past the end of a resident list;
     // we stop there too (its entries are all we need to check).
@@ -329,7 +330,7 @@ pub(crate) fn list_records(list: &[u8], own: u64) -> Result<Vec<u64>, String> {
             ));
         }
         let rn = le64(e, 16) & 0xFFFF_FFFF_FFFF;
-        if rn != own && !out.contains(&rn) {
+        if rn != own && seen.insert(rn) {
             out.push(rn);
         }
         p += elen;

@@ -119,14 +119,26 @@ pub fn boot_config(hive: &Hive) -> Result<BootConfig, HiveError> {
             out.default_description = o.description.clone();
         }
         out.default_path = as_string(store.effective(&def, ELEM_APP_PATH));
-        out.ems = as_bool(store.effective(&def, ELEM_OSLOADER_EMS));
+        // `bcdedit /ems {default} on` sets 0x260000b0 on the loader;
+        // `bcdedit /bootems {default} on` sets 0x16000020 there.
+        out.ems = match (
+            as_bool(store.effective(&def, ELEM_OSLOADER_EMS)),
+            as_bool(store.effective(&def, ELEM_BOOTEMS)),
+        ) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (None, None) => None,
+            _ => Some(false),
+        };
         out.bootstatuspolicy = as_int(store.effective(&def, ELEM_BOOTSTATUSPOLICY));
         out.recovery_enabled = as_bool(store.effective(&def, ELEM_RECOVERY_ENABLED));
     }
     out.ems_entries = objs
         .iter()
         .filter(|o| o.object_type == Some(OBJECT_TYPE_OSLOADER))
-        .filter(|o| as_bool(store.effective(&o.guid, ELEM_OSLOADER_EMS)) == Some(true))
+        .filter(|o| {
+            as_bool(store.effective(&o.guid, ELEM_OSLOADER_EMS)) == Some(true)
+                || as_bool(store.effective(&o.guid, ELEM_BOOTEMS)) == Some(true)
+        })
         .map(|o| o.guid.clone())
         .collect();
     Ok(out)

@@ -69,7 +69,7 @@ pub(crate) fn read_software(r: &mut Reg, info: &mut WindowsInfo) -> Option<u32> 
     let v4 = format!("{NDP}\\v4\\Full");
     if let Some(k) = r.key(&v4) {
         info.dotnet4_release = r.dword_of(k, &v4, "Release");
-        let installed = r.dword_of(k, &v4, "Install") != Some(0);
+        let installed = r.dword_of(k, &v4, "Install") == Some(1);
         info.dotnet4_version = match info.dotnet4_release {
             Some(rel) => Some(dotnet4_version(rel).unwrap_or("4.0").to_string()),
             None if installed => Some("4.0".into()),

@@ -451,7 +451,10 @@ pub fn preflight_facts(info: &WindowsInfo) -> PreflightFacts {
             .collect(),
         pagefile_automatic: info.pagefile.kind.map(|k| k == PagefileKind::Automatic),
         ems_enabled: info.boot.as_ref().map(crate::info::BootConfig::ems_enabled),
-        vmware_tools_installed: sys.then_some(info.agents.vmware_tools),
+        // Services are read under the current control set: without one,
+        // "not installed" would be a guess.
+        vmware_tools_installed: (sys && info.current_control_set.is_some())
+            .then_some(info.agents.vmware_tools),
     }
 }
 

@@ -21,7 +21,9 @@ fn virt_v2v_phony_bcd() {
             timeout: Some(30),
             // {bootmgr} → {globalsettings} → {emssettings}: 16000020 = 00.
             bootems: Some(false),
-            ems: None,
+            // No 260000b0 on the default loader; its 16000020 is inherited
+            // from {emssettings} (00).
+            ems: Some(false),
             ems_entries: vec![],
             bootstatuspolicy: None,
             // 16000009 = 01 on the default entry.
@@ -43,7 +45,7 @@ fn regipy_bcd() {
             default_path: Some("\\Windows\\system32\\winload.efi".into()),
             timeout: Some(30),
             bootems: Some(false),
-            ems: None,
+            ems: Some(false),
             ems_entries: vec![],
             bootstatuspolicy: None,
             recovery_enabled: Some(true),
@@ -67,7 +69,15 @@ fn ems_switched_on() {
     let mut h = bcd_v2v();
     vmie_hive::bcd::set_boolean(&mut h, BOOTMGR_GUID, ELEM_BOOTEMS, true).unwrap();
     let b = boot_config(&h).unwrap();
-    assert_eq!((b.bootems, b.ems), (Some(true), None));
+    assert_eq!((b.bootems, b.ems), (Some(true), Some(false)));
+    assert!(b.ems_enabled());
+
+    // `bcdedit /bootems {default} on` puts 16000020 on the loader itself.
+    let mut h = bcd_v2v();
+    vmie_hive::bcd::set_boolean(&mut h, def, ELEM_BOOTEMS, true).unwrap();
+    let b = boot_config(&h).unwrap();
+    assert_eq!((b.bootems, b.ems), (Some(false), Some(true)));
+    assert_eq!(b.ems_entries, vec![def.to_string()]);
     assert!(b.ems_enabled());
 }
 

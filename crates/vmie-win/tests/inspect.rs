@@ -379,6 +379,7 @@ fn wrong_value_types() {
 
 [HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\NET Framework Setup\NDP\v4\Full]
 "Release"="528040"
+"Install"=dword:00000001
 "#,
         &MergeOptions {
             prefix: Some(SOFTWARE_PREFIX.into()),
@@ -463,7 +464,7 @@ fn wrong_value_types() {
         "{w:?}"
     );
     assert_eq!(info.dotnet4_release, None);
-    // v4\Full exists without a usable Release: 4.0.
+    // v4\Full is installed without a usable Release: 4.0.
     assert_eq!(info.dotnet4_version.as_deref(), Some("4.0"));
     // Select\Current is a string: ControlSet001 with a warning.
     assert_eq!(info.current_control_set.as_deref(), Some("ControlSet001"));
