@@ -457,6 +457,30 @@ fn volume_level_checks() {
     );
     assert_fires("encrypted-volume", "warning", &[disk]);
 
+    // An NTFS data partition whose $UpCase record (MFT record 10) is
+    // zeroed: recognised, but it cannot be opened.
+    let c = Case::new();
+    let root = c.root_fs(400);
+    let ntfs = c.path("bad.ntfs");
+    create_sparse(&ntfs, 32 * MIB).unwrap();
+    tool(Command::new("mkntfs").args(["-F", "-q", "-f"]).arg(&ntfs));
+    let boot = std::fs::read(&ntfs).unwrap()[..512].to_vec();
+    let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
+    let mft = u64::from_le_bytes(boot[0x30..0x38].try_into().unwrap()) * cluster;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&ntfs).unwrap();
+        f.seek(SeekFrom::Start(mft + 10 * 1024)).unwrap();
+        f.write_all(&[0u8; 1024]).unwrap();
+    }
+    let disk = c.disk(
+        "d.raw",
+        500 * MIB,
+        "dos",
+        &[(Some(&root), 400, "83"), (Some(&ntfs), 32, "7")],
+    );
+    assert_fires("volume-unreadable", "warning", &[disk]);
+
     // An LVM2 physical volume made by lvm 2.03 (dfvfs's test image) as a
     // second disk.
     let c = Case::new();
@@ -555,6 +579,7 @@ fn covered() -> Vec<&'static str> {
         "low-free-space",
         "volume-not-read",
         "volume-not-clean",
+        "volume-unreadable",
         "encrypted-volume",
         "lvm",
         "no-bootable-partition",

@@ -174,6 +174,11 @@ pub fn preflight(
                 FsKind::Luks | FsKind::Bitlocker => check(&mut out, "encrypted-volume", Warning, format!("{}: encrypted ({}); its contents cannot be inspected or fixed", v.name, p.kind.as_str())),
                 _ => {}
             }
+            if crate::readable(p.kind) {
+                if let Err(e) = vm.open_fs(v) {
+                    check(&mut out, "volume-unreadable", Warning, format!("{}: {} could not be opened, so it was neither inspected nor fixed: {e}", v.name, p.kind.as_str()));
+                }
+            }
             if p.state.needs_recovery || p.state.dirty || p.state.errors || p.state.hibernated {
                 check(&mut out, "volume-not-clean", Warning, format!("{}: {} needs recovery, is dirty, has errors or is hibernated; vmie-fixup will not write to it", v.name, p.kind.as_str()));
             }
