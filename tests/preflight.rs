@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use xtask::fixtures::image::{copy_sparse, create_sparse};
+use xtask::fixtures::image::{
+    copy_sparse, create_sparse, ntfs_volume_flag_offsets, patch, read_at,
+};
 
 const MIB: u64 = 1 << 20;
 const TIB: u64 = 1 << 40;
@@ -464,15 +466,10 @@ fn volume_level_checks() {
     let ntfs = c.path("bad.ntfs");
     create_sparse(&ntfs, 32 * MIB).unwrap();
     tool(Command::new("mkntfs").args(["-F", "-q", "-f"]).arg(&ntfs));
-    let boot = std::fs::read(&ntfs).unwrap()[..512].to_vec();
+    let boot = read_at(&ntfs, 0, 512).unwrap();
     let cluster = u64::from(u16::from_le_bytes([boot[11], boot[12]])) * u64::from(boot[13]);
     let mft = u64::from_le_bytes(boot[0x30..0x38].try_into().unwrap()) * cluster;
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new().write(true).open(&ntfs).unwrap();
-        f.seek(SeekFrom::Start(mft + 10 * 1024)).unwrap();
-        f.write_all(&[0u8; 1024]).unwrap();
-    }
+    patch(&ntfs, mft + 10 * 1024, &[0u8; 1024]).unwrap();
     let disk = c.disk(
         "d.raw",
         500 * MIB,
@@ -756,10 +753,7 @@ fn windows_fs(c: &Case, w: &Win) -> PathBuf {
         ],
     );
     let bcd = bcd_hive(c, &w.bcd_extra);
-    let mnt = c.path("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    tool(Command::new("ntfs-3g").arg(&img).arg(&mnt));
-    let copy = || -> std::io::Result<()> {
+    copy_in(c, &img, |mnt| {
         std::fs::copy(&software, mnt.join("Windows/System32/config/SOFTWARE"))?;
         if w.garbage_system {
             let junk: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7919 % 251) as u8).collect();
@@ -778,16 +772,10 @@ fn windows_fs(c: &Case, w: &Win) -> PathBuf {
             std::fs::write(mnt.join("hiberfil.sys"), h)?;
         }
         Ok(())
-    };
-    let res = copy();
-    tool(Command::new("umount").arg(&mnt));
-    res.unwrap();
+    });
     if w.dirty {
-        for off in ntfs_volume_flags(&img) {
-            let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
-            use std::io::{Seek, SeekFrom, Write};
-            f.seek(SeekFrom::Start(off)).unwrap();
-            f.write_all(&1u16.to_le_bytes()).unwrap();
+        for off in ntfs_volume_flag_offsets(&img).unwrap() {
+            patch(&img, off, &1u16.to_le_bytes()).unwrap();
         }
         let out = Command::new("ntfsinfo")
             .args(["-f", "-m"])
@@ -823,46 +811,23 @@ fn system_reserved(c: &Case, bcd_extra: &str) -> PathBuf {
             .arg(&img),
     );
     let bcd = bcd_hive(c, bcd_extra);
-    let mnt = c.path("mnt-reserved");
-    std::fs::create_dir_all(&mnt).unwrap();
-    tool(Command::new("ntfs-3g").arg(&img).arg(&mnt));
-    let copy = || -> std::io::Result<()> {
+    copy_in(c, &img, |mnt| {
         std::fs::create_dir_all(mnt.join("Boot"))?;
         std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
         std::fs::write(mnt.join("bootmgr"), b"bootmgr")
-    };
-    let res = copy();
-    tool(Command::new("umount").arg(&mnt));
-    res.unwrap();
+    });
     img
 }
 
-/// Offsets of the `$VOLUME_INFORMATION` flags in MFT record 3 and its
-/// mirror (checked against ntfsinfo after patching).
-fn ntfs_volume_flags(img: &Path) -> Vec<u64> {
-    let data = std::fs::read(img).unwrap();
-    let boot = &data[..512];
-    let sector = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
-    let cluster = sector * u64::from(boot[13]);
-    let lcn = |o: usize| u64::from_le_bytes(boot[o..o + 8].try_into().unwrap());
-    let mut out = Vec::new();
-    for base in [lcn(48) * cluster + 3 * 1024, lcn(56) * cluster + 3 * 1024] {
-        let rec = &data[base as usize..base as usize + 1024];
-        assert_eq!(&rec[..4], b"FILE");
-        let mut off = usize::from(u16::from_le_bytes([rec[20], rec[21]]));
-        loop {
-            let ty = u32::from_le_bytes(rec[off..off + 4].try_into().unwrap());
-            let len = u32::from_le_bytes(rec[off + 4..off + 8].try_into().unwrap()) as usize;
-            assert_ne!(ty, 0xffff_ffff, "no $VOLUME_INFORMATION");
-            if ty == 0x70 {
-                let val = off + usize::from(u16::from_le_bytes([rec[off + 20], rec[off + 21]]));
-                out.push(base + (val + 10) as u64);
-                break;
-            }
-            off += len;
-        }
-    }
-    out
+/// Mount the NTFS image `img` through ntfs-3g (FUSE, as root), run `f` on
+/// the mountpoint, and unmount it whatever `f` returned.
+fn copy_in(c: &Case, img: &Path, f: impl FnOnce(&Path) -> std::io::Result<()>) {
+    let mnt = c.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    tool(Command::new("ntfs-3g").arg(img).arg(&mnt));
+    let res = f(&mnt);
+    tool(Command::new("umount").arg(&mnt));
+    res.unwrap();
 }
 
 /// A one-disk Windows VM: MBR, the system volume in partition 1 (type 7).

@@ -10,35 +10,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vmie_disk::{Device, DiskError, FileDevice, Overlay};
+use vmie_disk::{Device, FileDevice, Overlay};
 use vmie_ext4::Ext4Fs;
 use vmie_guestfs::{GuestFs, GuestPath};
-
-#[derive(Debug)]
-struct Counting {
-    inner: FileDevice,
-    read: AtomicU64,
-}
-
-impl Device for Counting {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), DiskError> {
-        self.inner.write_at(offset, buf)
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
 
 fn median(t: &[Duration]) -> Duration {
     let mut v = t.to_vec();
@@ -67,27 +44,25 @@ fn main() {
             .status()
             .unwrap();
         assert!(st.success());
-        let base = Arc::new(Counting {
-            inner: FileDevice::open(&img).unwrap(),
-            read: AtomicU64::new(0),
-        });
+        let base = Arc::new(FileDevice::open(&img).unwrap());
+        let read = || base.read_stats().0;
         let (mut t_open, mut t_rep, mut t_ver) = (Vec::new(), Vec::new(), Vec::new());
         let (mut r_open, mut r_rep, mut r_ver) = (0, 0, 0);
         for _ in 0..iters {
             let ov = Arc::new(Overlay::new(base.clone() as Arc<dyn Device>));
-            let r0 = base.read.load(Ordering::Relaxed);
+            let r0 = read();
             let t0 = Instant::now();
             let mut fs = Ext4Fs::open(ov.clone() as Arc<dyn Device>, "bench").unwrap();
             let t1 = Instant::now();
-            let r1 = base.read.load(Ordering::Relaxed);
+            let r1 = read();
             fs.replace_file(&GuestPath::lexical(b"/etc/fstab"), new)
                 .unwrap();
             let t2 = Instant::now();
-            let r2 = base.read.load(Ordering::Relaxed);
+            let r2 = read();
             fs.verify_paths(&[(GuestPath::lexical(b"/etc/fstab"), Some(new.to_vec()))])
                 .unwrap();
             let t3 = Instant::now();
-            let r3 = base.read.load(Ordering::Relaxed);
+            let r3 = read();
             t_open.push(t1 - t0);
             t_rep.push(t2 - t1);
             t_ver.push(t3 - t2);

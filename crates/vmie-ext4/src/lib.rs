@@ -464,21 +464,7 @@ impl GuestFs for Ext4Fs {
 
     fn read_file(&self, path: &GuestPath, limit: u64) -> Result<Vec<u8>, FsError> {
         let m = self.symlink_metadata(path)?;
-        match m.file_type {
-            FileType::Regular => {}
-            FileType::Directory => {
-                return Err(FsError::IsADirectory {
-                    fs: self.location.clone(),
-                    path: path.to_string(),
-                })
-            }
-            _ => {
-                return Err(FsError::NotAFile {
-                    fs: self.location.clone(),
-                    path: path.to_string(),
-                })
-            }
-        }
+        vmie_guestfs::require_regular(m.file_type, path, || self.location.clone())?;
         if m.size > limit {
             return Err(FsError::TooLarge {
                 fs: self.location.clone(),

@@ -312,6 +312,28 @@ pub trait GuestFs: fmt::Debug {
     }
 }
 
+/// `Ok` when `t` is a regular file; otherwise the error reading `path` as a
+/// file gives: [`FsError::IsADirectory`] for a directory,
+/// [`FsError::NotAFile`] for anything else. `fs` names the filesystem (only
+/// called on error).
+pub fn require_regular(
+    t: FileType,
+    path: &GuestPath,
+    fs: impl FnOnce() -> String,
+) -> Result<(), FsError> {
+    match t {
+        FileType::Regular => Ok(()),
+        FileType::Directory => Err(FsError::IsADirectory {
+            fs: fs(),
+            path: path.to_string(),
+        }),
+        _ => Err(FsError::NotAFile {
+            fs: fs(),
+            path: path.to_string(),
+        }),
+    }
+}
+
 /// Resolve `path` inside the guest.
 ///
 /// Relative paths are taken from the guest root. Symlinks in intermediate
@@ -437,17 +459,8 @@ pub trait GuestFsExt: GuestFs {
     /// Contents of the regular file at `path` (symlinks followed).
     fn read(&self, path: &str) -> Result<Vec<u8>, FsError> {
         let (p, m) = self.metadata(path)?;
-        match m.file_type {
-            FileType::Regular => self.read_file(&p, self.limits().max_read),
-            FileType::Directory => Err(FsError::IsADirectory {
-                fs: self.location(),
-                path: p.to_string(),
-            }),
-            _ => Err(FsError::NotAFile {
-                fs: self.location(),
-                path: p.to_string(),
-            }),
-        }
+        require_regular(m.file_type, &p, || self.location())?;
+        self.read_file(&p, self.limits().max_read)
     }
 
     /// Entries of the directory at `path` (symlinks followed), sorted by name.

@@ -51,10 +51,15 @@ impl Vm {
             .collect()
     }
 
-    /// Volumes holding a Linux root filesystem we can read.
+    /// Volumes holding a Linux root filesystem we can read (NTFS, readable
+    /// for Windows, is not looked into).
     pub fn linux_roots(&self) -> Vec<&Volume> {
         self.volumes()
-            .filter(|v| v.probe.as_ref().is_some_and(|p| readable(p.kind)))
+            .filter(|v| {
+                v.probe
+                    .as_ref()
+                    .is_some_and(|p| readable(p.kind) && p.kind != vmie_probe::FsKind::Ntfs)
+            })
             .filter(|v| {
                 self.open_fs(v)
                     .is_ok_and(|fs| vmie_os::is_linux_root(fs.as_ref()))

@@ -398,9 +398,8 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
     if w.volume.free_bytes < WINDOWS_MIN_FREE {
         check(out, "windows-low-free-space", Error, format!("{}: {} MiB free; ensure that there is at least 6 GiB of free space available on the root volume", w.root, w.volume.free_bytes >> 20));
     }
-    let state = vm
-        .volumes()
-        .find(|v| v.name == w.root)
+    let root = vm.volumes().find(|v| v.name == w.root);
+    let state = root
         .and_then(|v| v.probe.as_ref())
         .map(|p| p.state.clone())
         .unwrap_or_default();
@@ -443,7 +442,7 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
     if i.boot.is_none() {
         check(out, "windows-bcd-not-found", Info, "no readable BCD store (\\Boot\\BCD on an NTFS volume; an EFI system partition is not read): Emergency Management Services (EMS) were not checked");
     }
-    if let Some(v) = vm.volumes().find(|v| v.name == w.root) {
+    if let Some(v) = root {
         if v.disk != 0 {
             check(out, "windows-not-on-boot-disk", Warning, format!("the Windows system volume ({}) is on disk {}, not on the boot disk given first", w.root, v.disk + 1));
         }

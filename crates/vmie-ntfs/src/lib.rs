@@ -882,21 +882,8 @@ impl GuestFs for NtfsFs {
         let l = self.lookup(fs, path)?;
         let place = format!("{shown} (MFT record {})", l.rn);
         let err = |e| self.ntfs_err(&place, e);
-        match self.file_type(fs, &l, &shown)? {
-            FileType::Directory => {
-                return Err(FsError::IsADirectory {
-                    fs: self.location.clone(),
-                    path: shown,
-                })
-            }
-            FileType::Regular => {}
-            _ => {
-                return Err(FsError::NotAFile {
-                    fs: self.location.clone(),
-                    path: shown,
-                })
-            }
-        }
+        let t = self.file_type(fs, &l, &shown)?;
+        vmie_guestfs::require_regular(t, path, || self.location.clone())?;
         if let Some(data) = self.reparse_data(fs, &l, &shown)? {
             return Err(self.unsupported(
                 "read",

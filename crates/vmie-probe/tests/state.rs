@@ -314,36 +314,6 @@ fn xfs_needsrepair_and_inprogress() {
 
 // ---------------------------------------------------------------- ntfs
 
-/// Offset of the `$VOLUME_INFORMATION` flags in MFT record 3 and in its
-/// mirror, found by walking the record.
-fn ntfs_volume_flags(img: &Path) -> Vec<u64> {
-    let boot = read_at(img, 0, 512);
-    let sector = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
-    let cluster = sector * u64::from(boot[13]);
-    let mft = u64::from_le_bytes(boot[48..56].try_into().unwrap()) * cluster;
-    let mirr = u64::from_le_bytes(boot[56..64].try_into().unwrap()) * cluster;
-    let mut out = Vec::new();
-    for base in [mft + 3 * 1024, mirr + 3 * 1024] {
-        let rec = read_at(img, base, 1024);
-        assert_eq!(&rec[..4], b"FILE");
-        let mut off = usize::from(u16::from_le_bytes([rec[20], rec[21]]));
-        loop {
-            let ty = u32::from_le_bytes(rec[off..off + 4].try_into().unwrap());
-            let len = u32::from_le_bytes(rec[off + 4..off + 8].try_into().unwrap()) as usize;
-            assert_ne!(ty, 0xffff_ffff, "no $VOLUME_INFORMATION");
-            if ty == 0x70 {
-                let val = off + usize::from(u16::from_le_bytes([rec[off + 20], rec[off + 21]]));
-                let flags = val + 10;
-                assert!(flags % 512 < 510, "flags straddle an update sequence slot");
-                out.push(base + flags as u64);
-                break;
-            }
-            off += len;
-        }
-    }
-    out
-}
-
 #[test]
 fn ntfs_dirty_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -365,7 +335,7 @@ fn ntfs_dirty_flag() {
         "{:?}",
         p.state
     );
-    for off in ntfs_volume_flags(&img) {
+    for off in xtask::fixtures::image::ntfs_volume_flag_offsets(&img).unwrap() {
         patch(&img, off, &1u16.to_le_bytes());
     }
     assert!(info().contains("Volume Flags: 0x0001"), "{}", info());
