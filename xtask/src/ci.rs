@@ -1,74 +1,12 @@
 //! `cargo xtask deps` and `cargo xtask test`: what CI and a new developer run.
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages the tests and fixtures need, with a command each provides
-/// (checked to decide whether to install). Keep in step with `.ci/run`.
-pub const PACKAGES: &[(&str, &str)] = &[
-    ("e2fsprogs", "mkfs.ext4"),
-    ("e2fsprogs", "debugfs"),
-    ("xfsprogs", "mkfs.xfs"),
-    ("btrfs-progs", "mkfs.btrfs"),
-    ("dosfstools", "mkfs.vfat"),
-    ("mtools", "mcopy"),
-    ("fdisk", "sfdisk"),
-    ("util-linux", "blkid"),
-    ("ntfs-3g", "mkntfs"),
-    ("genisoimage", "genisoimage"),
-    ("cryptsetup-bin", "cryptsetup"),
-    ("qemu-utils", "qemu-img"),
-    ("gzip", "gzip"),
-    ("xz-utils", "xz"),
-    ("zstd", "zstd"),
-    ("lz4", "lz4"),
-    ("bzip2", "bzip2"),
-    ("libhivex-bin", "hivexsh"),
-    ("libwin-hivex-perl", "hivexregedit"),
-];
-
-fn have(cmd: &str) -> bool {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .any(|d| Path::new(d).join(cmd).is_file());
-    found
-}
-
-/// Install the missing Debian packages (apt-get update first), or say which
-/// are missing when we are not root.
+/// Install the missing Debian packages (the one list is in [`crate::deps`]).
 pub fn deps() -> Result<()> {
-    let mut missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(_, c)| !have(c))
-        .map(|(p, _)| *p)
-        .collect();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if !root {
-        bail!(
-            "missing Debian packages: {} (run as root, or: sudo apt-get install {})",
-            missing.join(" "),
-            missing.join(" ")
-        );
-    }
-    eprintln!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    Ok(())
+    crate::deps::deps()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -83,61 +83,9 @@ fn mirror() -> Result<String> {
     bail!("no Debian mirror found in /etc/apt/sources.list(.d); debootstrap needs one")
 }
 
-fn have(cmd: &str) -> bool {
-    [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/lib/grub/i386-pc",
-    ]
-    .iter()
-    .any(|d| Path::new(d).join(cmd).is_file())
-}
-
-/// Debian's qemu-system-x86 conflicts with the newer qemu-utils the image
-/// ships, so they are installed together at Debian's version.
+/// debootstrap, GRUB's BIOS modules and qemu come from the one package list.
 fn ensure_tools() -> Result<()> {
-    let mut missing = Vec::new();
-    for (pkg, cmd) in [
-        ("debootstrap", "debootstrap"),
-        ("grub-pc-bin", "grub-mkimage"),
-        ("fdisk", "sfdisk"),
-        ("e2fsprogs", "mke2fs"),
-    ] {
-        if !have(cmd) {
-            missing.push(pkg);
-        }
-    }
-    if !missing.is_empty() {
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    if !have("qemu-system-x86_64") {
-        let out = Command::new("apt-cache")
-            .args(["policy", "qemu-system-x86"])
-            .output()
-            .context("apt-cache")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v = text
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("Candidate:")
-                    .map(|v| v.trim().to_string())
-            })
-            .context("no candidate version of qemu-system-x86 (apt-get update first)")?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--allow-downgrades"])
-            .arg(format!("qemu-utils={v}"))
-            .arg(format!("qemu-block-extra={v}"))
-            .arg("qemu-system-x86")
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    Ok(())
+    crate::deps::deps()
 }
 
 /// The debootstrapped bookworm tree, built once.

@@ -6,5 +6,6 @@
 pub mod bench;
 pub mod ci;
 pub mod demo;
+pub mod deps;
 pub mod fixtures;
 pub mod guest;

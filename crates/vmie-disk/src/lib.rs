@@ -6,12 +6,14 @@
 //! - [`journal`]: commit of an overlay through an undo journal, and undo.
 //! - [`DiskSet`]: the images of one VM, the first being the boot disk.
 //! - [`format`]: refusing qcow2, VMDK, VHD, VHDX and VDI containers.
+//! - [`guard`]: the panic boundary around third-party parsers.
 #![forbid(unsafe_code)]
 
 pub mod checksum;
 mod device;
 mod error;
 pub mod format;
+pub mod guard;
 pub mod journal;
 mod overlay;
 mod set;

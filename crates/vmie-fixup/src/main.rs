@@ -244,6 +244,14 @@ pub(crate) fn classify(error: anyhow::Error) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // A panic inside a parser boundary (vmie_disk::guard) becomes a refusal
+    // that carries the message; only a panic outside one is printed.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !vmie_disk::guard::inside() {
+            default_hook(info);
+        }
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
