@@ -51,6 +51,19 @@ pub enum PartError {
         /// What was wrong with each header looked at.
         why: String,
     },
+    /// The `mbrman` or `gpt` crate panicked on a table we had validated (the
+    /// call is made behind `vmie_disk::guard::catch`, as defence in depth).
+    #[error("{disk}: the {table} partition table: the {parser} crate failed on corrupt data ({message}); refused")]
+    Panicked {
+        /// The disk.
+        disk: String,
+        /// `MBR` or `GPT`.
+        table: &'static str,
+        /// `mbrman` or `gpt`.
+        parser: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The requested logical sector size is not supported.
     #[error("{disk}: unsupported logical sector size {sector_size} (only 512 and 4096)")]
     SectorSize {
@@ -67,7 +80,10 @@ impl PartError {
     pub fn is_refusal(&self) -> bool {
         match self {
             Self::Read { source, .. } => source.is_refusal(),
-            Self::GptHeader { .. } | Self::NoUsableGpt { .. } | Self::SectorSize { .. } => true,
+            Self::GptHeader { .. }
+            | Self::NoUsableGpt { .. }
+            | Self::Panicked { .. }
+            | Self::SectorSize { .. } => true,
         }
     }
 }

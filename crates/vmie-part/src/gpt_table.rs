@@ -19,8 +19,8 @@ use vmie_disk::{read_vec, Device, DeviceCursor};
 
 use crate::types::gpt_type_name;
 use crate::{
-    field, le_u32, le_u64, place, read, Found, Parser, PartError, PartOptions, PartitionTable,
-    TableKind,
+    field, guarded, le_u32, le_u64, place, read, Found, Parser, PartError, PartOptions,
+    PartitionTable, TableKind,
 };
 
 const SIGNATURE: [u8; 8] = *b"EFI PART";
@@ -465,7 +465,7 @@ pub(crate) fn read_gpt(
     let ours = || (guid_string(header.disk_guid), parse_entries(&array));
     let mut parser = Parser::Own;
     let (disk_id, entries) = if crate_pick == Some(header.lba) && header.header_size == 92 {
-        match with_gpt_crate(disk, ss) {
+        match guarded(dev, "GPT", "gpt", || with_gpt_crate(disk, ss))? {
             Ok(theirs) => {
                 parser = Parser::GptCrate;
                 theirs

@@ -19,6 +19,9 @@
 //! Linux but outside what a crate handles the way Linux does (a damaged
 //! primary GPT header, a broken or looping EBR chain, DR-DOS style EBRs), our
 //! own checked parse is used, with a warning where the table is damaged.
+//! As defence in depth every call into either crate is made behind
+//! `vmie_disk::guard::catch`: a panic becomes [`PartError::Panicked`], a
+//! refusal naming the disk and the table.
 //!
 //! Damage Linux tolerates is a warning in [`PartitionTable::warnings`], not an
 //! error: a partition past the end of the disk is left out, the others kept.
@@ -240,6 +243,33 @@ fn read(disk: &dyn Device, offset: u64, buf: &mut [u8], what: &str) -> Result<()
         what: what.to_string(),
         offset,
         source,
+    })
+}
+
+/// Run a call into a third-party table parser (`mbrman`, `gpt`) behind the
+/// panic boundary: a panic becomes [`PartError::Panicked`] naming the disk
+/// and the table. Those crates only see tables we validated; this is defence
+/// in depth.
+fn guarded<T>(
+    disk: &dyn Device,
+    table: &'static str,
+    parser: &'static str,
+    f: impl FnOnce() -> T,
+) -> Result<T, PartError> {
+    vmie_disk::guard::catch(
+        || {
+            format!(
+                "{}: the {table} partition table ({parser})",
+                disk.describe()
+            )
+        },
+        f,
+    )
+    .map_err(|p| PartError::Panicked {
+        disk: disk.describe(),
+        table,
+        parser,
+        message: p.message,
     })
 }
 

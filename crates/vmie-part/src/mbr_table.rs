@@ -9,7 +9,8 @@ use vmie_disk::{Device, DeviceCursor};
 
 use crate::types::mbr_type_name;
 use crate::{
-    field, le_u32, place, read, Found, Parser, PartError, PartOptions, PartitionTable, TableKind,
+    field, guarded, le_u32, place, read, Found, Parser, PartError, PartOptions, PartitionTable,
+    TableKind,
 };
 
 /// Extended partition types as Linux knows them.
@@ -224,7 +225,9 @@ pub(crate) fn read_mbr(
 
     let parts = match &walk.not_plain {
         Some(_) => walk.parts.clone(),
-        None => match with_mbrman(disk, opts.sector_size) {
+        None => match guarded(&**disk, "MBR", "mbrman", || {
+            with_mbrman(disk, opts.sector_size)
+        })? {
             Ok(theirs) if theirs == walk.parts => {
                 parser = Parser::Mbrman;
                 theirs

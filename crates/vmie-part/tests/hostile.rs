@@ -513,3 +513,61 @@ fn device_shorter_than_its_table() {
     assert!(t.partitions.is_empty());
     assert!(!t.warnings.is_empty());
 }
+
+/// Fault injection: a device that panics on every read made inside a panic
+/// boundary (`vmie_disk::guard::inside`), that is, by mbrman or the gpt crate
+/// (our own parse reads outside any boundary). No table we validate is known
+/// to panic those crates, so this is how the boundary itself is proven: were
+/// a crate call left unguarded, the panic would end the test.
+#[derive(Debug)]
+struct PanicsInsideGuard(std::sync::Arc<dyn Device>);
+
+impl Device for PanicsInsideGuard {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), vmie_disk::DiskError> {
+        if vmie_disk::guard::inside() {
+            panic!("injected panic reading byte {offset}");
+        }
+        self.0.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), vmie_disk::DiskError> {
+        self.0.write_at(offset, buf)
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+#[test]
+fn a_panic_in_mbrman_or_gpt_is_a_refusal_naming_disk_and_table() {
+    for (which, want_table, want_parser) in [("mbr", "MBR", "mbrman"), ("gpt", "GPT", "gpt")] {
+        let data = base(which).to_vec();
+        // Unharmed, the same image reads.
+        read(data.clone(), &PartOptions::default()).unwrap();
+        let dev = std::sync::Arc::new(PanicsInsideGuard(mem("hostile.img", data)));
+        let e = read_partitions(dev, &PartOptions::default()).unwrap_err();
+        match &e {
+            PartError::Panicked {
+                disk,
+                table,
+                parser,
+                message,
+            } => {
+                assert_eq!(disk, "hostile.img");
+                assert_eq!(*table, want_table);
+                assert_eq!(*parser, want_parser);
+                assert!(message.contains("injected panic"), "{message}");
+            }
+            other => panic!("{which}: expected Panicked, got {other:?}"),
+        }
+        assert!(e.is_refusal());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("hostile.img: the ") && text.contains(want_table),
+            "{text}"
+        );
+        assert!(!vmie_disk::guard::inside());
+    }
+}
