@@ -31,6 +31,12 @@ pub(crate) struct FixArgs {
     /// Leave out the rules shipped with vmie-fixup.
     #[arg(long)]
     no_default_rules: bool,
+    /// Also run the filesystem's own checker (e2fsck -fn) read-only on every
+    /// volume the run changes: before the commit (any finding refuses the
+    /// run, nothing written) and after it (any finding rolls the commit back
+    /// through its undo journal). Slower: a full check reads all metadata.
+    #[arg(long)]
+    check_fs: bool,
 }
 
 /// JSON schema version of the run report.
@@ -169,6 +175,13 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
             .any(|f| f.severity == Severity::Error);
         if !blocking && !report.changes.is_empty() {
             self_check(&vm, g, &report.changes).map_err(refused)?;
+            let checked = if args.check_fs {
+                let targets = crate::checkfs::written_volumes(&vm).map_err(refused)?;
+                crate::checkfs::before(&targets).map_err(refused)?;
+                targets
+            } else {
+                Vec::new()
+            };
             if !args.dry_run {
                 let c = vm
                     .disks()
@@ -180,6 +193,11 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
                     .map(|i| i.journal.display().to_string())
                     .collect();
                 applied = true;
+                if args.check_fs {
+                    let images: Vec<&std::path::Path> =
+                        c.images.iter().map(|i| i.image.as_path()).collect();
+                    crate::checkfs::after(&checked, &images).map_err(refused)?;
+                }
             }
         }
     }

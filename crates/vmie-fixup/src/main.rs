@@ -38,6 +38,7 @@ macro_rules! out {
     }};
 }
 
+mod checkfs;
 mod fix;
 mod hivecli;
 mod writecli;
