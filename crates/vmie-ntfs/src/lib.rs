@@ -43,7 +43,10 @@
 //! `record` module. Listings stop at [`Limits::max_dir_entries`], reads at the
 //! caller's limit before allocating, and every error of the crate becomes an
 //! [`FsError::Corrupt`] naming the location and path (or [`FsError::Disk`]
-//! for an I/O error of the device underneath).
+//! for an I/O error of the device underneath). As defence in depth, every
+//! call into the crate is made behind `vmie_disk::guard::catch`: a panic in
+//! it becomes an [`FsError::Corrupt`] naming the volume, the guest path and
+//! the MFT record, and the process goes on.
 #![forbid(unsafe_code)]
 
 mod boot;
@@ -153,6 +156,8 @@ impl fmt::Debug for NtfsFs {
 /// extension records its attribute lists name.
 struct Loaded<'n> {
     rn: u64,
+    /// `PATH (MFT record N)`, naming it in errors.
+    place: String,
     file: NtfsFile<'n>,
     raw: RawRecord,
     ext: Vec<RawRecord>,
@@ -233,7 +238,7 @@ impl NtfsFs {
         let extents =
             stream::mft_extents(&geo, &mft).map_err(|d| corrupt("$MFT (MFT record 0)", d))?;
         let mut cur = Stream::new(DeviceCursor::new(Arc::clone(&dev)), extents);
-        let ntfs = Ntfs::new(&mut cur).map_err(|e| map_ntfs_err(&location, "boot sector", e))?;
+        let ntfs = guarded_nt(&location, "boot sector", || Ntfs::new(&mut cur))?;
         let mut fs = Self {
             ntfs,
             geo,
@@ -248,7 +253,7 @@ impl NtfsFs {
             let mut g = fs.reader();
             fs.load(&mut g, MFT_RECORD, "$MFT")?;
             let root = fs.load(&mut g, ROOT_RECORD, "/")?;
-            if !root.file.is_directory() {
+            if !fs.guard(&root.place, || root.file.is_directory())? {
                 return Err(fs.corrupt_at(
                     "/",
                     ROOT_RECORD,
@@ -272,35 +277,37 @@ impl NtfsFs {
     pub fn volume_info(&self) -> Result<NtfsVolumeInfo, FsError> {
         let mut g = self.reader();
         let fs = &mut *g;
-        self.load(fs, VOLUME_RECORD, "$Volume")?;
-        let err = |e| self.ntfs_err("$Volume", e);
-        let vi = self.ntfs.volume_info(fs).map_err(err)?;
-        let label = match self.ntfs.volume_name(fs) {
-            None => String::new(),
-            Some(name) => name.map_err(err)?.name().to_string_lossy(),
-        };
+        let volume = self.load(fs, VOLUME_RECORD, "$Volume")?;
+        let (major_version, minor_version, dirty, label) = self.nt(&volume.place, || {
+            let vi = self.ntfs.volume_info(fs)?;
+            let label = match self.ntfs.volume_name(fs) {
+                None => String::new(),
+                Some(name) => name?.name().to_string_lossy(),
+            };
+            Ok((
+                vi.major_version(),
+                vi.minor_version(),
+                vi.flags().contains(NtfsVolumeFlags::IS_DIRTY),
+                label,
+            ))
+        })?;
 
         let bitmap = self.load(fs, BITMAP_RECORD, "$Bitmap")?;
-        let err = |e| self.ntfs_err("$Bitmap", e);
-        let item = bitmap
-            .file
-            .data(fs, "")
-            .ok_or_else(|| self.corrupt_at("$Bitmap", BITMAP_RECORD, "no $DATA attribute"))?
-            .map_err(err)?;
-        let attr = item.to_attribute().map_err(err)?;
+        let place = &bitmap.place;
+        let item = self
+            .nt(place, || bitmap.file.data(fs, "").transpose())?
+            .ok_or_else(|| self.corrupt(place.clone(), "no $DATA attribute"))?;
+        let attr = self.nt(place, || item.to_attribute())?;
         let clusters = self.geo.total_clusters;
         let need = clusters.div_ceil(8);
-        if attr.value_length() < need {
-            return Err(self.corrupt_at(
-                "$Bitmap",
-                BITMAP_RECORD,
-                format!(
-                    "{} bytes of bitmap for {clusters} clusters ({need} bytes needed)",
-                    attr.value_length()
-                ),
+        let have = self.guard(place, || attr.value_length())?;
+        if have < need {
+            return Err(self.corrupt(
+                place.clone(),
+                format!("{have} bytes of bitmap for {clusters} clusters ({need} bytes needed)"),
             ));
         }
-        let mut value = attr.value(fs).map_err(err)?;
+        let mut value = self.nt(place, || attr.value(fs))?;
         let mut buf = vec![0u8; BITMAP_CHUNK];
         let mut free = 0u64;
         let mut done = 0u64; // clusters counted
@@ -308,7 +315,7 @@ impl NtfsFs {
             let left = (clusters - done).div_ceil(8);
             let n = usize::try_from(left).map_or(BITMAP_CHUNK, |l| l.min(BITMAP_CHUNK));
             let chunk = &mut buf[..n];
-            value.read_exact(fs, chunk).map_err(err)?;
+            self.nt(place, || value.read_exact(fs, chunk))?;
             for &b in chunk.iter() {
                 let bits = (clusters - done).min(8);
                 let mask = if bits == 8 { 0xFF } else { (1u8 << bits) - 1 };
@@ -321,9 +328,9 @@ impl NtfsFs {
             total_bytes: self.geo.size,
             free_bytes: free * u64::from(self.geo.cluster_size),
             label,
-            major_version: vi.major_version(),
-            minor_version: vi.minor_version(),
-            dirty: vi.flags().contains(NtfsVolumeFlags::IS_DIRTY),
+            major_version,
+            minor_version,
+            dirty,
             serial_number: self.geo.serial,
         })
     }
@@ -346,8 +353,16 @@ impl NtfsFs {
         self.corrupt(format!("{path} (MFT record {rn})"), detail)
     }
 
-    fn ntfs_err(&self, place: &str, e: NtfsError) -> FsError {
-        map_ntfs_err(&self.location, place, e)
+    /// Run a call into the `ntfs` crate behind the panic boundary: a panic
+    /// becomes [`FsError::Corrupt`] at `place` (path and MFT record).
+    fn guard<T>(&self, place: &str, f: impl FnOnce() -> T) -> Result<T, FsError> {
+        guarded(&self.location, place, f)
+    }
+
+    /// [`Self::guard`] for a call returning the crate's `Result`: its error
+    /// is mapped as [`map_ntfs_err`] does.
+    fn nt<T>(&self, place: &str, f: impl FnOnce() -> Result<T, NtfsError>) -> Result<T, FsError> {
+        guarded_nt(&self.location, place, f)
     }
 
     /// Read `$UpCase`: 65536 code units.
@@ -355,23 +370,21 @@ impl NtfsFs {
         let mut g = self.reader();
         let fs = &mut *g;
         let up = self.load(fs, UPCASE_RECORD, "$UpCase")?;
-        let err = |e| self.ntfs_err("$UpCase", e);
-        let item = up
-            .file
-            .data(fs, "")
-            .ok_or_else(|| self.corrupt_at("$UpCase", UPCASE_RECORD, "no $DATA attribute"))?
-            .map_err(err)?;
-        let attr = item.to_attribute().map_err(err)?;
-        if attr.value_length() != UPCASE_BYTES {
-            return Err(self.corrupt_at(
-                "$UpCase",
-                UPCASE_RECORD,
-                format!("{} bytes instead of {UPCASE_BYTES}", attr.value_length()),
+        let place = &up.place;
+        let item = self
+            .nt(place, || up.file.data(fs, "").transpose())?
+            .ok_or_else(|| self.corrupt(place.clone(), "no $DATA attribute"))?;
+        let attr = self.nt(place, || item.to_attribute())?;
+        let have = self.guard(place, || attr.value_length())?;
+        if have != UPCASE_BYTES {
+            return Err(self.corrupt(
+                place.clone(),
+                format!("{have} bytes instead of {UPCASE_BYTES}"),
             ));
         }
-        let mut value = attr.value(fs).map_err(err)?;
+        let mut value = self.nt(place, || attr.value(fs))?;
         let mut buf = vec![0u8; UPCASE_BYTES as usize];
-        value.read_exact(fs, &mut buf).map_err(err)?;
+        self.nt(place, || value.read_exact(fs, &mut buf))?;
         Ok(buf.chunks_exact(2).map(|c| le::le16(c, 0)).collect())
     }
 
@@ -405,17 +418,12 @@ impl NtfsFs {
     /// attributes. `path` names it in errors.
     fn load<'n>(&'n self, fs: &mut Stream, rn: u64, path: &str) -> Result<Loaded<'n>, FsError> {
         let place = format!("{path} (MFT record {rn})");
-        let file = self
-            .ntfs
-            .file(fs, rn)
-            .map_err(|e| self.ntfs_err(&place, e))?;
-        let pos = |f: &NtfsFile<'_>| {
-            f.position()
-                .value()
-                .map(|p| p.get())
-                .ok_or_else(|| self.corrupt(place.clone(), "record has no position"))
+        let file = self.nt(&place, || self.ntfs.file(fs, rn))?;
+        let pos = |f: &NtfsFile<'_>, place: &str| {
+            self.guard(place, || f.position().value().map(|p| p.get()))?
+                .ok_or_else(|| self.corrupt(place.to_string(), "record has no position"))
         };
-        let raw = self.raw_record(fs, pos(&file)?, rn, path)?;
+        let raw = self.raw_record(fs, pos(&file, &place)?, rn, path)?;
         let mut ext = Vec::new();
         let mut named: Vec<u64> = Vec::new();
         for a in raw
@@ -447,14 +455,18 @@ impl NtfsFs {
             }
         }
         for ern in named {
-            let ef = self
-                .ntfs
-                .file(fs, ern)
-                .map_err(|e| self.ntfs_err(&format!("{place}, extension record {ern}"), e))?;
+            let eplace = format!("{place}, extension record {ern}");
+            let ef = self.nt(&eplace, || self.ntfs.file(fs, ern))?;
             let epath = format!("{path} (extension of record {rn})");
-            ext.push(self.raw_record(fs, pos(&ef)?, ern, &epath)?);
+            ext.push(self.raw_record(fs, pos(&ef, &eplace)?, ern, &epath)?);
         }
-        Ok(Loaded { rn, file, raw, ext })
+        Ok(Loaded {
+            rn,
+            place,
+            file,
+            raw,
+            ext,
+        })
     }
 
     /// Walk `path` from the root, one directory index at a time.
@@ -465,7 +477,7 @@ impl NtfsFs {
             let parent = at.to_string();
             at = at.join(comp);
             let shown = at.to_string();
-            if !cur.file.is_directory() || self.link_tag(fs, &cur, &parent)?.is_some() {
+            if !self.is_directory(&cur)? || self.link_tag(fs, &cur, &parent)?.is_some() {
                 return Err(FsError::NotADirectory {
                     fs: self.location.clone(),
                     path: parent,
@@ -567,25 +579,29 @@ impl NtfsFs {
         ) -> Result<R, FsError>,
     ) -> Result<R, FsError> {
         let place = format!("{shown} (MFT record {})", dir.rn);
-        let err = |e| self.ntfs_err(&place, e);
+        let place = &place;
         let mut root_value: Option<Vec<u8>> = None;
         let mut alloc_item = None;
-        let mut attrs = dir.file.attributes();
-        while let Some(item) = attrs.next(fs) {
-            let item = item.map_err(err)?;
-            let (ty, i30) = {
-                let a = item.to_attribute().map_err(err)?;
-                (a.ty().map_err(err)?, a.name().map_err(err)? == "$I30")
-            };
+        let mut attrs = self.guard(place, || dir.file.attributes())?;
+        while let Some(item) = self.nt(place, || attrs.next(fs).transpose())? {
+            let (ty, i30) = self.nt(place, || {
+                let a = item.to_attribute()?;
+                Ok((a.ty()?, a.name()? == "$I30"))
+            })?;
             if !i30 {
                 continue;
             }
             match ty {
                 NtfsAttributeType::IndexRoot if root_value.is_none() => {
-                    let a = item.to_attribute().map_err(err)?;
-                    match a.value(fs).map_err(err)? {
-                        NtfsAttributeValue::Resident(v) => root_value = Some(v.data().to_vec()),
-                        _ => return Err(self.corrupt(place.clone(), "$INDEX_ROOT is not resident")),
+                    let value = self.nt(place, || match item.to_attribute()?.value(fs)? {
+                        NtfsAttributeValue::Resident(v) => Ok(Some(v.data().to_vec())),
+                        _ => Ok(None),
+                    })?;
+                    match value {
+                        Some(v) => root_value = Some(v),
+                        None => {
+                            return Err(self.corrupt(place.clone(), "$INDEX_ROOT is not resident"))
+                        }
                     }
                 }
                 NtfsAttributeType::IndexAllocation if alloc_item.is_none() => {
@@ -597,17 +613,13 @@ impl NtfsFs {
         let root_value = root_value
             .ok_or_else(|| self.corrupt(place.clone(), "directory has no $I30 $INDEX_ROOT"))?;
         let root = index::parse_root(&root_value).map_err(|d| self.corrupt(place.clone(), d))?;
-        let alloc_attr = alloc_item
-            .as_ref()
-            .map(|i| i.to_attribute())
-            .transpose()
-            .map_err(err)?;
-        let alloc = alloc_attr
-            .as_ref()
-            .map(|a| a.value(fs))
-            .transpose()
-            .map_err(err)?;
-        let alloc_len = alloc.as_ref().map_or(0, NtfsAttributeValue::len);
+        let alloc_attr = self.nt(place, || {
+            alloc_item.as_ref().map(|i| i.to_attribute()).transpose()
+        })?;
+        let alloc = self.nt(place, || {
+            alloc_attr.as_ref().map(|a| a.value(fs)).transpose()
+        })?;
+        let alloc_len = self.guard(place, || alloc.as_ref().map_or(0, NtfsAttributeValue::len))?;
 
         let rs = u64::from(root.record_size);
         // Subnode VCNs count clusters, or 512-byte blocks when index records
@@ -634,10 +646,12 @@ impl NtfsFs {
                         format!("index subnode VCN {vcn} is not a record of the {alloc_len}-byte index allocation"),
                     )
                 })?;
-            let mut v = value.clone();
-            v.seek(fs, SeekFrom::Start(off)).map_err(err)?;
             let mut buf = vec![0u8; rs as usize];
-            v.read_exact(fs, &mut buf).map_err(err)?;
+            self.nt(place, || {
+                let mut v = value.clone();
+                v.seek(fs, SeekFrom::Start(off))?;
+                v.read_exact(fs, &mut buf)
+            })?;
             index::parse_node(&mut buf, vcn)
                 .map_err(|d| self.corrupt(place.clone(), format!("index node VCN {vcn}: {d}")))
         };
@@ -655,23 +669,19 @@ impl NtfsFs {
             return Ok(None);
         }
         let place = format!("{path} (MFT record {})", l.rn);
-        let err = |e| self.ntfs_err(&place, e);
-        let mut attrs = l.file.attributes();
-        while let Some(item) = attrs.next(fs) {
-            let item = item.map_err(err)?;
-            let a = item.to_attribute().map_err(err)?;
-            if a.ty().map_err(err)? != NtfsAttributeType::ReparsePoint {
+        let place = &place;
+        let mut attrs = self.guard(place, || l.file.attributes())?;
+        while let Some(item) = self.nt(place, || attrs.next(fs).transpose())? {
+            let a = self.nt(place, || item.to_attribute())?;
+            if self.nt(place, || a.ty())? != NtfsAttributeType::ReparsePoint {
                 continue;
             }
-            let len = a.value_length();
+            let len = self.guard(place, || a.value_length())?;
             if !(8..=reparse::MAX_REPARSE).contains(&len) {
                 return Err(self.corrupt(place.clone(), format!("reparse point of {len} bytes")));
             }
             let mut buf = vec![0u8; len as usize];
-            a.value(fs)
-                .map_err(err)?
-                .read_exact(fs, &mut buf)
-                .map_err(err)?;
+            self.nt(place, || a.value(fs)?.read_exact(fs, &mut buf))?;
             return Ok(Some(buf));
         }
         Ok(None)
@@ -693,7 +703,7 @@ impl NtfsFs {
     fn file_type(&self, fs: &mut Stream, l: &Loaded<'_>, path: &str) -> Result<FileType, FsError> {
         Ok(if self.link_tag(fs, l, path)?.is_some() {
             FileType::Symlink
-        } else if l.file.is_directory() {
+        } else if self.is_directory(l)? {
             FileType::Directory
         } else {
             FileType::Regular
@@ -702,19 +712,22 @@ impl NtfsFs {
 
     fn metadata(&self, fs: &mut Stream, l: &Loaded<'_>, path: &str) -> Result<Metadata, FsError> {
         let place = format!("{path} (MFT record {})", l.rn);
-        let err = |e| self.ntfs_err(&place, e);
-        let info = l.file.info().map_err(err)?;
-        let attrs = info.file_attributes().bits();
+        let place = &place;
+        let (attrs, atime, mtime, ctime) = self.nt(place, || {
+            let info = l.file.info()?;
+            Ok((
+                info.file_attributes().bits(),
+                nt_time(info.access_time()),
+                nt_time(info.modification_time()),
+                nt_time(info.mft_record_modification_time()),
+            ))
+        })?;
         let file_type = self.file_type(fs, l, path)?;
         let size = match file_type {
-            FileType::Regular => match l.file.data(fs, "") {
-                None => 0,
-                Some(item) => item
-                    .map_err(err)?
-                    .to_attribute()
-                    .map_err(err)?
-                    .value_length(),
-            },
+            FileType::Regular => self.nt(place, || match l.file.data(fs, "") {
+                None => Ok(0),
+                Some(item) => Ok(item?.to_attribute()?.value_length()),
+            })?,
             FileType::Symlink => self
                 .reparse_data(fs, l, path)?
                 .and_then(|d| reparse::link_target(&d).ok())
@@ -733,13 +746,18 @@ impl NtfsFs {
             uid: 0,
             gid: 0,
             size,
-            atime: nt_time(info.access_time()),
-            mtime: nt_time(info.modification_time()),
-            ctime: nt_time(info.mft_record_modification_time()),
+            atime,
+            mtime,
+            ctime,
             inode: Some(l.rn),
             nlink: Some(l.link_count()),
             xattrs: None,
         })
+    }
+
+    /// Whether `l` is a directory (its record's flag, read by the crate).
+    fn is_directory(&self, l: &Loaded<'_>) -> Result<bool, FsError> {
+        self.guard(&l.place, || l.file.is_directory())
     }
 
     fn unsupported(&self, op: &str, path: &GuestPath, why: impl Into<String>) -> FsError {
@@ -772,6 +790,27 @@ fn map_ntfs_err(location: &str, place: &str, e: NtfsError) -> FsError {
     }
 }
 
+/// Run a call into the `ntfs` crate behind the panic boundary
+/// (`vmie_disk::guard`): a panic becomes [`FsError::Corrupt`] naming the
+/// volume `location` and `place` (path and MFT record). The crate is only
+/// handed records we validated; this is defence in depth.
+fn guarded<T>(location: &str, place: &str, f: impl FnOnce() -> T) -> Result<T, FsError> {
+    vmie_disk::guard::catch(|| format!("{location}: {place}"), f).map_err(|p| FsError::Corrupt {
+        fs: location.to_string(),
+        place: place.to_string(),
+        detail: format!("the ntfs crate failed on corrupt data ({})", p.message),
+    })
+}
+
+/// [`guarded`] for a call returning the crate's `Result`.
+fn guarded_nt<T>(
+    location: &str,
+    place: &str,
+    f: impl FnOnce() -> Result<T, NtfsError>,
+) -> Result<T, FsError> {
+    guarded(location, place, f)?.map_err(|e| map_ntfs_err(location, place, e))
+}
+
 /// Whether a listed name can be a guest path component.
 fn usable_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
@@ -802,7 +841,7 @@ impl GuestFs for NtfsFs {
         let fs = &mut *g;
         let shown = path.to_string();
         let l = self.lookup(fs, path)?;
-        if !l.file.is_directory() || self.link_tag(fs, &l, &shown)?.is_some() {
+        if !self.is_directory(&l)? || self.link_tag(fs, &l, &shown)?.is_some() {
             return Err(FsError::NotADirectory {
                 fs: self.location.clone(),
                 path: shown,
@@ -881,7 +920,7 @@ impl GuestFs for NtfsFs {
         let shown = path.to_string();
         let l = self.lookup(fs, path)?;
         let place = format!("{shown} (MFT record {})", l.rn);
-        let err = |e| self.ntfs_err(&place, e);
+        let place = &place;
         let t = self.file_type(fs, &l, &shown)?;
         vmie_guestfs::require_regular(t, path, || self.location.clone())?;
         if let Some(data) = self.reparse_data(fs, &l, &shown)? {
@@ -894,23 +933,21 @@ impl GuestFs for NtfsFs {
                 ),
             ));
         }
-        let info = l.file.info().map_err(err)?;
-        if info.file_attributes().bits() & FILE_ATTR_ENCRYPTED != 0 {
+        let attrs = self.nt(place, || Ok(l.file.info()?.file_attributes().bits()))?;
+        if attrs & FILE_ATTR_ENCRYPTED != 0 {
             return Err(self.unsupported("read", path, "the file is encrypted (EFS)"));
         }
-        let Some(item) = l.file.data(fs, "") else {
+        let Some(item) = self.nt(place, || l.file.data(fs, "").transpose())? else {
             return Ok(Vec::new());
         };
-        let item = item.map_err(err)?;
-        let attr = item.to_attribute().map_err(err)?;
-        let flags = attr.flags();
+        let attr = self.nt(place, || item.to_attribute())?;
+        let (flags, size) = self.guard(place, || (attr.flags(), attr.value_length()))?;
         if flags.contains(NtfsAttributeFlags::ENCRYPTED) {
             return Err(self.unsupported("read", path, "the file is encrypted (EFS)"));
         }
         if flags.contains(NtfsAttributeFlags::COMPRESSED) {
             return Err(self.unsupported("read", path, "the file is NTFS-compressed"));
         }
-        let size = attr.value_length();
         if size > limit {
             return Err(FsError::TooLarge {
                 fs: self.location.clone(),
@@ -925,11 +962,11 @@ impl GuestFs for NtfsFs {
             size,
             limit,
         })?;
-        let mut value = attr.value(fs).map_err(err)?;
+        let mut value = self.nt(place, || attr.value(fs))?;
         let mut buf = vec![0u8; n];
         let mut done = 0;
         while done < n {
-            let k = value.read(fs, &mut buf[done..]).map_err(err)?;
+            let k = self.nt(place, || value.read(fs, &mut buf[done..]))?;
             if k == 0 {
                 return Err(self.corrupt(
                     place.clone(),
