@@ -489,6 +489,39 @@ fn fix_run_end_to_end_on_the_debian_demo() {
         );
     }
     assert_eq!(dry["operating_systems"][0]["distro"], "debian");
+    // One entry per file (issue 18): grub.cfg lists every rule that changed
+    // it, and root= is the root-uuid rule's step.
+    let mut paths: Vec<&String> = planned.iter().map(|(p, _)| p).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(
+        paths.len(),
+        planned.len(),
+        "a file reported twice: {planned:?}"
+    );
+    let cfg = dry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/boot/grub/grub.cfg")
+        .unwrap();
+    let rules: Vec<&str> = cfg["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"linux-kernel-root-uuid"), "{rules:?}");
+    let root_step = cfg["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["rule"] == "linux-kernel-root-uuid")
+        .unwrap();
+    assert!(
+        root_step["diff"].as_str().unwrap().contains("root=UUID="),
+        "{root_step}"
+    );
 
     // The real run: same changes, committed with an undo journal.
     let real: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();

@@ -303,16 +303,7 @@ fn mutate_debugfs(base: &Base, rng: &mut Rng, img: &Path) -> String {
     let used = *rng.pick(&base.used_blocks);
     let any_block = rng.below(FS_SIZE_MIB << 10);
     let r = rng.below(1 << 20);
-    let num = *rng.pick(&[
-        0u64,
-        1,
-        7,
-        100,
-        4096,
-        0xffff,
-        0xffff_ffff,
-        r,
-    ]);
+    let num = *rng.pick(&[0u64, 1, 7, 100, 4096, 0xffff, 0xffff_ffff, r]);
     let path = *rng.pick(&[
         "/etc",
         "/etc/fstab",

@@ -283,7 +283,12 @@ fn print_report(
             .changes
             .iter()
             .map(|c| {
-                let mut v = json!({"rule": c.rule, "path": c.path, "action": c.action, "backup": c.backup, "diff": c.diff});
+                let steps: Vec<Value> = c
+                    .steps
+                    .iter()
+                    .map(|st| json!({"rule": st.rule, "action": st.action, "diff": st.diff}))
+                    .collect();
+                let mut v = json!({"rule": c.rule, "rules": c.rules, "path": c.path, "action": c.action, "backup": c.backup, "diff": c.diff, "steps": steps});
                 if let (Value::Object(m), Ok(Value::Object(op))) = (&mut v, serde_json::to_value(&c.op)) {
                     m.extend(op);
                 }
@@ -353,10 +358,11 @@ fn print_report(
         };
         writeln!(
             out,
-            "\n{} {} ({what}, rule {})",
+            "\n{} {} ({what}; {} {})",
             paint("1", "==>"),
             c.path,
-            c.rule
+            if c.rules.len() == 1 { "rule" } else { "rules" },
+            c.rules.join(", ")
         )?;
         if let Some(b) = &c.backup {
             writeln!(out, "    original kept as {b}")?;

@@ -160,7 +160,13 @@ impl LinuxGuest {
                 .iter()
                 .map(|k| Kernel {
                     version: k.version.clone(),
-                    initramfs_readable: k.initramfs.is_some(),
+                    // A partly read initramfs lists only some of its
+                    // drivers: not a basis for saying which it lacks.
+                    initramfs_readable: k.initramfs.as_ref().is_some_and(|i| i.error.is_none()),
+                    initramfs_problem: match &k.initramfs {
+                        None => Some("no initramfs found".into()),
+                        Some(i) => i.error.as_ref().map(|e| format!("{}: {e}", i.path)),
+                    },
                     drivers: k
                         .drivers
                         .iter()

@@ -56,8 +56,10 @@ pub enum EngineError {
 pub struct Kernel {
     /// Version, e.g. `6.1.0-13-amd64`.
     pub version: String,
-    /// Whether its initramfs could be read.
+    /// Whether its initramfs could be read whole.
     pub initramfs_readable: bool,
+    /// Why not, when it could not (for the report).
+    pub initramfs_problem: Option<String>,
     /// Drivers in its initramfs or built in (module names).
     pub drivers: Vec<String>,
 }
@@ -90,24 +92,67 @@ pub enum FileOpDone {
     },
 }
 
-/// One file a rule changed.
+/// One file the run changed, with every rule that changed it. A file that
+/// several rules edit (`/etc/default/grub`: the network rule's kernel
+/// arguments, then the GRUB rule's timeout) is one entry: its `diff` goes
+/// from the original to the final text, and `steps` says what each rule did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileChange {
-    /// Rule id.
+    /// The first rule that changed the file (all of them are in `rules`).
     pub rule: String,
-    /// Action type.
+    /// Every rule that changed the file, in the order they ran.
+    pub rules: Vec<String>,
+    /// The first rule's action type.
     pub action: String,
-    /// The file (symlinks resolved).
+    /// The file (symlinks resolved); for a rename, its old name.
     pub path: String,
-    /// What happened to it.
+    /// What happened to it, all steps together.
     #[serde(flatten)]
     pub op: FileOpDone,
     /// Where its original is kept.
     pub backup: Option<String>,
-    /// Unified diff.
+    /// Unified diff from the original to the final text.
     pub diff: String,
-    /// The changed lines with reasons.
+    /// The changed lines with reasons, every step's.
     pub lines: Vec<Change>,
+    /// Each rule's own change, in order.
+    pub steps: Vec<Step>,
+    /// Text before the first step (empty for a created file).
+    #[serde(skip)]
+    before: String,
+    /// Text after the last step (empty for a removed file).
+    #[serde(skip)]
+    after: String,
+}
+
+/// One rule's change to one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// Rule id.
+    pub rule: String,
+    /// Action type.
+    pub action: String,
+    /// The diff of this step alone.
+    pub diff: String,
+}
+
+impl FileChange {
+    /// The path the file has after this change, if it still exists.
+    fn current_path(&self) -> Option<&str> {
+        match &self.op {
+            FileOpDone::Removed => None,
+            FileOpDone::Renamed { to } => Some(to),
+            FileOpDone::Modified | FileOpDone::Created => Some(&self.path),
+        }
+    }
+
+    /// The name the diff shows.
+    fn diff_name(&self) -> &str {
+        match &self.op {
+            FileOpDone::Renamed { to } => to,
+            _ => &self.path,
+        }
+    }
 }
 
 /// Severity of a finding.
@@ -167,6 +212,71 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Record one step: a new entry, or merged into the entry of the file it
+    /// changes again.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        path: String,
+        op: FileOpDone,
+        backup: Option<String>,
+        before: &str,
+        after: &str,
+        lines: Vec<Change>,
+    ) {
+        let name = match &op {
+            FileOpDone::Renamed { to } => to.clone(),
+            _ => path.clone(),
+        };
+        let step = Step {
+            rule: self.rule.clone(),
+            action: self.action.to_string(),
+            diff: diff::unified(&name, before, after),
+        };
+        let existing = self
+            .report
+            .changes
+            .iter()
+            .position(|c| c.current_path() == Some(path.as_str()));
+        let Some(i) = existing else {
+            self.report.changes.push(FileChange {
+                rule: self.rule.clone(),
+                rules: vec![self.rule.clone()],
+                action: self.action.to_string(),
+                path,
+                op,
+                backup,
+                diff: step.diff.clone(),
+                lines,
+                steps: vec![step],
+                before: before.to_string(),
+                after: after.to_string(),
+            });
+            return;
+        };
+        let c = &mut self.report.changes[i];
+        if !c.rules.contains(&self.rule) {
+            c.rules.push(self.rule.clone());
+        }
+        c.op = match (&c.op, op) {
+            // A created file stays created; a renamed one stays renamed.
+            (FileOpDone::Created, FileOpDone::Modified) => FileOpDone::Created,
+            (FileOpDone::Renamed { to }, FileOpDone::Modified) => {
+                FileOpDone::Renamed { to: to.clone() }
+            }
+            (FileOpDone::Renamed { .. }, FileOpDone::Removed) => FileOpDone::Removed,
+            (_, FileOpDone::Renamed { to }) if c.path != path => FileOpDone::Renamed { to },
+            (_, new) => new,
+        };
+        if c.backup.is_none() {
+            c.backup = backup;
+        }
+        c.after = after.to_string();
+        c.lines.extend(lines);
+        c.steps.push(step);
+        c.diff = diff::unified(c.diff_name(), &c.before, &c.after);
+    }
+
     fn fs_err(&self, e: FsError) -> EngineError {
         EngineError::Fs {
             rule: self.rule.clone(),
@@ -269,15 +379,14 @@ impl Run<'_> {
         self.fs
             .replace_file(p, out.text.as_bytes())
             .map_err(|e| self.fs_err(e))?;
-        self.report.changes.push(FileChange {
-            rule: self.rule.clone(),
-            action: self.action.to_string(),
-            path: p.to_string(),
-            op: FileOpDone::Modified,
-            backup: Some(b.to_string()),
-            diff: diff::unified(&p.to_string(), old, &out.text),
-            lines: out.changes,
-        });
+        self.record(
+            p.to_string(),
+            FileOpDone::Modified,
+            Some(b.to_string()),
+            old,
+            &out.text,
+            out.changes,
+        );
         Ok(())
     }
 
@@ -304,15 +413,14 @@ impl Run<'_> {
             }
             Err(e) => return Err(self.fs_err(e)),
         }
-        self.report.changes.push(FileChange {
-            rule: self.rule.clone(),
-            action: self.action.to_string(),
-            path: p.to_string(),
-            op: FileOpDone::Removed,
-            backup: Some(b.to_string()),
-            diff: diff::unified(&p.to_string(), &old, ""),
-            lines: Vec::new(),
-        });
+        self.record(
+            p.to_string(),
+            FileOpDone::Removed,
+            Some(b.to_string()),
+            &old,
+            "",
+            Vec::new(),
+        );
         Ok(())
     }
 
@@ -331,15 +439,14 @@ impl Run<'_> {
             .create_file(to, out.text.as_bytes(), &attrs)
             .map_err(|e| self.fs_err(e))?;
         self.fs.remove(from).map_err(|e| self.fs_err(e))?;
-        self.report.changes.push(FileChange {
-            rule: self.rule.clone(),
-            action: self.action.to_string(),
-            path: from.to_string(),
-            op: FileOpDone::Renamed { to: to.to_string() },
-            backup: Some(b.to_string()),
-            diff: diff::unified(&to.to_string(), old, &out.text),
-            lines: out.changes,
-        });
+        self.record(
+            from.to_string(),
+            FileOpDone::Renamed { to: to.to_string() },
+            Some(b.to_string()),
+            old,
+            &out.text,
+            out.changes,
+        );
         Ok(())
     }
 }
@@ -400,8 +507,19 @@ impl Run<'_> {
         out
     }
 
-    fn kernel_args(&mut self, add: &[String], remove: &[String]) -> Result<(), EngineError> {
-        let volumes = self.ctx.volumes.clone();
+    /// `root_by_uuid`: also name `root=`/`resume=` devices by UUID. Without
+    /// it the command lines change only by `add` and `remove`.
+    fn kernel_args(
+        &mut self,
+        add: &[String],
+        remove: &[String],
+        root_by_uuid: bool,
+    ) -> Result<(), EngineError> {
+        let volumes = if root_by_uuid {
+            self.ctx.volumes.clone()
+        } else {
+            Vec::new()
+        };
         let e = CmdlineEdit {
             add,
             remove,
@@ -668,7 +786,13 @@ impl Run<'_> {
             if !k.initramfs_readable {
                 self.finding(
                     Severity::Warning,
-                    format!("kernel {}: initramfs missing or unreadable", k.version),
+                    format!(
+                        "kernel {}: drivers not checked: {}",
+                        k.version,
+                        k.initramfs_problem
+                            .as_deref()
+                            .unwrap_or("initramfs missing or unreadable")
+                    ),
                 );
                 continue;
             }
@@ -733,15 +857,14 @@ impl Run<'_> {
                 self.fs
                     .create_file(&p, contents.as_bytes(), &NewAttrs::default())
                     .map_err(|e| self.fs_err(e))?;
-                self.report.changes.push(FileChange {
-                    rule: self.rule.clone(),
-                    action: self.action.to_string(),
-                    path: p.to_string(),
-                    op: FileOpDone::Created,
-                    backup: None,
-                    diff: diff::unified(&p.to_string(), "", contents),
-                    lines: Vec::new(),
-                });
+                self.record(
+                    p.to_string(),
+                    FileOpDone::Created,
+                    None,
+                    "",
+                    contents,
+                    Vec::new(),
+                );
                 Ok(())
             }
         }
@@ -798,7 +921,11 @@ pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report
                     let id = rule.id.clone();
                     run.edit(path, &|t| shellvars::edit(t, &set, &unset, &id))?;
                 }
-                Action::KernelArgs { add, remove } => run.kernel_args(add, remove)?,
+                Action::KernelArgs {
+                    add,
+                    remove,
+                    root_by_uuid,
+                } => run.kernel_args(add, remove, *root_by_uuid)?,
                 Action::Grub { timeout } => run.grub(*timeout)?,
                 Action::Network {} => run.network()?,
                 Action::InitramfsCheck { drivers } => run.initramfs_check(drivers),

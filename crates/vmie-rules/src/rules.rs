@@ -233,6 +233,10 @@ pub enum Action {
         /// Tokens to remove, by name (`rhgb`, `console`).
         #[serde(default)]
         remove: Vec<String>,
+        /// Also name the `root=` and `resume=` devices by UUID when they
+        /// name a device the cloud renames (`/dev/sda1`).
+        #[serde(default)]
+        root_by_uuid: bool,
     },
     /// Boot the newest installed kernel by default, with this timeout.
     Grub {

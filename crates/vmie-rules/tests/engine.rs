@@ -46,6 +46,7 @@ fn debian_ctx() -> Context {
         kernels: vec![Kernel {
             version: "6.1.0-13-amd64".into(),
             initramfs_readable: true,
+            initramfs_problem: None,
             drivers: vec!["virtio_blk".into(), "nvme".into()],
         }],
     }
@@ -313,4 +314,77 @@ fn interfaces_d_backups_go_outside_the_globbed_directory() {
     assert!(text(&fs, "/etc/network/interfaces.d.vmie.bak/ens192").contains("address 10.1.1.1/24"));
     let (_, listing) = fs.list("/etc/network/interfaces.d").unwrap();
     assert_eq!(listing.len(), 1, "nothing else in the sourced directory");
+}
+
+/// Issue 18: each file is reported once, with every rule that changed it, and
+/// each change is attributed to the rule that made it.
+#[test]
+fn one_entry_per_file_with_each_rule_attributed() {
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/demo");
+    let mut fs = MemFs::from_host_dir("demo", &tree).unwrap();
+    let orig_cfg = text(&fs, "/boot/grub/grub.cfg");
+    let report = run(&mut fs, &shipped(), &debian_ctx()).unwrap();
+    let mut paths: Vec<&str> = report.changes.iter().map(|c| c.path.as_str()).collect();
+    let n = paths.len();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), n, "a file reported twice: {paths:?}");
+
+    let cfg = report
+        .changes
+        .iter()
+        .find(|c| c.path == "/boot/grub/grub.cfg")
+        .unwrap();
+    assert_eq!(
+        cfg.rules,
+        [
+            "linux-network-dhcp",
+            "linux-grub-default-timeout",
+            "linux-kernel-root-uuid"
+        ],
+        "{cfg:?}"
+    );
+    assert_eq!(cfg.steps.len(), 3);
+    // root= is the root-uuid rule's doing, and only its.
+    let by = |rule: &str| cfg.steps.iter().find(|s| s.rule == rule).unwrap();
+    assert!(by("linux-kernel-root-uuid")
+        .diff
+        .contains("+\tlinux /boot/vmlinuz-6.1.0-13-amd64 root=UUID="));
+    assert!(!by("linux-network-dhcp").diff.contains("root=UUID"));
+    assert!(by("linux-network-dhcp").diff.contains("net.ifnames=0"));
+    assert!(by("linux-grub-default-timeout")
+        .diff
+        .contains("+set timeout=1"));
+    // The whole diff goes from the original to the final text.
+    let final_cfg = text(&fs, "/boot/grub/grub.cfg");
+    assert_eq!(
+        cfg.diff,
+        vmie_rules::diff::unified("/boot/grub/grub.cfg", &orig_cfg, &final_cfg)
+    );
+    assert_eq!(text(&fs, "/boot/grub/grub.cfg.vmie.bak"), orig_cfg);
+}
+
+/// Issue 18: a user rule whose kernel_args only adds console= changes only
+/// that; root= is rewritten only by a rule that asks (root_by_uuid).
+#[test]
+fn kernel_args_does_only_what_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("console.toml"),
+        "[[rule]]\nid = \"serial-console\"\ndescription = \"console on ttyS0\"\nwhen = { os = \"linux\" }\nactions = [{ type = \"kernel_args\", add = [\"console=ttyS0\"] }]\n",
+    )
+    .unwrap();
+    let rules = load_dirs(&[dir.path().to_path_buf()]).unwrap();
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/demo");
+    let mut fs = MemFs::from_host_dir("demo", &tree).unwrap();
+    let report = run(&mut fs, &rules, &debian_ctx()).unwrap();
+    let cfg = text(&fs, "/boot/grub/grub.cfg");
+    assert!(cfg.contains("root=/dev/sda1 ro console=ttyS0\n"), "{cfg}");
+    assert!(!cfg.contains("root=UUID"), "{cfg}");
+    for c in &report.changes {
+        assert_eq!(c.rules, ["serial-console"]);
+        for l in &c.lines {
+            assert!(!l.reason.contains("renamed in the cloud"), "{l:?}");
+        }
+    }
 }
