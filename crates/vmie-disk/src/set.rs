@@ -53,12 +53,17 @@ pub struct DiskSet {
 }
 
 impl DiskSet {
-    /// Open `paths` as raw images. `writable` opens them for a later commit;
-    /// nothing is written before [`DiskSet::commit`].
+    /// Open `paths` as raw images. `writable` opens them for a later commit
+    /// and takes each image's writers' lock (see [`journal::lock_image`]) for
+    /// as long as the set lives; nothing is written before
+    /// [`DiskSet::commit`] except the removal of a temporary journal that a
+    /// killed run left beside an image (it never changed the image).
     ///
-    /// Refused: container formats (qcow2, VMDK, VHD, VHDX, VDI), and images
-    /// that an interrupted run left half-written (their undo journal is still
-    /// in the prepared state: run `vmie-fixup undo` first).
+    /// Refused: container formats (qcow2, VMDK, VHD, VHDX, VDI); for writing,
+    /// an image another run holds the lock of; and images with a journal that
+    /// is not complete: a run or an undo was interrupted (its journal is
+    /// `PREPARED` or `UNDOING`: run `vmie-fixup undo` first), or, when read
+    /// only, another run is writing the image right now.
     pub fn open(paths: &[PathBuf], writable: bool) -> Result<Self, DiskError> {
         let mut disks = Vec::with_capacity(paths.len());
         for path in paths {
@@ -67,17 +72,15 @@ impl DiskSet {
             } else {
                 FileDevice::open(path)?
             });
+            if writable {
+                journal::lock_image(file.file(), path)?;
+            }
             format::ensure_raw(file.as_ref())?;
-            if let Some(j) = journal::interrupted_journal(path)? {
-                return Err(DiskError::journal(
-                    path.display().to_string(),
-                    format!(
-                        "an earlier run was interrupted while writing this image (journal {}); \
-                         run `vmie-fixup undo {}` to restore it first",
-                        j.display(),
-                        path.display()
-                    ),
-                ));
+            if writable {
+                journal::remove_stale_temp_journal(path, None)?;
+            }
+            if let Some(p) = journal::pending_journal(path)? {
+                return Err(pending_error(path, &p, writable));
             }
             let overlay = Arc::new(Overlay::new(file.clone()));
             disks.push(Disk {
@@ -120,5 +123,43 @@ impl DiskSet {
             })
             .collect();
         journal::commit(&targets, opts)
+    }
+}
+
+/// Why an image with a journal that is not complete cannot be used, and what
+/// to do about it.
+fn pending_error(path: &Path, p: &journal::Pending, writable: bool) -> DiskError {
+    let image = path.display();
+    let j = p.journal.display();
+    // A writer holds the lock itself, so the journal's run is gone; a reader
+    // may be looking at a run in progress.
+    if !writable && journal::locked_by_other(path) {
+        return DiskError::Journal {
+            path: image.to_string(),
+            why: format!(
+                "image is in use by another vmie-fixup run, which is writing or undoing it \
+                 (journal {j}); try again when that run has finished"
+            ),
+        };
+    }
+    let why = match p.kind {
+        journal::PendingKind::Prepared => format!(
+            "an earlier run was interrupted while writing this image (journal {j}); \
+             run `vmie-fixup undo {image}` to restore it first"
+        ),
+        journal::PendingKind::Undoing => format!(
+            "an undo of this image was interrupted and the image is partly restored \
+             (journal {j} is marked UNDOING); run `vmie-fixup undo {image}` to finish \
+             restoring it first"
+        ),
+        journal::PendingKind::Unreadable => format!(
+            "undo journal {j} beside this image cannot be read or is in no known state, \
+             so whether the image is whole is unknown; run `vmie-fixup undo {image}` to \
+             check and apply it"
+        ),
+    };
+    DiskError::Journal {
+        path: image.to_string(),
+        why,
     }
 }

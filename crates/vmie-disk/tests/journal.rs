@@ -84,6 +84,7 @@ fn commit_then_undo_restores_originals() {
     assert_eq!(report.images.len(), 2);
     assert_eq!(report.images[0].ranges, 3);
     assert_ne!(hash(&images[0]), before[0]);
+    drop(set); // undo takes the image's lock, which the set holds
     for (img, h) in images.iter().zip(&before) {
         journal::undo(img, &CommitOptions::default()).unwrap();
         assert_eq!(&hash(img), h);
@@ -103,6 +104,7 @@ fn two_runs_undo_in_reverse_order() {
     let after_first = hash(&images[0]);
     set.disks()[0].device().write_at(102, b"second").unwrap();
     set.commit(&CommitOptions::default()).unwrap();
+    drop(set);
     journal::undo(&images[0], &CommitOptions::default()).unwrap();
     assert_eq!(hash(&images[0]), after_first);
     journal::undo(&images[0], &CommitOptions::default()).unwrap();
@@ -116,6 +118,7 @@ fn undo_refuses_when_image_changed_since() {
     let set = DiskSet::open(&images[..1], true).unwrap();
     set.disks()[0].device().write_at(100, b"ours").unwrap();
     set.commit(&CommitOptions::default()).unwrap();
+    drop(set);
     // Someone else writes over our bytes.
     let dev = vmie_disk::FileDevice::open_rw(&images[0]).unwrap();
     dev.write_at(101, b"X").unwrap();
@@ -130,6 +133,7 @@ fn undo_refuses_a_damaged_journal() {
     let set = DiskSet::open(&images[..1], true).unwrap();
     set.disks()[0].device().write_at(100, b"ours").unwrap();
     let report = set.commit(&CommitOptions::default()).unwrap();
+    drop(set);
     let j = &report.images[0].journal;
     let mut bytes = fs::read(j).unwrap();
     let n = bytes.len();
