@@ -831,3 +831,23 @@ fn write_and_copy_in_go_through_the_journal() {
     ok(&["undo", "--all", s(&img)]);
     assert_eq!(sha256(&img), original);
 }
+
+/// Issue 18: a wrong choice names the valid ones, and what a volume is.
+#[test]
+fn refusals_name_the_cause_and_the_choices() {
+    let img = fixture("demo");
+    let i = s(&img);
+    let err = fails(&["ls", &format!("{i}:7"), "/"], 1);
+    assert!(
+        err.contains("no partition 7") && err.contains("1 (ext4 \"rootfs\"), 2 (extended), 5 (swap \"swap\"), 6 (ext4 \"data\")"),
+        "{err}"
+    );
+    let err = fails(&["ls", &format!("{i}:2"), "/"], 1);
+    assert!(err.contains("extended partition") && err.contains("(5, 6)"), "{err}");
+    let err = fails(&["ls", &format!("{i}:5"), "/"], 1);
+    assert!(err.contains("swap area: it holds no files"), "{err}");
+    let err = fails(&["inspect", i, i], 1);
+    assert!(err.contains("are the same image file"), "{err}");
+    let err = fails(&["--dry-run", i, i], 1);
+    assert!(err.contains("are the same image file"), "{err}");
+}

@@ -159,9 +159,63 @@ pub fn readable(kind: FsKind) -> bool {
     )
 }
 
+/// One line per volume of a disk, for messages that ask the user to choose:
+/// `1 (ext4 "rootfs"), 2 (extended), 5 (swap), 6 (ext4)`.
+pub fn describe_choices(layout: &DiskLayout) -> String {
+    let items: Vec<String> = layout
+        .volumes
+        .iter()
+        .map(|v| {
+            let what = if v.is_extended() {
+                "extended".to_string()
+            } else {
+                match &v.probe {
+                    Some(p) => match &p.label {
+                        Some(l) if !l.is_empty() => format!("{} \"{l}\"", p.kind.as_str()),
+                        _ => p.kind.as_str().to_string(),
+                    },
+                    None => "nothing recognised".to_string(),
+                }
+            };
+            match v.number {
+                Some(n) => format!("{n} ({what})"),
+                None => format!("the whole disk ({what})"),
+            }
+        })
+        .collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Refuses the same image named twice (by path or through another name of
+/// the same file): it would be read as two disks of the VM.
+fn refuse_duplicates(paths: &[PathBuf]) -> Result<(), InspectError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: Vec<((u64, u64), &PathBuf)> = Vec::new();
+    for p in paths {
+        let Ok(m) = std::fs::metadata(p) else {
+            continue; // DiskSet::open names a missing file
+        };
+        let id = (m.dev(), m.ino());
+        if let Some((_, first)) = seen.iter().find(|(x, _)| *x == id) {
+            return Err(InspectError::Select(format!(
+                "{} and {} are the same image file; give each disk of the VM once",
+                first.display(),
+                p.display()
+            )));
+        }
+        seen.push((id, p));
+    }
+    Ok(())
+}
+
 impl Vm {
     /// Open the images of a VM (boot disk first) and find their volumes.
     pub fn open(paths: &[PathBuf], opts: &OpenOptions) -> Result<Self, InspectError> {
+        refuse_duplicates(paths)?;
         let disks = DiskSet::open(paths, opts.writable)?;
         let mut layouts = Vec::with_capacity(paths.len());
         for (index, disk) in disks.disks().iter().enumerate() {
@@ -259,15 +313,20 @@ impl Vm {
                 .volumes
                 .iter()
                 .find(|v| v.number == Some(*n))
-                .ok_or_else(|| InspectError::Select(format!("{path}: no partition {n}"))),
+                .ok_or_else(|| {
+                    InspectError::Select(format!(
+                        "{path}: no partition {n}; its volumes: {}",
+                        describe_choices(layout)
+                    ))
+                }),
             VolumeSelector::Uuid(u) => layout
                 .volumes
                 .iter()
                 .find(|v| v.probe.as_ref().and_then(|p| p.uuid.as_deref()).is_some_and(|x| x.eq_ignore_ascii_case(u)))
-                .ok_or_else(|| InspectError::Select(format!("{path}: no volume with filesystem UUID {u}"))),
+                .ok_or_else(|| InspectError::Select(format!("{path}: no volume with filesystem UUID {u}; its volumes: {}", describe_choices(layout)))),
             VolumeSelector::Auto => match readable_vols.as_slice() {
                 [one] => Ok(one),
-                [] => Err(InspectError::Select(format!("{path}: no volume with a filesystem vmie-fixup can read"))),
+                [] => Err(InspectError::Select(format!("{path}: no volume with a filesystem vmie-fixup can read; its volumes: {}", describe_choices(layout)))),
                 many => Err(InspectError::Select(format!(
                     "{path}: {} volumes have readable filesystems; name one as {path}:N (partition {}) or {path}:UUID",
                     many.len(),
@@ -279,6 +338,25 @@ impl Vm {
 
     /// The guest file API of `vol`.
     pub fn open_fs(&self, vol: &Volume) -> Result<Box<dyn GuestFs>, InspectError> {
+        if vol.is_extended() {
+            let logicals: Vec<String> = self
+                .layouts
+                .get(vol.disk)
+                .map(|l| {
+                    l.volumes
+                        .iter()
+                        .filter_map(|v| v.number)
+                        .filter(|n| *n >= 5)
+                        .map(|n| n.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(InspectError::Select(format!(
+                "{} is an extended partition: a container of logical partitions ({}), with no files of its own; name one of those",
+                vol.name,
+                if logicals.is_empty() { "none".to_string() } else { logicals.join(", ") }
+            )));
+        }
         let Some(probe) = &vol.probe else {
             return Err(InspectError::Select(format!(
                 "{}: no filesystem recognised{}",
@@ -298,14 +376,45 @@ impl Vm {
                 vol.device.clone(),
                 vol.name.clone(),
             )?)),
+            FsKind::Swap => Err(InspectError::Select(format!(
+                "{} is a swap area: it holds no files",
+                vol.name
+            ))),
+            FsKind::XfsExternalLog => Err(InspectError::Select(format!(
+                "{} is an XFS external log: it holds no files (its filesystem is on another volume)",
+                vol.name
+            ))),
+            FsKind::Lvm2 | FsKind::Luks | FsKind::Bitlocker | FsKind::LinuxRaid => Err(InspectError::Fs(FsError::Unsupported {
+                fs: vol.name.clone(),
+                op: "read files".into(),
+                why: format!(
+                    "it is a {} container; vmie-fixup does not open those yet",
+                    other_name(probe.kind)
+                ),
+            })),
             other => Err(InspectError::Fs(FsError::Unsupported {
                 fs: vol.name.clone(),
                 op: "read files".into(),
                 why: format!(
-                    "reading {} filesystems is not implemented yet",
-                    other.as_str()
+                    "vmie-fixup cannot read {} filesystems yet",
+                    other_name(other)
                 ),
             })),
         }
+    }
+}
+
+/// The name people use for a kind of volume.
+fn other_name(kind: FsKind) -> &'static str {
+    match kind {
+        FsKind::Xfs => "XFS",
+        FsKind::Btrfs => "Btrfs",
+        FsKind::Vfat => "FAT",
+        FsKind::Lvm2 => "LVM2 physical volume",
+        FsKind::Luks => "LUKS encrypted",
+        FsKind::Bitlocker => "BitLocker encrypted",
+        FsKind::Iso9660 => "ISO 9660",
+        FsKind::LinuxRaid => "Linux software RAID member",
+        other => other.as_str(),
     }
 }
