@@ -26,6 +26,7 @@ mod tx;
 mod write;
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
@@ -139,12 +140,42 @@ impl Ext4Read for DevReader {
     }
 }
 
+/// Bytes a directory may span before we refuse to let ext4-view walk it,
+/// per entry [`Limits::max_dir_entries`] allows: the largest record one
+/// entry can need (8 + 255 bytes, rounded to 264), doubled for deleted
+/// space and htree index blocks. With the default limits: 528 MiB, a
+/// directory of a million long names kept after as many were deleted.
+const DIR_BYTES_PER_ENTRY: u64 = 2 * 264;
+
+/// Longest symlink target ext2/3/4 stores (the kernel's PATH_MAX less the
+/// terminating NUL); the writer refuses longer targets too.
+const MAX_SYMLINK_TARGET: u64 = 4095;
+
+/// The loaded ext4-view reader and the directories whose paths were
+/// checked through it (see [`Ext4Fs::check_path`]). Both are dropped
+/// together: by every write, and after ext4-view panicked.
+struct View {
+    fs: Ext4,
+    dirs: HashSet<Vec<u8>>,
+}
+
 /// A mounted-in-userspace ext2/3/4 filesystem.
+///
+/// Every call into ext4-view runs behind [`vmie_disk::guard::catch`]: a
+/// panic in it becomes an [`FsError::Corrupt`] naming the volume and path,
+/// and the reader instance (whose caches may be half-updated) is dropped
+/// and reloaded by the next read. Allocations ext4-view sizes from the
+/// image are validated first: a file is read whole only when its size is
+/// within the caller's limit, a symlink target only when it is at most
+/// 4095 bytes, a directory is walked only when its size is within
+/// [`Limits::max_dir_entries`] x 528 bytes and the volume, and paths are
+/// handed over only when every component but the last is a directory
+/// (ext4-view follows symlinks in them, reading targets we did not check).
 pub struct Ext4Fs {
     /// The ext4-view reader, loaded on first read and dropped by every write,
     /// so opening and writing cost only what they touch: ext4-view's load
     /// reads and checks every group descriptor, which grows with the volume.
-    view: RefCell<Option<Ext4>>,
+    view: RefCell<Option<View>>,
     /// The primary superblock as read at open (UUID and label).
     sb: Box<[u8; 1024]>,
     dev: Arc<dyn Device>,
@@ -211,6 +242,32 @@ impl Ext4Fs {
                 ))
             }
         }
+        // ext4-view keeps one record per group: bound the group count by
+        // the rule every non-meta_bg ext2/3/4 obeys (meta_bg is refused
+        // below), that the descriptor table fits in group 0, so a corrupted
+        // blocks-per-group cannot make it allocate for millions of groups.
+        let first_data_block = u64::from(le32(&sb, 0x14));
+        let bpg = u64::from(le32(&sb, 0x20));
+        let desc_size = if le32(&sb, 0x60) & INCOMPAT_64BIT != 0 {
+            u64::from(le16(&sb, 0xFE)).max(64)
+        } else {
+            32
+        };
+        let groups = blocks
+            .checked_sub(first_data_block)
+            .filter(|_| bpg > 0)
+            .map(|n| n.div_ceil(bpg.max(1)));
+        let gdt_fits = groups
+            .and_then(|g| g.checked_mul(desc_size))
+            .is_some_and(|gdt| gdt <= bpg.saturating_mul(block_size));
+        if !gdt_fits {
+            return Err(corrupt(
+                "superblock (offset 1024)",
+                format!(
+                    "{blocks} blocks in groups of {bpg}: the group descriptors do not fit in group 0"
+                ),
+            ));
+        }
         let incompat = le32(&sb, 0x60);
         let (unknown, named) = INCOMPAT_UNREADABLE;
         let mut refused: Vec<String> = named
@@ -246,16 +303,126 @@ impl Ext4Fs {
         self
     }
 
-    /// The ext4-view reader, loading it if no read happened since open or
-    /// since the last write.
+    /// The ext4-view reader, loading it (behind the panic boundary) if no
+    /// read happened since open or since the last write.
     fn fs(&self) -> Result<Ext4, FsError> {
-        if let Some(fs) = self.view.borrow().as_ref() {
-            return Ok(fs.clone());
+        if let Some(v) = self.view.borrow().as_ref() {
+            return Ok(v.fs.clone());
         }
-        let fs = Ext4::load(Box::new(DevReader::new(&self.dev)))
-            .map_err(|e| map_err(&self.location, "/", e))?;
-        *self.view.borrow_mut() = Some(fs.clone());
+        let fs = self.load("/")?;
+        *self.view.borrow_mut() = Some(View {
+            fs: fs.clone(),
+            dirs: HashSet::new(),
+        })
+        ;
         Ok(fs)
+    }
+
+    /// A fresh ext4-view instance over the device.
+    fn load(&self, what: &str) -> Result<Ext4, FsError> {
+        let dev = Arc::clone(&self.dev);
+        match vmie_disk::guard::catch(
+            || format!("{}: loading the filesystem", self.location),
+            move || Ext4::load(Box::new(DevReader::new(&dev))),
+        ) {
+            Ok(r) => r.map_err(|e| map_err(&self.location, what, e)),
+            Err(p) => Err(self.panicked(what, &p)),
+        }
+    }
+
+    fn panicked(&self, path: &str, p: &vmie_disk::guard::Panicked) -> FsError {
+        FsError::Corrupt {
+            fs: self.location.clone(),
+            place: path.to_string(),
+            detail: format!("the ext4 reader failed on corrupt data ({})", p.message),
+        }
+    }
+
+    /// Run `f` on the loaded reader behind the panic boundary. A panic
+    /// drops the reader (its block cache may be half-updated), so the next
+    /// read loads a fresh one.
+    fn call<T>(
+        &self,
+        path: &str,
+        f: impl FnOnce(&Ext4) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let fs = self.fs()?;
+        match vmie_disk::guard::catch(|| format!("{}: {path}", self.location), || f(&fs)) {
+            Ok(r) => r,
+            Err(p) => {
+                self.view.replace(None);
+                Err(self.panicked(path, &p))
+            }
+        }
+    }
+
+    /// ext4-view's metadata of `path` (final symlink not followed).
+    fn view_meta(&self, bytes: &[u8], shown: &str) -> Result<ext4_view::Metadata, FsError> {
+        let p = self.path(bytes)?;
+        self.call(shown, |fs| {
+            fs.symlink_metadata(p)
+                .map_err(|e| map_err(&self.location, shown, e))
+        })
+    }
+
+    /// The largest directory ext4-view is let walk.
+    fn dir_cap(&self) -> u64 {
+        (self.limits.max_dir_entries as u64)
+            .saturating_mul(DIR_BYTES_PER_ENTRY)
+            .min(self.dev.len())
+    }
+
+    /// A directory that ext4-view may walk: its size within [`Self::dir_cap`].
+    fn check_dir_meta(&self, m: &ext4_view::Metadata, shown: &str) -> Result<(), FsError> {
+        if !m.is_dir() {
+            return Err(FsError::NotADirectory {
+                fs: self.location.clone(),
+                path: shown.to_string(),
+            });
+        }
+        let cap = self.dir_cap();
+        if m.len() > cap {
+            return Err(FsError::Corrupt {
+                fs: self.location.clone(),
+                place: shown.to_string(),
+                detail: format!(
+                    "directory size {} bytes is over the {cap} bytes a directory may span here",
+                    m.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check what ext4-view will walk before handing it `path`: the root
+    /// and every component but the last must be directories of a sane size
+    /// (not symlinks, which it would follow, reading a target of any size).
+    /// Checked directories are remembered for the life of the reader.
+    fn check_path(&self, path: &GuestPath) -> Result<(), FsError> {
+        let comps = path.components();
+        let n = comps.len().saturating_sub(1);
+        let mut prefix = GuestPath::root();
+        for i in 0..=n {
+            if i > 0 {
+                prefix = prefix.join(&comps[i - 1]);
+            }
+            let bytes = prefix.to_bytes();
+            let known = self
+                .view
+                .borrow()
+                .as_ref()
+                .is_some_and(|v| v.dirs.contains(&bytes));
+            if known {
+                continue;
+            }
+            let shown = prefix.to_string();
+            let m = self.view_meta(&bytes, &shown)?;
+            self.check_dir_meta(&m, &shown)?;
+            if let Some(v) = self.view.borrow_mut().as_mut() {
+                v.dirs.insert(bytes);
+            }
+        }
+        Ok(())
     }
 
     /// Run one write transaction; the next read re-loads the reader so it
@@ -278,32 +445,52 @@ impl Ext4Fs {
     /// device and compare every path with what it should hold (`None`: must
     /// not exist). A mismatch is a [`FsError::Corrupt`] naming the path.
     pub fn verify_paths(&self, expected: &[(GuestPath, Option<Vec<u8>>)]) -> Result<(), FsError> {
-        let fresh = Ext4::load(Box::new(DevReader::new(&self.dev)))
-            .map_err(|e| map_err(&self.location, "/", e))?;
+        let fresh = self.load("/")?;
         for (path, want) in expected {
             let bytes = path.to_bytes();
+            let shown = path.to_string();
             let p = self.path(&bytes)?;
-            let got = match fresh.read(p) {
-                Ok(d) => Some(d),
-                Err(Ext4Error::NotFound) => None,
-                Err(e) => return Err(map_err(&self.location, &path.to_string(), e)),
+            // (exists, size, contents): a file whose size differs from what
+            // was written is a mismatch without being read, so the read is
+            // never larger than what we wrote ourselves.
+            let caught = vmie_disk::guard::catch(
+                || format!("{}: self-check of {shown}", self.location),
+                || -> Result<Option<(u64, Option<Vec<u8>>)>, FsError> {
+                    let m = match fresh.symlink_metadata(p) {
+                        Ok(m) => m,
+                        Err(Ext4Error::NotFound) => return Ok(None),
+                        Err(e) => return Err(map_err(&self.location, &shown, e)),
+                    };
+                    let readable = m.file_type().is_regular_file()
+                        && want.as_ref().is_some_and(|w| m.len() == w.len() as u64);
+                    if !readable {
+                        return Ok(Some((m.len(), None)));
+                    }
+                    match fresh.read(p) {
+                        Ok(d) => Ok(Some((m.len(), Some(d)))),
+                        Err(e) => Err(map_err(&self.location, &shown, e)),
+                    }
+                },
+            );
+            let got = match caught {
+                Ok(r) => r?,
+                Err(p) => return Err(self.panicked(&shown, &p)),
             };
-            if &got != want {
-                return Err(FsError::Corrupt {
-                    fs: self.location.clone(),
-                    place: path.to_string(),
-                    detail: match (&got, want) {
-                        (None, Some(_)) => "self-check: the file is missing after the write".into(),
-                        (Some(_), None) => "self-check: the file still exists".into(),
-                        (Some(g), Some(w)) => format!(
-                            "self-check: read back {} bytes that differ from the {} written",
-                            g.len(),
-                            w.len()
-                        ),
-                        (None, None) => String::new(),
-                    },
-                });
-            }
+            let detail = match (&got, want) {
+                (None, None) => continue,
+                (Some((_, Some(d))), Some(w)) if d == w => continue,
+                (None, Some(_)) => "self-check: the file is missing after the write".to_string(),
+                (Some(_), None) => "self-check: the file still exists".to_string(),
+                (Some((len, _)), Some(w)) => format!(
+                    "self-check: read back {len} bytes that differ from the {} written",
+                    w.len()
+                ),
+            };
+            return Err(FsError::Corrupt {
+                fs: self.location.clone(),
+                place: shown,
+                detail,
+            });
         }
         Ok(())
     }
@@ -410,11 +597,8 @@ impl GuestFs for Ext4Fs {
     }
 
     fn symlink_metadata(&self, path: &GuestPath) -> Result<Metadata, FsError> {
-        let bytes = path.to_bytes();
-        let m = self
-            .fs()?
-            .symlink_metadata(self.path(&bytes)?)
-            .map_err(|e| map_err(&self.location, &path.to_string(), e))?;
+        self.check_path(path)?;
+        let m = self.view_meta(&path.to_bytes(), &path.to_string())?;
         Ok(Metadata {
             file_type: file_type(m.file_type()),
             mode: u32::from(m.mode()),
@@ -432,34 +616,43 @@ impl GuestFs for Ext4Fs {
     }
 
     fn read_dir(&self, path: &GuestPath) -> Result<Vec<DirEntry>, FsError> {
+        self.check_path(path)?;
         let bytes = path.to_bytes();
-        let err = |e| map_err(&self.location, &path.to_string(), e);
-        let mut out = Vec::new();
-        for entry in self.fs()?.read_dir(self.path(&bytes)?).map_err(err)? {
-            let entry = entry.map_err(err)?;
-            let name = entry.file_name().as_ref().to_vec();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            if out.len() >= self.limits.max_dir_entries {
-                return Err(FsError::Corrupt {
-                    fs: self.location.clone(),
-                    place: path.to_string(),
-                    detail: format!(
-                        "more than {} directory entries",
-                        self.limits.max_dir_entries
-                    ),
+        let shown = path.to_string();
+        // The directory itself: not a symlink ext4-view would follow, and
+        // of a size it may walk.
+        let m = self.view_meta(&bytes, &shown)?;
+        self.check_dir_meta(&m, &shown)?;
+        let p = self.path(&bytes)?;
+        let err = |e| map_err(&self.location, &shown, e);
+        self.call(&shown, |fs| {
+            let mut out = Vec::new();
+            for entry in fs.read_dir(p).map_err(err)? {
+                let entry = entry.map_err(err)?;
+                let name = entry.file_name().as_ref().to_vec();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                if out.len() >= self.limits.max_dir_entries {
+                    return Err(FsError::Corrupt {
+                        fs: self.location.clone(),
+                        place: shown.clone(),
+                        detail: format!(
+                            "more than {} directory entries",
+                            self.limits.max_dir_entries
+                        ),
+                    });
+                }
+                out.push(DirEntry {
+                    name,
+                    file_type: entry
+                        .file_type()
+                        .map(file_type)
+                        .unwrap_or(FileType::Unknown),
                 });
             }
-            out.push(DirEntry {
-                name,
-                file_type: entry
-                    .file_type()
-                    .map(file_type)
-                    .unwrap_or(FileType::Unknown),
-            });
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn read_file(&self, path: &GuestPath, limit: u64) -> Result<Vec<u8>, FsError> {
@@ -474,18 +667,40 @@ impl GuestFs for Ext4Fs {
             });
         }
         let bytes = path.to_bytes();
-        self.fs()?
-            .read(self.path(&bytes)?)
-            .map_err(|e| map_err(&self.location, &path.to_string(), e))
+        let shown = path.to_string();
+        let p = self.path(&bytes)?;
+        self.call(&shown, |fs| {
+            fs.read(p).map_err(|e| map_err(&self.location, &shown, e))
+        })
     }
 
     fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>, FsError> {
+        let m = self.symlink_metadata(path)?;
+        let shown = path.to_string();
+        if m.file_type != FileType::Symlink {
+            return Err(FsError::NotASymlink {
+                fs: self.location.clone(),
+                path: shown,
+            });
+        }
+        // ext4-view reads a long target whole, sized by the inode.
+        if m.size > MAX_SYMLINK_TARGET {
+            return Err(FsError::Corrupt {
+                fs: self.location.clone(),
+                place: shown,
+                detail: format!(
+                    "symlink target of {} bytes (at most {MAX_SYMLINK_TARGET})",
+                    m.size
+                ),
+            });
+        }
         let bytes = path.to_bytes();
-        let target = self
-            .fs()?
-            .read_link(self.path(&bytes)?)
-            .map_err(|e| map_err(&self.location, &path.to_string(), e))?;
-        Ok(target.as_ref().to_vec())
+        let p = self.path(&bytes)?;
+        self.call(&shown, |fs| {
+            fs.read_link(p)
+                .map(|t| t.as_ref().to_vec())
+                .map_err(|e| map_err(&self.location, &shown, e))
+        })
     }
 
     /// Replace the contents of an existing regular file, keeping its inode
