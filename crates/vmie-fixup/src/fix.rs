@@ -157,6 +157,7 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
         None
     };
     let mut report = engine::Report::default();
+    let mut check_after = None;
     let mut journals = Vec::new();
     let mut applied = false;
     if let Some(g) = guest.as_mut() {
@@ -194,12 +195,20 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
                     .collect();
                 applied = true;
                 if args.check_fs {
-                    let images: Vec<&std::path::Path> =
-                        c.images.iter().map(|i| i.image.as_path()).collect();
-                    crate::checkfs::after(&checked, &images).map_err(refused)?;
+                    let images: Vec<PathBuf> = c.images.iter().map(|i| i.image.clone()).collect();
+                    check_after = Some((checked, images));
                 }
             }
         }
+    }
+    crate::stats(&vm);
+    if let Some((targets, images)) = check_after {
+        // The run's lock on the images goes with `vm`; the rollback, if any,
+        // is an undo, which takes its own.
+        drop(guest);
+        drop(vm);
+        let images: Vec<&std::path::Path> = images.iter().map(PathBuf::as_path).collect();
+        crate::checkfs::after(&targets, &images).map_err(refused)?;
     }
     let blocking = preflight.iter().any(|p| p.severity == Severity::Error)
         || report
@@ -208,7 +217,6 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
             .any(|f| f.severity == Severity::Error);
     print_report(args, &oses, &preflight, &report, applied, &journals)
         .map_err(|e| Failure { code: 3, error: e })?;
-    crate::stats(&vm);
     if blocking {
         return Err(Failure {
             code: 1,
