@@ -141,6 +141,9 @@ pub(crate) struct Geo {
     pub hash_unsigned: bool,
     pub backup_bgs: [u32; 2],
     pub want_extra_isize: u16,
+    /// Groups per flex group (1 without `flex_bg`): the groups whose
+    /// bitmaps and inode tables may share a group's blocks.
+    pub flex: u32,
 }
 
 impl Geo {
@@ -273,6 +276,11 @@ impl Geo {
             hash_unsigned: le32(sb, 0x160) & 0x2 != 0,
             backup_bgs: [le32(sb, 0x24C), le32(sb, 0x250)],
             want_extra_isize: le16(sb, 0x15E),
+            flex: if incompat & INCOMPAT_FLEX_BG != 0 {
+                1u32 << sb[0x174].min(31)
+            } else {
+                1
+            },
         })
     }
 

@@ -282,6 +282,9 @@ pub(crate) fn read_map(tx: &mut Tx<'_>, ino: u32, raw: &[u8]) -> Result<BlockMap
             lstart += per.pow(level);
         }
     }
+    let mut used: Vec<(u64, u64)> = map.runs.iter().map(|r| (r.1, r.2)).collect();
+    used.extend(map.meta.iter().map(|&b| (b, 1)));
+    tx.note_mapped(ino, &used)?;
     Ok(map)
 }
 

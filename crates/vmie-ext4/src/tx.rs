@@ -2,6 +2,15 @@
 //! memory, changed there, and written to the device only by [`Tx::commit`]
 //! after the whole operation succeeded. An operation that fails (no space, a
 //! refusal, a corrupt structure) therefore writes nothing at all.
+//!
+//! A group's bitmaps are trusted only after checks, made the first time the
+//! transaction allocates in or frees into the group, so a corrupt bitmap or
+//! descriptor refuses the write instead of leading the allocator onto blocks
+//! or inodes in use (see [`Tx::check_block_group`] and
+//! [`Tx::check_inode_group`]). Each allocated block is also checked against
+//! the blocks mapped by every inode the transaction read (the directory
+//! being extended, the file being replaced), and each allocated inode
+//! against its own link count.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +48,13 @@ pub(crate) struct Tx<'a> {
     ib_dirty: BTreeSet<u32>,
     /// Directory blocks to checksum at commit: block -> (ino, gen, kind).
     dir_csum: BTreeMap<u64, (u32, u32, DirKind)>,
+    /// Groups whose block bitmap passed [`Tx::check_block_group`].
+    bb_ok: BTreeSet<u32>,
+    /// Groups whose inode bitmap passed [`Tx::check_inode_group`].
+    ib_ok: BTreeSet<u32>,
+    /// Blocks mapped by the inodes this transaction read, less those it
+    /// freed: start -> (length, inode). Ranges never overlap.
+    mapped: BTreeMap<u64, (u64, u32)>,
     pub now: (i64, u32),
 }
 
@@ -73,6 +89,21 @@ impl<'a> Tx<'a> {
         let mut sb = vec![0u8; 1024];
         dev.read_at(1024, &mut sb)?;
         g.check_writable(&sb, loc)?;
+        let mut free_blocks = u64::from(le32(&sb, 0x0C));
+        if g.is64() {
+            free_blocks |= u64::from(le32(&sb, 0x158)) << 32;
+        }
+        let free_inodes = le32(&sb, 0x10);
+        if free_blocks > g.blocks_count || free_inodes > g.inodes_count {
+            return Err(FsError::Corrupt {
+                fs: loc.to_string(),
+                place: "superblock (offset 1024)".into(),
+                detail: format!(
+                    "{free_blocks} free blocks of {} or {free_inodes} free inodes of {}",
+                    g.blocks_count, g.inodes_count
+                ),
+            });
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| (i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos()))
@@ -90,6 +121,9 @@ impl<'a> Tx<'a> {
             bb_dirty: BTreeSet::new(),
             ib_dirty: BTreeSet::new(),
             dir_csum: BTreeMap::new(),
+            bb_ok: BTreeSet::new(),
+            ib_ok: BTreeSet::new(),
+            mapped: BTreeMap::new(),
             now,
         })
     }
@@ -328,6 +362,7 @@ impl<'a> Tx<'a> {
             self.gd_set_flags(grp, f)?;
             self.bb_dirty.insert(grp);
         }
+        self.check_block_group(grp, bb)?;
         Ok(bb)
     }
 
@@ -347,7 +382,273 @@ impl<'a> Tx<'a> {
             self.gd_set_flags(grp, f)?;
             self.ib_dirty.insert(grp);
         }
+        self.check_inode_group(grp, ib)?;
         Ok(ib)
+    }
+
+    // ---- trusting a group ----
+
+    /// The stored checksum of a bitmap: 16 bits at `lo` in a 32-byte
+    /// descriptor, 32 bits (`hi` the upper half) in a 64-byte one.
+    fn stored_bitmap_csum(&mut self, grp: u32, lo: usize, hi: usize) -> Result<(u32, u32), FsError> {
+        let big = self.g.desc_size >= 64;
+        let d = self.gd(grp)?;
+        let mut v = u32::from(le16(d, lo));
+        if big {
+            v |= u32::from(le16(d, hi)) << 16;
+        }
+        Ok((v, if big { u32::MAX } else { 0xFFFF }))
+    }
+
+    /// Before the first allocation in or free into group `grp`, check that
+    /// its block bitmap agrees with what we know without scanning inodes,
+    /// as the kernel does before it trusts a bitmap (ext4_validate_block_bitmap,
+    /// and mballoc's bitmap-vs-descriptor count) and as e2fsck's pass 5 does:
+    ///
+    /// - its checksum (`metadata_csum`) matches the descriptor's;
+    /// - the padding bits past the group's last block are set;
+    /// - its zero bits number exactly the descriptor's free-blocks count;
+    /// - every metadata block lying in the group is marked in use: the
+    ///   superblock backup, descriptor table and reserved descriptor blocks
+    ///   of a group that has them, and the block bitmap, inode bitmap and
+    ///   inode table of every group of its flex group (the kernel skips this
+    ///   with flex_bg; the descriptors are in one or two blocks);
+    /// - the free blocks of the groups checked so far sum to no more than the
+    ///   superblock's count (exact on a cleanly unmounted filesystem, which
+    ///   is all we write).
+    ///
+    /// A group initialised here from `BLOCK_UNINIT` was built from the
+    /// layout and its count checked against it already. Any disagreement
+    /// refuses the whole operation, naming the group: nothing is written.
+    fn check_block_group(&mut self, grp: u32, bb: u64) -> Result<(), FsError> {
+        if self.bb_ok.contains(&grp) {
+            return Ok(());
+        }
+        let built = self.bb_dirty.contains(&grp);
+        let map = self.read_blk(bb)?;
+        let bad = |tx: &Self, detail: String| tx.corrupt(format!("group {grp}"), detail);
+        let first = self.g.group_first(grp);
+        let len = self.g.group_len(grp);
+        if !built {
+            if self.g.metadata_csum() {
+                let (stored, mask) = self.stored_bitmap_csum(grp, 0x18, 0x38)?;
+                let n = (self.g.bpg / 8) as usize;
+                let c = crc32c(self.g.csum_seed, &map[..n.min(map.len())]);
+                if c & mask != stored {
+                    return Err(bad(self, format!("block bitmap (block {bb}) checksum mismatch")));
+                }
+            }
+            let bits = self.g.bs * 8;
+            if let Some(i) = (len..bits).find(|&i| !bit(&map, i)) {
+                return Err(bad(
+                    self,
+                    format!(
+                        "block bitmap padding bit {i} (past the group's {len} blocks) is not set"
+                    ),
+                ));
+            }
+            let zeros = (0..len).filter(|&i| !bit(&map, i)).count() as u64;
+            let recorded = u64::from(self.gd_free_blocks(grp)?);
+            if zeros != recorded {
+                return Err(bad(
+                    self,
+                    format!(
+                        "the block bitmap has {zeros} free blocks, the group descriptor {recorded}"
+                    ),
+                ));
+            }
+        }
+        let in_group = |b: u64| b >= first && b < first + len;
+        let mut meta: Vec<(&str, u32, u64, u64)> = Vec::new();
+        if self.g.has_super(grp) {
+            let span = 1 + self.g.gdt_blocks + self.g.reserved_gdt;
+            meta.push(("superblock and group descriptor copy", grp, first, span));
+        }
+        let flex = self.g.flex.max(1);
+        let f0 = grp - grp % flex;
+        let f1 = f0.saturating_add(flex.min(1024)).min(self.g.groups);
+        let it_len = (u64::from(self.g.ipg) * self.g.inode_size as u64).div_ceil(self.g.bs);
+        for o in f0..f1 {
+            meta.push(("block bitmap", o, self.gd_block_bitmap(o)?, 1));
+            meta.push(("inode bitmap", o, self.gd_inode_bitmap(o)?, 1));
+            meta.push(("inode table", o, self.gd_inode_table(o)?, it_len));
+        }
+        for (what, o, start, n) in meta {
+            for b in start..start.saturating_add(n) {
+                if in_group(b) && !bit(&map, b - first) {
+                    return Err(bad(
+                        self,
+                        format!(
+                            "{what} of group {o} (block {b}) is not marked in use in the block bitmap"
+                        ),
+                    ));
+                }
+            }
+        }
+        self.bb_ok.insert(grp);
+        let mut sum = 0u64;
+        for o in self.bb_ok.clone() {
+            sum += u64::from(self.gd_free_blocks(o)?);
+        }
+        if sum > self.sb_free_blocks() {
+            return Err(bad(
+                self,
+                format!(
+                    "the groups checked have {sum} free blocks, more than the superblock's {}",
+                    self.sb_free_blocks()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Before the first allocation in or free into group `grp`, check its
+    /// inode bitmap as e2fsck's pass 5 would, without scanning inodes: its
+    /// checksum (`metadata_csum`); padding bits past the group's inodes set;
+    /// zero bits equal to the descriptor's free-inodes count; no inode in
+    /// use in the part of the table `itable_unused` says was never used; the
+    /// reserved inodes of group 0 in use; and the free inodes of the groups
+    /// checked so far no more than the superblock's count. A group
+    /// initialised here from `INODE_UNINIT` must record every inode free.
+    fn check_inode_group(&mut self, grp: u32, ib: u64) -> Result<(), FsError> {
+        if self.ib_ok.contains(&grp) {
+            return Ok(());
+        }
+        let built = self.ib_dirty.contains(&grp);
+        let map = self.read_blk(ib)?;
+        let bad = |tx: &Self, detail: String| tx.corrupt(format!("group {grp}"), detail);
+        let ipg = u64::from(self.g.ipg);
+        let recorded = u64::from(self.gd_free_inodes(grp)?);
+        if built {
+            if recorded != ipg {
+                return Err(bad(
+                    self,
+                    format!(
+                        "uninitialised inode group has {recorded} free inodes recorded, {ipg} by layout"
+                    ),
+                ));
+            }
+        } else {
+            if self.g.metadata_csum() {
+                let (stored, mask) = self.stored_bitmap_csum(grp, 0x1A, 0x3A)?;
+                let n = (ipg / 8) as usize;
+                let c = crc32c(self.g.csum_seed, &map[..n.min(map.len())]);
+                if c & mask != stored {
+                    return Err(bad(self, format!("inode bitmap (block {ib}) checksum mismatch")));
+                }
+            }
+            if let Some(i) = (ipg..self.g.bs * 8).find(|&i| !bit(&map, i)) {
+                return Err(bad(
+                    self,
+                    format!("inode bitmap padding bit {i} (past the group's {ipg} inodes) is not set"),
+                ));
+            }
+            let zeros = (0..ipg).filter(|&i| !bit(&map, i)).count() as u64;
+            if zeros != recorded {
+                return Err(bad(
+                    self,
+                    format!(
+                        "the inode bitmap has {zeros} free inodes, the group descriptor {recorded}"
+                    ),
+                ));
+            }
+            if self.g.uninit_bg() {
+                let unused = u64::from(self.gd_itable_unused(grp)?);
+                if unused > ipg {
+                    return Err(bad(self, format!("{unused} unused inodes of {ipg}")));
+                }
+                if let Some(i) = (ipg - unused..ipg).find(|&i| bit(&map, i)) {
+                    return Err(bad(
+                        self,
+                        format!(
+                            "inode {} is in use in the part of the inode table marked never used",
+                            u64::from(grp) * ipg + i + 1
+                        ),
+                    ));
+                }
+            }
+            if grp == 0 {
+                let reserved = u64::from(self.g.first_ino - 1).min(ipg);
+                if let Some(i) = (0..reserved).find(|&i| !bit(&map, i)) {
+                    return Err(bad(
+                        self,
+                        format!("reserved inode {} is not marked in use", i + 1),
+                    ));
+                }
+            }
+        }
+        self.ib_ok.insert(grp);
+        let mut sum = 0u64;
+        for o in self.ib_ok.clone() {
+            sum += u64::from(self.gd_free_inodes(o)?);
+        }
+        if sum > u64::from(self.sb_free_inodes()) {
+            return Err(bad(
+                self,
+                format!(
+                    "the groups checked have {sum} free inodes, more than the superblock's {}",
+                    self.sb_free_inodes()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Record the blocks inode `ino` maps (data runs, map blocks), read by
+    /// this transaction: the allocator refuses to hand any of them out, so
+    /// a bitmap that marks them free is caught before a block is shared.
+    /// A block already recorded for another inode is mapped twice.
+    pub fn note_mapped(&mut self, ino: u32, runs: &[(u64, u64)]) -> Result<(), FsError> {
+        for &(s, l) in runs {
+            if l == 0 {
+                continue;
+            }
+            let e = s.saturating_add(l);
+            let (mut lo, mut hi) = (s, e);
+            for (rs, rl, other) in self.overlapping(s, e) {
+                if other != ino {
+                    return Err(self.corrupt(
+                        format!("inode {ino}"),
+                        format!(
+                            "blocks {}..{} are also mapped by inode {other}",
+                            rs.max(s),
+                            (rs + rl).min(e)
+                        ),
+                    ));
+                }
+                self.mapped.remove(&rs);
+                lo = lo.min(rs);
+                hi = hi.max(rs + rl);
+            }
+            self.mapped.insert(lo, (hi - lo, ino));
+        }
+        Ok(())
+    }
+
+    /// Recorded ranges overlapping blocks `s..e`: (start, len, inode).
+    fn overlapping(&self, s: u64, e: u64) -> Vec<(u64, u64, u32)> {
+        let mut out = Vec::new();
+        for (&rs, &(rl, ino)) in self.mapped.range(..e).rev() {
+            if rs + rl <= s {
+                break;
+            }
+            out.push((rs, rl, ino));
+        }
+        out
+    }
+
+    /// Forget blocks `s..s+l` (freed by this transaction).
+    fn unnote_mapped(&mut self, s: u64, l: u64) {
+        let e = s.saturating_add(l);
+        for (rs, rl, ino) in self.overlapping(s, e) {
+            self.mapped.remove(&rs);
+            if rs < s {
+                self.mapped.insert(rs, (s - rs, ino));
+            }
+            if rs + rl > e {
+                self.mapped.insert(e, (rs + rl - e, ino));
+            }
+        }
     }
 
     /// Allocate `n` blocks, as few runs as possible, starting the search at
@@ -420,6 +721,16 @@ impl<'a> Tx<'a> {
         if left > 0 {
             return Err(self.nospace(format!("{n} blocks needed, the bitmaps have fewer free")));
         }
+        for &(s, l) in &out {
+            if let Some((rs, _, ino)) = self.overlapping(s, s + l).first() {
+                let b = s.max(*rs);
+                let grp = (b - self.g.first_data_block) / self.g.bpg;
+                return Err(self.corrupt(
+                    format!("group {grp}"),
+                    format!("the block bitmap marks block {b} free, but inode {ino} maps it"),
+                ));
+            }
+        }
         Ok(out)
     }
 
@@ -431,6 +742,7 @@ impl<'a> Tx<'a> {
             .ok_or_else(|| {
                 self.corrupt(format!("blocks {start}+{len}"), "outside the filesystem")
             })?;
+        self.unnote_mapped(start, len);
         let mut b = start;
         while b < end {
             let grp = ((b - self.g.first_data_block) / self.g.bpg) as u32;
@@ -486,6 +798,23 @@ impl<'a> Tx<'a> {
                 }
             }
             let Some(i) = found else { continue };
+            // An inode in the initialised part of the table that the bitmap
+            // calls free must not be linked: else the bitmap lost it.
+            let initialised = !self.g.uninit_bg()
+                || i < self.g.ipg.saturating_sub(self.gd_itable_unused(grp)?);
+            if initialised {
+                let (b, o) = self.inode_loc(base + i + 1)?;
+                let links = le16(self.blk(b)?, o + 0x1A);
+                if links != 0 {
+                    return Err(self.corrupt(
+                        format!("group {grp}"),
+                        format!(
+                            "the inode bitmap marks inode {} free, but it has {links} link(s)",
+                            base + i + 1
+                        ),
+                    ));
+                }
+            }
             map[(i / 8) as usize] |= 1 << (i % 8);
             self.write_blk(ib, map)?;
             self.ib_dirty.insert(grp);
@@ -730,4 +1059,12 @@ impl<'a> Tx<'a> {
         }
         Ok(())
     }
+}
+
+/// Bit `i` of a bitmap (false past its end).
+fn bit(map: &[u8], i: u64) -> bool {
+    usize::try_from(i / 8)
+        .ok()
+        .and_then(|at| map.get(at))
+        .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
 }
