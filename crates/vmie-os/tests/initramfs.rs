@@ -266,3 +266,67 @@ mod prop {
         }
     }
 }
+
+/// lzma-rs keeps a whole xz block in memory and writes it out only at a
+/// dictionary reset or at the end, so the output cap alone would come too
+/// late: the stream's declared size is checked before decompressing. Here
+/// 64 MiB of zeros (about 10 KiB of xz) against a 16 MiB limit, in one
+/// block and in 1 MiB blocks.
+#[test]
+fn xz_bomb_is_refused_before_decompressing() {
+    let big = cpio(&[("zeros", REG, &vec![0u8; 64 << 20][..])], false);
+    let limits = InitramfsLimits {
+        max_decompressed: 16 << 20,
+        ..InitramfsLimits::default()
+    };
+    for args in [
+        &["-c", "--check=crc32"][..],
+        &["-c", "--check=crc64", "--block-size=1MiB"][..],
+    ] {
+        let z = filter("xz", args, "xz-utils", &big);
+        assert!(z.len() < 64 << 10, "{args:?}: {} bytes", z.len());
+        let e = parse_initramfs(&z, &limits).unwrap_err().to_string();
+        assert!(
+            e.contains("declares at least")
+                && e.contains(
+                    "over the limit of 16777216 bytes (InitramfsLimits::max_decompressed)"
+                )
+                && e.contains("not decompressed"),
+            "{args:?}: {e}"
+        );
+        // Within the limit, the same streams read (the walk is not too strict).
+        let roomy = InitramfsLimits {
+            max_decompressed: 80 << 20,
+            ..InitramfsLimits::default()
+        };
+        let i = parse_initramfs(&z, &roomy).unwrap();
+        assert_eq!(i.segments, ["xz", "cpio"]);
+        assert_eq!(i.entries.len(), 1);
+    }
+}
+
+/// The walk stops where lzma-rs would: truncated and garbled xz streams
+/// are errors (or partial reads), never a panic, and a walk that stops early
+/// never lets through more than the stream holds.
+#[test]
+fn xz_walk_on_damaged_streams() {
+    let big = cpio(&[("zeros", REG, &vec![0u8; 8 << 20][..])], false);
+    let z = filter(
+        "xz",
+        &["-c", "--check=crc64", "--block-size=1MiB"],
+        "xz-utils",
+        &big,
+    );
+    let limits = InitramfsLimits {
+        max_decompressed: 4 << 20,
+        ..InitramfsLimits::default()
+    };
+    for cut in (0..z.len()).step_by(7) {
+        let _ = parse_initramfs(&z[..cut], &limits);
+    }
+    for i in 0..z.len().min(400) {
+        let mut m = z.clone();
+        m[i] ^= 0xa5;
+        let _ = parse_initramfs(&m, &limits);
+    }
+}
