@@ -179,7 +179,9 @@ enum Command {
     /// Restore the bytes an earlier run changed, from its undo journal.
     ///
     /// Undoes the newest run on each image (or every run with --all), and
-    /// refuses if the image was changed by anything else since.
+    /// refuses if the image was changed by anything else since. Safe to
+    /// rerun: an undo (or a run) that was killed is finished by running undo
+    /// again; until then every other command refuses the image.
     Undo {
         /// Raw disk images to restore.
         #[arg(required = true, value_name = "IMAGE")]
@@ -847,12 +849,21 @@ fn undo(images: &[PathBuf], all: bool) -> Result<(), Failure> {
     for image in images {
         loop {
             let r = journal::undo(image, &CommitOptions::default()).map_err(refused_or_io)?;
+            if let Some(t) = &r.removed_temp {
+                outln!(
+                    "{}: removed {}, left by a run killed before it changed the image",
+                    r.image.display(),
+                    t.display()
+                );
+            }
             outln!(
                 "{}: restored {} range(s) from {}{}",
                 r.image.display(),
                 r.ranges,
                 r.journal.display(),
-                if r.interrupted {
+                if r.resumed {
+                    " (finishing an interrupted undo)"
+                } else if r.interrupted {
                     " (an interrupted run)"
                 } else {
                     ""
