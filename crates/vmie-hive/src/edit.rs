@@ -65,13 +65,19 @@ impl Hive {
         }
     }
 
-    /// Refuse edits of a hive opened dirty with `ignore_dirty`.
-    pub(crate) fn writable(&self, path: &str) -> Result<()> {
+    /// Refuse edits of a hive opened dirty with `ignore_dirty`, and of a hive
+    /// that fails [`Hive::validate`] (run once, before the first edit: an
+    /// edit that succeeds on a broken hive writes a hive hivex refuses).
+    pub(crate) fn writable(&mut self, path: &str) -> Result<()> {
         if self.read_only {
             return Err(self.invalid(
                 path,
                 "hive was opened dirty without its logs (ignore_dirty): read-only",
             ));
+        }
+        if !self.validated {
+            self.validate()?;
+            self.validated = true;
         }
         Ok(())
     }
@@ -110,10 +116,20 @@ impl Hive {
             self.wr(8, &seq.to_le_bytes())?;
             self.bumped = true;
         }
-        self.wr(0xC, &now_filetime().to_le_bytes())?;
         let de = self.data_end;
         self.wr(0x28, &de.to_le_bytes())?;
-        let c = crate::hive::checksum(self.buf.get(0..0x200).unwrap_or(&[]));
+        // hivex compares the stored checksum with the plain XOR, so avoid the
+        // two XORs Windows stores as special values: a timestamp 1 tick later
+        // changes the XOR.
+        let mut stamp = now_filetime();
+        let c = loop {
+            self.wr(0xC, &stamp.to_le_bytes())?;
+            let c = crate::hive::checksum(self.buf.get(0..0x200).unwrap_or(&[]));
+            if c != 1 && c != 0xFFFF_FFFE {
+                break c;
+            }
+            stamp = stamp.wrapping_add(1);
+        };
         self.wr(0x1FC, &c.to_le_bytes())?;
         self.modified = true;
         Ok(())

@@ -88,6 +88,8 @@ pub struct Hive {
     pub(crate) modified: bool,
     /// Opened dirty without logs (`ignore_dirty`): edits are refused.
     pub(crate) read_only: bool,
+    /// [`Hive::validate`] passed before the first edit of this session.
+    pub(crate) validated: bool,
 }
 
 /// A parsed nk record.
@@ -332,6 +334,7 @@ impl Hive {
             bumped: false,
             modified: false,
             read_only: false,
+            validated: false,
         };
         let nk = hive.nk(root).map_err(|e| e.at_path("\\"))?;
         let _ = nk;

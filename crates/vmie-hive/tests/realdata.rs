@@ -81,6 +81,11 @@ fn clean_real_hives_export_like_hivex() {
             .walk(hive.root())
             .unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert!(k >= 1);
+        // The whole-hive validation that gates every edit accepts every clean real hive.
+        let v = hive
+            .validate()
+            .unwrap_or_else(|e| panic!("{rel}: validation refuses a clean hive: {e}"));
+        assert_eq!(v.keys, k, "{rel}: validation and walk see the same keys");
         export_matches_hivex(rel, &hive, &bytes);
     }
 }
