@@ -700,6 +700,13 @@ pub struct UndoReport {
     pub removed_temp: Option<PathBuf>,
 }
 
+fn nothing_to_undo(image: &Path, also: &str) -> DiskError {
+    DiskError::journal(
+        image.display().to_string(),
+        format!("nothing to undo: no vmie-fixup undo journal beside this image{also}"),
+    )
+}
+
 /// Undo the newest commit to `image`: restore its original bytes exactly and
 /// remove its journal, holding the image's lock. Refused when another run
 /// holds the lock, when there is nothing to undo, when the journal is damaged
@@ -710,6 +717,9 @@ pub struct UndoReport {
 /// after a kill anywhere finishes the job.
 pub fn undo(image: &Path, opts: &CommitOptions<'_>) -> Result<UndoReport, DiskError> {
     let fault = opts.fault;
+    if journals(image)?.is_empty() && fs::symlink_metadata(temp_journal_path(image)).is_err() {
+        return Err(nothing_to_undo(image, ""));
+    }
     let dev = FileDevice::open_rw(image)?;
     lock_image(dev.file(), image)?;
     let removed_temp = remove_stale_temp_journal(image, fault)?;
@@ -721,10 +731,7 @@ pub fn undo(image: &Path, opts: &CommitOptions<'_>) -> Result<UndoReport, DiskEr
             ),
             None => String::new(),
         };
-        return Err(DiskError::journal(
-            image.display().to_string(),
-            format!("nothing to undo: no vmie-fixup undo journal beside this image{also}"),
-        ));
+        return Err(nothing_to_undo(image, &also));
     };
     let bytes = fs::read(&jpath)
         .map_err(|e| DiskError::io(jpath.display().to_string(), "read undo journal", e))?;
