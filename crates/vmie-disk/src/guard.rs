@@ -80,12 +80,15 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_an_error_naming_what() {
-        let r: Result<(), _> = catch(|| "partition 1: /etc".into(), || panic!("index 9 out of range"));
+        let r: Result<(), _> = catch(
+            || "partition 1: /etc".into(),
+            || panic!("index 9 out of range"),
+        );
         let e = r.unwrap_err();
         assert_eq!(e.what, "partition 1: /etc");
         assert!(e.message.contains("index 9"));
         assert!(!inside());
-        assert_eq!(catch(|| String::new(), || 7), Ok(7));
+        assert_eq!(catch(String::new, || 7), Ok(7));
     }
 
     #[test]
