@@ -592,8 +592,56 @@ fn check_fs_refuses_a_volume_e2fsck_finds_fault_with() {
             .args(["-w", "-R", &format!("freeb {b}")])
             .arg(&fsarg),
     );
+    // Make the descriptor's and the superblock's free counts agree with the
+    // bitmap, so that only a full check can see the block is in use.
+    let group = (b - 1) / 8192; // 1 KiB blocks: block 0 is before group 0
+    let dump = must(Command::new(sbin("dumpe2fs")).arg(&fsarg));
+    let text = String::from_utf8_lossy(&dump.stdout).into_owned();
+    let section = text
+        .split(&format!("Group {group}:"))
+        .nth(1)
+        .unwrap()
+        .split("\nGroup ")
+        .next()
+        .unwrap()
+        .to_string();
+    let free_line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("Free blocks:"))
+        .unwrap();
+    let bitmap_free: u64 = free_line
+        .trim_start()
+        .trim_start_matches("Free blocks:")
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| match r.split_once('-') {
+            Some((a, z)) => z.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    let sb_free: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Free blocks:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for req in [
+        format!("set_bg {group} free_blocks_count {bitmap_free}"),
+        format!("set_bg {group} checksum calc"),
+        format!("ssv free_blocks_count {}", sb_free + 1),
+    ] {
+        must(
+            Command::new(sbin("debugfs"))
+                .args(["-w", "-R", &req])
+                .arg(&fsarg),
+        );
+    }
     assert_ne!(e2fsck_findings(&img).0, 0);
     let before = sha(&img);
+    // Without --check-fs our writer cannot see this damage (it is not where
+    // it allocates); with it, nothing is written.
     for args in [
         vec!["--check-fs", img.to_str().unwrap()],
         vec!["--check-fs", "--dry-run", img.to_str().unwrap()],

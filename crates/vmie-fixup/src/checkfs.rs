@@ -21,7 +21,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{anyhow, bail, Context, Result};
 use vmie_inspect::Vm;
 use vmie_probe::FsKind;
 
@@ -41,10 +40,10 @@ pub(crate) struct Target {
 /// The volumes whose bytes the pending writes touch. A write outside every
 /// volume (a partition table, a boot sector gap) names the disk instead and
 /// is not checked by a filesystem checker.
-pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>> {
+pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
     for (index, disk) in vm.disks().disks().iter().enumerate() {
-        let changes = disk.overlay().changes()?;
+        let changes = disk.overlay().changes().map_err(|e| e.to_string())?;
         if changes.is_empty() {
             continue;
         }
@@ -64,10 +63,10 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>> {
                 continue;
             }
             let Some(probe) = &vol.probe else {
-                bail!(
+                return Err(format!(
                     "--check-fs: {} is written but holds no filesystem vmie-fixup recognises",
                     vol.name
-                );
+                ));
             };
             out.push(Target {
                 name: vol.name.clone(),
@@ -82,7 +81,7 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>> {
 
 /// Runs the checker of `t`'s filesystem read-only on the image as it is on
 /// disk. `Ok(None)` when clean, `Ok(Some(findings))` when not.
-pub(crate) fn check(t: &Target) -> Result<Option<String>> {
+pub(crate) fn check(t: &Target) -> Result<Option<String>, String> {
     let (prog, args): (&str, Vec<String>) = match t.kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => (
             "e2fsck",
@@ -93,17 +92,19 @@ pub(crate) fn check(t: &Target) -> Result<Option<String>> {
                 format!("{}?offset={}", t.image.display(), t.offset),
             ],
         ),
-        other => bail!(
-            "--check-fs: {}: no checker is wired for {} volumes (vmie-fixup writes only ext2/3/4 today)",
-            t.name,
-            other.as_str()
-        ),
+        other => {
+            return Err(format!(
+                "--check-fs: {}: no checker is wired for {} volumes (vmie-fixup writes only ext2/3/4 today)",
+                t.name,
+                other.as_str()
+            ))
+        }
     };
     let out = Command::new(find(prog)?)
         .args(&args)
         .env("LC_ALL", "C")
         .output()
-        .with_context(|| format!("--check-fs: running {prog} on {}", t.name))?;
+        .map_err(|e| format!("--check-fs: running {prog} on {}: {e}", t.name))?;
     // e2fsck: 0 clean; 4 errors left uncorrected (-n); 8 operational error.
     if out.status.success() {
         return Ok(None);
@@ -126,25 +127,25 @@ pub(crate) fn check(t: &Target) -> Result<Option<String>> {
 
 /// The checker's path: `PATH`, then the sbin directories a user's `PATH`
 /// often lacks.
-fn find(prog: &str) -> Result<std::path::PathBuf> {
+fn find(prog: &str) -> Result<std::path::PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].iter().map(std::path::PathBuf::from))
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            anyhow!("--check-fs needs {prog}, which is not installed (Debian: apt-get install e2fsprogs)")
+            format!("--check-fs needs {prog}, which is not installed (Debian: apt-get install e2fsprogs)")
         })
 }
 
 /// Step 1: refuse when any target is not clean before the run writes.
-pub(crate) fn before(targets: &[Target]) -> Result<()> {
+pub(crate) fn before(targets: &[Target]) -> Result<(), String> {
     for t in targets {
         if let Some(f) = check(t)? {
-            bail!(
+            return Err(format!(
                 "{}: the filesystem checker already finds faults, so vmie-fixup will not write to it (repair it first, e.g. e2fsck -f on the guest): {f}",
                 t.name
-            );
+            ));
         }
     }
     Ok(())
@@ -152,7 +153,7 @@ pub(crate) fn before(targets: &[Target]) -> Result<()> {
 
 /// Step 2: after the commit, every target must still be clean; otherwise
 /// the commit is rolled back through its journals and the run refused.
-pub(crate) fn after(targets: &[Target], images: &[&Path]) -> Result<()> {
+pub(crate) fn after(targets: &[Target], images: &[&Path]) -> Result<(), String> {
     let mut bad = Vec::new();
     for t in targets {
         if let Some(f) = check(t)? {
@@ -163,16 +164,17 @@ pub(crate) fn after(targets: &[Target], images: &[&Path]) -> Result<()> {
         return Ok(());
     }
     for image in images {
-        vmie_disk::journal::undo(image, &Default::default()).with_context(|| {
+        vmie_disk::journal::undo(image, &Default::default()).map_err(|e| {
             format!(
-                "--check-fs found faults after the commit, and rolling back {} failed; run vmie-fixup undo {}",
+                "--check-fs found faults after the commit ({}), and rolling back {} failed: {e}; run vmie-fixup undo {}",
+                bad.join(" | "),
                 image.display(),
                 image.display()
             )
         })?;
     }
-    bail!(
+    Err(format!(
         "the change left faults the filesystem checker reports, so it was rolled back (the image is as it was): {}",
         bad.join(" | ")
-    )
+    ))
 }

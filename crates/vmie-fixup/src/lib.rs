@@ -1,0 +1,340 @@
+//! The fixup run as a library: what `vmie-fixup IMAGE...` does, for a
+//! pipeline that wants it without the command line.
+//!
+//! A run has two steps, and the types keep them in order:
+//!
+//! 1. [`plan`] opens the VM's images, inspects the guest, runs the import
+//!    service's preflight checks, applies the rules to a copy-on-write
+//!    overlay (nothing reaches the images), and re-reads every changed file
+//!    through freshly opened filesystems (the self-check). With
+//!    [`FixOptions::check_fs`], the filesystem's own checker runs on every
+//!    volume the plan writes. The result is a [`Plan`]: its [`Report`] is
+//!    what a dry run prints.
+//! 2. [`Plan::commit`] writes the plan through an undo journal. It is the
+//!    only way to write, and it refuses a plan that the preflight gate or a
+//!    rule blocked, a dry-run plan, and a plan with nothing to write. A
+//!    [`Plan`] cannot be built outside this crate, so there is no way to
+//!    commit changes that skipped the gate or the self-check.
+//!
+//! [`undo`] puts the bytes of the newest run back.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let image = dir.path().join("blank.raw");
+//! # std::fs::File::create(&image)?.set_len(8 << 20)?;
+//! use vmie_fixup::{plan, FixOptions, FixError};
+//!
+//! let opts = FixOptions::new(vmie_fixup::load_rules(false, &[])?);
+//! let plan = plan(&[image], &opts)?;
+//! // A blank disk has no guest: the preflight gate blocks the plan...
+//! assert!(plan.is_blocked());
+//! for check in &plan.report().preflight {
+//!     println!("{:?}: {}", check.severity, check.message);
+//! }
+//! // ...and committing it is refused, with nothing written.
+//! assert!(matches!(plan.commit(), Err(FixError::Blocked(_))));
+//! # Ok(()) }
+//! ```
+//!
+//! A plan is only made by [`plan`]:
+//!
+//! ```compile_fail
+//! let p = vmie_fixup::Plan { report: Default::default() };
+//! ```
+#![forbid(unsafe_code)]
+
+mod checkfs;
+mod report;
+mod selfcheck;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use vmie_inspect::{InspectError, LinuxGuest, OpenOptions, Vm, WindowsGuest};
+use vmie_rules::engine::{self, Severity};
+
+pub use report::{os_json, win_os_json, ChangeEntry, Check, Report, Step, SCHEMA_VERSION};
+pub use vmie_rules::rules::Rule;
+
+/// Why a run could not go on. [`FixError::exit_code`] gives the CLI's code.
+#[derive(Debug, Error)]
+pub enum FixError {
+    /// The request itself is wrong (no image given, an image file missing).
+    #[error("{0}")]
+    Usage(String),
+    /// The rule packs could not be loaded.
+    #[error(transparent)]
+    Rules(#[from] vmie_rules::rules::RuleError),
+    /// Opening or reading the VM failed; a refusal or an I/O error.
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    /// The rules could not be applied (a refusal of the guest's files).
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    /// The self-check found a changed file that reads back differently.
+    #[error("{0}")]
+    SelfCheck(String),
+    /// `check_fs`: the filesystem's checker found faults (before the
+    /// commit: nothing written; after it: rolled back).
+    #[error("{0}")]
+    CheckFs(String),
+    /// The preflight gate or a rule blocked the plan: nothing is written.
+    #[error("the guest would not import; nothing was written: {0}")]
+    Blocked(String),
+    /// The plan was made for a dry run (images opened read-only).
+    #[error("this plan was made for a dry run; plan again without dry_run to write")]
+    DryRun,
+    /// The plan changes nothing.
+    #[error("nothing to change")]
+    NothingToDo,
+    /// Writing the images (commit, journal, undo).
+    #[error(transparent)]
+    Disk(#[from] vmie_disk::DiskError),
+}
+
+impl FixError {
+    /// Exit code as the CLI documents them: 1 refused (nothing written),
+    /// 2 usage, 3 I/O or internal.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Inspect(e) if !e.is_refusal() => 3,
+            Self::Disk(e) if !e.is_refusal() => 3,
+            Self::Engine(engine::EngineError::Fs {
+                source: vmie_guestfs::FsError::Disk(d),
+                ..
+            }) if !d.is_refusal() => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct FixOptions {
+    /// The rules, in order ([`load_rules`]).
+    pub rules: Vec<Rule>,
+    /// Open the images read-only: the plan is reported, never committed.
+    pub dry_run: bool,
+    /// Run the filesystem's own checker (e2fsck -fn) on every volume the
+    /// plan writes, before the commit (a finding refuses) and after it (a
+    /// finding rolls the commit back).
+    pub check_fs: bool,
+}
+
+impl FixOptions {
+    /// A real run with these rules, without `check_fs`.
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self {
+            rules,
+            dry_run: false,
+            check_fs: false,
+        }
+    }
+}
+
+/// The shipped rules (unless `no_default`) and those in `dirs`.
+pub fn load_rules(no_default: bool, dirs: &[PathBuf]) -> Result<Vec<Rule>, FixError> {
+    Ok(vmie_rules::rules::load(no_default, dirs)?)
+}
+
+/// The plan of a run: inspected, gated, applied to the overlay and
+/// self-checked. Commit it with [`Plan::commit`], or drop it to write
+/// nothing.
+#[derive(Debug)]
+pub struct Plan {
+    vm: Vm,
+    report: Report,
+    /// Why it may not be committed, if it may not.
+    blocked: Option<String>,
+    dry_run: bool,
+    /// Volumes to check again after the commit (`check_fs`).
+    check_targets: Option<Vec<checkfs::Target>>,
+}
+
+/// Every Linux guest on the VM, inspected.
+pub fn linux_guests(vm: &Vm) -> Vec<Result<LinuxGuest, String>> {
+    vm.linux_roots()
+        .into_iter()
+        .map(|root| {
+            vm.linux_guest(root, &vmie_os::InspectOptions::default())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Every Windows guest on the VM, inspected.
+pub fn windows_guests(vm: &Vm) -> Vec<Result<WindowsGuest, String>> {
+    vm.windows_roots()
+        .into_iter()
+        .map(|root| vm.windows_guest(root).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Plans a run on the images of one VM (boot disk first): see the crate
+/// documentation. Nothing is written.
+pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
+    if images.is_empty() {
+        return Err(FixError::Usage(
+            "give the VM's disk images, boot disk first".into(),
+        ));
+    }
+    if let Some(missing) = images.iter().find(|p| !p.exists()) {
+        return Err(FixError::Usage(format!(
+            "{}: no such image file",
+            missing.display()
+        )));
+    }
+    let open = OpenOptions {
+        writable: !opts.dry_run,
+        ..OpenOptions::default()
+    };
+    let vm = Vm::open(images, &open)?;
+
+    let mut found = linux_guests(&vm);
+    let windows = windows_guests(&vm);
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        ..Report::default()
+    };
+    report.operating_systems = found.iter().flatten().map(report::os_json).collect();
+    report
+        .operating_systems
+        .extend(windows.iter().flatten().map(report::win_os_json));
+    report.preflight = vmie_inspect::preflight::preflight(&vm, &found, &windows)
+        .into_iter()
+        .map(|c| Check {
+            id: c.id.to_string(),
+            severity: c.severity,
+            message: c.message,
+            from_rule: false,
+        })
+        .collect();
+    let gate: Vec<String> = report
+        .preflight
+        .iter()
+        .filter(|c| c.severity == Severity::Error)
+        .map(|c| c.message.clone())
+        .collect();
+    let mut guest = if gate.is_empty() && found.len() == 1 {
+        found.pop().and_then(Result::ok)
+    } else {
+        None
+    };
+    let mut blocked = (!gate.is_empty()).then(|| gate.join("; "));
+    let mut check_targets = None;
+    if let Some(g) = guest.as_mut() {
+        for n in &g.not_mounted {
+            report.preflight.push(Check {
+                id: "fstab-unmounted".into(),
+                severity: Severity::Info,
+                message: format!("not mounted for fixing: {n}"),
+                from_rule: false,
+            });
+        }
+        let ctx = g.context(vm.fstab_volumes());
+        let run = engine::run(g.fs(), &opts.rules, &ctx)?;
+        let rule_errors: Vec<String> = run
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| format!("[{}] {}", f.rule, f.message))
+            .collect();
+        report.preflight.extend(run.findings.iter().map(|f| Check {
+            id: f.rule.clone(),
+            severity: f.severity,
+            message: f.message.clone(),
+            from_rule: true,
+        }));
+        report.changes = run.changes.iter().map(ChangeEntry::from).collect();
+        if !rule_errors.is_empty() {
+            blocked = Some(rule_errors.join("; "));
+        } else if !run.changes.is_empty() {
+            selfcheck::self_check(&vm, g, &run.changes).map_err(FixError::SelfCheck)?;
+            if opts.check_fs {
+                let targets = checkfs::written_volumes(&vm).map_err(FixError::CheckFs)?;
+                checkfs::before(&targets).map_err(FixError::CheckFs)?;
+                check_targets = Some(targets);
+            }
+        }
+    } else if blocked.is_none() && found.len() > 1 {
+        blocked = Some(format!("{} Linux roots", found.len()));
+    }
+    Ok(Plan {
+        vm,
+        report,
+        blocked,
+        dry_run: opts.dry_run,
+        check_targets,
+    })
+}
+
+impl Plan {
+    /// What the run found and would change (a dry run's report).
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Whether the preflight gate or a rule blocked the plan.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// Whether the plan writes anything.
+    pub fn is_empty(&self) -> bool {
+        self.report.changes.is_empty()
+    }
+
+    /// The opened VM (read statistics, layouts).
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// The report, without committing (a dry run's end).
+    pub fn into_report(self) -> Report {
+        self.report
+    }
+
+    /// Writes the plan to the images through an undo journal, and returns
+    /// the report with `applied` and `undo_journal` filled in. Refuses a
+    /// blocked plan, a dry-run plan and an empty one, writing nothing.
+    pub fn commit(self) -> Result<Report, FixError> {
+        if let Some(why) = self.blocked {
+            return Err(FixError::Blocked(why));
+        }
+        if self.dry_run {
+            return Err(FixError::DryRun);
+        }
+        if self.report.changes.is_empty() {
+            return Err(FixError::NothingToDo);
+        }
+        let Plan {
+            vm,
+            mut report,
+            check_targets,
+            ..
+        } = self;
+        let c = vm.disks().commit(&Default::default())?;
+        report.applied = true;
+        report.undo_journal = c
+            .images
+            .iter()
+            .map(|i| i.journal.display().to_string())
+            .collect();
+        if let Some(targets) = check_targets {
+            let images: Vec<PathBuf> = c.images.iter().map(|i| i.image.clone()).collect();
+            // The run's lock on the images goes with `vm`; a rollback is an
+            // undo, which takes its own.
+            drop(vm);
+            let paths: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+            checkfs::after(&targets, &paths).map_err(FixError::CheckFs)?;
+        }
+        Ok(report)
+    }
+}
+
+/// Undoes the newest run on `image` (see `vmie_disk::journal::undo`).
+pub fn undo(image: &Path) -> Result<vmie_disk::journal::UndoReport, FixError> {
+    Ok(vmie_disk::journal::undo(image, &Default::default())?)
+}

@@ -1,0 +1,67 @@
+//! The self-check: every changed path re-read through freshly opened
+//! filesystems over the same overlay, before anything is committed.
+
+use vmie_guestfs::{FsError, GuestFs, GuestPath};
+use vmie_inspect::{LinuxGuest, Vm};
+use vmie_rules::engine::{FileChange, FileOpDone};
+
+/// Read every changed path back through freshly opened filesystems over the
+/// same overlays (independent of the writer's in-memory state) and compare.
+pub(crate) fn self_check(
+    vm: &Vm,
+    writer: &LinuxGuest,
+    changes: &[FileChange],
+) -> Result<(), String> {
+    // The writer's root volume, by name: no need to reopen and re-test every
+    // filesystem as linux_roots() would.
+    let root = vm
+        .volumes()
+        .find(|r| r.name == writer.root)
+        .ok_or_else(|| format!("self-check: root {} no longer found", writer.root))?;
+    let fresh = vm
+        .mount_guest(root)
+        .map_err(|e| format!("self-check: reopening {}: {e}", writer.root))?
+        .mounts;
+    let mut paths: Vec<(String, bool)> = Vec::new();
+    for c in changes {
+        match &c.op {
+            FileOpDone::Removed => paths.push((c.path.clone(), false)),
+            FileOpDone::Renamed { to } => {
+                paths.push((c.path.clone(), false));
+                paths.push((to.clone(), true));
+            }
+            FileOpDone::Modified | FileOpDone::Created => paths.push((c.path.clone(), true)),
+        }
+        if let Some(b) = &c.backup {
+            paths.push((b.clone(), true));
+        }
+    }
+    for (p, must_exist) in paths {
+        let gp = GuestPath::from(p.as_str());
+        let theirs = fresh.read_file(&gp, u64::MAX);
+        match (must_exist, theirs) {
+            (true, Ok(t)) => {
+                let ours = writer
+                    .mounts
+                    .read_file(&gp, u64::MAX)
+                    .map_err(|e| format!("self-check: {p}: {e}"))?;
+                if ours != t {
+                    return Err(format!("self-check failed: {p} reads back differently from what was written; nothing was written to the image"));
+                }
+            }
+            (false, Err(FsError::NotFound { .. })) => {}
+            (true, Err(e)) => {
+                return Err(format!(
+                    "self-check failed: {p}: {e}; nothing was written to the image"
+                ))
+            }
+            (false, Ok(_)) => {
+                return Err(format!(
+                    "self-check failed: {p} should be gone; nothing was written to the image"
+                ))
+            }
+            (false, Err(e)) => return Err(format!("self-check failed: {p}: {e}")),
+        }
+    }
+    Ok(())
+}
