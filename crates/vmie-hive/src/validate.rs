@@ -544,6 +544,7 @@ impl Walker<'_> {
             });
         }
         let ld = self.cell(list, at, "subkey list")?;
+        let is_ri = ld.get(0..2) == Some(b"ri");
         let leaves = match ld.get(0..2) {
             Some(b"lf") | Some(b"lh") | Some(b"li") => vec![list],
             Some(b"ri") => {
@@ -569,7 +570,8 @@ impl Walker<'_> {
         self.own(list, at, "subkey list")?;
         let mut out = Vec::with_capacity(count);
         for leaf in leaves {
-            if leaf != list {
+            if is_ri {
+                // An entry naming the ri itself fails here too: its signature is "ri".
                 let d = self.cell(leaf, at, "ri index entry")?;
                 if !matches!(d.get(0..2), Some(b"lf") | Some(b"lh") | Some(b"li")) {
                     return Err(self.corrupt(
