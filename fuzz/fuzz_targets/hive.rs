@@ -16,13 +16,18 @@ fuzz_target!(|data: &[u8]| {
     // Also exercise log replay: split the input into a primary and a log.
     let split = data.len() / 2;
     let _ = Hive::from_bytes_with_logs(data[..split].to_vec(), &[&data[split..]], &opts);
-    let Ok(mut hive) = Hive::from_bytes(data.to_vec(), &opts) else { return };
+    let Ok(mut hive) = Hive::from_bytes(data.to_vec(), &opts) else {
+        return;
+    };
     let _ = hive.walk(hive.root());
     let _ = export_hivex_bytes(&hive, None, None);
     let _ = vmie_hive::bcd::show(&hive);
     let _ = vmie_hive::system::current_control_set(&hive);
     let _ = hive.set_value("\\", "fuzz", 3, &[0u8; 64]);
     let _ = hive.create_key("\\", "FuzzKey");
-    let _ = vmie_hive::merge(&mut hive, "[\\FuzzKey\\Sub]\n\"v\"=hex(7):61,00,00,00,00,00\n");
+    let _ = vmie_hive::merge(
+        &mut hive,
+        "[\\FuzzKey\\Sub]\n\"v\"=hex(7):61,00,00,00,00,00\n",
+    );
     let _ = hive.delete_key("\\FuzzKey");
 });

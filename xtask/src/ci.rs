@@ -20,7 +20,8 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// The whole suite: packages, formatting, lints, fixtures, every test, and a
 /// qemu boot of one real Debian guest before and after the fixup
-/// (`VMIE_SKIP_BOOT_TEST=1` leaves the boot out, for quick local runs).
+/// (`VMIE_SKIP_BOOT_TEST=1` leaves the boot out, for quick local runs), and
+/// a short run of every fuzz target (`VMIE_SKIP_FUZZ=1` leaves it out).
 pub fn test(extra: &[String]) -> Result<()> {
     deps()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -49,6 +50,14 @@ pub fn test(extra: &[String]) -> Result<()> {
     // fixed on virtio and NVMe (must pass). All layouts: cargo xtask boot-test.
     if std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none() {
         crate::guest::boot_test(&["mbr-logical-swap".to_string()])?;
+    }
+    // 30 s per target (about 10 minutes with the build): the saved crash
+    // inputs, then new ones. Long runs: cargo xtask fuzz --seconds N.
+    if std::env::var_os("VMIE_SKIP_FUZZ").is_none() {
+        crate::fuzz::fuzz(&crate::fuzz::parse_args(&[
+            "--seconds".into(),
+            "30".into(),
+        ])?)?;
     }
     Ok(())
 }

@@ -8,4 +8,5 @@ pub mod ci;
 pub mod demo;
 pub mod deps;
 pub mod fixtures;
+pub mod fuzz;
 pub mod guest;

@@ -1,6 +1,6 @@
 //! Developer tasks for the vmie-fixup workspace, run as `cargo xtask TASK`.
 
-use xtask::{bench, ci, demo, fixtures, guest};
+use xtask::{bench, ci, demo, fixtures, fuzz, guest};
 
 use std::process::ExitCode;
 
@@ -17,9 +17,12 @@ tasks:
              mbr-logical-swap, separate-boot (debootstrap; cached)
   boot-test  boot each guest in qemu unfixed (must fail), fixed on virtio and
              on NVMe (must pass) [NAME...]
+  fuzz       run the fuzz targets on stable, N seconds each (default 60):
+             [--seconds N] [--sanitizer address|none] [TARGET...]
   deps       install the Debian packages the tests need (apt-get; as root)
   test       the whole suite, as CI runs it: deps, rustfmt, clippy -D warnings,
-             fixtures, cargo test --workspace (extra args go to cargo test)";
+             fixtures, cargo test --workspace (extra args go to cargo test),
+             30 s of each fuzz target (VMIE_SKIP_FUZZ=1 leaves it out)";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -47,6 +50,7 @@ fn real_main() -> Result<()> {
         "bench" => bench::run(rest),
         "guest" => guest::guest(rest),
         "boot-test" => guest::boot_test(rest),
+        "fuzz" => fuzz::fuzz(&fuzz::parse_args(rest)?),
         "test" => ci::test(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
