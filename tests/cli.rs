@@ -282,9 +282,8 @@ fn cat_and_ls_read_inside_the_guest() {
         long.contains("os-release -> ../usr/lib/os-release"),
         "{long}"
     );
-    // Several readable volumes and no VOL: refuse, naming the choices.
-    let err = fails(&["cat", s(&img), "/etc/os-release"], 1);
-    assert!(err.contains("name one"), "{err}");
+    // No VOL: the guest's whole tree (issue 18; this used to refuse).
+    assert_eq!(ok(&["cat", s(&img), "/etc/os-release"]).as_bytes(), want);
     // A volume that does not exist.
     let err = fails(&["cat", &format!("{}:9", s(&img)), "/etc/os-release"], 1);
     assert!(err.contains("no partition 9"), "{err}");
@@ -839,15 +838,368 @@ fn refusals_name_the_cause_and_the_choices() {
     let i = s(&img);
     let err = fails(&["ls", &format!("{i}:7"), "/"], 1);
     assert!(
-        err.contains("no partition 7") && err.contains("1 (ext4 \"rootfs\"), 2 (extended), 5 (swap \"swap\"), 6 (ext4 \"data\")"),
+        err.contains("no partition 7")
+            && err.contains(
+                "1 (ext4 \"rootfs\"), 2 (extended), 5 (swap \"swap\"), 6 (ext4 \"data\")"
+            ),
         "{err}"
     );
     let err = fails(&["ls", &format!("{i}:2"), "/"], 1);
-    assert!(err.contains("extended partition") && err.contains("(5, 6)"), "{err}");
+    assert!(
+        err.contains("extended partition") && err.contains("(5, 6)"),
+        "{err}"
+    );
     let err = fails(&["ls", &format!("{i}:5"), "/"], 1);
     assert!(err.contains("swap area: it holds no files"), "{err}");
     let err = fails(&["inspect", i, i], 1);
     assert!(err.contains("are the same image file"), "{err}");
     let err = fails(&["--dry-run", i, i], 1);
     assert!(err.contains("are the same image file"), "{err}");
+}
+
+/// stdin, stdout and stderr of one run with `input` on standard input.
+fn run_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 18: a missing image is a usage error (2) for every command, named
+/// once, with no OS error repeated.
+#[test]
+fn a_missing_image_exits_2_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("f");
+    std::fs::write(&local, "x").unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["inspect", "nosuch.raw"],
+        vec!["ls", "nosuch.raw", "/"],
+        vec!["ls", "nosuch.raw:1", "/"],
+        vec!["cat", "nosuch.raw", "/etc/fstab"],
+        vec!["copy-in", "nosuch.raw", s(&local), "/x"],
+        vec!["undo", "nosuch.raw"],
+        vec!["hive", "get", "nosuch.raw:1", "/SYSTEM", "Select"],
+        vec!["bcd", "show", "nosuch.raw", "/Boot/BCD"],
+        vec!["--dry-run", "nosuch.raw"],
+    ];
+    for args in cases {
+        let err = fails(&args, 2);
+        assert!(err.contains("nosuch.raw: no such"), "{args:?}: {err}");
+        assert!(!err.contains("os error"), "{args:?}: {err}");
+    }
+    let out = run_with_input(&["write", "nosuch.raw", "/x"], b"x");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Issue 18: `rules check` (and `--rules`) take one .toml file as well as
+/// a directory; a path that is neither is named.
+#[test]
+fn rules_check_takes_a_file() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/linux.toml");
+    let out = ok(&["rules", "check", s(&shipped)]);
+    assert!(out.contains("rule(s) in 1 file: all valid"), "{out}");
+    let list = ok(&[
+        "rules",
+        "list",
+        "--no-default-rules",
+        "--rules",
+        s(&shipped),
+    ]);
+    assert!(list.contains("linux-fstab"), "{list}");
+    let err = fails(&["rules", "check", "/nonexistent/rules"], 2);
+    assert!(
+        err.contains("/nonexistent/rules: no such rule pack"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+}
+
+/// Issue 18: without :VOL, ls/cat see the guest's whole tree (root plus
+/// its fstab mounts), as virt-ls/virt-cat do; with :VOL, that one volume.
+#[test]
+fn guest_tree_ls_and_cat() {
+    let img = fixture("demo");
+    let i = s(&img);
+    let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees");
+    // /srv/data is partition 6, mounted by the guest's fstab.
+    let listing = ok(&["ls", i, "/srv/data"]);
+    assert_eq!(listing, "dir\nhello.txt\nlost+found\n", "{listing}");
+    // On partition 1 alone it is the empty mountpoint.
+    assert_eq!(ok(&["ls", &format!("{i}:1"), "/srv/data"]), "");
+    // cat takes several paths, across filesystems, in order.
+    let both = run(&["cat", i, "/etc/hostname", "/srv/data/hello.txt"]);
+    assert!(both.status.success());
+    let mut want = std::fs::read(trees.join("demo/etc/hostname")).unwrap();
+    want.extend(std::fs::read(trees.join("tiny/hello.txt")).unwrap());
+    assert_eq!(both.stdout, want);
+    // -l has times, -h human sizes (and -h is not help for ls).
+    let long = ok(&["ls", "-lh", i, "/srv/data"]);
+    let line = long.lines().find(|l| l.ends_with(" lost+found")).unwrap();
+    assert!(line.starts_with("drwx------"), "{long}");
+    assert!(line.contains(" 16K "), "{long}");
+    let year = line.split_whitespace().nth(4).unwrap();
+    assert!(year.len() == 10 && year.starts_with("20"), "{long}");
+    assert!(ok(&["ls", "--help"]).contains("--human-readable"));
+    // -R: each directory under a heading, symlinks not followed.
+    let rec = ok(&["ls", "-R", i, "/srv/data"]);
+    assert!(rec.starts_with("/srv/data:\n"), "{rec}");
+    assert!(rec.contains("\n/srv/data/dir:\n"), "{rec}");
+    assert!(rec.contains("nested.txt"), "{rec}");
+    // JSON: every field, full paths, symlink targets.
+    let doc: Value =
+        serde_json::from_str(&ok(&["ls", "-R", "--format", "json", i, "/srv/data"])).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    let entries = doc["entries"].as_array().unwrap();
+    let hello = entries
+        .iter()
+        .find(|e| e["path"] == "/srv/data/hello.txt")
+        .unwrap();
+    assert_eq!(
+        hello["size"].as_u64().unwrap(),
+        std::fs::metadata(trees.join("tiny/hello.txt"))
+            .unwrap()
+            .len()
+    );
+    assert_eq!(hello["type"], "regular");
+    let link = entries
+        .iter()
+        .find(|e| e["path"] == "/srv/data/dir/link-to-hello")
+        .unwrap();
+    assert_eq!(link["type"], "symlink");
+    assert!(link["target"].as_str().is_some(), "{link}");
+    // -v says what was read and decided, on stderr, with timings.
+    let out = run(&["-v", "ls", i, "/srv/data"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Linux roots:") && err.contains("mounted"),
+        "{err}"
+    );
+    assert!(err.contains("s] "), "timings: {err}");
+}
+
+/// Issue 18: copy-in and write on the whole tree go to the filesystem the
+/// path lands on, through the self-check and the undo journal.
+#[test]
+fn guest_tree_writes_land_on_the_mounted_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vm.raw");
+    std::fs::copy(fixture("demo"), &img).unwrap();
+    let original = sha256(&img);
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let parts = doc["disks"][0]["partitions"].as_array().unwrap();
+    let start = |n: u64| {
+        parts.iter().find(|p| p["number"] == n).unwrap()["start"]
+            .as_u64()
+            .unwrap()
+    };
+    let (p1, p6) = (start(1), start(6));
+    let local = dir.path().join("note");
+    std::fs::write(&local, "on the data volume\n").unwrap();
+    let dry = ok(&["copy-in", "-n", s(&img), s(&local), "/srv/data/note.txt"]);
+    assert!(
+        dry.contains("partition 6: would create /srv/data/note.txt"),
+        "{dry}"
+    );
+    assert_eq!(sha256(&img), original);
+    let out = ok(&["copy-in", s(&img), s(&local), "/srv/data/note.txt"]);
+    assert!(out.contains("undo journal"), "{out}");
+    // On partition 6 at its root, not on the root filesystem's mountpoint.
+    assert_eq!(debugfs_cat(&img, p6, "/note.txt"), "on the data volume\n");
+    e2fsck_clean(&img, p6);
+    e2fsck_clean(&img, p1);
+    // write, quiet: nothing on stdout.
+    let out = run_with_input(&["-q", "write", s(&img), "/etc/hostname"], b"cloud\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(debugfs_cat(&img, p1, "/etc/hostname"), "cloud\n");
+    // Refused: a directory is not replaced, and it says so in words.
+    let err = fails(&["copy-in", s(&img), s(&local), "/srv/data/dir"], 1);
+    assert!(err.contains("is a directory, not a regular file"), "{err}");
+    ok(&["undo", "--all", s(&img)]);
+    assert_eq!(sha256(&img), original);
+}
+
+/// Issue 18: `bcd show` prints bcdedit's names, and refuses a hive that is
+/// not a BCD store.
+#[test]
+fn bcd_show_uses_bcdedit_names() {
+    let bcd = ok(&["bcd", "show", s(&realdata("windeploy-linux/BCD"))]);
+    for want in [
+        "Windows Boot Manager",
+        "identifier              {bootmgr} ({9dea862c-5cdd-4e70-acc1-f32b344d4795})",
+        "default                 {default}",
+        "displayorder            {default}",
+        "toolsdisplayorder       {memdiag}",
+        "timeout                 30",
+        "Windows Boot Loader",
+        "systemroot              \\windows",
+        "path                    \\windows\\system32\\winload.exe",
+        "inherit                 {bootloadersettings}",
+        "bootems                 No",
+    ] {
+        assert!(bcd.contains(want), "{want:?} missing from:\n{bcd}");
+    }
+    // No raw element ids where a name is known.
+    assert!(!bcd.contains("16000020"), "{bcd}");
+    let hive = realdata("hivex/images/minimal");
+    let err = fails(&["bcd", "show", s(&hive)], 1);
+    assert!(
+        err.contains("minimal: not a BCD store") && err.contains("\\Objects"),
+        "{err}"
+    );
+}
+
+/// Issue 18: hive commands read (and merge writes) a hive inside a disk
+/// image, through the overlay, with a backup and the undo journal.
+#[test]
+fn hive_commands_work_inside_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vm.raw");
+    std::fs::copy(fixture("hostile"), &img).unwrap();
+    let vol = format!("{}:1", s(&img));
+    let hive = realdata("hivex/images/minimal");
+    ok(&["copy-in", &vol, s(&hive), "/SYSTEM"]);
+    let with_hive = sha256(&img);
+    let here = ok(&["hive", "export", s(&hive)]);
+    assert_eq!(ok(&["hive", "export", &vol, "/SYSTEM"]), here);
+    let reg = realdata("virt-v2v/test-data/phony-guests/windows-system.reg");
+    let dry = ok(&["hive", "merge", "-n", &vol, "/SYSTEM", s(&reg)]);
+    assert!(dry.contains("would replace /SYSTEM"), "{dry}");
+    assert_eq!(sha256(&img), with_hive);
+    let out = ok(&["hive", "merge", &vol, "/SYSTEM", s(&reg)]);
+    assert!(
+        out.contains("/SYSTEM.vmie.bak") && out.contains("undo journal"),
+        "{out}"
+    );
+    // The original is kept in the guest; the merged hive is what hivex says.
+    let bak = run(&["cat", &vol, "/SYSTEM.vmie.bak"]);
+    assert_eq!(bak.stdout, std::fs::read(&hive).unwrap());
+    let merged = dir.path().join("merged");
+    std::fs::write(&merged, run(&["cat", &vol, "/SYSTEM"]).stdout).unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::copy(&hive, &theirs).unwrap();
+    let st = Command::new("hivexregedit")
+        .args([
+            "--merge",
+            "--prefix",
+            "HKEY_LOCAL_MACHINE\\SYSTEM",
+            s(&theirs),
+            s(&reg),
+        ])
+        .status()
+        .expect("hivexregedit");
+    assert!(st.success());
+    assert_eq!(hivexregedit_export(&merged), hivexregedit_export(&theirs));
+    let sel = ok(&["hive", "get", &vol, "/SYSTEM", "Select", "Current"]);
+    assert!(sel.starts_with("Current [REG_DWORD] = "), "{sel}");
+    // Not a hive, no guest path: refused, naming the file and the usage.
+    let err = fails(&["hive", "get", s(&reg), "Select"], 1);
+    assert!(
+        err.contains("windows-system.reg: not a registry hive"),
+        "{err}"
+    );
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), with_hive);
+}
+
+/// Issue 18: human output uses words, not Rust debug names.
+#[test]
+fn human_output_uses_words() {
+    let out = ok(&["inspect", s(&fixture("demo"))]);
+    for want in ["(BIOS)", "ens192 static via", "preflight warning ["] {
+        assert!(out.contains(want), "{want:?} missing from:\n{out}");
+    }
+    for bad in [
+        "(Bios)",
+        " Static ",
+        "Warning [",
+        "Info [",
+        "Some(",
+        "Directory",
+    ] {
+        assert!(!out.contains(bad), "{bad:?} in:\n{out}");
+    }
+}
+
+/// Issue 18: vague refusals name what and why.
+#[test]
+fn refusals_say_what_the_input_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file that is not a disk: refused before anything else.
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "just some text\n".repeat(1000)).unwrap();
+    for args in [vec!["inspect", s(&text)], vec!["ls", s(&text), "/"]] {
+        let err = fails(&args, 1);
+        assert!(
+            err.contains(
+                "notes.txt: not a disk image: no partition table and no filesystem recognised"
+            ),
+            "{err}"
+        );
+    }
+    // A blank data disk after a real boot disk is fine.
+    let blank = dir.path().join("blank.raw");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    ok(&["inspect", s(&fixture("demo")), s(&blank)]);
+    // A bad .reg file is named.
+    let hive = dir.path().join("SYSTEM");
+    std::fs::copy(realdata("hivex/images/minimal"), &hive).unwrap();
+    let bad = dir.path().join("bad.reg");
+    std::fs::write(&bad, "garbage\n").unwrap();
+    let err = fails(&["hive", "merge", s(&hive), s(&bad)], 1);
+    assert!(err.contains("bad.reg: ") && err.contains("line 1"), "{err}");
+    // VHD is called VHD.
+    let vhd = dir.path().join("vm.vhd");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "vpc", s(&fixture("whole-ext2")), s(&vhd)])
+        .status()
+        .expect("qemu-img (Debian package qemu-utils)");
+    assert!(st.success());
+    let err = fails(&["inspect", s(&vhd)], 1);
+    assert!(
+        err.contains("this is a VHD image") && !err.contains("vpc"),
+        "{err}"
+    );
+}
+
+/// Issue 18: a root whose superblock checksum is bad is named as the
+/// reason no guest was found, first, and human inspect shows the note.
+#[test]
+fn an_unreadable_root_is_the_first_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("vm.raw");
+    std::fs::copy(fixture("demo"), &img).unwrap();
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let p1 = doc["disks"][0]["partitions"][0]["start"].as_u64().unwrap();
+    // s_checksum is the superblock's last 4 bytes.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(p1 + 1024 + 0x3FC)).unwrap();
+        f.write_all(&[0xde, 0xad, 0xbe, 0xef]).unwrap();
+    }
+    let human = ok(&["inspect", s(&img)]);
+    assert!(human.contains("note: superblock checksum"), "{human}");
+    let first = human.lines().find(|l| l.starts_with("preflight ")).unwrap();
+    assert!(
+        first.starts_with("preflight error [root-unreadable]")
+            && first.contains("partition 1 (ext4) could not be read")
+            && first.contains("checksum"),
+        "{human}"
+    );
+    assert!(human.contains("[volume-unreadable]"), "{human}");
 }

@@ -580,6 +580,7 @@ fn covered() -> Vec<&'static str> {
         "encrypted-volume",
         "lvm",
         "no-bootable-partition",
+        "root-unreadable",
         "multiple-directories",
         "gpt-root",
         "root-not-on-boot-disk",
@@ -1093,4 +1094,37 @@ fn regex_lite(src: &str) -> Vec<String> {
     ids.sort();
     ids.dedup();
     ids
+}
+
+/// Issue 18: when no guest is found because the volume that may hold it
+/// cannot be read (XFS, not read yet), that is the first error.
+#[test]
+fn an_unreadable_root_is_the_first_error() {
+    let c = Case::new();
+    let xfs = c.empty_fs("xfs", 300);
+    let disk = c.disk("d.raw", 320 * MIB, "dos", &[(Some(&xfs), 300, "83")]);
+    let doc = inspect(&[disk]);
+    let got = fired(&doc);
+    assert_eq!(
+        got.first().map(|(i, s)| (i.as_str(), s.as_str())),
+        Some(("root-unreadable", "error")),
+        "{}",
+        doc["preflight"]
+    );
+    let msg = doc["preflight"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("partition 1 holds XFS"), "{msg}");
+    assert!(got.iter().any(|(i, _)| i == "no-bootable-partition"));
+    // A readable root: the check stays quiet even with an XFS volume.
+    let c = Case::new();
+    let root = c.root_fs(400);
+    let xfs = c.empty_fs("xfs", 300);
+    let disk = c.disk(
+        "d.raw",
+        800 * MIB,
+        "dos",
+        &[(Some(&root), 400, "83"), (Some(&xfs), 300, "83")],
+    );
+    assert!(!fired(&inspect(&[disk]))
+        .iter()
+        .any(|(i, _)| i == "root-unreadable"));
 }

@@ -30,6 +30,17 @@ impl ContainerFormat {
             Self::Vdi => "vdi",
         }
     }
+
+    /// The name people know the format by (qemu-img calls VHD `vpc`).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Qcow => "qcow2",
+            Self::Vmdk => "VMDK",
+            Self::Vhd => "VHD",
+            Self::Vhdx => "VHDX",
+            Self::Vdi => "VDI",
+        }
+    }
 }
 
 /// Look for a container format's magic in `dev`.
@@ -76,7 +87,7 @@ pub fn ensure_raw(dev: &dyn Device) -> Result<(), DiskError> {
             why: format!(
                 "this is a {} image, not a raw disk image; vmie-fixup works on raw images only. \
                  Convert it first: qemu-img convert -O raw '{path}' '{path}.raw'",
-                fmt.qemu_name()
+                fmt.display_name()
             ),
             path,
         });

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use vmie_disk::journal::{self, CommitOptions};
 use vmie_guestfs::{FileType, GuestFsExt};
-use vmie_inspect::{InspectError, OpenOptions, Vm, VolumeSelector};
+use vmie_inspect::{InspectError, Vm};
 
 /// `println!` that ends the program quietly when the reader went away
 /// (`vmie-fixup … | head`), instead of panicking on a broken pipe.
@@ -38,17 +38,21 @@ macro_rules! out {
     }};
 }
 
-mod checkfs;
 mod fix;
+mod guesttree;
 mod hivecli;
+mod human;
 mod writecli;
+
+use human::vlog;
 
 const EXIT_HELP: &str = "\
 EXIT CODES:
     0  done
     1  refused: the image is unsupported or unsafe to change, or the request
-       cannot be met on it (missing file, unknown volume); nothing was written
-    2  usage error (bad arguments)
+       cannot be met on it (no such guest file, unknown volume); nothing was
+       written
+    2  usage error (bad arguments, an image or input file that does not exist)
     3  I/O or internal error";
 
 /// Make a VM's disk image bootable in a cloud, offline, in userspace.
@@ -81,6 +85,12 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     fix: fix::FixArgs,
+    /// Say on standard error what was read and decided, with timings.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Print only errors (and the data a command was asked for).
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -109,42 +119,66 @@ enum Command {
     },
     /// List a directory inside the guest (like virt-ls).
     ///
+    /// Without VOL, the guest's whole tree: its root filesystem and what its
+    /// fstab mounts (a separate /boot, /srv/data, ...), as virt-ls sees it.
     /// VOL is a partition number as Linux numbers it (1-4 primary, 5+
-    /// logical) or a filesystem UUID; without it, the one readable volume.
+    /// logical) or a filesystem UUID: that one volume, from its own root.
     #[command(
-        after_help = "EXAMPLES:\n    vmie-fixup ls vm.raw:1 /etc\n    vmie-fixup ls -l vm.raw:0b2c7a9e-... /boot"
+        disable_help_flag = true,
+        after_help = "EXAMPLES:\n    vmie-fixup ls vm.raw /etc\n    vmie-fixup ls -lh vm.raw /srv/data\n    vmie-fixup ls -R --format json vm.raw /boot\n    vmie-fixup ls -l vm.raw:6 /"
     )]
     Ls {
-        /// IMAGE or IMAGE:VOL.
+        /// IMAGE (the guest's tree) or IMAGE:VOL (one volume).
         #[arg(value_name = "IMAGE[:VOL]")]
         target: String,
         /// Directory inside the guest.
         path: String,
-        /// Long listing: type, mode, owner, size, and symlink targets.
+        /// Long listing: type and mode, owner, size, modification time (UTC),
+        /// and symlink targets.
         #[arg(short, long)]
         long: bool,
+        /// Sizes as 4.0K, 1.2M, 3G (with -l).
+        #[arg(short = 'h', long = "human-readable")]
+        human: bool,
+        /// List subdirectories too, recursively (symlinks are not followed).
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Output format; json gives every field of -l, sizes in bytes and
+        /// times in seconds since the epoch.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
     },
-    /// Print a file inside the guest to standard output (like virt-cat).
+    /// Print files inside the guest to standard output (like virt-cat).
+    ///
+    /// Without VOL, paths are looked up in the guest's whole tree (root
+    /// plus its fstab mounts); with VOL, on that one volume.
     #[command(
-        after_help = "EXAMPLES:\n    vmie-fixup cat vm.raw:1 /etc/os-release\n    vmie-fixup cat vm.raw /etc/fstab"
+        after_help = "EXAMPLES:\n    vmie-fixup cat vm.raw /etc/fstab /etc/hostname\n    vmie-fixup cat vm.raw:1 /etc/os-release"
     )]
     Cat {
-        /// IMAGE or IMAGE:VOL.
+        /// IMAGE (the guest's tree) or IMAGE:VOL (one volume).
         #[arg(value_name = "IMAGE[:VOL]")]
         target: String,
-        /// File inside the guest; symlinks are followed inside the guest only.
-        path: String,
+        /// Files inside the guest, printed in order; symlinks are followed
+        /// inside the guest only.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
     },
     /// Copy a local file into the guest, creating or replacing GUESTPATH.
     ///
-    /// A replaced file keeps its inode, owner, mode and xattrs; a new one is
-    /// 0644 root:root. The write is read back through an independent reader
-    /// and committed with an undo journal.
+    /// Without VOL the path is in the guest's whole tree, so /srv/data/x
+    /// lands on the filesystem mounted at /srv/data. A replaced file keeps
+    /// its inode, owner, mode and xattrs; a new one is 0644 root:root. The
+    /// write is read back through an independent reader and committed with
+    /// an undo journal (vmie-fixup undo IMAGE puts it back).
     #[command(
-        after_help = "EXAMPLES:\n    vmie-fixup copy-in vm.raw:1 ./fstab /etc/fstab\n    vmie-fixup copy-in --dry-run vm.raw:1 ./motd /etc/motd"
+        after_help = "EXAMPLES:\n    vmie-fixup copy-in vm.raw ./fstab /etc/fstab\n    vmie-fixup copy-in --dry-run vm.raw ./motd /etc/motd\n    vmie-fixup copy-in vm.raw:6 ./data.txt /data.txt"
     )]
     CopyIn {
-        /// IMAGE or IMAGE:VOL.
+        /// IMAGE (the guest's tree) or IMAGE:VOL (one volume).
         #[arg(value_name = "IMAGE[:VOL]")]
         target: String,
         /// The file on this machine.
@@ -156,9 +190,13 @@ enum Command {
         dry_run: bool,
     },
     /// Write standard input to GUESTPATH in the guest (create or replace).
-    #[command(after_help = "EXAMPLES:\n    echo vm1 | vmie-fixup write vm.raw:1 /etc/hostname")]
+    ///
+    /// Like copy-in: the guest's whole tree without VOL, one volume with it.
+    #[command(
+        after_help = "EXAMPLES:\n    echo vm1 | vmie-fixup write vm.raw /etc/hostname\n    vmie-fixup write -n vm.raw /etc/motd < motd"
+    )]
     Write {
-        /// IMAGE or IMAGE:VOL.
+        /// IMAGE (the guest's tree) or IMAGE:VOL (one volume).
         #[arg(value_name = "IMAGE[:VOL]")]
         target: String,
         /// Where it goes in the guest (symlinks followed inside the guest).
@@ -196,18 +234,21 @@ enum Command {
 enum RulesCommand {
     /// List the rules a run would use: id, when it applies, what it does.
     List {
-        /// Add the rule packs (*.toml) in DIR; may be given several times.
-        #[arg(long = "rules", value_name = "DIR")]
+        /// Add the rule packs in DIR (*.toml), or the one pack FILE.toml;
+        /// may be given several times.
+        #[arg(long = "rules", value_name = "DIR|FILE")]
         dirs: Vec<PathBuf>,
         /// Leave out the rules shipped with vmie-fixup.
         #[arg(long)]
         no_default_rules: bool,
     },
     /// Check rule packs: report the first error with file, line and column.
-    #[command(after_help = "EXAMPLES:\n    vmie-fixup rules check ./my-rules")]
+    #[command(
+        after_help = "EXAMPLES:\n    vmie-fixup rules check ./my-rules\n    vmie-fixup rules check ./my-rules/site.toml"
+    )]
     Check {
-        /// Directories of rule packs (*.toml).
-        #[arg(required = true, value_name = "DIR")]
+        /// Directories of rule packs (*.toml), or single .toml files.
+        #[arg(required = true, value_name = "DIR|FILE")]
         dirs: Vec<PathBuf>,
     },
 }
@@ -255,13 +296,39 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
-    let cli = match Cli::try_parse() {
+    // -v/-q anywhere before `--`: clap would not take them before a
+    // subcommand (the fixup run's own arguments conflict with subcommands).
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let (mut quiet, mut verbose, mut rest) = (false, false, false);
+    for a in std::env::args_os() {
+        if !rest {
+            match a.to_str() {
+                Some("--") => rest = true,
+                Some("-v" | "--verbose") => {
+                    verbose = true;
+                    continue;
+                }
+                Some("-q" | "--quiet") => {
+                    quiet = true;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        args.push(a);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if verbose && quiet {
+        eprintln!("vmie-fixup: error: --verbose and --quiet cannot be used together");
+        return ExitCode::from(2);
+    }
+    human::set_level(quiet || cli.quiet, verbose || cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -273,7 +340,7 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("vmie-fixup: error: {:#}", f.error);
+            eprintln!("vmie-fixup: error: {}", human::error_text(&f.error));
             ExitCode::from(f.code)
         }
     }
@@ -285,8 +352,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     match command {
         Command::Inspect { images, format } => inspect(&images, format),
-        Command::Ls { target, path, long } => ls(&target, &path, long),
-        Command::Cat { target, path } => cat(&target, &path),
+        Command::Ls {
+            target,
+            path,
+            long,
+            human,
+            recursive,
+            format,
+            help: _,
+        } => ls(
+            &target,
+            &path,
+            &LsOpts {
+                long,
+                human,
+                recursive,
+                format,
+            },
+        ),
+        Command::Cat { target, paths } => cat(&target, &paths),
         Command::CopyIn {
             target,
             local,
@@ -312,7 +396,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 // ---------------------------------------------------------------- rules
 
 fn rules_list(dirs: &[PathBuf], no_default: bool) -> Result<(), Failure> {
-    let rules = vmie_rules::rules::load(no_default, dirs).map_err(|e| refused(e.into()))?;
+    let rules = human::load_rules(no_default, dirs).map_err(refused)?;
     for r in &rules {
         let actions: Vec<&str> = r.actions.iter().map(|a| a.name()).collect();
         outln!("{}  ({})", r.id, r.source.display());
@@ -358,30 +442,45 @@ fn rules_list(dirs: &[PathBuf], no_default: bool) -> Result<(), Failure> {
 }
 
 fn rules_check(dirs: &[PathBuf]) -> Result<(), Failure> {
-    let rules = vmie_rules::rules::load(true, dirs).map_err(|e| refused(e.into()))?;
-    outln!(
-        "{} rule(s) in {} director{}: all valid",
-        rules.len(),
-        dirs.len(),
-        if dirs.len() == 1 { "y" } else { "ies" }
-    );
+    if let Some(missing) = dirs.iter().find(|p| !p.exists()) {
+        return Err(Failure {
+            code: 2,
+            error: anyhow::anyhow!(
+                "{}: no such rule pack: give a directory of *.toml packs or one .toml file",
+                missing.display()
+            ),
+        });
+    }
+    let rules = human::load_rules(true, dirs).map_err(refused)?;
+    if !human::quiet() {
+        let (d, f) = dirs.iter().fold(
+            (0, 0),
+            |(d, f), p| {
+                if p.is_dir() {
+                    (d + 1, f)
+                } else {
+                    (d, f + 1)
+                }
+            },
+        );
+        let mut wheres = Vec::new();
+        if d > 0 {
+            wheres.push(format!("{d} director{}", if d == 1 { "y" } else { "ies" }));
+        }
+        if f > 0 {
+            wheres.push(format!("{f} file{}", if f == 1 { "" } else { "s" }));
+        }
+        outln!(
+            "{} rule(s) in {}: all valid",
+            rules.len(),
+            wheres.join(" and ")
+        );
+    }
     Ok(())
 }
 
 fn open(images: &[PathBuf]) -> Result<Vm, Failure> {
-    Vm::open(images, &OpenOptions::default()).map_err(|e| classify(e.into()))
-}
-
-/// Split `IMAGE[:VOL]`. A path that exists as given wins over a split, so
-/// image names containing `:` still work.
-pub(crate) fn split_target(target: &str) -> (PathBuf, VolumeSelector) {
-    if std::path::Path::new(target).exists() {
-        return (PathBuf::from(target), VolumeSelector::Auto);
-    }
-    match target.rsplit_once(':') {
-        Some((img, vol)) => (PathBuf::from(img), VolumeSelector::parse(vol)),
-        None => (PathBuf::from(target), VolumeSelector::Auto),
-    }
+    guesttree::open_vm(images, false)
 }
 
 // ---------------------------------------------------------------- inspect
@@ -512,7 +611,13 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
             .and_then(|_| {
                 writeln!(out)?;
                 for c in &doc.preflight {
-                    writeln!(out, "preflight {:?} [{}]: {}", c.severity, c.id, c.message)?;
+                    writeln!(
+                        out,
+                        "preflight {} [{}]: {}",
+                        human::severity_word(c.severity),
+                        c.id,
+                        c.message
+                    )?;
                 }
                 Ok(())
             })
@@ -530,20 +635,7 @@ pub(crate) fn stats(vm: &Vm) {
     }
 }
 
-fn size_str(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use human::size_str;
 
 fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
     for (i, l) in vm.layouts().iter().enumerate() {
@@ -616,6 +708,9 @@ fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
                 if !flags.is_empty() {
                     write!(out, "  [{}]", flags.join("; "))?;
                 }
+                for n in &s.notes {
+                    write!(out, "\n        note: {n}")?;
+                }
             } else if let Some(e) = &v.probe_error {
                 write!(out, "\n        unreadable: {e}")?;
             } else if !v.is_extended() {
@@ -661,12 +756,12 @@ fn print_guests(
         writeln!(out, "  mounts: {}", mounts.join(", "))?;
         writeln!(
             out,
-            "  boot: {} ({:?})",
+            "  boot: {} ({})",
             i.bootloader
                 .kind
                 .as_deref()
                 .unwrap_or("no bootloader found"),
-            i.firmware
+            human::firmware_word(&i.firmware)
         )?;
         for k in &i.kernels {
             let drivers: Vec<&str> = k
@@ -695,8 +790,11 @@ fn print_guests(
         for n in &i.network.interfaces {
             writeln!(
                 out,
-                "  network: {} {:?} via {} ({})",
-                n.name, n.method, n.stack, n.source
+                "  network: {} {} via {} ({})",
+                n.name,
+                human::net_method_word(&n.method),
+                n.stack,
+                n.source
             )?;
         }
         for w in &i.warnings {
@@ -781,14 +879,37 @@ fn print_windows(
 
 // ---------------------------------------------------------------- ls / cat
 
-fn open_target(target: &str) -> Result<(Vm, Box<dyn vmie_guestfs::GuestFs>), Failure> {
-    let (image, sel) = split_target(target);
-    let vm = open(std::slice::from_ref(&image))?;
-    let fs = {
-        let vol = vm.select(0, &sel).map_err(|e| classify(e.into()))?;
-        vm.open_fs(vol).map_err(|e| classify(e.into()))?
-    };
-    Ok((vm, fs))
+struct LsOpts {
+    long: bool,
+    human: bool,
+    recursive: bool,
+    format: Format,
+}
+
+/// `ls --format json` schema version.
+const LS_SCHEMA_VERSION: u32 = 1;
+
+/// Deepest directory `ls -R` descends into.
+const LS_MAX_DEPTH: usize = 256;
+
+#[derive(Serialize)]
+struct LsEntry {
+    /// Full guest path.
+    path: String,
+    name: String,
+    #[serde(rename = "type")]
+    file_type: FileType,
+    /// Permission bits (`0o7777` part of st_mode), as a number.
+    mode: u32,
+    /// `-rw-r--r--`.
+    permissions: String,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    /// Seconds since the Unix epoch.
+    mtime: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
 }
 
 fn mode_string(t: FileType, mode: u32) -> String {
@@ -800,75 +921,182 @@ fn mode_string(t: FileType, mode: u32) -> String {
     s
 }
 
-fn ls(target: &str, path: &str, long: bool) -> Result<(), Failure> {
-    let (_vm, fs) = open_target(target)?;
+fn io_failure(e: std::io::Error) -> Failure {
+    Failure {
+        code: 3,
+        error: anyhow::Error::from(e).context("writing to standard output"),
+    }
+}
+
+fn ls(target: &str, path: &str, o: &LsOpts) -> Result<(), Failure> {
+    let t = guesttree::parse_target(target)?;
+    let tree = guesttree::open_tree(&t, false)?;
+    let fs = tree.fs();
     let (dir, entries) = fs.list(path).map_err(|e| classify(e.into()))?;
+    vlog!("{dir}: {} entries", entries.len());
+    let mut seen = std::collections::HashSet::new();
+    if let Ok(m) = fs.symlink_metadata(&dir) {
+        if let Some(i) = m.inode {
+            seen.insert((tree.volume_of(&dir).to_string(), i));
+        }
+    }
+    let mut json = Vec::new();
     let mut out = std::io::stdout().lock();
-    for e in entries {
-        let name = String::from_utf8_lossy(&e.name);
-        let line = if long {
-            let p = dir.join(&e.name);
-            let m = fs.symlink_metadata(&p).map_err(|e| classify(e.into()))?;
-            let mut l = format!(
-                "{} {:>5} {:>5} {:>10} {name}",
-                mode_string(m.file_type, m.mode),
-                m.uid,
-                m.gid,
-                m.size
-            );
-            if m.file_type == FileType::Symlink {
-                if let Ok(t) = fs.read_link(&p) {
-                    l.push_str(&format!(" -> {}", String::from_utf8_lossy(&t)));
-                }
-            }
-            l
-        } else {
-            name.into_owned()
-        };
-        writeln!(out, "{line}").map_err(|e| Failure {
-            code: 3,
-            error: e.into(),
-        })?;
+    let mut first = true;
+    ls_dir(
+        &tree, &dir, entries, o, 0, &mut seen, &mut json, &mut out, &mut first,
+    )?;
+    if o.format == Format::Json {
+        let doc = serde_json::json!({
+            "schema_version": LS_SCHEMA_VERSION,
+            "path": dir.to_string(),
+            "entries": json,
+        });
+        serde_json::to_writer_pretty(&mut out, &doc).map_err(|e| io_failure(e.into()))?;
+        writeln!(out).map_err(io_failure)?;
     }
     Ok(())
 }
 
-fn cat(target: &str, path: &str) -> Result<(), Failure> {
-    let (_vm, fs) = open_target(target)?;
-    let data = fs.read(path).map_err(|e| classify(e.into()))?;
-    std::io::stdout()
-        .lock()
-        .write_all(&data)
-        .context("writing to standard output")
-        .map_err(|e| Failure { code: 3, error: e })
+#[allow(clippy::too_many_arguments)]
+fn ls_dir(
+    tree: &guesttree::Tree,
+    dir: &vmie_guestfs::GuestPath,
+    entries: Vec<vmie_guestfs::DirEntry>,
+    o: &LsOpts,
+    depth: usize,
+    seen: &mut std::collections::HashSet<(String, u64)>,
+    json: &mut Vec<LsEntry>,
+    out: &mut impl Write,
+    first: &mut bool,
+) -> Result<(), Failure> {
+    let fs = tree.fs();
+    let human_out = o.format == Format::Human;
+    if o.recursive && human_out {
+        if !*first {
+            writeln!(out).map_err(io_failure)?;
+        }
+        writeln!(out, "{dir}:").map_err(io_failure)?;
+    }
+    *first = false;
+    let need_meta = o.long || o.format == Format::Json;
+    let mut subdirs = Vec::new();
+    for e in entries {
+        let name = String::from_utf8_lossy(&e.name).into_owned();
+        let p = dir.join(&e.name);
+        let meta = if need_meta || o.recursive {
+            Some(fs.symlink_metadata(&p).map_err(|e| classify(e.into()))?)
+        } else {
+            None
+        };
+        let ft = meta.as_ref().map(|m| m.file_type).unwrap_or(e.file_type);
+        if o.recursive && ft == FileType::Directory {
+            subdirs.push((p.clone(), meta.as_ref().and_then(|m| m.inode)));
+        }
+        let target = if ft == FileType::Symlink && need_meta {
+            fs.read_link(&p)
+                .ok()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+        } else {
+            None
+        };
+        match (&meta, o.format) {
+            (Some(m), Format::Json) => json.push(LsEntry {
+                path: p.to_string(),
+                name,
+                file_type: m.file_type,
+                mode: m.mode,
+                permissions: mode_string(m.file_type, m.mode),
+                uid: m.uid,
+                gid: m.gid,
+                size: m.size,
+                mtime: m.mtime.secs,
+                target,
+            }),
+            (Some(m), Format::Human) if o.long => {
+                let size = if o.human {
+                    format!("{:>6}", human::ls_size(m.size))
+                } else {
+                    format!("{:>10}", m.size)
+                };
+                let mut l = format!(
+                    "{} {:>5} {:>5} {size} {} {name}",
+                    mode_string(m.file_type, m.mode),
+                    m.uid,
+                    m.gid,
+                    human::time_str(m.mtime.secs)
+                );
+                if let Some(t) = target {
+                    l.push_str(" -> ");
+                    l.push_str(&t);
+                }
+                writeln!(out, "{l}").map_err(io_failure)?;
+            }
+            _ => writeln!(out, "{name}").map_err(io_failure)?,
+        }
+    }
+    for (sub, inode) in subdirs {
+        if depth + 1 >= LS_MAX_DEPTH {
+            return Err(refused(anyhow::anyhow!(
+                "{sub}: more than {LS_MAX_DEPTH} directory levels; not listed further"
+            )));
+        }
+        if let Some(i) = inode {
+            // A directory reached twice (a hard-linked directory in a
+            // damaged filesystem) is listed once.
+            if !seen.insert((tree.volume_of(&sub).to_string(), i)) {
+                continue;
+            }
+        }
+        let entries = fs.read_dir(&sub).map_err(|e| classify(e.into()))?;
+        ls_dir(tree, &sub, entries, o, depth + 1, seen, json, out, first)?;
+    }
+    Ok(())
+}
+
+fn cat(target: &str, paths: &[String]) -> Result<(), Failure> {
+    let t = guesttree::parse_target(target)?;
+    let tree = guesttree::open_tree(&t, false)?;
+    let mut out = std::io::stdout().lock();
+    for p in paths {
+        let data = tree.fs().read(p).map_err(|e| classify(e.into()))?;
+        vlog!("{p}: {} bytes", data.len());
+        out.write_all(&data)
+            .context("writing to standard output")
+            .map_err(|e| Failure { code: 3, error: e })?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- undo
 
 fn undo(images: &[PathBuf], all: bool) -> Result<(), Failure> {
+    guesttree::ensure_images_exist(images)?;
     for image in images {
         loop {
             let r = journal::undo(image, &CommitOptions::default()).map_err(refused_or_io)?;
-            if let Some(t) = &r.removed_temp {
+            if !human::quiet() {
+                if let Some(t) = &r.removed_temp {
+                    outln!(
+                        "{}: removed {}, left by a run killed before it changed the image",
+                        r.image.display(),
+                        t.display()
+                    );
+                }
                 outln!(
-                    "{}: removed {}, left by a run killed before it changed the image",
+                    "{}: restored {} range(s) from {}{}",
                     r.image.display(),
-                    t.display()
+                    r.ranges,
+                    r.journal.display(),
+                    if r.resumed {
+                        " (finishing an interrupted undo)"
+                    } else if r.interrupted {
+                        " (an interrupted run)"
+                    } else {
+                        ""
+                    }
                 );
             }
-            outln!(
-                "{}: restored {} range(s) from {}{}",
-                r.image.display(),
-                r.ranges,
-                r.journal.display(),
-                if r.resumed {
-                    " (finishing an interrupted undo)"
-                } else if r.interrupted {
-                    " (an interrupted run)"
-                } else {
-                    ""
-                }
-            );
             if !all || journal::journals(image).map_err(refused_or_io)?.is_empty() {
                 break;
             }

@@ -11,7 +11,29 @@ use vmie_probe::FsKind;
 use vmie_rules::boot::compare_versions;
 use vmie_rules::engine::Severity;
 
+use vmie_guestfs::GuestPath;
+
 use crate::{LinuxGuest, Vm, WindowsGuest};
+
+/// Why the boot disk (the first image) is not a disk image at all: no
+/// partition table and no filesystem recognised on it. Data disks may be
+/// blank; a boot disk cannot be.
+pub fn not_a_disk_image(vm: &Vm) -> Option<String> {
+    let d = vm.layouts().first()?;
+    if d.table != TableKind::None {
+        return None;
+    }
+    if d.volumes
+        .iter()
+        .any(|v| v.probe.is_some() || v.probe_error.is_some())
+    {
+        return None;
+    }
+    Some(format!(
+        "{}: not a disk image: no partition table and no filesystem recognised",
+        d.path.display()
+    ))
+}
 
 /// One check that fired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -126,6 +148,10 @@ pub fn preflight(
 ) -> Vec<Check> {
     use Severity::{Error, Info, Warning};
     let mut out = Vec::new();
+    let no_guest = guests.is_empty() && windows_guests.is_empty();
+    // Volumes recognised but not read, when no guest was found: the likely
+    // reason none was.
+    let mut causes: Vec<String> = Vec::new();
 
     // Disks and volumes.
     let disks = vm.layouts();
@@ -175,14 +201,65 @@ pub fn preflight(
                 _ => {}
             }
             if crate::readable(p.kind) {
-                if let Err(e) = vm.open_fs(v) {
-                    check(&mut out, "volume-unreadable", Warning, format!("{}: {} could not be opened, so it was neither inspected nor fixed: {e}", v.name, p.kind.as_str()));
+                // Opening reads little (the superblock); when no guest was
+                // found, read the root directory too, so a volume that opens
+                // but cannot be read (a bad checksum) is named as the cause.
+                let unreadable = match vm.open_fs(v) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(fs) if no_guest => {
+                        fs.read_dir(&GuestPath::root()).err().map(|e| e.to_string())
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(e) = unreadable {
+                    // The error usually names the volume already.
+                    let why = e
+                        .strip_prefix(&format!("{}: ", v.name))
+                        .unwrap_or(&e)
+                        .to_string();
+                    check(&mut out, "volume-unreadable", Warning, format!("{}: {} could not be read, so it was neither inspected nor fixed: {why}", v.name, p.kind.as_str()));
+                    causes.push(format!(
+                        "{} ({}) could not be read: {why}",
+                        v.name,
+                        p.kind.as_str()
+                    ));
+                }
+            }
+            if no_guest {
+                match p.kind {
+                    FsKind::Xfs | FsKind::Btrfs => causes.push(format!(
+                        "{} holds {}, which vmie-fixup cannot read yet",
+                        v.name,
+                        crate::other_name(p.kind)
+                    )),
+                    FsKind::Lvm2 => causes.push(format!(
+                        "{} is an LVM2 physical volume, which vmie-fixup does not read yet",
+                        v.name
+                    )),
+                    FsKind::Luks | FsKind::Bitlocker => {
+                        causes.push(format!("{} is encrypted ({})", v.name, p.kind.as_str()))
+                    }
+                    _ => {}
                 }
             }
             if p.state.needs_recovery || p.state.dirty || p.state.errors || p.state.hibernated {
                 check(&mut out, "volume-not-clean", Warning, format!("{}: {} needs recovery, is dirty, has errors or is hibernated; vmie-fixup will not write to it", v.name, p.kind.as_str()));
             }
         }
+    }
+
+    if !causes.is_empty() {
+        // First, so it is what a user reads before "No bootable partition found".
+        check(
+            &mut out,
+            "root-unreadable",
+            Error,
+            format!(
+                "no guest operating system found, and the root filesystem may be on a volume vmie-fixup could not read: {}",
+                causes.join("; ")
+            ),
+        );
+        out.rotate_right(1);
     }
 
     // The guests.
