@@ -151,6 +151,10 @@ const DIR_BYTES_PER_ENTRY: u64 = 2 * 264;
 /// terminating NUL); the writer refuses longer targets too.
 const MAX_SYMLINK_TARGET: u64 = 4095;
 
+/// What the self-check found at a path: its size, and its contents when
+/// they were worth reading (a regular file of the size written).
+type ReadBack = (u64, Option<Vec<u8>>);
+
 /// The loaded ext4-view reader and the directories whose paths were
 /// checked through it (see [`Ext4Fs::check_path`]). Both are dropped
 /// together: by every write, and after ext4-view panicked.
@@ -313,8 +317,7 @@ impl Ext4Fs {
         *self.view.borrow_mut() = Some(View {
             fs: fs.clone(),
             dirs: HashSet::new(),
-        })
-        ;
+        });
         Ok(fs)
     }
 
@@ -455,7 +458,7 @@ impl Ext4Fs {
             // never larger than what we wrote ourselves.
             let caught = vmie_disk::guard::catch(
                 || format!("{}: self-check of {shown}", self.location),
-                || -> Result<Option<(u64, Option<Vec<u8>>)>, FsError> {
+                || -> Result<Option<ReadBack>, FsError> {
                     let m = match fresh.symlink_metadata(p) {
                         Ok(m) => m,
                         Err(Ext4Error::NotFound) => return Ok(None),

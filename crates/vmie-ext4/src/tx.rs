@@ -390,7 +390,12 @@ impl<'a> Tx<'a> {
 
     /// The stored checksum of a bitmap: 16 bits at `lo` in a 32-byte
     /// descriptor, 32 bits (`hi` the upper half) in a 64-byte one.
-    fn stored_bitmap_csum(&mut self, grp: u32, lo: usize, hi: usize) -> Result<(u32, u32), FsError> {
+    fn stored_bitmap_csum(
+        &mut self,
+        grp: u32,
+        lo: usize,
+        hi: usize,
+    ) -> Result<(u32, u32), FsError> {
         let big = self.g.desc_size >= 64;
         let d = self.gd(grp)?;
         let mut v = u32::from(le16(d, lo));
@@ -435,11 +440,15 @@ impl<'a> Tx<'a> {
                 let n = (self.g.bpg / 8) as usize;
                 let c = crc32c(self.g.csum_seed, &map[..n.min(map.len())]);
                 if c & mask != stored {
-                    return Err(bad(self, format!("block bitmap (block {bb}) checksum mismatch")));
+                    return Err(bad(
+                        self,
+                        format!("block bitmap (block {bb}) checksum mismatch"),
+                    ));
                 }
             }
             let bits = self.g.bs * 8;
-            if let Some(i) = (len..bits).find(|&i| !bit(&map, i)) {
+            let padding_ok = ones(&map, len, bits) == bits - len;
+            if let Some(i) = (len..bits).find(|&i| !padding_ok && !bit(&map, i)) {
                 return Err(bad(
                     self,
                     format!(
@@ -447,7 +456,7 @@ impl<'a> Tx<'a> {
                     ),
                 ));
             }
-            let zeros = (0..len).filter(|&i| !bit(&map, i)).count() as u64;
+            let zeros = len - ones(&map, 0, len);
             let recorded = u64::from(self.gd_free_blocks(grp)?);
             if zeros != recorded {
                 return Err(bad(
@@ -474,7 +483,12 @@ impl<'a> Tx<'a> {
             meta.push(("inode table", o, self.gd_inode_table(o)?, it_len));
         }
         for (what, o, start, n) in meta {
-            for b in start..start.saturating_add(n) {
+            // The part of the span inside this group, all set?
+            let (lo, hi) = (start.max(first), start.saturating_add(n).min(first + len));
+            if lo >= hi || ones(&map, lo - first, hi - first) == hi - lo {
+                continue;
+            }
+            for b in lo..hi {
                 if in_group(b) && !bit(&map, b - first) {
                     return Err(bad(
                         self,
@@ -534,16 +548,23 @@ impl<'a> Tx<'a> {
                 let n = (ipg / 8) as usize;
                 let c = crc32c(self.g.csum_seed, &map[..n.min(map.len())]);
                 if c & mask != stored {
-                    return Err(bad(self, format!("inode bitmap (block {ib}) checksum mismatch")));
+                    return Err(bad(
+                        self,
+                        format!("inode bitmap (block {ib}) checksum mismatch"),
+                    ));
                 }
             }
-            if let Some(i) = (ipg..self.g.bs * 8).find(|&i| !bit(&map, i)) {
+            let bits = self.g.bs * 8;
+            let padding_ok = ones(&map, ipg, bits) == bits - ipg;
+            if let Some(i) = (ipg..bits).find(|&i| !padding_ok && !bit(&map, i)) {
                 return Err(bad(
                     self,
-                    format!("inode bitmap padding bit {i} (past the group's {ipg} inodes) is not set"),
+                    format!(
+                        "inode bitmap padding bit {i} (past the group's {ipg} inodes) is not set"
+                    ),
                 ));
             }
-            let zeros = (0..ipg).filter(|&i| !bit(&map, i)).count() as u64;
+            let zeros = ipg - ones(&map, 0, ipg);
             if zeros != recorded {
                 return Err(bad(
                     self,
@@ -557,7 +578,8 @@ impl<'a> Tx<'a> {
                 if unused > ipg {
                     return Err(bad(self, format!("{unused} unused inodes of {ipg}")));
                 }
-                if let Some(i) = (ipg - unused..ipg).find(|&i| bit(&map, i)) {
+                let tail_used = ones(&map, ipg - unused, ipg) != 0;
+                if let Some(i) = (ipg - unused..ipg).find(|&i| tail_used && bit(&map, i)) {
                     return Err(bad(
                         self,
                         format!(
@@ -800,8 +822,8 @@ impl<'a> Tx<'a> {
             let Some(i) = found else { continue };
             // An inode in the initialised part of the table that the bitmap
             // calls free must not be linked: else the bitmap lost it.
-            let initialised = !self.g.uninit_bg()
-                || i < self.g.ipg.saturating_sub(self.gd_itable_unused(grp)?);
+            let initialised =
+                !self.g.uninit_bg() || i < self.g.ipg.saturating_sub(self.gd_itable_unused(grp)?);
             if initialised {
                 let (b, o) = self.inode_loc(base + i + 1)?;
                 let links = le16(self.blk(b)?, o + 0x1A);
@@ -1067,4 +1089,27 @@ fn bit(map: &[u8], i: u64) -> bool {
         .ok()
         .and_then(|at| map.get(at))
         .is_some_and(|byte| byte & (1 << (i % 8)) != 0)
+}
+
+/// Set bits of a bitmap in `from..to` (bits past its end count as unset),
+/// a byte at a time where whole bytes are covered.
+fn ones(map: &[u8], from: u64, to: u64) -> u64 {
+    let mut n = 0u64;
+    let mut i = from;
+    while i < to && i % 8 != 0 {
+        n += u64::from(bit(map, i));
+        i += 1;
+    }
+    while i + 8 <= to {
+        n += usize::try_from(i / 8)
+            .ok()
+            .and_then(|at| map.get(at))
+            .map_or(0, |b| u64::from(b.count_ones()));
+        i += 8;
+    }
+    while i < to {
+        n += u64::from(bit(map, i));
+        i += 1;
+    }
+    n
 }

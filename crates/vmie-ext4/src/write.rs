@@ -25,6 +25,16 @@
 //! htree index level) and read back by ext4-view through the adapter that
 //! hides the flag from it (see `DevReader`).
 //!
+//! Also refused (FsError::Corrupt, nothing written): a block group whose
+//! bitmaps disagree with its descriptor (checksum, free counts, padding,
+//! `itable_unused`), with the metadata it holds, or with the superblock's
+//! free counts, checked the first time an operation allocates in or frees
+//! into it; a block the bitmap calls free that an inode read by the
+//! operation maps; an inode the bitmap calls free that still has links.
+//! A bitmap that lost a block of a file the operation does not read, with
+//! every count re-sealed to match, is beyond these checks: only a full
+//! scan sees it (`e2fsck -fn`, the CLI's `--check-fs`).
+//!
 //! Every operation runs as one [`Tx`]: it reads what it needs, plans and
 //! makes every change in memory (allocation included), and only when all of
 //! it succeeded writes the changed blocks to the device (the overlay in

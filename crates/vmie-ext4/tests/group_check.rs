@@ -27,7 +27,11 @@ fn image(args: &[&str]) -> Img {
     std::fs::create_dir_all(t.path().join("etc")).unwrap();
     std::fs::create_dir_all(t.path().join("data")).unwrap();
     std::fs::write(t.path().join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
-    std::fs::write(t.path().join("etc/fstab"), b"/dev/sda1 / ext4 defaults 0 1\n").unwrap();
+    std::fs::write(
+        t.path().join("etc/fstab"),
+        b"/dev/sda1 / ext4 defaults 0 1\n",
+    )
+    .unwrap();
     for i in 0..20 {
         std::fs::write(t.path().join(format!("data/f{i}")), vec![b'x'; 3000]).unwrap();
     }
@@ -43,18 +47,26 @@ fn debugfs(img: &Path, w: bool, cmd: &str) -> String {
     assert!(out.status.success(), "debugfs {cmd}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !err.lines().any(|l| l.contains(": ") && !l.starts_with("debugfs ")),
+        !err.lines()
+            .any(|l| l.contains(": ") && !l.starts_with("debugfs ")),
         "debugfs {cmd}: {err}"
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn bmap(img: &Path, path: &str) -> u64 {
-    debugfs(img, false, &format!("bmap {path} 0")).trim().parse().unwrap()
+    debugfs(img, false, &format!("bmap {path} 0"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn ino(img: &Path, path: &str) -> u64 {
-    let out = debugfs(img, false, &format!("ls -d {}", Path::new(path).parent().unwrap().display()));
+    let out = debugfs(
+        img,
+        false,
+        &format!("ls -d {}", Path::new(path).parent().unwrap().display()),
+    );
     let name = Path::new(path).file_name().unwrap().to_str().unwrap();
     // "  414  (12) hosts   ..." entries
     let toks: Vec<&str> = out.split_whitespace().collect();
@@ -70,11 +82,19 @@ fn gd_field(img: &Path, grp: u64, lo: usize, hi: usize) -> u64 {
     let bs = 1024u64 << u32::from_le_bytes(sb[0x18..0x1C].try_into().unwrap());
     let fdb = u64::from(u32::from_le_bytes(sb[0x14..0x18].try_into().unwrap()));
     let big = u32::from_le_bytes(sb[0x60..0x64].try_into().unwrap()) & 0x80 != 0;
-    let ds = if big { u64::from(u16::from_le_bytes(sb[0xFE..0x100].try_into().unwrap())) } else { 32 };
+    let ds = if big {
+        u64::from(u16::from_le_bytes(sb[0xFE..0x100].try_into().unwrap()))
+    } else {
+        32
+    };
     let at = ((fdb + 1) * bs + grp * ds) as usize;
-    let mut v = u64::from(u16::from_le_bytes(b[at + lo..at + lo + 2].try_into().unwrap()));
+    let mut v = u64::from(u16::from_le_bytes(
+        b[at + lo..at + lo + 2].try_into().unwrap(),
+    ));
     if big {
-        v |= u64::from(u16::from_le_bytes(b[at + hi..at + hi + 2].try_into().unwrap())) << 16;
+        v |= u64::from(u16::from_le_bytes(
+            b[at + hi..at + hi + 2].try_into().unwrap(),
+        )) << 16;
     }
     v
 }
@@ -82,18 +102,30 @@ fn gd_field(img: &Path, grp: u64, lo: usize, hi: usize) -> u64 {
 /// Run `op` on a fresh session over `img`: it must refuse with `Corrupt`
 /// at `place` whose detail contains `want`, and leave overlay and image
 /// untouched.
-fn assert_refused(img: &Path, place: &str, want: &str, op: impl FnOnce(&mut vmie_ext4::Ext4Fs) -> Result<(), FsError>) {
+fn assert_refused(
+    img: &Path,
+    place: &str,
+    want: &str,
+    op: impl FnOnce(&mut vmie_ext4::Ext4Fs) -> Result<(), FsError>,
+) {
     let before = std::fs::read(img).unwrap();
     let mut s = open(img);
     match op(&mut s.fs) {
-        Err(FsError::Corrupt { fs, place: p, detail }) => {
+        Err(FsError::Corrupt {
+            fs,
+            place: p,
+            detail,
+        }) => {
             assert_eq!(fs, "test");
             assert_eq!(p, place, "{detail}");
             assert!(detail.contains(want), "want {want:?} in {detail:?}");
         }
         other => panic!("expected a Corrupt refusal at {place}, got {other:?}"),
     }
-    assert!(s.overlay.changes().unwrap().is_empty(), "the overlay holds changes");
+    assert!(
+        s.overlay.changes().unwrap().is_empty(),
+        "the overlay holds changes"
+    );
     s.commit();
     assert!(std::fs::read(img).unwrap() == before, "the image changed");
 }
@@ -117,7 +149,11 @@ fn freeb_sealed(img: &Path, b: u64) {
     let free = gd_field(img, grp, 0x0C, 0x2C);
     let (sbf, _) = sb_free(img);
     debugfs(img, true, &format!("freeb {b}"));
-    debugfs(img, true, &format!("set_bg {grp} free_blocks_count {}", free + 1));
+    debugfs(
+        img,
+        true,
+        &format!("set_bg {grp} free_blocks_count {}", free + 1),
+    );
     debugfs(img, true, &format!("set_bg {grp} checksum calc"));
     debugfs(img, true, &format!("ssv free_blocks_count {}", sbf + 1));
 }
@@ -128,7 +164,10 @@ fn create(fs: &mut vmie_ext4::Ext4Fs, path: &str, len: usize) -> Result<(), FsEr
 
 fn e2fsck_n(img: &Path) -> (bool, String) {
     let out = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// The bitmap marks a used data block free (its checksum re-sealed) and the
@@ -146,7 +185,10 @@ fn bitmap_and_descriptor_count_disagree() {
     assert_refused(
         &img.path,
         &format!("group {grp}"),
-        &format!("the block bitmap has {} free blocks, the group descriptor {free}", free + 1),
+        &format!(
+            "the block bitmap has {} free blocks, the group descriptor {free}",
+            free + 1
+        ),
         |fs| create(fs, "/etc/new", 5000),
     );
 }
@@ -249,9 +291,17 @@ fn a_linked_inode_marked_free_is_not_allocated() {
     let free = gd_field(&img.path, 0, 0x0E, 0x2E);
     let (_, sbi) = sb_free(&img.path);
     debugfs(&img.path, true, &format!("freei <{n}>"));
-    debugfs(&img.path, true, &format!("set_bg 0 free_inodes_count {}", free + 1));
+    debugfs(
+        &img.path,
+        true,
+        &format!("set_bg 0 free_inodes_count {}", free + 1),
+    );
     debugfs(&img.path, true, "set_bg 0 checksum calc");
-    debugfs(&img.path, true, &format!("ssv free_inodes_count {}", sbi + 1));
+    debugfs(
+        &img.path,
+        true,
+        &format!("ssv free_inodes_count {}", sbi + 1),
+    );
     assert_refused(
         &img.path,
         "group 0",
@@ -271,7 +321,10 @@ fn inode_bitmap_and_descriptor_count_disagree() {
     assert_refused(
         &img.path,
         "group 0",
-        &format!("the inode bitmap has {} free inodes, the group descriptor {free}", free + 1),
+        &format!(
+            "the inode bitmap has {} free inodes, the group descriptor {free}",
+            free + 1
+        ),
         |fs| create(fs, "/etc/new", 10),
     );
 }
@@ -296,7 +349,11 @@ fn superblock_free_count_below_a_group() {
 /// clean for e2fsck.
 #[test]
 fn clean_images_pass_the_checks() {
-    for args in [&[][..], &["-O", "^metadata_csum,^64bit"][..], &["-O", "^flex_bg"][..]] {
+    for args in [
+        &[][..],
+        &["-O", "^metadata_csum,^64bit"][..],
+        &["-O", "^flex_bg"][..],
+    ] {
         let img = image(args);
         let mut s = open(&img.path);
         // 12 MiB spills into group 1 (and its BLOCK_UNINIT or used blocks).

@@ -27,7 +27,8 @@ fn image() -> Img {
     std::fs::write(t.path().join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
     for i in 0..400 {
         std::fs::write(
-            t.path().join(format!("big/entry-{i:05}-with-a-longer-name")),
+            t.path()
+                .join(format!("big/entry-{i:05}-with-a-longer-name")),
             format!("{i}\n"),
         )
         .unwrap();
@@ -69,7 +70,11 @@ fn open_mem(bytes: Vec<u8>) -> Ext4Fs {
 /// A refusal of corrupt data naming the volume and `place`.
 fn assert_corrupt(r: Result<impl std::fmt::Debug, FsError>, place: &str, what: &str) -> String {
     match r {
-        Err(FsError::Corrupt { fs, place: p, detail }) => {
+        Err(FsError::Corrupt {
+            fs,
+            place: p,
+            detail,
+        }) => {
             assert_eq!(fs, "hostile.img partition 1", "{what}");
             assert_eq!(p, place, "{what}: {detail}");
             detail
@@ -197,12 +202,12 @@ fn clean_image_reads() {
     let img = image();
     let fs = open_mem(std::fs::read(&img.path).unwrap());
     assert_eq!(fs.read_dir(&gp("/big")).unwrap().len(), 400);
-    assert_eq!(fs.read_link(&gp("/lsym")).unwrap(), "a".repeat(100).as_bytes());
+    assert_eq!(
+        fs.read_link(&gp("/lsym")).unwrap(),
+        "a".repeat(100).as_bytes()
+    );
     let p = GuestPath::root().join(b"big").join(NAME.as_bytes());
     assert_eq!(fs.read_file(&p, 100).unwrap(), b"7\n");
-    fs.verify_paths(&[
-        (p, Some(b"7\n".to_vec())),
-        (gp("/big/nope"), None),
-    ])
-    .unwrap();
+    fs.verify_paths(&[(p, Some(b"7\n".to_vec())), (gp("/big/nope"), None)])
+        .unwrap();
 }
