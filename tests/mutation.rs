@@ -22,7 +22,8 @@
 //! - with `--check-fs`, a committed fixup leaves e2fsck clean.
 //!
 //! `VMIE_MUTATION_CASES=N` sets the number of cases per base image (default
-//! 60); `VMIE_MUTATION_SEED` the first seed.
+//! 60); `VMIE_MUTATION_SEED` the first seed; `VMIE_MUTATION_KEEP=DIR` keeps
+//! every mutated input there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -541,6 +542,10 @@ fn campaign(base: &Base, kind: &str, mutate: fn(&Base, &mut Rng, &Path) -> Strin
         std::fs::copy(&base.disk, &img).unwrap();
         let mut rng = Rng::new(seed);
         let what = mutate(base, &mut rng, &img);
+        // To study a case: VMIE_MUTATION_KEEP=DIR keeps each mutated input.
+        if let Ok(keep) = std::env::var("VMIE_MUTATION_KEEP") {
+            std::fs::copy(&img, Path::new(&keep).join(format!("{kind}-{seed}.img"))).unwrap();
+        }
         check_case(&img, &format!("{kind} seed {seed} ({what})"));
     }
 }

@@ -145,11 +145,32 @@ pub(crate) fn new_dir_block(tx: &Tx<'_>, me: u32, parent: u32) -> Vec<u8> {
 }
 
 pub(crate) fn check_inode_writable(
-    tx: &Tx<'_>,
+    tx: &mut Tx<'_>,
     ino: u32,
     raw: &[u8],
     op: &str,
 ) -> Result<(), FsError> {
+    // The xattr block the inode names is counted in its i_blocks and kept
+    // across the write: it must be a block of the volume holding an xattr
+    // block, as the kernel checks before it trusts one (ext4_iget,
+    // ext4_xattr_block_get). A corrupt pointer would otherwise be carried
+    // into the recomputed block count.
+    let acl = inode::file_acl(raw);
+    if acl != 0 {
+        if acl < tx.g.first_data_block.max(1) || acl >= tx.g.blocks_count {
+            return Err(tx.corrupt(
+                format!("inode {ino}"),
+                format!("{op}: its extended attribute block {acl} is outside the volume"),
+            ));
+        }
+        let blk = tx.read_blk(acl)?;
+        if crate::geo::le32(&blk, 0) != 0xEA02_0000 || crate::geo::le32(&blk, 8) != 1 {
+            return Err(tx.corrupt(
+                format!("inode {ino}"),
+                format!("{op}: its extended attribute block {acl} does not hold one"),
+            ));
+        }
+    }
     let fl = inode::flags(raw);
     let why = if fl & inode::FL_ENCRYPT != 0 {
         "it is encrypted (fscrypt)"

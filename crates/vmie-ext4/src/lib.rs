@@ -232,6 +232,17 @@ impl Ext4Fs {
         let mut blocks = u64::from(le32(&sb, 0x04));
         if le32(&sb, 0x60) & INCOMPAT_64BIT != 0 {
             blocks |= u64::from(le32(&sb, 0x150)) << 32;
+        } else if le32(&sb, 0x150) != 0 {
+            // The kernel ignores the high half without 64bit, but ext4-view
+            // does not: it would size its group table from it (found by the
+            // ext4_read fuzz target: a 49 GB allocation).
+            return Err(corrupt(
+                "superblock (offset 1024)",
+                format!(
+                    "s_blocks_count_hi is {} on a filesystem without the 64bit feature",
+                    le32(&sb, 0x150)
+                ),
+            ));
         }
         let fs_bytes = blocks.checked_mul(block_size);
         match fs_bytes {

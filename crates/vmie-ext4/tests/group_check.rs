@@ -366,3 +366,25 @@ fn clean_images_pass_the_checks() {
         fsck(&img.path);
     }
 }
+
+/// Found by tests/mutation.rs (plain seed 62): a file whose xattr-block
+/// pointer was corrupted to a block past the volume end was rewritten, and
+/// its recomputed i_blocks counted that block ("i_blocks is 4, should be
+/// 2"). The kernel refuses such an inode; so does the writer now, and an
+/// in-range block that holds no xattr block likewise.
+#[test]
+fn a_corrupt_xattr_block_pointer_is_refused() {
+    for bad in ["999999999", "7"] {
+        let img = image(&[]);
+        let n = ino(&img.path, "/etc/fstab");
+        debugfs(&img.path, true, &format!("sif /etc/fstab file_acl {bad}"));
+        let want = if bad == "7" {
+            "does not hold one"
+        } else {
+            "is outside the volume"
+        };
+        assert_refused(&img.path, &format!("inode {n}"), want, |fs| {
+            fs.replace_file(&gp("/etc/fstab"), b"UUID=x / ext4 defaults 0 1\n")
+        });
+    }
+}

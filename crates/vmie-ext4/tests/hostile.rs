@@ -196,6 +196,29 @@ fn group_count_from_the_image_is_bounded_at_open() {
     }
 }
 
+/// Found by the ext4_read fuzz target (fuzz/regressions/ext4_read): a high
+/// half of the block count without the 64bit feature, which ext4-view reads
+/// anyway and sizes its group table from (a 49 GB allocation). Refused at
+/// open.
+#[test]
+fn block_count_high_half_without_64bit_is_refused_at_open() {
+    let img = mkfs("ext4", &["-O", "^64bit,^metadata_csum"], 8, None);
+    let mut bytes = std::fs::read(&img.path).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[1024 + 0x60..1024 + 0x64].try_into().unwrap()) & 0x80,
+        0,
+        "the test image is not 64bit"
+    );
+    bytes[1024 + 0x150..1024 + 0x154].copy_from_slice(&5887u32.to_le_bytes());
+    let dev: Arc<dyn Device> = Arc::new(MemDevice::new("hostile", bytes));
+    match Ext4Fs::open(dev, "hostile.img partition 1") {
+        Err(FsError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("without the 64bit feature"), "{detail}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 /// The clean image reads as before through every checked path.
 #[test]
 fn clean_image_reads() {
