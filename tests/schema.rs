@@ -14,14 +14,19 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn schema(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 
 fn validate(schema_name: &str, doc: &Value) {
     let common = schema("common.schema.json");
     let registry = jsonschema::Registry::new()
-        .add("https://vmie-fixup.invalid/schemas/common.schema.json", common)
+        .add(
+            "https://vmie-fixup.invalid/schemas/common.schema.json",
+            common,
+        )
         .unwrap()
         .prepare()
         .unwrap();
@@ -46,15 +51,22 @@ fn json(args: &[&str]) -> Value {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 #[test]
 fn inspect_output_matches_its_schema() {
     for name in ["demo", "rhel8", "gpt-mixed", "ntfs-files", "whole-ext2"] {
         let img = fixture(name);
-        validate("inspect.schema.json", &json(&["inspect", "--format", "json", img.to_str().unwrap()]));
+        validate(
+            "inspect.schema.json",
+            &json(&["inspect", "--format", "json", img.to_str().unwrap()]),
+        );
     }
 }
 
@@ -84,7 +96,10 @@ fn the_schema_rejects_what_it_should() {
     dry["changes"][0]["op"] = Value::from("edited");
     let common = schema("common.schema.json");
     let registry = jsonschema::Registry::new()
-        .add("https://vmie-fixup.invalid/schemas/common.schema.json", common)
+        .add(
+            "https://vmie-fixup.invalid/schemas/common.schema.json",
+            common,
+        )
         .unwrap()
         .prepare()
         .unwrap();

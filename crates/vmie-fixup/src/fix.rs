@@ -68,13 +68,23 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
         dry_run: args.dry_run,
         check_fs: args.check_fs,
     };
+    crate::human::vlog!("loaded {} rules", opts.rules.len());
     let plan = vmie_fixup::plan(&args.images, &opts).map_err(failure)?;
+    crate::human::vlog!(
+        "planned: {} guest(s), {} check(s), {} changed file(s){}",
+        plan.report().operating_systems.len(),
+        plan.report().preflight.len(),
+        plan.report().changes.len(),
+        if plan.is_blocked() { ", blocked" } else { "" }
+    );
     crate::stats(plan.vm());
     let blocked = plan.is_blocked();
     let report = if blocked || args.dry_run || plan.is_empty() {
         plan.into_report()
     } else {
-        plan.commit().map_err(failure)?
+        let r = plan.commit().map_err(failure)?;
+        crate::human::vlog!("committed; undo journal {}", r.undo_journal.join(", "));
+        r
     };
     print_report(args, &report).map_err(|e| Failure { code: 3, error: e })?;
     if blocked {
@@ -93,7 +103,18 @@ fn print_report(args: &FixArgs, report: &Report) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    let color = std::io::stdout().is_terminal();
+    if crate::human::quiet() {
+        // Errors only (the exit code says the rest).
+        for p in report
+            .preflight
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+        {
+            writeln!(out, "error: {}", p.message)?;
+        }
+        return Ok(());
+    }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let paint = |code: &str, s: &str| {
         if color {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -181,9 +202,10 @@ fn print_report(args: &FixArgs, report: &Report) -> anyhow::Result<()> {
 }
 
 fn severity_word(s: Severity, paint: &dyn Fn(&str, &str) -> String) -> String {
-    match s {
-        Severity::Error => paint("1;31", "error"),
-        Severity::Warning => paint("33", "warning"),
-        Severity::Info => paint("2", "info"),
-    }
+    let code = match s {
+        Severity::Error => "1;31",
+        Severity::Warning => "33",
+        Severity::Info => "2",
+    };
+    paint(code, crate::human::severity_word(s))
 }

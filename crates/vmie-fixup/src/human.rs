@@ -180,33 +180,7 @@ pub(crate) fn load_rules(
     no_default: bool,
     paths: &[PathBuf],
 ) -> anyhow::Result<Vec<vmie_rules::rules::Rule>> {
-    use anyhow::anyhow;
-    let mut all = vmie_rules::rules::load(no_default, &[])?;
-    for p in paths {
-        let rules = if p.is_dir() {
-            vmie_rules::rules::load_dirs(std::slice::from_ref(p))?
-        } else if p.is_file() {
-            let text = std::fs::read_to_string(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
-            vmie_rules::rules::parse_pack(p, &text)?
-        } else {
-            return Err(anyhow!(
-                "{}: no such rule pack: give a directory of *.toml packs or one .toml file",
-                p.display()
-            ));
-        };
-        for r in rules {
-            if let Some(first) = all.iter().find(|x| x.id == r.id) {
-                return Err(anyhow!(
-                    "{}: rule id {} is already defined in {}",
-                    r.source.display(),
-                    r.id,
-                    first.source.display()
-                ));
-            }
-            all.push(r);
-        }
-    }
-    Ok(all)
+    Ok(vmie_fixup::load_rules(no_default, paths)?)
 }
 
 #[cfg(test)]

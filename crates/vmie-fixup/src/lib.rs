@@ -20,14 +20,23 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use std::os::unix::fs::FileExt;
 //! # let dir = tempfile::tempdir()?;
-//! # let image = dir.path().join("blank.raw");
-//! # std::fs::File::create(&image)?.set_len(8 << 20)?;
+//! # let image = dir.path().join("empty.raw");
+//! # let f = std::fs::File::create(&image)?;
+//! # f.set_len(8 << 20)?;
+//! # // An MBR with one empty Linux partition (sectors 2048..16383).
+//! # let mut entry = [0u8; 16];
+//! # entry[4] = 0x83;
+//! # entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+//! # entry[12..16].copy_from_slice(&14336u32.to_le_bytes());
+//! # f.write_all_at(&entry, 446)?;
+//! # f.write_all_at(&[0x55, 0xAA], 510)?;
 //! use vmie_fixup::{plan, FixOptions, FixError};
 //!
 //! let opts = FixOptions::new(vmie_fixup::load_rules(false, &[])?);
 //! let plan = plan(&[image], &opts)?;
-//! // A blank disk has no guest: the preflight gate blocks the plan...
+//! // A partitioned disk without a guest: the preflight gate blocks the plan...
 //! assert!(plan.is_blocked());
 //! for check in &plan.report().preflight {
 //!     println!("{:?}: {}", check.severity, check.message);
@@ -60,9 +69,14 @@ pub use vmie_rules::rules::Rule;
 /// Why a run could not go on. [`FixError::exit_code`] gives the CLI's code.
 #[derive(Debug, Error)]
 pub enum FixError {
-    /// The request itself is wrong (no image given, an image file missing).
+    /// The request itself is wrong (no image given, an image file or a
+    /// rule pack missing).
     #[error("{0}")]
     Usage(String),
+    /// The boot disk is not a disk image (no partition table, no
+    /// filesystem).
+    #[error("{0}")]
+    NotADisk(String),
     /// The rule packs could not be loaded.
     #[error(transparent)]
     Rules(#[from] vmie_rules::rules::RuleError),
@@ -134,9 +148,37 @@ impl FixOptions {
     }
 }
 
-/// The shipped rules (unless `no_default`) and those in `dirs`.
-pub fn load_rules(no_default: bool, dirs: &[PathBuf]) -> Result<Vec<Rule>, FixError> {
-    Ok(vmie_rules::rules::load(no_default, dirs)?)
+/// The shipped rules (unless `no_default`), then the packs in `paths`: each
+/// a directory of `*.toml` packs or one `.toml` file. A rule id defined
+/// twice is an error.
+pub fn load_rules(no_default: bool, paths: &[PathBuf]) -> Result<Vec<Rule>, FixError> {
+    let mut all = vmie_rules::rules::load(no_default, &[])?;
+    for p in paths {
+        let rules = if p.is_dir() {
+            vmie_rules::rules::load_dirs(std::slice::from_ref(p))?
+        } else if p.is_file() {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| FixError::Usage(format!("{}: {e}", p.display())))?;
+            vmie_rules::rules::parse_pack(p, &text)?
+        } else {
+            return Err(FixError::Usage(format!(
+                "{}: no such rule pack: give a directory of *.toml packs or one .toml file",
+                p.display()
+            )));
+        };
+        for r in rules {
+            if let Some(first) = all.iter().find(|x| x.id == r.id) {
+                return Err(vmie_rules::rules::RuleError::Duplicate {
+                    path: r.source.display().to_string(),
+                    id: r.id.clone(),
+                    first: first.source.display().to_string(),
+                }
+                .into());
+            }
+            all.push(r);
+        }
+    }
+    Ok(all)
 }
 
 /// The plan of a run: inspected, gated, applied to the overlay and
@@ -191,6 +233,9 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
         ..OpenOptions::default()
     };
     let vm = Vm::open(images, &open)?;
+    if let Some(why) = vmie_inspect::preflight::not_a_disk_image(&vm) {
+        return Err(FixError::NotADisk(why));
+    }
 
     let mut found = linux_guests(&vm);
     let windows = windows_guests(&vm);
