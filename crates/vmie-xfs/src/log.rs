@@ -84,11 +84,19 @@ impl Ctx {
         // Nothing of the current cycle past the head.
         let (next_cycle, head_pos) = if head == n { (head_cycle + 1, 0) } else { (head_cycle, head) };
         let ahead = MAX_AHEAD.min(n / 2).min(n - head_pos);
-        for k in 0..ahead {
-            let c = cycle_at((head_pos + k) % n)?;
-            if c >= next_cycle {
-                return Err(dirty("blocks of the current cycle past the head"));
+        let mut k = 0u64;
+        let mut chunk = vec![0u8; 128 * 512];
+        while k < ahead {
+            let m = (ahead - k).min(128);
+            let buf = &mut chunk[..(m * 512) as usize];
+            self.dev.read_at(start + (head_pos + k) * 512, buf)?;
+            for b in buf.chunks(512) {
+                let c = if be32(b, 0) == HEADER_MAGIC { be32(b, 4) } else { be32(b, 0) };
+                if c >= next_cycle {
+                    return Err(dirty("blocks of the current cycle past the head"));
+                }
             }
+            k += m;
         }
         // The last record header before the head.
         let mut rec = None;
