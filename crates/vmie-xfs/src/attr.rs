@@ -98,7 +98,13 @@ impl Ctx {
         Ok(out)
     }
 
-    fn attr_block(&self, ip: &Inode, ext: &[Extent], blk: u64, place: &str) -> Result<Vec<u8>, FsError> {
+    fn attr_block(
+        &self,
+        ip: &Inode,
+        ext: &[Extent],
+        blk: u64,
+        place: &str,
+    ) -> Result<Vec<u8>, FsError> {
         let mapped = ext
             .iter()
             .any(|e| e.off <= blk && blk < e.off + e.len && !e.unwritten);
@@ -125,7 +131,10 @@ impl Ctx {
         place: &str,
     ) -> Result<(), FsError> {
         let bad = |blk: u64, d: String| {
-            self.corrupt(place, format!("inode {} attribute block {blk}: {d}", ip.ino))
+            self.corrupt(
+                place,
+                format!("inode {} attribute block {blk}: {d}", ip.ino),
+            )
         };
         let v5 = self.geo.v5;
         // Descend from block 0 to the leftmost leaf.
@@ -135,7 +144,8 @@ impl Ctx {
             let b = self.attr_block(ip, ext, blk, place)?;
             let magic = be16(&b, 8);
             if v5 {
-                self.check_da_v5(ip, ext, blk, &b).map_err(|d| bad(blk, d))?;
+                self.check_da_v5(ip, ext, blk, &b)
+                    .map_err(|d| bad(blk, d))?;
             }
             match (v5, magic) {
                 (true, LEAF_MAGIC_V3) | (false, LEAF_MAGIC_V2) => break (blk, b),
@@ -170,7 +180,8 @@ impl Ctx {
             blk = forw;
             b = self.attr_block(ip, ext, blk, place)?;
             if v5 {
-                self.check_da_v5(ip, ext, blk, &b).map_err(|d| bad(blk, d))?;
+                self.check_da_v5(ip, ext, blk, &b)
+                    .map_err(|d| bad(blk, d))?;
             }
             let magic = be16(&b, 8);
             if magic != if v5 { LEAF_MAGIC_V3 } else { LEAF_MAGIC_V2 } {
@@ -190,9 +201,8 @@ impl Ctx {
         total: &mut usize,
         place: &str,
     ) -> Result<(), FsError> {
-        let bad = |d: String| {
-            self.corrupt(place, format!("inode {} attribute leaf {blk}: {d}", ip.ino))
-        };
+        let bad =
+            |d: String| self.corrupt(place, format!("inode {} attribute leaf {blk}: {d}", ip.ino));
         let (count_off, hdr) = if self.geo.v5 { (56, 80) } else { (12, 32) };
         let count = usize::from(be16(b, count_off));
         if hdr + count * 8 > b.len() {
@@ -260,7 +270,13 @@ impl Ctx {
         place: &str,
     ) -> Result<Vec<u8>, FsError> {
         let bad = |d: String| {
-            self.corrupt(place, format!("inode {} remote attribute value at block {blk}: {d}", ip.ino))
+            self.corrupt(
+                place,
+                format!(
+                    "inode {} remote attribute value at block {blk}: {d}",
+                    ip.ino
+                ),
+            )
         };
         if len > MAX_VALUE {
             return Err(bad(format!("{len} bytes (at most {MAX_VALUE})")));
@@ -298,7 +314,10 @@ impl Ctx {
             let bytes = be32(&b, 8) as usize;
             let want = (len - out.len()).min(per);
             if off != out.len() || bytes != want {
-                return Err(bad(format!("block {i} holds bytes {off}+{bytes}, expected {}+{want}", out.len())));
+                return Err(bad(format!(
+                    "block {i} holds bytes {off}+{bytes}, expected {}+{want}",
+                    out.len()
+                )));
             }
             out.extend_from_slice(&b[56..56 + bytes]);
         }

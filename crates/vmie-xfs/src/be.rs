@@ -15,10 +15,6 @@ pub(crate) fn be64(b: &[u8], o: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
-pub(crate) fn put16(b: &mut [u8], o: usize, v: u16) {
-    b[o..o + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 pub(crate) fn put32(b: &mut [u8], o: usize, v: u32) {
     b[o..o + 4].copy_from_slice(&v.to_be_bytes());
 }

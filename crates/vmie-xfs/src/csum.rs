@@ -13,7 +13,8 @@ pub(crate) fn compute(buf: &[u8], off: usize) -> u32 {
 /// Whether the CRC stored at `off` matches.
 pub(crate) fn verify(buf: &[u8], off: usize) -> bool {
     buf.len() >= off + 4
-        && compute(buf, off) == u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+        && compute(buf, off)
+            == u32::from_le_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
 }
 
 /// Store the CRC of `buf` at `off`.

@@ -53,7 +53,12 @@ impl Ctx {
     }
 
     /// Find `name` in directory `ip`.
-    pub fn dir_lookup(&self, ip: &Inode, name: &[u8], place: &str) -> Result<Option<Entry>, FsError> {
+    pub fn dir_lookup(
+        &self,
+        ip: &Inode,
+        name: &[u8],
+        place: &str,
+    ) -> Result<Option<Entry>, FsError> {
         let mut found = None;
         self.dir_walk(ip, place, &mut |e| {
             if e.name == name {
@@ -136,7 +141,9 @@ impl Ctx {
         let bad = |d: String| self.corrupt(place, format!("shortform directory {}: {d}", ip.ino));
         let fork = ip.data_fork();
         let size = ip.size as usize;
-        let d = fork.get(..size).ok_or_else(|| bad("size beyond the fork".into()))?;
+        let d = fork
+            .get(..size)
+            .ok_or_else(|| bad("size beyond the fork".into()))?;
         if d.len() < 6 {
             return Err(bad(format!("{} bytes", d.len())));
         }
@@ -158,10 +165,15 @@ impl Ctx {
         let mut out = Vec::with_capacity(count);
         let ft = usize::from(self.geo.ftype);
         for i in 0..count {
-            let namelen = usize::from(*d.get(pos).ok_or_else(|| bad(format!("entry {i} truncated")))?);
+            let namelen = usize::from(
+                *d.get(pos)
+                    .ok_or_else(|| bad(format!("entry {i} truncated")))?,
+            );
             let need = 1 + 2 + namelen + ft + isz;
             if namelen == 0 || pos + need > d.len() {
-                return Err(bad(format!("entry {i} (name length {namelen}) overruns the directory")));
+                return Err(bad(format!(
+                    "entry {i} (name length {namelen}) overruns the directory"
+                )));
             }
             let name = d[pos + 3..pos + 3 + namelen].to_vec();
             let ftype = self.geo.ftype.then(|| d[pos + 3 + namelen]);
@@ -201,7 +213,10 @@ impl Ctx {
         if mapped != fsbs {
             return Err(self.corrupt(
                 place,
-                format!("directory inode {} block {db} is only partly mapped", ip.ino),
+                format!(
+                    "directory inode {} block {db} is only partly mapped",
+                    ip.ino
+                ),
             ));
         }
         self.read_mapped(ext, db * u64::from(g.block_size), g.dir_size as usize)
@@ -237,7 +252,10 @@ impl Ctx {
             return Err("header UUID is not this filesystem's".into());
         }
         if be64(buf, owner_off) != owner {
-            return Err(format!("header owner {} is not inode {owner}", be64(buf, owner_off)));
+            return Err(format!(
+                "header owner {} is not inode {owner}",
+                be64(buf, owner_off)
+            ));
         }
         Ok(())
     }
@@ -253,9 +271,8 @@ impl Ctx {
         place: &str,
         emit: &mut dyn FnMut(Entry) -> Result<bool, FsError>,
     ) -> Result<bool, FsError> {
-        let bad = |d: String| {
-            self.corrupt(place, format!("directory inode {} block {db}: {d}", ip.ino))
-        };
+        let bad =
+            |d: String| self.corrupt(place, format!("directory inode {} block {db}: {d}", ip.ino));
         let magic = be32(b, 0);
         let (hdr, is_block) = match (self.geo.v5, magic) {
             (true, DATA_MAGIC_V3) => (64, false),
@@ -265,7 +282,9 @@ impl Ctx {
             _ => return Err(bad(format!("bad magic {magic:#x}"))),
         };
         if is_block != block_form || (is_block && db != 0) {
-            return Err(bad("block-form magic in a directory that is not one block".into()));
+            return Err(bad(
+                "block-form magic in a directory that is not one block".into()
+            ));
         }
         if self.geo.v5 {
             // xfs_dir3_blk_hdr: magic, crc, blkno, lsn, uuid, owner.
@@ -301,7 +320,9 @@ impl Ctx {
             let namelen = usize::from(b[pos + 8]);
             let size = data_entry_size(namelen, ft);
             if namelen == 0 || pos + size > end {
-                return Err(bad(format!("entry at {pos} (name length {namelen}) overruns the block")));
+                return Err(bad(format!(
+                    "entry at {pos} (name length {namelen}) overruns the block"
+                )));
             }
             if usize::from(be16(b, pos + size - 2)) != pos {
                 return Err(bad(format!("entry at {pos} has a wrong tag")));
@@ -318,22 +339,6 @@ impl Ctx {
             }
         }
         Ok(false)
-    }
-
-    /// The parent of a directory (its `..`).
-    pub fn dir_parent(&self, ip: &Inode, place: &str) -> Result<u64, FsError> {
-        if ip.format == FMT_LOCAL {
-            return Ok(self.shortform(ip, place)?.0);
-        }
-        let ext = self.extents(ip, Fork::Data, place)?;
-        let b = self.read_dir_block(ip, &ext, 0, place)?;
-        let hdr = if self.geo.v5 { 64 } else { 16 };
-        // `.` then `..` are the first two entries of the first block.
-        let dot = data_entry_size(1, self.geo.ftype);
-        if b.len() < hdr + dot + 16 || b[hdr + dot + 8] != 2 || &b[hdr + dot + 9..hdr + dot + 11] != b".." {
-            return Err(self.corrupt(place, format!("directory inode {}: no '..' entry", ip.ino)));
-        }
-        Ok(be64(&b, hdr + dot))
     }
 }
 

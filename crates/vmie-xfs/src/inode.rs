@@ -81,16 +81,6 @@ pub(crate) fn decode_extent(rec: &[u8]) -> Extent {
     }
 }
 
-/// Encode one extent record.
-pub(crate) fn encode_extent(e: &Extent) -> [u8; 16] {
-    let l0 = (u64::from(e.unwritten) << 63) | (e.off << 9) | (e.fsb >> 43);
-    let l1 = ((e.fsb & ((1u64 << 43) - 1)) << 21) | (e.len & 0x1F_FFFF);
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&l0.to_be_bytes());
-    out[8..].copy_from_slice(&l1.to_be_bytes());
-    out
-}
-
 impl Inode {
     pub fn file_type(&self) -> FileType {
         FileType::from_mode(u32::from(self.mode))
@@ -143,7 +133,10 @@ impl Ctx {
     pub fn inode(&self, ino: u64, place: &str) -> Result<Inode, FsError> {
         let g = &self.geo;
         let at = g.ino_to_byte(ino).ok_or_else(|| {
-            self.corrupt(place, format!("inode number {ino} is outside the filesystem"))
+            self.corrupt(
+                place,
+                format!("inode number {ino} is outside the filesystem"),
+            )
         })?;
         let mut raw = vec![0u8; g.inode_size as usize];
         self.dev.read_at(at, &mut raw)?;
@@ -192,7 +185,9 @@ impl Ctx {
         let forkoff = usize::from(raw[82]) * 8;
         let lit = raw.len() - core;
         if forkoff >= lit {
-            return Err(bad(format!("attribute fork offset {forkoff} beyond the inode")));
+            return Err(bad(format!(
+                "attribute fork offset {forkoff} beyond the inode"
+            )));
         }
         let nlink = if version == 1 {
             u32::from(be16(&raw, 6))
@@ -234,7 +229,9 @@ impl Ctx {
             FileType::CharDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
                 ip.format == FMT_DEV
             }
-            FileType::Unknown => return Err(bad(format!("unknown file type in mode {:o}", ip.mode))),
+            FileType::Unknown => {
+                return Err(bad(format!("unknown file type in mode {:o}", ip.mode)))
+            }
         };
         if !fmt_ok {
             return Err(bad(format!("data fork format {} for a {t:?}", ip.format)));
@@ -302,13 +299,23 @@ impl Ctx {
                 let numrecs = usize::from(be16(bytes, 2));
                 let maxrecs = (bytes.len() - 4) / 16;
                 if level == 0 || level > MAX_BMBT_LEVEL || numrecs == 0 || numrecs > maxrecs {
-                    return Err(bad(format!("btree root level {level} with {numrecs} records")));
+                    return Err(bad(format!(
+                        "btree root level {level} with {numrecs} records"
+                    )));
                 }
                 let mut budget = self.max_extents();
                 let mut blocks_left = ip.nblocks.saturating_add(1).min(self.geo.dblocks);
                 for i in 0..numrecs {
                     let ptr = be64(bytes, 4 + maxrecs * 8 + i * 8);
-                    self.bmbt_walk(ip, ptr, level - 1, &mut out, &mut budget, &mut blocks_left, place)?;
+                    self.bmbt_walk(
+                        ip,
+                        ptr,
+                        level - 1,
+                        &mut out,
+                        &mut budget,
+                        &mut blocks_left,
+                        place,
+                    )?;
                 }
             }
             FMT_LOCAL | FMT_DEV => return Ok(Vec::new()),
@@ -352,9 +359,8 @@ impl Ctx {
         blocks_left: &mut u64,
         place: &str,
     ) -> Result<(), FsError> {
-        let bad = |d: String| {
-            self.corrupt(place, format!("inode {} bmbt block {fsb:#x}: {d}", ip.ino))
-        };
+        let bad =
+            |d: String| self.corrupt(place, format!("inode {} bmbt block {fsb:#x}: {d}", ip.ino));
         if *blocks_left == 0 {
             return Err(bad("more btree blocks than the inode owns".into()));
         }
@@ -425,7 +431,10 @@ impl Ctx {
             let from = e_start.max(start);
             let to = e_end.min(end);
             let disk = self.geo.fsb_to_byte(e.fsb, e.len).ok_or_else(|| {
-                self.corrupt("block map", format!("extent {:#x} outside the filesystem", e.fsb))
+                self.corrupt(
+                    "block map",
+                    format!("extent {:#x} outside the filesystem", e.fsb),
+                )
             })?;
             self.dev.read_at(
                 disk + (from - e_start),

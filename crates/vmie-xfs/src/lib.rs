@@ -135,9 +135,8 @@ impl XfsFs {
     /// The filesystem UUID.
     pub fn uuid(&self) -> String {
         let u = &self.ctx.geo.uuid;
-        let hex = |r: std::ops::Range<usize>| {
-            u[r].iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
+        let hex =
+            |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
         format!(
             "{}-{}-{}-{}-{}",
             hex(0..4),
@@ -283,7 +282,10 @@ impl XfsFs {
         let c = &self.ctx;
         let bad = |d: String| c.corrupt(shown, format!("symlink inode {}: {d}", ip.ino));
         if ip.size == 0 || ip.size > MAX_SYMLINK {
-            return Err(bad(format!("target of {} bytes (1 to {MAX_SYMLINK})", ip.size)));
+            return Err(bad(format!(
+                "target of {} bytes (1 to {MAX_SYMLINK})",
+                ip.size
+            )));
         }
         let size = ip.size as usize;
         if ip.format == FMT_LOCAL {

@@ -43,7 +43,9 @@ impl Ctx {
         }
         let start = g
             .fsb_to_byte(g.logstart, u64::from(g.logblocks))
-            .ok_or_else(|| self.corrupt("superblock", "the log lies outside the filesystem".into()))?;
+            .ok_or_else(|| {
+                self.corrupt("superblock", "the log lies outside the filesystem".into())
+            })?;
         let n = u64::from(g.logblocks) << (g.block_log - 9);
         if n < 64 {
             return Err(self.corrupt("log", format!("{n} basic blocks")));
@@ -59,7 +61,9 @@ impl Ctx {
         };
         let first = cycle_at(0)?;
         let last = cycle_at(n - 1)?;
-        let dirty = |d: &str| refuse(format!("the log is not clean ({d}); mount the filesystem once in Linux or run xfs_repair, then retry"));
+        let dirty = |d: &str| {
+            refuse(format!("the log is not clean ({d}); mount the filesystem once in Linux or run xfs_repair, then retry"))
+        };
         if first == 0 {
             return Err(dirty("no record at its start"));
         }
@@ -82,7 +86,11 @@ impl Ctx {
             return Err(dirty("cycle numbers out of order"));
         };
         // Nothing of the current cycle past the head.
-        let (next_cycle, head_pos) = if head == n { (head_cycle + 1, 0) } else { (head_cycle, head) };
+        let (next_cycle, head_pos) = if head == n {
+            (head_cycle + 1, 0)
+        } else {
+            (head_cycle, head)
+        };
         let ahead = MAX_AHEAD.min(n / 2).min(n - head_pos);
         let mut k = 0u64;
         let mut chunk = vec![0u8; 128 * 512];
@@ -91,7 +99,11 @@ impl Ctx {
             let buf = &mut chunk[..(m * 512) as usize];
             self.dev.read_at(start + (head_pos + k) * 512, buf)?;
             for b in buf.chunks(512) {
-                let c = if be32(b, 0) == HEADER_MAGIC { be32(b, 4) } else { be32(b, 0) };
+                let c = if be32(b, 0) == HEADER_MAGIC {
+                    be32(b, 4)
+                } else {
+                    be32(b, 0)
+                };
                 if c >= next_cycle {
                     return Err(dirty("blocks of the current cycle past the head"));
                 }
@@ -136,7 +148,8 @@ impl Ctx {
             return Err(dirty("the last record is not an unmount record"));
         }
         let mut op = [0u8; 512];
-        self.dev.read_at(start + ((rh + hblks) % n) * 512, &mut op)?;
+        self.dev
+            .read_at(start + ((rh + hblks) % n) * 512, &mut op)?;
         if op[9] & UNMOUNT_TRANS == 0 {
             return Err(dirty("the last record is not an unmount record"));
         }

@@ -17,8 +17,6 @@ const VERSION_KNOWN: u16 = 0xFFF0;
 // sb_features2 (v4; v5 has them implied).
 const FEATURES2_FTYPE: u32 = 0x0200;
 const FEATURES2_CRC: u32 = 0x0100;
-const FEATURES2_LAZYSBCOUNT: u32 = 0x0002;
-const FEATURES2_PARENT: u32 = 0x0010;
 const FEATURES2_KNOWN: u32 = 0x0001 | 0x0002 | 0x0008 | 0x0080 | 0x0100 | 0x0200;
 
 // v5 feature words.
@@ -30,7 +28,6 @@ pub(crate) const INCOMPAT_NEEDSREPAIR: u32 = 1 << 4;
 pub(crate) const INCOMPAT_NREXT64: u32 = 1 << 5;
 pub(crate) const INCOMPAT_EXCHRANGE: u32 = 1 << 6;
 pub(crate) const INCOMPAT_PARENT: u32 = 1 << 7;
-pub(crate) const INCOMPAT_METADIR: u32 = 1 << 8;
 
 pub(crate) const RO_COMPAT_FINOBT: u32 = 1 << 0;
 pub(crate) const RO_COMPAT_RMAPBT: u32 = 1 << 1;
@@ -75,7 +72,6 @@ pub(crate) fn incompat_names(bits: u32) -> Vec<String> {
 pub(crate) struct Geo {
     pub block_size: u32,
     pub block_log: u32,
-    pub sect_size: u32,
     pub inode_size: u32,
     pub inode_log: u32,
     pub inopblog: u32,
@@ -83,7 +79,6 @@ pub(crate) struct Geo {
     pub agblklog: u32,
     pub agcount: u32,
     pub dblocks: u64,
-    pub rblocks: u64,
     pub rootino: u64,
     pub logstart: u64,
     pub logblocks: u32,
@@ -94,17 +89,12 @@ pub(crate) struct Geo {
     pub v5: bool,
     pub ftype: bool,
     pub ascii_ci: bool,
-    pub lazy_count: bool,
-    pub attr2_parent: bool,
     pub uuid: [u8; 16],
     /// The UUID stamped into v5 metadata (sb_meta_uuid with META_UUID).
     pub meta_uuid: [u8; 16],
     pub incompat: u32,
     pub ro_compat: u32,
-    pub compat: u32,
     pub log_incompat: u32,
-    pub versionnum: u16,
-    pub features2: u32,
     pub label: [u8; 12],
 }
 
@@ -124,8 +114,7 @@ impl Geo {
         }
         let sect_size = u32::from(be16(sb, 102));
         let sect_log = u32::from(sb[121]);
-        if !(9..=15).contains(&sect_log) || sect_size != 1 << sect_log || sect_size > block_size
-        {
+        if !(9..=15).contains(&sect_log) || sect_size != 1 << sect_log || sect_size > block_size {
             return bad(format!("sector size {sect_size} (log {sect_log})"));
         }
         let versionnum = be16(sb, 100);
@@ -157,7 +146,10 @@ impl Geo {
         let agblklog = u32::from(sb[124]);
         let agcount = be32(sb, 88);
         // XFS_MIN_AG_BLOCKS is 64; agblklog is log2 rounded up.
-        if agblocks < 64 || agblklog > 31 || agblocks > 1 << agblklog || agblocks <= 1 << agblklog >> 1
+        if agblocks < 64
+            || agblklog > 31
+            || agblocks > 1 << agblklog
+            || agblocks <= 1 << agblklog >> 1
         {
             return bad(format!("{agblocks} blocks per AG (log {agblklog})"));
         }
@@ -166,10 +158,7 @@ impl Geo {
         }
         let dblocks = be64(sb, 8);
         let max_blocks = u64::from(agcount) * u64::from(agblocks);
-        if agcount == 0
-            || dblocks > max_blocks
-            || dblocks <= max_blocks - u64::from(agblocks)
-        {
+        if agcount == 0 || dblocks > max_blocks || dblocks <= max_blocks - u64::from(agblocks) {
             return bad(format!(
                 "{dblocks} blocks do not make {agcount} AGs of {agblocks}"
             ));
@@ -193,10 +182,10 @@ impl Geo {
             }
         }
         let features2 = be32(sb, 200);
-        let (compat, ro_compat, incompat, log_incompat) = if v5 {
-            (be32(sb, 208), be32(sb, 212), be32(sb, 216), be32(sb, 220))
+        let (ro_compat, incompat, log_incompat) = if v5 {
+            (be32(sb, 212), be32(sb, 216), be32(sb, 220))
         } else {
-            (0, 0, 0, 0)
+            (0, 0, 0)
         };
         if !v5 {
             if versionnum & !VERSION_KNOWN & 0xFFF0 != 0 {
@@ -244,7 +233,6 @@ impl Geo {
         Ok(Self {
             block_size,
             block_log,
-            sect_size,
             inode_size,
             inode_log,
             inopblog,
@@ -252,7 +240,6 @@ impl Geo {
             agblklog,
             agcount,
             dblocks,
-            rblocks: be64(sb, 16),
             rootino,
             logstart: be64(sb, 48),
             logblocks: be32(sb, 96),
@@ -261,16 +248,11 @@ impl Geo {
             v5,
             ftype,
             ascii_ci: !v5 && versionnum & VERSION_BORGBIT != 0,
-            lazy_count: v5 || (more && features2 & FEATURES2_LAZYSBCOUNT != 0),
-            attr2_parent: !v5 && more && features2 & FEATURES2_PARENT != 0,
             uuid,
             meta_uuid,
             incompat,
             ro_compat,
-            compat,
             log_incompat,
-            versionnum,
-            features2,
             label,
         })
     }

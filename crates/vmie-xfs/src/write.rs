@@ -12,9 +12,7 @@ use vmie_guestfs::{FileType, FsError, GuestPath};
 
 use crate::be::{put32, put64};
 use crate::inode::{Fork, Inode, DIFLAG2_BIGTIME, DIFLAG2_REFLINK};
-use crate::sb::{
-    RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT,
-};
+use crate::sb::{RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT};
 use crate::{Ctx, XfsFs};
 
 const RO_COMPAT_KNOWN: u32 =
@@ -49,7 +47,9 @@ pub(crate) fn check(c: &Ctx) -> Result<crate::log::LogState, FsError> {
     let mut sb = [0u8; 512];
     c.dev.read_at(0, &mut sb)?;
     if sb[126] != 0 {
-        return Err(refuse("the superblock says mkfs is still in progress".into()));
+        return Err(refuse(
+            "the superblock says mkfs is still in progress".into(),
+        ));
     }
     c.log_clean()
 }

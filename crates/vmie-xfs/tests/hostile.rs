@@ -4,6 +4,8 @@
 //! walked each time: errors are fine, panics and runaway allocations are
 //! not.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -23,10 +25,23 @@ fn small_tree() -> BTreeMap<String, Node> {
     for i in 0..400 {
         t.insert(
             format!("node/entry-with-a-longer-name-{i:04}"),
-            Node::File { data: bytes(i, 100), mode: 0o644, uid: 0, gid: 0 },
+            Node::File {
+                data: bytes(i, 100),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
         );
     }
-    t.insert("etc/frag".into(), Node::File { data: bytes(77, 300_000), mode: 0o644, uid: 0, gid: 0 });
+    t.insert(
+        "etc/frag".into(),
+        Node::File {
+            data: bytes(77, 300_000),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        },
+    );
     t
 }
 
@@ -100,14 +115,19 @@ fn corrupted_metadata_never_panics() {
                 &b[0..2] == b"IN"
                     || [0x5844_3242u32, 0x5844_3244, 0x424d_4150]
                         .contains(&u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    || [0xfbeeu16, 0xfebe, 0xd2f1, 0xd2ff].contains(&u16::from_be_bytes([b[8], b[9]]))
+                    || [0xfbeeu16, 0xfebe, 0xd2f1, 0xd2ff]
+                        .contains(&u16::from_be_bytes([b[8], b[9]]))
             };
             if is_meta {
                 targets.push(off);
             }
         }
         targets.push(0); // the superblock
-        assert!(targets.len() > 50, "found only {} metadata structures", targets.len());
+        assert!(
+            targets.len() > 50,
+            "found only {} metadata structures",
+            targets.len()
+        );
         let overlay = Arc::new(Overlay::new(Arc::clone(&base)));
         let dev: Arc<dyn Device> = overlay.clone();
         let mut rng = Rng(0x1234_5678_9abc_def1);
@@ -115,12 +135,20 @@ fn corrupted_metadata_never_panics() {
         for i in 0..iterations {
             overlay.discard().unwrap();
             let at = targets[rng.below(targets.len())];
-            let spec = if v5 { crc_spec(&region[at..], 1024, 512) } else { None };
+            let spec = if v5 {
+                crc_spec(&region[at..], 1024, 512)
+            } else {
+                None
+            };
             let size = spec.map_or(512, |s| s.1);
             let mut buf = region[at..at + size].to_vec();
             for _ in 0..1 + rng.below(4) {
                 // Mostly in the header, where lengths and counts live.
-                let pos = if rng.below(2) == 0 { rng.below(size.min(128)) } else { rng.below(size) };
+                let pos = if rng.below(2) == 0 {
+                    rng.below(size.min(128))
+                } else {
+                    rng.below(size)
+                };
                 buf[pos] ^= 1 << rng.below(8);
             }
             if let Some((crc_off, _)) = spec {

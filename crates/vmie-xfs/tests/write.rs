@@ -4,6 +4,8 @@
 //! (growth past the owned blocks, dirty or external logs, needsrepair,
 //! unknown features, every other write primitive) write nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::{Read, Seek, SeekFrom};
@@ -34,7 +36,17 @@ fn commit(ov: &Overlay, img: &Path) {
 /// The file's bytes as xfs_db maps them: its size, and its extents read
 /// from the image file directly.
 fn xfs_db_read(img: &Path, path: &str) -> Vec<u8> {
-    let out = xfs_db(img, false, &[&format!("path {path}"), "print core.size", "bmap", "sb 0", "print blocksize agblocks agblklog"]);
+    let out = xfs_db(
+        img,
+        false,
+        &[
+            &format!("path {path}"),
+            "print core.size",
+            "bmap",
+            "sb 0",
+            "print blocksize agblocks agblklog",
+        ],
+    );
     let field = |k: &str| -> u64 {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("{k} = ")))
@@ -63,8 +75,10 @@ fn xfs_db_read(img: &Path, path: &str) -> Vec<u8> {
                 break;
             }
             let n = (size - fo).min(bs) as usize;
-            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs)).unwrap();
-            f.read_exact(&mut data[fo as usize..fo as usize + n]).unwrap();
+            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs))
+                .unwrap();
+            f.read_exact(&mut data[fo as usize..fo as usize + n])
+                .unwrap();
         }
     }
     data
@@ -79,7 +93,14 @@ fn replace_in_place_passes_xfs_repair() {
     for args in [
         &["-m", "crc=0"][..],
         &["-m", "reflink=1,bigtime=1,inobtcount=1"][..],
-        &["-m", "rmapbt=1,bigtime=0", "-b", "size=1024", "-i", "nrext64=1"][..],
+        &[
+            "-m",
+            "rmapbt=1,bigtime=0",
+            "-b",
+            "size=1024",
+            "-i",
+            "nrext64=1",
+        ][..],
     ] {
         let img = mkfs(args, 300, Some(&proto));
         let odd = GuestPath::lexical(b"/etc/odd"); // 10,001 bytes
@@ -90,17 +111,41 @@ fn replace_in_place_passes_xfs_repair() {
             fs.replace_file(&odd, &data).unwrap();
             assert_eq!(fs.read("/etc/odd").unwrap(), data);
             let after = fs.lstat("/etc/odd").unwrap().1;
-            assert_eq!((after.mode, after.uid, after.gid, after.inode, &after.xattrs), (before.mode, before.uid, before.gid, before.inode, &before.xattrs));
+            assert_eq!(
+                (after.mode, after.uid, after.gid, after.inode, &after.xattrs),
+                (
+                    before.mode,
+                    before.uid,
+                    before.gid,
+                    before.inode,
+                    &before.xattrs
+                )
+            );
             assert!(after.mtime >= before.mtime && after.ctime >= before.ctime);
-            fs.verify_paths(&[(odd.clone(), Some(data.clone()))]).unwrap();
+            fs.verify_paths(&[(odd.clone(), Some(data.clone()))])
+                .unwrap();
             commit(&ov, &img.path);
             let (ok, out) = repair_n(&img.path);
-            assert!(ok, "{args:?} step {step} ({len} bytes): xfs_repair -n: {out}");
-            assert!(xfs_db_read(&img.path, "/etc/odd") == data, "{args:?} step {step}: xfs_db reads other bytes");
+            assert!(
+                ok,
+                "{args:?} step {step} ({len} bytes): xfs_repair -n: {out}"
+            );
+            assert!(
+                xfs_db_read(&img.path, "/etc/odd") == data,
+                "{args:?} step {step}: xfs_db reads other bytes"
+            );
             // Everything else is untouched.
             let (_, fs) = open(&img.path);
             let mut now = t.clone();
-            now.insert("etc/odd".into(), Node::File { data: data.clone(), mode: 0o755, uid: 65534, gid: 65535 });
+            now.insert(
+                "etc/odd".into(),
+                Node::File {
+                    data: data.clone(),
+                    mode: 0o755,
+                    uid: 65534,
+                    gid: 65535,
+                },
+            );
             compare(&fs, &now);
             checks += 1;
         }
@@ -112,21 +157,39 @@ fn replace_in_place_passes_xfs_repair() {
         assert!(!ov.is_dirty());
         // Every other write primitive refuses, writing nothing.
         let p = GuestPath::lexical(b"/etc/new");
-        assert!(matches!(fs.create_file(&p, b"x", &NewAttrs::default()), Err(FsError::Unsupported { .. })));
-        assert!(matches!(fs.mkdir(&p, &NewAttrs::default()), Err(FsError::Unsupported { .. })));
-        assert!(matches!(fs.symlink(&p, b"x", &NewAttrs::default()), Err(FsError::Unsupported { .. })));
+        assert!(matches!(
+            fs.create_file(&p, b"x", &NewAttrs::default()),
+            Err(FsError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            fs.mkdir(&p, &NewAttrs::default()),
+            Err(FsError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            fs.symlink(&p, b"x", &NewAttrs::default()),
+            Err(FsError::Unsupported { .. })
+        ));
         assert!(matches!(fs.remove(&odd), Err(FsError::Unsupported { .. })));
-        assert!(matches!(fs.rename(&odd, &p), Err(FsError::Unsupported { .. })));
+        assert!(matches!(
+            fs.rename(&odd, &p),
+            Err(FsError::Unsupported { .. })
+        ));
         // Not a regular file.
         assert!(fs.replace_file(&GuestPath::lexical(b"/etc"), b"x").is_err());
-        assert!(fs.replace_file(&GuestPath::lexical(b"/etc/short-link"), b"x").is_err());
+        assert!(fs
+            .replace_file(&GuestPath::lexical(b"/etc/short-link"), b"x")
+            .is_err());
         assert!(!ov.is_dirty());
     }
     eprintln!("{checks} replace steps checked by xfs_repair -n and xfs_db");
 }
 
 fn set_sb_field(img: &Path, off: usize, value: u32) {
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(img).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
     let mut sb = vec![0u8; 512];
     f.read_exact(&mut sb).unwrap();
     sb[off..off + 4].copy_from_slice(&value.to_be_bytes());
@@ -141,7 +204,10 @@ fn set_sb_field(img: &Path, off: usize, value: u32) {
 
 fn sb_u32(img: &Path, off: usize) -> u32 {
     let mut sb = [0u8; 512];
-    std::fs::File::open(img).unwrap().read_exact(&mut sb).unwrap();
+    std::fs::File::open(img)
+        .unwrap()
+        .read_exact(&mut sb)
+        .unwrap();
     u32::from_be_bytes([sb[off], sb[off + 1], sb[off + 2], sb[off + 3]])
 }
 
@@ -161,19 +227,38 @@ fn refusals_write_nothing() {
     // The unmount record's flags cleared: the log is not known clean.
     let img = mkfs(&[], 300, Some(&proto));
     let logstart: u64 = {
-        let out = xfs_db(&img.path, false, &["sb 0", "print logstart agblocks agblklog blocksize"]);
-        let f = |k: &str| -> u64 { out.lines().find_map(|l| l.strip_prefix(&format!("{k} = "))).unwrap().trim().parse().unwrap() };
+        let out = xfs_db(
+            &img.path,
+            false,
+            &["sb 0", "print logstart agblocks agblklog blocksize"],
+        );
+        let f = |k: &str| -> u64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
         let (ls, agb, log, bs) = (f("logstart"), f("agblocks"), f("agblklog"), f("blocksize"));
         ((ls >> log) * agb + (ls & ((1 << log) - 1))) * bs
     };
     {
-        let mut f = std::fs::OpenOptions::new().read(true).write(true).open(&img.path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&img.path)
+            .unwrap();
         let mut log = vec![0u8; 8192];
         f.seek(SeekFrom::Start(logstart)).unwrap();
         f.read_exact(&mut log).unwrap();
         // The unmount record: header in basic block 0, its op header in 1.
         assert_eq!(&log[0..4], &[0xFE, 0xED, 0xBA, 0xBE]);
-        assert_eq!(log[512 + 9] & 0x20, 0x20, "mkfs writes an unmount record first");
+        assert_eq!(
+            log[512 + 9] & 0x20,
+            0x20,
+            "mkfs writes an unmount record first"
+        );
         log[512 + 9] &= !0x20;
         f.seek(SeekFrom::Start(logstart)).unwrap();
         std::io::Write::write_all(&mut f, &log).unwrap();
@@ -182,15 +267,24 @@ fn refusals_write_nothing() {
     let err = fs.replace_file(&fstab, b"x").unwrap_err();
     assert!(err.to_string().contains("log is not clean"), "{err}");
     assert!(!ov.is_dirty());
-    assert_eq!(fs.read("/etc/fstab").unwrap(), b"UUID=1234 / xfs defaults 0 0\n/dev/sda2 swap swap defaults 0 0\n");
+    assert_eq!(
+        fs.read("/etc/fstab").unwrap(),
+        b"UUID=1234 / xfs defaults 0 0\n/dev/sda2 swap swap defaults 0 0\n"
+    );
 
     // External log device not given.
     let img = {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fs.img");
         let logp = dir.path().join("log.img");
-        std::fs::File::create(&path).unwrap().set_len(300 << 20).unwrap();
-        std::fs::File::create(&logp).unwrap().set_len(64 << 20).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(300 << 20)
+            .unwrap();
+        std::fs::File::create(&logp)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
         let ok = Command::new("mkfs.xfs")
             .args(["-q", "-f", "-l"])
             .arg(format!("logdev={}", logp.display()))
@@ -243,7 +337,11 @@ fn replace_cost_does_not_grow_with_the_volume() {
         let base: Arc<dyn Device> = file.clone();
         let ov = Arc::new(Overlay::new(base));
         let mut fs = XfsFs::open(ov.clone(), "t").unwrap();
-        fs.replace_file(&GuestPath::lexical(b"/etc/fstab"), b"UUID=5678 / xfs defaults 0 0\n").unwrap();
+        fs.replace_file(
+            &GuestPath::lexical(b"/etc/fstab"),
+            b"UUID=5678 / xfs defaults 0 0\n",
+        )
+        .unwrap();
         let (bytes_read, calls) = file.read_stats();
         eprintln!("{gib} GiB: {bytes_read} bytes in {calls} reads to replace /etc/fstab");
         costs.push(bytes_read);

@@ -14,8 +14,17 @@ use vmie_xfs::XfsFs;
 /// What a path holds in the source tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    File { data: Vec<u8>, mode: u32, uid: u32, gid: u32 },
-    Dir { mode: u32, uid: u32, gid: u32 },
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     Link(Vec<u8>),
 }
 
@@ -39,7 +48,11 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// are only asked of v4 images.
 pub fn tree_with(remote_links: bool) -> BTreeMap<String, Node> {
     let mut t = BTreeMap::new();
-    let dir = |m: u32| Node::Dir { mode: m, uid: 0, gid: 0 };
+    let dir = |m: u32| Node::Dir {
+        mode: m,
+        uid: 0,
+        gid: 0,
+    };
     let file = |seed: u64, len: usize, mode: u32, uid: u32| Node::File {
         data: bytes(seed, len),
         mode,
@@ -71,7 +84,10 @@ pub fn tree_with(remote_links: bool) -> BTreeMap<String, Node> {
     // Block form: a few dozen entries.
     t.insert("block".into(), dir(0o700));
     for i in 0..40 {
-        t.insert(format!("block/entry-{i:03}"), file(100 + i, (i * 37) as usize, 0o644, 0));
+        t.insert(
+            format!("block/entry-{i:03}"),
+            file(100 + i, (i * 37) as usize, 0o644, 0),
+        );
     }
     // Leaf form: more than one directory block, one leaf block.
     t.insert("leaf".into(), dir(0o755));
@@ -81,10 +97,13 @@ pub fn tree_with(remote_links: bool) -> BTreeMap<String, Node> {
             file(1000 + i, 3, 0o644, 0),
         );
     }
-    // Node form: leaf entries overflow one block.
+    // Node form: leaf entries overflow one 4 KiB leaf block (about 500).
     t.insert("node".into(), dir(0o755));
-    for i in 0..5000 {
-        t.insert(format!("node/n{i:05}"), file(10_000 + i, (i % 5) as usize, 0o644, 0));
+    for i in 0..1500 {
+        t.insert(
+            format!("node/n{i:05}"),
+            file(10_000 + i, (i % 5) as usize, 0o644, 0),
+        );
     }
     t.insert("node/sub".into(), dir(0o751));
     t.insert("node/sub/deep".into(), file(9, 12, 0o444, 3));
@@ -107,21 +126,22 @@ pub fn protofile(t: &BTreeMap<String, Node>, root: &Path) -> PathBuf {
     let src = root.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut out = String::from("dummy\n0 0\nd--755 0 0\n");
-    fn emit(
-        t: &BTreeMap<String, Node>,
-        prefix: &str,
-        src: &Path,
-        out: &mut String,
-        depth: usize,
-    ) {
+    fn emit(t: &BTreeMap<String, Node>, prefix: &str, src: &Path, out: &mut String, depth: usize) {
         for (path, node) in t {
-            let Some(rest) = path.strip_prefix(prefix) else { continue };
+            let Some(rest) = path.strip_prefix(prefix) else {
+                continue;
+            };
             if rest.is_empty() || rest.contains('/') {
                 continue;
             }
             let pad = " ".repeat(depth);
             match node {
-                Node::File { data, mode, uid, gid } => {
+                Node::File {
+                    data,
+                    mode,
+                    uid,
+                    gid,
+                } => {
                     let f = src.join(path.replace('/', "_"));
                     std::fs::write(&f, data).unwrap();
                     out.push_str(&format!(
@@ -137,7 +157,10 @@ pub fn protofile(t: &BTreeMap<String, Node>, root: &Path) -> PathBuf {
                     ));
                 }
                 Node::Dir { mode, uid, gid } => {
-                    out.push_str(&format!("{pad}{rest} {} {uid} {gid}\n", mode_str('d', *mode)));
+                    out.push_str(&format!(
+                        "{pad}{rest} {} {uid} {gid}\n",
+                        mode_str('d', *mode)
+                    ));
                     emit(t, &format!("{path}/"), src, out, depth + 1);
                     out.push_str(&format!("{pad}$\n"));
                 }
@@ -198,7 +221,11 @@ pub fn xfs_db(img: &Path, expert: bool, cmds: &[&str]) -> String {
 
 /// xfs_repair -n: (ok, output).
 pub fn repair_n(img: &Path) -> (bool, String) {
-    let out = Command::new("xfs_repair").arg("-n").arg(img).output().unwrap();
+    let out = Command::new("xfs_repair")
+        .arg("-n")
+        .arg(img)
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -221,9 +248,18 @@ pub fn compare(fs: &dyn GuestFs, t: &BTreeMap<String, Node>) -> usize {
         let p = format!("/{path}");
         let (_, m) = fs.lstat(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
         match node {
-            Node::File { data, mode, uid, gid } => {
+            Node::File {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
                 assert_eq!(m.file_type, FileType::Regular, "{p}");
-                assert_eq!((m.mode, m.uid, m.gid, m.size), (*mode, *uid, *gid, data.len() as u64), "{p}");
+                assert_eq!(
+                    (m.mode, m.uid, m.gid, m.size),
+                    (*mode, *uid, *gid, data.len() as u64),
+                    "{p}"
+                );
                 let got = fs.read(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
                 assert!(got == *data, "{p}: contents differ");
             }
@@ -266,7 +302,9 @@ pub fn walk_all(fs: &dyn GuestFs) -> usize {
     let mut todo = vec![GuestPath::root()];
     let mut seen = 0usize;
     while let Some(d) = todo.pop() {
-        let Ok(entries) = fs.read_dir(&d) else { continue };
+        let Ok(entries) = fs.read_dir(&d) else {
+            continue;
+        };
         for e in entries {
             seen += 1;
             if seen > 20_000 {
