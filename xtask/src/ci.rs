@@ -37,6 +37,12 @@ pub fn test(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The library's documentation builds without a warning (its doc-tests
+    // run with the tests below).
+    run(Command::new(&cargo)
+        .current_dir(&root)
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps", "-q"]))?;
     // Build every fixture once up front, so the tests (which run in parallel)
     // find them ready.
     let names = crate::fixtures::recipe_names()?;

@@ -1,7 +1,7 @@
 //! Developer tasks for the vmie-fixup workspace, run as `cargo xtask TASK`.
 //!
 //! Also a library, so the end-to-end tests can build the fixture images they
-//! need ([`fixtures::image`]) without running cargo inside cargo.
+//! need ([`fixtures::image()`]) without running cargo inside cargo.
 
 pub mod bench;
 pub mod ci;

@@ -5,7 +5,7 @@
 //! - [`Overlay`]: copy-on-write layer; every write of a run lands here.
 //! - [`journal`]: commit of an overlay through an undo journal, and undo.
 //! - [`DiskSet`]: the images of one VM, the first being the boot disk.
-//! - [`format`]: refusing qcow2, VMDK, VHD, VHDX and VDI containers.
+//! - [`format`](mod@format): refusing qcow2, VMDK, VHD, VHDX and VDI containers.
 //! - [`guard`]: the panic boundary around third-party parsers.
 #![forbid(unsafe_code)]
 
