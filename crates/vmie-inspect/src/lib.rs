@@ -155,7 +155,7 @@ impl VolumeSelector {
 pub fn readable(kind: FsKind) -> bool {
     matches!(
         kind,
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs | FsKind::Xfs
     )
 }
 
@@ -373,6 +373,10 @@ impl Vm {
                 vol.name.clone(),
             )?)),
             FsKind::Ntfs => Ok(Box::new(vmie_ntfs::NtfsFs::open(
+                vol.device.clone(),
+                vol.name.clone(),
+            )?)),
+            FsKind::Xfs => Ok(Box::new(vmie_xfs::XfsFs::open(
                 vol.device.clone(),
                 vol.name.clone(),
             )?)),
