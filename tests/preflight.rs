@@ -399,10 +399,10 @@ fn low_free_space_on_a_small_root() {
 
 #[test]
 fn volume_level_checks() {
-    // An xfs data partition: found, not read.
+    // A Btrfs data partition: found, not read.
     let c = Case::new();
     let root = c.root_fs(400);
-    let xfs = c.empty_fs("xfs", 300);
+    let xfs = c.empty_fs("btrfs", 300);
     let disk = c.disk(
         "d.raw",
         800 * MIB,
@@ -1097,11 +1097,11 @@ fn regex_lite(src: &str) -> Vec<String> {
 }
 
 /// Issue 18: when no guest is found because the volume that may hold it
-/// cannot be read (XFS, not read yet), that is the first error.
+/// cannot be read (Btrfs, not read yet), that is the first error.
 #[test]
 fn an_unreadable_root_is_the_first_error() {
     let c = Case::new();
-    let xfs = c.empty_fs("xfs", 300);
+    let xfs = c.empty_fs("btrfs", 300);
     let disk = c.disk("d.raw", 320 * MIB, "dos", &[(Some(&xfs), 300, "83")]);
     let doc = inspect(&[disk]);
     let got = fired(&doc);
@@ -1112,12 +1112,12 @@ fn an_unreadable_root_is_the_first_error() {
         doc["preflight"]
     );
     let msg = doc["preflight"][0]["message"].as_str().unwrap();
-    assert!(msg.contains("partition 1 holds XFS"), "{msg}");
+    assert!(msg.contains("partition 1 holds Btrfs"), "{msg}");
     assert!(got.iter().any(|(i, _)| i == "no-bootable-partition"));
-    // A readable root: the check stays quiet even with an XFS volume.
+    // A readable root: the check stays quiet even with a Btrfs volume.
     let c = Case::new();
     let root = c.root_fs(400);
-    let xfs = c.empty_fs("xfs", 300);
+    let xfs = c.empty_fs("btrfs", 300);
     let disk = c.disk(
         "d.raw",
         800 * MIB,

@@ -227,7 +227,7 @@ pub fn preflight(
             }
             if no_guest {
                 match p.kind {
-                    FsKind::Xfs | FsKind::Btrfs => causes.push(format!(
+                    FsKind::Btrfs => causes.push(format!(
                         "{} holds {}, which vmie-fixup cannot read yet",
                         v.name,
                         crate::other_name(p.kind)
@@ -285,7 +285,7 @@ pub fn preflight(
         .volumes()
         .filter_map(|v| {
             let p = v.probe.as_ref()?;
-            matches!(p.kind, FsKind::Xfs | FsKind::Btrfs)
+            matches!(p.kind, FsKind::Btrfs)
                 .then(|| format!("{} ({})", v.name, p.kind.as_str()))
         })
         .collect();
