@@ -285,8 +285,7 @@ pub fn preflight(
         .volumes()
         .filter_map(|v| {
             let p = v.probe.as_ref()?;
-            matches!(p.kind, FsKind::Btrfs)
-                .then(|| format!("{} ({})", v.name, p.kind.as_str()))
+            matches!(p.kind, FsKind::Btrfs).then(|| format!("{} ({})", v.name, p.kind.as_str()))
         })
         .collect();
     if !unread.is_empty() {
