@@ -20,7 +20,7 @@ fn schema(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 
-fn validate(schema_name: &str, doc: &Value) {
+fn validator(schema_name: &str) -> jsonschema::Validator {
     let common = schema("common.schema.json");
     let registry = jsonschema::Registry::new()
         .add(
@@ -30,10 +30,14 @@ fn validate(schema_name: &str, doc: &Value) {
         .unwrap()
         .prepare()
         .unwrap();
-    let v = jsonschema::options()
+    jsonschema::options()
         .with_registry(&registry)
         .build(&schema(schema_name))
-        .unwrap();
+        .unwrap()
+}
+
+fn validate(schema_name: &str, doc: &Value) {
+    let v = validator(schema_name);
     let errors: Vec<String> = v
         .iter_errors(doc)
         .map(|e| format!("{} at {}", e, e.instance_path()))
@@ -94,19 +98,7 @@ fn the_schema_rejects_what_it_should() {
     let img = fixture("demo");
     let mut dry = json(&["--dry-run", "--format", "json", img.to_str().unwrap()]);
     dry["changes"][0]["op"] = Value::from("edited");
-    let common = schema("common.schema.json");
-    let registry = jsonschema::Registry::new()
-        .add(
-            "https://vmie-fixup.invalid/schemas/common.schema.json",
-            common,
-        )
-        .unwrap()
-        .prepare()
-        .unwrap();
-    let v = jsonschema::options()
-        .with_registry(&registry)
-        .build(&schema("report.schema.json"))
-        .unwrap();
+    let v = validator("report.schema.json");
     assert!(!v.is_valid(&dry));
     dry["changes"][0]["op"] = Value::from("modified");
     assert!(v.is_valid(&dry));

@@ -37,9 +37,8 @@ use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use vmie_fixup::FixOptions;
-use vmie_guestfs::{FsError, GuestFs, GuestPath};
-use vmie_inspect::{LinuxGuest, Vm};
-use vmie_rules::engine::{self, FileChange, FileOpDone};
+use vmie_inspect::Vm;
+use vmie_rules::engine;
 use vmie_rules::rules::Rule;
 
 struct Base {
@@ -210,49 +209,7 @@ fn rules_anyway(vm: &Vm) {
         return;
     };
     if !report.changes.is_empty() {
-        let _ = self_check(vm, &g, &report.changes);
+        let _ = vmie_fixup::self_check(vm, &g, &report.changes);
     }
 }
 
-/// As vmie-fixup's self-check: every changed path and backup re-read
-/// through freshly opened filesystems over the same overlay and compared.
-/// A mismatch is a refusal (nothing is written), not a crash.
-fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> Result<(), String> {
-    let root = vm
-        .volumes()
-        .find(|r| r.name == writer.root)
-        .ok_or("root gone")?;
-    let fresh = vm.mount_guest(root).map_err(|e| e.to_string())?.mounts;
-    let mut paths: Vec<(String, bool)> = Vec::new();
-    for c in changes {
-        match &c.op {
-            FileOpDone::Removed => paths.push((c.path.clone(), false)),
-            FileOpDone::Renamed { to } => {
-                paths.push((c.path.clone(), false));
-                paths.push((to.clone(), true));
-            }
-            FileOpDone::Modified | FileOpDone::Created => paths.push((c.path.clone(), true)),
-        }
-        if let Some(b) = &c.backup {
-            paths.push((b.clone(), true));
-        }
-    }
-    for (p, must_exist) in paths {
-        let gp = GuestPath::from(p.as_str());
-        match (must_exist, fresh.read_file(&gp, u64::MAX)) {
-            (true, Ok(t)) => {
-                let ours = writer
-                    .mounts
-                    .read_file(&gp, u64::MAX)
-                    .map_err(|e| e.to_string())?;
-                if ours != t {
-                    return Err(format!("{p} reads back differently"));
-                }
-            }
-            (false, Err(FsError::NotFound { .. })) => {}
-            (_, Err(e)) => return Err(format!("{p}: {e}")),
-            (false, Ok(_)) => return Err(format!("{p} should be gone")),
-        }
-    }
-    Ok(())
-}

@@ -511,17 +511,7 @@ impl Ext4Fs {
 
     /// The filesystem UUID.
     pub fn uuid(&self) -> String {
-        let u = &self.sb[0x68..0x78];
-        let hex =
-            |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-        format!(
-            "{}-{}-{}-{}-{}",
-            hex(0..4),
-            hex(4..6),
-            hex(6..8),
-            hex(8..10),
-            hex(10..16)
-        )
+        vmie_guestfs::format_uuid(&self.sb[0x68..0x78])
     }
 
     /// The filesystem label, lossily as UTF-8.

@@ -57,6 +57,8 @@ mod checkfs;
 mod report;
 mod selfcheck;
 
+pub use selfcheck::self_check;
+
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;

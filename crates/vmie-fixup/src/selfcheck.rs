@@ -5,13 +5,13 @@ use vmie_guestfs::{FsError, GuestFs, GuestPath};
 use vmie_inspect::{LinuxGuest, Vm};
 use vmie_rules::engine::{FileChange, FileOpDone};
 
-/// Read every changed path back through freshly opened filesystems over the
-/// same overlays (independent of the writer's in-memory state) and compare.
-pub(crate) fn self_check(
-    vm: &Vm,
-    writer: &LinuxGuest,
-    changes: &[FileChange],
-) -> Result<(), String> {
+/// Reads every changed path (and backup) back through freshly opened
+/// filesystems over the same overlays, independent of the writer's
+/// in-memory state, and compares; `Err` says which path differs. [`plan`]
+/// runs it before a plan can be committed; it only reads.
+///
+/// [`plan`]: crate::plan
+pub fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> Result<(), String> {
     // The writer's root volume, by name: no need to reopen and re-test every
     // filesystem as linux_roots() would.
     let root = vm

@@ -312,6 +312,26 @@ pub trait GuestFs: fmt::Debug {
     }
 }
 
+/// A filesystem's 16-byte UUID as blkid prints it
+/// (`8-4-4-4-12` lower-case hex). Fewer than 16 bytes give what is there.
+pub fn format_uuid(u: &[u8]) -> String {
+    let hex = |r: std::ops::Range<usize>| {
+        u.get(r)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    )
+}
+
 /// `Ok` when `t` is a regular file; otherwise the error reading `path` as a
 /// file gives: [`FsError::IsADirectory`] for a directory,
 /// [`FsError::NotAFile`] for anything else. `fs` names the filesystem (only

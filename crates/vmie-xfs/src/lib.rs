@@ -134,17 +134,7 @@ impl XfsFs {
 
     /// The filesystem UUID.
     pub fn uuid(&self) -> String {
-        let u = &self.ctx.geo.uuid;
-        let hex =
-            |r: std::ops::Range<usize>| u[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-        format!(
-            "{}-{}-{}-{}-{}",
-            hex(0..4),
-            hex(4..6),
-            hex(6..8),
-            hex(8..10),
-            hex(10..16)
-        )
+        vmie_guestfs::format_uuid(&self.ctx.geo.uuid)
     }
 
     /// The filesystem label.
