@@ -1203,3 +1203,25 @@ fn an_unreadable_root_is_the_first_error() {
     );
     assert!(human.contains("[volume-unreadable]"), "{human}");
 }
+
+/// Issue 18: -q prints only errors, -v says what was read and decided.
+#[test]
+fn quiet_and_verbose_fixup_run() {
+    let img = fixture("demo");
+    let i = s(&img);
+    let out = run(&["-q", "--dry-run", i]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["-v", "--dry-run", i]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("planned:") && err.contains("changed file(s)"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would change"));
+}

@@ -388,3 +388,27 @@ fn kernel_args_does_only_what_it_names() {
         }
     }
 }
+
+/// Issue 18: an initramfs that could not be read is reported as such, with
+/// the reader's reason, not as lacking every driver.
+#[test]
+fn an_unreadable_initramfs_is_not_reported_as_lacking_drivers() {
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/demo");
+    let mut fs = MemFs::from_host_dir("demo", &tree).unwrap();
+    let mut ctx = debian_ctx();
+    ctx.kernels[0].initramfs_readable = false;
+    ctx.kernels[0].initramfs_problem = Some(
+        "/boot/initrd.img-6.1.0-13-amd64: neither a cpio archive nor a known compression".into(),
+    );
+    let report = run(&mut fs, &shipped(), &ctx).unwrap();
+    let msgs: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "linux-initramfs-drivers")
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(
+        msgs,
+        ["kernel 6.1.0-13-amd64: drivers not checked: /boot/initrd.img-6.1.0-13-amd64: neither a cpio archive nor a known compression"]
+    );
+}
