@@ -688,7 +688,9 @@ fn preflight_passes_clean_guests_and_names_what_would_fail() {
         "{}",
         doc["preflight"]
     );
-    // No Linux root we can read.
+    // A Linux root on XFS (read since vmie-xfs) on a GPT, UEFI disk: found,
+    // inspected, and refused for its partitioning and firmware; the Btrfs
+    // volume beside it is not read.
     let doc: Value = serde_json::from_str(&ok(&[
         "inspect",
         "--format",
@@ -696,7 +698,10 @@ fn preflight_passes_clean_guests_and_names_what_would_fail() {
         s(&fixture("gpt-mixed")),
     ]))
     .unwrap();
-    assert!(preflight_ids(&doc, "error").contains(&"no-bootable-partition".to_string()));
+    assert_eq!(doc["operating_systems"][0]["distro"], "ubuntu", "{doc}");
+    let errors = preflight_ids(&doc, "error");
+    assert!(errors.contains(&"gpt-root".to_string()), "{errors:?}");
+    assert!(errors.contains(&"uefi-linux".to_string()), "{errors:?}");
     assert!(preflight_ids(&doc, "info").contains(&"volume-not-read".to_string()));
     // And a fixup run refuses such VMs, writing nothing.
     let dir = tempfile::tempdir().unwrap();
