@@ -827,8 +827,19 @@ fn copy_in(c: &Case, img: &Path, f: impl FnOnce(&Path) -> std::io::Result<()>) {
     std::fs::create_dir_all(&mnt).unwrap();
     tool(Command::new("ntfs-3g").arg(img).arg(&mnt));
     let res = f(&mnt);
-    tool(Command::new("umount").arg(&mnt));
-    res.unwrap();
+    // Another test thread's fork can hold a just-closed file of the mount
+    // for a moment ("target is busy", seen in CI under load): retry.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let out = Command::new("umount").arg(&mnt).output().unwrap();
+        if out.status.success() {
+            res.unwrap();
+            return;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("umount {}: {last}", mnt.display());
 }
 
 /// A one-disk Windows VM: MBR, the system volume in partition 1 (type 7).
