@@ -279,9 +279,8 @@ pub(crate) fn put_files(
                         .fs()
                         .read_file(&p, u64::MAX)
                         .map_err(|e| classify(e.into()))?;
-                    let mut name = p.file_name().unwrap_or_default().to_vec();
-                    name.extend_from_slice(b".vmie.bak");
-                    let bak = p.parent().join(&name);
+                    // The one rule for where an original is kept.
+                    let bak = vmie_rules::engine::backup_path(&p);
                     match tree.fs().symlink_metadata(&bak) {
                         Ok(_) => vlog!("{bak} exists: the first original is kept"),
                         Err(FsError::NotFound { .. }) => {
