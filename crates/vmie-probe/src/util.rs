@@ -11,36 +11,9 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
     !crc32c_update(!0, data)
 }
 
-/// The checksum LVM2 puts in its label header: CRC-32 (reflected
-/// 0xEDB88320) nibble-wise, seeded with 0xf597a6cf, no final inversion.
-pub(crate) fn lvm2_crc(data: &[u8]) -> u32 {
-    const T: [u32; 16] = [
-        0x0000_0000,
-        0x1db7_1064,
-        0x3b6e_20c8,
-        0x26d9_30ac,
-        0x76dc_4190,
-        0x6b6b_51f4,
-        0x4db2_6158,
-        0x5005_713c,
-        0xedb8_8320,
-        0xf00f_9344,
-        0xd6d6_a3e8,
-        0xcb61_b38c,
-        0x9b64_c2b0,
-        0x86d3_d2d4,
-        0xa00a_e278,
-        0xbdbd_f21c,
-    ];
-    let nib = |c: u32| T.get((c & 0xf) as usize).copied().unwrap_or(0);
-    let mut crc: u32 = 0xf597_a6cf;
-    for &b in data {
-        crc ^= u32::from(b);
-        crc = (crc >> 4) ^ nib(crc);
-        crc = (crc >> 4) ^ nib(crc);
-    }
-    crc
-}
+/// The checksum LVM2 puts in its label header (see
+/// [`vmie_disk::checksum::lvm2_crc`]).
+pub(crate) use vmie_disk::checksum::lvm2_crc;
 
 fn le64_of(s: &[u8]) -> u64 {
     let mut a = [0u8; 8];
