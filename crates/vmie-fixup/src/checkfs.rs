@@ -51,7 +51,8 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
             continue;
         };
         for vol in &layout.volumes {
-            if vol.is_extended() {
+            // A PV's bytes are checked through its logical volumes, below.
+            if vol.is_extended() || vol.probe.as_ref().is_some_and(|p| p.kind == FsKind::Lvm2) {
                 continue;
             }
             let end = vol.start.saturating_add(vol.size);
@@ -75,6 +76,48 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
                 kind: probe.kind,
             });
         }
+    }
+    for vol in &vm.lvm().volumes {
+        let Some(lv) = &vol.lv else { continue };
+        let mut touched = false;
+        for &(d, start, len) in &lv.disk_ranges {
+            let Some(disk) = vm.disks().disks().get(d) else {
+                continue;
+            };
+            let changes = disk.overlay().changes().map_err(|e| e.to_string())?;
+            let end = start.saturating_add(len);
+            touched |= changes
+                .iter()
+                .any(|(off, bytes)| *off < end && off.saturating_add(bytes.len() as u64) > start);
+        }
+        if !touched {
+            continue;
+        }
+        let Some(probe) = &vol.probe else {
+            return Err(format!(
+                "--check-fs: {} is written but holds no filesystem vmie-fixup recognises",
+                vol.name
+            ));
+        };
+        let first = lv.disk_ranges.first().copied();
+        let (Some((d, offset, _)), true) = (first, lv.contiguous) else {
+            return Err(format!(
+                "--check-fs: {} is striped or in several pieces on the disks, so its checker cannot read it in place; run without --check-fs, or check it after the run from a host where LVM can activate it",
+                vol.name
+            ));
+        };
+        let image = vm
+            .disks()
+            .disks()
+            .get(d)
+            .map(|x| x.path().to_path_buf())
+            .ok_or_else(|| format!("--check-fs: {}: no disk {d}", vol.name))?;
+        out.push(Target {
+            name: vol.name.clone(),
+            image,
+            offset,
+            kind: probe.kind,
+        });
     }
     Ok(out)
 }

@@ -493,6 +493,8 @@ const SCHEMA_VERSION: u32 = 1;
 struct InspectJson {
     schema_version: u32,
     disks: Vec<DiskJson>,
+    /// LVM volume groups found on the disks.
+    volume_groups: Vec<VgJson>,
     /// Guests found (virt-inspector field names where it has them).
     operating_systems: Vec<serde_json::Value>,
     /// The import service's requirements, checked.
@@ -531,6 +533,132 @@ struct PartitionJson {
 }
 
 #[derive(Serialize)]
+struct VgJson {
+    name: String,
+    uuid: String,
+    seqno: u64,
+    extent_size: u64,
+    physical_volumes: Vec<PvJson>,
+    logical_volumes: Vec<LvJson>,
+}
+
+#[derive(Serialize)]
+struct PvJson {
+    uuid: String,
+    /// The volume holding it; null when no given disk does.
+    volume: Option<String>,
+    /// The device name the metadata last saw.
+    device_hint: Option<String>,
+    pe_start: u64,
+    pe_count: u64,
+}
+
+#[derive(Serialize)]
+struct LvJson {
+    name: String,
+    uuid: String,
+    size: u64,
+    /// `/dev/mapper/` name.
+    mapper: String,
+    segments: Vec<SegJson>,
+    /// Why it is not opened; null when it is.
+    refused: Option<String>,
+    filesystem: Option<FilesystemJson>,
+}
+
+#[derive(Serialize)]
+struct SegJson {
+    #[serde(rename = "type")]
+    seg_type: String,
+    start_extent: u64,
+    extent_count: u64,
+    /// (PV UUID or sub-LV name, first extent) per stripe.
+    stripes: Vec<(String, u64)>,
+    stripe_size: u64,
+}
+
+fn vg_json(vm: &Vm) -> Vec<VgJson> {
+    let lvm = vm.lvm();
+    lvm.scan
+        .vgs
+        .iter()
+        .map(|vg| VgJson {
+            name: vg.meta.name.clone(),
+            uuid: vg.meta.uuid.clone(),
+            seqno: vg.meta.seqno,
+            extent_size: vg.meta.extent_size,
+            physical_volumes: vg
+                .meta
+                .pvs
+                .iter()
+                .zip(&vg.pv_devices)
+                .map(|(p, d)| PvJson {
+                    uuid: p.uuid.clone(),
+                    volume: d.and_then(|i| lvm.pv_volumes.get(i).cloned()),
+                    device_hint: p.device_hint.clone(),
+                    pe_start: p.pe_start,
+                    pe_count: p.pe_count,
+                })
+                .collect(),
+            logical_volumes: vg
+                .visible_lvs()
+                .map(|lv| {
+                    let opened = lvm.volumes.iter().find(|v| {
+                        v.lv.as_ref()
+                            .is_some_and(|l| l.vg_uuid == vg.meta.uuid && l.lv_uuid == lv.uuid)
+                    });
+                    LvJson {
+                        name: lv.name.clone(),
+                        uuid: lv.uuid.clone(),
+                        size: vg.lv_size(lv),
+                        mapper: format!(
+                            "/dev/mapper/{}",
+                            vmie_lvm::mapper_name(&vg.meta.name, &lv.name)
+                        ),
+                        segments: lv
+                            .segments
+                            .iter()
+                            .map(|s| SegJson {
+                                seg_type: s.seg_type.clone(),
+                                start_extent: s.start_extent,
+                                extent_count: s.extent_count,
+                                stripes: s
+                                    .stripes
+                                    .iter()
+                                    .map(|(k, e)| {
+                                        let name = vg
+                                            .meta
+                                            .pvs
+                                            .iter()
+                                            .find(|p| &p.key == k)
+                                            .map_or_else(|| k.clone(), |p| p.uuid.clone());
+                                        (name, *e)
+                                    })
+                                    .collect(),
+                                stripe_size: s.stripe_size,
+                            })
+                            .collect(),
+                        refused: match opened {
+                            Some(_) => None,
+                            None => Some(
+                                lvm.refused
+                                    .iter()
+                                    .find(|(g, l, _)| g == &vg.meta.name && l == &lv.name)
+                                    .map_or_else(
+                                        || "not opened".to_string(),
+                                        |(_, _, w)| w.clone(),
+                                    ),
+                            ),
+                        },
+                        filesystem: opened.and_then(fs_json),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
 struct FilesystemJson {
     kind: &'static str,
     uuid: Option<String>,
@@ -566,6 +694,7 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
             .chain(windows.iter().flatten().map(fix::win_os_json))
             .collect(),
         preflight: vmie_inspect::preflight::preflight(&vm, &guests, &windows),
+        volume_groups: vg_json(&vm),
         disks: vm
             .layouts()
             .iter()
@@ -674,50 +803,105 @@ fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
                 v.start,
                 size_str(v.size)
             )?;
-            if let Some(p) = &v.probe {
-                write!(out, "\n        {}", p.kind.as_str())?;
-                if let Some(u) = &p.uuid {
-                    write!(out, "  UUID={u}")?;
+            write_fs(out, v)?;
+            writeln!(out)?;
+        }
+    }
+    let lvm = vm.lvm();
+    for vg in &lvm.scan.vgs {
+        writeln!(
+            out,
+            "volume group {} (UUID {}), extents of {}",
+            vg.meta.name,
+            vg.meta.uuid,
+            size_str(vg.meta.extent_size)
+        )?;
+        for (p, d) in vg.meta.pvs.iter().zip(&vg.pv_devices) {
+            match d.and_then(|i| lvm.pv_volumes.get(i)) {
+                Some(name) => writeln!(out, "  PV {} on {name}", p.uuid)?,
+                None => writeln!(
+                    out,
+                    "  PV {} MISSING (last seen as {})",
+                    p.uuid,
+                    p.device_hint.as_deref().unwrap_or("?")
+                )?,
+            }
+        }
+        for lv in vg.visible_lvs() {
+            write!(
+                out,
+                "  LV {:<16} {:>10}  {}",
+                lv.name,
+                size_str(vg.lv_size(lv)),
+                lv.seg_types().join("+")
+            )?;
+            let opened = lvm.volumes.iter().find(|v| {
+                v.lv.as_ref()
+                    .is_some_and(|l| l.vg_uuid == vg.meta.uuid && l.lv_uuid == lv.uuid)
+            });
+            match opened {
+                Some(v) => write_fs(out, v)?,
+                None => {
+                    let why = lvm
+                        .refused
+                        .iter()
+                        .find(|(g, l, _)| g == &vg.meta.name && l == &lv.name)
+                        .map_or("not opened", |(_, _, w)| w.as_str());
+                    write!(out, "\n        not opened: {why}")?;
                 }
-                if let Some(lb) = &p.label {
-                    write!(out, "  LABEL=\"{lb}\"")?;
-                }
-                let s = &p.state;
-                let mut flags = Vec::new();
-                if s.needs_recovery {
-                    flags.push("needs journal/log recovery".to_string());
-                }
-                if s.errors {
-                    flags.push("has errors".to_string());
-                }
-                if s.dirty {
-                    flags.push("dirty".to_string());
-                }
-                if s.hibernated {
-                    flags.push("hibernated".to_string());
-                }
-                if s.encrypted {
-                    flags.push("encrypted".to_string());
-                }
-                if !s.unknown_features.is_empty() {
-                    flags.push(format!(
-                        "unknown features: {}",
-                        s.unknown_features.join(", ")
-                    ));
-                }
-                if !flags.is_empty() {
-                    write!(out, "  [{}]", flags.join("; "))?;
-                }
-                for n in &s.notes {
-                    write!(out, "\n        note: {n}")?;
-                }
-            } else if let Some(e) = &v.probe_error {
-                write!(out, "\n        unreadable: {e}")?;
-            } else if !v.is_extended() {
-                write!(out, "\n        (no filesystem recognised)")?;
             }
             writeln!(out)?;
         }
+    }
+    for p in &lvm.scan.problems {
+        writeln!(out, "LVM: {p}")?;
+    }
+    Ok(())
+}
+
+/// The filesystem on a volume, for `inspect`'s human output.
+fn write_fs(out: &mut impl Write, v: &vmie_inspect::Volume) -> std::io::Result<()> {
+    if let Some(p) = &v.probe {
+        write!(out, "\n        {}", p.kind.as_str())?;
+        if let Some(u) = &p.uuid {
+            write!(out, "  UUID={u}")?;
+        }
+        if let Some(lb) = &p.label {
+            write!(out, "  LABEL=\"{lb}\"")?;
+        }
+        let s = &p.state;
+        let mut flags = Vec::new();
+        if s.needs_recovery {
+            flags.push("needs journal/log recovery".to_string());
+        }
+        if s.errors {
+            flags.push("has errors".to_string());
+        }
+        if s.dirty {
+            flags.push("dirty".to_string());
+        }
+        if s.hibernated {
+            flags.push("hibernated".to_string());
+        }
+        if s.encrypted {
+            flags.push("encrypted".to_string());
+        }
+        if !s.unknown_features.is_empty() {
+            flags.push(format!(
+                "unknown features: {}",
+                s.unknown_features.join(", ")
+            ));
+        }
+        if !flags.is_empty() {
+            write!(out, "  [{}]", flags.join("; "))?;
+        }
+        for n in &s.notes {
+            write!(out, "\n        note: {n}")?;
+        }
+    } else if let Some(e) = &v.probe_error {
+        write!(out, "\n        unreadable: {e}")?;
+    } else if !v.is_extended() {
+        write!(out, "\n        (no filesystem recognised)")?;
     }
     Ok(())
 }

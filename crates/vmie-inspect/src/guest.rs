@@ -47,6 +47,7 @@ impl Vm {
                 label: v.probe.as_ref().and_then(|p| p.label.clone()),
                 partuuid: v.part_uuid.clone(),
                 partlabel: v.part_label.clone(),
+                lvm: v.lv.as_ref().map(|l| (l.vg.clone(), l.lv.clone())),
             })
             .collect()
     }
@@ -87,7 +88,7 @@ impl Vm {
         entries.sort_by_key(|e| e.mountpoint.matches('/').count());
         for e in entries {
             let Some(found) = fstab::lookup(&e.spec, &vols) else {
-                continue; // pseudo, network, LVM
+                continue; // pseudo, network, dm names we do not know
             };
             let Some(v) = found else {
                 not_mounted.push(format!(
@@ -96,10 +97,11 @@ impl Vm {
                 ));
                 continue;
             };
-            let Some(vol) = all
-                .iter()
-                .find(|x| x.disk == v.disk && x.number == v.partition)
-            else {
+            let Some(vol) = all.iter().find(|x| {
+                x.disk == v.disk
+                    && x.number == v.partition
+                    && x.lv.as_ref().map(|l| (l.vg.clone(), l.lv.clone())) == v.lvm
+            }) else {
                 continue;
             };
             match self.open_fs(vol) {

@@ -60,6 +60,8 @@ pub struct OpenOptions {
     pub part: PartOptions,
     /// Probe limits.
     pub probe: ProbeOptions,
+    /// LVM metadata limits.
+    pub lvm: vmie_lvm::LvmOptions,
 }
 
 /// One volume: a partition, or a whole disk without a partition table.
@@ -93,6 +95,35 @@ pub struct Volume {
     pub device: Arc<dyn Device>,
     /// An MBR extended-partition container (as vmie-part says).
     extended: bool,
+    /// The logical volume this is, when it is one (`number` is `None`,
+    /// `disk` is the disk of its first extent).
+    pub lv: Option<LvId>,
+}
+
+/// Which logical volume a [`Volume`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvId {
+    /// Volume group name.
+    pub vg: String,
+    /// Logical volume name.
+    pub lv: String,
+    /// VG UUID (two VGs of one name are told apart by it).
+    pub vg_uuid: String,
+    /// LV UUID.
+    pub lv_uuid: String,
+    /// Segment types (`linear`, `striped`).
+    pub seg_types: Vec<String>,
+    /// Names of the volumes holding its PVs.
+    pub pvs: Vec<String>,
+    /// Disks (indexes) holding its PVs, without repeats.
+    pub pv_disks: Vec<usize>,
+    /// Where its bytes lie: (disk, byte offset on the disk, length) per
+    /// stripe area, segments in LV order.
+    pub disk_ranges: Vec<(usize, u64, u64)>,
+    /// Whether the LV is one run of bytes on one disk in LV order (every
+    /// segment one stripe, each following the last), so a tool that takes
+    /// a disk offset can read it in place.
+    pub contiguous: bool,
 }
 
 impl Volume {
@@ -124,6 +155,21 @@ pub struct DiskLayout {
 pub struct Vm {
     disks: DiskSet,
     layouts: Vec<DiskLayout>,
+    lvm: LvmView,
+}
+
+/// LVM on a VM: what the scan found, the logical volumes opened as
+/// [`Volume`]s, and why the others were not.
+#[derive(Debug, Default)]
+pub struct LvmView {
+    /// PVs, VGs (with their metadata and missing PVs), damaged metadata.
+    pub scan: vmie_lvm::Scan,
+    /// Names of the volumes the scan looked at, by its device index.
+    pub pv_volumes: Vec<String>,
+    /// Every visible LV that could be mapped, probed like a partition.
+    pub volumes: Vec<Volume>,
+    /// (VG, LV, why) for every visible LV that is not opened.
+    pub refused: Vec<(String, String, String)>,
 }
 
 /// Which volume of a disk: by partition number, by filesystem UUID, or the
@@ -134,15 +180,28 @@ pub enum VolumeSelector {
     Number(u32),
     /// Filesystem UUID (case-insensitive).
     Uuid(String),
+    /// A logical volume, `VG/LV`.
+    Lv {
+        /// Volume group name.
+        vg: String,
+        /// Logical volume name.
+        lv: String,
+    },
     /// The one volume with a filesystem we can read.
     Auto,
 }
 
 impl VolumeSelector {
-    /// `N` is a number, anything else a UUID, empty is [`VolumeSelector::Auto`].
+    /// `N` is a number, `VG/LV` a logical volume, anything else a UUID,
+    /// empty is [`VolumeSelector::Auto`].
     pub fn parse(s: &str) -> Self {
         if s.is_empty() {
             Self::Auto
+        } else if let Some((vg, lv)) = s.split_once('/') {
+            Self::Lv {
+                vg: vg.to_string(),
+                lv: lv.to_string(),
+            }
         } else if let Ok(n) = s.parse() {
             Self::Number(n)
         } else {
@@ -243,6 +302,7 @@ impl Vm {
                     name: dev.describe(),
                     device: dev.clone(),
                     extended: false,
+                    lv: None,
                 });
             }
             for part in table.partitions {
@@ -261,6 +321,7 @@ impl Vm {
                     name: part.device.describe(),
                     extended: part.is_extended(),
                     device: Arc::new(part.device),
+                    lv: None,
                 };
                 if !v.is_extended() {
                     let (p, err) = probe(v.device.as_ref());
@@ -278,7 +339,17 @@ impl Vm {
                 volumes,
             });
         }
-        Ok(Self { disks, layouts })
+        let lvm = open_lvm(&layouts, opts);
+        Ok(Self {
+            disks,
+            layouts,
+            lvm,
+        })
+    }
+
+    /// LVM on this VM.
+    pub fn lvm(&self) -> &LvmView {
+        &self.lvm
     }
 
     /// The disks (for commit).
@@ -291,9 +362,12 @@ impl Vm {
         &self.layouts
     }
 
-    /// Every volume of every disk.
+    /// Every volume of every disk, then every logical volume.
     pub fn volumes(&self) -> impl Iterator<Item = &Volume> {
-        self.layouts.iter().flat_map(|l| l.volumes.iter())
+        self.layouts
+            .iter()
+            .flat_map(|l| l.volumes.iter())
+            .chain(self.lvm.volumes.iter())
     }
 
     /// Find a volume on disk `disk` by selector.
@@ -303,12 +377,15 @@ impl Vm {
             .get(disk)
             .ok_or_else(|| InspectError::Select(format!("no disk number {disk}")))?;
         let path = layout.path.display();
+        // A disk's own volumes, and the LVs with an extent on it.
         let readable_vols: Vec<&Volume> = layout
             .volumes
             .iter()
+            .chain(self.lvm.volumes.iter().filter(|v| v.disk == disk))
             .filter(|v| v.probe.as_ref().is_some_and(|p| readable(p.kind)))
             .collect();
         match sel {
+            VolumeSelector::Lv { vg, lv } => self.select_lv(vg, lv),
             VolumeSelector::Number(n) => layout
                 .volumes
                 .iter()
@@ -328,11 +405,57 @@ impl Vm {
                 [one] => Ok(one),
                 [] => Err(InspectError::Select(format!("{path}: no volume with a filesystem vmie-fixup can read; its volumes: {}", describe_choices(layout)))),
                 many => Err(InspectError::Select(format!(
-                    "{path}: {} volumes have readable filesystems; name one as {path}:N (partition {}) or {path}:UUID",
+                    "{path}: {} volumes have readable filesystems; name one as {path}:N (partition {}), {path}:VG/LV or {path}:UUID",
                     many.len(),
-                    many.iter().filter_map(|v| v.number).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                    many.iter().map(|v| match (&v.lv, v.number) {
+                        (Some(l), _) => format!("{}/{}", l.vg, l.lv),
+                        (None, Some(n)) => n.to_string(),
+                        (None, None) => "whole disk".into(),
+                    }).collect::<Vec<_>>().join(", ")
                 ))),
             },
+        }
+    }
+
+    /// The logical volume `vg/lv`.
+    fn select_lv(&self, vg: &str, lv: &str) -> Result<&Volume, InspectError> {
+        let found: Vec<&Volume> = self
+            .lvm
+            .volumes
+            .iter()
+            .filter(|v| v.lv.as_ref().is_some_and(|l| l.vg == vg && l.lv == lv))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                if let Some((_, _, why)) =
+                    self.lvm.refused.iter().find(|(g, l, _)| g == vg && l == lv)
+                {
+                    return Err(InspectError::Select(format!(
+                        "logical volume {vg}/{lv} is not opened: {why}"
+                    )));
+                }
+                let known: Vec<String> = self
+                    .lvm
+                    .volumes
+                    .iter()
+                    .filter_map(|v| v.lv.as_ref())
+                    .map(|l| format!("{}/{}", l.vg, l.lv))
+                    .chain(self.lvm.refused.iter().map(|(g, l, _)| format!("{g}/{l} (not opened)")))
+                    .collect();
+                Err(InspectError::Select(format!(
+                    "no logical volume {vg}/{lv} on this VM; its logical volumes: {}",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )))
+            }
+            many => Err(InspectError::Select(format!(
+                "{} volume groups are named {vg} (UUIDs {}); name the volume by its filesystem UUID instead",
+                many.len(),
+                many.iter()
+                    .filter_map(|v| v.lv.as_ref().map(|l| l.vg_uuid.clone()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     }
 
@@ -388,7 +511,22 @@ impl Vm {
                 "{} is an XFS external log: it holds no files (its filesystem is on another volume)",
                 vol.name
             ))),
-            FsKind::Lvm2 | FsKind::Luks | FsKind::Bitlocker | FsKind::LinuxRaid => Err(InspectError::Fs(FsError::Unsupported {
+            FsKind::Lvm2 => Err(InspectError::Select(format!(
+                "{} is an LVM2 physical volume: it holds logical volumes, not files; name one as IMAGE:VG/LV ({})",
+                vol.name,
+                {
+                    let lvs: Vec<String> = self
+                        .lvm
+                        .volumes
+                        .iter()
+                        .filter_map(|v| v.lv.as_ref())
+                        .filter(|l| l.pvs.contains(&vol.name))
+                        .map(|l| format!("{}/{}", l.vg, l.lv))
+                        .collect();
+                    if lvs.is_empty() { "none opened".to_string() } else { lvs.join(", ") }
+                }
+            ))),
+            FsKind::Luks | FsKind::Bitlocker | FsKind::LinuxRaid => Err(InspectError::Fs(FsError::Unsupported {
                 fs: vol.name.clone(),
                 op: "read files".into(),
                 why: format!(
@@ -421,4 +559,129 @@ fn other_name(kind: FsKind) -> &'static str {
         FsKind::LinuxRaid => "Linux software RAID member",
         other => other.as_str(),
     }
+}
+
+/// Scan every volume for LVM physical volumes, assemble the volume groups,
+/// and open each visible logical volume that can be mapped, probing it
+/// like a partition.
+fn open_lvm(layouts: &[DiskLayout], opts: &OpenOptions) -> LvmView {
+    let vols: Vec<&Volume> = layouts
+        .iter()
+        .flat_map(|l| l.volumes.iter())
+        .filter(|v| !v.is_extended())
+        .collect();
+    let devs: Vec<Arc<dyn Device>> = vols.iter().map(|v| v.device.clone()).collect();
+    let scan = vmie_lvm::scan(&devs, &opts.lvm);
+    let mut view = LvmView {
+        pv_volumes: vols.iter().map(|v| v.name.clone()).collect(),
+        ..LvmView::default()
+    };
+    for vg in &scan.vgs {
+        for lv in vg.visible_lvs() {
+            let dev = match vg.open(lv, &devs) {
+                Ok(d) => d,
+                Err(e) => {
+                    let why = match e {
+                        vmie_lvm::LvmError::Refused { why, .. } => why,
+                        other => other.to_string(),
+                    };
+                    view.refused
+                        .push((vg.meta.name.clone(), lv.name.clone(), why));
+                    continue;
+                }
+            };
+            let pv_idx: Vec<usize> = lv
+                .segments
+                .iter()
+                .flat_map(|s| &s.stripes)
+                .filter_map(|(key, _)| {
+                    let i = vg.meta.pvs.iter().position(|p| &p.key == key)?;
+                    vg.pv_devices.get(i).copied().flatten()
+                })
+                .collect();
+            let mut pvs: Vec<String> = Vec::new();
+            let mut pv_disks: Vec<usize> = Vec::new();
+            for &i in &pv_idx {
+                if let Some(v) = vols.get(i) {
+                    if !pvs.contains(&v.name) {
+                        pvs.push(v.name.clone());
+                    }
+                    if !pv_disks.contains(&v.disk) {
+                        pv_disks.push(v.disk);
+                    }
+                }
+            }
+            let ext = vg.meta.extent_size;
+            let mut disk_ranges = Vec::new();
+            let mut contiguous = true;
+            for seg in &lv.segments {
+                let n = seg.stripes.len() as u64;
+                if n != 1 {
+                    contiguous = false;
+                }
+                let per = seg.extent_count / n.max(1);
+                for (key, first) in &seg.stripes {
+                    let Some(pi) = vg.meta.pvs.iter().position(|p| &p.key == key) else {
+                        continue;
+                    };
+                    let Some(v) = vg
+                        .pv_devices
+                        .get(pi)
+                        .copied()
+                        .flatten()
+                        .and_then(|d| vols.get(d))
+                    else {
+                        continue;
+                    };
+                    let at = first
+                        .saturating_mul(ext)
+                        .saturating_add(vg.meta.pvs[pi].pe_start)
+                        .saturating_add(v.start);
+                    disk_ranges.push((v.disk, at, per.saturating_mul(ext)));
+                }
+            }
+            if contiguous {
+                contiguous = disk_ranges
+                    .windows(2)
+                    .all(|w| w[0].0 == w[1].0 && w[0].1.saturating_add(w[0].2) == w[1].1);
+            }
+            let disk = pv_idx
+                .first()
+                .and_then(|&i| vols.get(i))
+                .map_or(0, |v| v.disk);
+            let (probe, probe_error) = match vmie_probe::probe(&dev, &opts.probe) {
+                Ok(p) => (p, None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            view.volumes.push(Volume {
+                disk,
+                number: None,
+                start: 0,
+                size: dev.len(),
+                type_id: None,
+                type_name: Some("LVM logical volume"),
+                bootable: false,
+                part_label: None,
+                part_uuid: None,
+                probe,
+                probe_error,
+                name: dev.describe(),
+                device: Arc::new(dev),
+                extended: false,
+                lv: Some(LvId {
+                    vg: vg.meta.name.clone(),
+                    lv: lv.name.clone(),
+                    vg_uuid: vg.meta.uuid.clone(),
+                    lv_uuid: lv.uuid.clone(),
+                    seg_types: lv.seg_types(),
+                    pvs,
+                    pv_disks,
+                    disk_ranges,
+                    contiguous,
+                }),
+            });
+        }
+    }
+    view.scan = scan;
+    view
 }

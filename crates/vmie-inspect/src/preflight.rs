@@ -196,8 +196,16 @@ pub fn preflight(
     for v in vm.volumes() {
         if let Some(p) = &v.probe {
             match p.kind {
-                FsKind::Lvm2 => check(&mut out, "lvm", Warning, format!("{}: LVM2 physical volume; vmie-fixup does not read LVM yet, so its logical volumes are neither inspected nor fixed", v.name)),
-                FsKind::Luks | FsKind::Bitlocker => check(&mut out, "encrypted-volume", Warning, format!("{}: encrypted ({}); its contents cannot be inspected or fixed", v.name, p.kind.as_str())),
+                FsKind::Luks | FsKind::Bitlocker => check(
+                    &mut out,
+                    "encrypted-volume",
+                    Warning,
+                    format!(
+                        "{}: encrypted ({}); its contents cannot be inspected or fixed",
+                        v.name,
+                        p.kind.as_str()
+                    ),
+                ),
                 _ => {}
             }
             if crate::readable(p.kind) {
@@ -232,10 +240,6 @@ pub fn preflight(
                         v.name,
                         crate::other_name(p.kind)
                     )),
-                    FsKind::Lvm2 => causes.push(format!(
-                        "{} is an LVM2 physical volume, which vmie-fixup does not read yet",
-                        v.name
-                    )),
                     FsKind::Luks | FsKind::Bitlocker => {
                         causes.push(format!("{} is encrypted ({})", v.name, p.kind.as_str()))
                     }
@@ -247,6 +251,8 @@ pub fn preflight(
             }
         }
     }
+
+    lvm_checks(&mut out, vm, no_guest, &mut causes);
 
     if !causes.is_empty() {
         // First, so it is what a user reads before "No bootable partition found".
@@ -328,6 +334,9 @@ pub fn preflight(
         let i = &g.info;
         let root = vm.volumes().find(|v| v.name == g.root);
         if let Some(r) = root {
+            if let Some(l) = r.lv.as_ref().filter(|l| l.pv_disks.len() > 1) {
+                check(&mut out, "lvm-root-spans-disks", Warning, format!("the root logical volume {}/{} spans {} disks (disks {}): import them together, boot disk first, or the volume group cannot be activated", l.vg, l.lv, l.pv_disks.len(), l.pv_disks.iter().map(|d| (d + 1).to_string()).collect::<Vec<_>>().join(", ")));
+            }
             if r.disk != 0 {
                 check(&mut out, "root-not-on-boot-disk", Warning, format!("An imported VM may fail to boot if the root partition is not on the same virtual hard drive as the MBR ({} is on disk {})", g.root, r.disk + 1));
             }
@@ -529,4 +538,70 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
         Some(false) => "license type: Windows client operating systems (such as Windows 10) support only BYOL licenses; Auto picks BYOL, and AWS is not valid",
         None => "license type: server or client could not be told: Windows server operating systems support either BYOL or AWS licenses (Auto picks AWS); client operating systems support only BYOL",
     });
+}
+
+/// LVM: groups with missing PVs, LVs that are not opened, damaged metadata.
+/// The import service's own wording where it has one ("Logical volume
+/// group activation failed").
+fn lvm_checks(out: &mut Vec<Check>, vm: &Vm, no_guest: bool, causes: &mut Vec<String>) {
+    use Severity::{Error, Warning};
+    let lvm = vm.lvm();
+    let sev = if no_guest { Error } else { Warning };
+    for vg in &lvm.scan.vgs {
+        if vg.missing.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = vg
+            .missing
+            .iter()
+            .map(|m| match &m.device_hint {
+                Some(h) => format!("{} (last seen as {h})", m.uuid),
+                None => m.uuid.clone(),
+            })
+            .collect();
+        let msg = format!(
+            "Unsupported configuration - Logical volume group activation failed: volume group {} ({}) is missing physical volume(s) {}; give every disk of the VM, boot disk first",
+            vg.meta.name,
+            vg.meta.uuid,
+            names.join(", ")
+        );
+        if no_guest {
+            causes.push(format!(
+                "volume group {} is missing physical volume(s) {}",
+                vg.meta.name,
+                names.join(", ")
+            ));
+        }
+        check(out, "lvm-missing-pv", sev, msg);
+    }
+    for (vg, lv, why) in &lvm.refused {
+        if lvm
+            .scan
+            .vgs
+            .iter()
+            .any(|g| &g.meta.name == vg && !g.missing.is_empty())
+        {
+            continue; // named above
+        }
+        check(
+            out,
+            "lvm-unsupported",
+            sev,
+            format!("logical volume {vg}/{lv} is neither inspected nor fixed: {why}"),
+        );
+        if no_guest {
+            causes.push(format!("logical volume {vg}/{lv} is not opened: {why}"));
+        }
+    }
+    for p in &lvm.scan.problems {
+        check(
+            out,
+            "lvm-metadata-damaged",
+            sev,
+            format!("Unsupported configuration - Logical volume group activation failed: {p}"),
+        );
+        if no_guest {
+            causes.push(p.clone());
+        }
+    }
 }

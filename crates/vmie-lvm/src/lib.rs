@@ -380,48 +380,16 @@ pub fn mapper_name(vg: &str, lv: &str) -> String {
     format!("{}-{}", vg.replace('-', "--"), lv.replace('-', "--"))
 }
 
-/// Split a `/dev/mapper/` name into (VG, LV): the first single hyphen
-/// separates them, doubled hyphens stand for one.
-pub fn split_mapper_name(name: &str) -> Option<(String, String)> {
-    let b = name.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'-' {
-            if b.get(i + 1) == Some(&b'-') {
-                i += 2;
-                continue;
-            }
-            let (vg, lv) = (&name[..i], &name[i + 1..]);
-            if vg.is_empty() || lv.is_empty() {
-                return None;
-            }
-            return Some((vg.replace("--", "-"), lv.replace("--", "-")));
-        }
-        i += 1;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn mapper_names_round_trip() {
+    fn mapper_names_double_hyphens() {
         assert_eq!(mapper_name("rhel", "root"), "rhel-root");
         assert_eq!(
             mapper_name("ubuntu-vg", "ubuntu-lv"),
             "ubuntu--vg-ubuntu--lv"
         );
-        assert_eq!(
-            split_mapper_name("ubuntu--vg-ubuntu--lv"),
-            Some(("ubuntu-vg".into(), "ubuntu-lv".into()))
-        );
-        assert_eq!(
-            split_mapper_name("rhel-root"),
-            Some(("rhel".into(), "root".into()))
-        );
-        assert_eq!(split_mapper_name("luks--x"), None);
-        assert_eq!(split_mapper_name("-x"), None);
     }
 }

@@ -86,12 +86,18 @@ impl LvMeta {
             .fold(0u64, |a, s| a.saturating_add(s.extent_count))
     }
 
-    /// Segment types, in order, without repeats (`striped`).
+    /// Segment types as `lvs` shows them, in order, without repeats: a
+    /// one-stripe `striped` segment is `linear`.
     pub fn seg_types(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for s in &self.segments {
-            if !out.contains(&s.seg_type) {
-                out.push(s.seg_type.clone());
+            let t = if s.seg_type == "striped" && s.stripes.len() == 1 {
+                "linear".to_string()
+            } else {
+                s.seg_type.clone()
+            };
+            if !out.contains(&t) {
+                out.push(t);
             }
         }
         out

@@ -44,6 +44,6 @@ pub(crate) fn probe(ctx: &Ctx<'_>, _deep: bool) -> PResult<Probe> {
         p.uuid = Some(s);
     }
     p.version = Some("LVM2 001".into());
-    p.note("LVM2 physical volume: logical volumes must be activated (parsed) to reach filesystems");
+    p.note("LVM2 physical volume: its logical volumes are listed with its volume group");
     Ok(p)
 }

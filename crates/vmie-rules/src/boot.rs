@@ -120,7 +120,7 @@ pub fn edit_cmdline(args: &str, e: &CmdlineEdit<'_>) -> (String, Vec<String>) {
                 if let Some(u) = e
                     .volumes
                     .iter()
-                    .find(|v| v.disk == disk && v.partition == partition)
+                    .find(|v| v.lvm.is_none() && v.disk == disk && v.partition == partition)
                     .and_then(|v| v.uuid.as_ref())
                 {
                     new_tok = format!("{name}=UUID={u}");

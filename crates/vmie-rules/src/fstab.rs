@@ -51,6 +51,10 @@ pub struct Volume {
     pub partuuid: Option<String>,
     /// GPT partition name.
     pub partlabel: Option<String>,
+    /// (VG, LV) when the volume is an LVM logical volume; `disk` is then
+    /// the disk of its first extent and `partition` is `None`, and no
+    /// position name (`/dev/sda`) ever names it.
+    pub lvm: Option<(String, String)>,
 }
 
 /// How a device spec names its volume.
@@ -76,7 +80,16 @@ pub enum Spec {
         /// Partition number from a `-partN` suffix.
         partition: Option<u32>,
     },
-    /// LVM (`/dev/mapper/…`, `/dev/VG/LV`) and other stable device names.
+    /// An LVM logical volume by name: `/dev/mapper/VG-LV` (hyphens in the
+    /// names doubled) or `/dev/VG/LV`. Stable across a disk move.
+    Lvm {
+        /// Volume group.
+        vg: String,
+        /// Logical volume.
+        lv: String,
+    },
+    /// Other stable device names (`/dev/mapper/` names of dm-crypt or
+    /// multipath, `/dev/md/…`).
     Stable,
     /// Not a block device (`tmpfs`, `proc`, `none`, a bind source, …).
     Pseudo,
@@ -131,6 +144,52 @@ pub fn classify(spec: &str) -> Spec {
     let Some(dev) = spec.strip_prefix("/dev/") else {
         return Spec::Pseudo;
     };
+    if let Some(name) = dev.strip_prefix("mapper/") {
+        return match lvm_mapper_name(name) {
+            Some((vg, lv)) => Spec::Lvm { vg, lv },
+            None => Spec::Stable,
+        };
+    }
+    if let Some((vg, lv)) = dev.split_once('/') {
+        // /dev/VG/LV: two LVM names, the first not a directory udev or the
+        // kernel makes under /dev.
+        const DEV_DIRS: &[&str] = &[
+            "disk",
+            "md",
+            "block",
+            "char",
+            "bus",
+            "cpu",
+            "dri",
+            "fd",
+            "hugepages",
+            "input",
+            "mqueue",
+            "net",
+            "pts",
+            "shm",
+            "snd",
+            "vfio",
+            "loop",
+            "bsg",
+            "dma_heap",
+            "usb",
+        ];
+        let lvm_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 127
+                && !n.starts_with('-')
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'))
+        };
+        if !DEV_DIRS.contains(&vg) && lvm_name(vg) && lvm_name(lv) {
+            return Spec::Lvm {
+                vg: vg.to_string(),
+                lv: lv.to_string(),
+            };
+        }
+        return Spec::Stable;
+    }
     // nvme<ctrl>n<ns>[p<part>]
     if let Some(rest) = dev.strip_prefix("nvme") {
         if let Some((ctrl, rest)) = rest.split_once('n') {
@@ -176,6 +235,29 @@ pub fn classify(spec: &str) -> Spec {
     Spec::Stable
 }
 
+/// (VG, LV) of a `/dev/mapper/` name: the first single hyphen separates
+/// them, a doubled hyphen stands for one. `None` when there is no single
+/// hyphen (not an LVM name: dm-crypt, multipath).
+pub fn lvm_mapper_name(name: &str) -> Option<(String, String)> {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'-' {
+            if b.get(i + 1) == Some(&b'-') {
+                i += 2;
+                continue;
+            }
+            let (vg, lv) = (&name[..i], &name[i + 1..]);
+            if vg.is_empty() || lv.is_empty() {
+                return None;
+            }
+            return Some((vg.replace("--", "-"), lv.replace("--", "-")));
+        }
+        i += 1;
+    }
+    None
+}
+
 fn eq(a: &Option<String>, b: &str) -> bool {
     a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b))
 }
@@ -199,17 +281,28 @@ fn resolve<'v>(spec: &Spec, volumes: &'v [Volume]) -> Option<Option<&'v Volume>>
             .find(|v| v.partlabel.as_deref() == Some(l.as_str())),
         Spec::Position { disk, partition } => volumes
             .iter()
-            .find(|v| v.disk == *disk && v.partition == *partition),
+            .find(|v| v.lvm.is_none() && v.disk == *disk && v.partition == *partition),
         Spec::Unstable { partition } => {
             // by-path and by-id encode the old hypervisor's bus and serials;
             // on a one-disk VM the partition number is enough.
             let disks = volumes.iter().map(|v| v.disk).max().map_or(0, |m| m + 1);
             if disks == 1 {
-                volumes.iter().find(|v| v.partition == *partition)
+                volumes
+                    .iter()
+                    .find(|v| v.lvm.is_none() && v.partition == *partition)
             } else {
                 None
             }
         }
+        // An LV the VM does not show (its VG incomplete or refused) is
+        // left alone: its name still works once the VG is whole.
+        Spec::Lvm { vg, lv } => match volumes
+            .iter()
+            .find(|v| v.lvm.as_ref().is_some_and(|(g, l)| g == vg && l == lv))
+        {
+            Some(v) => Some(v),
+            None => return None,
+        },
         Spec::Stable | Spec::Pseudo => return None,
     })
 }
@@ -429,8 +522,29 @@ mod tests {
                 partition: None
             }
         );
-        assert_eq!(classify("/dev/mapper/vg-root"), Spec::Stable);
-        assert_eq!(classify("/dev/vg00/lv00"), Spec::Stable);
+        assert_eq!(
+            classify("/dev/mapper/vg-root"),
+            Spec::Lvm {
+                vg: "vg".into(),
+                lv: "root".into()
+            }
+        );
+        assert_eq!(
+            classify("/dev/mapper/ubuntu--vg-ubuntu--lv"),
+            Spec::Lvm {
+                vg: "ubuntu-vg".into(),
+                lv: "ubuntu-lv".into()
+            }
+        );
+        assert_eq!(classify("/dev/mapper/luks1234"), Spec::Stable);
+        assert_eq!(
+            classify("/dev/vg00/lv00"),
+            Spec::Lvm {
+                vg: "vg00".into(),
+                lv: "lv00".into()
+            }
+        );
+        assert_eq!(classify("/dev/md/root"), Spec::Stable);
         assert_eq!(classify("UUID=abc"), Spec::Uuid("abc".into()));
         assert_eq!(classify("UUID=\"abc\""), Spec::Uuid("abc".into()));
         assert_eq!(classify("/dev/disk/by-uuid/abc"), Spec::Uuid("abc".into()));
