@@ -854,8 +854,9 @@ impl Ctx {
     }
 }
 
-/// `lvcreate` for metadata only.
-fn lvcreate(env: &LvmEnv, vg: &str, name: &str, extra: &[&str], pvs: &[&str]) -> Result<()> {
+/// `lvcreate -an -Zn --driverloaded n` (metadata only) of LV `name` in
+/// `vg`, with `extra` options, on `pvs` (all of the VG's when empty).
+pub fn lvcreate(env: &LvmEnv, vg: &str, name: &str, extra: &[&str], pvs: &[&str]) -> Result<()> {
     let mut a = vec![
         "lvcreate",
         "--driverloaded",
