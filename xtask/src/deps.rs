@@ -55,6 +55,7 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
         ],
     ),
     ("genisoimage", &["/usr/bin/genisoimage"]),
+    ("lvm2", &["/usr/sbin/lvcreate"]),
     ("cryptsetup-bin", &["/usr/sbin/cryptsetup"]),
     ("gzip", &["/usr/bin/gzip"]),
     ("xz-utils", &["/usr/bin/xz"]),

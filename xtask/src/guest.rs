@@ -26,6 +26,21 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::fixtures::{self, image};
+use crate::lvm;
+
+/// The volume group of the `lvm-root` guest.
+const LVM_VG: &str = "vmievg";
+
+/// Layouts whose /boot is partition 1 (GRUB's prefix is `(hd0,msdos1)/grub`).
+fn has_boot_partition(layout: &str) -> bool {
+    matches!(layout, "separate-boot" | "lvm-root")
+}
+
+/// `LAYOUT.lvm.json` beside `LAYOUT.raw`: the VGs of an LVM guest
+/// (`xtask::lvm::Vg`, from pvs/lvs).
+pub fn lvm_json_path(img: &Path) -> PathBuf {
+    img.with_extension("lvm.json")
+}
 
 /// The guest layouts.
 pub const LAYOUTS: &[(&str, &str)] = &[
@@ -45,9 +60,13 @@ pub const LAYOUTS: &[(&str, &str)] = &[
         "netplan",
         "MBR: ext4 root, logical swap; network by netplan (renderer networkd), not ifupdown",
     ),
+    (
+        "lvm-root",
+        "MBR: ext4 /boot (partition 1), LVM PV (partition 2, type 8e): VG vmievg, LVs root (ext4) and swap",
+    ),
 ];
 
-const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,netplan.io";
+const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,netplan.io,lvm2";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}").replace('"', "");
@@ -163,12 +182,17 @@ fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
         "mbr-ext4" => ("/dev/sda1", "/boot", None),
         "mbr-logical-swap" | "netplan" => ("/dev/sda1", "/boot", Some("/dev/sda5")),
         "separate-boot" => ("/dev/sda2", "", Some("/dev/sda3")),
+        "lvm-root" => (
+            "/dev/mapper/vmievg-root",
+            "",
+            Some("/dev/mapper/vmievg-swap"),
+        ),
         other => bail!("unknown layout {other}"),
     };
     let mut fstab = format!(
         "# /etc/fstab as the VMware guest had it\n{root_dev}  /  ext4  errors=remount-ro  0 1\n"
     );
-    if layout == "separate-boot" {
+    if has_boot_partition(layout) {
         fstab.push_str("/dev/sda1  /boot  ext4  defaults  0 2\n");
     }
     if let Some(s) = swap {
@@ -281,6 +305,7 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     let table = match layout {
         "mbr-ext4" => "label: dos\nlabel-id: 0x5eed0701\nstart=2048, type=83, bootable\n",
         "mbr-logical-swap" | "netplan" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
+        "lvm-root" => "label: dos\nlabel-id: 0x5eed0704\nstart=2048, size=256M, type=83, bootable\ntype=8e\n",
         _ => "label: dos\nlabel-id: 0x5eed0703\nstart=2048, size=256M, type=83, bootable\nsize=2304M, type=83\ntype=82\n",
     };
     let mut sf = Command::new("sfdisk")
@@ -294,7 +319,61 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     let parts = partitions(&img)?;
 
     let uuid = |n: u32| format!("{:08x}-0000-4000-8000-{n:012x}", 0x7e570000u32 + n);
-    if layout == "separate-boot" {
+    let mut lvm_vgs = None;
+    if layout == "lvm-root" {
+        // /boot's contents on partition 1; partition 2 is the PV of vmievg,
+        // whose LVs root (the rest, with an empty /boot) and swap are made
+        // like the LVM fixtures' (metadata by LVM on a loop device, the
+        // filesystems copied to the extents lvs reports).
+        let boot_dir = work.join("boot");
+        std::fs::rename(tree.join("boot"), &boot_dir)?;
+        std::fs::create_dir_all(tree.join("boot"))?;
+        let (s1, l1) = parts[0];
+        let (s2, l2) = parts[1];
+        mke2fs(&boot_dir, &work.join("p1.img"), l1, "boot", &uuid(1))?;
+        image::copy_sparse(&work.join("p1.img"), &img, s1, l1)?;
+        let env = lvm::LvmEnv::new(
+            &work.join("lvm"),
+            &[lvm::PvPlace {
+                disk: 0,
+                file: img.clone(),
+                offset: s2,
+                size: l2,
+            }],
+        )?;
+        let dev = env.dev(0).to_string();
+        env.run(&["pvcreate", "-q", "-y", &dev])?;
+        env.run(&["vgcreate", "-q", "-s", "4m", LVM_VG, &dev])?;
+        lvm::lvcreate(&env, LVM_VG, "root", &["-L", "2304m"], &[])?;
+        lvm::lvcreate(&env, LVM_VG, "swap", &["-l", "100%FREE"], &[])?;
+        let vgs = env.describe()?;
+        drop(env);
+        let lv = |n: &str| {
+            vgs[0]
+                .lvs
+                .iter()
+                .find(|l| l.name == n)
+                .with_context(|| format!("no LV {n}"))
+        };
+        let disks = [img.clone()];
+        let root_lv = lv("root")?;
+        mke2fs(
+            &tree,
+            &work.join("root.img"),
+            root_lv.size,
+            "root",
+            &uuid(2),
+        )?;
+        lvm::scatter(&work.join("root.img"), &root_lv.mapping, &disks)?;
+        let swap_lv = lv("swap")?;
+        let swap = work.join("swap.img");
+        image::create_sparse(&swap, swap_lv.size)?;
+        run(Command::new("mkswap")
+            .args(["-q", "-U", &uuid(5)])
+            .arg(&swap))?;
+        lvm::scatter(&swap, &swap_lv.mapping, &disks)?;
+        lvm_vgs = Some(vgs);
+    } else if layout == "separate-boot" {
         // /boot's contents on partition 1, the rest (with an empty /boot) on 2.
         let boot_dir = work.join("boot");
         std::fs::rename(tree.join("boot"), &boot_dir)?;
@@ -310,7 +389,7 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         mke2fs(&tree, &work.join("p1.img"), l1, "root", &uuid(1))?;
         image::copy_sparse(&work.join("p1.img"), &img, s1, l1)?;
     }
-    if layout != "mbr-ext4" {
+    if layout != "mbr-ext4" && layout != "lvm-root" {
         let &(s, l) = parts.last().context("no swap partition")?;
         let swap = work.join("swap.img");
         image::create_sparse(&swap, l)?;
@@ -322,12 +401,20 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     install_grub(
         &img,
         &work,
-        if layout == "separate-boot" {
+        if has_boot_partition(layout) {
             "(hd0,msdos1)/grub"
         } else {
             "(hd0,msdos1)/boot/grub"
         },
     )?;
+    // Where the LVs are (lvs/pvs, as in the LVM fixtures' manifests).
+    let lvm_json = lvm_json_path(&img);
+    match lvm_vgs {
+        Some(vgs) => std::fs::write(&lvm_json, serde_json::to_string_pretty(&vgs)? + "\n")?,
+        None => {
+            let _ = std::fs::remove_file(&lvm_json);
+        }
+    }
     std::fs::remove_dir_all(&work)?;
     eprintln!(
         "guest: {} ready (unfixed, as the source hypervisor left it)",
@@ -475,6 +562,7 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
         if t0.elapsed() > limit
             || text.contains("Dropping to a shell")
             || text.contains("Kernel panic")
+            || text.contains("You are in emergency mode")
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -537,6 +625,100 @@ fn passes(p: &Option<Probe>, want_swap: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
+    ensure!(
+        out.status.success(),
+        "{shown} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The hand fix of the `lvm-root` guest `fixed` (a copy of `unfixed`): only
+/// the `/boot` line of its fstab changes, `/dev/sda1` becoming `UUID=` of
+/// partition 1 (as blkid reads it). The root LV's ext4 is edited in place
+/// with `debugfs -w` at the LV's byte offset from `LAYOUT.lvm.json`. What
+/// vmie-fixup must do once it reads LVM; until then it proves the layout
+/// boots when fixed.
+pub fn hand_fix_lvm_root(unfixed: &Path, fixed: &Path) -> Result<()> {
+    let vgs: Vec<lvm::Vg> = serde_json::from_str(
+        &std::fs::read_to_string(lvm_json_path(unfixed))
+            .context("LAYOUT.lvm.json (rebuild the guest)")?,
+    )?;
+    let root_lv = vgs
+        .iter()
+        .filter(|v| v.name == LVM_VG)
+        .flat_map(|v| &v.lvs)
+        .find(|l| l.name == "root")
+        .context("no root LV")?;
+    ensure!(
+        root_lv.mapping.len() == 1 && root_lv.mapping[0].disk == 0,
+        "the root LV is not one contiguous run: {:?}",
+        root_lv.mapping
+    );
+    let spec = format!(
+        "{}?offset={}",
+        fixed.display(),
+        root_lv.mapping[0].disk_offset
+    );
+    let p1 = partitions(fixed)?[0].0;
+    let boot_uuid = output(
+        Command::new("blkid")
+            .args(["-p", "-s", "UUID", "-o", "value", "-O"])
+            .arg(p1.to_string())
+            .arg(fixed),
+    )?
+    .trim()
+    .to_string();
+    ensure!(!boot_uuid.is_empty(), "no UUID on partition 1");
+    let fstab = output(Command::new("debugfs").args(["-R", "cat /etc/fstab", &spec]))?;
+    let mut changed = 0;
+    let new: String = fstab
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() >= 2 && w[0] == "/dev/sda1" && w[1] == "/boot" {
+                changed += 1;
+                format!("UUID={boot_uuid}{}\n", &l["/dev/sda1".len()..])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    ensure!(changed == 1, "no single /dev/sda1 /boot line in:\n{fstab}");
+    let dir = fixed.with_extension("handfix");
+    std::fs::create_dir_all(&dir)?;
+    let local = dir.join("fstab");
+    std::fs::write(&local, &new)?;
+    let script = dir.join("debugfs.cmds");
+    std::fs::write(
+        &script,
+        format!(
+            "cd /etc\nrm fstab\nwrite {} fstab\nsif fstab mode 0100644\nsif fstab uid 0\nsif fstab gid 0\n",
+            fixtures::tools::plain_path(&local)?
+        ),
+    )?;
+    output(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(&spec),
+    )?;
+    std::fs::remove_dir_all(&dir)?;
+    let back = output(Command::new("debugfs").args(["-R", "cat /etc/fstab", &spec]))?;
+    ensure!(back == new, "fstab after the hand fix:\n{back}");
+    output(Command::new("e2fsck").arg("-fn").arg(&spec))?;
+    eprintln!(
+        "guest: hand fix: /boot is UUID={boot_uuid} in {}",
+        fixed.display()
+    );
+    Ok(())
+}
+
 /// `cargo xtask guest NAME...`
 pub fn guest(args: &[String]) -> Result<()> {
     ensure!(
@@ -552,21 +734,37 @@ pub fn guest(args: &[String]) -> Result<()> {
 
 /// `cargo xtask boot-test NAME...`: the unfixed guest must fail to boot on
 /// virtio; fixed, it must boot on virtio and on NVMe.
+///
+/// `--hand-fix` (only for `lvm-root`, until vmie-fixup reads LVM): instead
+/// of running vmie-fixup, change only fstab's `/boot` line to `UUID=` by
+/// hand ([`hand_fix_lvm_root`]), to prove the layout boots once fixed.
 pub fn boot_test(args: &[String]) -> Result<()> {
+    let hand_fix = args.iter().any(|a| a == "--hand-fix");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--hand-fix")
+        .cloned()
+        .collect();
     let names: Vec<String> = if args.is_empty() {
         LAYOUTS.iter().map(|(n, _)| n.to_string()).collect()
     } else {
-        args.to_vec()
+        args
     };
+    ensure!(
+        !hand_fix || names.iter().all(|n| n == "lvm-root"),
+        "--hand-fix is only for lvm-root"
+    );
     let root = fixtures::workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "vmie-fixup",
-    ]))?;
+    if !hand_fix {
+        run(Command::new(&cargo).current_dir(&root).args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "vmie-fixup",
+        ]))?;
+    }
     let bin = root.join("target/release/vmie-fixup");
     let limit = Duration::from_secs(300);
     let mut failures = Vec::new();
@@ -609,9 +807,18 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         image::create_sparse(&fixed, std::fs::metadata(&unfixed)?.len())?;
         image::copy_sparse(&unfixed, &fixed, 0, u64::MAX)?;
         let t1 = Instant::now();
-        run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
+        if hand_fix {
+            hand_fix_lvm_root(&unfixed, &fixed)?;
+        } else {
+            run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
+        }
         println!(
-            "boot-test {name}: vmie-fixup took {:.0} ms",
+            "boot-test {name}: {} took {:.0} ms",
+            if hand_fix {
+                "the hand fix"
+            } else {
+                "vmie-fixup"
+            },
             t1.elapsed().as_secs_f64() * 1e3
         );
         for bus in [Bus::Virtio, Bus::Nvme] {

@@ -10,3 +10,4 @@ pub mod deps;
 pub mod fixtures;
 pub mod fuzz;
 pub mod guest;
+pub mod lvm;

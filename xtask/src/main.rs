@@ -1,6 +1,6 @@
 //! Developer tasks for the vmie-fixup workspace, run as `cargo xtask TASK`.
 
-use xtask::{bench, ci, demo, fixtures, fuzz, guest};
+use xtask::{bench, ci, demo, fixtures, fuzz, guest, lvm};
 
 use std::process::ExitCode;
 
@@ -11,12 +11,13 @@ usage: cargo xtask TASK [ARGS...]
 
 tasks:
   fixtures   build the test disk images (cargo xtask fixtures --help)
+  lvm        build the LVM fixture images with the real LVM tools (as root) [--force] [NAME...]
   demo       build the demo image and walk through the CLI on it
   bench      time whole CLI runs on the fixture images (release build) [RUNS]
   guest      build real Debian guests as a VMware source leaves them: mbr-ext4,
-             mbr-logical-swap, separate-boot (debootstrap; cached)
+             mbr-logical-swap, separate-boot, netplan, lvm-root (debootstrap; cached)
   boot-test  boot each guest in qemu unfixed (must fail), fixed on virtio and
-             on NVMe (must pass) [NAME...]
+             on NVMe (must pass) [--hand-fix lvm-root] [NAME...]
   fuzz       run the fuzz targets on stable, N seconds each (default 60):
              [--seconds N] [--sanitizer address|none] [TARGET...]
   deps       install the Debian packages the tests need (apt-get; as root)
@@ -49,6 +50,7 @@ fn real_main() -> Result<()> {
         "deps" => ci::deps(),
         "bench" => bench::run(rest),
         "guest" => guest::guest(rest),
+        "lvm" => lvm::run(rest),
         "boot-test" => guest::boot_test(rest),
         "fuzz" => fuzz::fuzz(&fuzz::parse_args(rest)?),
         "test" => ci::test(rest),
