@@ -479,7 +479,8 @@ fn volume_level_checks() {
     assert_fires("volume-unreadable", "warning", &[disk]);
 
     // An LVM2 physical volume made by lvm 2.03 (dfvfs's test image) as a
-    // second disk.
+    // second disk, its metadata-area header damaged (one byte of its
+    // checksum): the group cannot be activated.
     let c = Case::new();
     let lvm = c.path("lvm.raw");
     tool(
@@ -489,8 +490,45 @@ fn volume_level_checks() {
             .arg(&lvm),
     );
     let mut disks = c.vm();
-    disks.push(lvm);
-    assert_fires("lvm", "warning", &disks);
+    disks.push(lvm.clone());
+    let doc = inspect(&disks);
+    assert!(
+        !fired(&doc).iter().any(|(i, _)| i.starts_with("lvm")),
+        "a whole LVM disk raises nothing: {}",
+        doc["preflight"]
+    );
+    assert_eq!(doc["volume_groups"][0]["name"], "test_volume_group");
+    let first = read_at(&lvm, 4096, 1).unwrap();
+    patch(&lvm, 4096, &[first[0] ^ 0xff]).unwrap();
+    assert_fires("lvm-metadata-damaged", "warning", &disks);
+}
+
+#[test]
+fn lvm_checks() {
+    // A VG over two disks with only the first given: the import service's
+    // "Logical volume group activation failed", naming the missing PV.
+    let span = xtask::lvm::fixture("lvm-span").unwrap();
+    assert_fires("lvm-missing-pv", "error", &span.disks[..1]);
+    let doc = inspect(&span.disks[..1]);
+    let msg = doc["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "lvm-missing-pv")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let missing = &span.manifest.vgs[0].pvs[1].uuid;
+    assert!(
+        msg.contains(missing.as_str()) && msg.contains("Logical volume group activation failed"),
+        "{msg}"
+    );
+    // Both disks: the root LV spans them.
+    assert_fires("lvm-root-spans-disks", "warning", &span.disks);
+    // Thin provisioning is refused by name.
+    let thin = xtask::lvm::fixture("lvm-thin").unwrap();
+    assert_fires("lvm-unsupported", "error", &thin.disks);
 }
 
 #[test]
@@ -578,7 +616,10 @@ fn covered() -> Vec<&'static str> {
         "volume-not-clean",
         "volume-unreadable",
         "encrypted-volume",
-        "lvm",
+        "lvm-metadata-damaged",
+        "lvm-missing-pv",
+        "lvm-root-spans-disks",
+        "lvm-unsupported",
         "no-bootable-partition",
         "root-unreadable",
         "multiple-directories",

@@ -45,6 +45,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "MBR disk: p1 ext4 /boot, p2 (8e) PV of vgtest with LVs root (ext4) and swap",
     ),
     (
+        "lvm-rhel8",
+        "RHEL 8 as anaconda lays it out on LVM, as a VMware export leaves it: p1 ext4 /boot (BLS, grubenv kernelopts root=/dev/mapper/rhel-root), p2 PV of VG rhel with LVs root (ext4, the rhel8-root tree; fstab names /boot as /dev/sda1) and swap",
+    ),
+    (
         "lvm-span",
         "two whole-disk PVs, VG vgspan, LV data (ext4) spanning both",
     ),
@@ -912,6 +916,7 @@ enum FsMaker<'a> {
 fn build_layout(ctx: &mut Ctx) -> Result<Vec<Vg>> {
     match ctx.name {
         "lvm-single" => single(ctx),
+        "lvm-rhel8" => rhel8(ctx),
         "lvm-span" => span(ctx),
         "lvm-striped" => striped(ctx),
         "lvm-wrapped" => wrapped(ctx),
@@ -1027,6 +1032,17 @@ fn span(ctx: &mut Ctx) -> Result<Vec<Vg>> {
     drop(env);
     let tree = ctx.work.join("tree");
     data_tree(&tree, ctx.name, 4 << 20)?;
+    // A minimal Linux root, so the guest's root spans the two disks (the
+    // preflight check lvm-root-spans-disks).
+    write_file(
+        &tree.join("etc/os-release"),
+        "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION_ID=\"12\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+    )?;
+    write_file(
+        &tree.join("etc/fstab"),
+        "/dev/mapper/vgspan-data  /  ext4  errors=remount-ro  0 1\n",
+    )?;
+    fs::create_dir_all(tree.join("bin"))?;
     fill_lv(
         ctx,
         &mut vgs,
@@ -1497,4 +1513,115 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("{n:<14} {}", f.dir.display());
     }
     Ok(())
+}
+
+/// RHEL 8 on LVM: the `rhel8-root` and `rhel8-boot` fixture trees with the
+/// names anaconda gives an LVM install (VG `rhel`, LVs `root` and `swap`),
+/// and a VMware-era `/dev/sda1` for /boot, which the fixup must rewrite
+/// while it keeps every `/dev/mapper/rhel-*` name.
+fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
+    let d = ctx.disk(
+        1024 * MIB,
+        Some(
+            "label: dos\nlabel-id: 0x4ae80100\nstart=2048, size=256M, type=83, bootable\ntype=8e\n",
+        ),
+    )?;
+    let env = ctx.env("0", &[ctx.part(d, 2)?])?;
+    let dev = env.dev(0).to_string();
+    env.run(&["pvcreate", "-q", "-y", &dev])?;
+    env.run(&["vgcreate", "-q", "-s", "4m", "rhel", &dev])?;
+    lvcreate(&env, "rhel", "swap", &["-L", "64m"], &[])?;
+    lvcreate(&env, "rhel", "root", &["-l", "100%FREE"], &[])?;
+    let mut vgs = env.describe()?;
+    drop(env);
+
+    let trees = crate::fixtures::fixtures_dir().join("trees");
+    let root_tree = ctx.work.join("root-tree");
+    let boot_tree = ctx.work.join("boot-tree");
+    for (from, to) in [("rhel8-root", &root_tree), ("rhel8-boot", &boot_tree)] {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(trees.join(from))
+            .arg(to)
+            .status()
+            .context("cp")?;
+        ensure!(st.success(), "copying the {from} tree failed");
+    }
+    write_file(
+        &root_tree.join("etc/fstab"),
+        "\n#\n# /etc/fstab\n# Created by anaconda on Tue Jan 10 10:11:12 2023\n#\n\
+/dev/mapper/rhel-root   /                       ext4    defaults        1 1\n\
+/dev/sda1               /boot                   ext4    defaults        1 2\n\
+/dev/mapper/rhel-swap   none                    swap    defaults        0 0\n\
+/dev/sdb1               /var/lib/pgsql          xfs     defaults        0 0\n\
+//fileserver/backup     /mnt/backup             cifs    credentials=/root/.smb 0 0\n",
+    )?;
+    let grub = root_tree.join("etc/default/grub");
+    let text = fs::read_to_string(&grub)?.replace(
+        "resume=/dev/sda3 rhgb",
+        "resume=/dev/mapper/rhel-swap rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb",
+    );
+    write_file(&grub, &text)?;
+    // grubenv is a 1024-byte block: keep its size when editing kernelopts.
+    let env_file = boot_tree.join("grub2/grubenv");
+    let old = fs::read_to_string(&env_file)?;
+    let new_opts = "kernelopts=root=/dev/mapper/rhel-root ro crashkernel=auto resume=/dev/mapper/rhel-swap rd.lvm.lv=rhel/root rd.lvm.lv=rhel/swap rhgb quiet \n";
+    let mut lines: Vec<String> = Vec::new();
+    for l in old.split_inclusive('\n') {
+        if l.starts_with("kernelopts=") {
+            lines.push(new_opts.to_string());
+        } else {
+            lines.push(l.to_string());
+        }
+    }
+    let mut body: String = lines.concat();
+    let grow = body.len().saturating_sub(old.len());
+    // Take the growth out of the '#' padding.
+    if let Some(pos) = body.rfind("##") {
+        let pad_end = body[pos..].find('\n').map_or(body.len(), |e| pos + e);
+        let pad_start = body[..pad_end].rfind('\n').map_or(0, |n| n + 1);
+        let pad_len = pad_end - pad_start;
+        ensure!(pad_len > grow, "grubenv padding too short");
+        body.replace_range(pad_start..pad_start + grow, "");
+    }
+    ensure!(
+        body.len() == old.len(),
+        "grubenv must stay {} bytes",
+        old.len()
+    );
+    write_file(&env_file, &body)?;
+    fill_lv(
+        ctx,
+        &mut vgs,
+        0,
+        "root",
+        FsMaker::Ext4 {
+            tree: &root_tree,
+            uuid: "4ae80102-0000-4000-8000-000000000002",
+            label: "root",
+        },
+    )?;
+    fill_lv(
+        ctx,
+        &mut vgs,
+        0,
+        "swap",
+        FsMaker::Swap {
+            uuid: "4ae80103-0000-4000-8000-000000000003",
+            label: "swap",
+        },
+    )?;
+    let p1 = ctx.infos[d].partitions[0].clone();
+    let scratch = ctx.scratch("boot");
+    let fsinfo = make_ext4(
+        &scratch,
+        p1.size,
+        &boot_tree,
+        "4ae80101-0000-4000-8000-000000000001",
+        "boot",
+    )?;
+    image::copy_sparse(&scratch, &ctx.disks[d], p1.start, p1.size)?;
+    fs::remove_file(&scratch)?;
+    ctx.infos[d].partitions[0].filesystem = Some(fsinfo);
+    Ok(vgs)
 }

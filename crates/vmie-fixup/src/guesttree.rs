@@ -22,6 +22,8 @@ pub(crate) struct Target {
     pub(crate) image: PathBuf,
     /// `None`: the guest's whole tree.
     pub(crate) sel: Option<VolumeSelector>,
+    /// The VM's other disks (`--disk`), after `image`.
+    pub(crate) disks: Vec<PathBuf>,
 }
 
 /// A missing image: a usage error (exit 2), named.
@@ -42,11 +44,13 @@ pub(crate) fn ensure_images_exist(images: &[PathBuf]) -> Result<(), Failure> {
 
 /// Split `IMAGE[:VOL]`. A path that exists as given wins over a split, so
 /// image names containing `:` still work.
-pub(crate) fn parse_target(t: &str) -> Result<Target, Failure> {
+pub(crate) fn parse_target(t: &str, disks: &[PathBuf]) -> Result<Target, Failure> {
+    ensure_images_exist(disks)?;
     if Path::new(t).exists() {
         return Ok(Target {
             image: PathBuf::from(t),
             sel: None,
+            disks: disks.to_vec(),
         });
     }
     match t.rsplit_once(':') {
@@ -57,6 +61,7 @@ pub(crate) fn parse_target(t: &str) -> Result<Target, Failure> {
             Ok(Target {
                 image: PathBuf::from(img),
                 sel: Some(VolumeSelector::parse(vol)),
+                disks: disks.to_vec(),
             })
         }
         _ => Err(missing_image(Path::new(t))),
@@ -136,7 +141,10 @@ impl Tree {
 
 /// Open the tree `target` names: one volume with `:VOL`, else the guest.
 pub(crate) fn open_tree(target: &Target, writable: bool) -> Result<Tree, Failure> {
-    let vm = open_vm(std::slice::from_ref(&target.image), writable)?;
+    let images: Vec<PathBuf> = std::iter::once(target.image.clone())
+        .chain(target.disks.iter().cloned())
+        .collect();
+    let vm = open_vm(&images, writable)?;
     let image = target.image.display().to_string();
     if let Some(sel) = &target.sel {
         let (fs, name) = {

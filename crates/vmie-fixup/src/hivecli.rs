@@ -126,7 +126,7 @@ fn source(first: &str, rest: &[String]) -> Result<(Source, Vec<String>), Failure
     if !p.exists() && !first.contains(':') {
         return Err(usage(format!("{first}: no such file")));
     }
-    let target = crate::guesttree::parse_target(first)?;
+    let target = crate::guesttree::parse_target(first, &[])?;
     match rest.split_first() {
         Some((g, more)) if g.starts_with('/') || g.contains('/') || g.contains('\\') => {
             Ok((Source::Guest(target, g.replace('\\', "/")), more.to_vec()))

@@ -147,6 +147,10 @@ enum Command {
         /// times in seconds since the epoch.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Another disk of the same VM (repeatable): a volume group whose
+        /// physical volumes span disks opens only with all of them.
+        #[arg(long = "disk", value_name = "IMAGE")]
+        disks: Vec<PathBuf>,
         /// Print help.
         #[arg(long, action = clap::ArgAction::Help)]
         help: Option<bool>,
@@ -166,6 +170,10 @@ enum Command {
         /// inside the guest only.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<String>,
+        /// Another disk of the same VM (repeatable): a volume group whose
+        /// physical volumes span disks opens only with all of them.
+        #[arg(long = "disk", value_name = "IMAGE")]
+        disks: Vec<PathBuf>,
     },
     /// Copy a local file into the guest, creating or replacing GUESTPATH.
     ///
@@ -188,6 +196,10 @@ enum Command {
         /// Say what would change, write nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Another disk of the same VM (repeatable): a volume group whose
+        /// physical volumes span disks opens only with all of them.
+        #[arg(long = "disk", value_name = "IMAGE")]
+        disks: Vec<PathBuf>,
     },
     /// Write standard input to GUESTPATH in the guest (create or replace).
     ///
@@ -204,6 +216,10 @@ enum Command {
         /// Say what would change, write nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Another disk of the same VM (repeatable): a volume group whose
+        /// physical volumes span disks opens only with all of them.
+        #[arg(long = "disk", value_name = "IMAGE")]
+        disks: Vec<PathBuf>,
     },
     /// List or check rule packs (the fixups, declared in TOML).
     #[command(subcommand)]
@@ -359,9 +375,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             human,
             recursive,
             format,
+            disks,
             help: _,
         } => ls(
             &target,
+            &disks,
             &path,
             &LsOpts {
                 long,
@@ -370,18 +388,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 format,
             },
         ),
-        Command::Cat { target, paths } => cat(&target, &paths),
+        Command::Cat {
+            target,
+            paths,
+            disks,
+        } => cat(&target, &disks, &paths),
         Command::CopyIn {
             target,
             local,
             guest_path,
             dry_run,
-        } => writecli::copy_in(&target, &local, &guest_path, dry_run),
+            disks,
+        } => writecli::copy_in(&target, &disks, &local, &guest_path, dry_run),
         Command::Write {
             target,
             guest_path,
             dry_run,
-        } => writecli::write_stdin(&target, &guest_path, dry_run),
+            disks,
+        } => writecli::write_stdin(&target, &disks, &guest_path, dry_run),
         Command::Undo { images, all } => undo(&images, all),
         Command::Rules(RulesCommand::List {
             dirs,
@@ -1112,8 +1136,8 @@ fn io_failure(e: std::io::Error) -> Failure {
     }
 }
 
-fn ls(target: &str, path: &str, o: &LsOpts) -> Result<(), Failure> {
-    let t = guesttree::parse_target(target)?;
+fn ls(target: &str, disks: &[PathBuf], path: &str, o: &LsOpts) -> Result<(), Failure> {
+    let t = guesttree::parse_target(target, disks)?;
     let tree = guesttree::open_tree(&t, false)?;
     let fs = tree.fs();
     let (dir, entries) = fs.list(path).map_err(|e| classify(e.into()))?;
@@ -1238,8 +1262,8 @@ fn ls_dir(
     Ok(())
 }
 
-fn cat(target: &str, paths: &[String]) -> Result<(), Failure> {
-    let t = guesttree::parse_target(target)?;
+fn cat(target: &str, disks: &[PathBuf], paths: &[String]) -> Result<(), Failure> {
+    let t = guesttree::parse_target(target, disks)?;
     let tree = guesttree::open_tree(&t, false)?;
     let mut out = std::io::stdout().lock();
     for p in paths {

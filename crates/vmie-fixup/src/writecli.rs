@@ -3,7 +3,7 @@
 //! the self-check and the undo journal.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -14,11 +14,12 @@ use crate::Failure;
 /// Create or replace `guest_path` in the tree `target` names with `data`.
 pub(crate) fn put(
     target: &str,
+    disks: &[PathBuf],
     guest_path: &str,
     data: Vec<u8>,
     dry_run: bool,
 ) -> Result<(), Failure> {
-    let t = parse_target(target)?;
+    let t = parse_target(target, disks)?;
     let mut tree = open_tree(&t, !dry_run)?;
     let puts = [Put {
         path: guest_path.to_string(),
@@ -40,6 +41,7 @@ pub(crate) fn put(
 /// `copy-in IMAGE[:VOL] LOCALFILE GUESTPATH`.
 pub(crate) fn copy_in(
     target: &str,
+    disks: &[PathBuf],
     local: &Path,
     guest_path: &str,
     dry_run: bool,
@@ -50,15 +52,20 @@ pub(crate) fn copy_in(
             code: if local.exists() { 3 } else { 2 },
             error: e,
         })?;
-    put(target, guest_path, data, dry_run)
+    put(target, disks, guest_path, data, dry_run)
 }
 
 /// `write IMAGE[:VOL] GUESTPATH` with the contents on standard input.
-pub(crate) fn write_stdin(target: &str, guest_path: &str, dry_run: bool) -> Result<(), Failure> {
+pub(crate) fn write_stdin(
+    target: &str,
+    disks: &[PathBuf],
+    guest_path: &str,
+    dry_run: bool,
+) -> Result<(), Failure> {
     let mut data = Vec::new();
     std::io::stdin()
         .read_to_end(&mut data)
         .context("reading standard input")
         .map_err(|e| Failure { code: 3, error: e })?;
-    put(target, guest_path, data, dry_run)
+    put(target, disks, guest_path, data, dry_run)
 }
