@@ -349,6 +349,19 @@ fn rhel8_on_lvm_is_fixed_end_to_end() {
         "{grubenv}"
     );
     assert!(!grubenv.contains("/dev/sda"), "{grubenv}");
+    // LVM's devices file, which names the source VM's disk, is set aside.
+    let out = run(&[
+        "cat",
+        &format!("{img}:rhel/root"),
+        "/etc/lvm/devices/system.devices",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "the devices file is gone");
+    let kept = ok(&[
+        "cat",
+        &format!("{img}:rhel/root"),
+        "/etc/lvm/devices/system.devices.vmie.bak",
+    ]);
+    assert!(kept.contains("DEVNAME=/dev/sda2"), "{kept}");
     // The backup of the original, on the LV.
     let bak = ok(&["cat", &format!("{img}:rhel/root"), "/etc/fstab.vmie.bak"]);
     assert!(bak.contains("/dev/sda1               /boot"));

@@ -1556,6 +1556,12 @@ fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
 /dev/sdb1               /var/lib/pgsql          xfs     defaults        0 0\n\
 //fileserver/backup     /mnt/backup             cifs    credentials=/root/.smb 0 0\n",
     )?;
+    // lvm2 2.03.12+ with use_devicesfile = 1 (RHEL 9's default, optional
+    // on 8.5+) keeps the PVs it may use in a devices file, by device id.
+    write_file(
+        &root_tree.join("etc/lvm/devices/system.devices"),
+        "# LVM uses devices listed in this file.\n# Created by LVM command vgimportdevices pid 1234 at Tue Jan 10 10:11:12 2023\nVERSION=1.1.1\nIDTYPE=sys_wwid IDNAME=naa.6000c29b2f9d8e0a1b2c3d4e5f607182 DEVNAME=/dev/sda2 PVID=0LKIptA6vOoLD29HJjqWlrMN1nJfCW4Z PART=2\n",
+    )?;
     let grub = root_tree.join("etc/default/grub");
     let text = fs::read_to_string(&grub)?.replace(
         "resume=/dev/sda3 rhgb",

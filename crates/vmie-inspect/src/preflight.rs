@@ -332,6 +332,7 @@ pub fn preflight(
     }
     for g in linux {
         let i = &g.info;
+        lvm_config_checks(&mut out, g);
         let root = vm.volumes().find(|v| v.name == g.root);
         if let Some(r) = root {
             if let Some(l) = r.lv.as_ref().filter(|l| l.pv_disks.len() > 1) {
@@ -602,6 +603,43 @@ fn lvm_checks(out: &mut Vec<Check>, vm: &Vm, no_guest: bool, causes: &mut Vec<St
         );
         if no_guest {
             causes.push(p.clone());
+        }
+    }
+}
+
+/// The guest's LVM configuration: a devices file (RHEL 9) and a filter that
+/// name the source VM's disks hide the PVs after the move.
+fn lvm_config_checks(out: &mut Vec<Check>, g: &LinuxGuest) {
+    use vmie_guestfs::GuestFsExt;
+    use Severity::{Info, Warning};
+    if g.mounts
+        .exists("/etc/lvm/devices/system.devices")
+        .unwrap_or(false)
+    {
+        check(out, "lvm-devices-file", Info, "/etc/lvm/devices/system.devices names the source VM's disks by device id, so LVM would ignore the physical volumes after the move; the rule linux-lvm-devices-file sets it aside (as virt-v2v does), so LVM scans every disk. An initramfs built with the file keeps its own copy: if the root volume group does not activate, rebuild the initramfs (dracut -f) once booted");
+    }
+    let Ok(conf) = g.mounts.read("/etc/lvm/lvm.conf") else {
+        return;
+    };
+    let conf = String::from_utf8_lossy(&conf);
+    for line in conf.lines() {
+        let l = line.trim_start();
+        if l.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = l.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if key != "filter" && key != "global_filter" {
+            continue;
+        }
+        let names_devices = ["/dev/sd", "/dev/vd", "/dev/xvd", "/dev/hd", "/dev/nvme"]
+            .iter()
+            .any(|d| value.contains(d));
+        if names_devices {
+            check(out, "lvm-filter-names-devices", Warning, format!("/etc/lvm/lvm.conf: `{}` names device nodes; in the cloud the disks get other names (/dev/nvme0n1, /dev/xvda), and LVM ignores physical volumes its filter rejects, so the root volume group may not activate: accept by a pattern that matches every disk, or remove the filter", l.trim()));
+            return;
         }
     }
 }
