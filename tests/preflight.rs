@@ -269,7 +269,7 @@ fn tree_cases() -> Vec<(&'static str, &'static str, Box<dyn Fn(&Case)>)> {
             Box::new(|c: &Case| {
                 c.write(
                     "etc/lvm/devices/system.devices",
-                    b"# LVM uses devices listed in this file.\nVERSION=1.1.2\nIDTYPE=sys_wwid IDNAME=naa.6000c29b2f9d8e0a DEVNAME=/dev/sda2 PVID=0LKIptA6vOoLD29HJjqWlrMN1nJfCW4Z PART=2\n".to_vec(),
+                    b"# LVM uses devices listed in this file.\nVERSION=1.1.2\nIDTYPE=sys_wwid IDNAME=naa.6000c29b2f9d8e0a DEVNAME=/dev/sda2 PVID=0LKIptA6vOoLD29HJjqWlrMN1nJfCW4Z PART=2\n",
                 );
             }),
         ),
@@ -279,7 +279,7 @@ fn tree_cases() -> Vec<(&'static str, &'static str, Box<dyn Fn(&Case)>)> {
             Box::new(|c: &Case| {
                 c.write(
                     "etc/lvm/lvm.conf",
-                    b"devices {\n\t# filter = [ \"a|.*|\" ]\n\tfilter = [ \"a|^/dev/sda2$|\", \"r|.*|\" ]\n}\n".to_vec(),
+                    b"devices {\n\t# filter = [ \"a|.*|\" ]\n\tfilter = [ \"a|^/dev/sda2$|\", \"r|.*|\" ]\n}\n",
                 );
             }),
         ),
