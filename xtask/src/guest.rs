@@ -321,6 +321,11 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     let uuid = |n: u32| format!("{:08x}-0000-4000-8000-{n:012x}", 0x7e570000u32 + n);
     let mut lvm_vgs = None;
     if layout == "lvm-root" {
+        // Without these the initramfs cannot find root=/dev/mapper/….
+        initrd_has(
+            &tree.join(format!("boot/initrd.img-{kernel}")),
+            &["usr/sbin/lvm", "/dm-mod.ko"],
+        )?;
         // /boot's contents on partition 1; partition 2 is the PV of vmievg,
         // whose LVs root (the rest, with an empty /boot) and swap are made
         // like the LVM fixtures' (metadata by LVM on a loop device, the
@@ -421,6 +426,32 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         img.display()
     );
     Ok(img)
+}
+
+/// Fails unless the initramfs (one gzip or zstd cpio archive, as Debian's
+/// initramfs-tools writes it) holds a path ending in each of `wanted`.
+fn initrd_has(initrd: &Path, wanted: &[&str]) -> Result<()> {
+    let head = image::read_at(initrd, 0, 4)?;
+    let unpack = match head.as_slice() {
+        [0x1f, 0x8b, ..] => "gzip",
+        [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
+        other => bail!("{}: unknown compression {other:02x?}", initrd.display()),
+    };
+    let list = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{unpack} -dc \"$1\" | cpio -it --quiet"))
+            .arg("sh")
+            .arg(initrd),
+    )?;
+    for w in wanted {
+        ensure!(
+            list.lines().any(|l| l.ends_with(w)),
+            "{}: no {w} in the initramfs",
+            initrd.display()
+        );
+    }
+    Ok(())
 }
 
 /// (start, size) in bytes of every non-extended partition, in table order.
@@ -637,12 +668,44 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// The hand fix of the `lvm-root` guest `fixed` (a copy of `unfixed`): only
-/// the `/boot` line of its fstab changes, `/dev/sda1` becoming `UUID=` of
-/// partition 1 (as blkid reads it). The root LV's ext4 is edited in place
-/// with `debugfs -w` at the LV's byte offset from `LAYOUT.lvm.json`. What
-/// vmie-fixup must do once it reads LVM; until then it proves the layout
-/// boots when fixed.
+/// Replaces the regular file `path` of the ext2/3/4 filesystem `spec`
+/// ("IMAGE?offset=N") with `text` (root-owned, mode 0644) by `debugfs -w`,
+/// and reads it back.
+fn debugfs_put(spec: &str, path: &str, text: &str, scratch: &Path) -> Result<()> {
+    let (dir, name) = path.rsplit_once('/').context("absolute path")?;
+    let local = scratch.join(name);
+    std::fs::write(&local, text)?;
+    let script = scratch.join("debugfs.cmds");
+    std::fs::write(
+        &script,
+        format!(
+            "cd {}\nrm {name}\nwrite {} {name}\nsif {name} mode 0100644\nsif {name} uid 0\nsif {name} gid 0\n",
+            if dir.is_empty() { "/" } else { dir },
+            fixtures::tools::plain_path(&local)?
+        ),
+    )?;
+    output(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script)
+            .arg(spec),
+    )?;
+    let back = output(Command::new("debugfs").args(["-R", &format!("cat {path}"), spec]))?;
+    ensure!(back == text, "{path} after debugfs write:\n{back}");
+    Ok(())
+}
+
+/// The hand fix of the `lvm-root` guest `fixed` (a copy of `unfixed`), the
+/// changes vmie-fixup's shipped rules make to this guest, done with
+/// `debugfs -w` on the filesystems at their byte offsets (the root LV's from
+/// `LAYOUT.lvm.json`, i.e. from lvs): in fstab `/dev/sda1 /boot` becomes
+/// `UUID=` of partition 1 (as blkid reads it), `/data` (a disk that did not
+/// come along) gets `nofail`, the NFS line is commented out; ifupdown's
+/// static `ens192` becomes DHCP on `eth0`; grub.cfg gets `net.ifnames=0
+/// biosdevname=0`. Until vmie-fixup reads LVM this proves the layout boots
+/// once fixed; root= and the swap line stay /dev/mapper names, which every
+/// bus has.
 pub fn hand_fix_lvm_root(unfixed: &Path, fixed: &Path) -> Result<()> {
     let vgs: Vec<lvm::Vg> = serde_json::from_str(
         &std::fs::read_to_string(lvm_json_path(unfixed))
@@ -659,12 +722,13 @@ pub fn hand_fix_lvm_root(unfixed: &Path, fixed: &Path) -> Result<()> {
         "the root LV is not one contiguous run: {:?}",
         root_lv.mapping
     );
-    let spec = format!(
+    let root = format!(
         "{}?offset={}",
         fixed.display(),
         root_lv.mapping[0].disk_offset
     );
     let p1 = partitions(fixed)?[0].0;
+    let boot = format!("{}?offset={p1}", fixed.display());
     let boot_uuid = output(
         Command::new("blkid")
             .args(["-p", "-s", "UUID", "-o", "value", "-O"])
@@ -674,46 +738,50 @@ pub fn hand_fix_lvm_root(unfixed: &Path, fixed: &Path) -> Result<()> {
     .trim()
     .to_string();
     ensure!(!boot_uuid.is_empty(), "no UUID on partition 1");
-    let fstab = output(Command::new("debugfs").args(["-R", "cat /etc/fstab", &spec]))?;
+    let scratch = fixed.with_extension("handfix");
+    std::fs::create_dir_all(&scratch)?;
+
+    let fstab = output(Command::new("debugfs").args(["-R", "cat /etc/fstab", &root]))?;
     let mut changed = 0;
-    let new: String = fstab
-        .lines()
-        .map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() >= 2 && w[0] == "/dev/sda1" && w[1] == "/boot" {
-                changed += 1;
-                format!("UUID={boot_uuid}{}\n", &l["/dev/sda1".len()..])
-            } else {
-                format!("{l}\n")
+    let mut new = String::new();
+    for l in fstab.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let line = match w.as_slice() {
+            ["/dev/sda1", "/boot", ..] => format!("UUID={boot_uuid}{}", &l["/dev/sda1".len()..]),
+            [dev, "/data", fs, opts, rest @ ..] => {
+                format!("{dev}  /data  {fs}  {opts},nofail  {}", rest.join(" "))
             }
-        })
-        .collect();
-    ensure!(changed == 1, "no single /dev/sda1 /boot line in:\n{fstab}");
-    let dir = fixed.with_extension("handfix");
-    std::fs::create_dir_all(&dir)?;
-    let local = dir.join("fstab");
-    std::fs::write(&local, &new)?;
-    let script = dir.join("debugfs.cmds");
-    std::fs::write(
-        &script,
-        format!(
-            "cd /etc\nrm fstab\nwrite {} fstab\nsif fstab mode 0100644\nsif fstab uid 0\nsif fstab gid 0\n",
-            fixtures::tools::plain_path(&local)?
-        ),
+            [_, _, "nfs", ..] => format!("#{l}"),
+            _ => l.to_string(),
+        };
+        changed += usize::from(line != l);
+        new.push_str(&line);
+        new.push('\n');
+    }
+    ensure!(
+        changed == 3,
+        "fstab not as built ({changed} lines changed):\n{fstab}"
+    );
+    debugfs_put(&root, "/etc/fstab", &new, &scratch)?;
+    debugfs_put(
+        &root,
+        "/etc/network/interfaces",
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n",
+        &scratch,
     )?;
-    output(
-        Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg(&script)
-            .arg(&spec),
-    )?;
-    std::fs::remove_dir_all(&dir)?;
-    let back = output(Command::new("debugfs").args(["-R", "cat /etc/fstab", &spec]))?;
-    ensure!(back == new, "fstab after the hand fix:\n{back}");
-    output(Command::new("e2fsck").arg("-fn").arg(&spec))?;
+    let cfg = output(Command::new("debugfs").args(["-R", "cat /grub/grub.cfg", &boot]))?;
+    ensure!(
+        cfg.contains(" ro console="),
+        "grub.cfg not as built:\n{cfg}"
+    );
+    let cfg = cfg.replace(" ro console=", " ro net.ifnames=0 biosdevname=0 console=");
+    debugfs_put(&boot, "/grub/grub.cfg", &cfg, &scratch)?;
+    std::fs::remove_dir_all(&scratch)?;
+    for spec in [&root, &boot] {
+        output(Command::new("e2fsck").arg("-fn").arg(spec))?;
+    }
     eprintln!(
-        "guest: hand fix: /boot is UUID={boot_uuid} in {}",
+        "guest: hand fix of {}: /boot is UUID={boot_uuid}",
         fixed.display()
     );
     Ok(())
@@ -736,8 +804,8 @@ pub fn guest(args: &[String]) -> Result<()> {
 /// virtio; fixed, it must boot on virtio and on NVMe.
 ///
 /// `--hand-fix` (only for `lvm-root`, until vmie-fixup reads LVM): instead
-/// of running vmie-fixup, change only fstab's `/boot` line to `UUID=` by
-/// hand ([`hand_fix_lvm_root`]), to prove the layout boots once fixed.
+/// of running vmie-fixup, make its changes by hand ([`hand_fix_lvm_root`]),
+/// to prove the layout boots once fixed.
 pub fn boot_test(args: &[String]) -> Result<()> {
     let hand_fix = args.iter().any(|a| a == "--hand-fix");
     let args: Vec<String> = args
