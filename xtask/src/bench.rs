@@ -35,6 +35,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let demo_s = demo.display().to_string();
     let gpt_s = gpt.display().to_string();
     let big10_s = big10.display().to_string();
+    let lvm = crate::lvm::fixture("lvm-rhel8")?.disks[0].clone();
+    let lvm_s = lvm.display().to_string();
     let cases: Vec<(&str, Vec<&str>)> = vec![
         (
             "inspect --format json, 4 GiB MBR (ext4, extended, logical swap)",
@@ -51,6 +53,14 @@ pub fn run(args: &[String]) -> Result<()> {
     ];
     let cat_target = format!("{demo_s}:1");
     let mut cases = cases;
+    cases.push((
+        "inspect --format json, 1 GiB MBR, RHEL 8 root on LVM (VG rhel: root, swap)",
+        vec!["inspect", "--format", "json", &lvm_s],
+    ));
+    cases.push((
+        "full Linux fixup, dry run, RHEL 8 root on LVM",
+        vec!["--dry-run", &lvm_s],
+    ));
     cases.push((
         "cat IMAGE:1 /etc/os-release (symlink), 4 GiB MBR",
         vec!["cat", &cat_target, "/etc/os-release"],
@@ -94,6 +104,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     fixup_with_commit(&root, &bin, &demo, runs.min(10), "4 GiB")?;
     fixup_with_commit(&root, &bin, &big10, runs.min(10), "10 GiB")?;
+    fixup_with_commit(
+        &root,
+        &bin,
+        &lvm,
+        runs.min(10),
+        "1 GiB, RHEL 8 root on LVM,",
+    )?;
     // The ext4 writer alone, in process: replace /etc/fstab on 1, 10 and
     // 100 GiB images (time and bytes read per step).
     println!("ext4 writer, replace /etc/fstab in process:");

@@ -52,17 +52,18 @@ pub fn test(extra: &[String]) -> Result<()> {
         .current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra))?;
-    // Only a boot proves the guest works: one layout, unfixed (must fail) and
-    // fixed on virtio and NVMe (must pass). All layouts: cargo xtask boot-test.
+    // Only a boot proves the guest works: a partition layout and the LVM
+    // one, each unfixed (must fail) and fixed on virtio and NVMe (must
+    // pass). All layouts: cargo xtask boot-test.
     if std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none() {
-        crate::guest::boot_test(&["mbr-logical-swap".to_string()])?;
+        crate::guest::boot_test(&["mbr-logical-swap".to_string(), "lvm-root".to_string()])?;
     }
-    // 30 s per target (about 10 minutes with the build): the saved crash
-    // inputs, then new ones. Long runs: cargo xtask fuzz --seconds N.
+    // A minute per target (about 10 minutes with the build): the saved
+    // crash inputs, then new ones. Long runs: cargo xtask fuzz --seconds N.
     if std::env::var_os("VMIE_SKIP_FUZZ").is_none() {
         crate::fuzz::fuzz(&crate::fuzz::parse_args(&[
             "--seconds".into(),
-            "30".into(),
+            "60".into(),
         ])?)?;
     }
     Ok(())

@@ -140,16 +140,28 @@ fn hostile_text_is_refused_by_name() {
     );
     refused(m, "has only");
     // A stripe on a PV the group does not have.
-    refused(with("stripes = [\n\"pv0\"", "stripes = [\n\"pv9\""), "not a physical volume");
+    refused(
+        with("stripes = [\n\"pv0\"", "stripes = [\n\"pv9\""),
+        "not a physical volume",
+    );
     // An LV stacked on itself.
     refused(
-        with("stripes = [\n\"pv0\"", "stripes = [\n\"test_logical_volume\""),
+        with(
+            "stripes = [\n\"pv0\"",
+            "stripes = [\n\"test_logical_volume\"",
+        ),
         "not a physical volume",
     );
     // Segments that leave a gap.
-    refused(with("start_extent = 0", "start_extent = 5"), "gap or overlap");
+    refused(
+        with("start_extent = 0", "start_extent = 5"),
+        "gap or overlap",
+    );
     // Thin, by segment type.
-    refused(with("type = \"striped\"", "type = \"thin\""), "segment type thin");
+    refused(
+        with("type = \"striped\"", "type = \"thin\""),
+        "segment type thin",
+    );
     // Unknown kinds of values and broken syntax.
     refused(with("seqno = ", "seqno = = "), "expected a value");
     refused(with("{", "{ {"), "expected");
