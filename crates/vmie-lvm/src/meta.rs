@@ -247,6 +247,9 @@ fn lv_from(name: &str, lv: &Section, pvs: &[PvMeta], opts: &LvmOptions) -> Resul
             refs,
         });
     }
+    if segments.is_empty() {
+        return Err(format!("logical volume {name} has no segments"));
+    }
     segments.sort_by_key(|s| s.start_extent);
     let mut next = 0u64;
     for s in &segments {

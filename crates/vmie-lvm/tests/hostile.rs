@@ -152,6 +152,8 @@ fn hostile_text_is_refused_by_name() {
         ),
         "not a physical volume",
     );
+    // An LV without segments (found by random_text_damage).
+    refused(with("segment1 {", "notasegment {"), "has no segments");
     // Segments that leave a gap.
     refused(
         with("start_extent = 0", "start_extent = 5"),
@@ -162,6 +164,33 @@ fn hostile_text_is_refused_by_name() {
         with("type = \"striped\"", "type = \"thin\""),
         "segment type thin",
     );
+    // An old-style snapshot of the LV: writing the origin would corrupt it.
+    let snap = "snap {\nid = \"aaaaaa-bbbb-cccc-dddd-eeee-ffff-000000\"\nstatus = [\"READ\", \"VISIBLE\"]\nsegment1 {\nstart_extent = 0\nextent_count = 1\ntype = \"snapshot\"\nchunk_size = 8\norigin = \"test_logical_volume\"\ncow_store = \"snap\"\n}\n}\n";
+    let mut m = img.clone();
+    reseal(
+        &mut m,
+        t.replacen(
+            "logical_volumes {\n",
+            &format!("logical_volumes {{\n{snap}"),
+            1,
+        )
+        .as_bytes(),
+    );
+    refused(m, "origin of snapshot snap");
+    // Cache, RAID, VDO and integrity, by segment type.
+    for (ty, word) in [
+        ("cache", "a cache"),
+        ("writecache", "a cache"),
+        ("raid5", "RAID"),
+        ("mirror", "old-style mirror"),
+        ("vdo", "VDO"),
+        ("integrity", "dm-integrity"),
+    ] {
+        refused(
+            with("type = \"striped\"", &format!("type = \"{ty}\"")),
+            word,
+        );
+    }
     // Unknown kinds of values and broken syntax.
     refused(with("seqno = ", "seqno = = "), "expected a value");
     refused(with("{", "{ {"), "expected");
@@ -222,7 +251,8 @@ proptest! {
                             prop_assert!(*off < devs[0].len());
                         }
                     }
-                    let mut b = vec![0u8; 512];
+                    prop_assert!(d.len() > 0, "{} opened with no bytes", lv.name);
+                    let mut b = vec![0u8; 512.min(d.len() as usize)];
                     d.read_at(0, &mut b).unwrap();
                 }
             }
