@@ -549,11 +549,21 @@ struct Probe {
     nics: Vec<(String, String)>,
 }
 
+/// Boot `img` under qemu. `snapshot=on`: the guest's writes go to a
+/// temporary overlay, so a boot never changes the image (an unfixed LVM
+/// guest mounts its root and would leave its journal needing recovery, and
+/// the fixup refuses such a volume).
 fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Probe>> {
     let drive = match bus {
-        Bus::Virtio => vec![format!("file={},format=raw,if=virtio", img.display())],
+        Bus::Virtio => vec![format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            img.display()
+        )],
         Bus::Nvme => vec![
-            format!("file={},format=raw,if=none,id=d0", img.display()),
+            format!(
+                "file={},format=raw,if=none,id=d0,snapshot=on",
+                img.display()
+            ),
             "-device".into(),
             "nvme,drive=d0,serial=vmie0".into(),
         ],
@@ -668,125 +678,6 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// Replaces the regular file `path` of the ext2/3/4 filesystem `spec`
-/// ("IMAGE?offset=N") with `text` (root-owned, mode 0644) by `debugfs -w`,
-/// and reads it back.
-fn debugfs_put(spec: &str, path: &str, text: &str, scratch: &Path) -> Result<()> {
-    let (dir, name) = path.rsplit_once('/').context("absolute path")?;
-    let local = scratch.join(name);
-    std::fs::write(&local, text)?;
-    let script = scratch.join("debugfs.cmds");
-    std::fs::write(
-        &script,
-        format!(
-            "cd {}\nrm {name}\nwrite {} {name}\nsif {name} mode 0100644\nsif {name} uid 0\nsif {name} gid 0\n",
-            if dir.is_empty() { "/" } else { dir },
-            fixtures::tools::plain_path(&local)?
-        ),
-    )?;
-    output(
-        Command::new("debugfs")
-            .arg("-w")
-            .arg("-f")
-            .arg(&script)
-            .arg(spec),
-    )?;
-    let back = output(Command::new("debugfs").args(["-R", &format!("cat {path}"), spec]))?;
-    ensure!(back == text, "{path} after debugfs write:\n{back}");
-    Ok(())
-}
-
-/// The hand fix of the `lvm-root` guest `fixed` (a copy of `unfixed`), the
-/// changes vmie-fixup's shipped rules make to this guest, done with
-/// `debugfs -w` on the filesystems at their byte offsets (the root LV's from
-/// `LAYOUT.lvm.json`, i.e. from lvs): in fstab `/dev/sda1 /boot` becomes
-/// `UUID=` of partition 1 (as blkid reads it), `/data` (a disk that did not
-/// come along) gets `nofail`, the NFS line is commented out; ifupdown's
-/// static `ens192` becomes DHCP on `eth0`; grub.cfg gets `net.ifnames=0
-/// biosdevname=0`. Until vmie-fixup reads LVM this proves the layout boots
-/// once fixed; root= and the swap line stay /dev/mapper names, which every
-/// bus has.
-pub fn hand_fix_lvm_root(unfixed: &Path, fixed: &Path) -> Result<()> {
-    let vgs: Vec<lvm::Vg> = serde_json::from_str(
-        &std::fs::read_to_string(lvm_json_path(unfixed))
-            .context("LAYOUT.lvm.json (rebuild the guest)")?,
-    )?;
-    let root_lv = vgs
-        .iter()
-        .filter(|v| v.name == LVM_VG)
-        .flat_map(|v| &v.lvs)
-        .find(|l| l.name == "root")
-        .context("no root LV")?;
-    ensure!(
-        root_lv.mapping.len() == 1 && root_lv.mapping[0].disk == 0,
-        "the root LV is not one contiguous run: {:?}",
-        root_lv.mapping
-    );
-    let root = format!(
-        "{}?offset={}",
-        fixed.display(),
-        root_lv.mapping[0].disk_offset
-    );
-    let p1 = partitions(fixed)?[0].0;
-    let boot = format!("{}?offset={p1}", fixed.display());
-    let boot_uuid = output(
-        Command::new("blkid")
-            .args(["-p", "-s", "UUID", "-o", "value", "-O"])
-            .arg(p1.to_string())
-            .arg(fixed),
-    )?
-    .trim()
-    .to_string();
-    ensure!(!boot_uuid.is_empty(), "no UUID on partition 1");
-    let scratch = fixed.with_extension("handfix");
-    std::fs::create_dir_all(&scratch)?;
-
-    let fstab = output(Command::new("debugfs").args(["-R", "cat /etc/fstab", &root]))?;
-    let mut changed = 0;
-    let mut new = String::new();
-    for l in fstab.lines() {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let line = match w.as_slice() {
-            ["/dev/sda1", "/boot", ..] => format!("UUID={boot_uuid}{}", &l["/dev/sda1".len()..]),
-            [dev, "/data", fs, opts, rest @ ..] => {
-                format!("{dev}  /data  {fs}  {opts},nofail  {}", rest.join(" "))
-            }
-            [_, _, "nfs", ..] => format!("#{l}"),
-            _ => l.to_string(),
-        };
-        changed += usize::from(line != l);
-        new.push_str(&line);
-        new.push('\n');
-    }
-    ensure!(
-        changed == 3,
-        "fstab not as built ({changed} lines changed):\n{fstab}"
-    );
-    debugfs_put(&root, "/etc/fstab", &new, &scratch)?;
-    debugfs_put(
-        &root,
-        "/etc/network/interfaces",
-        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n",
-        &scratch,
-    )?;
-    let cfg = output(Command::new("debugfs").args(["-R", "cat /grub/grub.cfg", &boot]))?;
-    ensure!(
-        cfg.contains(" ro console="),
-        "grub.cfg not as built:\n{cfg}"
-    );
-    let cfg = cfg.replace(" ro console=", " ro net.ifnames=0 biosdevname=0 console=");
-    debugfs_put(&boot, "/grub/grub.cfg", &cfg, &scratch)?;
-    std::fs::remove_dir_all(&scratch)?;
-    for spec in [&root, &boot] {
-        output(Command::new("e2fsck").arg("-fn").arg(spec))?;
-    }
-    eprintln!(
-        "guest: hand fix of {}: /boot is UUID={boot_uuid}",
-        fixed.display()
-    );
-    Ok(())
-}
-
 /// `cargo xtask guest NAME...`
 pub fn guest(args: &[String]) -> Result<()> {
     ensure!(
@@ -802,37 +693,22 @@ pub fn guest(args: &[String]) -> Result<()> {
 
 /// `cargo xtask boot-test NAME...`: the unfixed guest must fail to boot on
 /// virtio; fixed, it must boot on virtio and on NVMe.
-///
-/// `--hand-fix` (only for `lvm-root`, until vmie-fixup reads LVM): instead
-/// of running vmie-fixup, make its changes by hand ([`hand_fix_lvm_root`]),
-/// to prove the layout boots once fixed.
 pub fn boot_test(args: &[String]) -> Result<()> {
-    let hand_fix = args.iter().any(|a| a == "--hand-fix");
-    let args: Vec<String> = args
-        .iter()
-        .filter(|a| *a != "--hand-fix")
-        .cloned()
-        .collect();
+    let args = args.to_vec();
     let names: Vec<String> = if args.is_empty() {
         LAYOUTS.iter().map(|(n, _)| n.to_string()).collect()
     } else {
         args
     };
-    ensure!(
-        !hand_fix || names.iter().all(|n| n == "lvm-root"),
-        "--hand-fix is only for lvm-root"
-    );
     let root = fixtures::workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if !hand_fix {
-        run(Command::new(&cargo).current_dir(&root).args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "vmie-fixup",
-        ]))?;
-    }
+    run(Command::new(&cargo).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "vmie-fixup",
+    ]))?;
     let bin = root.join("target/release/vmie-fixup");
     let limit = Duration::from_secs(300);
     let mut failures = Vec::new();
@@ -875,18 +751,9 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         image::create_sparse(&fixed, std::fs::metadata(&unfixed)?.len())?;
         image::copy_sparse(&unfixed, &fixed, 0, u64::MAX)?;
         let t1 = Instant::now();
-        if hand_fix {
-            hand_fix_lvm_root(&unfixed, &fixed)?;
-        } else {
-            run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
-        }
+        run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
         println!(
-            "boot-test {name}: {} took {:.0} ms",
-            if hand_fix {
-                "the hand fix"
-            } else {
-                "vmie-fixup"
-            },
+            "boot-test {name}: vmie-fixup took {:.0} ms",
             t1.elapsed().as_secs_f64() * 1e3
         );
         for bus in [Bus::Virtio, Bus::Nvme] {

@@ -17,7 +17,7 @@ tasks:
   guest      build real Debian guests as a VMware source leaves them: mbr-ext4,
              mbr-logical-swap, separate-boot, netplan, lvm-root (debootstrap; cached)
   boot-test  boot each guest in qemu unfixed (must fail), fixed on virtio and
-             on NVMe (must pass) [--hand-fix lvm-root] [NAME...]
+             on NVMe (must pass) [NAME...]
   fuzz       run the fuzz targets on stable, N seconds each (default 60):
              [--seconds N] [--sanitizer address|none] [TARGET...]
   deps       install the Debian packages the tests need (apt-get; as root)
