@@ -94,7 +94,7 @@ fn assert_same(raw: &Path, dev: &dyn Device) {
     }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..300 {
-        let len = (rng.next() % 300_000) as usize;
+        let len = (rng.next() % 300_000.min(r.len() / 2)) as usize;
         let at = rng.next() % (r.len() - len as u64);
         let mut x = vec![0u8; len];
         let mut y = vec![0u8; len];
@@ -162,6 +162,37 @@ fn vmdk_stream_optimized_reads_like_the_raw_image() {
         &["vmdk", "-o", "subformat=streamOptimized"],
         "(VMDK streamOptimized)",
     );
+    // As VMware and OVF exports write it: the header's grain directory
+    // offset is GD_AT_END and the footer holds the real one.
+    let raw = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let img = convert(
+        &raw,
+        dir.path(),
+        "vm.vmdk",
+        &["vmdk", "-o", "subformat=streamOptimized"],
+    );
+    let at_end = dir.path().join("at-end.vmdk");
+    std::fs::write(&at_end, gd_at_end(&std::fs::read(&img).unwrap())).unwrap();
+    let dev = open(&at_end).unwrap();
+    assert!(dev.describe().ends_with("(VMDK streamOptimized)"));
+    assert_same(&raw, dev.as_ref());
+}
+
+/// qemu-img writes the grain directory offset of a streamOptimized VMDK in
+/// its header; VMware writes GD_AT_END there and appends a footer marker, the
+/// footer (the header with the real offset) and an end-of-stream marker.
+fn gd_at_end(so: &[u8]) -> Vec<u8> {
+    let header = so[..512].to_vec();
+    let mut b = so.to_vec();
+    put_le64(&mut b, 56, u64::MAX);
+    b.resize(b.len().div_ceil(512) * 512, 0);
+    let mut marker = [0u8; 512];
+    put_le32(&mut marker, 12, 3);
+    b.extend_from_slice(&marker);
+    b.extend_from_slice(&header);
+    b.extend_from_slice(&[0u8; 512]);
+    b
 }
 
 #[test]
@@ -535,8 +566,10 @@ fn hostile_qcow2_headers_and_tables_are_refused() {
     let l1 = u64::from_be_bytes(qc[40..48].try_into().unwrap()) as usize;
     let l2 =
         (u64::from_be_bytes(qc[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00) as usize;
-    let e = u64::from_be_bytes(qc[l2..l2 + 8].try_into().unwrap());
-    assert!(e & (1 << 62) != 0, "first cluster is compressed");
+    // The second cluster holds a pattern (the first is random, so stored
+    // uncompressed).
+    let e = u64::from_be_bytes(qc[l2 + 8..l2 + 16].try_into().unwrap());
+    assert!(e & (1 << 62) != 0, "second cluster is compressed");
     let host = (e & ((1 << 54) - 1)) as usize;
     let mut b = qc.clone();
     b[host..host + 64].fill(0xff);
@@ -581,7 +614,8 @@ fn hostile_vmdk_headers_and_tables_are_refused() {
     put_le32(&mut b, gt, u32::MAX - 7);
     refused(d, "grainoff.vmdk", &b, &["VMDK grain", "past the end"]);
     // streamOptimized: the footer and the grain markers.
-    let so = image_bytes(d, "so.vmdk");
+    let so = gd_at_end(&image_bytes(d, "so.vmdk"));
+    assert_eq!(try_image(d, "end.vmdk", &so), None);
     let n = so.len();
     let mut b = so.clone();
     b[n - 1024..n - 1020].copy_from_slice(b"XXXX");
@@ -673,7 +707,7 @@ fn table_sizes_are_capped_by_the_limits() {
         "-o",
         "cluster_size=512",
         s(&q),
-        "64T",
+        "16G",
     ]);
     let f = Arc::new(FileDevice::open(&q).unwrap());
     let small = ImageLimits {

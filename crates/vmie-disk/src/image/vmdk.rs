@@ -46,10 +46,10 @@ struct Header {
     compress: u16,
 }
 
-fn header(f: &FileDevice, at: u64) -> Result<Header, DiskError> {
-    let h = read_table(f, "VMDK sparse header", at, 512)?;
+fn header(f: &FileDevice, what: &str, at: u64) -> Result<Header, DiskError> {
+    let h = read_table(f, what, at, 512)?;
     if h.get(..4) != Some(b"KDMV".as_slice()) {
-        return Err(bad(f, "VMDK sparse header", at, "no KDMV magic"));
+        return Err(bad(f, what, at, "no KDMV magic"));
     }
     let version = le32(&h, 4);
     if !(1..=3).contains(&version) {
@@ -122,7 +122,7 @@ impl VmdkDevice {
                 "it is an ESXi COWD (vmfsSparse) extent",
             ));
         }
-        let mut h = header(f, 0)?;
+        let mut h = header(f, "VMDK sparse header", 0)?;
         if h.gd_offset == GD_AT_END {
             // streamOptimized: the footer (a copy of the header with the
             // real GD offset) sits before the end-of-stream marker, after a
@@ -148,7 +148,7 @@ impl VmdkDevice {
                     "not a footer marker",
                 ));
             }
-            h = header(f, at)?;
+            h = header(f, "VMDK footer", at)?;
             if h.gd_offset == GD_AT_END {
                 return Err(bad(
                     f,
