@@ -324,18 +324,91 @@ fn symlink_loops_and_escapes_are_clear_errors() {
     }
 }
 
+/// qcow2, VMDK and VHD images are read natively: everything that only reads
+/// (inspect, ls, cat, a dry run) gives what it gives on the raw image; a
+/// real run and copy-in, which would write, exit 1 with the conversion
+/// command and leave the image alone.
 #[test]
-fn containers_are_refused_with_the_conversion_command() {
-    let img = fixture("whole-ext2");
+fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
     let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("vm.qcow2");
-    let st = Command::new("qemu-img")
-        .args(["convert", "-O", "qcow2", s(&img), s(&q)])
-        .status()
-        .expect("qemu-img (Debian package qemu-utils)");
-    assert!(st.success());
-    let err = fails(&["inspect", s(&q)], 1);
-    assert!(err.contains("qemu-img convert -O raw"), "{err}");
+    let raw = dir.path().join("vm.raw");
+    std::fs::copy(fixture("demo"), &raw).unwrap();
+    let convert = |name: &str, args: &[&str]| {
+        let out = dir.path().join(name);
+        let st = Command::new("qemu-img")
+            .args(["convert", "-O"])
+            .args(args)
+            .args([s(&raw), s(&out)])
+            .status()
+            .expect("qemu-img (Debian package qemu-utils)");
+        assert!(st.success());
+        out
+    };
+    let vmdk = convert("vm.vmdk", &["vmdk", "-o", "subformat=streamOptimized"]);
+    let qcow = convert("vm.qcow2", &["qcow2", "-c"]);
+    let vhd = convert("vm.vhd", &["vpc"]);
+    // The same JSON as on the raw image, once the image's name is the raw
+    // one's (volumes are named after the device: `vm.vmdk (VMDK
+    // streamOptimized) partition 1`).
+    let same = |img: &Path, args: &[&str]| {
+        let mut a = args.to_vec();
+        a.push(s(img));
+        let mut got = ok(&a);
+        for f in [" (VMDK streamOptimized)", " (qcow2 v3)", " (VHD dynamic)"] {
+            got = got.replace(&format!("{}{f}", s(img)), s(&raw));
+        }
+        let got = got.replace(s(img), s(&raw));
+        let mut b = args.to_vec();
+        b.push(s(&raw));
+        let want = ok(&b);
+        let mut got: Value = serde_json::from_str(&got).unwrap();
+        let want: Value = serde_json::from_str(&want).unwrap();
+        if img.extension().is_some_and(|e| e == "vhd") {
+            // qemu-img rounds a VHD's size up to a whole CHS geometry.
+            let size = got["disks"][0]["size"].as_u64().unwrap();
+            let raw_size = want["disks"][0]["size"].as_u64().unwrap();
+            assert!(size >= raw_size && size - raw_size < 1 << 20, "{size}");
+            got["disks"][0]["size"] = want["disks"][0]["size"].clone();
+        }
+        assert_eq!(got, want, "{args:?} on {}", img.display());
+    };
+    same(&vmdk, &["inspect", "--format", "json"]);
+    same(&qcow, &["--dry-run", "--format", "json"]);
+    same(&vhd, &["inspect", "--format", "json"]);
+    for img in [&vmdk, &qcow, &vhd] {
+        let vol = format!("{}:1", s(img));
+        assert_eq!(
+            ok(&["ls", &vol, "/etc"]),
+            ok(&["ls", &format!("{}:1", s(&raw)), "/etc"])
+        );
+        assert_eq!(
+            run(&["cat", &vol, "/etc/os-release"]).stdout,
+            run(&["cat", &format!("{}:1", s(&raw)), "/etc/os-release"]).stdout
+        );
+    }
+    let before = std::fs::read(&qcow).unwrap();
+    let err = fails(&[s(&qcow)], 1);
+    let advice = format!("qemu-img convert -O raw '{}' '{}'", s(&qcow), s(&raw));
+    assert!(err.contains(&advice), "{err}");
+    let local = dir.path().join("os-release");
+    std::fs::write(&local, "ID=cloud\n").unwrap();
+    let err = fails(
+        &[
+            "copy-in",
+            &format!("{}:1", s(&qcow)),
+            s(&local),
+            "/etc/os-release",
+        ],
+        1,
+    );
+    assert!(err.contains(&advice), "{err}");
+    assert_eq!(
+        std::fs::read(&qcow).unwrap(),
+        before,
+        "the image is untouched"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 5, "no journal or lock left: {names:?}");
 }
 
 #[test]
@@ -1167,14 +1240,14 @@ fn refusals_say_what_the_input_is() {
     std::fs::write(&bad, "garbage\n").unwrap();
     let err = fails(&["hive", "merge", s(&hive), s(&bad)], 1);
     assert!(err.contains("bad.reg: ") && err.contains("line 1"), "{err}");
-    // VHD is called VHD.
+    // VHD is called VHD (in the refusal to write it: reading works).
     let vhd = dir.path().join("vm.vhd");
     let st = Command::new("qemu-img")
         .args(["convert", "-O", "vpc", s(&fixture("whole-ext2")), s(&vhd)])
         .status()
         .expect("qemu-img (Debian package qemu-utils)");
     assert!(st.success());
-    let err = fails(&["inspect", s(&vhd)], 1);
+    let err = fails(&[s(&vhd)], 1);
     assert!(
         err.contains("this is a VHD image") && !err.contains("vpc"),
         "{err}"

@@ -1,5 +1,6 @@
-//! Recognising image container formats we do not read (we work on raw images
-//! only), so the user gets told how to convert instead of a confusing
+//! Recognising image container formats. qcow2, VMDK and VHD are read through
+//! [`crate::image`]; writing needs a raw image, and VHDX and VDI are not read
+//! at all, so the user gets told how to convert instead of a confusing
 //! "no partition table".
 
 use crate::{Device, DiskError};
@@ -78,19 +79,41 @@ pub fn detect_container(dev: &dyn Device) -> Result<Option<ContainerFormat>, Dis
     Ok(None)
 }
 
+/// The conversion command for `path`: `qemu-img convert -O raw 'vm.vmdk' 'vm.raw'`.
+pub fn conversion_command(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    let out = match p.extension() {
+        Some(e) if e != "raw" => p.with_extension("raw"),
+        _ => std::path::PathBuf::from(format!("{path}.raw")),
+    };
+    format!("qemu-img convert -O raw '{path}' '{}'", out.display())
+}
+
+/// A refusal of `dev`, a `fmt` container, for the reason `why`, with the
+/// conversion command.
+pub fn conversion_refusal(dev: &dyn Device, fmt: ContainerFormat, why: &str) -> DiskError {
+    let path = dev.describe();
+    DiskError::NotAnImage {
+        why: format!(
+            "this is a {} image: {why}. Convert it to a raw image first: {}",
+            fmt.display_name(),
+            conversion_command(&path)
+        ),
+        path,
+    }
+}
+
 /// Refuse `dev` if it is a container rather than a raw image, with a message
-/// that says how to convert it.
+/// that says how to convert it. (Commands that write use this: they need a
+/// raw image; commands that only read open containers through
+/// [`crate::image::open_image`].)
 pub fn ensure_raw(dev: &dyn Device) -> Result<(), DiskError> {
     if let Some(fmt) = detect_container(dev)? {
-        let path = dev.describe();
-        return Err(DiskError::NotAnImage {
-            why: format!(
-                "this is a {} image, not a raw disk image; vmie-fixup works on raw images only. \
-                 Convert it first: qemu-img convert -O raw '{path}' '{path}.raw'",
-                fmt.display_name()
-            ),
-            path,
-        });
+        return Err(conversion_refusal(
+            dev,
+            fmt,
+            "vmie-fixup reads it, but writes raw disk images only",
+        ));
     }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! - [`Overlay`]: copy-on-write layer; every write of a run lands here.
 //! - [`journal`]: commit of an overlay through an undo journal, and undo.
 //! - [`DiskSet`]: the images of one VM, the first being the boot disk.
-//! - [`format`](mod@format): refusing qcow2, VMDK, VHD, VHDX and VDI containers.
+//! - [`format`](mod@format): recognising qcow2, VMDK, VHD, VHDX and VDI containers.
+//! - [`image`]: read-only devices over qcow2, VMDK and VHD images.
 //! - [`guard`]: the panic boundary around third-party parsers.
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ mod device;
 mod error;
 pub mod format;
 pub mod guard;
+pub mod image;
 pub mod journal;
 mod overlay;
 mod set;

@@ -3,14 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::format::ContainerFormat;
 use crate::journal::{self, CommitOptions, CommitReport};
-use crate::{format, Device, DiskError, FileDevice, Overlay};
+use crate::{format, image, Device, DiskError, FileDevice, Overlay};
 
-/// One disk of a VM: the raw image and the overlay every run writes through.
+/// One disk of a VM: the image file, the device that reads it (the file
+/// itself for a raw image, a [`crate::image`] reader for a container) and
+/// the overlay every run writes through.
 #[derive(Debug, Clone)]
 pub struct Disk {
     path: PathBuf,
     file: Arc<FileDevice>,
+    container: Option<ContainerFormat>,
     overlay: Arc<Overlay>,
 }
 
@@ -30,19 +34,26 @@ impl Disk {
         &self.overlay
     }
 
-    /// The image file underneath the overlay.
+    /// The image file: the disk's bytes for a raw image, the container
+    /// file for a qcow2, VMDK or VHD image (see [`Disk::container`]).
     pub fn file(&self) -> &Arc<FileDevice> {
         &self.file
     }
 
-    /// Size in bytes.
-    pub fn len(&self) -> u64 {
-        self.file.len()
+    /// The container format when the image is not raw (it is then open
+    /// read-only, through a [`crate::image`] reader).
+    pub fn container(&self) -> Option<ContainerFormat> {
+        self.container
     }
 
-    /// Whether the image has no bytes.
+    /// Size of the disk in bytes (the virtual size of a container).
+    pub fn len(&self) -> u64 {
+        self.overlay.len()
+    }
+
+    /// Whether the disk has no bytes.
     pub fn is_empty(&self) -> bool {
-        self.file.len() == 0
+        self.len() == 0
     }
 }
 
@@ -53,14 +64,19 @@ pub struct DiskSet {
 }
 
 impl DiskSet {
-    /// Open `paths` as raw images. `writable` opens them for a later commit
+    /// Open `paths`. `writable` opens them for a later commit
     /// and takes each image's writers' lock (see [`journal::lock_image`]) for
     /// as long as the set lives; nothing is written before
     /// [`DiskSet::commit`] except the removal of a temporary journal that a
     /// killed run left beside an image (it never changed the image).
     ///
-    /// Refused: container formats (qcow2, VMDK, VHD, VHDX, VDI); for writing,
-    /// an image another run holds the lock of; and images with a journal that
+    /// Read only, a qcow2, VMDK or VHD image opens through its reader
+    /// ([`crate::image::open_image`]), its overlay on top, so dry runs stage
+    /// their writes in memory as on a raw image.
+    ///
+    /// Refused: for writing, every container format, with the conversion
+    /// command, before any lock or journal is touched; VHDX and VDI always;
+    /// for writing, an image another run holds the lock of; and images with a journal that
     /// is not complete: a run or an undo was interrupted (its journal is
     /// `PREPARED` or `UNDOING`: run `vmie-fixup undo` first), or, when read
     /// only, another run is writing the image right now.
@@ -72,20 +88,26 @@ impl DiskSet {
             } else {
                 FileDevice::open(path)?
             });
+            let container = format::detect_container(file.as_ref())?;
             if writable {
+                format::ensure_raw(file.as_ref())?;
                 journal::lock_image(file.file(), path)?;
             }
-            format::ensure_raw(file.as_ref())?;
+            let base: Arc<dyn Device> = match container {
+                None => file.clone(),
+                Some(fmt) => image::open_image(file.clone(), fmt)?,
+            };
             if writable {
                 journal::remove_stale_temp_journal(path, None)?;
             }
             if let Some(p) = journal::pending_journal(path)? {
                 return Err(pending_error(path, &p, writable));
             }
-            let overlay = Arc::new(Overlay::new(file.clone()));
+            let overlay = Arc::new(Overlay::new(base));
             disks.push(Disk {
                 path: path.clone(),
                 file,
+                container,
                 overlay,
             });
         }
@@ -112,7 +134,18 @@ impl DiskSet {
 
     /// Write every pending change to the images through the undo journal
     /// (see [`journal::commit`]). A dry run simply never calls this.
+    ///
+    /// Refused, before the journal is touched, when a disk is a container
+    /// (such a set was opened read-only: the journal records and restores
+    /// raw bytes of the image file, which a container's guest bytes are not).
     pub fn commit(&self, opts: &CommitOptions) -> Result<CommitReport, DiskError> {
+        if let Some(d) = self.disks.iter().find(|d| d.container.is_some()) {
+            return Err(format::ensure_raw(d.file.as_ref())
+                .err()
+                .unwrap_or_else(|| DiskError::ReadOnly {
+                    device: d.path.display().to_string(),
+                }));
+        }
         let targets: Vec<journal::Target<'_>> = self
             .disks
             .iter()

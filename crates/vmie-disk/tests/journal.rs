@@ -143,8 +143,10 @@ fn undo_refuses_a_damaged_journal() {
     assert!(err.to_string().contains("damaged"), "{err}");
 }
 
+/// Containers are read (see tests/image_formats.rs) but never opened for
+/// writing: refused with the conversion command, whatever their headers say.
 #[test]
-fn containers_are_refused_with_conversion_advice() {
+fn containers_are_refused_for_writing_with_conversion_advice() {
     let dir = tempfile::tempdir().unwrap();
     for (name, head) in [
         ("a.qcow2", b"QFI\xfb\0\0\0\x03".to_vec()),
@@ -156,8 +158,12 @@ fn containers_are_refused_with_conversion_advice() {
         let mut data = head;
         data.resize(4096, 0);
         fs::write(&p, data).unwrap();
-        let err = DiskSet::open(&[p], false).unwrap_err().to_string();
+        let err = DiskSet::open(std::slice::from_ref(&p), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("qemu-img convert -O raw"), "{err}");
+        // Read only, these damaged headers are refused by the readers.
+        assert!(DiskSet::open(&[p], false).is_err());
     }
 }
 

@@ -1,0 +1,295 @@
+//! Read-only block devices over virtual-disk containers: qcow2 (v2 and v3),
+//! VMDK (monolithicSparse and streamOptimized) and VHD (fixed and dynamic).
+//!
+//! Every reader maps a guest offset to "zeros" or "these bytes of the file"
+//! (or "this compressed cluster"), reading the image's tables through the
+//! image's own [`FileDevice`] so [`FileDevice::read_stats`] counts them.
+//!
+//! The image is hostile input: every size, offset and count from it is
+//! checked with checked arithmetic against the file's length and against
+//! [`ImageLimits`] before anything is allocated or read, and every refusal
+//! names the file, the structure and its offset. No table is followed more
+//! than once per lookup and no format here has chains (backing files,
+//! differencing parents and multi-extent descriptors are refused), so a
+//! lookup is at most: top-level table entry, second-level table, data.
+//!
+//! Writing is refused ([`DiskError::ReadOnly`] naming the format): runs stage
+//! their writes in the [`crate::Overlay`] on top, and committing needs a raw
+//! image (see [`crate::DiskSet::open`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::format::ContainerFormat;
+use crate::{Device, DiskError, FileDevice};
+
+mod qcow2;
+mod vhd;
+mod vmdk;
+
+pub use qcow2::Qcow2Device;
+pub use vhd::VhdDevice;
+pub use vmdk::VmdkDevice;
+
+/// Caps on what an image header may make us allocate or cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest top-level table (qcow2 L1, VMDK grain directory, VHD BAT)
+    /// read at open, in bytes. It is also capped by the file's length.
+    pub max_table_bytes: u64,
+    /// Bytes of second-level tables (qcow2 L2, VMDK grain tables) kept cached.
+    pub cache_bytes: u64,
+    /// Largest cluster or grain, in bytes (a compressed one is inflated into
+    /// a buffer of this size).
+    pub max_cluster_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        Self {
+            max_table_bytes: 64 << 20,
+            cache_bytes: 16 << 20,
+            max_cluster_bytes: 2 << 20,
+        }
+    }
+}
+
+/// Open `file`, a container of format `fmt`, as a read-only device with the
+/// default [`ImageLimits`]. VHDX and VDI are refused with the conversion
+/// command.
+pub fn open_image(
+    file: Arc<FileDevice>,
+    fmt: ContainerFormat,
+) -> Result<Arc<dyn Device>, DiskError> {
+    open_image_with(file, fmt, &ImageLimits::default())
+}
+
+/// [`open_image`] with explicit limits.
+pub fn open_image_with(
+    file: Arc<FileDevice>,
+    fmt: ContainerFormat,
+    limits: &ImageLimits,
+) -> Result<Arc<dyn Device>, DiskError> {
+    Ok(match fmt {
+        ContainerFormat::Qcow => Arc::new(Qcow2Device::open(file, limits)?),
+        ContainerFormat::Vmdk => Arc::new(VmdkDevice::open(file, limits)?),
+        ContainerFormat::Vhd => Arc::new(VhdDevice::open(file, limits)?),
+        ContainerFormat::Vhdx | ContainerFormat::Vdi => {
+            return Err(crate::format::conversion_refusal(
+                file.as_ref(),
+                fmt,
+                "vmie-fixup does not read this format",
+            ))
+        }
+    })
+}
+
+/// A refusal naming the file, the structure and its offset.
+pub(crate) fn bad(
+    file: &FileDevice,
+    what: &str,
+    offset: u64,
+    why: impl std::fmt::Display,
+) -> DiskError {
+    DiskError::NotAnImage {
+        path: file.describe(),
+        why: format!("{what} at offset {offset}: {why}"),
+    }
+}
+
+/// A refusal of a feature we do not read, with the conversion advice.
+pub(crate) fn unsupported(
+    file: &FileDevice,
+    fmt: ContainerFormat,
+    why: impl std::fmt::Display,
+) -> DiskError {
+    crate::format::conversion_refusal(file, fmt, &why.to_string())
+}
+
+/// Read `len` bytes of `file` at `offset`, refusing (naming `what`) a range
+/// outside the file before allocating.
+pub(crate) fn read_table(
+    file: &FileDevice,
+    what: &str,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, DiskError> {
+    let end = offset.checked_add(len);
+    match end {
+        Some(end) if end <= file.len() => {}
+        _ => {
+            return Err(bad(
+                file,
+                what,
+                offset,
+                format!(
+                    "{len} bytes reach past the end of the file ({} bytes)",
+                    file.len()
+                ),
+            ))
+        }
+    }
+    let n = usize::try_from(len)
+        .map_err(|_| bad(file, what, offset, format!("{len} bytes is too large")))?;
+    let mut buf = vec![0u8; n];
+    file.read_at(offset, &mut buf)?;
+    Ok(buf)
+}
+
+/// Read `buf.len()` bytes of `file` at `offset` for guest data, refusing
+/// (naming `what`) a range outside the file.
+pub(crate) fn read_data(
+    file: &FileDevice,
+    what: &str,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), DiskError> {
+    match offset.checked_add(buf.len() as u64) {
+        Some(end) if end <= file.len() => file.read_at(offset, buf),
+        _ => Err(bad(
+            file,
+            what,
+            offset,
+            format!(
+                "{} bytes of data reach past the end of the file ({} bytes)",
+                buf.len(),
+                file.len()
+            ),
+        )),
+    }
+}
+
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_be_bytes(a)
+}
+
+pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_be_bytes(a)
+}
+
+pub(crate) fn le16(b: &[u8], at: usize) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        a.copy_from_slice(s);
+    }
+    u16::from_le_bytes(a)
+}
+
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+/// A bounded cache of second-level tables (and of inflated clusters), keyed
+/// by their index. When full it is simply emptied: lookups are local, so the
+/// working set refills quickly, and memory stays capped.
+#[derive(Debug)]
+pub(crate) struct TableCache<T> {
+    map: Mutex<HashMap<u64, Arc<T>>>,
+    cap: usize,
+}
+
+impl<T> TableCache<T> {
+    /// A cache of at most `cap` (at least 1) entries.
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            cap: cap.max(1),
+        }
+    }
+
+    /// The entry for `key`, loading it with `load` when absent.
+    pub(crate) fn get(
+        &self,
+        key: u64,
+        name: &dyn Fn() -> String,
+        load: impl FnOnce() -> Result<T, DiskError>,
+    ) -> Result<Arc<T>, DiskError> {
+        let poisoned = || DiskError::Poisoned { device: name() };
+        if let Some(t) = self.map.lock().map_err(|_| poisoned())?.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(load()?);
+        let mut map = self.map.lock().map_err(|_| poisoned())?;
+        if map.len() >= self.cap {
+            map.clear();
+        }
+        map.insert(key, t.clone());
+        Ok(t)
+    }
+}
+
+/// Inflate `input` (zlib when `zlib`, else raw deflate) into `out`, which
+/// must receive at least `need` bytes (the rest, if the stream ends early,
+/// stays as it was); fewer bytes or a damaged stream is a refusal naming
+/// `what` at `offset`.
+pub(crate) fn inflate(
+    file: &FileDevice,
+    what: &str,
+    offset: u64,
+    input: &[u8],
+    zlib: bool,
+    out: &mut [u8],
+    need: usize,
+) -> Result<(), DiskError> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut d = Decompress::new(zlib);
+    loop {
+        let before = (d.total_in(), d.total_out());
+        let consumed = usize::try_from(d.total_in())
+            .unwrap_or(usize::MAX)
+            .min(input.len());
+        let produced = usize::try_from(d.total_out())
+            .unwrap_or(usize::MAX)
+            .min(out.len());
+        if produced >= out.len() {
+            break;
+        }
+        let status = d
+            .decompress(
+                &input[consumed..],
+                &mut out[produced..],
+                FlushDecompress::Finish,
+            )
+            .map_err(|e| {
+                bad(
+                    file,
+                    what,
+                    offset,
+                    format!("compressed data is damaged: {e}"),
+                )
+            })?;
+        if status == Status::StreamEnd || (d.total_in(), d.total_out()) == before {
+            break;
+        }
+    }
+    let produced = usize::try_from(d.total_out()).unwrap_or(usize::MAX);
+    if produced < need {
+        return Err(bad(
+            file,
+            what,
+            offset,
+            format!("compressed data inflates to {produced} bytes, not {need}"),
+        ));
+    }
+    Ok(())
+}
