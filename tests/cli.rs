@@ -374,6 +374,12 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
     };
     same(&vmdk, &["inspect", "--format", "json"]);
     same(&qcow, &["--dry-run", "--format", "json"]);
+    // --check-fs runs the checkers on raw bytes at an offset: refused, named.
+    let err = fails(&["--dry-run", "--check-fs", s(&qcow)], 1);
+    assert!(
+        err.contains("not a raw image") && err.contains("qemu-img convert -O raw"),
+        "{err}"
+    );
     same(&vhd, &["inspect", "--format", "json"]);
     for img in [&vmdk, &qcow, &vhd] {
         let vol = format!("{}:1", s(img));

@@ -47,6 +47,15 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
         if changes.is_empty() {
             continue;
         }
+        // The checkers read the image file at a byte offset: a container's
+        // guest bytes are not at their offset in the file.
+        if disk.container().is_some() {
+            return Err(format!(
+                "--check-fs: {} is not a raw image, and the filesystem checkers read raw bytes; convert it first: {}",
+                disk.path().display(),
+                vmie_disk::format::conversion_command(&disk.path().display().to_string())
+            ));
+        }
         let Some(layout) = vm.layouts().get(index) else {
             continue;
         };

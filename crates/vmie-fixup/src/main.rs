@@ -70,7 +70,10 @@ EXIT CODES:
 /// undo journal beside the image (IMAGE.vmie-undo.N), so `vmie-fixup undo`
 /// puts back the original bytes exactly.
 ///
-/// Images must be raw. Convert others first: qemu-img convert -O raw in.qcow2 out.raw
+/// Raw images are read and written. qcow2, VMDK (monolithicSparse,
+/// streamOptimized) and VHD (fixed, dynamic) are read in place by every
+/// command that only reads (inspect, ls, cat, --dry-run); to write, convert
+/// first: qemu-img convert -O raw in.vmdk out.raw
 #[derive(Debug, Parser)]
 #[command(
     name = "vmie-fixup",
