@@ -949,21 +949,52 @@ pub fn rhel_like_root_tree(dir: &Path, vg: &str) -> Result<()> {
     Ok(())
 }
 
-fn single(ctx: &mut Ctx) -> Result<Vec<Vg>> {
-    let d = ctx.disk(
-        256 * MIB,
-        Some(
-            "label: dos\nlabel-id: 0x5eed1201\nstart=2048, size=32M, type=83, bootable\ntype=8e\n",
-        ),
-    )?;
+/// An MBR disk of `size` bytes: partition 1 a bootable /boot of `boot`
+/// (sfdisk size), partition 2 (8e) the one PV of VG `vg`, whose LVs are
+/// created in order with their `lvcreate` size options.
+fn boot_and_pv_disk(
+    ctx: &mut Ctx,
+    size: u64,
+    label_id: &str,
+    boot: &str,
+    vg: &str,
+    lvs: &[(&str, &[&str])],
+) -> Result<(usize, Vec<Vg>)> {
+    let table = format!(
+        "label: dos\nlabel-id: {label_id}\nstart=2048, size={boot}, type=83, bootable\ntype=8e\n"
+    );
+    let d = ctx.disk(size, Some(&table))?;
     let env = ctx.env("0", &[ctx.part(d, 2)?])?;
     let dev = env.dev(0).to_string();
     env.run(&["pvcreate", "-q", "-y", &dev])?;
-    env.run(&["vgcreate", "-q", "-s", "4m", "vgtest", &dev])?;
-    lvcreate(&env, "vgtest", "root", &["-L", "160m"], &[])?;
-    lvcreate(&env, "vgtest", "swap", &["-l", "100%FREE"], &[])?;
-    let mut vgs = env.describe()?;
-    drop(env);
+    env.run(&["vgcreate", "-q", "-s", "4m", vg, &dev])?;
+    for (name, opts) in lvs {
+        lvcreate(&env, vg, name, opts, &[])?;
+    }
+    let vgs = env.describe()?;
+    Ok((d, vgs))
+}
+
+/// ext4 from `tree` (label `boot`) into partition 1 of disk `d`.
+fn fill_boot(ctx: &mut Ctx, d: usize, tree: &Path, uuid: &str) -> Result<()> {
+    let p1 = ctx.infos[d].partitions[0].clone();
+    let scratch = ctx.scratch("boot");
+    let fsinfo = make_ext4(&scratch, p1.size, tree, uuid, "boot")?;
+    image::copy_sparse(&scratch, &ctx.disks[d], p1.start, p1.size)?;
+    fs::remove_file(&scratch)?;
+    ctx.infos[d].partitions[0].filesystem = Some(fsinfo);
+    Ok(())
+}
+
+fn single(ctx: &mut Ctx) -> Result<Vec<Vg>> {
+    let (d, mut vgs) = boot_and_pv_disk(
+        ctx,
+        256 * MIB,
+        "0x5eed1201",
+        "32M",
+        "vgtest",
+        &[("root", &["-L", "160m"]), ("swap", &["-l", "100%FREE"])],
+    )?;
 
     let tree = ctx.work.join("root-tree");
     rhel_like_root_tree(&tree, "vgtest")?;
@@ -993,18 +1024,7 @@ fn single(ctx: &mut Ctx) -> Result<Vec<Vg>> {
         &boot_tree.join("grub2/grub.cfg"),
         "linux /vmlinuz root=/dev/mapper/vgtest-root ro rd.lvm.lv=vgtest/root rd.lvm.lv=vgtest/swap\n",
     )?;
-    let p1 = ctx.infos[d].partitions[0].clone();
-    let scratch = ctx.scratch("boot");
-    let fsinfo = make_ext4(
-        &scratch,
-        p1.size,
-        &boot_tree,
-        "12120001-0000-4000-8000-000000000001",
-        "boot",
-    )?;
-    image::copy_sparse(&scratch, &ctx.disks[d], p1.start, p1.size)?;
-    fs::remove_file(&scratch)?;
-    ctx.infos[d].partitions[0].filesystem = Some(fsinfo);
+    fill_boot(ctx, d, &boot_tree, "12120001-0000-4000-8000-000000000001")?;
     Ok(vgs)
 }
 
@@ -1520,20 +1540,14 @@ pub fn run(args: &[String]) -> Result<()> {
 /// and a VMware-era `/dev/sda1` for /boot, which the fixup must rewrite
 /// while it keeps every `/dev/mapper/rhel-*` name.
 fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
-    let d = ctx.disk(
+    let (d, mut vgs) = boot_and_pv_disk(
+        ctx,
         1024 * MIB,
-        Some(
-            "label: dos\nlabel-id: 0x4ae80100\nstart=2048, size=256M, type=83, bootable\ntype=8e\n",
-        ),
+        "0x4ae80100",
+        "256M",
+        "rhel",
+        &[("swap", &["-L", "64m"]), ("root", &["-l", "100%FREE"])],
     )?;
-    let env = ctx.env("0", &[ctx.part(d, 2)?])?;
-    let dev = env.dev(0).to_string();
-    env.run(&["pvcreate", "-q", "-y", &dev])?;
-    env.run(&["vgcreate", "-q", "-s", "4m", "rhel", &dev])?;
-    lvcreate(&env, "rhel", "swap", &["-L", "64m"], &[])?;
-    lvcreate(&env, "rhel", "root", &["-l", "100%FREE"], &[])?;
-    let mut vgs = env.describe()?;
-    drop(env);
 
     let trees = crate::fixtures::fixtures_dir().join("trees");
     let root_tree = ctx.work.join("root-tree");
@@ -1617,17 +1631,6 @@ fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
             label: "swap",
         },
     )?;
-    let p1 = ctx.infos[d].partitions[0].clone();
-    let scratch = ctx.scratch("boot");
-    let fsinfo = make_ext4(
-        &scratch,
-        p1.size,
-        &boot_tree,
-        "4ae80101-0000-4000-8000-000000000001",
-        "boot",
-    )?;
-    image::copy_sparse(&scratch, &ctx.disks[d], p1.start, p1.size)?;
-    fs::remove_file(&scratch)?;
-    ctx.infos[d].partitions[0].filesystem = Some(fsinfo);
+    fill_boot(ctx, d, &boot_tree, "4ae80101-0000-4000-8000-000000000001")?;
     Ok(vgs)
 }

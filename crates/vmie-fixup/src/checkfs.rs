@@ -41,64 +41,39 @@ pub(crate) struct Target {
 /// volume (a partition table, a boot sector gap) names the disk instead and
 /// is not checked by a filesystem checker.
 pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
-    let mut out = Vec::new();
-    for (index, disk) in vm.disks().disks().iter().enumerate() {
-        let changes = disk.overlay().changes().map_err(|e| e.to_string())?;
-        if changes.is_empty() {
-            continue;
-        }
+    let disks = vm.disks().disks();
+    let mut changes = Vec::with_capacity(disks.len());
+    for disk in disks {
+        let c = disk.overlay().changes().map_err(|e| e.to_string())?;
         // The checkers read the image file at a byte offset: a container's
         // guest bytes are not at their offset in the file.
-        if disk.container().is_some() {
+        if !c.is_empty() && disk.container().is_some() {
             return Err(format!(
                 "--check-fs: {} is not a raw image, and the filesystem checkers read raw bytes; convert it first: {}",
                 disk.path().display(),
                 vmie_disk::format::conversion_command(&disk.path().display().to_string())
             ));
         }
-        let Some(layout) = vm.layouts().get(index) else {
-            continue;
-        };
-        for vol in &layout.volumes {
-            // A PV's bytes are checked through its logical volumes, below.
-            if vol.is_extended() || vol.probe.as_ref().is_some_and(|p| p.kind == FsKind::Lvm2) {
-                continue;
-            }
-            let end = vol.start.saturating_add(vol.size);
-            let touched = changes.iter().any(|(off, bytes)| {
-                let e = off.saturating_add(bytes.len() as u64);
-                *off < end && e > vol.start
-            });
-            if !touched {
-                continue;
-            }
-            let Some(probe) = &vol.probe else {
-                return Err(format!(
-                    "--check-fs: {} is written but holds no filesystem vmie-fixup recognises",
-                    vol.name
-                ));
-            };
-            out.push(Target {
-                name: vol.name.clone(),
-                image: disk.path().to_path_buf(),
-                offset: vol.start,
-                kind: probe.kind,
-            });
-        }
+        changes.push(c);
     }
-    for vol in &vm.lvm().volumes {
-        let Some(lv) = &vol.lv else { continue };
-        let mut touched = false;
-        for &(d, start, len) in &lv.disk_ranges {
-            let Some(disk) = vm.disks().disks().get(d) else {
-                continue;
-            };
-            let changes = disk.overlay().changes().map_err(|e| e.to_string())?;
-            let end = start.saturating_add(len);
-            touched |= changes
-                .iter()
-                .any(|(off, bytes)| *off < end && off.saturating_add(bytes.len() as u64) > start);
+    let mut out = Vec::new();
+    for vol in vm.volumes() {
+        // A PV's bytes are checked through its logical volumes.
+        if vol.is_extended() || vol.probe.as_ref().is_some_and(|p| p.kind == FsKind::Lvm2) {
+            continue;
         }
+        // (disk, start, length) of the volume's bytes on the disks.
+        let ranges = match &vol.lv {
+            Some(lv) => lv.disk_ranges.clone(),
+            None => vec![(vol.disk, vol.start, vol.size)],
+        };
+        let touched = ranges.iter().any(|&(d, start, len)| {
+            let end = start.saturating_add(len);
+            changes.get(d).is_some_and(|c| {
+                c.iter()
+                    .any(|(off, b)| *off < end && off.saturating_add(b.len() as u64) > start)
+            })
+        });
         if !touched {
             continue;
         }
@@ -108,16 +83,14 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
                 vol.name
             ));
         };
-        let first = lv.disk_ranges.first().copied();
-        let (Some((d, offset, _)), true) = (first, lv.contiguous) else {
+        let in_place = vol.lv.as_ref().is_none_or(|lv| lv.contiguous);
+        let (Some(&(d, offset, _)), true) = (ranges.first(), in_place) else {
             return Err(format!(
                 "--check-fs: {} is striped or in several pieces on the disks, so its checker cannot read it in place; run without --check-fs, or check it after the run from a host where LVM can activate it",
                 vol.name
             ));
         };
-        let image = vm
-            .disks()
-            .disks()
+        let image = disks
             .get(d)
             .map(|x| x.path().to_path_buf())
             .ok_or_else(|| format!("--check-fs: {}: no disk {d}", vol.name))?;

@@ -552,25 +552,17 @@ fn lvm_checks(out: &mut Vec<Check>, vm: &Vm, no_guest: bool, causes: &mut Vec<St
         if vg.missing.is_empty() {
             continue;
         }
-        let names: Vec<String> = vg
-            .missing
-            .iter()
-            .map(|m| match &m.device_hint {
-                Some(h) => format!("{} (last seen as {h})", m.uuid),
-                None => m.uuid.clone(),
-            })
-            .collect();
+        let names = vmie_lvm::describe_missing(&vg.missing);
         let msg = format!(
             "Unsupported configuration - Logical volume group activation failed: volume group {} ({}) is missing physical volume(s) {}; give every disk of the VM, boot disk first",
             vg.meta.name,
             vg.meta.uuid,
-            names.join(", ")
+            names
         );
         if no_guest {
             causes.push(format!(
                 "volume group {} is missing physical volume(s) {}",
-                vg.meta.name,
-                names.join(", ")
+                vg.meta.name, names
             ));
         }
         check(out, "lvm-missing-pv", sev, msg);

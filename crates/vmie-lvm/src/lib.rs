@@ -107,6 +107,25 @@ pub struct MissingPv {
     pub device_hint: Option<String>,
 }
 
+impl MissingPv {
+    /// `UUID (last seen as /dev/sdb1)`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.device_hint {
+            Some(h) => format!("{} (last seen as {h})", self.uuid),
+            None => self.uuid.clone(),
+        }
+    }
+}
+
+/// The missing PVs of a group, for messages: `A (last seen as …), B`.
+pub fn describe_missing(missing: &[MissingPv]) -> String {
+    missing
+        .iter()
+        .map(MissingPv::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A volume group assembled from the PVs found.
 #[derive(Debug, Clone)]
 pub struct VolumeGroup {
@@ -244,17 +263,9 @@ impl VolumeGroup {
     /// Why `lv` cannot be opened, if it cannot.
     pub fn refusal(&self, lv: &LvMeta) -> Option<String> {
         if !self.missing.is_empty() {
-            let names: Vec<String> = self
-                .missing
-                .iter()
-                .map(|m| match &m.device_hint {
-                    Some(h) => format!("{} (last seen as {h})", m.uuid),
-                    None => m.uuid.clone(),
-                })
-                .collect();
             return Some(format!(
                 "its volume group is missing physical volume(s) {}: give every disk of the VM",
-                names.join(", ")
+                describe_missing(&self.missing)
             ));
         }
         if let Some(s) = lv.segments.iter().find(|s| !mappable(&s.seg_type)) {
