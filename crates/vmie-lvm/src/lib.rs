@@ -29,6 +29,11 @@ pub struct LvmOptions {
     /// Largest metadata text read from one area (lvm2's default area is
     /// 1 MiB; `--metadatasize` can make it larger).
     pub max_metadata: u64,
+    /// Metadata texts read by one scan, all PVs together.
+    pub max_total_metadata: u64,
+    /// Metadata areas read per PV (lvm2 keeps at most 2: one at the start
+    /// of the PV, one at its end).
+    pub max_areas_per_pv: usize,
     /// Physical volumes in one group.
     pub max_pvs: usize,
     /// Logical volumes in one group.
@@ -43,6 +48,8 @@ impl Default for LvmOptions {
     fn default() -> Self {
         Self {
             max_metadata: 16 << 20,
+            max_total_metadata: 64 << 20,
+            max_areas_per_pv: 2,
             max_pvs: 1024,
             max_lvs: 4096,
             max_segments: 65_536,
@@ -155,6 +162,7 @@ pub fn scan(devs: &[Arc<dyn Device>], opts: &LvmOptions) -> Scan {
     let mut out = Scan::default();
     // (device index, vg) per readable metadata copy.
     let mut copies: Vec<(usize, VgMeta)> = Vec::new();
+    let mut budget = opts.max_total_metadata;
     for (i, dev) in devs.iter().enumerate() {
         let label = match read_label(dev.as_ref()) {
             Ok(Some(l)) => l,
@@ -164,8 +172,20 @@ pub fn scan(devs: &[Arc<dyn Device>], opts: &LvmOptions) -> Scan {
                 continue;
             }
         };
-        for &area in &label.metadata_areas {
-            let text = match read_area(dev.as_ref(), area, opts) {
+        if label.metadata_areas.len() > opts.max_areas_per_pv {
+            out.problems.push(format!(
+                "{}: the PV header lists {} metadata areas; only the first {} are read",
+                dev.describe(),
+                label.metadata_areas.len(),
+                opts.max_areas_per_pv
+            ));
+        }
+        for &area in label.metadata_areas.iter().take(opts.max_areas_per_pv) {
+            let area_opts = LvmOptions {
+                max_metadata: opts.max_metadata.min(budget),
+                ..*opts
+            };
+            let text = match read_area(dev.as_ref(), area, &area_opts) {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
                 Err(e) => {
@@ -173,6 +193,7 @@ pub fn scan(devs: &[Arc<dyn Device>], opts: &LvmOptions) -> Scan {
                     continue;
                 }
             };
+            budget = budget.saturating_sub(text.len() as u64);
             let parsed = text::parse(&text, opts.text)
                 .map_err(|e| e.to_string())
                 .and_then(|top| meta::vg_from_text(&top, opts));

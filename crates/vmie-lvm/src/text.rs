@@ -31,7 +31,7 @@ impl Default for TextLimits {
     fn default() -> Self {
         Self {
             max_depth: 16,
-            max_items: 1_000_000,
+            max_items: 200_000,
             max_string: 64 * 1024,
             max_list: 100_000,
         }

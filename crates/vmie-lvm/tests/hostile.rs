@@ -223,6 +223,33 @@ fn limits_bound_what_is_read() {
     let c = lvm2_crc(&m[MDA + 4..MDA + 512]);
     m[MDA..MDA + 4].copy_from_slice(&c.to_le_bytes());
     refused(m, "outside the ring");
+    // A PV header listing more metadata areas than lvm2 ever writes (2):
+    // only the first two are read, and it is said.
+    let mut m = img.clone();
+    let lab = 512;
+    let mut p = lab + 32 + 40;
+    let data = (le64(&m, p), le64(&m, p + 8));
+    p += 16;
+    assert_eq!(le64(&m, p), 0, "one data area");
+    p += 16;
+    let mda = (le64(&m, p), le64(&m, p + 8));
+    let mut at = lab + 32 + 40;
+    for (o, z) in [data, (0, 0), mda, mda, mda, mda, (0, 0)] {
+        m[at..at + 8].copy_from_slice(&o.to_le_bytes());
+        m[at + 8..at + 16].copy_from_slice(&z.to_le_bytes());
+        at += 16;
+    }
+    let c = lvm2_crc(&m[lab + 20..lab + 512]);
+    m[lab + 16..lab + 20].copy_from_slice(&c.to_le_bytes());
+    let (s, _) = scan_of(m, &LvmOptions::default());
+    assert_eq!(s.vgs.len(), 1, "{:?}", s.problems);
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("lists 4 metadata areas; only the first 2")),
+        "{:?}",
+        s.problems
+    );
     // A truncated image: the metadata area runs past the end.
     refused(img[..MDA + 1024].to_vec(), "past the device end");
 }
