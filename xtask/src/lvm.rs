@@ -143,7 +143,7 @@ pub struct MdaInfo {
     pub disk_offset: u64,
     /// The area's size (mda_header.size).
     pub size: u64,
-    /// raw_locn[0] (the committed copy): offset into the area and length.
+    /// `raw_locn[0]` (the committed copy): offset into the area and length.
     pub text_offset: u64,
     pub text_size: u64,
     /// text_offset + text_size > size: the text continues after the header.
