@@ -418,6 +418,9 @@ impl LvmEnv {
                 by_dev.push((dev, pv.clone()));
                 pv_list.push(pv);
             }
+            // pvs lists by device name, and loop device numbers depend on
+            // what else holds loops at the time: order by place instead.
+            pv_list.sort_by_key(|p| (p.disk, p.offset));
             let mut lvs: Vec<Lv> = Vec::new();
             for r in segs
                 .iter()
