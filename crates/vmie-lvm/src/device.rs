@@ -96,6 +96,25 @@ impl LvDevice {
         let run = (seg.stripe_size - within).min(seg.len - rel);
         Ok((dev, at, run))
     }
+
+    /// Split `len` bytes at LV `offset` into runs that each stay on one PV
+    /// device, and call `f(device, device offset, buffer range)` for each.
+    fn pieces(
+        &self,
+        offset: u64,
+        len: usize,
+        mut f: impl FnMut(&Arc<dyn Device>, u64, std::ops::Range<usize>) -> Result<(), DiskError>,
+    ) -> Result<(), DiskError> {
+        check_range(&|| self.describe(), self.len, offset, len)?;
+        let mut done = 0usize;
+        while done < len {
+            let (dev, at, run) = self.locate(offset + done as u64)?;
+            let n = usize::try_from(run).unwrap_or(usize::MAX).min(len - done);
+            f(dev, at, done..done + n)?;
+            done += n;
+        }
+        Ok(())
+    }
 }
 
 impl Device for LvDevice {
@@ -104,31 +123,11 @@ impl Device for LvDevice {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        check_range(&|| self.describe(), self.len, offset, buf.len())?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let (dev, at, run) = self.locate(offset + done as u64)?;
-            let n = usize::try_from(run)
-                .unwrap_or(usize::MAX)
-                .min(buf.len() - done);
-            dev.read_at(at, &mut buf[done..done + n])?;
-            done += n;
-        }
-        Ok(())
+        self.pieces(offset, buf.len(), |dev, at, r| dev.read_at(at, &mut buf[r]))
     }
 
     fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), DiskError> {
-        check_range(&|| self.describe(), self.len, offset, buf.len())?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let (dev, at, run) = self.locate(offset + done as u64)?;
-            let n = usize::try_from(run)
-                .unwrap_or(usize::MAX)
-                .min(buf.len() - done);
-            dev.write_at(at, &buf[done..done + n])?;
-            done += n;
-        }
-        Ok(())
+        self.pieces(offset, buf.len(), |dev, at, r| dev.write_at(at, &buf[r]))
     }
 
     fn sync(&self) -> Result<(), DiskError> {
