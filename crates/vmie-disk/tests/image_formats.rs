@@ -296,29 +296,6 @@ fn differencing_vhd_is_refused_naming_its_parent() {
     assert!(err.contains("qemu-img convert -O raw"), "{err}");
 }
 
-#[test]
-fn qcow2_with_a_backing_file_is_refused_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.qcow2");
-    qemu_img(&["create", "-f", "qcow2", s(&base), "1M"]);
-    let top = dir.path().join("top.qcow2");
-    qemu_img(&[
-        "create",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        s(&base),
-        s(&top),
-    ]);
-    let err = open(&top).unwrap_err().to_string();
-    assert!(
-        err.contains("backing file") && err.contains("base.qcow2"),
-        "{err}"
-    );
-}
-
 /// `DiskSet::open`: containers read through their reader with the overlay on
 /// top (a dry run's writes stay in memory); opening for writing is refused
 /// with the conversion command before any lock; commit is refused.

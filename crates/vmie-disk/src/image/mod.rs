@@ -9,9 +9,13 @@
 //! checked with checked arithmetic against the file's length and against
 //! [`ImageLimits`] before anything is allocated or read, and every refusal
 //! names the file, the structure and its offset. No table is followed more
-//! than once per lookup and no format here has chains (backing files,
-//! differencing parents and multi-extent descriptors are refused), so a
-//! lookup is at most: top-level table entry, second-level table, data.
+//! than once per lookup, so a lookup is at most: top-level table entry,
+//! second-level table, data. The one chain followed is qcow2's backing
+//! file (an unallocated cluster reads from the image below): its length is
+//! capped by [`ImageLimits::max_chain`], a file met twice is a loop, and
+//! only regular files are followed, their format recognised by content and
+//! checked against what the child declares (see [`open_backing`]).
+//! Differencing VHDs and multi-extent VMDK descriptors are refused.
 //!
 //! Writing is refused ([`DiskError::ReadOnly`] naming the format): runs stage
 //! their writes in the [`crate::Overlay`] on top, and committing needs a raw
@@ -42,6 +46,8 @@ pub struct ImageLimits {
     /// Largest cluster or grain, in bytes (a compressed one is inflated into
     /// a buffer of this size).
     pub max_cluster_bytes: u64,
+    /// Most images in one chain of backing files, the top image included.
+    pub max_chain: usize,
 }
 
 impl Default for ImageLimits {
@@ -50,6 +56,7 @@ impl Default for ImageLimits {
             max_table_bytes: 64 << 20,
             cache_bytes: 16 << 20,
             max_cluster_bytes: 2 << 20,
+            max_chain: 16,
         }
     }
 }
@@ -70,8 +77,61 @@ pub fn open_image_with(
     fmt: ContainerFormat,
     limits: &ImageLimits,
 ) -> Result<Arc<dyn Device>, DiskError> {
+    open_in_chain(file, fmt, limits, &mut Chain::default())
+}
+
+/// The images a chain of backing files has opened so far, top first, by
+/// (device, inode): a file met twice is a loop, and the chain's length is
+/// capped by [`ImageLimits::max_chain`].
+#[derive(Debug, Default)]
+pub(crate) struct Chain {
+    seen: Vec<(u64, u64)>,
+}
+
+impl Chain {
+    /// Add `file` to the chain, refusing a loop or a chain too long.
+    pub(crate) fn enter(
+        &mut self,
+        file: &FileDevice,
+        limits: &ImageLimits,
+    ) -> Result<(), DiskError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .file()
+            .metadata()
+            .map_err(|e| DiskError::io(file.describe(), "stat", e))?;
+        let id = (meta.dev(), meta.ino());
+        if self.seen.contains(&id) {
+            return Err(bad(
+                file,
+                "backing file chain",
+                0,
+                "this image is already in its own chain of backing files (a loop)",
+            ));
+        }
+        if self.seen.len() >= limits.max_chain {
+            return Err(bad(
+                file,
+                "backing file chain",
+                0,
+                format!("the chain is longer than {} images", limits.max_chain),
+            ));
+        }
+        self.seen.push(id);
+        Ok(())
+    }
+}
+
+/// [`open_image_with`] for one link of a chain.
+pub(crate) fn open_in_chain(
+    file: Arc<FileDevice>,
+    fmt: ContainerFormat,
+    limits: &ImageLimits,
+    chain: &mut Chain,
+) -> Result<Arc<dyn Device>, DiskError> {
+    chain.enter(file.as_ref(), limits)?;
     Ok(match fmt {
-        ContainerFormat::Qcow => Arc::new(Qcow2Device::open(file, limits)?),
+        ContainerFormat::Qcow => Arc::new(Qcow2Device::open_chain(file, limits, chain)?),
         ContainerFormat::Vmdk => Arc::new(VmdkDevice::open(file, limits)?),
         ContainerFormat::Vhd => Arc::new(VhdDevice::open(file, limits)?),
         ContainerFormat::Vhdx | ContainerFormat::Vdi => {
@@ -82,6 +142,69 @@ pub fn open_image_with(
             ))
         }
     })
+}
+
+/// Open the backing file `name` of `child` (found in `what` at `offset`),
+/// as qemu resolves it: a relative name is relative to the directory of
+/// `child`. Only a regular file is followed (never a device, a protocol such
+/// as `nbd:` or a `json:` description). Its format is recognised by content;
+/// when the child declares one (`declared`, qemu's name: `raw`, `qcow2`,
+/// `vmdk`, `vpc`), the two must agree, so a file declared raw is never read
+/// as a container and a container never as raw.
+pub(crate) fn open_backing(
+    child: &FileDevice,
+    what: &str,
+    offset: u64,
+    name: &str,
+    declared: Option<&str>,
+    limits: &ImageLimits,
+    chain: &mut Chain,
+) -> Result<Arc<dyn Device>, DiskError> {
+    let refuse = |why: String| bad(child, what, offset, format!("backing file {name:?}: {why}"));
+    let protocol = name
+        .split_once(':')
+        .is_some_and(|(head, _)| !head.is_empty() && !head.contains('/'));
+    if name.is_empty() || name.contains('\0') || protocol {
+        return Err(refuse(
+            "only a plain file name is followed (no protocol, no json: description)".into(),
+        ));
+    }
+    let path = std::path::Path::new(name);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        child
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(path)
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| refuse(format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(refuse(format!("{} is not a regular file", path.display())));
+    }
+    let file = Arc::new(FileDevice::open(&path)?);
+    let content = crate::format::detect_container(file.as_ref())?;
+    if let Some(d) = declared {
+        let agrees = match (d, content) {
+            ("raw", None) => true,
+            (d, Some(fmt)) => d == fmt.qemu_name(),
+            _ => false,
+        };
+        if !agrees {
+            return Err(refuse(format!(
+                "declared as {d}, but its content is {}",
+                content.map_or("raw", |f| f.qemu_name())
+            )));
+        }
+    }
+    match content {
+        None => {
+            chain.enter(file.as_ref(), limits)?;
+            Ok(file)
+        }
+        Some(fmt) => open_in_chain(file, fmt, limits, chain),
+    }
 }
 
 /// A refusal naming the file, the structure and its offset.

@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use super::{
-    bad, be32, be64, inflate, read_data, read_table, unsupported, ImageLimits, TableCache,
+    bad, be32, be64, inflate, open_backing, read_data, read_table, unsupported, Chain, ImageLimits,
+    TableCache,
 };
 use crate::format::ContainerFormat;
 use crate::{check_range, Device, DiskError, FileDevice};
@@ -21,6 +22,10 @@ const INCOMPAT_CORRUPT: u64 = 2;
 const INCOMPAT_DATA_FILE: u64 = 4;
 const INCOMPAT_COMPRESSION: u64 = 8;
 const INCOMPAT_EXTENDED_L2: u64 = 16;
+/// Header extension: the backing file's format name.
+const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+/// Longest backing file name qemu writes (it refuses longer ones).
+const MAX_BACKING_NAME: u32 = 1023;
 
 /// A qcow2 image, read-only.
 #[derive(Debug)]
@@ -34,17 +39,33 @@ pub struct Qcow2Device {
     l2_cache: TableCache<Vec<u64>>,
     /// The last inflated compressed cluster: (host descriptor, bytes).
     last_compressed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// The image below (qcow2 "backing file"), with its name as written.
+    backing: Option<(String, Arc<dyn Device>)>,
 }
 
 enum Map {
+    /// Not allocated here: the backing file's bytes (zeros without one).
+    Unallocated,
+    /// Reads as zeros (v3 zero flag), whatever is below.
     Zero,
     Data(u64),
     Compressed(u64),
 }
 
 impl Qcow2Device {
-    /// Parse the header and read the L1 table of `file`.
+    /// Parse the header and read the L1 table of `file`, opening its
+    /// chain of backing files (see [`super::open_backing`]).
     pub fn open(file: Arc<FileDevice>, limits: &ImageLimits) -> Result<Self, DiskError> {
+        let mut chain = Chain::default();
+        chain.enter(file.as_ref(), limits)?;
+        Self::open_chain(file, limits, &mut chain)
+    }
+
+    pub(crate) fn open_chain(
+        file: Arc<FileDevice>,
+        limits: &ImageLimits,
+        chain: &mut Chain,
+    ) -> Result<Self, DiskError> {
         let f = file.as_ref();
         if f.len() < 72 {
             return Err(bad(
@@ -79,27 +100,6 @@ impl Qcow2Device {
                 "qcow2 header cluster_bits",
                 20,
                 format!("{cluster_bits} is out of range (9..=21)"),
-            ));
-        }
-        if backing_offset != 0 {
-            let name = if backing_size > 0 && backing_size <= 1023 {
-                read_table(
-                    f,
-                    "qcow2 backing file name",
-                    backing_offset,
-                    u64::from(backing_size),
-                )
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_else(|_| "(unreadable)".into())
-            } else {
-                "(unreadable)".into()
-            };
-            return Err(unsupported(
-                f,
-                FMT,
-                format!(
-                    "it has a backing file, {name:?}; vmie-fixup reads self-contained images only"
-                ),
             ));
         }
         if crypt != 0 {
@@ -196,6 +196,33 @@ impl Qcow2Device {
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
         let l2_bytes = cluster;
         let cap = usize::try_from(limits.cache_bytes / l2_bytes).unwrap_or(1);
+        let backing = if backing_offset != 0 {
+            let what = "qcow2 backing file name";
+            if backing_size == 0 || backing_size > MAX_BACKING_NAME {
+                return Err(bad(
+                    f,
+                    "qcow2 header backing_file_size",
+                    16,
+                    format!("{backing_size} is out of range (1..={MAX_BACKING_NAME})"),
+                ));
+            }
+            let raw = read_table(f, what, backing_offset, u64::from(backing_size))?;
+            let name = String::from_utf8(raw)
+                .map_err(|_| bad(f, what, backing_offset, "the name is not UTF-8"))?;
+            let declared = backing_format(f, version, cluster)?;
+            let dev = open_backing(
+                f,
+                what,
+                backing_offset,
+                &name,
+                declared.as_deref(),
+                limits,
+                chain,
+            )?;
+            Some((name, dev))
+        } else {
+            None
+        };
         Ok(Self {
             file,
             version,
@@ -205,6 +232,7 @@ impl Qcow2Device {
             l1_offset,
             l2_cache: TableCache::new(cap),
             last_compressed: Mutex::new(None),
+            backing,
         })
     }
 
@@ -248,7 +276,7 @@ impl Qcow2Device {
         let f = self.file.as_ref();
         let per_l2 = self.cluster() / 8;
         let Some(l2) = self.l2(guest_cluster / per_l2)? else {
-            return Ok(Map::Zero);
+            return Ok(Map::Unallocated);
         };
         let i = usize::try_from(guest_cluster % per_l2).unwrap_or(usize::MAX);
         let e = l2.get(i).copied().unwrap_or(0);
@@ -260,7 +288,7 @@ impl Qcow2Device {
         }
         let host = e & OFFSET_MASK;
         if host == 0 {
-            return Ok(Map::Zero);
+            return Ok(Map::Unallocated);
         }
         if host % self.cluster() != 0 {
             return Err(bad(
@@ -313,6 +341,57 @@ impl Qcow2Device {
     }
 }
 
+/// The backing format header extension of a qcow2 image, if any. The
+/// extensions follow the header (at 72 in v2, at `header_length` in v3) and
+/// end with a zero type, all within the first cluster.
+fn backing_format(f: &FileDevice, version: u32, cluster: u64) -> Result<Option<String>, DiskError> {
+    let what = "qcow2 header extensions";
+    let h = read_table(f, what, 0, cluster.min(f.len()))?;
+    let mut at = if version >= 3 {
+        let len = be32(&h, 100);
+        if len < 104 || u64::from(len) > cluster {
+            return Err(bad(
+                f,
+                "qcow2 header header_length",
+                100,
+                format!("{len} is out of range (104..={cluster})"),
+            ));
+        }
+        len as usize
+    } else {
+        72
+    };
+    let mut found = None;
+    loop {
+        let Some(head) = h.get(at..at + 8) else {
+            return Err(bad(
+                f,
+                what,
+                at as u64,
+                "they run past the first cluster without an end marker",
+            ));
+        };
+        let kind = be32(head, 0);
+        let len = be32(head, 4) as usize;
+        if kind == 0 {
+            return Ok(found);
+        }
+        let data = at + 8;
+        let Some(body) = data.checked_add(len).and_then(|end| h.get(data..end)) else {
+            return Err(bad(
+                f,
+                what,
+                at as u64,
+                format!("extension {kind:#x} of {len} bytes runs past the first cluster"),
+            ));
+        };
+        if kind == EXT_BACKING_FORMAT {
+            found = Some(String::from_utf8_lossy(body).into_owned());
+        }
+        at = data + len.div_ceil(8) * 8;
+    }
+}
+
 impl Device for Qcow2Device {
     fn len(&self) -> u64 {
         self.size
@@ -330,6 +409,18 @@ impl Device for Qcow2Device {
             let out = &mut buf[done..done + n];
             match self.map(pos >> self.cluster_bits)? {
                 Map::Zero => out.fill(0),
+                Map::Unallocated => match &self.backing {
+                    None => out.fill(0),
+                    // The image below may be shorter: past its end, zeros.
+                    Some((_, below)) => {
+                        let have = below.len().saturating_sub(pos).min(n as u64);
+                        let k = usize::try_from(have).unwrap_or(0);
+                        if k > 0 {
+                            below.read_at(pos, &mut out[..k])?;
+                        }
+                        out[k..].fill(0);
+                    }
+                },
                 Map::Data(host) => {
                     read_data(self.file.as_ref(), "qcow2 data cluster", host + within, out)?
                 }
@@ -351,6 +442,13 @@ impl Device for Qcow2Device {
     }
 
     fn describe(&self) -> String {
-        format!("{} (qcow2 v{})", self.file.describe(), self.version)
+        match &self.backing {
+            None => format!("{} (qcow2 v{})", self.file.describe(), self.version),
+            Some((name, _)) => format!(
+                "{} (qcow2 v{}, backing file {name:?})",
+                self.file.describe(),
+                self.version
+            ),
+        }
     }
 }
