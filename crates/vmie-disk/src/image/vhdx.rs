@@ -1,10 +1,10 @@
-//! Microsoft VHDX ([MS-VHDX], "Virtual Hard Disk v2"): fixed and dynamic.
-//! Two checksummed headers (the valid one with the higher sequence number
-//! is current), two copies of a checksummed region table locating the
-//! block allocation table (BAT) and the metadata region, whose items give
-//! the block size, the virtual size and the sector sizes. The BAT maps
-//! each payload block to a megabyte offset in the file, with one sector
-//! bitmap entry after every chunk of payload entries.
+//! Microsoft VHDX (the MS-VHDX specification, "Virtual Hard Disk v2"):
+//! fixed and dynamic. Two checksummed headers (the valid one with the
+//! higher sequence number is current), two copies of a checksummed region
+//! table locating the block allocation table (BAT) and the metadata region,
+//! whose items give the block size, the virtual size and the sector sizes.
+//! The BAT maps each payload block to a megabyte offset in the file, with
+//! one sector bitmap entry after every chunk of payload entries.
 //!
 //! Differencing disks (HasParent) are refused naming their parent, and so
 //! is an image whose log needs replay: the region table, the metadata and
