@@ -324,7 +324,7 @@ fn symlink_loops_and_escapes_are_clear_errors() {
     }
 }
 
-/// qcow2, VMDK and VHD images are read natively: everything that only reads
+/// qcow2, VMDK, VHD and VHDX images are read natively: everything that only reads
 /// (inspect, ls, cat, a dry run) gives what it gives on the raw image; a
 /// real run and copy-in, which would write, exit 1 with the conversion
 /// command and leave the image alone.
@@ -347,6 +347,7 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
     let vmdk = convert("vm.vmdk", &["vmdk", "-o", "subformat=streamOptimized"]);
     let qcow = convert("vm.qcow2", &["qcow2", "-c"]);
     let vhd = convert("vm.vhd", &["vpc"]);
+    let vhdx = convert("vm.vhdx", &["vhdx"]);
     // The same JSON as on the raw image, once the image's name is the raw
     // one's (volumes are named after the device: `vm.vmdk (VMDK
     // streamOptimized) partition 1`).
@@ -354,7 +355,12 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
         let mut a = args.to_vec();
         a.push(s(img));
         let mut got = ok(&a);
-        for f in [" (VMDK streamOptimized)", " (qcow2 v3)", " (VHD dynamic)"] {
+        for f in [
+            " (VMDK streamOptimized)",
+            " (qcow2 v3)",
+            " (VHD dynamic)",
+            " (VHDX dynamic)",
+        ] {
             got = got.replace(&format!("{}{f}", s(img)), s(&raw));
         }
         let got = got.replace(s(img), s(&raw));
@@ -381,7 +387,9 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
         "{err}"
     );
     same(&vhd, &["inspect", "--format", "json"]);
-    for img in [&vmdk, &qcow, &vhd] {
+    same(&vhdx, &["inspect", "--format", "json"]);
+    same(&vhdx, &["--dry-run", "--format", "json"]);
+    for img in [&vmdk, &qcow, &vhd, &vhdx] {
         let vol = format!("{}:1", s(img));
         assert_eq!(
             ok(&["ls", &vol, "/etc"]),
@@ -413,8 +421,25 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
         before,
         "the image is untouched"
     );
+    // A real run on a VHDX is refused the same way, naming the format.
+    let before = std::fs::read(&vhdx).unwrap();
+    let err = fails(&[s(&vhdx)], 1);
+    assert!(
+        err.contains("this is a VHDX image")
+            && err.contains(&format!(
+                "qemu-img convert -O raw '{}' '{}'",
+                s(&vhdx),
+                s(&raw)
+            )),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&vhdx).unwrap(),
+        before,
+        "the image is untouched"
+    );
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(names.len(), 5, "no journal or lock left: {names:?}");
+    assert_eq!(names.len(), 6, "no journal or lock left: {names:?}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Recognising image container formats. qcow2, VMDK and VHD are read through
-//! [`crate::image`]; writing needs a raw image, and VHDX and VDI are not read
+//! Recognising image container formats. qcow2, VMDK, VHD and VHDX are read
+//! through [`crate::image`]; writing needs a raw image, and VDI is not read
 //! at all, so the user gets told how to convert instead of a confusing
 //! "no partition table".
 

@@ -70,12 +70,12 @@ impl DiskSet {
     /// [`DiskSet::commit`] except the removal of a temporary journal that a
     /// killed run left beside an image (it never changed the image).
     ///
-    /// Read only, a qcow2, VMDK or VHD image opens through its reader
+    /// Read only, a qcow2, VMDK, VHD or VHDX image opens through its reader
     /// ([`crate::image::open_image`]), its overlay on top, so dry runs stage
     /// their writes in memory as on a raw image.
     ///
     /// Refused: for writing, every container format, with the conversion
-    /// command, before any lock or journal is touched; VHDX and VDI always;
+    /// command, before any lock or journal is touched; VDI always;
     /// for writing, an image another run holds the lock of; and images with a journal that
     /// is not complete: a run or an undo was interrupted (its journal is
     /// `PREPARED` or `UNDOING`: run `vmie-fixup undo` first), or, when read

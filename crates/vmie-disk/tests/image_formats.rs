@@ -1,4 +1,4 @@
-//! The qcow2, VMDK and VHD readers against qemu-img: every image qemu-img
+//! The qcow2, VMDK, VHD and VHDX readers against qemu-img: every image qemu-img
 //! writes from a real raw disk (partitions, ext4, swap) reads back
 //! byte-identical, real images from dfVFS read as qemu reads them, and
 //! hostile headers and tables are refused without a panic or a giant
@@ -206,11 +206,10 @@ fn vhd_fixed_reads_like_the_raw_image() {
 }
 
 #[test]
-fn vhdx_vdi_and_split_vmdk_are_refused_with_the_conversion_command() {
+fn vdi_and_split_vmdk_are_refused_with_the_conversion_command() {
     let raw = demo();
     let dir = tempfile::tempdir().unwrap();
     for (name, args) in [
-        ("vm.vhdx", vec!["vhdx"]),
         ("vm.vdi", vec!["vdi"]),
         ("vm.vmdk", vec!["vmdk", "-o", "subformat=monolithicFlat"]),
         (
@@ -371,6 +370,8 @@ fn small_images(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         ("so.vmdk", vec!["vmdk", "-o", "subformat=streamOptimized"]),
         ("d.vhd", vec!["vpc"]),
         ("f.vhd", vec!["vpc", "-o", "subformat=fixed"]),
+        ("d.vhdx", vec!["vhdx"]),
+        ("f.vhdx", vec!["vhdx", "-o", "subformat=fixed"]),
     ]
     .into_iter()
     .map(|(n, a)| {
@@ -694,4 +695,485 @@ fn table_sizes_are_capped_by_the_limits() {
     let fmt = detect_container(f.as_ref()).unwrap().unwrap();
     let err = open_image_with(f, fmt, &small).unwrap_err().to_string();
     assert!(err.contains("L1 table") && err.contains("limit"), "{err}");
+}
+
+// ---- VHDX -------------------------------------------------------------------
+
+#[test]
+fn vhdx_dynamic_reads_like_the_raw_image_and_like_qemu() {
+    demo_as("vm.vhdx", &["vhdx"], "(VHDX dynamic)");
+    // And as qemu reads it back.
+    let raw = demo();
+    let dir = tempfile::tempdir().unwrap();
+    let img = convert(&raw, dir.path(), "vm.vhdx", &["vhdx"]);
+    let back = convert(&img, dir.path(), "back.raw", &["raw"]);
+    let dev = open(&img).unwrap();
+    assert_eq!(dev.len(), std::fs::metadata(&back).unwrap().len());
+    assert_same(&back, dev.as_ref());
+}
+
+#[test]
+fn vhdx_fixed_reads_like_the_raw_image() {
+    demo_as(
+        "vm.vhdx",
+        &["vhdx", "-o", "subformat=fixed"],
+        "(VHDX fixed)",
+    );
+}
+
+#[test]
+fn vhdx_block_and_log_sizes_read_like_the_raw_image() {
+    for opts in [
+        "block_size=1M,log_size=4M",
+        "block_size=256M",
+        "block_size=8M,block_state_zero=off",
+    ] {
+        demo_as("vm.vhdx", &["vhdx", "-o", opts], "(VHDX dynamic)");
+    }
+}
+
+/// Past the first chunk (the 16 payload blocks of 256 MiB that a sector
+/// bitmap entry follows in the BAT) blocks are found behind the interleaved
+/// entries: a sparse 6 GiB raw image with a distinct pattern in every block.
+#[test]
+fn vhdx_blocks_past_the_first_chunk_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("big.raw");
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(6 << 30).unwrap();
+    let block = 256u64 << 20;
+    let mut rng = Rng(99);
+    for b in 0..24u64 {
+        use std::os::unix::fs::FileExt;
+        let chunk: Vec<u8> = (0..(64 << 10)).map(|_| rng.next() as u8).collect();
+        // Skip a few blocks (holes), and put one pattern across a block edge.
+        if b % 5 != 3 {
+            f.write_all_at(&chunk, b * block + (b % 7) * 4096).unwrap();
+        }
+        if b == 17 {
+            f.write_all_at(&chunk, b * block - 1000).unwrap();
+        }
+    }
+    drop(f);
+    for (name, opts) in [
+        ("b256.vhdx", "block_size=256M"),
+        ("b32.vhdx", "block_size=32M"),
+    ] {
+        let img = convert(&raw, dir.path(), name, &["vhdx", "-o", opts]);
+        let dev = open(&img).unwrap();
+        let r = FileDevice::open(&raw).unwrap();
+        assert_eq!(dev.len(), r.len());
+        let mut a = vec![0u8; 1 << 20];
+        let mut b = vec![0u8; 1 << 20];
+        for blk in 0..24u64 {
+            for at in [blk * block, (blk * block).saturating_sub(1 << 19)] {
+                r.read_at(at, &mut a).unwrap();
+                dev.read_at(at, &mut b).unwrap();
+                assert!(a == b, "{name}: the MiB at {at} differs");
+            }
+        }
+        std::fs::remove_file(&img).unwrap();
+    }
+}
+
+const KIB: usize = 1024;
+
+/// The on-disk form of a GUID (first three fields little-endian).
+fn guid(s: &str) -> [u8; 16] {
+    let h: String = s.chars().filter(|c| *c != '-').collect();
+    let x: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut g = [0u8; 16];
+    g[..4].copy_from_slice(&[x[3], x[2], x[1], x[0]]);
+    g[4..6].copy_from_slice(&[x[5], x[4]]);
+    g[6..8].copy_from_slice(&[x[7], x[6]]);
+    g[8..].copy_from_slice(&x[8..]);
+    g
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Recompute the CRC-32C of the header or region table of `len` bytes at `at`.
+fn fix_crc(b: &mut [u8], at: usize, len: usize) {
+    b[at + 4..at + 8].fill(0);
+    let crc = !vmie_disk::checksum::crc32c_update(!0, &b[at..at + len]);
+    put_le32(b, at + 4, crc);
+}
+
+/// The offset of the current header (the higher sequence number) and of
+/// the other one.
+fn vhdx_headers(b: &[u8]) -> (usize, usize) {
+    if le64(b, 128 * KIB + 8) > le64(b, 64 * KIB + 8) {
+        (128 * KIB, 64 * KIB)
+    } else {
+        (64 * KIB, 128 * KIB)
+    }
+}
+
+/// The file offset of a region from the first region table.
+fn vhdx_region(b: &[u8], id: &str) -> usize {
+    let t = 192 * KIB;
+    let g = guid(id);
+    (0..le32(b, t + 8) as usize)
+        .map(|i| t + 16 + 32 * i)
+        .find(|&e| b[e..e + 16] == g)
+        .map(|e| le64(b, e + 16) as usize)
+        .unwrap()
+}
+
+const BAT: &str = "2DC27766-F623-4200-9D64-115E9BFD4A08";
+const METADATA: &str = "8B7CA206-4790-4B9A-B8FE-575F050F886E";
+const FILE_PARAMETERS: &str = "CAA16737-FA36-4D43-B3B6-33F0AA44E76B";
+const VIRTUAL_DISK_SIZE: &str = "2FA54224-CD1B-4876-B211-5DBED83BF4B8";
+const LOGICAL_SECTOR: &str = "8141BF1D-A96F-4709-BA47-F233A8FAAB5F";
+
+/// (table entry offset, item offset) of a metadata item.
+fn vhdx_item(b: &[u8], id: &str) -> (usize, usize) {
+    let m = vhdx_region(b, METADATA);
+    let g = guid(id);
+    let n = u16::from_le_bytes([b[m + 10], b[m + 11]]) as usize;
+    (0..n)
+        .map(|i| m + 32 + 32 * i)
+        .find(|&e| b[e..e + 16] == g)
+        .map(|e| (e, m + le32(b, e + 16) as usize))
+        .unwrap()
+}
+
+/// Add a metadata table entry (id, item bytes, flags) with the item at
+/// 512 KiB into the metadata region, where qemu-img writes nothing.
+fn add_item(b: &mut [u8], id: &[u8; 16], item: &[u8], flags: u32) {
+    let m = vhdx_region(b, METADATA);
+    let n = u16::from_le_bytes([b[m + 10], b[m + 11]]) as usize;
+    let e = m + 32 + 32 * n;
+    b[e..e + 16].copy_from_slice(id);
+    put_le32(b, e + 16, 512 * KIB as u32);
+    put_le32(b, e + 20, item.len() as u32);
+    put_le32(b, e + 24, flags);
+    b[m + 10..m + 12].copy_from_slice(&(n as u16 + 1).to_le_bytes());
+    b[m + 512 * KIB..m + 512 * KIB + item.len()].copy_from_slice(item);
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+#[test]
+fn hostile_vhdx_headers_and_tables_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let v = image_bytes(d, "d.vhdx");
+    assert_eq!(try_image(d, "ok.vhdx", &v), None);
+    let (cur, old) = vhdx_headers(&v);
+
+    // A damaged current header: the other one is used.
+    let mut b = v.clone();
+    b[cur + 1000] ^= 1;
+    assert_eq!(try_image(d, "hdr1.vhdx", &b), None);
+    // ... and it is the other one that is read: a log to replay in it
+    // shows.
+    b[old + 48] = 1;
+    fix_crc(&mut b, old, 4 * KIB);
+    refused(
+        d,
+        "hdr1log.vhdx",
+        &b,
+        &["log needs replay", &format!("header at offset {old}")],
+    );
+    // The stale header's log does not matter while the current one is valid.
+    let mut b = v.clone();
+    b[old + 48] = 1;
+    fix_crc(&mut b, old, 4 * KIB);
+    assert_eq!(try_image(d, "stale.vhdx", &b), None);
+    // Both damaged.
+    let mut b = v.clone();
+    b[cur + 1000] ^= 1;
+    b[old..old + 4].copy_from_slice(b"HEAD");
+    refused(
+        d,
+        "hdr2.vhdx",
+        &b,
+        &["neither header is valid", "CRC-32C", "signature"],
+    );
+
+    // A log to replay is refused, and nothing is written.
+    let mut b = v.clone();
+    b[cur + 48..cur + 64].copy_from_slice(&[0xab; 16]);
+    fix_crc(&mut b, cur, 4 * KIB);
+    refused(
+        d,
+        "log.vhdx",
+        &b,
+        &[
+            "log needs replay",
+            "qemu-img check -r all",
+            "ABABABAB-ABAB-ABAB-ABAB-ABABABABABAB",
+        ],
+    );
+    assert_eq!(std::fs::read(d.join("log.vhdx")).unwrap(), b);
+    let mut b = v.clone();
+    put_le32(&mut b, cur + 64, 2 << 16);
+    fix_crc(&mut b, cur, 4 * KIB);
+    refused(d, "ver.vhdx", &b, &["version 2"]);
+
+    // Region tables: a damaged first copy falls back to the second.
+    let mut b = v.clone();
+    b[192 * KIB + 40] ^= 0x40;
+    assert_eq!(try_image(d, "reg1.vhdx", &b), None);
+    b[256 * KIB + 40] ^= 0x40;
+    refused(d, "reg2.vhdx", &b, &["region tables", "neither copy"]);
+    // An unknown required region.
+    let mut b = v.clone();
+    for t in [192 * KIB, 256 * KIB] {
+        let n = le32(&b, t + 8) as usize;
+        let e = t + 16 + 32 * n;
+        b[e..e + 16].copy_from_slice(&[0x11; 16]);
+        put_le64(&mut b, e + 16, 64 << 20);
+        put_le32(&mut b, e + 24, 1 << 20);
+        put_le32(&mut b, e + 28, 1);
+        put_le32(&mut b, t + 8, n as u32 + 1);
+        fix_crc(&mut b, t, 64 * KIB);
+    }
+    refused(
+        d,
+        "region.vhdx",
+        &b,
+        &[
+            "required region",
+            "11111111-1111",
+            "qemu-img convert -O raw",
+        ],
+    );
+    // A region inside the header section, or past the end of the file.
+    let bat_entry = (0..2)
+        .map(|i| 192 * KIB + 16 + 32 * i)
+        .find(|&e| b[e..e + 16] == guid(BAT))
+        .unwrap();
+    let mut b = v.clone();
+    put_le64(&mut b, bat_entry + 16, 64 * KIB as u64);
+    fix_crc(&mut b, 192 * KIB, 64 * KIB);
+    refused(
+        d,
+        "inhdr.vhdx",
+        &b,
+        &["header section", &format!("offset {bat_entry}")],
+    );
+    let mut b = v.clone();
+    put_le64(&mut b, bat_entry + 16, 1 << 40);
+    fix_crc(&mut b, 192 * KIB, 64 * KIB);
+    refused(d, "batoff.vhdx", &b, &["VHDX BAT", "past the end"]);
+
+    // Metadata items.
+    let (_, fp) = vhdx_item(&v, FILE_PARAMETERS);
+    for bs in [0u32, 512, 3 << 20, 512 << 20, 1 << 31, u32::MAX] {
+        let mut b = v.clone();
+        put_le32(&mut b, fp, bs);
+        refused(d, "bs.vhdx", &b, &["block size", &format!("offset {fp}")]);
+    }
+    let (_, sz) = vhdx_item(&v, VIRTUAL_DISK_SIZE);
+    for size in [u64::MAX, (64 << 40) + 512, 1000] {
+        let mut b = v.clone();
+        put_le64(&mut b, sz, size);
+        refused(
+            d,
+            "size.vhdx",
+            &b,
+            &["virtual disk size", &size.to_string()],
+        );
+    }
+    // A size the BAT region cannot map.
+    let mut b = v.clone();
+    put_le64(&mut b, sz, 64 << 40);
+    refused(d, "batsize.vhdx", &b, &["BAT region", "cannot hold"]);
+    let (_, ls) = vhdx_item(&v, LOGICAL_SECTOR);
+    let mut b = v.clone();
+    put_le32(&mut b, ls, 1024);
+    refused(d, "ls.vhdx", &b, &["logical sector size", "1024"]);
+    let (e, _) = vhdx_item(&v, LOGICAL_SECTOR);
+    let mut b = v.clone();
+    b[e] ^= 1;
+    refused(d, "unknown.vhdx", &b, &["required item", "8141BF1C-A96F"]);
+    put_le32(&mut b, e + 24, 0);
+    refused(d, "nols.vhdx", &b, &["no logical sector size item"]);
+    let mut b = v.clone();
+    put_le32(&mut b, e + 16, 100);
+    refused(d, "lsoff.vhdx", &b, &["metadata table entry", "not inside"]);
+    let mut b = v.clone();
+    add_item(&mut b, &[0x22; 16], &[0; 8], 4);
+    refused(d, "item.vhdx", &b, &["required item", "22222222-2222"]);
+    // An unknown item that is not required is ignored.
+    let mut b = v.clone();
+    add_item(&mut b, &[0x22; 16], &[0; 8], 0);
+    assert_eq!(try_image(d, "optional.vhdx", &b), None);
+    let m = vhdx_region(&v, METADATA);
+    let mut b = v.clone();
+    b[m..m + 8].copy_from_slice(b"METADATA");
+    refused(d, "meta.vhdx", &b, &["metadata table", "signature"]);
+
+    // A differencing disk is refused naming its parent.
+    let mut b = v.clone();
+    put_le32(&mut b, fp + 4, 2);
+    refused(
+        d,
+        "diff.vhdx",
+        &b,
+        &[
+            "differencing disk",
+            "(unreadable)",
+            "qemu-img convert -O raw",
+        ],
+    );
+    // A parent locator: a 20-byte header (locator type, key/value count),
+    // 12-byte key/value entries, then the UTF-16LE strings.
+    let strings = [
+        utf16("parent_linkage"),
+        utf16("{00000000-0000-0000-0000-000000000000}"),
+        utf16("relative_path"),
+        utf16(".\\base.vhdx"),
+    ];
+    let mut item = guid("B04AEFB7-D19E-4A81-B789-25B8E9445913").to_vec();
+    item.extend_from_slice(&[0, 0, 2, 0]);
+    let mut offs = Vec::new();
+    let mut at = 20 + 2 * 12;
+    for s in &strings {
+        offs.push(at as u32);
+        at += s.len();
+    }
+    for i in 0..2 {
+        item.extend_from_slice(&offs[2 * i].to_le_bytes());
+        item.extend_from_slice(&offs[2 * i + 1].to_le_bytes());
+        item.extend_from_slice(&(strings[2 * i].len() as u16).to_le_bytes());
+        item.extend_from_slice(&(strings[2 * i + 1].len() as u16).to_le_bytes());
+    }
+    for s in &strings {
+        item.extend_from_slice(s);
+    }
+    add_item(
+        &mut b,
+        &guid("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C"),
+        &item,
+        4,
+    );
+    refused(
+        d,
+        "parent.vhdx",
+        &b,
+        &["differencing disk", ".\\\\base.vhdx"],
+    );
+
+    // BAT entries.
+    let bat = vhdx_region(&v, BAT);
+    assert_eq!(le64(&v, bat) & 7, 6, "the first block is present");
+    let mut b = v.clone();
+    put_le64(&mut b, bat, (1 << 40) | 6);
+    refused(
+        d,
+        "eof.vhdx",
+        &b,
+        &[
+            "payload block 0",
+            &format!("BAT entry at offset {bat}"),
+            "past the end",
+        ],
+    );
+    let mut b = v.clone();
+    put_le64(&mut b, bat, 6);
+    refused(d, "zero.vhdx", &b, &["payload block 0", "header section"]);
+    let mut b = v.clone();
+    put_le64(&mut b, bat, (le64(&v, bat) & !7) | 4);
+    refused(d, "state.vhdx", &b, &["reserved state 4"]);
+    let mut b = v.clone();
+    put_le64(&mut b, bat, (le64(&v, bat) & !7) | 7);
+    refused(
+        d,
+        "partial.vhdx",
+        &b,
+        &["partially present", "differencing"],
+    );
+    // Zero, unmapped and undefined blocks read as zeros.
+    for state in [0u64, 1, 2, 3] {
+        let mut b = v.clone();
+        put_le64(&mut b, bat, (le64(&v, bat) & !7) | state);
+        assert_eq!(try_image(d, "hole.vhdx", &b), None);
+        let p = d.join("hole.vhdx");
+        let dev = open(&p).unwrap();
+        let mut x = vec![1u8; 4096];
+        dev.read_at(0, &mut x).unwrap();
+        assert!(x.iter().all(|&c| c == 0), "state {state}");
+    }
+    // Truncated in every structure.
+    for cut in [100, 70 * KIB, 130 * KIB, 200 * KIB, 300 * KIB, bat, m + 100] {
+        assert!(
+            try_image(d, "cut.vhdx", &v[..cut]).is_some(),
+            "cut at {cut}"
+        );
+    }
+}
+
+/// Random damage to the header section, the BAT and the metadata region:
+/// an error or data, never a panic or a huge allocation.
+#[test]
+fn random_vhdx_damage_is_an_error_or_data() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let mut rng = Rng(1234);
+    for name in ["d.vhdx", "f.vhdx"] {
+        let v = image_bytes(d, name);
+        let bat = vhdx_region(&v, BAT);
+        let m = vhdx_region(&v, METADATA);
+        for i in 0..200 {
+            let mut b = v.clone();
+            for _ in 0..1 + rng.next() % 4 {
+                let at = match rng.next() % 4 {
+                    0 => 64 * KIB + (rng.next() % 4096) as usize * if i % 2 == 0 { 1 } else { 0 },
+                    1 => 192 * KIB + (rng.next() % 512) as usize,
+                    2 => bat + (rng.next() % 256) as usize,
+                    _ => m + (rng.next() % 512) as usize,
+                };
+                b[at] = rng.next() as u8;
+            }
+            // Some with checksums recomputed, so the damage is read.
+            if i % 3 == 0 {
+                fix_crc(&mut b, 64 * KIB, 4 * KIB);
+                fix_crc(&mut b, 128 * KIB, 4 * KIB);
+                fix_crc(&mut b, 192 * KIB, 64 * KIB);
+            }
+            let _ = try_image(d, name, &b);
+        }
+    }
+}
+
+/// A BAT larger than the limit is refused before it is read.
+#[test]
+fn vhdx_bat_size_is_capped_by_the_limits() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("big.vhdx");
+    qemu_img(&["create", "-f", "vhdx", "-o", "block_size=1M", s(&p), "1T"]);
+    let small = ImageLimits {
+        max_table_bytes: 1 << 20,
+        ..ImageLimits::default()
+    };
+    let f = Arc::new(FileDevice::open(&p).unwrap());
+    let err = open_image_with(
+        f.clone(),
+        detect_container(f.as_ref()).unwrap().unwrap(),
+        &small,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("VHDX BAT") && err.contains("limit"), "{err}");
+    // With the default limits it opens, all zeros, and reading it reads
+    // only tables.
+    let dev = open_image(f.clone(), vmie_disk::format::ContainerFormat::Vhdx).unwrap();
+    assert_eq!(dev.len(), 1 << 40);
+    let mut x = vec![1u8; 1 << 20];
+    dev.read_at((1 << 40) - (1 << 20), &mut x).unwrap();
+    assert!(x.iter().all(|&c| c == 0));
+    let (bytes, _) = f.read_stats();
+    assert!(bytes < 16 << 20, "{bytes}");
 }

@@ -1,5 +1,6 @@
 //! Read-only block devices over virtual-disk containers: qcow2 (v2 and v3),
-//! VMDK (monolithicSparse and streamOptimized) and VHD (fixed and dynamic).
+//! VMDK (monolithicSparse and streamOptimized), VHD and VHDX (fixed and
+//! dynamic).
 //!
 //! Every reader maps a guest offset to "zeros" or "these bytes of the file"
 //! (or "this compressed cluster"), reading the image's tables through the
@@ -29,17 +30,20 @@ use crate::{Device, DiskError, FileDevice};
 
 mod qcow2;
 mod vhd;
+mod vhdx;
 mod vmdk;
 
 pub use qcow2::Qcow2Device;
 pub use vhd::VhdDevice;
+pub use vhdx::VhdxDevice;
 pub use vmdk::VmdkDevice;
 
 /// Caps on what an image header may make us allocate or cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageLimits {
-    /// Largest top-level table (qcow2 L1, VMDK grain directory, VHD BAT)
-    /// read at open, in bytes. It is also capped by the file's length.
+    /// Largest top-level table (qcow2 L1, VMDK grain directory, VHD and
+    /// VHDX BAT) read at open, in bytes. It is also capped by the file's
+    /// length.
     pub max_table_bytes: u64,
     /// Bytes of second-level tables (qcow2 L2, VMDK grain tables) kept cached.
     pub cache_bytes: u64,
@@ -62,8 +66,7 @@ impl Default for ImageLimits {
 }
 
 /// Open `file`, a container of format `fmt`, as a read-only device with the
-/// default [`ImageLimits`]. VHDX and VDI are refused with the conversion
-/// command.
+/// default [`ImageLimits`]. VDI is refused with the conversion command.
 pub fn open_image(
     file: Arc<FileDevice>,
     fmt: ContainerFormat,
@@ -134,7 +137,8 @@ pub(crate) fn open_in_chain(
         ContainerFormat::Qcow => Arc::new(Qcow2Device::open_chain(file, limits, chain)?),
         ContainerFormat::Vmdk => Arc::new(VmdkDevice::open(file, limits)?),
         ContainerFormat::Vhd => Arc::new(VhdDevice::open(file, limits)?),
-        ContainerFormat::Vhdx | ContainerFormat::Vdi => {
+        ContainerFormat::Vhdx => Arc::new(VhdxDevice::open(file, limits)?),
+        ContainerFormat::Vdi => {
             return Err(crate::format::conversion_refusal(
                 file.as_ref(),
                 fmt,
