@@ -70,8 +70,9 @@ EXIT CODES:
 /// undo journal beside the image (IMAGE.vmie-undo.N), so `vmie-fixup undo`
 /// puts back the original bytes exactly.
 ///
-/// Raw images are read and written. qcow2, VMDK (monolithicSparse,
-/// streamOptimized) and VHD (fixed, dynamic) are read in place by every
+/// Raw images are read and written. qcow2 (with its backing files), VMDK
+/// (monolithicSparse, streamOptimized), VHD and VHDX (fixed, dynamic) are
+/// read in place by every
 /// command that only reads (inspect, ls, cat, --dry-run); to write, convert
 /// first: qemu-img convert -O raw in.vmdk out.raw
 #[derive(Debug, Parser)]
