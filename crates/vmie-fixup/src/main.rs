@@ -959,6 +959,9 @@ fn print_guests(
         if let Some(h) = &i.hostname {
             writeln!(out, "  hostname: {h}")?;
         }
+        if let Some(o) = &i.osinfo {
+            writeln!(out, "  osinfo: {o}")?;
+        }
         let mounts: Vec<String> = g
             .mounted
             .iter()
@@ -1051,6 +1054,9 @@ fn print_windows(
         )?;
         if let Some(h) = &i.hostname {
             writeln!(out, "  hostname: {h}")?;
+        }
+        if let Some(o) = vmie_fixup::win_osinfo(i) {
+            writeln!(out, "  osinfo: {o}")?;
         }
         writeln!(
             out,
