@@ -70,7 +70,10 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     // schema (see `VIRT_INSPECTOR_RNG`), and osinfo short ids against
     // libosinfo's database.
     ("libxml2-utils", &["/usr/bin/xmllint"]),
-    ("osinfo-db", &["/usr/share/osinfo/os/debian.org/debian-12.xml"]),
+    (
+        "osinfo-db",
+        &["/usr/share/osinfo/os/debian.org/debian-12.xml"],
+    ),
     // The boot test: a real Debian guest, GRUB written without mounting, qemu.
     ("debootstrap", &["/usr/sbin/debootstrap"]),
     ("grub-common", &["/usr/bin/grub-mkimage"]),
@@ -233,7 +236,10 @@ fn fetch_rng() -> Result<()> {
 }
 
 fn fetch_rng_in(dir: &Path) -> Result<()> {
-    eprintln!("xtask: $ apt-get download {RNG_PACKAGE} (in {})", dir.display());
+    eprintln!(
+        "xtask: $ apt-get download {RNG_PACKAGE} (in {})",
+        dir.display()
+    );
     let st = Command::new("apt-get")
         .args(["download", "-q", RNG_PACKAGE])
         .current_dir(dir)

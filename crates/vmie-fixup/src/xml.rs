@@ -208,8 +208,7 @@ pub(crate) fn linux_os(vm: &Vm, g: &LinuxGuest) -> XmlOs {
             continue;
         };
         let dev = dev_name(vol);
-        if e.mountpoint.starts_with('/') && !mountpoints.iter().any(|(m, _)| m == &e.mountpoint)
-        {
+        if e.mountpoint.starts_with('/') && !mountpoints.iter().any(|(m, _)| m == &e.mountpoint) {
             mountpoints.push((e.mountpoint.clone(), dev.clone()));
         }
         if !filesystems.iter().any(|f| f.dev == dev) {
@@ -407,7 +406,10 @@ mod tests {
         assert_eq!(escape(r#"<&"'>"#, true), "&lt;&amp;&quot;&apos;&gt;");
         assert_eq!(escape("a\tb\nc\rd", true), "a&#9;b&#10;c&#13;d");
         assert_eq!(escape("a\tb\nc\rd", false), "a\tb\nc&#13;d");
-        assert_eq!(escape("x\u{1}\u{1b}\u{FFFF}y", false), "x\u{FFFD}\u{FFFD}\u{FFFD}y");
+        assert_eq!(
+            escape("x\u{1}\u{1b}\u{FFFF}y", false),
+            "x\u{FFFD}\u{FFFD}\u{FFFD}y"
+        );
         assert_eq!(escape("Ünïcødé ✓", true), "Ünïcødé ✓");
     }
 
@@ -428,10 +430,7 @@ mod tests {
         assert_eq!(schema_distro("debian").as_deref(), Some("debian"));
         assert_eq!(schema_distro("rocky").as_deref(), Some("redhat-based"));
         assert_eq!(schema_distro("photon"), None);
-        assert_eq!(
-            in_list(&Some("tdnf".into()), PACKAGE_MANAGEMENTS),
-            None
-        );
+        assert_eq!(in_list(&Some("tdnf".into()), PACKAGE_MANAGEMENTS), None);
         assert!(ignored_mountpoint("/proc"));
         assert!(ignored_mountpoint("/media/cdrom"));
         assert!(!ignored_mountpoint("/mediaX"));

@@ -174,10 +174,7 @@ mod tests {
         assert_eq!(l("sles", 15, 0).as_deref(), Some("sle15"));
         assert_eq!(l("sles", 12, 5).as_deref(), Some("sles12sp5"));
         assert_eq!(l("sles", 11, 0).as_deref(), Some("sles11"));
-        assert_eq!(
-            l("alpinelinux", 3, 18).as_deref(),
-            Some("alpinelinux3.18")
-        );
+        assert_eq!(l("alpinelinux", 3, 18).as_deref(), Some("alpinelinux3.18"));
         assert_eq!(l("archlinux", 0, 0).as_deref(), Some("archlinux"));
         assert_eq!(l("gentoo", 2, 14).as_deref(), Some("gentoo"));
         assert_eq!(l("voidlinux", 0, 0).as_deref(), Some("voidlinux"));
@@ -254,7 +251,10 @@ mod tests {
             w("Windows Vista", "Client", 6, 0, None).as_deref(),
             Some("winvista")
         );
-        assert_eq!(w("Windows 8.1 Pro", "Client", 6, 3, None).as_deref(), Some("win8.1"));
+        assert_eq!(
+            w("Windows 8.1 Pro", "Client", 6, 3, None).as_deref(),
+            Some("win8.1")
+        );
         assert_eq!(
             w("Windows Server 2012 R2", "Server Core", 6, 3, None).as_deref(),
             Some("win2k12r2")
@@ -271,19 +271,47 @@ mod tests {
         assert_eq!(w("Windows 10 Pro", "Client", 10, 0, None), None);
         assert_eq!(w("Windows 10 Pro", "Client", 10, 0, Some("x")), None);
         assert_eq!(
-            w("Windows Server 2019 Datacenter", "Server", 10, 0, Some("17763")).as_deref(),
+            w(
+                "Windows Server 2019 Datacenter",
+                "Server",
+                10,
+                0,
+                Some("17763")
+            )
+            .as_deref(),
             Some("win2k19")
         );
         assert_eq!(
-            w("Windows Server 2022 Standard", "Server", 10, 0, Some("20348")).as_deref(),
+            w(
+                "Windows Server 2022 Standard",
+                "Server",
+                10,
+                0,
+                Some("20348")
+            )
+            .as_deref(),
             Some("win2k22")
         );
         assert_eq!(
-            w("Windows Server 2025 Standard", "Server", 10, 0, Some("26100")).as_deref(),
+            w(
+                "Windows Server 2025 Standard",
+                "Server",
+                10,
+                0,
+                Some("26100")
+            )
+            .as_deref(),
             Some("win2k25")
         );
         assert_eq!(
-            w("Windows Server 2016 Standard", "Server", 10, 0, Some("14393")).as_deref(),
+            w(
+                "Windows Server 2016 Standard",
+                "Server",
+                10,
+                0,
+                Some("14393")
+            )
+            .as_deref(),
             Some("win2k16")
         );
         assert_eq!(w("Windows NT", "Client", 4, 0, None), None);

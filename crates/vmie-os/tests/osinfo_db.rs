@@ -141,7 +141,9 @@ fn judge(id: &str, db: &BTreeSet<String>) -> Result<bool, String> {
         || same_major.is_some_and(|m| &nums > m)
         || (current_line
             && same_major.is_none()
-            && same.iter().any(|n| n.first() == Some(&(major.wrapping_sub(1)))));
+            && same
+                .iter()
+                .any(|n| n.first() == Some(&(major.wrapping_sub(1)))));
     if newer {
         Ok(false)
     } else {
@@ -158,7 +160,13 @@ fn samples() -> Vec<(String, MemFs)> {
     let trees = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees");
     for e in std::fs::read_dir(&trees).unwrap() {
         let p = e.unwrap().path();
-        out.push((format!("fixtures/trees/{}", p.file_name().unwrap().to_string_lossy()), memfs_from(&p)));
+        out.push((
+            format!(
+                "fixtures/trees/{}",
+                p.file_name().unwrap().to_string_lossy()
+            ),
+            memfs_from(&p),
+        ));
     }
     let chef = realdata("chef-os_release");
     require(&chef);
@@ -205,7 +213,10 @@ fn every_linux_id_we_give_is_in_osinfo_db() {
         };
         with_id += 1;
         if let Some((_, why)) = KNOWN_GAPS.iter().find(|(g, _)| *g == id) {
-            assert!(!db.contains(&id), "{id} is in osinfo-db now: drop it from KNOWN_GAPS");
+            assert!(
+                !db.contains(&id),
+                "{id} is in osinfo-db now: drop it from KNOWN_GAPS"
+            );
             println!("{name}: {id}, known gap: {why}");
             continue;
         }
