@@ -340,3 +340,147 @@ fn no_guest_is_a_refusal_not_an_empty_document() {
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no operating system"));
 }
+
+const V2V: &str = "virt-v2v/test-data/phony-guests";
+
+fn realdata(rel: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/realdata")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing (../shared/realdata)",
+        p.display()
+    );
+    p
+}
+
+fn tool(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// virt-v2v's minimal hive with a .reg export merged in by hivexregedit.
+fn hive(dir: &Path, name: &str, prefix: &str, reg: &str) -> PathBuf {
+    let h = dir.join(name);
+    std::fs::copy(realdata(&format!("{V2V}/minimal-hive")), &h).unwrap();
+    tool(
+        Command::new("hivexregedit")
+            .args(["--merge", "--prefix", prefix])
+            .arg(&h)
+            .arg(realdata(&format!("{V2V}/{reg}"))),
+    );
+    h
+}
+
+/// A one-disk Windows VM: dfvfs's Windows-made NTFS volume (it has
+/// \Windows\System32\config) with SOFTWARE from virt-v2v's `software`
+/// export, its SYSTEM, and an x86-64 kernel32.dll copied in by ntfscp (no
+/// mount), in MBR partition 1 (type 7) at 1 MiB.
+fn windows_disk(dir: &Path, software: &str) -> PathBuf {
+    let vol = dir.join("vol.raw");
+    tool(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(realdata("dfvfs/test_data/windows_volume.qcow2"))
+            .arg(&vol),
+    );
+    let sw = hive(dir, "SOFTWARE", "HKEY_LOCAL_MACHINE\\SOFTWARE", software);
+    let sys = hive(
+        dir,
+        "SYSTEM",
+        "HKEY_LOCAL_MACHINE\\SYSTEM",
+        "windows-system.reg",
+    );
+    let mut pe = vec![0u8; 0x200];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+    pe[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+    let k32 = dir.join("kernel32.dll");
+    std::fs::write(&k32, pe).unwrap();
+    for (f, to) in [
+        (&sw, "/Windows/System32/config/SOFTWARE"),
+        (&sys, "/Windows/System32/config/SYSTEM"),
+        (&k32, "/Windows/System32/kernel32.dll"),
+    ] {
+        tool(Command::new("ntfscp").arg("-f").arg(&vol).arg(f).arg(to));
+    }
+    let bytes = std::fs::read(&vol).unwrap();
+    let disk = dir.join(format!("{software}.raw"));
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(bytes.len() as u64 + (2 << 20))
+        .unwrap();
+    let mut sf = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        sf.stdin.take().unwrap(),
+        "start=2048, size={}, type=7",
+        bytes.len() / 512
+    )
+    .unwrap();
+    assert!(sf.wait().unwrap().success());
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 1 << 20).unwrap();
+    disk
+}
+
+#[test]
+fn windows_guests_validate_and_agree_with_json() {
+    for (software, osinfo, variant) in [
+        ("win2k22-software.reg", "win2k22", "Server"),
+        ("win11-software.reg", "win11", "Client"),
+        ("win10-software.reg", "win10", "Client"),
+        ("win7-32-software.reg", "win7", "Client"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = windows_disk(dir.path(), software);
+        let xml = xml_of(&disk);
+        validate(&xml, software);
+        let doc = json_of(&disk);
+        let os = &doc["operating_systems"][0];
+        assert_eq!(os["osinfo"], osinfo, "{software}");
+        assert_eq!(text(&xml, "osinfo").as_deref(), Some(osinfo), "{software}");
+        assert_eq!(text(&xml, "name").as_deref(), Some("windows"));
+        assert_eq!(text(&xml, "distro").as_deref(), Some("windows"));
+        assert_eq!(text(&xml, "root").as_deref(), Some("/dev/sda1"));
+        assert_eq!(text(&xml, "product_name"), opt_str(&os["product_name"]));
+        assert_eq!(text(&xml, "product_variant").as_deref(), Some(variant));
+        assert_eq!(
+            text(&xml, "major_version"),
+            Some(os["major_version"].to_string())
+        );
+        assert_eq!(
+            text(&xml, "minor_version"),
+            Some(os["minor_version"].to_string())
+        );
+        assert_eq!(
+            text(&xml, "windows_systemroot"),
+            opt_str(&os["windows_systemroot"])
+        );
+        assert_eq!(
+            text(&xml, "windows_current_control_set"),
+            opt_str(&os["windows_current_control_set"])
+        );
+        assert_eq!(text(&xml, "hostname"), opt_str(&os["hostname"]));
+        assert_eq!(
+            with_attr(&xml, "mountpoint"),
+            [("/dev/sda1".to_string(), "/".to_string())]
+        );
+        let fss = with_attr(&xml, "filesystem");
+        assert_eq!(fss.len(), 1);
+        let fs = json_fs(&doc, "/dev/sda1");
+        assert_eq!(text(&fss[0].1, "type").as_deref(), Some("ntfs"));
+        assert_eq!(text(&fss[0].1, "uuid"), opt_str(&fs["uuid"]));
+    }
+}
