@@ -72,7 +72,10 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("libxml2-utils", &["/usr/bin/xmllint"]),
     (
         "osinfo-db",
-        &["/usr/share/osinfo/os/debian.org/debian-12.xml"],
+        &[
+            "/usr/share/osinfo/VERSION",
+            "/usr/share/osinfo/os/debian.org/debian-11.xml",
+        ],
     ),
     // The boot test: a real Debian guest, GRUB written without mounting, qemu.
     ("debootstrap", &["/usr/sbin/debootstrap"]),
