@@ -105,3 +105,17 @@ fn the_schema_rejects_what_it_should() {
     dry.as_object_mut().unwrap().remove("undo_journal");
     assert!(!v.is_valid(&dry));
 }
+
+/// `osinfo` (added within schema_version 1): a string, or null when there
+/// is none; nothing else.
+#[test]
+fn the_schema_types_osinfo() {
+    let img = fixture("demo");
+    let mut doc = json(&["inspect", "--format", "json", img.to_str().unwrap()]);
+    assert_eq!(doc["operating_systems"][0]["osinfo"], "debian12");
+    let v = validator("inspect.schema.json");
+    doc["operating_systems"][0]["osinfo"] = Value::Null;
+    assert!(v.is_valid(&doc));
+    doc["operating_systems"][0]["osinfo"] = Value::from(12);
+    assert!(!v.is_valid(&doc));
+}

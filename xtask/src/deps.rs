@@ -66,6 +66,17 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("libhivex-bin", &["/usr/bin/hivexsh", "/usr/bin/hivexget"]),
     ("libwin-hivex-perl", &["/usr/bin/hivexregedit"]),
     ("time", &["/usr/bin/time"]),
+    // `inspect --format xml` is validated against virt-inspector's RELAX NG
+    // schema (see `VIRT_INSPECTOR_RNG`), and osinfo short ids against
+    // libosinfo's database.
+    ("libxml2-utils", &["/usr/bin/xmllint"]),
+    (
+        "osinfo-db",
+        &[
+            "/usr/share/osinfo/VERSION",
+            "/usr/share/osinfo/os/debian.org/debian-11.xml",
+        ],
+    ),
     // The boot test: a real Debian guest, GRUB written without mounting, qemu.
     ("debootstrap", &["/usr/sbin/debootstrap"]),
     ("grub-common", &["/usr/bin/grub-mkimage"]),
@@ -86,6 +97,16 @@ pub const QEMU: &[(&str, &[&str])] = &[
     ("qemu-system-x86", &["/usr/bin/qemu-system-x86_64"]),
     ("qemu-utils", &["/usr/bin/qemu-img"]),
 ];
+
+/// Where `cargo xtask deps` puts virt-inspector's RELAX NG schema, taken
+/// from Debian's guestfs-tools package (`apt-get download`, then only that
+/// file extracted with `dpkg-deb -x` and gunzipped). guestfs-tools itself is
+/// not installed: it pulls libguestfs and a qemu that conflicts with ours.
+pub const VIRT_INSPECTOR_RNG: &str = "/usr/local/share/vmie-fixup/virt-inspector.rng";
+
+/// The package shipping the schema, and the schema's path inside it.
+const RNG_PACKAGE: &str = "guestfs-tools";
+const RNG_IN_PACKAGE: &str = "usr/share/doc/guestfs-tools/virt-inspector.rng.gz";
 
 /// The Debian package that ships `tool` (a program name), for messages.
 pub fn package_of(tool: &str) -> Option<&'static str> {
@@ -133,14 +154,20 @@ fn is_root() -> bool {
 pub fn deps() -> Result<()> {
     let missing = missing();
     let qemu_missing = QEMU.iter().any(|(_, f)| !installed(f));
-    if missing.is_empty() && !qemu_missing {
+    let rng_missing = !Path::new(VIRT_INSPECTOR_RNG).is_file();
+    if missing.is_empty() && !qemu_missing && !rng_missing {
         return Ok(());
     }
     if !is_root() {
         bail!(
-            "missing Debian packages: {} {} (run as root, or: sudo cargo xtask deps)",
+            "missing Debian packages: {} {}{} (run as root, or: sudo cargo xtask deps)",
             missing.join(" "),
-            if qemu_missing { "qemu-system-x86" } else { "" }
+            if qemu_missing { "qemu-system-x86" } else { "" },
+            if rng_missing {
+                format!(" and {VIRT_INSPECTOR_RNG} (from {RNG_PACKAGE})")
+            } else {
+                String::new()
+            }
         );
     }
     apt(&["update", "-q"])?;
@@ -177,6 +204,9 @@ pub fn deps() -> Result<()> {
             "qemu-system-x86",
         ])?;
     }
+    if rng_missing {
+        fetch_rng()?;
+    }
     let still = missing_after();
     if !still.is_empty() {
         bail!("installed, but still missing files: {}", still.join(", "));
@@ -189,9 +219,76 @@ fn missing_after() -> Vec<String> {
         .iter()
         .chain(QEMU)
         .flat_map(|(_, files)| files.iter())
+        .chain(std::iter::once(&VIRT_INSPECTOR_RNG))
         .filter(|f| !Path::new(f).is_file())
         .map(|f| f.to_string())
         .collect()
+}
+
+/// `apt-get download` guestfs-tools into a fresh directory under the
+/// system's temp dir, extract the package there with `dpkg-deb -x` (nothing
+/// is installed), gunzip its virt-inspector.rng.gz to
+/// [`VIRT_INSPECTOR_RNG`] (through a temporary name, so a failure leaves no
+/// half-written schema), and remove the directory.
+fn fetch_rng() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("vmie-xtask-rng-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let res = fetch_rng_in(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+fn fetch_rng_in(dir: &Path) -> Result<()> {
+    eprintln!(
+        "xtask: $ apt-get download {RNG_PACKAGE} (in {})",
+        dir.display()
+    );
+    let st = Command::new("apt-get")
+        .args(["download", "-q", RNG_PACKAGE])
+        .current_dir(dir)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("starting apt-get download")?;
+    if !st.success() {
+        bail!("apt-get download {RNG_PACKAGE} failed: {st}");
+    }
+    let deb = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?;
+    let root = dir.join("x");
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .context("starting dpkg-deb")?;
+    if !st.success() {
+        bail!("dpkg-deb -x {} failed: {st}", deb.display());
+    }
+    let gz = root.join(RNG_IN_PACKAGE);
+    let out = Command::new("gzip")
+        .arg("-dc")
+        .arg(&gz)
+        .output()
+        .context("starting gzip")?;
+    if !out.status.success() || !out.stdout.starts_with(b"<grammar") {
+        bail!(
+            "{} in {} is not the gzipped RELAX NG schema expected",
+            RNG_IN_PACKAGE,
+            deb.display()
+        );
+    }
+    let dest = Path::new(VIRT_INSPECTOR_RNG);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tmp = dest.with_extension("rng.tmp");
+    std::fs::write(&tmp, &out.stdout).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dest).with_context(|| format!("renaming to {}", dest.display()))?;
+    eprintln!("xtask: wrote {VIRT_INSPECTOR_RNG}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -65,7 +65,9 @@ use thiserror::Error;
 use vmie_inspect::{InspectError, LinuxGuest, OpenOptions, Vm, WindowsGuest};
 use vmie_rules::engine::{self, Severity};
 
-pub use report::{os_json, win_os_json, ChangeEntry, Check, Report, Step, SCHEMA_VERSION};
+pub use report::{
+    os_json, win_os_json, win_osinfo, ChangeEntry, Check, Report, Step, SCHEMA_VERSION,
+};
 pub use vmie_rules::rules::Rule;
 
 /// Why a run could not go on. [`FixError::exit_code`] gives the CLI's code.

@@ -43,6 +43,7 @@ mod guesttree;
 mod hivecli;
 mod human;
 mod writecli;
+mod xml;
 
 use human::vlog;
 
@@ -105,21 +106,33 @@ pub(crate) enum Format {
     Json,
 }
 
+/// `inspect`'s formats: [`Format`] and virt-inspector's XML (only
+/// `inspect` has it; the other commands' `--format` refuses `xml`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum InspectFormat {
+    /// Text for people.
+    Human,
+    /// JSON for machines; the schema is versioned by `schema_version`.
+    Json,
+    /// virt-inspector's XML, valid against its virt-inspector.rng.
+    Xml,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the disks, partitions and volumes of a VM.
     ///
     /// Give every disk of the VM, boot disk first. Nothing is written.
     #[command(
-        after_help = "EXAMPLES:\n    vmie-fixup inspect vm.raw\n    vmie-fixup inspect --format json boot.raw data.raw"
+        after_help = "EXAMPLES:\n    vmie-fixup inspect vm.raw\n    vmie-fixup inspect --format json boot.raw data.raw\n    vmie-fixup inspect --format xml vm.raw"
     )]
     Inspect {
         /// Raw disk images of one VM, boot disk first.
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<PathBuf>,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = Format::Human)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = InspectFormat::Human)]
+        format: InspectFormat,
     },
     /// List a directory inside the guest (like virt-ls).
     ///
@@ -709,7 +722,7 @@ fn fs_json(v: &vmie_inspect::Volume) -> Option<FilesystemJson> {
     })
 }
 
-fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
+fn inspect(images: &[PathBuf], format: InspectFormat) -> Result<(), Failure> {
     let vm = open(images)?;
     let guests = fix::guests(&vm);
     let windows = fix::windows_guests(&vm);
@@ -757,12 +770,35 @@ fn inspect(images: &[PathBuf], format: Format) -> Result<(), Failure> {
             })
             .collect(),
     };
+    if format == InspectFormat::Xml {
+        let oses: Vec<xml::XmlOs> = guests
+            .iter()
+            .flatten()
+            .map(|g| xml::linux_os(&vm, g))
+            .chain(windows.iter().flatten().map(|g| xml::windows_os(&vm, g)))
+            .collect();
+        stats(&vm);
+        if oses.is_empty() {
+            // As virt-inspector: the schema wants at least one.
+            return Err(refused(anyhow::anyhow!(
+                "no operating system could be detected on these disks \
+                 (inspect without --format xml shows what is there)"
+            )));
+        }
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(xml::document(&oses).as_bytes())
+            .map_err(|e| Failure {
+                code: 3,
+                error: e.into(),
+            });
+    }
     let mut out = std::io::stdout().lock();
     let res = match format {
-        Format::Json => serde_json::to_writer_pretty(&mut out, &doc)
+        InspectFormat::Json | InspectFormat::Xml => serde_json::to_writer_pretty(&mut out, &doc)
             .map_err(anyhow::Error::from)
             .and_then(|_| writeln!(out).map_err(anyhow::Error::from)),
-        Format::Human => print_human(&mut out, &vm)
+        InspectFormat::Human => print_human(&mut out, &vm)
             .and_then(|_| print_guests(&mut out, &guests))
             .and_then(|_| print_windows(&mut out, &windows))
             .and_then(|_| {
@@ -960,6 +996,9 @@ fn print_guests(
         if let Some(h) = &i.hostname {
             writeln!(out, "  hostname: {h}")?;
         }
+        if let Some(o) = &i.osinfo {
+            writeln!(out, "  osinfo: {o}")?;
+        }
         let mounts: Vec<String> = g
             .mounted
             .iter()
@@ -1052,6 +1091,9 @@ fn print_windows(
         )?;
         if let Some(h) = &i.hostname {
             writeln!(out, "  hostname: {h}")?;
+        }
+        if let Some(o) = vmie_fixup::win_osinfo(i) {
+            writeln!(out, "  osinfo: {o}")?;
         }
         writeln!(
             out,

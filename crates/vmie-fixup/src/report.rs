@@ -129,9 +129,20 @@ pub fn os_json(guest: &LinuxGuest) -> Value {
     v
 }
 
+/// libosinfo short id of a Windows guest (`win10`, `win2k19`, ...).
+pub fn win_osinfo(info: &vmie_win::WindowsInfo) -> Option<String> {
+    vmie_os::windows_osinfo(
+        info.product_name.as_deref(),
+        info.product_variant.as_deref(),
+        info.major_version,
+        info.minor_version,
+        info.build_id.as_deref(),
+    )
+}
+
 /// `operating_systems` entry of a Windows guest (virt-inspector names:
 /// `type`, `root`, `distro`, `product_name`, `product_variant`,
-/// `major_version`, `minor_version`, `arch`, `hostname`,
+/// `major_version`, `minor_version`, `arch`, `hostname`, `osinfo`,
 /// `windows_systemroot`, `windows_current_control_set`, `drive_mappings`).
 pub fn win_os_json(guest: &WindowsGuest) -> Value {
     let mut v = serde_json::to_value(&guest.info).unwrap_or(Value::Null);
@@ -144,6 +155,7 @@ pub fn win_os_json(guest: &WindowsGuest) -> Value {
         if let Some(cs) = m.get("current_control_set").cloned() {
             m.insert("windows_current_control_set".into(), cs);
         }
+        m.insert("osinfo".into(), json!(win_osinfo(&guest.info)));
         m.insert("mountpoints".into(), json!({ "/": guest.root }));
         m.insert(
             "volume".into(),

@@ -20,6 +20,8 @@
 //!   `clearlinux`, `nixos`, `virtuozzo`, `xenserver`, `xcp-ng`,
 //!   `azurelinux`, `cloudlinux`. Versions are integers, 0 when unknown, as
 //!   virt-inspector: Ubuntu `22.04` is 22/4.
+//! - **osinfo**: libosinfo's short id from distro and version, by
+//!   libguestfs's rules (see [`linux_osinfo`]; [`windows_osinfo`] for Windows).
 //! - **arch**: `e_machine` of the ELF header of `/bin/sh`, `/usr/bin/bash`, ...
 //! - **kernels**: `/boot/vmlinuz-*` (and usr-merged
 //!   `/usr/lib/modules/V/vmlinuz`), their modules directory, initramfs
@@ -46,6 +48,7 @@ mod error;
 mod fstab;
 pub mod initramfs;
 mod network;
+mod osinfo;
 mod release;
 mod services;
 mod util;
@@ -62,6 +65,7 @@ pub use network::{
     parse_ifcfg, parse_interfaces, parse_netplan, parse_networkd, parse_nmconnection, Interface,
     InterfacesFile, NetMethod, NetworkInfo,
 };
+pub use osinfo::{linux_osinfo, windows_osinfo};
 pub use release::{parse_os_release, DistroInfo};
 pub use services::{Agents, SshInfo};
 
@@ -114,6 +118,9 @@ pub struct LinuxInfo {
     pub major_version: u32,
     /// Minor version (0 when unknown or absent, as virt-inspector).
     pub minor_version: u32,
+    /// libosinfo short id (`debian12`, `rhel9.4`, ...; see [`linux_osinfo`]),
+    /// `None` when there is none.
+    pub osinfo: Option<String>,
     /// `ID` of os-release, verbatim (lower-cased), when there is one.
     pub os_release_id: Option<String>,
     /// `ID_LIKE` of os-release, split on spaces.
@@ -193,12 +200,19 @@ pub fn inspect_linux(fs: &dyn GuestFs, opts: &InspectOptions) -> Result<LinuxInf
     let selinux = services::selinux(&ctx);
     let agents = services::agents(&ctx);
     warnings.extend(ctx.take_warnings());
+    let osinfo = linux_osinfo(
+        &d.distro,
+        d.os_release_id.as_deref(),
+        d.major_version,
+        d.minor_version,
+    );
     Ok(LinuxInfo {
         os_type: "linux".into(),
         distro: d.distro,
         product_name: d.product_name,
         major_version: d.major_version,
         minor_version: d.minor_version,
+        osinfo,
         os_release_id: d.os_release_id,
         id_like: d.id_like,
         release_files: d.release_files,
