@@ -52,11 +52,16 @@ pub fn test(extra: &[String]) -> Result<()> {
         .current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra))?;
-    // Only a boot proves the guest works: a partition layout and the LVM
-    // one, each unfixed (must fail) and fixed on virtio and NVMe (must
-    // pass). All layouts: cargo xtask boot-test.
+    // Only a boot proves the guest works: a partition layout, the LVM one
+    // and the host-only initramfs one (drivers injected offline), each
+    // unfixed (must fail) and fixed on virtio and NVMe (must pass). All
+    // layouts: cargo xtask boot-test.
     if std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none() {
-        crate::guest::boot_test(&["mbr-logical-swap".to_string(), "lvm-root".to_string()])?;
+        crate::guest::boot_test(&[
+            "mbr-logical-swap".to_string(),
+            "lvm-root".to_string(),
+            "hostonly".to_string(),
+        ])?;
     }
     // A minute per target (about 10 minutes with the build): the saved
     // crash inputs, then new ones. Long runs: cargo xtask fuzz --seconds N.

@@ -63,6 +63,8 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("lz4", &["/usr/bin/lz4"]),
     ("bzip2", &["/usr/bin/bzip2"]),
     ("cpio", &["/usr/bin/cpio"]),
+    // modprobe --show-depends -d: the boot test checks the injected drivers resolve.
+    ("kmod", &["/usr/bin/kmod", "/usr/sbin/modprobe"]),
     ("libhivex-bin", &["/usr/bin/hivexsh", "/usr/bin/hivexget"]),
     ("libwin-hivex-perl", &["/usr/bin/hivexregedit"]),
     ("time", &["/usr/bin/time"]),

@@ -64,7 +64,17 @@ pub const LAYOUTS: &[(&str, &str)] = &[
         "lvm-root",
         "MBR: ext4 /boot (partition 1), LVM PV (partition 2, type 8e): VG vmievg, LVs root (ext4) and swap",
     ),
+    (
+        "hostonly",
+        "as mbr-logical-swap, with a host-only initramfs (MODULES=list: the VMware guest's disk drivers only, no NVMe, Xen or virtio)",
+    ),
 ];
+
+/// What a VMware guest's host-only initramfs holds: its own disk
+/// controllers (PVSCSI, LSI, AHCI, PIIX), SCSI disks and the root's
+/// filesystem. `MODULES=dep` in a chroot would pick the build machine's
+/// disk driver instead, so the list is explicit.
+const HOSTONLY_MODULES: &[&str] = &["vmw_pvscsi", "mptspi", "ahci", "ata_piix", "sd_mod", "ext4"];
 
 const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,netplan.io,lvm2";
 
@@ -180,7 +190,7 @@ WantedBy=multi-user.target
 fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
     let (root_dev, boot_prefix, swap) = match layout {
         "mbr-ext4" => ("/dev/sda1", "/boot", None),
-        "mbr-logical-swap" | "netplan" => ("/dev/sda1", "/boot", Some("/dev/sda5")),
+        "mbr-logical-swap" | "netplan" | "hostonly" => ("/dev/sda1", "/boot", Some("/dev/sda5")),
         "separate-boot" => ("/dev/sda2", "", Some("/dev/sda3")),
         "lvm-root" => (
             "/dev/mapper/vmievg-root",
@@ -297,6 +307,9 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         .find_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
         .context("no kernel in the debootstrapped tree")?;
     configure(&tree, layout, &kernel)?;
+    if layout == "hostonly" {
+        hostonly_initramfs(&tree, &kernel)?;
+    }
 
     let img = root.join("target/guests").join(format!("{layout}.raw"));
     const MIB: u64 = 1 << 20;
@@ -304,7 +317,7 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     image::create_sparse(&img, disk_size)?;
     let table = match layout {
         "mbr-ext4" => "label: dos\nlabel-id: 0x5eed0701\nstart=2048, type=83, bootable\n",
-        "mbr-logical-swap" | "netplan" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
+        "mbr-logical-swap" | "netplan" | "hostonly" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
         "lvm-root" => "label: dos\nlabel-id: 0x5eed0704\nstart=2048, size=256M, type=83, bootable\ntype=8e\n",
         _ => "label: dos\nlabel-id: 0x5eed0703\nstart=2048, size=256M, type=83, bootable\nsize=2304M, type=83\ntype=82\n",
     };
@@ -426,6 +439,216 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         img.display()
     );
     Ok(img)
+}
+
+/// Rebuild the guest's initramfs as a VMware guest's host-only one
+/// (initramfs-tools `MODULES=list`, [`HOSTONLY_MODULES`]), in a chroot of
+/// the tree, and check that no cloud disk driver is in it.
+fn hostonly_initramfs(tree: &Path, kernel: &str) -> Result<()> {
+    let conf = tree.join("etc/initramfs-tools/initramfs.conf");
+    let text = std::fs::read_to_string(&conf)?;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("MODULES=") {
+                "MODULES=list".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    write(&conf, &(text + "\n"))?;
+    write(
+        &tree.join("etc/initramfs-tools/modules"),
+        &format!(
+            "# the VMware guest's own disk drivers\n{}\n",
+            HOSTONLY_MODULES.join("\n")
+        ),
+    )?;
+    write(
+        &tree.join("etc/initramfs-tools/conf.d/resume"),
+        "RESUME=none\n",
+    )?;
+    run(Command::new("chroot")
+        .arg(tree)
+        .args(["mkinitramfs", "-o"])
+        .arg(format!("/boot/initrd.img-{kernel}"))
+        .arg(kernel)
+        .stdout(Stdio::null()))?;
+    let initrd = tree.join(format!("boot/initrd.img-{kernel}"));
+    initrd_has(&initrd, &["/vmw_pvscsi.ko", "/sd_mod.ko"])?;
+    for absent in ["/nvme.ko", "/virtio_blk.ko", "/xen-blkfront.ko"] {
+        ensure!(
+            initrd_has(&initrd, &[absent]).is_err(),
+            "{}: {absent} is in the host-only initramfs",
+            initrd.display()
+        );
+    }
+    Ok(())
+}
+
+/// A copy of `unfixed` fixed by every shipped rule except
+/// `linux-initramfs-add-drivers` (`--rules` with that rule taken out).
+fn fixed_without_drivers(bin: &Path, unfixed: &Path, dir: &Path, root: &Path) -> Result<PathBuf> {
+    let rules = dir.join("rules-without-drivers");
+    if rules.exists() {
+        std::fs::remove_dir_all(&rules)?;
+    }
+    std::fs::create_dir_all(&rules)?;
+    let mut dropped = false;
+    for e in std::fs::read_dir(root.join("rules"))? {
+        let p = e?.path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p)?;
+        let kept: Vec<&str> = text
+            .split("[[rule]]")
+            .filter(|block| {
+                let drop = block.contains("id = \"linux-initramfs-add-drivers\"");
+                dropped |= drop;
+                !drop
+            })
+            .collect();
+        std::fs::write(
+            rules.join(p.file_name().context("name")?),
+            kept.join("[[rule]]"),
+        )?;
+    }
+    ensure!(
+        dropped,
+        "rules/: no rule linux-initramfs-add-drivers to leave out"
+    );
+    let out = dir.join("hostonly.nodrivers.raw");
+    let _ = std::fs::remove_file(&out);
+    image::create_sparse(&out, std::fs::metadata(unfixed)?.len())?;
+    image::copy_sparse(unfixed, &out, 0, u64::MAX)?;
+    run(Command::new(bin)
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--no-default-rules")
+        .arg(&out)
+        .stdout(Stdio::null()))?;
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.to_string_lossy()
+            .contains("hostonly.nodrivers.raw.vmie-undo")
+        {
+            std::fs::remove_file(p)?;
+        }
+    }
+    std::fs::remove_dir_all(&rules)?;
+    Ok(out)
+}
+
+/// The fixed `hostonly` guest's initramfs, read with the Linux tools: the
+/// original is kept as `…vmie.bak` and is the first bytes of the new image;
+/// unpacking the original (gzip + cpio) and then the appended archive
+/// (cpio) over it gives a tree in which the host's kmod resolves `nvme`
+/// and `virtio_blk` with their dependencies (`modprobe --show-depends -d`),
+/// and whose `conf/modules` loads them.
+fn check_injected(fixed: &Path, work: &Path) -> Result<String> {
+    if work.exists() {
+        std::fs::remove_dir_all(work)?;
+    }
+    std::fs::create_dir_all(work)?;
+    let &(s, l) = partitions(fixed)?.first().context("no partition")?;
+    let p1 = work.join("p1.img");
+    run(Command::new("dd")
+        .arg(format!("if={}", fixed.display()))
+        .arg(format!("of={}", p1.display()))
+        .args([
+            "bs=1M",
+            "iflag=skip_bytes,count_bytes",
+            "conv=sparse",
+            "status=none",
+        ])
+        .arg(format!("skip={s}"))
+        .arg(format!("count={l}")))?;
+    let listing = output(Command::new("debugfs").args(["-R", "ls -p /boot"]).arg(&p1))?;
+    let initrd = listing
+        .lines()
+        .filter_map(|l| l.split('/').nth(5))
+        .find(|n| n.starts_with("initrd.img-") && !n.ends_with(".vmie.bak"))
+        .context("no initrd.img-* in /boot")?
+        .to_string();
+    let kernel = initrd.trim_start_matches("initrd.img-").to_string();
+    let dump = |name: &str| -> Result<Vec<u8>> {
+        let out = work.join(name);
+        run(Command::new("debugfs")
+            .args(["-R", &format!("dump /boot/{name} {}", out.display())])
+            .arg(&p1)
+            .stderr(Stdio::null()))?;
+        Ok(std::fs::read(&out)?)
+    };
+    let new = dump(&initrd)?;
+    let old = dump(&format!("{initrd}.vmie.bak"))?;
+    ensure!(!old.is_empty(), "no backup {initrd}.vmie.bak");
+    ensure!(
+        new.len() > old.len() && new.starts_with(&old),
+        "the new image does not start with the original ({} and {} bytes)",
+        new.len(),
+        old.len()
+    );
+    let tail = &new[old.len().div_ceil(4) * 4..];
+    ensure!(
+        tail.starts_with(b"070701"),
+        "no cpio archive after the original"
+    );
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree)?;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("gzip -dc \"$1\" | cpio -idm --quiet")
+        .arg("sh")
+        .arg(work.join(format!("{initrd}.vmie.bak")))
+        .current_dir(&tree))?;
+    std::fs::write(work.join("tail.cpio"), tail)?;
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("cpio -idmu --quiet < \"$1\"")
+        .arg("sh")
+        .arg(work.join("tail.cpio"))
+        .current_dir(&tree))?;
+    let mut shown = Vec::new();
+    for m in ["nvme", "virtio_blk"] {
+        let deps = output(
+            Command::new("modprobe")
+                .args(["--show-depends", "-d"])
+                .arg(&tree)
+                .args(["-S", &kernel, m]),
+        )?;
+        let loads: Vec<&str> = deps
+            .lines()
+            .filter_map(|l| l.strip_prefix("insmod "))
+            .filter_map(|p| p.split_whitespace().next())
+            .collect();
+        ensure!(
+            loads.iter().any(|p| p.contains(&format!("/{m}.ko"))),
+            "modprobe does not resolve {m}: {deps}"
+        );
+        // modprobe -d prints the paths under the tree it was given.
+        for p in &loads {
+            ensure!(
+                Path::new(p).starts_with(&tree) && Path::new(p).is_file(),
+                "{p} is not in the initramfs"
+            );
+        }
+        shown.push(format!("{m} ({} modules)", loads.len()));
+    }
+    let conf = std::fs::read_to_string(tree.join("conf/modules"))?;
+    ensure!(
+        conf.lines().any(|l| l.trim() == "nvme") && conf.lines().any(|l| l.trim() == "vmw_pvscsi"),
+        "conf/modules does not load nvme besides the guest's own list: {conf}"
+    );
+    std::fs::remove_dir_all(work)?;
+    Ok(format!(
+        "initramfs: original kept ({} bytes), {} bytes appended; modprobe -d resolves {}",
+        old.len(),
+        new.len() - old.len(),
+        shown.join(", ")
+    ))
 }
 
 /// Fails unless the initramfs (one gzip or zstd cpio archive, as Debian's
@@ -784,6 +1007,38 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             "boot-test {name}: vmie-fixup took {:.0} ms",
             t1.elapsed().as_secs_f64() * 1e3
         );
+        if name == "hostonly" {
+            match check_injected(&fixed, &dir.join(format!("{name}.check"))) {
+                Ok(msg) => println!("boot-test {name}: {msg}"),
+                Err(e) => failures.push(format!("{name}: the fixed initramfs: {e:#}")),
+            }
+            // Every other fix, but not the drivers: it must still fail on
+            // NVMe, so the injected drivers are what makes it boot there.
+            let t = Instant::now();
+            let partial = fixed_without_drivers(&bin, &unfixed, &dir, &root)?;
+            let p = boot(
+                &partial,
+                Bus::Nvme,
+                &dir.join(format!("{name}.nodrivers-nvme.log")),
+                limit,
+            )?;
+            let booted = passes(&p, want_swap).is_ok();
+            println!(
+                "boot-test {name}: fixed without the driver rule on NVMe: {} ({:.0}s)",
+                if booted {
+                    "BOOTED (unexpected)"
+                } else {
+                    "fails, as it must"
+                },
+                t.elapsed().as_secs_f64()
+            );
+            if booted {
+                failures.push(format!(
+                    "{name}: it boots on NVMe without the injected drivers, so the test proves nothing"
+                ));
+            }
+            let _ = std::fs::remove_file(&partial);
+        }
         for bus in [Bus::Virtio, Bus::Nvme] {
             // A boot under TCG is not deterministic (timers, interrupt
             // order): a fixed guest gets a second boot when the first one

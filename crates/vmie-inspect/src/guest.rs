@@ -180,6 +180,8 @@ impl LinuxGuest {
                         })
                         .map(|(n, _)| n.clone())
                         .collect(),
+                    modules_dir: k.modules_dir.clone(),
+                    initramfs: k.initramfs.clone(),
                 })
                 .collect(),
         }

@@ -879,6 +879,11 @@ fn read_initramfs(
     match initramfs::parse_initramfs(&data, limits) {
         Ok(i) => {
             info.modules = i.module_names();
+            info.generator = i.generator().map(str::to_string);
+            info.append_refusal = i.append_refusal();
+            info.dirs = i.dirs();
+            info.module_dirs = i.module_dirs();
+            info.conf_modules = i.conf_modules.clone();
             info.segments = i.segments;
             info.entries = i.entries.len();
             if let Some(n) = i.note {

@@ -13,7 +13,7 @@
 //! than the limit. The decompressors and the cpio parser run behind
 //! `vmie_disk::guard::catch`: a panic becomes an error naming the segment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
 use serde::Serialize;
@@ -52,6 +52,9 @@ pub struct CpioEntry {
     pub size: u64,
 }
 
+/// Largest `conf/modules` kept (initramfs-tools' list of modules to load).
+const MAX_CONF_MODULES: u64 = 64 << 10;
+
 /// The decoded listing of an initramfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Initramfs {
@@ -64,6 +67,10 @@ pub struct Initramfs {
     /// Why decoding stopped early, if it did (data after the last archive
     /// that is neither padding, cpio nor a known compression).
     pub note: Option<String>,
+    /// The text of the last `conf/modules` (initramfs-tools' modules to
+    /// load at boot), when one of at most 64 KiB is present.
+    #[serde(skip)]
+    pub conf_modules: Option<String>,
 }
 
 impl Initramfs {
@@ -75,6 +82,67 @@ impl Initramfs {
             .iter()
             .filter(|e| e.mode & 0o170000 == 0o100000 || e.mode & 0o170000 == 0)
             .filter_map(|e| module_name(&e.name))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Which tool built the image, from the files only it puts there:
+    /// `initramfs-tools` (`conf/initramfs.conf`, `scripts/local`) or
+    /// `dracut` (`usr/lib/dracut/`, `lib/dracut/`).
+    pub fn generator(&self) -> Option<&'static str> {
+        let has = |f: &dyn Fn(&str) -> bool| self.entries.iter().any(|e| f(&e.name));
+        if has(&|n| n == "conf/initramfs.conf" || n == "scripts/local") {
+            Some("initramfs-tools")
+        } else if has(&|n| n.starts_with("usr/lib/dracut/") || n.starts_with("lib/dracut/")) {
+            Some("dracut")
+        } else {
+            None
+        }
+    }
+
+    /// Why another cpio archive may not be appended to this image, if so.
+    /// The kernel unpacks the members in order and needs to know where each
+    /// compressed member ends: gzip, xz and zstd say so; lz4's legacy format
+    /// and legacy lzma do not (the kernel's decoders read them to the end of
+    /// the buffer), and data nobody recognised would swallow what follows.
+    pub fn append_refusal(&self) -> Option<String> {
+        if let Some(n) = &self.note {
+            return Some(format!(
+                "the image ends in data that is not an initramfs member ({n})"
+            ));
+        }
+        match self.segments.iter().rev().find(|s| *s != "cpio") {
+            Some(c) if c == "lz4-legacy" || c == "lzma" => Some(format!(
+                "its last member is {c}-compressed, a format whose end the kernel cannot \
+                 find, so an archive after it would not be unpacked"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Directories and symlinks of the image (names as in [`CpioEntry`]).
+    pub fn dirs(&self) -> BTreeSet<String> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.mode & 0o170000, 0o040000 | 0o120000))
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    /// Directories holding a `modules.dep` or `modules.dep.bin`, such as
+    /// `usr/lib/modules/6.1.0-13-amd64`.
+    pub fn module_dirs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.name
+                    .strip_suffix("/modules.dep.bin")
+                    .or_else(|| e.name.strip_suffix("/modules.dep"))
+            })
+            .map(str::to_string)
             .collect();
         v.sort();
         v.dedup();
@@ -145,6 +213,21 @@ pub struct InitramfsInfo {
     pub modules: Vec<String>,
     /// Why it could not be (fully) read, if so.
     pub error: Option<String>,
+    /// `initramfs-tools` or `dracut`, when recognised.
+    pub generator: Option<String>,
+    /// Why an archive may not be appended to it (see
+    /// [`Initramfs::append_refusal`]).
+    #[serde(skip)]
+    pub append_refusal: Option<String>,
+    /// See [`Initramfs::conf_modules`].
+    #[serde(skip)]
+    pub conf_modules: Option<String>,
+    /// See [`Initramfs::dirs`].
+    #[serde(skip)]
+    pub dirs: BTreeSet<String>,
+    /// See [`Initramfs::module_dirs`].
+    #[serde(skip)]
+    pub module_dirs: Vec<String>,
 }
 
 const CPIO_HEADER: usize = 110;
@@ -167,6 +250,7 @@ fn is_cpio(d: &[u8]) -> bool {
 fn parse_cpio(
     d: &[u8],
     out: &mut Vec<CpioEntry>,
+    conf_modules: &mut Option<String>,
     limits: &InitramfsLimits,
 ) -> Result<usize, OsError> {
     let err = |m: String| OsError::Initramfs(m);
@@ -224,6 +308,10 @@ fn parse_cpio(
             .trim_start_matches("./")
             .trim_start_matches('/')
             .to_string();
+        if name == "conf/modules" && filesize <= MAX_CONF_MODULES {
+            let text = d.get(data_start..data_end).unwrap_or_default();
+            *conf_modules = Some(String::from_utf8_lossy(text).into_owned());
+        }
         out.push(CpioEntry {
             name,
             mode: u32::try_from(mode).unwrap_or(0),
@@ -489,7 +577,7 @@ pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramf
         if is_cpio(rest) {
             let n = guarded(
                 || format!("cpio archive at offset {pos}"),
-                || parse_cpio(rest, &mut out.entries, limits),
+                || parse_cpio(rest, &mut out.entries, &mut out.conf_modules, limits),
             )??;
             out.segments.push("cpio".into());
             pos += n.max(4);
@@ -530,7 +618,7 @@ pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramf
                     }
                     let n = guarded(
                         || format!("{name} stream: cpio archive at offset {p}"),
-                        || parse_cpio(r, &mut out.entries, limits),
+                        || parse_cpio(r, &mut out.entries, &mut out.conf_modules, limits),
                     )??;
                     out.segments.push("cpio".into());
                     p += n.max(4);

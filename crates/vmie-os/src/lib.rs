@@ -44,6 +44,8 @@
 
 mod arch;
 mod boot;
+pub mod cpio;
+pub mod drivers;
 mod error;
 mod fstab;
 pub mod initramfs;

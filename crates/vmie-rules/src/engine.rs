@@ -13,6 +13,8 @@
 //! overwritten: it holds the original from before the first run, and a
 //! second run, which changes nothing, writes nothing.
 
+use std::collections::BTreeMap;
+
 use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
@@ -62,6 +64,10 @@ pub struct Kernel {
     pub initramfs_problem: Option<String>,
     /// Drivers in its initramfs or built in (module names).
     pub drivers: Vec<String>,
+    /// Its modules directory on the root (`/lib/modules/V`), if found.
+    pub modules_dir: Option<String>,
+    /// Its initramfs as inspection read it (for `initramfs_drivers`).
+    pub initramfs: Option<vmie_os::InitramfsInfo>,
 }
 
 /// What the engine knows about the guest.
@@ -209,6 +215,10 @@ struct Run<'a> {
     report: Report,
     rule: String,
     action: &'static str,
+    /// Drivers `initramfs_drivers` added, by kernel version.
+    added_drivers: BTreeMap<String, Vec<String>>,
+    /// Kernels whose unreadable initramfs a rule has reported already.
+    unreadable_reported: Vec<String>,
 }
 
 impl Run<'_> {
@@ -784,6 +794,10 @@ impl Run<'_> {
         }
         for k in self.ctx.kernels.clone() {
             if !k.initramfs_readable {
+                if self.unreadable_reported.contains(&k.version) {
+                    continue;
+                }
+                self.unreadable_reported.push(k.version.clone());
                 self.finding(
                     Severity::Warning,
                     format!(
@@ -796,9 +810,11 @@ impl Run<'_> {
                 );
                 continue;
             }
+            let added = self.added_drivers.get(&k.version);
             let missing: Vec<&str> = drivers
                 .iter()
                 .filter(|d| !k.drivers.iter().any(|x| norm(x) == norm(d)))
+                .filter(|d| !added.is_some_and(|a| a.contains(&norm(d))))
                 .map(String::as_str)
                 .collect();
             if !missing.is_empty() {
@@ -812,6 +828,222 @@ impl Run<'_> {
                 );
             }
         }
+    }
+
+    /// Add `drivers` to every kernel's initramfs that lacks them (see
+    /// `vmie_os::drivers`): the archive is appended to the image, the
+    /// original kept as the backup; the generator's own configuration gets
+    /// them too, so a rebuild on the cloud keeps them.
+    fn initramfs_drivers(&mut self, drivers: &[String]) -> Result<(), EngineError> {
+        let norm = |s: &str| s.replace('-', "_");
+        for k in self.ctx.kernels.clone() {
+            let missing: Vec<String> = drivers
+                .iter()
+                .map(|d| norm(d))
+                .filter(|d| !k.drivers.iter().any(|x| norm(x) == *d))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let cannot = |why: &str| {
+                format!(
+                    "kernel {}: cannot add {} to its initramfs: {why}",
+                    k.version,
+                    missing.join(", ")
+                )
+            };
+            let (Some(ir), Some(mdir)) = (&k.initramfs, &k.modules_dir) else {
+                let why = if k.initramfs.is_none() {
+                    "no initramfs found"
+                } else {
+                    "no modules directory for it on the root filesystem"
+                };
+                self.finding(Severity::Warning, cannot(why));
+                continue;
+            };
+            let config = self
+                .read_text(&format!("/boot/config-{}", k.version))?
+                .map(|(_, t)| t);
+            let plan = {
+                let fs = self.fs.as_dyn_ref();
+                let mut read = |p: &str, cap: u64| -> Result<Vec<u8>, String> {
+                    let gp = resolve(fs, p.as_bytes(), true).map_err(|e| e.to_string())?;
+                    fs.read_file(&gp, cap.min(fs.limits().max_read))
+                        .map_err(|e| e.to_string())
+                };
+                vmie_os::drivers::plan(
+                    &vmie_os::drivers::InjectRequest {
+                        version: &k.version,
+                        modules_dir: mdir,
+                        initramfs: ir,
+                        drivers: &missing,
+                        config: config.as_deref(),
+                    },
+                    &mut read,
+                )
+            };
+            let inj = match plan {
+                Ok(i) => i,
+                Err(why) => {
+                    if ir.error.is_some() {
+                        self.unreadable_reported.push(k.version.clone());
+                    }
+                    self.finding(Severity::Warning, cannot(&why));
+                    continue;
+                }
+            };
+            if !inj.unavailable.is_empty() {
+                self.finding(
+                    Severity::Warning,
+                    format!(
+                        "kernel {}: the guest has no module for {}; not added",
+                        k.version,
+                        inj.unavailable.join(", ")
+                    ),
+                );
+            }
+            let p = resolve(self.fs.as_dyn_ref(), ir.path.as_bytes(), true)
+                .map_err(|e| self.fs_err(e))?;
+            let original = self
+                .fs
+                .read_file(&p, self.fs.limits().max_read)
+                .map_err(|e| self.fs_err(e))?;
+            let new = vmie_os::drivers::appended(&original, &inj.archive);
+            let b = self.backup(&p)?;
+            self.fs.replace_file(&p, &new).map_err(|e| self.fs_err(e))?;
+            let before = format!(
+                "{p}: {} bytes ({})\n",
+                original.len(),
+                ir.segments.join(" ")
+            );
+            let mut after = format!(
+                "{p}: {} bytes ({} cpio; the cpio after byte {} added by vmie-fixup)\n",
+                new.len(),
+                ir.segments.join(" "),
+                new.len() - inj.archive.len()
+            );
+            for f in &inj.files {
+                after.push_str(&format!("+ {f}\n"));
+            }
+            let reason = format!(
+                "{}: load {} at boot (kernel {})",
+                self.rule,
+                inj.drivers.join(", "),
+                k.version
+            );
+            self.record(
+                p.to_string(),
+                FileOpDone::Modified,
+                Some(b.to_string()),
+                &before,
+                &after,
+                vec![Change {
+                    line: 0,
+                    before: String::new(),
+                    after: String::new(),
+                    reason,
+                }],
+            );
+            self.added_drivers
+                .entry(k.version.clone())
+                .or_default()
+                .extend(inj.drivers.iter().cloned());
+            self.persist_drivers(ir.generator.as_deref(), &inj.drivers)?;
+        }
+        Ok(())
+    }
+
+    /// Tell the guest's initramfs generator about `drivers`, so the image
+    /// it builds on the cloud (a kernel update) has them too.
+    fn persist_drivers(
+        &mut self,
+        generator: Option<&str>,
+        drivers: &[String],
+    ) -> Result<(), EngineError> {
+        match generator {
+            Some("initramfs-tools") => {
+                let path = "/etc/initramfs-tools/modules";
+                let list = drivers.to_vec();
+                let id = self.rule.clone();
+                let edit = move |t: &str| {
+                    let have: Vec<String> = t
+                        .lines()
+                        .filter_map(|l| l.split_whitespace().next())
+                        .filter(|w| !w.starts_with('#'))
+                        .map(|w| w.replace('-', "_"))
+                        .collect();
+                    let mut text = t.to_string();
+                    let mut changes = Vec::new();
+                    for d in &list {
+                        if have.contains(d) {
+                            continue;
+                        }
+                        if !text.is_empty() && !text.ends_with('\n') {
+                            text.push('\n');
+                        }
+                        text.push_str(d);
+                        text.push('\n');
+                        changes.push(Change {
+                            line: text.lines().count(),
+                            before: String::new(),
+                            after: d.clone(),
+                            reason: format!("{id}: keep {d} in rebuilt initramfs images"),
+                        });
+                    }
+                    Outcome {
+                        text,
+                        changes,
+                        notes: Vec::new(),
+                    }
+                };
+                if !self.edit(path, &edit)? {
+                    let out = edit("");
+                    self.create_text(path, &out.text)?;
+                }
+            }
+            Some("dracut") => {
+                let path = "/etc/dracut.conf.d/90-vmie-fixup-drivers.conf";
+                let text = format!(
+                    "# added by vmie-fixup: the cloud's disk drivers\nadd_drivers+=\" {} \"\n",
+                    drivers.join(" ")
+                );
+                if !self.edit(path, &|_| Outcome {
+                    text: text.clone(),
+                    ..Outcome::default()
+                })? {
+                    self.create_text(path, &text)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Create the text file `path` (its directory must exist).
+    fn create_text(&mut self, path: &str, text: &str) -> Result<(), EngineError> {
+        let p = resolve(self.fs.as_dyn_ref(), path.as_bytes(), true).map_err(|e| self.fs_err(e))?;
+        match self.fs.symlink_metadata(&p.parent()) {
+            Ok(m) if m.file_type == FileType::Directory => {}
+            _ => {
+                self.finding(
+                    Severity::Info,
+                    format!("{}: not created (no such directory)", p),
+                );
+                return Ok(());
+            }
+        }
+        self.fs
+            .create_file(&p, text.as_bytes(), &NewAttrs::default())
+            .map_err(|e| self.fs_err(e))?;
+        self.record(
+            p.to_string(),
+            FileOpDone::Created,
+            None,
+            "",
+            text,
+            Vec::new(),
+        );
+        Ok(())
     }
 
     fn file(
@@ -879,6 +1111,8 @@ pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report
         report: Report::default(),
         rule: String::new(),
         action: "",
+        added_drivers: BTreeMap::new(),
+        unreadable_reported: Vec::new(),
     };
     for rule in rules {
         run.rule = rule.id.clone();
@@ -929,6 +1163,7 @@ pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report
                 Action::Grub { timeout } => run.grub(*timeout)?,
                 Action::Network {} => run.network()?,
                 Action::InitramfsCheck { drivers } => run.initramfs_check(drivers),
+                Action::InitramfsDrivers { drivers } => run.initramfs_drivers(drivers)?,
                 Action::File {
                     op,
                     path,

@@ -251,6 +251,14 @@ pub enum Action {
         /// Module names, e.g. `nvme`, `ena`, `xen-blkfront`.
         drivers: Vec<String>,
     },
+    /// Add these drivers, from the guest's own modules, to every kernel's
+    /// initramfs that lacks them (an archive appended to the image; the
+    /// original is kept as the backup), and to the initramfs generator's
+    /// configuration so that a rebuild keeps them.
+    InitramfsDrivers {
+        /// Module names, e.g. `nvme`, `xen-blkfront`, `virtio_blk`.
+        drivers: Vec<String>,
+    },
     /// Rename, remove or write a file.
     File {
         /// What to do.
@@ -303,6 +311,7 @@ impl Action {
             Self::Grub { .. } => "grub",
             Self::Network {} => "network",
             Self::InitramfsCheck { .. } => "initramfs_check",
+            Self::InitramfsDrivers { .. } => "initramfs_drivers",
             Self::File { .. } => "file",
             Self::RegexEdit { .. } => "regex_edit",
         }

@@ -48,6 +48,7 @@ fn debian_ctx() -> Context {
             initramfs_readable: true,
             initramfs_problem: None,
             drivers: vec!["virtio_blk".into(), "nvme".into()],
+            ..Kernel::default()
         }],
     }
 }
