@@ -1,6 +1,7 @@
 //! Read-only block devices over virtual-disk containers: qcow2 (v2 and v3),
 //! VMDK (monolithicSparse, streamOptimized, and text descriptors with flat,
-//! sparse and zero extents), VHD and VHDX (fixed and dynamic).
+//! sparse and zero extents), VHD (fixed, dynamic and differencing) and
+//! VHDX (fixed and dynamic).
 //!
 //! Every reader maps a guest offset to "zeros" or "these bytes of the file"
 //! (or "this compressed cluster"), reading the image's tables through the
@@ -13,15 +14,16 @@
 //! names the file, the structure and its offset. No table is followed more
 //! than once per lookup, so a lookup is at most: top-level table entry,
 //! second-level table, data. The one chain followed is an image's parent
-//! (qcow2's backing file, a VMDK delta disk's parentFileNameHint): an
-//! unallocated cluster or grain reads from the image below. Its length is
+//! (qcow2's backing file, a VMDK delta disk's parentFileNameHint, a
+//! differencing VHD's parent locators): an unallocated cluster, grain or
+//! sector reads from the image below. Its length is
 //! capped by [`ImageLimits::max_chain`], a file met twice is a loop, and
 //! only regular files are followed, their format recognised by content and
 //! checked against what the child declares, and their identity (a VMDK's
-//! CID) against what the child recorded (see [`open_backing`]). A VMDK
+//! CID, a VHD's unique id) against what the child recorded (see
+//! [`open_backing`]). A VMDK
 //! descriptor's extents are regular files named relative to it, each
-//! checked against its file (see [`VmdkDescriptorDevice`]). Differencing
-//! VHDs are refused.
+//! checked against its file (see [`VmdkDescriptorDevice`]).
 //!
 //! Writing is refused ([`DiskError::ReadOnly`] naming the format): runs stage
 //! their writes in the [`crate::Overlay`] on top, and committing needs a raw
@@ -156,7 +158,7 @@ pub(crate) fn open_in_chain(
     Ok(match fmt {
         ContainerFormat::Qcow => Arc::new(Qcow2Device::open_chain(file, limits, chain)?),
         ContainerFormat::Vmdk => vmdk::open_chain(file, limits, chain)?,
-        ContainerFormat::Vhd => Arc::new(VhdDevice::open(file, limits)?),
+        ContainerFormat::Vhd => Arc::new(VhdDevice::open_chain(file, limits, chain)?),
         ContainerFormat::Vhdx => Arc::new(VhdxDevice::open(file, limits)?),
         ContainerFormat::Vdi => {
             return Err(crate::format::conversion_refusal(
