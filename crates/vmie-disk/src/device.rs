@@ -192,6 +192,13 @@ impl FileDevice {
         )
     }
 
+    /// Whether this device and `other` count their reads together (one
+    /// image's files, one archive's members): sum their
+    /// [`FileDevice::read_stats`] once.
+    pub fn shares_read_stats(&self, other: &FileDevice) -> bool {
+        Arc::ptr_eq(&self.stats, &other.stats)
+    }
+
     /// The image's path as given (the archive's, for a member).
     pub fn path(&self) -> &Path {
         &self.path

@@ -35,12 +35,14 @@ use std::sync::{Arc, Mutex};
 use crate::format::ContainerFormat;
 use crate::{Device, DiskError, FileDevice};
 
+pub(crate) mod ova;
 mod qcow2;
 mod vhd;
 mod vhdx;
 mod vmdk;
 mod vmdk_desc;
 
+pub use ova::{open_ova, OvaDisk};
 pub use qcow2::Qcow2Device;
 pub use vhd::VhdDevice;
 pub use vhdx::VhdxDevice;
@@ -165,6 +167,14 @@ pub(crate) fn open_in_chain(
                 file.as_ref(),
                 fmt,
                 "vmie-fixup does not read this format",
+            ))
+        }
+        ContainerFormat::Ova => {
+            return Err(crate::format::conversion_refusal(
+                file.as_ref(),
+                fmt,
+                "it holds a whole VM, not one disk; it is opened as the VM's disks \
+                 (vmie_disk::DiskSet::open), never as a disk, a backing file or a member",
             ))
         }
     })
