@@ -21,7 +21,7 @@
 //! only regular files are followed, their format recognised by content and
 //! checked against what the child declares, and their identity (a VMDK's
 //! CID, a VHD's unique id) against what the child recorded (see
-//! [`open_backing`]). A VMDK
+//! `open_backing`). A VMDK
 //! descriptor's extents are regular files named relative to it, each
 //! checked against its file (see [`VmdkDescriptorDevice`]).
 //!

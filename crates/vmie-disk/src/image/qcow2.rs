@@ -54,7 +54,7 @@ enum Map {
 
 impl Qcow2Device {
     /// Parse the header and read the L1 table of `file`, opening its
-    /// chain of backing files (see [`super::open_backing`]).
+    /// chain of backing files (see `open_backing`).
     pub fn open(file: Arc<FileDevice>, limits: &ImageLimits) -> Result<Self, DiskError> {
         let mut chain = Chain::default();
         chain.enter(file.as_ref(), limits)?;

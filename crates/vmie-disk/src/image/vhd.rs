@@ -7,7 +7,7 @@
 //! Windows paths in UTF-16, `MacX` file URLs) or the parent's name, beside
 //! the child; it must be a VHD whose unique id is the one the child
 //! recorded, and is followed as a chain of backing files (see
-//! [`super::open_backing`]).
+//! `open_backing`).
 
 use std::sync::Arc;
 

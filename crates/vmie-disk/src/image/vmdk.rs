@@ -3,7 +3,7 @@
 //! tables, whose entries point to grains (compressed, behind a marker, in a
 //! streamOptimized image). A delta (snapshot) extent reads its unallocated
 //! grains from its parent. Text descriptors are read by
-//! [`super::vmdk_desc`]; ESXi COWD extents are refused.
+//! [`super::VmdkDescriptorDevice`]; ESXi COWD extents are refused.
 
 use std::sync::{Arc, Mutex};
 
@@ -60,7 +60,7 @@ fn one_extent(f: &FileDevice, d: &Descriptor) -> Result<(), DiskError> {
 
 /// Open `file`, a VMDK (a sparse extent or a text descriptor), as one link
 /// of a chain: a delta disk's parent is followed (see
-/// [`vmdk_desc::open_parent`]).
+/// `vmdk_desc::open_parent`).
 pub(crate) fn open_chain(
     file: Arc<FileDevice>,
     limits: &ImageLimits,

@@ -4,7 +4,7 @@
 //! extent named by a descriptor), and the descriptor embedded in a
 //! monolithicSparse extent. A delta (snapshot) disk names its parent with
 //! `parentFileNameHint` and `parentCID`; the parent is followed as a chain
-//! of backing files (see [`super::open_backing`]) and must carry that CID.
+//! of backing files (see `open_backing`) and must carry that CID.
 //!
 //! Every extent is checked before anything is read: a known type and
 //! access, a size that fits, a file that is a regular file beside the
