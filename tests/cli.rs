@@ -442,6 +442,118 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
     assert_eq!(names.len(), 6, "no journal or lock left: {names:?}");
 }
 
+/// An OVA (a streamOptimized boot disk and a data disk, listed data first in
+/// the OVF and the archive, the boot disk at SCSI address 0) and a
+/// twoGbMaxExtentSparse VMDK are read without conversion: `inspect` and a
+/// dry run give what they give on the raw images, boot disk first; a real
+/// run on the OVA exits 1 saying how to extract and convert it.
+#[test]
+fn ova_and_split_vmdk_are_read_like_the_raw_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = d.join("vm.raw");
+    std::fs::copy(fixture("demo"), &raw).unwrap();
+    let data = d.join("data.raw");
+    std::fs::copy(fixture("whole-ext2"), &data).unwrap();
+    let qemu = |args: &[&str]| {
+        let st = Command::new("qemu-img")
+            .args(args)
+            .status()
+            .expect("qemu-img (Debian package qemu-utils)");
+        assert!(st.success(), "qemu-img {args:?}");
+    };
+    let so = ["convert", "-O", "vmdk", "-o", "subformat=streamOptimized"];
+    qemu(&[&so[..], &[s(&raw), s(&d.join("zz-boot.vmdk"))]].concat());
+    qemu(&[&so[..], &[s(&data), s(&d.join("aa-data.vmdk"))]].concat());
+    let disk = |file: &str, id: &str, addr: u32| {
+        format!(
+            "<Item><rasd:AddressOnParent>{addr}</rasd:AddressOnParent>\
+             <rasd:HostResource>ovf:/disk/{id}</rasd:HostResource>\
+             <rasd:InstanceID>1{addr}</rasd:InstanceID><rasd:Parent>3</rasd:Parent>\
+             <rasd:ResourceType>17</rasd:ResourceType></Item><!-- {file} -->"
+        )
+    };
+    let ovf = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+<References><File ovf:href="aa-data.vmdk" ovf:id="f1"/><File ovf:href="zz-boot.vmdk" ovf:id="f2"/></References>
+<DiskSection><Info>disks</Info><Disk ovf:diskId="data" ovf:fileRef="f1" ovf:capacity="1"/><Disk ovf:diskId="boot" ovf:fileRef="f2" ovf:capacity="4"/></DiskSection>
+<VirtualSystem ovf:id="vm"><Info>vm</Info><VirtualHardwareSection><Info>hw</Info>
+<Item><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:ResourceType>6</rasd:ResourceType></Item>
+{}{}
+</VirtualHardwareSection></VirtualSystem></Envelope>
+"#,
+        disk("aa-data.vmdk", "data", 1),
+        disk("zz-boot.vmdk", "boot", 0)
+    );
+    std::fs::write(d.join("vm.ovf"), ovf).unwrap();
+    let ova = d.join("vm.ova");
+    let st = Command::new("tar")
+        .args([
+            "-cf",
+            s(&ova),
+            "-C",
+            s(d),
+            "vm.ovf",
+            "aa-data.vmdk",
+            "zz-boot.vmdk",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for args in [
+        &["inspect", "--format", "json"][..],
+        &["--dry-run", "--format", "json"],
+    ] {
+        let got = ok(&[args, &[s(&ova)]].concat())
+            .replace(
+                &format!("{} member zz-boot.vmdk (VMDK streamOptimized)", s(&ova)),
+                s(&raw),
+            )
+            .replace(
+                &format!("{} member aa-data.vmdk (VMDK streamOptimized)", s(&ova)),
+                s(&data),
+            );
+        let mut got: Value = serde_json::from_str(&got).unwrap();
+        if got.get("disks").is_some() {
+            assert_eq!(got["disks"][0]["path"], s(&ova));
+            assert_eq!(got["disks"][1]["path"], s(&ova));
+            got["disks"][0]["path"] = Value::from(s(&raw));
+            got["disks"][1]["path"] = Value::from(s(&data));
+        }
+        let want: Value =
+            serde_json::from_str(&ok(&[args, &[s(&raw), s(&data)]].concat())).unwrap();
+        assert_eq!(got, want, "{args:?} on the OVA");
+    }
+    let before = std::fs::read(&ova).unwrap();
+    let err = fails(&[s(&ova)], 1);
+    assert!(
+        err.contains("OVA") && err.contains(&format!("tar -xf '{}'", s(&ova))),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&ova).unwrap(), before, "the OVA is untouched");
+    // A split sparse VMDK: a descriptor and two 2 GiB extents.
+    let split = d.join("split.vmdk");
+    qemu(&[
+        "convert",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=twoGbMaxExtentSparse",
+        s(&raw),
+        s(&split),
+    ]);
+    let got = ok(&["inspect", "--format", "json", s(&split)])
+        .replace(
+            &format!("{} (VMDK twoGbMaxExtentSparse)", s(&split)),
+            s(&raw),
+        )
+        .replace(s(&split), s(&raw));
+    let got: Value = serde_json::from_str(&got).unwrap();
+    let want: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&raw)])).unwrap();
+    assert_eq!(got, want, "inspect on the twoGbMaxExtentSparse VMDK");
+}
+
 #[test]
 fn usage_errors_exit_2_and_help_documents_exit_codes() {
     fails(&["inspect"], 2);

@@ -72,31 +72,50 @@ pub fn read_vec(dev: &dyn Device, offset: u64, len: usize) -> Result<Vec<u8>, Di
     Ok(buf)
 }
 
-/// A raw disk image file.
+/// Bytes and calls read, shared by every file one image is made of (its
+/// extents, its backing files, the members of one archive), so the image's
+/// [`FileDevice::read_stats`] counts them all.
+#[derive(Debug, Default)]
+struct ReadStats {
+    bytes: std::sync::atomic::AtomicU64,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+/// A raw disk image file, or a byte range of one (a member of an archive,
+/// see [`FileDevice::member`]).
 #[derive(Debug)]
 pub struct FileDevice {
     path: PathBuf,
     file: File,
+    /// Where this device starts in the file (0 but for a member).
+    base: u64,
     len: u64,
     writable: bool,
-    /// Bytes read so far (statistics: `VMIE_STATS`, benchmarks).
-    read_bytes: std::sync::atomic::AtomicU64,
-    /// Read calls so far.
-    reads: std::sync::atomic::AtomicU64,
+    /// The member's name inside the archive `path`.
+    member: Option<String>,
+    /// Bytes and calls read so far (statistics: `VMIE_STATS`, benchmarks).
+    stats: Arc<ReadStats>,
 }
 
 impl FileDevice {
     /// Open `path` read-only.
     pub fn open(path: &Path) -> Result<Self, DiskError> {
-        Self::open_with(path, false)
+        Self::open_with(path, false, Arc::default())
     }
 
     /// Open `path` for reading and writing.
     pub fn open_rw(path: &Path) -> Result<Self, DiskError> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, Arc::default())
     }
 
-    fn open_with(path: &Path, writable: bool) -> Result<Self, DiskError> {
+    /// Open `path` read-only, counting its reads in the statistics of
+    /// `with` (a file that is part of the same image: an extent, a backing
+    /// file).
+    pub fn open_counted_with(path: &Path, with: &FileDevice) -> Result<Self, DiskError> {
+        Self::open_with(path, false, with.stats.clone())
+    }
+
+    fn open_with(path: &Path, writable: bool, stats: Arc<ReadStats>) -> Result<Self, DiskError> {
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
@@ -114,27 +133,78 @@ impl FileDevice {
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            base: 0,
             len: meta.len(),
             writable,
-            read_bytes: std::sync::atomic::AtomicU64::new(0),
-            reads: std::sync::atomic::AtomicU64::new(0),
+            member: None,
+            stats,
         })
     }
 
-    /// (bytes, calls) read from the image so far, by anything.
+    /// A read-only device over `len` bytes at `start` of this one: the
+    /// member `name` of an archive. Its reads count in this device's
+    /// statistics. Refused when the range does not lie inside this device.
+    pub fn member(&self, start: u64, len: u64, name: &str) -> Result<Self, DiskError> {
+        match start.checked_add(len) {
+            Some(end) if end <= self.len => {}
+            _ => {
+                return Err(DiskError::OutOfBounds {
+                    device: self.describe(),
+                    offset: start,
+                    len,
+                    size: self.len,
+                })
+            }
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| DiskError::io(self.describe(), "duplicate the file handle", e))?;
+        let member = match &self.member {
+            Some(outer) => format!("{outer}/{name}"),
+            None => name.to_string(),
+        };
+        Ok(Self {
+            path: self.path.clone(),
+            file,
+            base: self.base + start,
+            len,
+            writable: false,
+            member: Some(member),
+            stats: self.stats.clone(),
+        })
+    }
+
+    /// The member's name when this device is a member of an archive
+    /// (see [`FileDevice::member`]); its [`FileDevice::path`] is then the
+    /// archive's.
+    pub fn member_name(&self) -> Option<&str> {
+        self.member.as_deref()
+    }
+
+    /// (bytes, calls) read from the image so far, by anything (also from the
+    /// files opened with [`FileDevice::open_counted_with`] this one and from
+    /// its members).
     pub fn read_stats(&self) -> (u64, u64) {
         (
-            self.read_bytes.load(std::sync::atomic::Ordering::Relaxed),
-            self.reads.load(std::sync::atomic::Ordering::Relaxed),
+            self.stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+            self.stats.calls.load(std::sync::atomic::Ordering::Relaxed),
         )
     }
 
-    /// The image's path as given.
+    /// Whether this device and `other` count their reads together (one
+    /// image's files, one archive's members): sum their
+    /// [`FileDevice::read_stats`] once.
+    pub fn shares_read_stats(&self, other: &FileDevice) -> bool {
+        Arc::ptr_eq(&self.stats, &other.stats)
+    }
+
+    /// The image's path as given (the archive's, for a member).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The open file (for identity checks).
+    /// The open file (for identity checks; the whole archive for a member).
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -147,11 +217,14 @@ impl Device for FileDevice {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         check_range(&|| self.describe(), self.len, offset, buf.len())?;
-        self.read_bytes
+        self.stats
+            .bytes
             .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.reads
+        self.stats
+            .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset).map_err(|e| {
+        let at = self.base + offset;
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, at).map_err(|e| {
             DiskError::io(
                 self.describe(),
                 format!("read {} bytes at offset {offset}", buf.len()),
@@ -167,7 +240,8 @@ impl Device for FileDevice {
             });
         }
         check_range(&|| self.describe(), self.len, offset, buf.len())?;
-        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, offset).map_err(|e| {
+        let at = self.base + offset;
+        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, at).map_err(|e| {
             DiskError::io(
                 self.describe(),
                 format!("write {} bytes at offset {offset}", buf.len()),
@@ -183,7 +257,10 @@ impl Device for FileDevice {
     }
 
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        match &self.member {
+            Some(m) => format!("{} member {m}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Recognising image container formats. qcow2, VMDK, VHD and VHDX are read
-//! through [`crate::image`]; writing needs a raw image, and VDI is not read
-//! at all, so the user gets told how to convert instead of a confusing
+//! through [`crate::image`], and an OVA's disks through
+//! [`crate::image::open_ova`]; writing needs a raw image, and VDI is not
+//! read at all, so the user gets told how to convert instead of a confusing
 //! "no partition table".
 
 use crate::{Device, DiskError};
@@ -18,6 +19,9 @@ pub enum ContainerFormat {
     Vhdx,
     /// VirtualBox VDI.
     Vdi,
+    /// An OVA: a tar archive of an OVF descriptor and the VM's disks (see
+    /// [`crate::image::open_ova`]).
+    Ova,
 }
 
 impl ContainerFormat {
@@ -29,6 +33,7 @@ impl ContainerFormat {
             Self::Vhd => "vpc",
             Self::Vhdx => "vhdx",
             Self::Vdi => "vdi",
+            Self::Ova => "ova",
         }
     }
 
@@ -40,6 +45,7 @@ impl ContainerFormat {
             Self::Vhd => "VHD",
             Self::Vhdx => "VHDX",
             Self::Vdi => "VDI",
+            Self::Ova => "OVA",
         }
     }
 }
@@ -65,6 +71,9 @@ pub fn detect_container(dev: &dyn Device) -> Result<Option<ContainerFormat>, Dis
     }
     if starts(b"conectix") {
         return Ok(Some(ContainerFormat::Vhd));
+    }
+    if crate::image::ova::looks_like_ova(head) {
+        return Ok(Some(ContainerFormat::Ova));
     }
     if head.len() >= 0x44 && head[0x40..0x44] == [0x7f, 0x10, 0xda, 0xbe] && starts(b"<<< ") {
         return Ok(Some(ContainerFormat::Vdi));
@@ -92,6 +101,9 @@ pub fn conversion_command(path: &str) -> String {
 /// A refusal of `dev`, a `fmt` container, for the reason `why`, with the
 /// conversion command.
 pub fn conversion_refusal(dev: &dyn Device, fmt: ContainerFormat, why: &str) -> DiskError {
+    if fmt == ContainerFormat::Ova {
+        return crate::image::ova::refusal(dev, why);
+    }
     let path = dev.describe();
     DiskError::NotAnImage {
         why: format!(

@@ -5,8 +5,10 @@
 //! - [`Overlay`]: copy-on-write layer; every write of a run lands here.
 //! - [`journal`]: commit of an overlay through an undo journal, and undo.
 //! - [`DiskSet`]: the images of one VM, the first being the boot disk.
-//! - [`format`](mod@format): recognising qcow2, VMDK, VHD, VHDX and VDI containers.
-//! - [`image`]: read-only devices over qcow2, VMDK and VHD images.
+//! - [`format`](mod@format): recognising qcow2, VMDK, VHD, VHDX, VDI and OVA containers.
+//! - [`image`]: read-only devices over qcow2, VMDK (with descriptors and
+//!   delta disks), VHD (with differencing disks) and VHDX images, and the
+//!   disks of an OVA read in place.
 //! - [`guard`]: the panic boundary around third-party parsers.
 #![forbid(unsafe_code)]
 

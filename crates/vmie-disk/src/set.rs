@@ -15,13 +15,21 @@ pub struct Disk {
     path: PathBuf,
     file: Arc<FileDevice>,
     container: Option<ContainerFormat>,
+    /// The member's name, for a disk of an OVA.
+    member: Option<String>,
     overlay: Arc<Overlay>,
 }
 
 impl Disk {
-    /// Path of the image as given.
+    /// Path of the image as given (the OVA's, for a disk of an OVA: see
+    /// [`Disk::member`]).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// For a disk of an OVA, its member's name in the archive.
+    pub fn member(&self) -> Option<&str> {
+        self.member.as_deref()
     }
 
     /// The overlay: read and write the disk through this.
@@ -35,13 +43,15 @@ impl Disk {
     }
 
     /// The image file: the disk's bytes for a raw image, the container
-    /// file for a qcow2, VMDK or VHD image (see [`Disk::container`]).
+    /// file for a qcow2, VMDK, VHD or VHDX image (see [`Disk::container`]),
+    /// the member's window onto the archive for a disk of an OVA.
     pub fn file(&self) -> &Arc<FileDevice> {
         &self.file
     }
 
     /// The container format when the image is not raw (it is then open
-    /// read-only, through a [`crate::image`] reader).
+    /// read-only, through a [`crate::image`] reader): for a disk of an OVA,
+    /// the member's format, or [`ContainerFormat::Ova`] for a raw member.
     pub fn container(&self) -> Option<ContainerFormat> {
         self.container
     }
@@ -72,10 +82,12 @@ impl DiskSet {
     ///
     /// Read only, a qcow2, VMDK, VHD or VHDX image opens through its reader
     /// ([`crate::image::open_image`]), its overlay on top, so dry runs stage
-    /// their writes in memory as on a raw image.
+    /// their writes in memory as on a raw image. An OVA opens as the disks
+    /// its OVF lists, in its boot order (see [`crate::image::open_ova`]),
+    /// each read in place from the archive.
     ///
-    /// Refused: for writing, every container format, with the conversion
-    /// command, before any lock or journal is touched; VDI always;
+    /// Refused: for writing, every container format and OVAs, with the
+    /// conversion command, before any lock or journal is touched; VDI always;
     /// for writing, an image another run holds the lock of; and images with a journal that
     /// is not complete: a run or an undo was interrupted (its journal is
     /// `PREPARED` or `UNDOING`: run `vmie-fixup undo` first), or, when read
@@ -93,6 +105,27 @@ impl DiskSet {
                 format::ensure_raw(file.as_ref())?;
                 journal::lock_image(file.file(), path)?;
             }
+            if container == Some(ContainerFormat::Ova) {
+                if let Some(p) = journal::pending_journal(path)? {
+                    return Err(pending_error(path, &p, writable));
+                }
+                for member in image::open_ova(file.as_ref(), &image::ImageLimits::default())? {
+                    let m = Arc::new(member.file);
+                    let fmt = format::detect_container(m.as_ref())?;
+                    let base: Arc<dyn Device> = match fmt {
+                        None => m.clone(),
+                        Some(fmt) => image::open_image(m.clone(), fmt)?,
+                    };
+                    disks.push(Disk {
+                        path: path.clone(),
+                        file: m,
+                        container: Some(fmt.unwrap_or(ContainerFormat::Ova)),
+                        member: Some(member.name),
+                        overlay: Arc::new(Overlay::new(base)),
+                    });
+                }
+                continue;
+            }
             let base: Arc<dyn Device> = match container {
                 None => file.clone(),
                 Some(fmt) => image::open_image(file.clone(), fmt)?,
@@ -108,18 +141,28 @@ impl DiskSet {
                 path: path.clone(),
                 file,
                 container,
+                member: None,
                 overlay,
             });
         }
         Ok(Self { disks })
     }
 
-    /// (bytes, calls) read from all images so far.
+    /// (bytes, calls) read from all images so far (with their extent and
+    /// backing files; an OVA's disks counted once).
     pub fn read_stats(&self) -> (u64, u64) {
-        self.disks.iter().fold((0, 0), |(b, n), d| {
-            let (b2, n2) = d.file().read_stats();
-            (b + b2, n + n2)
-        })
+        let mut total = (0, 0);
+        for (i, d) in self.disks.iter().enumerate() {
+            if self.disks[..i]
+                .iter()
+                .any(|e| e.file.shares_read_stats(&d.file))
+            {
+                continue;
+            }
+            let (b, n) = d.file().read_stats();
+            total = (total.0 + b, total.1 + n);
+        }
+        total
     }
 
     /// The disks, boot disk first.
@@ -139,6 +182,12 @@ impl DiskSet {
     /// (such a set was opened read-only: the journal records and restores
     /// raw bytes of the image file, which a container's guest bytes are not).
     pub fn commit(&self, opts: &CommitOptions) -> Result<CommitReport, DiskError> {
+        if let Some(d) = self.disks.iter().find(|d| d.member.is_some()) {
+            return Err(image::ova::refusal(
+                &crate::FileDevice::open(&d.path)?,
+                "vmie-fixup reads it, but writes raw disk images only",
+            ));
+        }
         if let Some(d) = self.disks.iter().find(|d| d.container.is_some()) {
             return Err(format::ensure_raw(d.file.as_ref())
                 .err()

@@ -1,22 +1,29 @@
 //! Read-only block devices over virtual-disk containers: qcow2 (v2 and v3),
-//! VMDK (monolithicSparse and streamOptimized), VHD and VHDX (fixed and
-//! dynamic).
+//! VMDK (monolithicSparse, streamOptimized, and text descriptors with flat,
+//! sparse and zero extents), VHD (fixed, dynamic and differencing) and
+//! VHDX (fixed and dynamic).
 //!
 //! Every reader maps a guest offset to "zeros" or "these bytes of the file"
 //! (or "this compressed cluster"), reading the image's tables through the
-//! image's own [`FileDevice`] so [`FileDevice::read_stats`] counts them.
+//! image's own [`FileDevice`] so [`FileDevice::read_stats`] counts them
+//! (extent and backing files count in the top image's statistics).
 //!
 //! The image is hostile input: every size, offset and count from it is
 //! checked with checked arithmetic against the file's length and against
 //! [`ImageLimits`] before anything is allocated or read, and every refusal
 //! names the file, the structure and its offset. No table is followed more
 //! than once per lookup, so a lookup is at most: top-level table entry,
-//! second-level table, data. The one chain followed is qcow2's backing
-//! file (an unallocated cluster reads from the image below): its length is
+//! second-level table, data. The one chain followed is an image's parent
+//! (qcow2's backing file, a VMDK delta disk's parentFileNameHint, a
+//! differencing VHD's parent locators): an unallocated cluster, grain or
+//! sector reads from the image below. Its length is
 //! capped by [`ImageLimits::max_chain`], a file met twice is a loop, and
 //! only regular files are followed, their format recognised by content and
-//! checked against what the child declares (see [`open_backing`]).
-//! Differencing VHDs and multi-extent VMDK descriptors are refused.
+//! checked against what the child declares, and their identity (a VMDK's
+//! CID, a VHD's unique id) against what the child recorded (see
+//! `open_backing`). A VMDK
+//! descriptor's extents are regular files named relative to it, each
+//! checked against its file (see [`VmdkDescriptorDevice`]).
 //!
 //! Writing is refused ([`DiskError::ReadOnly`] naming the format): runs stage
 //! their writes in the [`crate::Overlay`] on top, and committing needs a raw
@@ -28,15 +35,19 @@ use std::sync::{Arc, Mutex};
 use crate::format::ContainerFormat;
 use crate::{Device, DiskError, FileDevice};
 
+pub(crate) mod ova;
 mod qcow2;
 mod vhd;
 mod vhdx;
 mod vmdk;
+mod vmdk_desc;
 
+pub use ova::{open_ova, OvaDisk};
 pub use qcow2::Qcow2Device;
 pub use vhd::VhdDevice;
 pub use vhdx::VhdxDevice;
 pub use vmdk::VmdkDevice;
+pub use vmdk_desc::VmdkDescriptorDevice;
 
 /// Caps on what an image header may make us allocate or cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +61,18 @@ pub struct ImageLimits {
     /// Largest cluster or grain, in bytes (a compressed one is inflated into
     /// a buffer of this size).
     pub max_cluster_bytes: u64,
-    /// Most images in one chain of backing files, the top image included.
+    /// Most images in one chain of backing files (qcow2 backing files,
+    /// VMDK and VHD parents), the top image included.
     pub max_chain: usize,
+    /// Most extents one VMDK descriptor may list, and most disks one OVF
+    /// may list.
+    pub max_extents: usize,
+    /// Largest text descriptor (a VMDK descriptor, embedded or in its own
+    /// file; an OVA's OVF), in bytes.
+    pub max_descriptor_bytes: u64,
+    /// Most members (tar headers) of an OVA read while looking for its
+    /// OVF and disks.
+    pub max_archive_members: usize,
 }
 
 impl Default for ImageLimits {
@@ -61,6 +82,9 @@ impl Default for ImageLimits {
             cache_bytes: 16 << 20,
             max_cluster_bytes: 2 << 20,
             max_chain: 16,
+            max_extents: 1024,
+            max_descriptor_bytes: 1 << 20,
+            max_archive_members: 10_000,
         }
     }
 }
@@ -135,8 +159,8 @@ pub(crate) fn open_in_chain(
     chain.enter(file.as_ref(), limits)?;
     Ok(match fmt {
         ContainerFormat::Qcow => Arc::new(Qcow2Device::open_chain(file, limits, chain)?),
-        ContainerFormat::Vmdk => Arc::new(VmdkDevice::open(file, limits)?),
-        ContainerFormat::Vhd => Arc::new(VhdDevice::open(file, limits)?),
+        ContainerFormat::Vmdk => vmdk::open_chain(file, limits, chain)?,
+        ContainerFormat::Vhd => Arc::new(VhdDevice::open_chain(file, limits, chain)?),
         ContainerFormat::Vhdx => Arc::new(VhdxDevice::open(file, limits)?),
         ContainerFormat::Vdi => {
             return Err(crate::format::conversion_refusal(
@@ -145,8 +169,23 @@ pub(crate) fn open_in_chain(
                 "vmie-fixup does not read this format",
             ))
         }
+        ContainerFormat::Ova => {
+            return Err(crate::format::conversion_refusal(
+                file.as_ref(),
+                fmt,
+                "it holds a whole VM, not one disk; it is opened as the VM's disks \
+                 (vmie_disk::DiskSet::open), never as a disk, a backing file or a member",
+            ))
+        }
     })
 }
+
+/// A check of a parent's identity before it is read: `Err(why)` refuses it.
+pub(crate) type ParentCheck<'a> = dyn Fn(&FileDevice) -> Result<(), String> + 'a;
+
+/// A parent image opened for a child: the name the child gives it, and
+/// the device.
+pub(crate) type Parent = (String, Arc<dyn Device>);
 
 /// Open the backing file `name` of `child` (found in `what` at `offset`),
 /// as qemu resolves it: a relative name is relative to the directory of
@@ -154,17 +193,29 @@ pub(crate) fn open_in_chain(
 /// as `nbd:` or a `json:` description). Its format is recognised by content;
 /// when the child declares one (`declared`, qemu's name: `raw`, `qcow2`,
 /// `vmdk`, `vpc`), the two must agree, so a file declared raw is never read
-/// as a container and a container never as raw.
+/// as a container and a container never as raw. `check`, when given, must
+/// accept the opened file before it is read as an image (a parent's
+/// identity: a VMDK's CID, a VHD's unique id). The file's reads count in
+/// the child's statistics. A member of an archive has no directory to
+/// resolve a name in: its backing file is refused.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn open_backing(
     child: &FileDevice,
     what: &str,
     offset: u64,
     name: &str,
     declared: Option<&str>,
+    check: Option<&ParentCheck<'_>>,
     limits: &ImageLimits,
     chain: &mut Chain,
 ) -> Result<Arc<dyn Device>, DiskError> {
     let refuse = |why: String| bad(child, what, offset, format!("backing file {name:?}: {why}"));
+    if child.member_name().is_some() {
+        return Err(refuse(
+            "a disk inside an archive cannot name a file beside it; extract the archive first"
+                .into(),
+        ));
+    }
     let protocol = name
         .split_once(':')
         .is_some_and(|(head, _)| !head.is_empty() && !head.contains('/'));
@@ -187,7 +238,7 @@ pub(crate) fn open_backing(
     if !meta.is_file() {
         return Err(refuse(format!("{} is not a regular file", path.display())));
     }
-    let file = Arc::new(FileDevice::open(&path)?);
+    let file = Arc::new(FileDevice::open_counted_with(&path, child)?);
     let content = crate::format::detect_container(file.as_ref())?;
     if let Some(d) = declared {
         let agrees = match (d, content) {
@@ -202,6 +253,9 @@ pub(crate) fn open_backing(
             )));
         }
     }
+    if let Some(check) = check {
+        check(file.as_ref()).map_err(refuse)?;
+    }
     match content {
         None => {
             chain.enter(file.as_ref(), limits)?;
@@ -209,6 +263,18 @@ pub(crate) fn open_backing(
         }
         Some(fmt) => open_in_chain(file, fmt, limits, chain),
     }
+}
+
+/// Read `out` from `below` (an image's parent) at `pos`: past its end (a
+/// parent may be shorter than its child), zeros.
+pub(crate) fn read_below(below: &dyn Device, pos: u64, out: &mut [u8]) -> Result<(), DiskError> {
+    let have = below.len().saturating_sub(pos).min(out.len() as u64);
+    let k = usize::try_from(have).unwrap_or(0);
+    if k > 0 {
+        below.read_at(pos, &mut out[..k])?;
+    }
+    out[k..].fill(0);
+    Ok(())
 }
 
 /// A refusal naming the file, the structure and its offset.

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use super::{
-    bad, be32, be64, inflate, open_backing, read_data, read_table, unsupported, Chain, ImageLimits,
-    TableCache,
+    bad, be32, be64, inflate, open_backing, read_below, read_data, read_table, unsupported, Chain,
+    ImageLimits, TableCache,
 };
 use crate::format::ContainerFormat;
 use crate::{check_range, Device, DiskError, FileDevice};
@@ -54,7 +54,7 @@ enum Map {
 
 impl Qcow2Device {
     /// Parse the header and read the L1 table of `file`, opening its
-    /// chain of backing files (see [`super::open_backing`]).
+    /// chain of backing files (see `open_backing`).
     pub fn open(file: Arc<FileDevice>, limits: &ImageLimits) -> Result<Self, DiskError> {
         let mut chain = Chain::default();
         chain.enter(file.as_ref(), limits)?;
@@ -216,6 +216,7 @@ impl Qcow2Device {
                 backing_offset,
                 &name,
                 declared.as_deref(),
+                None,
                 limits,
                 chain,
             )?;
@@ -412,14 +413,7 @@ impl Device for Qcow2Device {
                 Map::Unallocated => match &self.backing {
                     None => out.fill(0),
                     // The image below may be shorter: past its end, zeros.
-                    Some((_, below)) => {
-                        let have = below.len().saturating_sub(pos).min(n as u64);
-                        let k = usize::try_from(have).unwrap_or(0);
-                        if k > 0 {
-                            below.read_at(pos, &mut out[..k])?;
-                        }
-                        out[k..].fill(0);
-                    }
+                    Some((_, below)) => read_below(below.as_ref(), pos, out)?,
                 },
                 Map::Data(host) => {
                     read_data(self.file.as_ref(), "qcow2 data cluster", host + within, out)?

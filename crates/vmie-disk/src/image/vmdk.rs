@@ -1,13 +1,16 @@
 //! VMDK hosted sparse extents (VMware's "Virtual Disk Format 5.0"):
 //! monolithicSparse and streamOptimized. A grain directory points to grain
 //! tables, whose entries point to grains (compressed, behind a marker, in a
-//! streamOptimized image). Text descriptors (flat and split extents) and
-//! ESXi COWD extents are refused.
+//! streamOptimized image). A delta (snapshot) extent reads its unallocated
+//! grains from its parent. Text descriptors are read by
+//! [`super::VmdkDescriptorDevice`]; ESXi COWD extents are refused.
 
 use std::sync::{Arc, Mutex};
 
+use super::vmdk_desc::{self, Descriptor, VmdkDescriptorDevice};
 use super::{
-    bad, inflate, le16, le32, le64, read_data, read_table, unsupported, ImageLimits, TableCache,
+    bad, inflate, le16, le32, le64, read_below, read_data, read_table, unsupported, Chain,
+    ImageLimits, TableCache,
 };
 use crate::format::ContainerFormat;
 use crate::{check_range, Device, DiskError, FileDevice};
@@ -17,7 +20,6 @@ const GD_AT_END: u64 = u64::MAX;
 const FLAG_COMPRESSED: u32 = 1 << 16;
 const FLAG_MARKERS: u32 = 1 << 17;
 const MARKER_FOOTER: u32 = 3;
-const MAX_DESCRIPTOR: u64 = 64 << 10;
 
 /// A VMDK sparse extent, read-only.
 #[derive(Debug)]
@@ -33,6 +35,55 @@ pub struct VmdkDevice {
     gt_cache: TableCache<Vec<u32>>,
     /// The last inflated grain: (grain number, bytes).
     last_grain: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// A delta extent's parent, and where this extent starts in it:
+    /// unallocated grains read from there.
+    parent: Option<(Arc<dyn Device>, u64)>,
+    /// The parent's name, as the delta disk gives it.
+    parent_name: Option<String>,
+}
+
+/// Refuse a single-file sparse image whose embedded descriptor lists more
+/// than its own extent (its data would live in other files).
+fn one_extent(f: &FileDevice, d: &Descriptor) -> Result<(), DiskError> {
+    if d.extents.len() > 1 {
+        return Err(unsupported(
+            f,
+            FMT,
+            format!(
+                "its embedded descriptor lists {} extents (one expected)",
+                d.extents.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Open `file`, a VMDK (a sparse extent or a text descriptor), as one link
+/// of a chain: a delta disk's parent is followed (see
+/// `vmdk_desc::open_parent`).
+pub(crate) fn open_chain(
+    file: Arc<FileDevice>,
+    limits: &ImageLimits,
+    chain: &mut Chain,
+) -> Result<Arc<dyn Device>, DiskError> {
+    let mut magic = [0u8; 21];
+    let n = usize::try_from(file.len().min(21)).unwrap_or(0);
+    file.read_at(0, &mut magic[..n])?;
+    if magic.starts_with(vmdk_desc::MAGIC) {
+        return Ok(Arc::new(VmdkDescriptorDevice::open(file, limits, chain)?));
+    }
+    let (mut dev, desc) = VmdkDevice::open_sparse(file, limits)?;
+    if let Some(d) = desc {
+        let f = dev.file.clone();
+        one_extent(f.as_ref(), &d)?;
+        if let Some((name, p)) =
+            vmdk_desc::open_parent(f.as_ref(), "VMDK embedded descriptor", &d, limits, chain)?
+        {
+            dev.set_parent(p, 0);
+            dev.parent_name = Some(name);
+        }
+    }
+    Ok(Arc::new(dev))
 }
 
 struct Header {
@@ -71,49 +122,52 @@ fn header(f: &FileDevice, what: &str, at: u64) -> Result<Header, DiskError> {
     })
 }
 
-/// The value of `key="value"` (or `key=value`) in a descriptor.
-fn descriptor_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"'))
-    })
-}
-
-fn is_extent_line(l: &str) -> bool {
-    let l = l.trim_start();
-    ["RW ", "RDONLY ", "NOACCESS "]
-        .iter()
-        .any(|p| l.starts_with(p))
-}
-
-/// Refuse a text descriptor (its data lives in other files), naming its
-/// createType.
-fn refuse_descriptor(f: &FileDevice) -> DiskError {
-    let text = read_table(f, "VMDK descriptor", 0, f.len().min(MAX_DESCRIPTOR))
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let ct = descriptor_value(&text, "createType").unwrap_or("unknown");
-    unsupported(
-        f,
-        FMT,
-        format!(
-            "it is a text descriptor (createType {ct:?}) whose data lives in other extent files; \
-             vmie-fixup reads single-file monolithicSparse and streamOptimized VMDKs only"
-        ),
-    )
-}
-
 impl VmdkDevice {
     /// Parse the sparse header (and, for a streamOptimized image whose
     /// grain directory is at the end, the footer), the embedded descriptor
-    /// and the grain directory of `file`.
+    /// and the grain directory of `file`, a single sparse extent. A delta
+    /// extent (its descriptor names a parent) is refused here: open it
+    /// through [`super::open_image`], which follows the parent.
     pub fn open(file: Arc<FileDevice>, limits: &ImageLimits) -> Result<Self, DiskError> {
+        let (dev, desc) = Self::open_sparse(file, limits)?;
+        if let Some(d) = &desc {
+            one_extent(dev.file.as_ref(), d)?;
+        }
+        if let Some(d) = desc.filter(|d| d.parent_cid.is_some()) {
+            return Err(unsupported(
+                dev.file.as_ref(),
+                FMT,
+                format!(
+                    "it is a delta (snapshot) extent of parent {:?}, opened on its own",
+                    d.parent_hint.unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(dev)
+    }
+
+    /// Read unallocated grains from `parent`, where this extent starts at
+    /// `at`.
+    pub(crate) fn set_parent(&mut self, parent: Arc<dyn Device>, at: u64) {
+        self.parent = Some((parent, at));
+    }
+
+    /// [`VmdkDevice::open`], also giving the embedded descriptor (its
+    /// parent is not followed).
+    pub(crate) fn open_sparse(
+        file: Arc<FileDevice>,
+        limits: &ImageLimits,
+    ) -> Result<(Self, Option<Descriptor>), DiskError> {
         let f = file.as_ref();
         let mut magic = [0u8; 21];
         let n = usize::try_from(f.len().min(21)).unwrap_or(0);
         f.read_at(0, &mut magic[..n])?;
-        if magic.starts_with(b"# Disk DescriptorFile") {
-            return Err(refuse_descriptor(f));
+        if magic.starts_with(vmdk_desc::MAGIC) {
+            return Err(unsupported(
+                f,
+                FMT,
+                "it is a text descriptor where a sparse extent was expected",
+            ));
         }
         if magic.starts_with(b"COWD") {
             return Err(unsupported(
@@ -201,36 +255,22 @@ impl VmdkDevice {
         // The embedded descriptor names the createType, and a parent if this
         // is a delta (snapshot) extent.
         let mut create_type = String::new();
+        let mut desc = None;
         if h.desc_offset != 0 && h.desc_size != 0 {
-            let at = h.desc_offset.checked_mul(512);
-            let len = h.desc_size.saturating_mul(512).min(MAX_DESCRIPTOR);
-            let text = match at {
-                Some(at) => read_table(f, "VMDK embedded descriptor", at, len)?,
-                None => return Err(bad(f, "VMDK header descriptorOffset", 28, "too large")),
-            };
-            let text = String::from_utf8_lossy(&text);
-            let text = text.trim_end_matches('\0');
-            if let Some(ct) = descriptor_value(text, "createType") {
-                create_type = ct.chars().filter(|c| !c.is_control()).take(64).collect();
-            }
-            if let Some(p) =
-                descriptor_value(text, "parentCID").filter(|p| !p.eq_ignore_ascii_case("ffffffff"))
-            {
-                let hint = descriptor_value(text, "parentFileNameHint").unwrap_or("unknown");
-                return Err(unsupported(
-                    f,
-                    FMT,
-                    format!("it is a delta (snapshot) extent of parent {hint:?} (parentCID {p})"),
-                ));
-            }
-            let extents = text.lines().filter(|l| is_extent_line(l)).count();
-            if extents > 1 {
-                return Err(unsupported(
-                    f,
-                    FMT,
-                    format!("its descriptor lists {extents} extents"),
-                ));
-            }
+            let what = "VMDK embedded descriptor";
+            let at = h
+                .desc_offset
+                .checked_mul(512)
+                .ok_or_else(|| bad(f, "VMDK header descriptorOffset", 28, "too large"))?;
+            let len = h
+                .desc_size
+                .saturating_mul(512)
+                .min(limits.max_descriptor_bytes);
+            let raw = read_table(f, what, at, len)?;
+            let text = vmdk_desc::text_of(f, what, at, &raw)?;
+            let d = vmdk_desc::parse(f, what, at, &text, limits)?;
+            create_type.clone_from(&d.create_type);
+            desc = Some(d);
         }
         if create_type.is_empty() {
             create_type = if compressed {
@@ -263,7 +303,7 @@ impl VmdkDevice {
         let gd = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
         let gt_bytes = u64::from(h.gtes) * 4;
         let cap = usize::try_from(limits.cache_bytes / gt_bytes).unwrap_or(1);
-        Ok(Self {
+        let dev = Self {
             file,
             create_type,
             size,
@@ -274,7 +314,10 @@ impl VmdkDevice {
             compressed,
             gt_cache: TableCache::new(cap),
             last_grain: Mutex::new(None),
-        })
+            parent: None,
+            parent_name: None,
+        };
+        Ok((dev, desc))
     }
 
     /// The sector of grain `g` in the file: 0 (or 1, a zeroed grain) reads
@@ -362,7 +405,11 @@ impl Device for VmdkDevice {
                 .unwrap_or(0);
             let out = &mut buf[done..done + n];
             match self.grain_sector(g)? {
-                0 | 1 => out.fill(0),
+                0 => match &self.parent {
+                    Some((p, at)) => read_below(p.as_ref(), at + pos, out)?,
+                    None => out.fill(0),
+                },
+                1 => out.fill(0),
                 s if self.compressed => {
                     let data = self.grain(g, s)?;
                     let w = usize::try_from(within).unwrap_or(0);
@@ -387,6 +434,13 @@ impl Device for VmdkDevice {
     }
 
     fn describe(&self) -> String {
-        format!("{} (VMDK {})", self.file.describe(), self.create_type)
+        match &self.parent_name {
+            Some(p) => format!(
+                "{} (VMDK {}, parent {p:?})",
+                self.file.describe(),
+                self.create_type
+            ),
+            None => format!("{} (VMDK {})", self.file.describe(), self.create_type),
+        }
     }
 }
