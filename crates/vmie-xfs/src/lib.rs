@@ -16,13 +16,17 @@
 //! ending at the head); the log is never replayed nor written.
 #![forbid(unsafe_code)]
 
+mod alloc;
 mod attr;
 mod be;
+mod btree;
 mod csum;
 mod dir;
+mod dirw;
 mod inode;
 mod log;
 mod sb;
+mod tx;
 mod write;
 
 use std::cell::RefCell;
@@ -30,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use vmie_disk::Device;
-use vmie_guestfs::{DirEntry, FileType, FsError, GuestFs, GuestPath, Limits, Metadata};
+use vmie_guestfs::{DirEntry, FileType, FsError, GuestFs, GuestPath, Limits, Metadata, NewAttrs};
 
 use be::{be32, be64};
 use inode::{Fork, Inode, FMT_LOCAL};
@@ -385,5 +389,27 @@ impl GuestFs for XfsFs {
 
     fn replace_file(&mut self, path: &GuestPath, data: &[u8]) -> Result<(), FsError> {
         write::replace_file(self, path, data)
+    }
+
+    fn create_file(
+        &mut self,
+        path: &GuestPath,
+        data: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<(), FsError> {
+        write::create_file(self, path, data, attrs)
+    }
+
+    fn symlink(
+        &mut self,
+        path: &GuestPath,
+        target: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<(), FsError> {
+        write::symlink(self, path, target, attrs)
+    }
+
+    fn mkdir(&mut self, path: &GuestPath, attrs: &NewAttrs) -> Result<(), FsError> {
+        write::mkdir(self, path, attrs)
     }
 }
