@@ -11,6 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use common::*;
 use vmie_disk::{Device, FileDevice, Overlay};
@@ -30,26 +31,6 @@ fn commit(ov: &Overlay, img: &Path) {
         f.write_at(off, &data).unwrap();
     }
     ov.discard().unwrap();
-}
-
-/// xfs_repair -n must exit 0 and print nothing but its phase banners.
-fn assert_clean(img: &Path, what: &str) {
-    let (ok, out) = repair_n(img);
-    assert!(ok, "{what}: xfs_repair -n failed:\n{out}");
-    let benign = [
-        "Phase ",
-        "        - ",
-        "Cannot get host filesystem geometry.",
-        "Repair may fail if there is a sector size mismatch between",
-        "the image and the host filesystem.",
-        "No modify flag set, skipping",
-    ];
-    for l in out.lines() {
-        assert!(
-            benign.iter().any(|b| l.starts_with(b)),
-            "{what}: xfs_repair -n reports: {l}\n{out}"
-        );
-    }
 }
 
 /// xfs_db's view of a path: its inode number via `path`, then its size.
@@ -87,54 +68,370 @@ fn selinux() -> NewAttrs {
     }
 }
 
+/// A small tree with one directory of each form: shortform (`small`),
+/// block (`block`), leaf (`leaf`), node (`node`).
+fn forms_tree() -> BTreeMap<String, Node> {
+    let mut t = BTreeMap::new();
+    let dir = || Node::Dir {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    let file = |seed: u64, len: usize| Node::File {
+        data: bytes(seed, len),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    t.insert("etc".into(), dir());
+    t.insert(
+        "etc/fstab".into(),
+        Node::File {
+            data: b"/dev/sda1 / xfs defaults 0 0\n".to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    t.insert("small".into(), dir());
+    for i in 0..6 {
+        t.insert(format!("small/f{i}"), file(i, 100 * i as usize));
+    }
+    t.insert("block".into(), dir());
+    for i in 0..20 {
+        t.insert(format!("block/entry-{i:03}"), file(50 + i, 3000));
+    }
+    t.insert("leaf".into(), dir());
+    for i in 0..200 {
+        t.insert(
+            format!("leaf/a-long-name-to-fill-blocks-{i:04}"),
+            file(200 + i, 10),
+        );
+    }
+    t.insert("node".into(), dir());
+    for i in 0..1200 {
+        t.insert(format!("node/n{i:05}"), file(2000 + i, 1));
+    }
+    t
+}
+
+fn listing(t: &BTreeMap<String, Node>, dir: &str) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = t
+        .keys()
+        .filter_map(|k| k.strip_prefix(&format!("{dir}/")))
+        .filter(|r| !r.contains('/'))
+        .map(|r| r.as_bytes().to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Everything checked after a change: xfs_repair -n clean, xfs_db lists
+/// each directory with good hashes and reads each file's bytes through its
+/// own block map, and a fresh reader sees exactly `want`.
+fn check_all(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
+    assert_clean(img, what);
+    for (k, n) in want {
+        match n {
+            Node::Dir { .. } => {
+                assert_eq!(
+                    xfs_db_ls(img, &format!("/{k}")),
+                    listing(want, k),
+                    "{what}: /{k}"
+                )
+            }
+            Node::File { data, .. } if data.len() > 1000 || k.starts_with("etc") => {
+                assert!(
+                    xfs_db_read(img, &format!("/{k}")) == *data,
+                    "{what}: xfs_db reads /{k}"
+                )
+            }
+            _ => {}
+        }
+    }
+    let (_, fs) = open(img);
+    compare(&fs, want);
+}
+
+fn regular(data: Vec<u8>) -> Node {
+    Node::File {
+        data,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+
 #[test]
-fn smoke_create_in_every_form() {
-    let t = tree();
+fn create_grow_symlink_mkdir_in_every_form_and_profile() {
+    let t = forms_tree();
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
     for (name, args) in PROFILES {
         let img = mkfs(args, 300, Some(&proto));
-        let mut want: BTreeMap<String, Node> = t.clone();
-        for (step, dir) in ["etc", "block", "leaf"].iter().enumerate() {
+        assert_eq!(xfs_db_format(&img.path, "/small").0, "1 (local)", "{name}");
+        let bs = if name.ends_with("1k") { 1024 } else { 4096 };
+        let (fmt, size) = xfs_db_format(&img.path, "/leaf");
+        assert!(
+            fmt.starts_with("2") && size > bs,
+            "{name}: /leaf is {fmt} {size}"
+        );
+        let mut want = t.clone();
+        let mut step = 0;
+        let mut run = |want: &mut BTreeMap<String, Node>,
+                       what: String,
+                       f: &mut dyn FnMut(&mut XfsFs) -> Result<(), FsError>,
+                       changes: Vec<(String, Node)>| {
             let (ov, mut fs) = over(&img.path);
-            let p = format!("/{dir}/new-file-{step}");
-            let data = bytes(77 + step as u64, 5000 + step * 3000);
-            fs.create_file(&GuestPath::lexical(p.as_bytes()), &data, &selinux())
-                .unwrap_or_else(|e| panic!("{name}: create {p}: {e}"));
-            assert_eq!(fs.read(&p).unwrap(), data);
+            f(&mut fs).unwrap_or_else(|e| panic!("{name}: {what}: {e}"));
             commit(&ov, &img.path);
-            assert_clean(&img.path, &format!("{name}: create {p}"));
-            assert_eq!(xfs_db_size(&img.path, &p), data.len() as u64);
-            want.insert(
-                p[1..].to_string(),
-                Node::File {
-                    data,
-                    mode: 0o644,
-                    uid: 0,
-                    gid: 0,
-                },
+            for (k, n) in changes {
+                want.insert(k, n);
+            }
+            check_all(&img.path, want, &format!("{name} step {step}: {what}"));
+            step += 1;
+        };
+        for dir in ["small", "block", "leaf"] {
+            let p = format!("{dir}/new-file");
+            let data = bytes(77, 5000);
+            let (gp, d) = (GuestPath::lexical(format!("/{p}").as_bytes()), data.clone());
+            run(
+                &mut want,
+                format!("create /{p}"),
+                &mut |fs| fs.create_file(&gp, &d, &selinux()),
+                vec![(p.clone(), regular(data))],
             );
             let (_, fs) = open(&img.path);
-            compare(&fs, &want);
-            let m = fs.lstat(&p).unwrap().1;
+            let m = fs.lstat(&format!("/{p}")).unwrap().1;
             assert_eq!(
                 m.selinux_label(),
                 Some(&b"system_u:object_r:etc_t:s0\0"[..])
             );
+            let p = format!("{dir}/empty");
+            let gp = GuestPath::lexical(format!("/{p}").as_bytes());
+            run(
+                &mut want,
+                format!("create empty /{p}"),
+                &mut |fs| fs.create_file(&gp, b"", &NewAttrs::default()),
+                vec![(p.clone(), regular(Vec::new()))],
+            );
         }
-        // Grow a file past its blocks.
+        // Symlinks: inline and remote; a directory with a file in it.
+        for (ln, target) in [("short", b"fstab".to_vec()), ("long", vec![b'x'; 900])] {
+            let p = format!("etc/{ln}-link");
+            let gp = GuestPath::lexical(format!("/{p}").as_bytes());
+            let tg = target.clone();
+            run(
+                &mut want,
+                format!("symlink /{p}"),
+                &mut |fs| fs.symlink(&gp, &tg, &NewAttrs::default()),
+                vec![(p, Node::Link(target))],
+            );
+        }
+        let gp = GuestPath::lexical(b"/etc/sub.d");
+        run(
+            &mut want,
+            "mkdir /etc/sub.d".into(),
+            &mut |fs| {
+                fs.mkdir(
+                    &gp,
+                    &NewAttrs {
+                        mode: 0o750,
+                        ..selinux()
+                    },
+                )
+            },
+            vec![(
+                "etc/sub.d".into(),
+                Node::Dir {
+                    mode: 0o750,
+                    uid: 0,
+                    gid: 0,
+                },
+            )],
+        );
+        let gp = GuestPath::lexical(b"/etc/sub.d/inner");
+        run(
+            &mut want,
+            "create /etc/sub.d/inner".into(),
+            &mut |fs| fs.create_file(&gp, b"inner\n", &selinux()),
+            vec![("etc/sub.d/inner".into(), regular(b"inner\n".to_vec()))],
+        );
+        // Grow past the owned blocks, shrink (blocks stay past EOF), regrow.
+        for (i, len) in [200_000usize, 10, 700_000, 0, 1 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let data = bytes(300 + i as u64, len);
+            let d = data.clone();
+            let gp = GuestPath::lexical(b"/etc/fstab");
+            run(
+                &mut want,
+                format!("replace /etc/fstab with {len} bytes"),
+                &mut |fs| fs.replace_file(&gp, &d),
+                vec![("etc/fstab".into(), regular(data))],
+            );
+        }
+        // The node-form directory is refused, writing nothing.
         let (ov, mut fs) = over(&img.path);
-        let data = bytes(5, 200_000);
-        fs.replace_file(&GuestPath::lexical(b"/etc/fstab"), &data)
-            .unwrap();
-        commit(&ov, &img.path);
-        assert_clean(&img.path, &format!("{name}: grow fstab"));
-        let (_, fs) = open(&img.path);
-        assert_eq!(fs.read("/etc/fstab").unwrap(), data);
-        let _ = FsError::Unsupported {
-            fs: String::new(),
-            op: String::new(),
-            why: String::new(),
-        };
+        let err = fs
+            .create_file(&GuestPath::lexical(b"/node/x"), b"x", &NewAttrs::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("node"), "{name}: {err}");
+        assert!(!ov.is_dirty(), "{name}: a refused create wrote");
+        // Existing names are refused.
+        let err = fs
+            .create_file(
+                &GuestPath::lexical(b"/etc/fstab"),
+                b"x",
+                &NewAttrs::default(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, FsError::Exists { .. }), "{err}");
+        assert!(!ov.is_dirty());
+        eprintln!("{name}: {step} operations checked");
     }
+}
+
+/// Filling a block directory until it converts to leaf form and grows new
+/// data blocks; on 1 KiB blocks until the leaf block is full, which is
+/// refused without a write.
+#[test]
+fn block_directory_fills_into_leaf_form() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for (name, args) in [PROFILES[0], PROFILES[2], PROFILES[5]] {
+        let img = mkfs(args, 300, Some(&proto));
+        let mut want = t.clone();
+        let mut refused = false;
+        let mut out_of_inodes = false;
+        let mut forms = std::collections::BTreeSet::new();
+        for round in 0..8 {
+            let (ov, mut fs) = over(&img.path);
+            for i in 0..40 {
+                let p = format!("block/added-{round}-{i:03}-{}", "n".repeat(i % 30));
+                let data = bytes(round * 100 + i as u64, i * 13);
+                match fs.create_file(
+                    &GuestPath::lexical(format!("/{p}").as_bytes()),
+                    &data,
+                    &selinux(),
+                ) {
+                    Ok(()) => {
+                        want.insert(p, regular(data));
+                    }
+                    Err(e) if e.to_string().contains("leaf block is full") => {
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => {
+                        assert!(
+                            e.to_string()
+                                .contains("no existing inode chunk has a free inode"),
+                            "{name}: {e}"
+                        );
+                        out_of_inodes = true;
+                        break;
+                    }
+                }
+            }
+            commit(&ov, &img.path);
+            forms.insert(xfs_db_format(&img.path, "/block").1);
+            check_all(&img.path, &want, &format!("{name} round {round}"));
+            if refused || out_of_inodes {
+                // The refusal left the overlay clean after the last commit.
+                let (ov, mut fs) = over(&img.path);
+                assert!(fs
+                    .create_file(
+                        &GuestPath::lexical(b"/block/one-more-name-please"),
+                        b"x",
+                        &NewAttrs::default()
+                    )
+                    .is_err());
+                assert!(!ov.is_dirty());
+                break;
+            }
+        }
+        eprintln!("{name}: /block sizes seen {forms:?}, refused at a full leaf: {refused}, out of free inodes: {out_of_inodes}, entries {}", listing(&want, "block").len());
+        assert!(
+            forms.len() >= 2,
+            "{name}: the directory never grew a data block"
+        );
+    }
+}
+
+/// Random sequences of create and replace (0 B to 1 MiB) in directories of
+/// every form we write, on every profile; xfs_repair -n clean and
+/// everything read back after each sequence.
+#[test]
+fn random_sequences_stay_consistent() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let start = Instant::now();
+    let sequences = 20u64;
+    let mut ops = 0;
+    for seq in 0..sequences {
+        let (name, args) = PROFILES[(seq as usize) % PROFILES.len()];
+        let img = mkfs(args, 300, Some(&proto));
+        let mut want = t.clone();
+        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (ov, mut fs) = over(&img.path);
+        for op in 0..12 {
+            let dir = ["small", "block", "leaf", "etc"][rnd(4) as usize];
+            let len = match rnd(4) {
+                0 => 0,
+                1 => rnd(5000) as usize,
+                2 => rnd(100_000) as usize,
+                _ => rnd(1 << 20) as usize + 1,
+            };
+            let data = bytes(seq * 1000 + op, len);
+            let existing: Vec<String> = want
+                .iter()
+                .filter(|(k, n)| {
+                    k.starts_with(&format!("{dir}/")) && matches!(n, Node::File { .. })
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if rnd(2) == 0 && !existing.is_empty() {
+                let p = existing[rnd(existing.len() as u64) as usize].clone();
+                fs.replace_file(&GuestPath::lexical(format!("/{p}").as_bytes()), &data)
+                    .unwrap_or_else(|e| panic!("{name} seq {seq}: replace /{p}: {e}"));
+                want.insert(p, regular(data));
+            } else {
+                let nl = 1 + rnd(40) as usize;
+                let nm: String = (0..nl).map(|_| (b'a' + rnd(26) as u8) as char).collect();
+                let p = format!("{dir}/{nm}-{seq}-{op}");
+                fs.create_file(
+                    &GuestPath::lexical(format!("/{p}").as_bytes()),
+                    &data,
+                    &selinux(),
+                )
+                .unwrap_or_else(|e| panic!("{name} seq {seq}: create /{p}: {e}"));
+                want.insert(p, regular(data));
+            }
+            ops += 1;
+        }
+        commit(&ov, &img.path);
+        assert_clean(&img.path, &format!("{name} sequence {seq}"));
+        for d in ["small", "block", "leaf", "etc"] {
+            assert_eq!(
+                xfs_db_ls(&img.path, &format!("/{d}")),
+                listing(&want, d),
+                "{name} seq {seq} /{d}"
+            );
+        }
+        let (_, fs) = open(&img.path);
+        compare(&fs, &want);
+    }
+    eprintln!(
+        "{sequences} sequences, {ops} operations in {:?}",
+        start.elapsed()
+    );
 }

@@ -33,57 +33,6 @@ fn commit(ov: &Overlay, img: &Path) {
     ov.discard().unwrap();
 }
 
-/// The file's bytes as xfs_db maps them: its size, and its extents read
-/// from the image file directly.
-fn xfs_db_read(img: &Path, path: &str) -> Vec<u8> {
-    let out = xfs_db(
-        img,
-        false,
-        &[
-            &format!("path {path}"),
-            "print core.size",
-            "bmap",
-            "sb 0",
-            "print blocksize agblocks agblklog",
-        ],
-    );
-    let field = |k: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap_or_else(|| panic!("{k} in {out}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let size = field("core.size");
-    let bs = field("blocksize");
-    let agblocks = field("agblocks");
-    let mut data = vec![0u8; size as usize];
-    let mut f = std::fs::File::open(img).unwrap();
-    for l in out.lines().filter(|l| l.starts_with("data offset")) {
-        // data offset 0 startblock 1234 (0/1234) count 3 flag 0
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let off: u64 = w[2].parse().unwrap();
-        let agpair = w[5].trim_matches(|c| c == '(' || c == ')');
-        let (ag, agbno) = agpair.split_once('/').unwrap();
-        let (ag, agbno): (u64, u64) = (ag.parse().unwrap(), agbno.parse().unwrap());
-        let count: u64 = w[7].parse().unwrap();
-        assert_eq!(w[9], "0", "unwritten extent in {l}");
-        for b in 0..count {
-            let fo = (off + b) * bs;
-            if fo >= size {
-                break;
-            }
-            let n = (size - fo).min(bs) as usize;
-            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs))
-                .unwrap();
-            f.read_exact(&mut data[fo as usize..fo as usize + n])
-                .unwrap();
-        }
-    }
-    data
-}
-
 #[test]
 fn replace_in_place_passes_xfs_repair() {
     let t = tree();
