@@ -266,6 +266,20 @@ fn take_extent(tx: &mut Tx, agno: u32, s: u32, l: u32, n: u32) -> Result<(), FsE
     let (agf_at, mut a) = agf(tx, agno)?;
     let bno = bt_from_agf(tx, agno, &a, false);
     let cnt = bt_from_agf(tx, agno, &a, true);
+    // Never hand out the AG headers or the internal log, whatever the
+    // trees say.
+    let hdr_blocks = (4 * u64::from(c.geo.sect_size)).div_ceil(u64::from(c.geo.block_size));
+    let fsb = (u64::from(agno) << c.geo.agblklog) | u64::from(s);
+    let (ls, ll) = (c.geo.logstart, u64::from(c.geo.logblocks));
+    if u64::from(s) < hdr_blocks
+        || u64::from(s) + u64::from(l) > u64::from(c.ag_len(agno))
+        || (fsb < ls + ll && ls < fsb + u64::from(l))
+    {
+        return Err(c.corrupt(
+            &format!("free space of AG {agno}"),
+            format!("free extent {s}+{l} overlaps the AG headers, the log or the AG end"),
+        ));
+    }
     let mut tb: Vec<Touched> = Vec::new();
     let mut tc: Vec<Touched> = Vec::new();
     let gone = |t: &str| {

@@ -33,17 +33,6 @@ fn commit(ov: &Overlay, img: &Path) {
     ov.discard().unwrap();
 }
 
-/// xfs_db's view of a path: its inode number via `path`, then its size.
-fn xfs_db_size(img: &Path, path: &str) -> u64 {
-    let out = xfs_db(img, false, &[&format!("path {path}"), "print core.size"]);
-    out.lines()
-        .find_map(|l| l.strip_prefix("core.size = "))
-        .unwrap_or_else(|| panic!("core.size in {out}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 const PROFILES: [(&str, &[&str]); 6] = [
     ("v4", &["-m", "crc=0"]),
     ("v5-nofinobt", &["-m", "finobt=0,reflink=0"]),
@@ -434,4 +423,295 @@ fn random_sequences_stay_consistent() {
         "{sequences} sequences, {ops} operations in {:?}",
         start.elapsed()
     );
+}
+
+/// A /etc the size of a RHEL one (about 250 entries: leaf form): the
+/// fixup's backup beside /etc/fstab, then the grown original.
+#[test]
+fn rhel_sized_etc_gets_a_backup_and_a_grown_fstab() {
+    let mut t = BTreeMap::new();
+    t.insert(
+        "etc".to_string(),
+        Node::Dir {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    let real = std::fs::read_dir("/work/main/target/guest-cache/bookworm/etc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut names: Vec<String> = real;
+    for i in 0..250 {
+        if names.len() >= 250 {
+            break;
+        }
+        names.push(format!("rhel-{i}.conf"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        t.insert(format!("etc/{n}"), regular(bytes(i as u64, i * 7 % 3000)));
+    }
+    t.insert(
+        "etc/fstab".into(),
+        regular(b"/dev/sda1 / xfs defaults 0 0\n/dev/sda2 swap swap defaults 0 0\n".to_vec()),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for (name, args) in PROFILES {
+        let img = mkfs(args, 300, Some(&proto));
+        let (fmt, size) = xfs_db_format(&img.path, "/etc");
+        assert!(
+            fmt.starts_with('2') && size > 4096,
+            "{name}: /etc is {fmt}, {size} bytes"
+        );
+        let (ov, mut fs) = over(&img.path);
+        let fstab = GuestPath::lexical(b"/etc/fstab");
+        let old = fs.read("/etc/fstab").unwrap();
+        let m = fs.lstat("/etc/fstab").unwrap().1;
+        let bak = GuestPath::lexical(b"/etc/fstab.vmie.bak");
+        fs.create_file(&bak, &old, &NewAttrs::like(&m)).unwrap();
+        let new = format!("UUID=0123 / xfs defaults 0 0\n# {}\n", "x".repeat(6000));
+        fs.replace_file(&fstab, new.as_bytes()).unwrap();
+        fs.verify_paths(&[
+            (fstab.clone(), Some(new.as_bytes().to_vec())),
+            (bak.clone(), Some(old.clone())),
+        ])
+        .unwrap();
+        commit(&ov, &img.path);
+        t.insert("etc/fstab.vmie.bak".into(), regular(old.clone()));
+        let mut want = t.clone();
+        want.insert("etc/fstab".into(), regular(new.into_bytes()));
+        check_all(&img.path, &want, name);
+        t.remove("etc/fstab.vmie.bak");
+    }
+}
+
+/// Allocation on an rmapbt filesystem, and running out of space, are
+/// refused without a write; a name that does not fit is refused.
+#[test]
+fn refusals_write_nothing() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let img = mkfs(&["-m", "rmapbt=1"], 300, Some(&proto));
+    let (ov, mut fs) = over(&img.path);
+    let p = GuestPath::lexical(b"/etc/new");
+    let err = fs
+        .create_file(&p, b"data", &NewAttrs::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("rmapbt"), "{err}");
+    assert!(!ov.is_dirty());
+    // An empty file needs no block: allowed, and clean.
+    fs.create_file(&p, b"", &NewAttrs::default()).unwrap();
+    commit(&ov, &img.path);
+    assert_clean(&img.path, "rmapbt: empty file");
+
+    // No space: a file larger than the free space.
+    let img = mkfs(&["-m", "finobt=1"], 300, Some(&proto));
+    let (ov, mut fs) = over(&img.path);
+    let err = fs
+        .create_file(&p, &vec![7u8; 290 << 20], &NewAttrs::default())
+        .unwrap_err();
+    assert!(matches!(err, FsError::NoSpace { .. }), "{err}");
+    assert!(!ov.is_dirty());
+    let err = fs
+        .replace_file(&GuestPath::lexical(b"/etc/fstab"), &vec![7u8; 290 << 20])
+        .unwrap_err();
+    assert!(matches!(err, FsError::NoSpace { .. }), "{err}");
+    assert!(!ov.is_dirty());
+    // Names XFS cannot hold.
+    let long = GuestPath::lexical(format!("/etc/{}", "n".repeat(256)).as_bytes());
+    assert!(fs.create_file(&long, b"x", &NewAttrs::default()).is_err());
+    // An xattr namespace we do not write.
+    let acl = NewAttrs {
+        xattrs: vec![Xattr {
+            name: b"system.posix_acl_access".to_vec(),
+            value: vec![2, 0, 0, 0],
+        }],
+        ..NewAttrs::default()
+    };
+    let err = fs.create_file(&p, b"x", &acl).unwrap_err();
+    assert!(err.to_string().contains("system.posix_acl_access"), "{err}");
+    assert!(!ov.is_dirty());
+    assert_clean(&img.path, "after refusals");
+}
+
+/// Patch `len` bytes at `at` of the image with `f`, re-sealing a v5 CRC
+/// at `crc` (relative to `at`).
+fn patch(img: &Path, at: u64, len: usize, crc: Option<usize>, f: &mut dyn FnMut(&mut [u8])) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut b = vec![0u8; len];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut b).unwrap();
+    f(&mut b);
+    if let Some(o) = crc {
+        b[o..o + 4].fill(0);
+        let c = !vmie_disk::checksum::crc32c_update(!0, &b);
+        b[o..o + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&b).unwrap();
+}
+
+fn db_num(out: &str, k: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+        .unwrap_or_else(|| panic!("{k} in {out}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Corrupted AG headers and btree blocks (CRCs re-sealed, so only our
+/// checks can notice): every write refuses with an error naming the
+/// structure, never panics, and leaves the device bytes unchanged.
+#[test]
+fn corrupted_allocation_metadata_is_refused() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let base = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+    let sb = xfs_db(
+        &base.path,
+        false,
+        &["sb 0", "print agcount agblocks blocksize"],
+    );
+    let (agcount, agblocks, bs) = (
+        db_num(&sb, "agcount"),
+        db_num(&sb, "agblocks"),
+        db_num(&sb, "blocksize"),
+    );
+    // (what, byte offset and length, crc offset, change)
+    type Change = Box<dyn Fn(&mut [u8], u64)>;
+    type Case = (String, Vec<(u64, usize, usize)>, Change, &'static str);
+    let mut cases: Vec<Case> = Vec::new();
+    let agfs: Vec<(u64, usize, usize)> = (0..agcount)
+        .map(|a| (a * agblocks * bs + 512, 512, 216))
+        .collect();
+    let agis: Vec<(u64, usize, usize)> = (0..agcount)
+        .map(|a| (a * agblocks * bs + 1024, 512, 312))
+        .collect();
+    cases.push((
+        "AGF free count above the AG".into(),
+        agfs.clone(),
+        Box::new(|b, _| b[52..56].copy_from_slice(&u32::MAX.to_be_bytes())),
+        "AGF",
+    ));
+    cases.push((
+        "AGF bnobt levels".into(),
+        agfs.clone(),
+        Box::new(|b, _| b[28..32].copy_from_slice(&40u32.to_be_bytes())),
+        "bnobt",
+    ));
+    cases.push((
+        "AGI free count above the count".into(),
+        agis.clone(),
+        Box::new(|b, _| b[28..32].copy_from_slice(&u32::MAX.to_be_bytes())),
+        "AGI",
+    ));
+    let mut roots = Vec::new();
+    let mut bnoroots = Vec::new();
+    let mut iroots = Vec::new();
+    for a in 0..agcount {
+        let o = xfs_db(
+            &base.path,
+            false,
+            &[&format!("agf {a}"), "print bnoroot cntroot"],
+        );
+        for k in ["bnoroot", "cntroot"] {
+            roots.push(((a * agblocks + db_num(&o, k)) * bs, bs as usize, 52));
+        }
+        bnoroots.push(((a * agblocks + db_num(&o, "bnoroot")) * bs, bs as usize, 52));
+        let o = xfs_db(
+            &base.path,
+            false,
+            &[&format!("agi {a}"), "print root free_root"],
+        );
+        for k in ["root", "free_root"] {
+            iroots.push(((a * agblocks + db_num(&o, k)) * bs, bs as usize, 52));
+        }
+    }
+    // The two free-space trees disagree (each alone looks fine).
+    cases.push((
+        "bnobt records shifted".into(),
+        bnoroots,
+        Box::new(|b, _| {
+            let n = u16::from_be_bytes([b[6], b[7]]) as usize;
+            for i in 0..n {
+                let o = 56 + i * 8;
+                let v = u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) + 1;
+                b[o..o + 4].copy_from_slice(&v.to_be_bytes());
+            }
+        }),
+        "is not recorded",
+    ));
+    cases.push((
+        "free-space btree record count".into(),
+        roots,
+        Box::new(|b, _| b[6..8].copy_from_slice(&0xFFFFu16.to_be_bytes())),
+        "records",
+    ));
+    cases.push((
+        "inode btree free masks".into(),
+        iroots.clone(),
+        Box::new(|b, _| {
+            let n = u16::from_be_bytes([b[6], b[7]]) as usize;
+            for i in 0..n {
+                b[56 + i * 16 + 8..56 + i * 16 + 16].fill(0);
+            }
+        }),
+        "",
+    ));
+    cases.push((
+        "inode btree owner".into(),
+        iroots,
+        Box::new(|b, _| b[48..52].copy_from_slice(&77u32.to_be_bytes())),
+        "owner",
+    ));
+    for (what, places, change, needle) in cases {
+        let img = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+        for (at, len, crc) in &places {
+            patch(&img.path, *at, *len, Some(*crc), &mut |b| change(b, *at));
+        }
+        let before = std::fs::read(&img.path).unwrap();
+        let (ov, mut fs) = over(&img.path);
+        let r1 = fs.create_file(
+            &GuestPath::lexical(b"/etc/new"),
+            &bytes(1, 10_000),
+            &NewAttrs::default(),
+        );
+        // Only the block allocator reads the free-space structures.
+        let rs = if places[0].2 == 312 || what.starts_with("inode") {
+            vec![&r1]
+        } else {
+            let r2 = fs.replace_file(&GuestPath::lexical(b"/etc/fstab"), &bytes(2, 100_000));
+            assert!(r2.is_err(), "{what}: replace");
+            eprintln!("{what}: {}", r2.as_ref().unwrap_err());
+            vec![&r1]
+        };
+        for r in rs {
+            let e = r.as_ref().expect_err(&what);
+            assert!(
+                matches!(e, FsError::Corrupt { .. } | FsError::Unsupported { .. }),
+                "{what}: {e}"
+            );
+            assert!(e.to_string().contains(needle), "{what}: {e}");
+        }
+        eprintln!("{what}: {}", r1.unwrap_err());
+        assert!(!ov.is_dirty(), "{what}: the overlay was written");
+        drop(fs);
+        assert!(
+            std::fs::read(&img.path).unwrap() == before,
+            "{what}: the image changed"
+        );
+    }
 }
