@@ -9,11 +9,19 @@
 //! [`Limits`] (directory entries, extents) or by fixed format limits
 //! (symlink targets of 1024 bytes, xattr values of 64 KiB).
 //!
-//! Writing replaces a regular file's contents in place, inside the blocks
-//! the file already owns (see the `write` module); everything else is
-//! refused with [`FsError::Unsupported`], writing nothing. A write first
-//! checks that the log is clean (the last record is an unmount record
-//! ending at the head); the log is never replayed nor written.
+//! Writing (the `write`, `alloc`, `btree`, `dirw` and `tx` modules):
+//! `replace_file` (in place, growing into new blocks), `create_file`,
+//! `symlink` and `mkdir`, each one in-memory transaction staged in a
+//! [`tx::Tx`] and written only after every check passed. Blocks come from
+//! the bnobt/cntbt with records changed inside their leaves, inodes from
+//! existing chunks (inobt/finobt), entries go into shortform, block and
+//! leaf directories (converting shortform to block and block to leaf).
+//! Refused with [`FsError::Unsupported`], writing nothing: btree block
+//! splits/merges, new inode chunks, allocation on rmapbt filesystems,
+//! node/btree-form directories, btree-format files, overwriting shared
+//! (reflink) blocks, `remove` and `rename`. A write first checks that the
+//! log is clean (the last record is an unmount record ending at the head);
+//! the log is never replayed nor written.
 #![forbid(unsafe_code)]
 
 mod alloc;
@@ -51,6 +59,8 @@ pub(crate) struct Ctx {
     pub geo: sb::Geo,
     pub location: String,
     pub limits: Limits,
+    /// The log found clean by the first write's check.
+    pub log_state: std::sync::OnceLock<log::LogState>,
 }
 
 impl Ctx {
@@ -125,6 +135,7 @@ impl XfsFs {
                 geo,
                 location,
                 limits: Limits::default(),
+                log_state: std::sync::OnceLock::new(),
             },
             dir_cache: RefCell::new(None),
         })

@@ -58,7 +58,13 @@ pub(crate) fn check(c: &Ctx) -> Result<crate::log::LogState, FsError> {
             "the superblock says mkfs is still in progress".into(),
         ));
     }
-    c.log_clean()
+    // The log is never written by us, so one check per open suffices.
+    if let Some(s) = c.log_state.get() {
+        return Ok(*s);
+    }
+    let s = c.log_clean()?;
+    let _ = c.log_state.set(s);
+    Ok(s)
 }
 
 /// Encode `t` as an on-disk timestamp at `off` of inode `raw`.

@@ -290,13 +290,22 @@ fn replace_cost_does_not_grow_with_the_volume() {
         let base: Arc<dyn Device> = file.clone();
         let ov = Arc::new(Overlay::new(base));
         let mut fs = XfsFs::open(ov.clone(), "t").unwrap();
+        // The fixup's pattern: keep the original beside it, then replace
+        // it with longer contents (allocating blocks).
+        let old = fs.read("/etc/fstab").unwrap();
+        fs.create_file(
+            &GuestPath::lexical(b"/etc/fstab.vmie.bak"),
+            &old,
+            &vmie_guestfs::NewAttrs::default(),
+        )
+        .unwrap();
         fs.replace_file(
             &GuestPath::lexical(b"/etc/fstab"),
-            b"UUID=5678 / xfs defaults 0 0\n",
+            format!("UUID=5678 / xfs defaults 0 0\n#{}\n", "x".repeat(9000)).as_bytes(),
         )
         .unwrap();
         let (bytes_read, calls) = file.read_stats();
-        eprintln!("{gib} GiB: {bytes_read} bytes in {calls} reads to replace /etc/fstab");
+        eprintln!("{gib} GiB: {bytes_read} bytes in {calls} reads to back up and grow /etc/fstab");
         costs.push(bytes_read);
         commit(&ov, &img.path);
         assert!(repair_n(&img.path).0);
