@@ -12,7 +12,7 @@
 //! Writing (the `write`, `alloc`, `btree`, `dirw` and `tx` modules):
 //! `replace_file` (in place, growing into new blocks), `create_file`,
 //! `symlink` and `mkdir`, each one in-memory transaction staged in a
-//! [`tx::Tx`] and written only after every check passed. Blocks come from
+//! `tx::Tx` and written only after every check passed. Blocks come from
 //! the bnobt/cntbt with records changed inside their leaves, inodes from
 //! existing chunks (inobt/finobt), entries go into shortform, block and
 //! leaf directories (converting shortform to block and block to leaf).
