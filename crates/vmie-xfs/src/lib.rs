@@ -9,20 +9,32 @@
 //! [`Limits`] (directory entries, extents) or by fixed format limits
 //! (symlink targets of 1024 bytes, xattr values of 64 KiB).
 //!
-//! Writing replaces a regular file's contents in place, inside the blocks
-//! the file already owns (see the `write` module); everything else is
-//! refused with [`FsError::Unsupported`], writing nothing. A write first
-//! checks that the log is clean (the last record is an unmount record
-//! ending at the head); the log is never replayed nor written.
+//! Writing (the `write`, `alloc`, `btree`, `dirw` and `tx` modules):
+//! `replace_file` (in place, growing into new blocks), `create_file`,
+//! `symlink` and `mkdir`, each one in-memory transaction staged in a
+//! `tx::Tx` and written only after every check passed. Blocks come from
+//! the bnobt/cntbt with records changed inside their leaves, inodes from
+//! existing chunks (inobt/finobt), entries go into shortform, block and
+//! leaf directories (converting shortform to block and block to leaf).
+//! Refused with [`FsError::Unsupported`], writing nothing: btree block
+//! splits/merges, new inode chunks, allocation on rmapbt filesystems,
+//! node/btree-form directories, btree-format files, overwriting shared
+//! (reflink) blocks, `remove` and `rename`. A write first checks that the
+//! log is clean (the last record is an unmount record ending at the head);
+//! the log is never replayed nor written.
 #![forbid(unsafe_code)]
 
+mod alloc;
 mod attr;
 mod be;
+mod btree;
 mod csum;
 mod dir;
+mod dirw;
 mod inode;
 mod log;
 mod sb;
+mod tx;
 mod write;
 
 use std::cell::RefCell;
@@ -30,7 +42,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use vmie_disk::Device;
-use vmie_guestfs::{DirEntry, FileType, FsError, GuestFs, GuestPath, Limits, Metadata};
+use vmie_guestfs::{DirEntry, FileType, FsError, GuestFs, GuestPath, Limits, Metadata, NewAttrs};
 
 use be::{be32, be64};
 use inode::{Fork, Inode, FMT_LOCAL};
@@ -47,6 +59,8 @@ pub(crate) struct Ctx {
     pub geo: sb::Geo,
     pub location: String,
     pub limits: Limits,
+    /// The log found clean by the first write's check.
+    pub log_state: std::sync::OnceLock<log::LogState>,
 }
 
 impl Ctx {
@@ -121,6 +135,7 @@ impl XfsFs {
                 geo,
                 location,
                 limits: Limits::default(),
+                log_state: std::sync::OnceLock::new(),
             },
             dir_cache: RefCell::new(None),
         })
@@ -385,5 +400,27 @@ impl GuestFs for XfsFs {
 
     fn replace_file(&mut self, path: &GuestPath, data: &[u8]) -> Result<(), FsError> {
         write::replace_file(self, path, data)
+    }
+
+    fn create_file(
+        &mut self,
+        path: &GuestPath,
+        data: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<(), FsError> {
+        write::create_file(self, path, data, attrs)
+    }
+
+    fn symlink(
+        &mut self,
+        path: &GuestPath,
+        target: &[u8],
+        attrs: &NewAttrs,
+    ) -> Result<(), FsError> {
+        write::symlink(self, path, target, attrs)
+    }
+
+    fn mkdir(&mut self, path: &GuestPath, attrs: &NewAttrs) -> Result<(), FsError> {
+        write::mkdir(self, path, attrs)
     }
 }

@@ -71,6 +71,12 @@ pub(crate) fn incompat_names(bits: u32) -> Vec<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Geo {
     pub block_size: u32,
+    pub sect_size: u32,
+    /// Extended attributes may be added (attr2 layout: any fork offset).
+    pub attr2: bool,
+    pub nlink_bit: bool,
+    /// The v4 attribute bit (set by the first attribute ever added).
+    pub attrbit: bool,
     pub block_log: u32,
     pub inode_size: u32,
     pub inode_log: u32,
@@ -229,9 +235,12 @@ impl Geo {
         }
         let mut label = [0u8; 12];
         label.copy_from_slice(&sb[108..120]);
-        let _ = (VERSION_ATTRBIT, VERSION_NLINKBIT);
         Ok(Self {
             block_size,
+            sect_size,
+            attr2: v5 || (more && features2 & 0x8 != 0),
+            attrbit: v5 || versionnum & VERSION_ATTRBIT != 0,
+            nlink_bit: v5 || versionnum & VERSION_NLINKBIT != 0,
             block_log,
             inode_size,
             inode_log,

@@ -1,8 +1,8 @@
 //! The writer: replace_file in place (shrink, grow inside the owned
-//! blocks, to zero) on v4 and v5 profiles, proven by xfs_repair -n and by
-//! xfs_db's own block map read back with plain file reads; refusals
-//! (growth past the owned blocks, dirty or external logs, needsrepair,
-//! unknown features, every other write primitive) write nothing.
+//! blocks, to zero, growth into new blocks) on v4 and v5 profiles, proven
+//! by xfs_repair -n and by xfs_db's own block map read back with plain
+//! file reads; refusals (growth on rmapbt, dirty or external logs,
+//! needsrepair, unknown features, remove and rename) write nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use common::*;
 use vmie_disk::{Device, FileDevice, Overlay};
-use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs};
+use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath};
 use vmie_xfs::XfsFs;
 
 fn over(img: &Path) -> (Arc<Overlay>, XfsFs) {
@@ -31,57 +31,6 @@ fn commit(ov: &Overlay, img: &Path) {
         f.write_at(off, &data).unwrap();
     }
     ov.discard().unwrap();
-}
-
-/// The file's bytes as xfs_db maps them: its size, and its extents read
-/// from the image file directly.
-fn xfs_db_read(img: &Path, path: &str) -> Vec<u8> {
-    let out = xfs_db(
-        img,
-        false,
-        &[
-            &format!("path {path}"),
-            "print core.size",
-            "bmap",
-            "sb 0",
-            "print blocksize agblocks agblklog",
-        ],
-    );
-    let field = |k: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap_or_else(|| panic!("{k} in {out}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let size = field("core.size");
-    let bs = field("blocksize");
-    let agblocks = field("agblocks");
-    let mut data = vec![0u8; size as usize];
-    let mut f = std::fs::File::open(img).unwrap();
-    for l in out.lines().filter(|l| l.starts_with("data offset")) {
-        // data offset 0 startblock 1234 (0/1234) count 3 flag 0
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let off: u64 = w[2].parse().unwrap();
-        let agpair = w[5].trim_matches(|c| c == '(' || c == ')');
-        let (ag, agbno) = agpair.split_once('/').unwrap();
-        let (ag, agbno): (u64, u64) = (ag.parse().unwrap(), agbno.parse().unwrap());
-        let count: u64 = w[7].parse().unwrap();
-        assert_eq!(w[9], "0", "unwritten extent in {l}");
-        for b in 0..count {
-            let fo = (off + b) * bs;
-            if fo >= size {
-                break;
-            }
-            let n = (size - fo).min(bs) as usize;
-            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs))
-                .unwrap();
-            f.read_exact(&mut data[fo as usize..fo as usize + n])
-                .unwrap();
-        }
-    }
-    data
 }
 
 #[test]
@@ -149,26 +98,30 @@ fn replace_in_place_passes_xfs_repair() {
             compare(&fs, &now);
             checks += 1;
         }
-        // Growth past the owned blocks is refused, writing nothing.
+        // Growth past the owned blocks allocates, except where every new
+        // extent would need an rmapbt record: refused, writing nothing.
         let (ov, mut fs) = over(&img.path);
-        let err = fs.replace_file(&odd, &bytes(9, 20_000)).unwrap_err();
-        assert!(matches!(err, FsError::Unsupported { .. }), "{err}");
-        assert!(err.to_string().contains("allocating blocks"), "{err}");
-        assert!(!ov.is_dirty());
-        // Every other write primitive refuses, writing nothing.
+        let rmap = args.iter().any(|a| a.contains("rmapbt=1"));
+        let grown = bytes(9, 20_000);
+        match fs.replace_file(&odd, &grown) {
+            Ok(()) => {
+                assert!(!rmap);
+                assert_eq!(fs.read("/etc/odd").unwrap(), grown);
+                commit(&ov, &img.path);
+                let (ok, out) = repair_n(&img.path);
+                assert!(ok, "{args:?} grown: xfs_repair -n: {out}");
+                assert!(xfs_db_read(&img.path, "/etc/odd") == grown);
+            }
+            Err(err) => {
+                assert!(rmap, "{err}");
+                assert!(matches!(err, FsError::Unsupported { .. }), "{err}");
+                assert!(err.to_string().contains("rmapbt"), "{err}");
+                assert!(!ov.is_dirty());
+            }
+        }
+        let (ov, mut fs) = over(&img.path);
+        // Remove and rename still refuse, writing nothing.
         let p = GuestPath::lexical(b"/etc/new");
-        assert!(matches!(
-            fs.create_file(&p, b"x", &NewAttrs::default()),
-            Err(FsError::Unsupported { .. })
-        ));
-        assert!(matches!(
-            fs.mkdir(&p, &NewAttrs::default()),
-            Err(FsError::Unsupported { .. })
-        ));
-        assert!(matches!(
-            fs.symlink(&p, b"x", &NewAttrs::default()),
-            Err(FsError::Unsupported { .. })
-        ));
         assert!(matches!(fs.remove(&odd), Err(FsError::Unsupported { .. })));
         assert!(matches!(
             fs.rename(&odd, &p),
@@ -337,13 +290,22 @@ fn replace_cost_does_not_grow_with_the_volume() {
         let base: Arc<dyn Device> = file.clone();
         let ov = Arc::new(Overlay::new(base));
         let mut fs = XfsFs::open(ov.clone(), "t").unwrap();
+        // The fixup's pattern: keep the original beside it, then replace
+        // it with longer contents (allocating blocks).
+        let old = fs.read("/etc/fstab").unwrap();
+        fs.create_file(
+            &GuestPath::lexical(b"/etc/fstab.vmie.bak"),
+            &old,
+            &vmie_guestfs::NewAttrs::default(),
+        )
+        .unwrap();
         fs.replace_file(
             &GuestPath::lexical(b"/etc/fstab"),
-            b"UUID=5678 / xfs defaults 0 0\n",
+            format!("UUID=5678 / xfs defaults 0 0\n#{}\n", "x".repeat(9000)).as_bytes(),
         )
         .unwrap();
         let (bytes_read, calls) = file.read_stats();
-        eprintln!("{gib} GiB: {bytes_read} bytes in {calls} reads to replace /etc/fstab");
+        eprintln!("{gib} GiB: {bytes_read} bytes in {calls} reads to back up and grow /etc/fstab");
         costs.push(bytes_read);
         commit(&ov, &img.path);
         assert!(repair_n(&img.path).0);

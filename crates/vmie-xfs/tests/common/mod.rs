@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -324,4 +325,111 @@ pub fn walk_all(fs: &dyn GuestFs) -> usize {
         }
     }
     seen
+}
+
+/// The file's bytes as xfs_db maps them: its size, and its extents read
+/// from the image file directly.
+pub fn xfs_db_read(img: &Path, path: &str) -> Vec<u8> {
+    let out = xfs_db(
+        img,
+        false,
+        &[
+            &format!("path {path}"),
+            "print core.size",
+            "bmap",
+            "sb 0",
+            "print blocksize agblocks agblklog",
+        ],
+    );
+    let field = |k: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let size = field("core.size");
+    let bs = field("blocksize");
+    let agblocks = field("agblocks");
+    let mut data = vec![0u8; size as usize];
+    let mut f = std::fs::File::open(img).unwrap();
+    for l in out.lines().filter(|l| l.starts_with("data offset")) {
+        // data offset 0 startblock 1234 (0/1234) count 3 flag 0
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let off: u64 = w[2].parse().unwrap();
+        let agpair = w[5].trim_matches(|c| c == '(' || c == ')');
+        let (ag, agbno) = agpair.split_once('/').unwrap();
+        let (ag, agbno): (u64, u64) = (ag.parse().unwrap(), agbno.parse().unwrap());
+        let count: u64 = w[7].parse().unwrap();
+        assert_eq!(w[9], "0", "unwritten extent in {l}");
+        for b in 0..count {
+            let fo = (off + b) * bs;
+            if fo >= size {
+                break;
+            }
+            let n = (size - fo).min(bs) as usize;
+            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs))
+                .unwrap();
+            f.read_exact(&mut data[fo as usize..fo as usize + n])
+                .unwrap();
+        }
+    }
+    data
+}
+
+/// xfs_db's listing of a directory (names, without . and ..); every entry
+/// must be reported with a good hash.
+pub fn xfs_db_ls(img: &Path, dir: &str) -> Vec<Vec<u8>> {
+    let out = xfs_db(img, false, &[&format!("ls {dir}")]);
+    let mut names = Vec::new();
+    for l in out.lines().skip(1) {
+        assert!(l.ends_with(" (good)"), "xfs_db ls {dir}: {l}");
+        let l = &l[..l.len() - 7];
+        // off ino type hash namelen name
+        let nl: usize = l.split_whitespace().nth(4).unwrap().parse().unwrap();
+        let name = l.as_bytes()[l.len() - nl..].to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// The data fork format and size of a path, as xfs_db prints them.
+pub fn xfs_db_format(img: &Path, path: &str) -> (String, u64) {
+    let out = xfs_db(
+        img,
+        false,
+        &[&format!("path {path}"), "print core.format core.size"],
+    );
+    let f = |k: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+            .trim()
+            .to_string()
+    };
+    (f("core.format"), f("core.size").parse().unwrap())
+}
+
+/// xfs_repair -n must exit 0 and print nothing but its phase banners.
+pub fn assert_clean(img: &Path, what: &str) {
+    let (ok, out) = repair_n(img);
+    assert!(ok, "{what}: xfs_repair -n failed:\n{out}");
+    let benign = [
+        "Phase ",
+        "        - ",
+        "Cannot get host filesystem geometry.",
+        "Repair may fail if there is a sector size mismatch between",
+        "the image and the host filesystem.",
+        "No modify flag set, skipping",
+    ];
+    for l in out.lines() {
+        assert!(
+            benign.iter().any(|b| l.starts_with(b)),
+            "{what}: xfs_repair -n reports: {l}\n{out}"
+        );
+    }
 }

@@ -1,0 +1,543 @@
+//! Space and inode allocation in existing AG structures: free extents are
+//! taken from the bnobt and cntbt (records changed inside their leaves),
+//! free inodes from existing chunks (inobt, finobt). The AGF and AGI are
+//! verified before use and updated with their counters.
+
+use vmie_guestfs::FsError;
+
+use crate::be::{be32, be64, put32, put64};
+use crate::btree::{self, Bt, Touched, BNO, CNT, FINO, INO, REFC};
+use crate::sb::{RO_COMPAT_FINOBT, RO_COMPAT_REFLINK};
+use crate::tx::Tx;
+use crate::Ctx;
+
+const AGF_MAGIC: u32 = 0x5841_4746;
+const AGI_MAGIC: u32 = 0x5841_4749;
+/// Longest extent one bmbt record maps (MAXEXTLEN).
+pub(crate) const MAX_EXTLEN: u64 = (1 << 21) - 1;
+const NULL_AGINO: u32 = 0xFFFF_FFFF;
+
+/// A free extent taken: AG-encoded first block and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Got {
+    pub fsb: u64,
+    pub len: u64,
+}
+
+impl Ctx {
+    fn ag_start(&self, agno: u32) -> u64 {
+        u64::from(agno) * u64::from(self.geo.agblocks) * u64::from(self.geo.block_size)
+    }
+
+    /// Blocks in AG `agno` (the last one may be shorter).
+    pub fn ag_len(&self, agno: u32) -> u32 {
+        let g = &self.geo;
+        let before = u64::from(agno) * u64::from(g.agblocks);
+        g.dblocks.saturating_sub(before).min(u64::from(g.agblocks)) as u32
+    }
+}
+
+fn refuse(c: &Ctx, why: String) -> FsError {
+    FsError::Unsupported {
+        fs: c.location.clone(),
+        op: "write".into(),
+        why,
+    }
+}
+
+/// Read and verify the AGF of `agno`: (byte offset, sector bytes).
+fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
+    let c = tx.c;
+    let sect = c.geo.sect_size as usize;
+    let at = c.ag_start(agno) + sect as u64;
+    let b = tx.read(at, sect)?;
+    let place = format!("AGF of AG {agno}");
+    let bad = |d: String| c.corrupt(&place, d);
+    if be32(&b, 0) != AGF_MAGIC || be32(&b, 4) != 1 {
+        return Err(bad("bad magic or version".into()));
+    }
+    if c.geo.v5 {
+        if !crate::csum::verify(&b, 216) {
+            return Err(bad("CRC mismatch".into()));
+        }
+        if b[64..80] != c.geo.meta_uuid {
+            return Err(bad("UUID is not this filesystem's".into()));
+        }
+    }
+    let len = c.ag_len(agno);
+    if be32(&b, 8) != agno || be32(&b, 12) != len {
+        return Err(bad(format!(
+            "records AG {} of {} blocks (expected {agno} of {len})",
+            be32(&b, 8),
+            be32(&b, 12)
+        )));
+    }
+    let free = be32(&b, 52);
+    let longest = be32(&b, 56);
+    if free > len || longest > free {
+        return Err(bad(format!("{free} free blocks, longest {longest}")));
+    }
+    Ok((at, b))
+}
+
+fn seal_agf(tx: &Tx, b: &mut [u8]) {
+    if tx.c.geo.v5 {
+        crate::csum::update(b, 216);
+    }
+}
+
+fn agi(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
+    let c = tx.c;
+    let sect = c.geo.sect_size as usize;
+    let at = c.ag_start(agno) + 2 * sect as u64;
+    let b = tx.read(at, sect)?;
+    let place = format!("AGI of AG {agno}");
+    let bad = |d: String| c.corrupt(&place, d);
+    if be32(&b, 0) != AGI_MAGIC || be32(&b, 4) != 1 {
+        return Err(bad("bad magic or version".into()));
+    }
+    if c.geo.v5 {
+        if !crate::csum::verify(&b, 312) {
+            return Err(bad("CRC mismatch".into()));
+        }
+        if b[296..312] != c.geo.meta_uuid {
+            return Err(bad("UUID is not this filesystem's".into()));
+        }
+    }
+    let len = c.ag_len(agno);
+    if be32(&b, 8) != agno || be32(&b, 12) != len {
+        return Err(bad(format!(
+            "records AG {} of {} blocks (expected {agno} of {len})",
+            be32(&b, 8),
+            be32(&b, 12)
+        )));
+    }
+    if be32(&b, 28) > be32(&b, 16) {
+        return Err(bad("more free inodes than inodes".into()));
+    }
+    Ok((at, b))
+}
+
+fn seal_agi(tx: &Tx, b: &mut [u8]) {
+    if tx.c.geo.v5 {
+        crate::csum::update(b, 312);
+    }
+}
+
+fn bt_from_agf(tx: &Tx, agno: u32, agf: &[u8], cnt: bool) -> Bt {
+    let (spec, root, levels) = if cnt {
+        (CNT, be32(agf, 20), be32(agf, 32))
+    } else {
+        (BNO, be32(agf, 16), be32(agf, 28))
+    };
+    Bt {
+        spec,
+        agno,
+        root,
+        levels,
+        aglen: tx.c.ag_len(agno),
+    }
+}
+
+/// Blocks each AG keeps free for the kernel's own reservations (btree
+/// growth, the AGFL, per-AG metadata reservations): we never allocate
+/// into them.
+fn reserve(c: &Ctx, agno: u32) -> u32 {
+    c.ag_len(agno) / 32 + 64
+}
+
+/// Allocate `want` blocks for an inode in AG `pref` (or the next AGs):
+/// first at `near` if that block starts a free extent, then best fit by
+/// size. Every piece is a multiple of `align` blocks long (a directory
+/// block) and at most `max_pieces` pieces are taken.
+pub(crate) fn alloc(
+    tx: &mut Tx,
+    pref: u32,
+    want: u64,
+    align: u64,
+    near: Option<u64>,
+    max_pieces: usize,
+) -> Result<Vec<Got>, FsError> {
+    let c = tx.c;
+    let mut got: Vec<Got> = Vec::new();
+    let mut left = want;
+    let agcount = c.geo.agcount;
+    if left == 0 {
+        return Ok(got);
+    }
+    for k in 0..agcount {
+        let agno = (pref + k) % agcount;
+        let (_, a) = agf(tx, agno)?;
+        let mut free = be32(&a, 52);
+        let res = reserve(c, agno);
+        // Exact placement after the file's last block.
+        if k == 0 {
+            if let Some(n) = near {
+                if n >> c.geo.agblklog == u64::from(agno) {
+                    let agbno = (n & ((1 << c.geo.agblklog) - 1)) as u32;
+                    let bno = bt_from_agf(tx, agno, &a, false);
+                    let p = bno.descend(tx, u64::from(agbno))?;
+                    if p.idx[p.idx.len() - 1] < p.numrecs {
+                        let r = bno.rec(tx, &p.leaf, p.idx[p.idx.len() - 1]);
+                        let (s, l) = (be32(r, 0), be32(r, 4));
+                        let take = u64::from(l).min(left).min(MAX_EXTLEN);
+                        let take = take - take % align;
+                        if s == agbno
+                            && take > 0
+                            && free.checked_sub(take as u32).is_some_and(|f| f >= res)
+                        {
+                            take_extent(tx, agno, s, l, take as u32)?;
+                            got.push(Got { fsb: n, len: take });
+                            left -= take;
+                            free = free.saturating_sub(take as u32);
+                        }
+                    }
+                }
+            }
+        }
+        while left > 0 {
+            if got.len() >= max_pieces {
+                return Err(refuse(
+                    c,
+                    format!(
+                        "the free space is too fragmented: {want} blocks would take more than {max_pieces} extents"
+                    ),
+                ));
+            }
+            let (_, a) = agf(tx, agno)?;
+            let longest = u64::from(be32(&a, 56));
+            let room = u64::from(free.saturating_sub(res));
+            let target = left.min(MAX_EXTLEN).min(longest).min(room);
+            let target = target - target % align;
+            if target == 0 {
+                break;
+            }
+            let cnt = bt_from_agf(tx, agno, &a, true);
+            let p = cnt.descend(tx, target << 32)?;
+            let li = p.idx[p.idx.len() - 1];
+            let rec = if li < p.numrecs {
+                cnt.rec(tx, &p.leaf, li).to_vec()
+            } else {
+                match cnt.right_sibling(tx, &p.leaf)? {
+                    Some((b, n)) if n > 0 => cnt.rec(tx, &b, 0).to_vec(),
+                    _ => {
+                        return Err(c.corrupt(
+                            &format!("cntbt of AG {agno}"),
+                            format!("no free extent of {target} blocks though the AGF's longest is {longest}"),
+                        ))
+                    }
+                }
+            };
+            let (s, l) = (be32(&rec, 0), be32(&rec, 4));
+            if u64::from(l) < target {
+                return Err(c.corrupt(
+                    &format!("cntbt of AG {agno}"),
+                    "records out of order".into(),
+                ));
+            }
+            let take = target as u32;
+            take_extent(tx, agno, s, l, take)?;
+            got.push(Got {
+                fsb: (u64::from(agno) << c.geo.agblklog) | u64::from(s),
+                len: u64::from(take),
+            });
+            left -= u64::from(take);
+            free = free.saturating_sub(take);
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    if left > 0 {
+        return Err(FsError::NoSpace {
+            fs: c.location.clone(),
+            what: format!(
+                "{want} blocks ({} bytes) beyond what each AG keeps in reserve",
+                want * u64::from(c.geo.block_size)
+            ),
+        });
+    }
+    Ok(got)
+}
+
+/// Take the first `n` blocks of free extent (`s`, `l`) of AG `agno`.
+fn take_extent(tx: &mut Tx, agno: u32, s: u32, l: u32, n: u32) -> Result<(), FsError> {
+    let c = tx.c;
+    let (agf_at, mut a) = agf(tx, agno)?;
+    let bno = bt_from_agf(tx, agno, &a, false);
+    let cnt = bt_from_agf(tx, agno, &a, true);
+    // Never hand out the AG headers or the internal log, whatever the
+    // trees say.
+    let hdr_blocks = (4 * u64::from(c.geo.sect_size)).div_ceil(u64::from(c.geo.block_size));
+    let fsb = (u64::from(agno) << c.geo.agblklog) | u64::from(s);
+    let (ls, ll) = (c.geo.logstart, u64::from(c.geo.logblocks));
+    if u64::from(s) < hdr_blocks
+        || u64::from(s) + u64::from(l) > u64::from(c.ag_len(agno))
+        || (fsb < ls + ll && ls < fsb + u64::from(l))
+    {
+        return Err(c.corrupt(
+            &format!("free space of AG {agno}"),
+            format!("free extent {s}+{l} overlaps the AG headers, the log or the AG end"),
+        ));
+    }
+    let mut tb: Vec<Touched> = Vec::new();
+    let mut tc: Vec<Touched> = Vec::new();
+    let gone = |t: &str| {
+        c.corrupt(
+            &format!("{t} of AG {agno}"),
+            format!("free extent {s}+{l} is not recorded"),
+        )
+    };
+    // bnobt: shrink or remove the record in place.
+    let p = bno.descend(tx, u64::from(s))?;
+    let i = p.idx[p.idx.len() - 1];
+    if i >= p.numrecs || bno.rec(tx, &p.leaf, i) != btree::alloc_rec(s, l).as_slice() {
+        return Err(gone("bnobt"));
+    }
+    let mut recs = btree::records(&bno, tx, &p);
+    if n == l {
+        recs.remove(i);
+    } else {
+        recs[i] = btree::alloc_rec(s + n, l - n);
+    }
+    bno.set_leaf(tx, &p, &recs, &mut tb)?;
+    // cntbt: remove, and re-insert the remainder in order.
+    let key = (u64::from(l) << 32) | u64::from(s);
+    let p = cnt.descend(tx, key)?;
+    let i = p.idx[p.idx.len() - 1];
+    if i >= p.numrecs || cnt.rec(tx, &p.leaf, i) != btree::alloc_rec(s, l).as_slice() {
+        return Err(gone("cntbt"));
+    }
+    let mut recs = btree::records(&cnt, tx, &p);
+    recs.remove(i);
+    cnt.set_leaf(tx, &p, &recs, &mut tc)?;
+    if n < l {
+        let nk = (u64::from(l - n) << 32) | u64::from(s + n);
+        let p = cnt.descend(tx, nk)?;
+        let i = p.idx[p.idx.len() - 1];
+        let mut recs = btree::records(&cnt, tx, &p);
+        recs.insert(i, btree::alloc_rec(s + n, l - n));
+        cnt.set_leaf(tx, &p, &recs, &mut tc)?;
+    }
+    bno.check_touched(tx, &tb)?;
+    cnt.check_touched(tx, &tc)?;
+    // The AGF: free blocks and the longest extent (the cntbt's last).
+    let longest = cnt.last(tx)?.map_or(0, |r| be32(&r, 4));
+    let free = be32(&a, 52).checked_sub(n).ok_or_else(|| {
+        c.corrupt(
+            &format!("AGF of AG {agno}"),
+            format!("counts fewer free blocks than the free extent {s}+{l}"),
+        )
+    })?;
+    put32(&mut a, 52, free);
+    put32(&mut a, 56, longest);
+    seal_agf(tx, &mut a);
+    tx.write(agf_at, a)?;
+    tx.d_fdblocks -= i64::from(n);
+    Ok(())
+}
+
+/// Whether any block of `fsb..fsb+len` is shared (has a refcountbt
+/// record) on a reflink filesystem.
+pub(crate) fn shared(tx: &Tx, fsb: u64, len: u64) -> Result<bool, FsError> {
+    let c = tx.c;
+    if c.geo.ro_compat & RO_COMPAT_REFLINK == 0 {
+        return Ok(false);
+    }
+    let agno = (fsb >> c.geo.agblklog) as u32;
+    let s = (fsb & ((1 << c.geo.agblklog) - 1)) as u32;
+    let end = u64::from(s) + len;
+    let (_, a) = agf(tx, agno)?;
+    let bt = Bt {
+        spec: REFC,
+        agno,
+        root: be32(&a, 88),
+        levels: be32(&a, 92),
+        aglen: c.ag_len(agno),
+    };
+    // The record at or before `s`, then onwards while they start below
+    // the end. CoW staging records (high bit) sort after all others.
+    let p = bt.descend(tx, u64::from(s))?;
+    let mut leaf = p.leaf;
+    let mut n = p.numrecs;
+    let mut i = p.idx[p.idx.len() - 1].saturating_sub(1);
+    let mut leaves = 0u32;
+    loop {
+        while i < n {
+            let r = bt.rec(tx, &leaf, i);
+            let (rs, rl) = (u64::from(be32(r, 0)), u64::from(be32(r, 4)));
+            if rs >= end {
+                return Ok(false);
+            }
+            if rs + rl > u64::from(s) {
+                return Ok(true);
+            }
+            i += 1;
+        }
+        leaves += 1;
+        if leaves > c.ag_len(agno) {
+            return Err(c.corrupt("refcountbt", "sibling loop".into()));
+        }
+        match bt.right_sibling(tx, &leaf)? {
+            Some((b, m)) => {
+                leaf = b;
+                n = m;
+                i = 0;
+            }
+            None => return Ok(false),
+        }
+    }
+}
+
+/// One inobt record as decoded.
+struct IRec {
+    startino: u32,
+    holemask: u16,
+    freecount: u32,
+    free: u64,
+}
+
+fn irec(c: &Ctx, r: &[u8]) -> IRec {
+    let sparse = c.geo.has(crate::sb::INCOMPAT_SPINODES);
+    let (holemask, freecount) = if sparse {
+        (u16::from_be_bytes([r[4], r[5]]), u32::from(r[7]))
+    } else {
+        (0, be32(r, 4))
+    };
+    IRec {
+        startino: be32(r, 0),
+        holemask,
+        freecount,
+        free: be64(r, 8),
+    }
+}
+
+fn put_irec(c: &Ctx, r: &mut [u8], freecount: u32, free: u64) {
+    if c.geo.has(crate::sb::INCOMPAT_SPINODES) {
+        r[7] = freecount as u8;
+    } else {
+        put32(r, 4, freecount);
+    }
+    put64(r, 8, free);
+}
+
+/// Allocate a free inode from an existing chunk, preferring AG `pref`.
+/// Returns the inode number; the inode itself is not written.
+pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
+    let c = tx.c;
+    let finobt = c.geo.ro_compat & RO_COMPAT_FINOBT != 0;
+    for k in 0..c.geo.agcount {
+        let agno = (pref + k) % c.geo.agcount;
+        let (agi_at, mut a) = agi(tx, agno)?;
+        if be32(&a, 28) == 0 {
+            continue;
+        }
+        let aglen = c.ag_len(agno);
+        let ino_bt = Bt {
+            spec: INO,
+            agno,
+            root: be32(&a, 20),
+            levels: be32(&a, 24),
+            aglen,
+        };
+        let fino_bt = Bt {
+            spec: FINO,
+            agno,
+            root: be32(&a, 328),
+            levels: be32(&a, 332),
+            aglen,
+        };
+        // A record with a free inode.
+        let found: Option<Vec<u8>> = if finobt {
+            let p = fino_bt.descend(tx, 0)?;
+            (p.numrecs > 0).then(|| fino_bt.rec(tx, &p.leaf, 0).to_vec())
+        } else {
+            let p = ino_bt.descend(tx, 0)?;
+            let (mut leaf, mut n) = (p.leaf, p.numrecs);
+            let mut hit = None;
+            let mut leaves = 0u32;
+            'walk: loop {
+                for i in 0..n {
+                    let r = ino_bt.rec(tx, &leaf, i);
+                    if irec(c, r).freecount > 0 {
+                        hit = Some(r.to_vec());
+                        break 'walk;
+                    }
+                }
+                leaves += 1;
+                if leaves > aglen {
+                    return Err(c.corrupt("inobt", "sibling loop".into()));
+                }
+                match ino_bt.right_sibling(tx, &leaf)? {
+                    Some((b, m)) => {
+                        leaf = b;
+                        n = m;
+                    }
+                    None => break,
+                }
+            }
+            hit
+        };
+        let Some(r) = found else {
+            if finobt {
+                return Err(c.corrupt(
+                    &format!("finobt of AG {agno}"),
+                    "empty though the AGI counts free inodes".into(),
+                ));
+            }
+            continue;
+        };
+        let rec = irec(c, &r);
+        let place = format!("inobt record {} of AG {agno}", rec.startino);
+        let slot = (0..64u32)
+            .find(|i| rec.free & (1u64 << i) != 0 && rec.holemask & (1u16 << (i / 4)) == 0);
+        let Some(slot) = slot else {
+            return Err(c.corrupt(&place, "counts free inodes but has none".into()));
+        };
+        let agino = rec.startino.checked_add(slot).filter(|&a| a != NULL_AGINO);
+        let Some(agino) = agino else {
+            return Err(c.corrupt(&place, "inode number overflows".into()));
+        };
+        let ino = (u64::from(agno) << (c.geo.agblklog + c.geo.inopblog)) | u64::from(agino);
+        let new_free = rec.free & !(1u64 << slot);
+        let new_count = rec.freecount - 1;
+        // inobt: the record in place.
+        let mut touched = Vec::new();
+        let p = ino_bt.descend(tx, u64::from(rec.startino))?;
+        let i = p.idx[p.idx.len() - 1];
+        if i >= p.numrecs || be32(ino_bt.rec(tx, &p.leaf, i), 0) != rec.startino {
+            return Err(c.corrupt(&place, "not in the inobt".into()));
+        }
+        let old = irec(c, ino_bt.rec(tx, &p.leaf, i));
+        if old.free != rec.free || old.freecount != rec.freecount {
+            return Err(c.corrupt(&place, "the inobt and finobt disagree".into()));
+        }
+        let mut recs = btree::records(&ino_bt, tx, &p);
+        put_irec(c, &mut recs[i], new_count, new_free);
+        ino_bt.set_leaf(tx, &p, &recs, &mut touched)?;
+        if finobt {
+            let mut tf = Vec::new();
+            let p = fino_bt.descend(tx, u64::from(rec.startino))?;
+            let i = p.idx[p.idx.len() - 1];
+            let mut recs = btree::records(&fino_bt, tx, &p);
+            if new_count == 0 {
+                recs.remove(i);
+            } else {
+                put_irec(c, &mut recs[i], new_count, new_free);
+            }
+            fino_bt.set_leaf(tx, &p, &recs, &mut tf)?;
+            fino_bt.check_touched(tx, &tf)?;
+        }
+        let fc = be32(&a, 28) - 1;
+        put32(&mut a, 28, fc);
+        seal_agi(tx, &mut a);
+        tx.write(agi_at, a)?;
+        tx.d_ifree -= 1;
+        return Ok(ino);
+    }
+    Err(refuse(
+        c,
+        "no existing inode chunk has a free inode (allocating a new inode chunk is not implemented)"
+            .into(),
+    ))
+}

@@ -1,0 +1,834 @@
+//! Adding a directory entry: shortform (in the inode), block form (one
+//! directory block with its own hash leaf) and leaf form (data blocks and
+//! one leaf1 block with the sorted hashes and the best-free table). Every
+//! block touched is re-verified, rebuilt whole (entries at their offsets,
+//! the gaps as free regions, bestfree[] recomputed) and re-sealed.
+//! Node and btree-form directories are refused.
+
+use vmie_guestfs::FsError;
+
+use crate::be::{be16, be32, be64, put32, put64};
+use crate::dir::{data_entry_size, BLOCK_MAGIC_V2, BLOCK_MAGIC_V3, DATA_MAGIC_V2, DATA_MAGIC_V3};
+use crate::inode::{Extent, Fork, Inode, FMT_EXTENTS, FMT_LOCAL};
+use crate::tx::Tx;
+use crate::Ctx;
+
+const LEAF1_MAGIC_V2: u16 = 0xd2f1;
+const LEAF1_MAGIC_V3: u16 = 0x3df1;
+const FREE_TAG: u16 = 0xFFFF;
+const NULL_DATAOFF: u16 = 0xFFFF;
+
+/// The directory name hash (xfs_da_hashname).
+pub(crate) fn hashname(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    let mut n = name;
+    while n.len() >= 4 {
+        h = (u32::from(n[0]) << 21)
+            ^ (u32::from(n[1]) << 14)
+            ^ (u32::from(n[2]) << 7)
+            ^ u32::from(n[3])
+            ^ h.rotate_left(28);
+        n = &n[4..];
+    }
+    match n.len() {
+        3 => (u32::from(n[0]) << 14) ^ (u32::from(n[1]) << 7) ^ u32::from(n[2]) ^ h.rotate_left(21),
+        2 => (u32::from(n[0]) << 7) ^ u32::from(n[1]) ^ h.rotate_left(14),
+        1 => u32::from(n[0]) ^ h.rotate_left(7),
+        _ => h,
+    }
+}
+
+/// One entry of a data block, at its byte offset.
+#[derive(Debug, Clone)]
+struct DEnt {
+    off: usize,
+    ino: u64,
+    name: Vec<u8>,
+    ftype: u8,
+}
+
+fn refuse(c: &Ctx, what: &str, why: String) -> FsError {
+    FsError::Unsupported {
+        fs: c.location.clone(),
+        op: format!("add an entry to {what}"),
+        why,
+    }
+}
+
+/// Encode one extent record.
+pub(crate) fn encode_extent(e: &Extent) -> [u8; 16] {
+    let l0 = (u64::from(e.unwritten) << 63) | (e.off << 9) | (e.fsb >> 43);
+    let l1 = (e.fsb << 21) | (e.len & 0x1F_FFFF);
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&l0.to_be_bytes());
+    r[8..].copy_from_slice(&l1.to_be_bytes());
+    r
+}
+
+/// Store `ext` as the inode's data fork in extents format, merging runs
+/// that continue each other; refuses when they do not fit in the fork.
+pub(crate) fn set_extents(
+    c: &Ctx,
+    ip: &mut Inode,
+    ext: &[Extent],
+    what: &str,
+) -> Result<(), FsError> {
+    let mut merged: Vec<Extent> = Vec::with_capacity(ext.len());
+    for e in ext {
+        if let Some(last) = merged.last_mut() {
+            if !last.unwritten
+                && !e.unwritten
+                && last.off + last.len == e.off
+                && last.fsb + last.len == e.fsb
+                && (last.fsb >> c.geo.agblklog) == (e.fsb >> c.geo.agblklog)
+                && last.len + e.len <= crate::alloc::MAX_EXTLEN
+            {
+                last.len += e.len;
+                continue;
+            }
+        }
+        merged.push(*e);
+    }
+    let size = ip.data_fork().len();
+    if merged.len() * 16 > size {
+        return Err(FsError::Unsupported {
+            fs: c.location.clone(),
+            op: format!("write {what}"),
+            why: format!(
+                "{} extents do not fit in the inode ({} fit; converting the block map to a btree is not implemented)",
+                merged.len(),
+                size / 16
+            ),
+        });
+    }
+    let core = ip.core;
+    let fork = &mut ip.raw[core..core + size];
+    fork.fill(0);
+    for (i, e) in merged.iter().enumerate() {
+        fork[i * 16..i * 16 + 16].copy_from_slice(&encode_extent(e));
+    }
+    ip.raw[5] = FMT_EXTENTS;
+    ip.format = FMT_EXTENTS;
+    let n = merged.len() as u64;
+    if ip.flags2 & crate::inode::DIFLAG2_NREXT64 != 0 {
+        put64(&mut ip.raw, 24, n);
+    } else {
+        put32(&mut ip.raw, 76, n as u32);
+    }
+    ip.nextents = n;
+    Ok(())
+}
+
+pub(crate) fn set_nblocks(ip: &mut Inode, n: u64) {
+    put64(&mut ip.raw, 64, n);
+    ip.nblocks = n;
+}
+
+pub(crate) fn set_size(ip: &mut Inode, n: u64) {
+    put64(&mut ip.raw, 56, n);
+    ip.size = n;
+}
+
+/// The byte offset of directory block `db` (file block offset), which must
+/// lie in one written extent.
+fn dir_block_at(c: &Ctx, ext: &[Extent], db: u64) -> Option<u64> {
+    let n = u64::from(c.geo.dir_fsbs);
+    let e = ext
+        .iter()
+        .find(|e| e.off <= db && db + n <= e.off + e.len && !e.unwritten)?;
+    c.geo.fsb_to_byte(e.fsb + (db - e.off), n)
+}
+
+struct Layout {
+    hdr: usize,
+    /// Offset of bestfree[0].
+    bf: usize,
+}
+
+fn layout(c: &Ctx) -> Layout {
+    if c.geo.v5 {
+        Layout { hdr: 64, bf: 48 }
+    } else {
+        Layout { hdr: 16, bf: 4 }
+    }
+}
+
+/// Parse the entries (with `.` and `..`) of data area `b[hdr..end]`.
+fn parse_area(
+    c: &Ctx,
+    b: &[u8],
+    hdr: usize,
+    end: usize,
+    place: &str,
+) -> Result<Vec<DEnt>, FsError> {
+    let bad = |d: String| c.corrupt(place, d);
+    let ft = c.geo.ftype;
+    let mut out = Vec::new();
+    let mut pos = hdr;
+    let mut last_free = false;
+    while pos < end {
+        if end - pos < 8 {
+            return Err(bad(format!("entry at {pos} truncated")));
+        }
+        if be16(b, pos) == FREE_TAG {
+            let len = usize::from(be16(b, pos + 2));
+            if len < 8
+                || len % 8 != 0
+                || pos + len > end
+                || usize::from(be16(b, pos + len - 2)) != pos
+            {
+                return Err(bad(format!("free region at {pos} of {len} bytes")));
+            }
+            if last_free {
+                return Err(bad(format!("two free regions in a row at {pos}")));
+            }
+            last_free = true;
+            pos += len;
+            continue;
+        }
+        last_free = false;
+        let ino = be64(b, pos);
+        let nl = usize::from(b[pos + 8]);
+        let size = data_entry_size(nl, ft);
+        if nl == 0 || pos + size > end || usize::from(be16(b, pos + size - 2)) != pos {
+            return Err(bad(format!("entry at {pos} is malformed")));
+        }
+        out.push(DEnt {
+            off: pos,
+            ino,
+            name: b[pos + 9..pos + 9 + nl].to_vec(),
+            ftype: if ft { b[pos + 9 + nl] } else { 0 },
+        });
+        pos += size;
+    }
+    Ok(out)
+}
+
+/// First gap of `size` bytes in `hdr..end` between the (sorted) entries.
+fn find_gap(c: &Ctx, ents: &[DEnt], hdr: usize, end: usize, size: usize) -> Option<usize> {
+    let ft = c.geo.ftype;
+    let mut pos = hdr;
+    for e in ents {
+        if e.off >= pos + size {
+            return Some(pos);
+        }
+        pos = pos.max(e.off + data_entry_size(e.name.len(), ft));
+    }
+    (end >= pos + size).then_some(pos)
+}
+
+/// Write entries and free regions into `b[hdr..end]`, and bestfree[].
+/// Returns the longest free region.
+fn build_area(c: &Ctx, b: &mut [u8], l: &Layout, end: usize, ents: &[DEnt]) -> u16 {
+    let ft = c.geo.ftype;
+    b[l.hdr..end].fill(0);
+    let mut frees: Vec<(usize, usize)> = Vec::new();
+    let mut pos = l.hdr;
+    for e in ents {
+        if e.off > pos {
+            frees.push((pos, e.off - pos));
+        }
+        let size = data_entry_size(e.name.len(), ft);
+        let o = e.off;
+        put64(b, o, e.ino);
+        b[o + 8] = e.name.len() as u8;
+        b[o + 9..o + 9 + e.name.len()].copy_from_slice(&e.name);
+        if ft {
+            b[o + 9 + e.name.len()] = e.ftype;
+        }
+        b[o + size - 2..o + size].copy_from_slice(&(o as u16).to_be_bytes());
+        pos = o + size;
+    }
+    if end > pos {
+        frees.push((pos, end - pos));
+    }
+    for &(o, len) in &frees {
+        b[o..o + 2].copy_from_slice(&FREE_TAG.to_be_bytes());
+        b[o + 2..o + 4].copy_from_slice(&(len as u16).to_be_bytes());
+        b[o + len - 2..o + len].copy_from_slice(&(o as u16).to_be_bytes());
+    }
+    // bestfree: the three longest, longest first (ties: lower offset).
+    let mut best = frees.clone();
+    best.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    best.truncate(3);
+    b[l.bf..l.bf + 12].fill(0);
+    for (i, &(o, len)) in best.iter().enumerate() {
+        b[l.bf + i * 4..l.bf + i * 4 + 2].copy_from_slice(&(o as u16).to_be_bytes());
+        b[l.bf + i * 4 + 2..l.bf + i * 4 + 4].copy_from_slice(&(len as u16).to_be_bytes());
+    }
+    best.first().map_or(0, |&(_, len)| len as u16)
+}
+
+fn seal_data(c: &Ctx, b: &mut [u8]) {
+    if c.geo.v5 {
+        crate::csum::update(b, 4);
+    }
+}
+
+/// What the caller must do to the directory inode after an insertion:
+/// the changes are made on `dir` itself (fork, size, blocks).
+pub(crate) fn add_entry(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    name: &[u8],
+    ino: u64,
+    ftype: u8,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    match dir.format {
+        FMT_LOCAL => add_shortform(tx, dir, name, ino, ftype, what),
+        FMT_EXTENTS => {
+            let ext = c.extents(dir, Fork::Data, what)?;
+            let g = &c.geo;
+            let end = ext.last().map_or(0, |e| e.off + e.len);
+            if dir.size == u64::from(g.dir_size) && end == u64::from(g.dir_fsbs) {
+                add_block(tx, dir, &ext, name, ino, ftype, what)
+            } else {
+                add_leaf(tx, dir, &ext, name, ino, ftype, what)
+            }
+        }
+        _ => Err(refuse(
+            c,
+            what,
+            "the directory's block map is a btree (writing btree-form directories is not implemented)".into(),
+        )),
+    }
+}
+
+fn add_shortform(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    name: &[u8],
+    ino: u64,
+    ftype: u8,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let (_, ents) = c.shortform(dir, what)?;
+    let fork_len = dir.data_fork().len();
+    let size = dir.size as usize;
+    let i8 = dir.data_fork()[1] != 0;
+    let isz = if i8 { 8 } else { 4 };
+    if !i8 && ino > u64::from(u32::MAX) {
+        return Err(refuse(
+            c,
+            what,
+            "the new inode number needs 8-byte shortform entries (converting is not implemented)"
+                .into(),
+        ));
+    }
+    let ft = c.geo.ftype;
+    let l = layout(c);
+    // The block offset the entry would get: after the last entry.
+    let d = dir.data_fork()[..size].to_vec();
+    let mut pos = 2 + isz;
+    let mut next_off = l.hdr + data_entry_size(1, ft) + data_entry_size(2, ft);
+    for _ in &ents {
+        let nl = usize::from(d[pos]);
+        let off = usize::from(be16(&d, pos + 1));
+        next_off = off + data_entry_size(nl, ft);
+        pos += 3 + nl + usize::from(ft) + isz;
+    }
+    let esize = 3 + name.len() + usize::from(ft) + isz;
+    let count = ents.len() + 1;
+    // As a block, the entries and their leaf must fit (else the kernel
+    // would place the entry elsewhere or convert).
+    let block_need = next_off + data_entry_size(name.len(), ft) + (count + 2) * 8 + 8;
+    if size + esize > fork_len || block_need > c.geo.dir_size as usize {
+        return sf_to_block(tx, dir, name, ino, ftype, what);
+    }
+    let core = dir.core;
+    let f = &mut dir.raw[core..core + fork_len];
+    let mut e = vec![name.len() as u8];
+    e.extend_from_slice(&(next_off as u16).to_be_bytes());
+    e.extend_from_slice(name);
+    if ft {
+        e.push(ftype);
+    }
+    if i8 {
+        e.extend_from_slice(&ino.to_be_bytes());
+    } else {
+        e.extend_from_slice(&(ino as u32).to_be_bytes());
+    }
+    f[size..size + esize].copy_from_slice(&e);
+    f[0] = count as u8;
+    if count > 255 {
+        return Err(c.corrupt(what, "shortform count overflows".into()));
+    }
+    set_size(dir, (size + esize) as u64);
+    Ok(())
+}
+
+/// Convert a shortform directory that the new entry overflows into block
+/// form, with the new entry in it.
+fn sf_to_block(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    name: &[u8],
+    ino: u64,
+    ftype: u8,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let (parent, ents) = c.shortform(dir, what)?;
+    let ft = g.ftype;
+    let l = layout(c);
+    let ds = g.dir_size as usize;
+    let mut des = vec![
+        DEnt {
+            off: l.hdr,
+            ino: dir.ino,
+            name: b".".to_vec(),
+            ftype: 2,
+        },
+        DEnt {
+            off: l.hdr + data_entry_size(1, ft),
+            ino: parent,
+            name: b"..".to_vec(),
+            ftype: 2,
+        },
+    ];
+    let mut pos = l.hdr + data_entry_size(1, ft) + data_entry_size(2, ft);
+    // Entries packed in order (offsets in a shortform directory are only
+    // cookies; packed offsets are valid ones).
+    for e in ents.iter() {
+        des.push(DEnt {
+            off: pos,
+            ino: e.ino,
+            name: e.name.clone(),
+            ftype: e.ftype.unwrap_or(0),
+        });
+        pos += data_entry_size(e.name.len(), ft);
+    }
+    des.push(DEnt {
+        off: pos,
+        ino,
+        name: name.to_vec(),
+        ftype,
+    });
+    pos += data_entry_size(name.len(), ft);
+    let nleaf = des.len();
+    let leaf_start = ds - 8 - nleaf * 8;
+    if pos > leaf_start {
+        return Err(refuse(
+            c,
+            what,
+            "the entries do not fit in one directory block".into(),
+        ));
+    }
+    let _ = ents;
+    let got = crate::alloc::alloc(
+        tx,
+        agno_of(c, dir.ino),
+        u64::from(g.dir_fsbs),
+        u64::from(g.dir_fsbs),
+        None,
+        1,
+    )?;
+    let fsb = got[0].fsb;
+    let at = g
+        .fsb_to_byte(fsb, u64::from(g.dir_fsbs))
+        .ok_or_else(|| c.corrupt(what, "allocated block outside the filesystem".into()))?;
+    let mut b = vec![0u8; ds];
+    write_data_header(
+        c,
+        &mut b,
+        if g.v5 { BLOCK_MAGIC_V3 } else { BLOCK_MAGIC_V2 },
+        at,
+        dir.ino,
+    );
+    build_area(c, &mut b, &l, leaf_start, &des);
+    write_block_leaf(&mut b, &des, ds);
+    seal_data(c, &mut b);
+    tx.write(at, b)?;
+    // The inode: extents format, one directory block.
+    let ext = [Extent {
+        off: 0,
+        fsb,
+        len: u64::from(g.dir_fsbs),
+        unwritten: false,
+    }];
+    let core = dir.core;
+    let flen = dir.data_fork().len();
+    dir.raw[core..core + flen].fill(0);
+    set_extents(c, dir, &ext, what)?;
+    set_size(dir, ds as u64);
+    let nb = dir.nblocks + u64::from(g.dir_fsbs);
+    set_nblocks(dir, nb);
+    Ok(())
+}
+
+pub(crate) fn agno_of(c: &Ctx, ino: u64) -> u32 {
+    (ino >> (c.geo.agblklog + c.geo.inopblog)) as u32
+}
+
+fn write_data_header(c: &Ctx, b: &mut [u8], magic: u32, at: u64, owner: u64) {
+    put32(b, 0, magic);
+    if c.geo.v5 {
+        put64(b, 8, at >> 9);
+        put64(b, 16, 0);
+        b[24..40].copy_from_slice(&c.geo.meta_uuid);
+        put64(b, 40, owner);
+    }
+}
+
+/// The hash leaf and tail of a block-form directory block.
+fn write_block_leaf(b: &mut [u8], ents: &[DEnt], ds: usize) {
+    let mut leaf: Vec<(u32, u32)> = ents
+        .iter()
+        .map(|e| (hashname(&e.name), (e.off / 8) as u32))
+        .collect();
+    leaf.sort_by_key(|x| x.0);
+    let start = ds - 8 - leaf.len() * 8;
+    for (i, (h, a)) in leaf.iter().enumerate() {
+        put32(b, start + i * 8, *h);
+        put32(b, start + i * 8 + 4, *a);
+    }
+    put32(b, ds - 8, leaf.len() as u32);
+    put32(b, ds - 4, 0);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_block(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    name: &[u8],
+    ino: u64,
+    ftype: u8,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let ds = c.geo.dir_size as usize;
+    let l = layout(c);
+    let at = dir_block_at(c, ext, 0).ok_or_else(|| {
+        refuse(
+            c,
+            what,
+            "the directory block is split across extents".into(),
+        )
+    })?;
+    let mut b = tx.read(at, ds)?;
+    let place = format!("{what} (directory block 0)");
+    let bad = |d: String| c.corrupt(&place, d);
+    let magic = if c.geo.v5 {
+        BLOCK_MAGIC_V3
+    } else {
+        BLOCK_MAGIC_V2
+    };
+    if be32(&b, 0) != magic {
+        return Err(bad("bad magic".into()));
+    }
+    if c.geo.v5 {
+        c.check_v5_header(&b, 4, 8, 24, 40, dir.ino, Some(at >> 9))
+            .map_err(bad)?;
+    }
+    let count = be32(&b, ds - 8) as usize;
+    let stale = be32(&b, ds - 4) as usize;
+    if count.saturating_mul(8) + 8 > ds - l.hdr || stale > count {
+        return Err(bad(format!(
+            "tail counts {count} leaf entries, {stale} stale"
+        )));
+    }
+    let leaf_start = ds - 8 - count * 8;
+    let mut ents = parse_area(c, &b, l.hdr, leaf_start, &place)?;
+    if count - stale != ents.len() {
+        return Err(bad(format!(
+            "{} live leaf entries for {} entries",
+            count - stale,
+            ents.len()
+        )));
+    }
+    let size = data_entry_size(name.len(), c.geo.ftype);
+    let new_leaf_start = ds - 8 - (ents.len() + 1) * 8;
+    let fits = ents
+        .last()
+        .is_none_or(|e| e.off + data_entry_size(e.name.len(), c.geo.ftype) <= new_leaf_start);
+    let gap = if fits {
+        find_gap(c, &ents, l.hdr, new_leaf_start, size)
+    } else {
+        None
+    };
+    let Some(off) = gap else {
+        return block_to_leaf(tx, dir, ext, at, b, ents, name, ino, ftype, what);
+    };
+    let pos = ents.partition_point(|e| e.off < off);
+    ents.insert(
+        pos,
+        DEnt {
+            off,
+            ino,
+            name: name.to_vec(),
+            ftype,
+        },
+    );
+    build_area(c, &mut b, &l, new_leaf_start, &ents);
+    write_block_leaf(&mut b, &ents, ds);
+    seal_data(c, &mut b);
+    tx.write(at, b)?;
+    Ok(())
+}
+
+/// Convert a full block-form directory into leaf form: the block becomes
+/// data block 0 (its leaf area turned into free space), the leaf entries
+/// move to a new leaf1 block; then the entry is added in leaf form.
+#[allow(clippy::too_many_arguments)]
+fn block_to_leaf(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    at: u64,
+    mut b: Vec<u8>,
+    ents: Vec<DEnt>,
+    name: &[u8],
+    ino: u64,
+    ftype: u8,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let ds = g.dir_size as usize;
+    let l = layout(c);
+    put32(&mut b, 0, if g.v5 { DATA_MAGIC_V3 } else { DATA_MAGIC_V2 });
+    let best = build_area(c, &mut b, &l, ds, &ents);
+    seal_data(c, &mut b);
+    tx.write(at, b)?;
+    let leaf_off = g.dir_leaf_fsb();
+    let near = ext.last().map(|e| e.fsb + e.len);
+    let got = crate::alloc::alloc(
+        tx,
+        agno_of(c, dir.ino),
+        u64::from(g.dir_fsbs),
+        u64::from(g.dir_fsbs),
+        near,
+        1,
+    )?;
+    let lat = g
+        .fsb_to_byte(got[0].fsb, u64::from(g.dir_fsbs))
+        .ok_or_else(|| c.corrupt(what, "allocated block outside the filesystem".into()))?;
+    let mut lb = vec![0u8; ds];
+    let lh = if g.v5 { 64 } else { 16 };
+    lb[8..10].copy_from_slice(&(if g.v5 { LEAF1_MAGIC_V3 } else { LEAF1_MAGIC_V2 }).to_be_bytes());
+    if g.v5 {
+        put64(&mut lb, 16, lat >> 9);
+        lb[32..48].copy_from_slice(&g.meta_uuid);
+        put64(&mut lb, 48, dir.ino);
+    }
+    let leaf: Vec<(u32, u32)> = ents
+        .iter()
+        .map(|e| (hashname(&e.name), (e.off / 8) as u32))
+        .collect();
+    write_leaf1(&mut lb, lh, g.v5, &leaf, &[best], ds);
+    tx.write(lat, lb)?;
+    let mut all = ext.to_vec();
+    all.push(Extent {
+        off: leaf_off,
+        fsb: got[0].fsb,
+        len: u64::from(g.dir_fsbs),
+        unwritten: false,
+    });
+    set_extents(c, dir, &all, what)?;
+    let nb = dir.nblocks + u64::from(g.dir_fsbs);
+    set_nblocks(dir, nb);
+    let ext2 = c.extents(dir, Fork::Data, what)?;
+    add_leaf(tx, dir, &ext2, name, ino, ftype, what)
+}
+
+/// Write leaf1 entries (sorted here), bests and tail; stale = 0.
+fn write_leaf1(lb: &mut [u8], lh: usize, v5: bool, leaf: &[(u32, u32)], bests: &[u16], ds: usize) {
+    let mut leaf = leaf.to_vec();
+    leaf.sort_by_key(|x| x.0);
+    let (count_off, stale_off) = if v5 { (56, 58) } else { (12, 14) };
+    lb[count_off..count_off + 2].copy_from_slice(&(leaf.len() as u16).to_be_bytes());
+    lb[stale_off..stale_off + 2].copy_from_slice(&0u16.to_be_bytes());
+    lb[lh..ds].fill(0);
+    for (i, (h, a)) in leaf.iter().enumerate() {
+        put32(lb, lh + i * 8, *h);
+        put32(lb, lh + i * 8 + 4, *a);
+    }
+    let bstart = ds - 4 - bests.len() * 2;
+    for (i, v) in bests.iter().enumerate() {
+        lb[bstart + i * 2..bstart + i * 2 + 2].copy_from_slice(&v.to_be_bytes());
+    }
+    put32(lb, ds - 4, bests.len() as u32);
+    if v5 {
+        crate::csum::update(lb, 12);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_leaf(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    name: &[u8],
+    ino: u64,
+    ftype: u8,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let ds = g.dir_size as usize;
+    let fsbs = u64::from(g.dir_fsbs);
+    let l = layout(c);
+    let leaf_off = g.dir_leaf_fsb();
+    let lat = dir_block_at(c, ext, leaf_off).ok_or_else(|| {
+        refuse(
+            c,
+            what,
+            "the directory has no single leaf block (node form directories are not implemented)"
+                .into(),
+        )
+    })?;
+    let mut lb = tx.read(lat, ds)?;
+    let place = format!("{what} (directory leaf block)");
+    let bad = |d: String| c.corrupt(&place, d);
+    let magic = be16(&lb, 8);
+    let want = if g.v5 { LEAF1_MAGIC_V3 } else { LEAF1_MAGIC_V2 };
+    if magic != want {
+        return Err(refuse(
+            c,
+            what,
+            format!("the directory is in node form (leaf magic {magic:#x}); writing node-form directories is not implemented"),
+        ));
+    }
+    let lh = if g.v5 { 64 } else { 16 };
+    if g.v5 {
+        c.check_v5_header(&lb, 12, 16, 32, 48, dir.ino, Some(lat >> 9))
+            .map_err(bad)?;
+    }
+    if be32(&lb, 0) != 0 || be32(&lb, 4) != 0 {
+        return Err(bad("a leaf1 block with siblings".into()));
+    }
+    let (count_off, stale_off) = if g.v5 { (56, 58) } else { (12, 14) };
+    let count = usize::from(be16(&lb, count_off));
+    let stale = usize::from(be16(&lb, stale_off));
+    let bestcount = be32(&lb, ds - 4) as usize;
+    if bestcount == 0 || 4 + bestcount * 2 + lh + count * 8 > ds || stale > count {
+        return Err(bad(format!(
+            "{count} entries ({stale} stale) and {bestcount} bests do not fit"
+        )));
+    }
+    let bstart = ds - 4 - bestcount * 2;
+    let mut bests: Vec<u16> = (0..bestcount).map(|i| be16(&lb, bstart + i * 2)).collect();
+    let mut leaf: Vec<(u32, u32)> = (0..count)
+        .map(|i| (be32(&lb, lh + i * 8), be32(&lb, lh + i * 8 + 4)))
+        .filter(|&(_, a)| a != 0)
+        .collect();
+    if leaf.len() != count - stale {
+        return Err(bad("stale count does not match the entries".into()));
+    }
+    let size = data_entry_size(name.len(), g.ftype);
+    // A data block with room, by the bests table.
+    let mut chosen = None;
+    for (db, &best) in bests.iter().enumerate() {
+        if best != NULL_DATAOFF && usize::from(best) >= size {
+            chosen = Some(db);
+            break;
+        }
+    }
+    let (db, at, mut b, mut ents, is_new) = match chosen {
+        Some(db) => {
+            let fo = db as u64 * fsbs;
+            let at = dir_block_at(c, ext, fo).ok_or_else(|| {
+                refuse(
+                    c,
+                    what,
+                    format!("directory data block {db} is split across extents"),
+                )
+            })?;
+            let b = tx.read(at, ds)?;
+            let dplace = format!("{what} (directory block {db})");
+            let dmagic = if g.v5 { DATA_MAGIC_V3 } else { DATA_MAGIC_V2 };
+            if be32(&b, 0) != dmagic {
+                return Err(c.corrupt(&dplace, "bad magic".into()));
+            }
+            if g.v5 {
+                c.check_v5_header(&b, 4, 8, 24, 40, dir.ino, Some(at >> 9))
+                    .map_err(|d| c.corrupt(&dplace, d))?;
+            }
+            let ents = parse_area(c, &b, l.hdr, ds, &dplace)?;
+            (db, at, b, ents, false)
+        }
+        None => {
+            // A new data block after the last one.
+            let db = bestcount;
+            if lh + (leaf.len() + 1) * 8 + 4 + (bestcount + 1) * 2 > ds {
+                return Err(refuse(
+                    c,
+                    what,
+                    "the leaf block is full (converting to node form is not implemented)".into(),
+                ));
+            }
+            let fo = db as u64 * fsbs;
+            if fo + fsbs > leaf_off || ext.iter().any(|e| e.off < fo + fsbs && fo < e.off + e.len) {
+                return Err(bad(format!("data block {db} is mapped already")));
+            }
+            let near = ext
+                .iter()
+                .rfind(|e| e.off < leaf_off)
+                .map(|e| e.fsb + e.len);
+            let got = crate::alloc::alloc(tx, agno_of(c, dir.ino), fsbs, fsbs, near, 1)?;
+            let at = g
+                .fsb_to_byte(got[0].fsb, fsbs)
+                .ok_or_else(|| c.corrupt(what, "allocated block outside the filesystem".into()))?;
+            let mut b = vec![0u8; ds];
+            write_data_header(
+                c,
+                &mut b,
+                if g.v5 { DATA_MAGIC_V3 } else { DATA_MAGIC_V2 },
+                at,
+                dir.ino,
+            );
+            let mut all = ext.to_vec();
+            all.push(Extent {
+                off: fo,
+                fsb: got[0].fsb,
+                len: fsbs,
+                unwritten: false,
+            });
+            all.sort_by_key(|e| e.off);
+            set_extents(c, dir, &all, what)?;
+            let nb = dir.nblocks + fsbs;
+            set_nblocks(dir, nb);
+            set_size(dir, (db as u64 + 1) * u64::from(g.dir_size));
+            bests.push(0);
+            (db, at, b, Vec::new(), true)
+        }
+    };
+    let _ = is_new;
+    let off = find_gap(c, &ents, l.hdr, ds, size).ok_or_else(|| {
+        c.corrupt(
+            &format!("{what} (directory block {db})"),
+            "the best-free table promises room the block does not have".into(),
+        )
+    })?;
+    let pos = ents.partition_point(|e| e.off < off);
+    ents.insert(
+        pos,
+        DEnt {
+            off,
+            ino,
+            name: name.to_vec(),
+            ftype,
+        },
+    );
+    let best = build_area(c, &mut b, &l, ds, &ents);
+    seal_data(c, &mut b);
+    tx.write(at, b)?;
+    bests[db] = best;
+    let addr = ((db as u64 * u64::from(g.dir_size) + off as u64) >> 3) as u32;
+    leaf.push((hashname(name), addr));
+    if lh + leaf.len() * 8 + 4 + bests.len() * 2 > ds {
+        return Err(refuse(
+            c,
+            what,
+            "the leaf block is full (converting to node form is not implemented)".into(),
+        ));
+    }
+    write_leaf1(&mut lb, lh, g.v5, &leaf, &bests, ds);
+    tx.write(lat, lb)?;
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! The allocating writer: files grown past their blocks, new files,
+//! symlinks and directories in shortform, block and leaf directories, on
+//! every mkfs profile a guest may carry; after every operation
+//! xfs_repair -n is clean and both our reader (fresh) and xfs_db read the
+//! result back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::*;
+use vmie_disk::{Device, FileDevice, Overlay};
+use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs, Xattr};
+use vmie_xfs::XfsFs;
+
+fn over(img: &Path) -> (Arc<Overlay>, XfsFs) {
+    let base: Arc<dyn Device> = Arc::new(FileDevice::open(img).unwrap());
+    let ov = Arc::new(Overlay::new(base));
+    let fs = XfsFs::open(ov.clone(), "test.img").unwrap();
+    (ov, fs)
+}
+
+fn commit(ov: &Overlay, img: &Path) {
+    let f = FileDevice::open_rw(img).unwrap();
+    for (off, data) in ov.changes().unwrap() {
+        f.write_at(off, &data).unwrap();
+    }
+    ov.discard().unwrap();
+}
+
+const PROFILES: [(&str, &[&str]); 6] = [
+    ("v4", &["-m", "crc=0"]),
+    ("v5-nofinobt", &["-m", "finobt=0,reflink=0"]),
+    ("v5-finobt", &["-m", "finobt=1,reflink=0"]),
+    ("v5-reflink", &["-m", "reflink=1"]),
+    (
+        "v5-bigtime-inobtcount",
+        &["-m", "reflink=1,bigtime=1,inobtcount=1"],
+    ),
+    ("v5-1k", &["-b", "size=1024", "-m", "reflink=1"]),
+];
+
+fn selinux() -> NewAttrs {
+    NewAttrs {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        xattrs: vec![Xattr {
+            name: b"security.selinux".to_vec(),
+            value: b"system_u:object_r:etc_t:s0\0".to_vec(),
+        }],
+    }
+}
+
+/// A small tree with one directory of each form: shortform (`small`),
+/// block (`block`), leaf (`leaf`), node (`node`).
+fn forms_tree() -> BTreeMap<String, Node> {
+    let mut t = BTreeMap::new();
+    let dir = || Node::Dir {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    let file = |seed: u64, len: usize| Node::File {
+        data: bytes(seed, len),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    };
+    t.insert("etc".into(), dir());
+    t.insert(
+        "etc/fstab".into(),
+        Node::File {
+            data: b"/dev/sda1 / xfs defaults 0 0\n".to_vec(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    t.insert("small".into(), dir());
+    for i in 0..6 {
+        t.insert(format!("small/f{i}"), file(i, 100 * i as usize));
+    }
+    t.insert("block".into(), dir());
+    for i in 0..20 {
+        t.insert(format!("block/entry-{i:03}"), file(50 + i, 3000));
+    }
+    t.insert("leaf".into(), dir());
+    for i in 0..200 {
+        t.insert(
+            format!("leaf/a-long-name-to-fill-blocks-{i:04}"),
+            file(200 + i, 10),
+        );
+    }
+    t.insert("node".into(), dir());
+    for i in 0..1200 {
+        t.insert(format!("node/n{i:05}"), file(2000 + i, 1));
+    }
+    t
+}
+
+fn listing(t: &BTreeMap<String, Node>, dir: &str) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = t
+        .keys()
+        .filter_map(|k| k.strip_prefix(&format!("{dir}/")))
+        .filter(|r| !r.contains('/'))
+        .map(|r| r.as_bytes().to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Everything checked after a change: xfs_repair -n clean, xfs_db lists
+/// each directory with good hashes and reads each file's bytes through its
+/// own block map, and a fresh reader sees exactly `want`.
+fn check_all(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
+    assert_clean(img, what);
+    for (k, n) in want {
+        match n {
+            Node::Dir { .. } => {
+                assert_eq!(
+                    xfs_db_ls(img, &format!("/{k}")),
+                    listing(want, k),
+                    "{what}: /{k}"
+                )
+            }
+            Node::File { data, .. } if data.len() > 1000 || k.starts_with("etc") => {
+                assert!(
+                    xfs_db_read(img, &format!("/{k}")) == *data,
+                    "{what}: xfs_db reads /{k}"
+                )
+            }
+            _ => {}
+        }
+    }
+    let (_, fs) = open(img);
+    compare(&fs, want);
+}
+
+fn regular(data: Vec<u8>) -> Node {
+    Node::File {
+        data,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+#[test]
+fn create_grow_symlink_mkdir_in_every_form_and_profile() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for (name, args) in PROFILES {
+        let img = mkfs(args, 300, Some(&proto));
+        assert_eq!(xfs_db_format(&img.path, "/small").0, "1 (local)", "{name}");
+        let bs = if name.ends_with("1k") { 1024 } else { 4096 };
+        let (fmt, size) = xfs_db_format(&img.path, "/leaf");
+        assert!(
+            fmt.starts_with("2") && size > bs,
+            "{name}: /leaf is {fmt} {size}"
+        );
+        let mut want = t.clone();
+        let mut step = 0;
+        let mut run = |want: &mut BTreeMap<String, Node>,
+                       what: String,
+                       f: &mut dyn FnMut(&mut XfsFs) -> Result<(), FsError>,
+                       changes: Vec<(String, Node)>| {
+            let (ov, mut fs) = over(&img.path);
+            f(&mut fs).unwrap_or_else(|e| panic!("{name}: {what}: {e}"));
+            commit(&ov, &img.path);
+            for (k, n) in changes {
+                want.insert(k, n);
+            }
+            check_all(&img.path, want, &format!("{name} step {step}: {what}"));
+            step += 1;
+        };
+        for dir in ["small", "block", "leaf"] {
+            let p = format!("{dir}/new-file");
+            let data = bytes(77, 5000);
+            let (gp, d) = (GuestPath::lexical(format!("/{p}").as_bytes()), data.clone());
+            run(
+                &mut want,
+                format!("create /{p}"),
+                &mut |fs| fs.create_file(&gp, &d, &selinux()),
+                vec![(p.clone(), regular(data))],
+            );
+            let (_, fs) = open(&img.path);
+            let m = fs.lstat(&format!("/{p}")).unwrap().1;
+            assert_eq!(
+                m.selinux_label(),
+                Some(&b"system_u:object_r:etc_t:s0\0"[..])
+            );
+            let p = format!("{dir}/empty");
+            let gp = GuestPath::lexical(format!("/{p}").as_bytes());
+            run(
+                &mut want,
+                format!("create empty /{p}"),
+                &mut |fs| fs.create_file(&gp, b"", &NewAttrs::default()),
+                vec![(p.clone(), regular(Vec::new()))],
+            );
+        }
+        // Symlinks: inline and remote; a directory with a file in it.
+        for (ln, target) in [("short", b"fstab".to_vec()), ("long", vec![b'x'; 900])] {
+            let p = format!("etc/{ln}-link");
+            let gp = GuestPath::lexical(format!("/{p}").as_bytes());
+            let tg = target.clone();
+            run(
+                &mut want,
+                format!("symlink /{p}"),
+                &mut |fs| fs.symlink(&gp, &tg, &NewAttrs::default()),
+                vec![(p, Node::Link(target))],
+            );
+        }
+        let gp = GuestPath::lexical(b"/etc/sub.d");
+        run(
+            &mut want,
+            "mkdir /etc/sub.d".into(),
+            &mut |fs| {
+                fs.mkdir(
+                    &gp,
+                    &NewAttrs {
+                        mode: 0o750,
+                        ..selinux()
+                    },
+                )
+            },
+            vec![(
+                "etc/sub.d".into(),
+                Node::Dir {
+                    mode: 0o750,
+                    uid: 0,
+                    gid: 0,
+                },
+            )],
+        );
+        let gp = GuestPath::lexical(b"/etc/sub.d/inner");
+        run(
+            &mut want,
+            "create /etc/sub.d/inner".into(),
+            &mut |fs| fs.create_file(&gp, b"inner\n", &selinux()),
+            vec![("etc/sub.d/inner".into(), regular(b"inner\n".to_vec()))],
+        );
+        // Grow past the owned blocks, shrink (blocks stay past EOF), regrow.
+        for (i, len) in [200_000usize, 10, 700_000, 0, 1 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            let data = bytes(300 + i as u64, len);
+            let d = data.clone();
+            let gp = GuestPath::lexical(b"/etc/fstab");
+            run(
+                &mut want,
+                format!("replace /etc/fstab with {len} bytes"),
+                &mut |fs| fs.replace_file(&gp, &d),
+                vec![("etc/fstab".into(), regular(data))],
+            );
+        }
+        // The node-form directory is refused, writing nothing.
+        let (ov, mut fs) = over(&img.path);
+        let err = fs
+            .create_file(&GuestPath::lexical(b"/node/x"), b"x", &NewAttrs::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("node"), "{name}: {err}");
+        assert!(!ov.is_dirty(), "{name}: a refused create wrote");
+        // Existing names are refused.
+        let err = fs
+            .create_file(
+                &GuestPath::lexical(b"/etc/fstab"),
+                b"x",
+                &NewAttrs::default(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, FsError::Exists { .. }), "{err}");
+        assert!(!ov.is_dirty());
+        eprintln!("{name}: {step} operations checked");
+    }
+}
+
+/// Filling a block directory until it converts to leaf form and grows new
+/// data blocks; on 1 KiB blocks until the leaf block is full, which is
+/// refused without a write.
+#[test]
+fn block_directory_fills_into_leaf_form() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for (name, args) in [PROFILES[0], PROFILES[2], PROFILES[5]] {
+        let img = mkfs(args, 300, Some(&proto));
+        let mut want = t.clone();
+        let mut refused = false;
+        let mut out_of_inodes = false;
+        let mut forms = std::collections::BTreeSet::new();
+        for round in 0..8 {
+            let (ov, mut fs) = over(&img.path);
+            for i in 0..40 {
+                let p = format!("block/added-{round}-{i:03}-{}", "n".repeat(i % 30));
+                let data = bytes(round * 100 + i as u64, i * 13);
+                match fs.create_file(
+                    &GuestPath::lexical(format!("/{p}").as_bytes()),
+                    &data,
+                    &selinux(),
+                ) {
+                    Ok(()) => {
+                        want.insert(p, regular(data));
+                    }
+                    Err(e) if e.to_string().contains("leaf block is full") => {
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => {
+                        assert!(
+                            e.to_string()
+                                .contains("no existing inode chunk has a free inode"),
+                            "{name}: {e}"
+                        );
+                        out_of_inodes = true;
+                        break;
+                    }
+                }
+            }
+            commit(&ov, &img.path);
+            forms.insert(xfs_db_format(&img.path, "/block").1);
+            check_all(&img.path, &want, &format!("{name} round {round}"));
+            if refused || out_of_inodes {
+                // The refusal left the overlay clean after the last commit.
+                let (ov, mut fs) = over(&img.path);
+                assert!(fs
+                    .create_file(
+                        &GuestPath::lexical(b"/block/one-more-name-please"),
+                        b"x",
+                        &NewAttrs::default()
+                    )
+                    .is_err());
+                assert!(!ov.is_dirty());
+                break;
+            }
+        }
+        eprintln!("{name}: /block sizes seen {forms:?}, refused at a full leaf: {refused}, out of free inodes: {out_of_inodes}, entries {}", listing(&want, "block").len());
+        assert!(
+            forms.len() >= 2,
+            "{name}: the directory never grew a data block"
+        );
+    }
+}
+
+/// Random sequences of create and replace (0 B to 1 MiB) in directories of
+/// every form we write, on every profile; xfs_repair -n clean and
+/// everything read back after each sequence.
+#[test]
+fn random_sequences_stay_consistent() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let start = Instant::now();
+    let sequences = 20u64;
+    let mut ops = 0;
+    for seq in 0..sequences {
+        let (name, args) = PROFILES[(seq as usize) % PROFILES.len()];
+        let img = mkfs(args, 300, Some(&proto));
+        let mut want = t.clone();
+        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (ov, mut fs) = over(&img.path);
+        for op in 0..12 {
+            let dir = ["small", "block", "leaf", "etc"][rnd(4) as usize];
+            let len = match rnd(4) {
+                0 => 0,
+                1 => rnd(5000) as usize,
+                2 => rnd(100_000) as usize,
+                _ => rnd(1 << 20) as usize + 1,
+            };
+            let data = bytes(seq * 1000 + op, len);
+            let existing: Vec<String> = want
+                .iter()
+                .filter(|(k, n)| {
+                    k.starts_with(&format!("{dir}/")) && matches!(n, Node::File { .. })
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if rnd(2) == 0 && !existing.is_empty() {
+                let p = existing[rnd(existing.len() as u64) as usize].clone();
+                fs.replace_file(&GuestPath::lexical(format!("/{p}").as_bytes()), &data)
+                    .unwrap_or_else(|e| panic!("{name} seq {seq}: replace /{p}: {e}"));
+                want.insert(p, regular(data));
+            } else {
+                let nl = 1 + rnd(40) as usize;
+                let nm: String = (0..nl).map(|_| (b'a' + rnd(26) as u8) as char).collect();
+                let p = format!("{dir}/{nm}-{seq}-{op}");
+                fs.create_file(
+                    &GuestPath::lexical(format!("/{p}").as_bytes()),
+                    &data,
+                    &selinux(),
+                )
+                .unwrap_or_else(|e| panic!("{name} seq {seq}: create /{p}: {e}"));
+                want.insert(p, regular(data));
+            }
+            ops += 1;
+        }
+        commit(&ov, &img.path);
+        assert_clean(&img.path, &format!("{name} sequence {seq}"));
+        for d in ["small", "block", "leaf", "etc"] {
+            assert_eq!(
+                xfs_db_ls(&img.path, &format!("/{d}")),
+                listing(&want, d),
+                "{name} seq {seq} /{d}"
+            );
+        }
+        let (_, fs) = open(&img.path);
+        compare(&fs, &want);
+    }
+    eprintln!(
+        "{sequences} sequences, {ops} operations in {:?}",
+        start.elapsed()
+    );
+}
+
+/// A /etc the size of a RHEL one (about 250 entries: leaf form): the
+/// fixup's backup beside /etc/fstab, then the grown original.
+#[test]
+fn rhel_sized_etc_gets_a_backup_and_a_grown_fstab() {
+    let mut t = BTreeMap::new();
+    t.insert(
+        "etc".to_string(),
+        Node::Dir {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    let real = std::fs::read_dir("/work/main/target/guest-cache/bookworm/etc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut names: Vec<String> = real;
+    for i in 0..250 {
+        if names.len() >= 250 {
+            break;
+        }
+        names.push(format!("rhel-{i}.conf"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        t.insert(format!("etc/{n}"), regular(bytes(i as u64, i * 7 % 3000)));
+    }
+    t.insert(
+        "etc/fstab".into(),
+        regular(b"/dev/sda1 / xfs defaults 0 0\n/dev/sda2 swap swap defaults 0 0\n".to_vec()),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for (name, args) in PROFILES {
+        let img = mkfs(args, 300, Some(&proto));
+        let (fmt, size) = xfs_db_format(&img.path, "/etc");
+        assert!(
+            fmt.starts_with('2') && size > 4096,
+            "{name}: /etc is {fmt}, {size} bytes"
+        );
+        let (ov, mut fs) = over(&img.path);
+        let fstab = GuestPath::lexical(b"/etc/fstab");
+        let old = fs.read("/etc/fstab").unwrap();
+        let m = fs.lstat("/etc/fstab").unwrap().1;
+        let bak = GuestPath::lexical(b"/etc/fstab.vmie.bak");
+        fs.create_file(&bak, &old, &NewAttrs::like(&m)).unwrap();
+        let new = format!("UUID=0123 / xfs defaults 0 0\n# {}\n", "x".repeat(6000));
+        fs.replace_file(&fstab, new.as_bytes()).unwrap();
+        fs.verify_paths(&[
+            (fstab.clone(), Some(new.as_bytes().to_vec())),
+            (bak.clone(), Some(old.clone())),
+        ])
+        .unwrap();
+        commit(&ov, &img.path);
+        t.insert("etc/fstab.vmie.bak".into(), regular(old.clone()));
+        let mut want = t.clone();
+        want.insert("etc/fstab".into(), regular(new.into_bytes()));
+        check_all(&img.path, &want, name);
+        t.remove("etc/fstab.vmie.bak");
+    }
+}
+
+/// Allocation on an rmapbt filesystem, and running out of space, are
+/// refused without a write; a name that does not fit is refused.
+#[test]
+fn refusals_write_nothing() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let img = mkfs(&["-m", "rmapbt=1"], 300, Some(&proto));
+    let (ov, mut fs) = over(&img.path);
+    let p = GuestPath::lexical(b"/etc/new");
+    let err = fs
+        .create_file(&p, b"data", &NewAttrs::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("rmapbt"), "{err}");
+    assert!(!ov.is_dirty());
+    // An empty file needs no block: allowed, and clean.
+    fs.create_file(&p, b"", &NewAttrs::default()).unwrap();
+    commit(&ov, &img.path);
+    assert_clean(&img.path, "rmapbt: empty file");
+
+    // No space: a file larger than the free space.
+    let img = mkfs(&["-m", "finobt=1"], 300, Some(&proto));
+    let (ov, mut fs) = over(&img.path);
+    let err = fs
+        .create_file(&p, &vec![7u8; 290 << 20], &NewAttrs::default())
+        .unwrap_err();
+    assert!(matches!(err, FsError::NoSpace { .. }), "{err}");
+    assert!(!ov.is_dirty());
+    let err = fs
+        .replace_file(&GuestPath::lexical(b"/etc/fstab"), &vec![7u8; 290 << 20])
+        .unwrap_err();
+    assert!(matches!(err, FsError::NoSpace { .. }), "{err}");
+    assert!(!ov.is_dirty());
+    // Names XFS cannot hold.
+    let long = GuestPath::lexical(format!("/etc/{}", "n".repeat(256)).as_bytes());
+    assert!(fs.create_file(&long, b"x", &NewAttrs::default()).is_err());
+    // An xattr namespace we do not write.
+    let acl = NewAttrs {
+        xattrs: vec![Xattr {
+            name: b"system.posix_acl_access".to_vec(),
+            value: vec![2, 0, 0, 0],
+        }],
+        ..NewAttrs::default()
+    };
+    let err = fs.create_file(&p, b"x", &acl).unwrap_err();
+    assert!(err.to_string().contains("system.posix_acl_access"), "{err}");
+    assert!(!ov.is_dirty());
+    assert_clean(&img.path, "after refusals");
+}
+
+/// Patch `len` bytes at `at` of the image with `f`, re-sealing a v5 CRC
+/// at `crc` (relative to `at`).
+fn patch(img: &Path, at: u64, len: usize, crc: Option<usize>, f: &mut dyn FnMut(&mut [u8])) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut b = vec![0u8; len];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut b).unwrap();
+    f(&mut b);
+    if let Some(o) = crc {
+        b[o..o + 4].fill(0);
+        let c = !vmie_disk::checksum::crc32c_update(!0, &b);
+        b[o..o + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&b).unwrap();
+}
+
+fn db_num(out: &str, k: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+        .unwrap_or_else(|| panic!("{k} in {out}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Corrupted AG headers and btree blocks (CRCs re-sealed, so only our
+/// checks can notice): every write refuses with an error naming the
+/// structure, never panics, and leaves the device bytes unchanged.
+#[test]
+fn corrupted_allocation_metadata_is_refused() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let base = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+    let sb = xfs_db(
+        &base.path,
+        false,
+        &["sb 0", "print agcount agblocks blocksize"],
+    );
+    let (agcount, agblocks, bs) = (
+        db_num(&sb, "agcount"),
+        db_num(&sb, "agblocks"),
+        db_num(&sb, "blocksize"),
+    );
+    // (what, byte offset and length, crc offset, change)
+    type Change = Box<dyn Fn(&mut [u8], u64)>;
+    type Case = (String, Vec<(u64, usize, usize)>, Change, &'static str);
+    let mut cases: Vec<Case> = Vec::new();
+    let agfs: Vec<(u64, usize, usize)> = (0..agcount)
+        .map(|a| (a * agblocks * bs + 512, 512, 216))
+        .collect();
+    let agis: Vec<(u64, usize, usize)> = (0..agcount)
+        .map(|a| (a * agblocks * bs + 1024, 512, 312))
+        .collect();
+    cases.push((
+        "AGF free count above the AG".into(),
+        agfs.clone(),
+        Box::new(|b, _| b[52..56].copy_from_slice(&u32::MAX.to_be_bytes())),
+        "AGF",
+    ));
+    cases.push((
+        "AGF bnobt levels".into(),
+        agfs.clone(),
+        Box::new(|b, _| b[28..32].copy_from_slice(&40u32.to_be_bytes())),
+        "bnobt",
+    ));
+    cases.push((
+        "AGI free count above the count".into(),
+        agis.clone(),
+        Box::new(|b, _| b[28..32].copy_from_slice(&u32::MAX.to_be_bytes())),
+        "AGI",
+    ));
+    let mut roots = Vec::new();
+    let mut bnoroots = Vec::new();
+    let mut iroots = Vec::new();
+    for a in 0..agcount {
+        let o = xfs_db(
+            &base.path,
+            false,
+            &[&format!("agf {a}"), "print bnoroot cntroot"],
+        );
+        for k in ["bnoroot", "cntroot"] {
+            roots.push(((a * agblocks + db_num(&o, k)) * bs, bs as usize, 52));
+        }
+        bnoroots.push(((a * agblocks + db_num(&o, "bnoroot")) * bs, bs as usize, 52));
+        let o = xfs_db(
+            &base.path,
+            false,
+            &[&format!("agi {a}"), "print root free_root"],
+        );
+        for k in ["root", "free_root"] {
+            iroots.push(((a * agblocks + db_num(&o, k)) * bs, bs as usize, 52));
+        }
+    }
+    // The two free-space trees disagree (each alone looks fine).
+    cases.push((
+        "bnobt records shifted".into(),
+        bnoroots,
+        Box::new(|b, _| {
+            let n = u16::from_be_bytes([b[6], b[7]]) as usize;
+            for i in 0..n {
+                let o = 56 + i * 8;
+                let v = u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) + 1;
+                b[o..o + 4].copy_from_slice(&v.to_be_bytes());
+            }
+        }),
+        "is not recorded",
+    ));
+    cases.push((
+        "free-space btree record count".into(),
+        roots,
+        Box::new(|b, _| b[6..8].copy_from_slice(&0xFFFFu16.to_be_bytes())),
+        "records",
+    ));
+    cases.push((
+        "inode btree free masks".into(),
+        iroots.clone(),
+        Box::new(|b, _| {
+            let n = u16::from_be_bytes([b[6], b[7]]) as usize;
+            for i in 0..n {
+                b[56 + i * 16 + 8..56 + i * 16 + 16].fill(0);
+            }
+        }),
+        "",
+    ));
+    cases.push((
+        "inode btree owner".into(),
+        iroots,
+        Box::new(|b, _| b[48..52].copy_from_slice(&77u32.to_be_bytes())),
+        "owner",
+    ));
+    for (what, places, change, needle) in cases {
+        let img = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+        for (at, len, crc) in &places {
+            patch(&img.path, *at, *len, Some(*crc), &mut |b| change(b, *at));
+        }
+        let before = std::fs::read(&img.path).unwrap();
+        let (ov, mut fs) = over(&img.path);
+        let r1 = fs.create_file(
+            &GuestPath::lexical(b"/etc/new"),
+            &bytes(1, 10_000),
+            &NewAttrs::default(),
+        );
+        // Only the block allocator reads the free-space structures.
+        let rs = if places[0].2 == 312 || what.starts_with("inode") {
+            vec![&r1]
+        } else {
+            let r2 = fs.replace_file(&GuestPath::lexical(b"/etc/fstab"), &bytes(2, 100_000));
+            assert!(r2.is_err(), "{what}: replace");
+            eprintln!("{what}: {}", r2.as_ref().unwrap_err());
+            vec![&r1]
+        };
+        for r in rs {
+            let e = r.as_ref().expect_err(&what);
+            assert!(
+                matches!(e, FsError::Corrupt { .. } | FsError::Unsupported { .. }),
+                "{what}: {e}"
+            );
+            assert!(e.to_string().contains(needle), "{what}: {e}");
+        }
+        eprintln!("{what}: {}", r1.unwrap_err());
+        assert!(!ov.is_dirty(), "{what}: the overlay was written");
+        drop(fs);
+        assert!(
+            std::fs::read(&img.path).unwrap() == before,
+            "{what}: the image changed"
+        );
+    }
+}
