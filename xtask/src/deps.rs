@@ -65,6 +65,12 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("cpio", &["/usr/bin/cpio"]),
     // modprobe --show-depends -d: the boot test checks the injected drivers resolve.
     ("kmod", &["/usr/bin/kmod", "/usr/sbin/modprobe"]),
+    // libvhdi reads differencing VHDs (qemu does not): the reference in
+    // crates/vmie-disk/tests/vhd_differencing.rs.
+    (
+        "python3-libvhdi",
+        &["/usr/lib/python3/dist-packages/pyvhdi.cpython-311-x86_64-linux-gnu.so"],
+    ),
     ("libhivex-bin", &["/usr/bin/hivexsh", "/usr/bin/hivexget"]),
     ("libwin-hivex-perl", &["/usr/bin/hivexregedit"]),
     ("time", &["/usr/bin/time"]),
