@@ -129,10 +129,7 @@ pub struct Injection {
 /// Build the archive that adds `req.drivers` to `req.initramfs`, reading
 /// guest files with `read(path, cap)`. `Err` is a refusal saying why
 /// (nothing can be added), for the report.
-pub fn plan(
-    req: &InjectRequest<'_>,
-    read: &mut ReadGuest<'_>,
-) -> Result<Injection, String> {
+pub fn plan(req: &InjectRequest<'_>, read: &mut ReadGuest<'_>) -> Result<Injection, String> {
     let ir = req.initramfs;
     if let Some(e) = &ir.error {
         return Err(format!("its initramfs could not be read whole: {e}"));
