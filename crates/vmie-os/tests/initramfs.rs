@@ -330,3 +330,77 @@ fn xz_walk_on_damaged_streams() {
         let _ = parse_initramfs(&m, &limits);
     }
 }
+
+/// What driver injection relies on: the generator is recognised, the last
+/// `conf/modules` is kept through every compression, an archive appended by
+/// `drivers::appended` is read after the original, and an image whose last
+/// member's end the kernel cannot find is refused for appending.
+#[test]
+fn appended_archives_conf_modules_and_append_refusals() {
+    use vmie_os::cpio::CpioWriter;
+    use vmie_os::drivers::appended;
+    let tools = cpio(
+        &[
+            ("conf", DIR, b""),
+            ("conf/initramfs.conf", REG, b"MODULES=list\n"),
+            ("conf/modules", REG, b"vmw_pvscsi \nsd_mod \n"),
+            ("usr/lib/modules/6.1.0-13-amd64/modules.dep.bin", REG, b"x"),
+            (
+                "usr/lib/modules/6.1.0-13-amd64/kernel/drivers/scsi/vmw_pvscsi.ko",
+                REG,
+                b"\x7fELF",
+            ),
+        ],
+        false,
+    );
+    let mut w = CpioWriter::new(0);
+    w.file(
+        "usr/lib/modules/6.1.0-13-amd64/kernel/drivers/nvme/host/nvme.ko",
+        0o644,
+        b"\x7fELF nvme",
+    )
+    .unwrap();
+    w.file("conf/modules", 0o644, b"vmw_pvscsi\nsd_mod\nnvme\n")
+        .unwrap();
+    let extra = w.finish().unwrap();
+    for (tool, args, pkg, refused) in [
+        ("gzip", &["-c"][..], "gzip", false),
+        ("zstd", &["-c", "-q"][..], "zstd", false),
+        ("xz", &["-c", "--check=crc32"][..], "xz-utils", false),
+        ("lz4", &["-c", "-q"][..], "lz4", false),
+        ("lz4", &["-l", "-c", "-q"][..], "lz4", true),
+    ] {
+        let z = filter(tool, args, pkg, &tools);
+        let i = parse_initramfs(&z, &InitramfsLimits::default()).unwrap();
+        assert_eq!(i.generator(), Some("initramfs-tools"), "{tool}");
+        assert_eq!(
+            i.conf_modules.as_deref(),
+            Some("vmw_pvscsi \nsd_mod \n"),
+            "{tool} {args:?}"
+        );
+        assert_eq!(i.module_dirs(), ["usr/lib/modules/6.1.0-13-amd64"]);
+        assert_eq!(i.append_refusal().is_some(), refused, "{tool} {args:?}");
+        if refused {
+            continue;
+        }
+        // An odd-length original: the archive starts at the next multiple of 4.
+        let mut odd = z.clone();
+        odd.push(0);
+        for orig in [&z, &odd] {
+            let both =
+                parse_initramfs(&appended(orig, &extra), &InitramfsLimits::default()).unwrap();
+            assert!(both.note.is_none(), "{tool}: {:?}", both.note);
+            assert_eq!(both.module_names(), ["nvme", "vmw_pvscsi"], "{tool}");
+            assert_eq!(
+                both.conf_modules.as_deref(),
+                Some("vmw_pvscsi\nsd_mod\nnvme\n"),
+                "{tool}: the appended conf/modules wins"
+            );
+        }
+    }
+    // Data after the last member that nobody recognises: no appending.
+    let mut junk = filter("gzip", &["-c"], "gzip", &tools);
+    junk.extend_from_slice(b"junkjunk");
+    let i = parse_initramfs(&junk, &InitramfsLimits::default()).unwrap();
+    assert!(i.append_refusal().is_some());
+}
