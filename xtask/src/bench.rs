@@ -37,6 +37,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let big10_s = big10.display().to_string();
     let lvm = crate::lvm::fixture("lvm-rhel8")?.disks[0].clone();
     let lvm_s = lvm.display().to_string();
+    // Real debootstrapped Debian 12 guests (`cargo xtask guest`): a 60 MB
+    // zstd initramfs holding every driver, and a host-only gzip one that
+    // gets the cloud's drivers injected.
+    let real = crate::guest::build("mbr-logical-swap")?;
+    let hostonly = crate::guest::build("hostonly")?;
+    let real_s = real.display().to_string();
+    let hostonly_s = hostonly.display().to_string();
     let cases: Vec<(&str, Vec<&str>)> = vec![
         (
             "inspect --format json, 4 GiB MBR (ext4, extended, logical swap)",
@@ -60,6 +67,18 @@ pub fn run(args: &[String]) -> Result<()> {
     cases.push((
         "full Linux fixup, dry run, RHEL 8 root on LVM",
         vec!["--dry-run", &lvm_s],
+    ));
+    cases.push((
+        "inspect --format json, real Debian 12 guest (3 GiB, 39 MB zstd initramfs)",
+        vec!["inspect", "--format", "json", &real_s],
+    ));
+    cases.push((
+        "full Linux fixup, dry run, real Debian 12 guest",
+        vec!["--dry-run", &real_s],
+    ));
+    cases.push((
+        "full Linux fixup, dry run, real Debian 12 guest with a host-only initramfs (drivers injected)",
+        vec!["--dry-run", &hostonly_s],
     ));
     cases.push((
         "cat IMAGE:1 /etc/os-release (symlink), 4 GiB MBR",
@@ -110,6 +129,20 @@ pub fn run(args: &[String]) -> Result<()> {
         &lvm,
         runs.min(10),
         "1 GiB, RHEL 8 root on LVM,",
+    )?;
+    fixup_with_commit(
+        &root,
+        &bin,
+        &real,
+        runs.min(10),
+        "real Debian 12 guest, 3 GiB",
+    )?;
+    fixup_with_commit(
+        &root,
+        &bin,
+        &hostonly,
+        runs.min(10),
+        "real Debian 12 guest, host-only initramfs (drivers injected), 3 GiB",
     )?;
     // The ext4 writer alone, in process: replace /etc/fstab on 1, 10 and
     // 100 GiB images (time and bytes read per step).
