@@ -128,6 +128,7 @@ fn print_report(args: &FixArgs, report: &Report) -> anyhow::Result<()> {
             "guest: {} {}.{} ({}) on {}",
             os["product_name"]
                 .as_str()
+                .filter(|p| !p.starts_with(|c: char| c.is_ascii_digit()))
                 .or(os["distro"].as_str())
                 .unwrap_or("Linux"),
             os["major_version"],

@@ -778,13 +778,6 @@ fn inspect(images: &[PathBuf], format: InspectFormat) -> Result<(), Failure> {
             .chain(windows.iter().flatten().map(|g| xml::windows_os(&vm, g)))
             .collect();
         stats(&vm);
-        if oses.is_empty() {
-            // As virt-inspector: the schema wants at least one.
-            return Err(refused(anyhow::anyhow!(
-                "no operating system could be detected on these disks \
-                 (inspect without --format xml shows what is there)"
-            )));
-        }
         let mut out = std::io::stdout().lock();
         return out
             .write_all(xml::document(&oses).as_bytes())
@@ -984,15 +977,30 @@ fn print_guests(
         };
         let i = &g.info;
         writeln!(out, "\nLinux on {}", g.root)?;
-        writeln!(
-            out,
-            "  {} ({} {}.{}), {}",
-            i.product_name.as_deref().unwrap_or("unknown"),
-            i.distro,
-            i.major_version,
-            i.minor_version,
-            i.arch.as_deref().unwrap_or("unknown arch")
-        )?;
+        // Debian's product name is its version ("12.2", as virt-inspector
+        // says): the distro says more.
+        let product = i
+            .product_name
+            .as_deref()
+            .filter(|p| !p.starts_with(|c: char| c.is_ascii_digit()));
+        match product {
+            Some(p) => writeln!(
+                out,
+                "  {p} ({} {}.{}), {}",
+                i.distro,
+                i.major_version,
+                i.minor_version,
+                i.arch.as_deref().unwrap_or("unknown arch")
+            )?,
+            None => writeln!(
+                out,
+                "  {} {}.{}, {}",
+                i.distro,
+                i.major_version,
+                i.minor_version,
+                i.arch.as_deref().unwrap_or("unknown arch")
+            )?,
+        }
         if let Some(h) = &i.hostname {
             writeln!(out, "  hostname: {h}")?;
         }

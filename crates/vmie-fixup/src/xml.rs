@@ -9,10 +9,13 @@
 //! - `<mountpoints>`: the guest's fstab entries whose mount point starts
 //!   with `/`, each resolved to the device it names (`UUID=`, `LABEL=`,
 //!   `PARTUUID=`, `PARTLABEL=`, `/dev/sdXN`, `/dev/vdXN`, `/dev/mapper/VG-LV`
-//!   ...), unresolvable ones left out, sorted by mount point length then
-//!   name; a Windows guest has only `/` on its system volume;
+//!   ...); a `/dev/…` name that is not part of the VM (a data disk that
+//!   stayed behind) kept as the guest wrote it, other unresolvable specs
+//!   left out; sorted by mount point length then name; a Windows guest has
+//!   only `/` on its system volume;
 //! - `<filesystems>`: the root and every resolved fstab entry (swap
-//!   included), sorted by device name, with blkid's type, label and UUID;
+//!   included), sorted by device name, with blkid's type, label and UUID
+//!   (an empty `<filesystem dev="/dev/sdb1"/>` for a device not in the VM);
 //! - fields left out when unknown; `major_version`/`minor_version` always.
 //!
 //! Where the schema has a closed list (`distro`, `package_format`,
@@ -197,14 +200,32 @@ pub(crate) fn linux_os(vm: &Vm, g: &LinuxGuest) -> XmlOs {
         if e.mountpoint == "/" || ignored_mountpoint(&e.mountpoint) {
             continue;
         }
-        let Some(Some(fv)) = vmie_rules::fstab::lookup(&e.spec, &fvols) else {
-            continue;
+        let found = match vmie_rules::fstab::lookup(&e.spec, &fvols) {
+            Some(Some(fv)) => all.iter().find(|x| {
+                x.disk == fv.disk
+                    && x.number == fv.partition
+                    && x.lv.as_ref().map(|l| (l.vg.clone(), l.lv.clone())) == fv.lvm
+            }),
+            _ => None,
         };
-        let Some(vol) = all.iter().find(|x| {
-            x.disk == fv.disk
-                && x.number == fv.partition
-                && x.lv.as_ref().map(|l| (l.vg.clone(), l.lv.clone())) == fv.lvm
-        }) else {
+        let Some(vol) = found else {
+            // A device that is not part of the VM (a data disk that stayed
+            // behind): virt-inspector keeps a /dev name as the guest wrote
+            // it, with an empty <filesystem>; other specs it cannot find
+            // (UUID=, LABEL=) are left out.
+            if e.spec.starts_with("/dev/") {
+                if e.mountpoint.starts_with('/')
+                    && !mountpoints.iter().any(|(m, _)| m == &e.mountpoint)
+                {
+                    mountpoints.push((e.mountpoint.clone(), e.spec.clone()));
+                }
+                if !filesystems.iter().any(|f| f.dev == e.spec) {
+                    filesystems.push(XmlFs {
+                        dev: e.spec.clone(),
+                        ..XmlFs::default()
+                    });
+                }
+            }
             continue;
         };
         let dev = dev_name(vol);
@@ -338,6 +359,11 @@ fn opt(out: &mut String, depth: usize, name: &str, v: &Option<String>) {
 
 /// The document. `oses` must not be empty (the schema wants one or more).
 pub(crate) fn document(oses: &[XmlOs]) -> String {
+    if oses.is_empty() {
+        // What virt-inspector (guestfs-tools 1.48) prints, exit 0, for disks
+        // without a guest; its own schema does not accept it.
+        return "<?xml version=\"1.0\"?>\n<operatingsystems/>\n".into();
+    }
     let mut out = String::from("<?xml version=\"1.0\"?>\n<operatingsystems>\n");
     for os in oses {
         out.push_str("  <operatingsystem>\n");
@@ -371,6 +397,10 @@ pub(crate) fn document(oses: &[XmlOs]) -> String {
         }
         out.push_str("    </mountpoints>\n    <filesystems>\n");
         for f in &os.filesystems {
+            if f.fstype.is_none() && f.label.is_none() && f.uuid.is_none() {
+                let _ = writeln!(out, "      <filesystem dev=\"{}\"/>", escape(&f.dev, true));
+                continue;
+            }
             let _ = writeln!(out, "      <filesystem dev=\"{}\">", escape(&f.dev, true));
             opt(&mut out, 4, "type", &f.fstype);
             opt(&mut out, 4, "label", &f.label);

@@ -445,6 +445,16 @@ pub(crate) fn detect_distro(ctx: &Ctx<'_>) -> DistroInfo {
                         info.release_files.push(l.file);
                     } else if maj == info.major_version && lhas {
                         info.minor_version = min;
+                        // virt-inspector takes Debian's whole answer from
+                        // debian_version when os-release lacks the minor
+                        // version: its product name is "12.2".
+                        if l.file == "/etc/debian_version" {
+                            info.product_name = l
+                                .product
+                                .as_deref()
+                                .and_then(|p| p.strip_prefix("Debian "))
+                                .map(str::to_string);
+                        }
                         info.release_files.push(l.file);
                     }
                 }

@@ -142,10 +142,9 @@ fn debian12_full() {
     let i = inspect_linux(&fs, &InspectOptions::default()).unwrap();
     assert_eq!(i.distro, "debian");
     assert_eq!((i.major_version, i.minor_version), (12, 4));
-    assert_eq!(
-        i.product_name.as_deref(),
-        Some("Debian GNU/Linux 12 (bookworm)")
-    );
+    // As virt-inspector answers for Debian (its os-release has no minor
+    // version, so debian_version is the whole answer): "12.4".
+    assert_eq!(i.product_name.as_deref(), Some("12.4"));
     assert_eq!(
         i.release_files,
         vec!["/etc/os-release", "/etc/debian_version"]
