@@ -214,7 +214,8 @@ fn block_directory_fills_into_leaf_form() {
     }
 }
 
-/// Random sequences of create and replace (0 B to 1 MiB) in directories of
+/// Random sequences of create, replace, remove and rename (0 B to 1 MiB,
+/// within and across directories, over existing files) in directories of
 /// every form we write, on every profile; xfs_repair -n clean and
 /// everything read back after each sequence.
 #[test]
@@ -223,8 +224,9 @@ fn random_sequences_stay_consistent() {
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
     let start = Instant::now();
-    let sequences = 20u64;
+    let sequences = 48u64;
     let mut ops = 0;
+    let mut kinds = [0usize; 4];
     for seq in 0..sequences {
         let (name, args) = PROFILES[(seq as usize) % PROFILES.len()];
         let img = mkfs(args, 300, Some(&proto));
@@ -237,7 +239,7 @@ fn random_sequences_stay_consistent() {
             x % n
         };
         let (ov, mut fs) = over(&img.path);
-        for op in 0..12 {
+        for op in 0..16 {
             let dir = ["small", "block", "leaf", "etc"][rnd(4) as usize];
             let len = match rnd(4) {
                 0 => 0,
@@ -253,22 +255,63 @@ fn random_sequences_stay_consistent() {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
-            if rnd(2) == 0 && !existing.is_empty() {
-                let p = existing[rnd(existing.len() as u64) as usize].clone();
-                fs.replace_file(&GuestPath::lexical(format!("/{p}").as_bytes()), &data)
-                    .unwrap_or_else(|e| panic!("{name} seq {seq}: replace /{p}: {e}"));
-                want.insert(p, regular(data));
-            } else {
-                let nl = 1 + rnd(40) as usize;
-                let nm: String = (0..nl).map(|_| (b'a' + rnd(26) as u8) as char).collect();
-                let p = format!("{dir}/{nm}-{seq}-{op}");
-                fs.create_file(
-                    &GuestPath::lexical(format!("/{p}").as_bytes()),
-                    &data,
-                    &selinux(),
-                )
-                .unwrap_or_else(|e| panic!("{name} seq {seq}: create /{p}: {e}"));
-                want.insert(p, regular(data));
+            let choice = if existing.is_empty() { 1 } else { rnd(6) };
+            let pick = |r: u64| existing[(r % existing.len().max(1) as u64) as usize].clone();
+            let nl = 1 + rnd(40) as usize;
+            let nm: String = (0..nl).map(|_| (b'a' + rnd(26) as u8) as char).collect();
+            let to_dir = ["small", "block", "leaf", "etc"][rnd(4) as usize];
+            kinds[[0, 1, 1, 2, 3, 0][choice as usize]] += 1;
+            match choice {
+                0 | 5 => {
+                    let p = pick(rnd(1 << 20));
+                    fs.replace_file(&GuestPath::lexical(format!("/{p}").as_bytes()), &data)
+                        .unwrap_or_else(|e| panic!("{name} seq {seq}: replace /{p}: {e}"));
+                    want.insert(p, regular(data));
+                }
+                1 | 2 => {
+                    let p = format!("{dir}/{nm}-{seq}-{op}");
+                    fs.create_file(
+                        &GuestPath::lexical(format!("/{p}").as_bytes()),
+                        &data,
+                        &selinux(),
+                    )
+                    .unwrap_or_else(|e| panic!("{name} seq {seq}: create /{p}: {e}"));
+                    want.insert(p, regular(data));
+                }
+                3 => {
+                    let p = pick(rnd(1 << 20));
+                    fs.remove(&GuestPath::lexical(format!("/{p}").as_bytes()))
+                        .unwrap_or_else(|e| panic!("{name} seq {seq}: remove /{p}: {e}"));
+                    want.remove(&p);
+                }
+                _ => {
+                    // To a new name, or over an existing file.
+                    let p = pick(rnd(1 << 20));
+                    let q = if rnd(3) == 0 {
+                        let others: Vec<&String> = want
+                            .iter()
+                            .filter(|(k, n)| {
+                                **k != p
+                                    && k.starts_with(&format!("{to_dir}/"))
+                                    && matches!(n, Node::File { .. })
+                            })
+                            .map(|(k, _)| k)
+                            .collect();
+                        match others.first() {
+                            Some(o) => (*o).clone(),
+                            None => format!("{to_dir}/{nm}-{seq}-{op}"),
+                        }
+                    } else {
+                        format!("{to_dir}/{nm}-{seq}-{op}")
+                    };
+                    fs.rename(
+                        &GuestPath::lexical(format!("/{p}").as_bytes()),
+                        &GuestPath::lexical(format!("/{q}").as_bytes()),
+                    )
+                    .unwrap_or_else(|e| panic!("{name} seq {seq}: rename /{p} /{q}: {e}"));
+                    let n = want.remove(&p).unwrap();
+                    want.insert(q, n);
+                }
             }
             ops += 1;
         }
@@ -285,7 +328,7 @@ fn random_sequences_stay_consistent() {
         compare(&fs, &want);
     }
     eprintln!(
-        "{sequences} sequences, {ops} operations in {:?}",
+        "{sequences} sequences, {ops} operations (replace, create, remove, rename: {kinds:?}) in {:?}",
         start.elapsed()
     );
 }
