@@ -1,9 +1,12 @@
-//! Adding, removing and retargeting a directory entry: shortform (in the inode), block form (one
-//! directory block with its own hash leaf) and leaf form (data blocks and
-//! one leaf1 block with the sorted hashes and the best-free table). Every
-//! block touched is re-verified, rebuilt whole (entries at their offsets,
-//! the gaps as free regions, bestfree[] recomputed) and re-sealed.
-//! Node and btree-form directories are refused.
+//! Adding, removing and retargeting directory entries: shortform (in the
+//! inode), block form (one directory block with its own hash leaf) and
+//! leaf form (data blocks and one leaf1 block with the sorted hashes and
+//! the best-free table). Every block touched is re-verified, rebuilt whole
+//! (entries at their offsets, the gaps as free regions, bestfree[]
+//! recomputed, stale leaf entries compacted away) and re-sealed. Adding
+//! converts shortform to block and block to leaf; removing keeps the form
+//! but frees a leaf-form data block it empties (xfs_repair junks empty
+//! ones). Node and btree-form directories are refused.
 
 use vmie_guestfs::FsError;
 
@@ -50,7 +53,7 @@ struct DEnt {
 fn refuse(c: &Ctx, what: &str, why: String) -> FsError {
     FsError::Unsupported {
         fs: c.location.clone(),
-        op: format!("add an entry to {what}"),
+        op: format!("change the entries of {what}"),
         why,
     }
 }

@@ -324,3 +324,301 @@ fn s_node(t: &BTreeMap<String, Node>, k: &str) -> Node {
         .cloned()
         .unwrap_or_else(|| panic!("{k} in the tree"))
 }
+
+/// Every refusal names what it refuses and leaves the overlay untouched;
+/// the image stays clean.
+#[test]
+fn refusals_write_nothing() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let refused = |fs: &mut XfsFs,
+                   ov: &vmie_disk::Overlay,
+                   what: &str,
+                   r: Result<(), FsError>,
+                   check: &dyn Fn(&FsError) -> bool| {
+        let e = r.expect_err(what);
+        assert!(check(&e), "{what}: {e}");
+        assert!(!ov.is_dirty(), "{what}: a refusal wrote");
+        let _ = fs;
+        eprintln!("{what}: {e}");
+    };
+    let has = |s: &'static str| move |e: &FsError| e.to_string().contains(s);
+
+    // rmapbt: blocks are never freed; an empty file and renames are fine.
+    let img = mkfs(&["-m", "rmapbt=1"], 300, Some(&proto));
+    let (ov, mut fs) = over(&img.path);
+    let r = fs.remove(&gp("/block/entry-001"));
+    refused(&mut fs, &ov, "rmapbt remove", r, &has("rmapbt"));
+    fs.create_file(&gp("/etc/empty"), b"", &NewAttrs::default())
+        .unwrap();
+    fs.rename(&gp("/block/entry-001"), &gp("/small/moved"))
+        .unwrap();
+    fs.remove(&gp("/etc/empty")).unwrap();
+    commit(&ov, &img.path);
+    assert_clean(&img.path, "rmapbt: rename and remove without freeing");
+
+    let img = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+    let (ov, mut fs) = over(&img.path);
+    type Check = Box<dyn Fn(&FsError) -> bool>;
+    let cases: Vec<(&str, Result<(), FsError>, Check)> = vec![
+        (
+            "non-empty directory",
+            fs.remove(&gp("/small")),
+            Box::new(|e| matches!(e, FsError::NotEmpty { .. })),
+        ),
+        (
+            "missing file",
+            fs.remove(&gp("/etc/nothing")),
+            Box::new(|e| matches!(e, FsError::NotFound { .. })),
+        ),
+        (
+            "the root",
+            fs.remove(&GuestPath::root()),
+            Box::new(has("root")),
+        ),
+        (
+            "a directory into itself",
+            fs.rename(&gp("/small"), &gp("/small/inner")),
+            Box::new(has("into itself")),
+        ),
+        (
+            "a file over a directory",
+            fs.rename(&gp("/etc/fstab"), &gp("/small")),
+            Box::new(|e| matches!(e, FsError::IsADirectory { .. })),
+        ),
+        (
+            "a directory over a file",
+            fs.rename(&gp("/small"), &gp("/etc/fstab")),
+            Box::new(|e| matches!(e, FsError::NotADirectory { .. })),
+        ),
+        (
+            "a missing source",
+            fs.rename(&gp("/etc/nothing"), &gp("/etc/else")),
+            Box::new(|e| matches!(e, FsError::NotFound { .. })),
+        ),
+        (
+            "into a missing directory",
+            fs.rename(&gp("/etc/fstab"), &gp("/nowhere/fstab")),
+            Box::new(|e| matches!(e, FsError::NotFound { .. })),
+        ),
+        (
+            "a name XFS cannot hold",
+            fs.rename(&gp("/etc/fstab"), &gp(&format!("/etc/{}", "n".repeat(256)))),
+            Box::new(has("name")),
+        ),
+        (
+            "remove in a node-form directory",
+            fs.remove(&gp("/node/n00001")),
+            Box::new(has("node")),
+        ),
+        (
+            "rename out of a node-form directory",
+            fs.rename(&gp("/node/n00001"), &gp("/etc/n")),
+            Box::new(has("node")),
+        ),
+    ];
+    for (what, r, check) in cases {
+        refused(&mut fs, &ov, what, r, &*check);
+    }
+    // Renaming a name onto itself changes nothing.
+    fs.rename(&gp("/etc/fstab"), &gp("/etc/fstab")).unwrap();
+    assert!(!ov.is_dirty());
+    drop(fs);
+    // An immutable file (set by xfs_db) stays.
+    xfs_db(
+        &img.path,
+        true,
+        &["path /etc/fstab", "write core.immutable 1"],
+    );
+    let (ov, mut fs) = over(&img.path);
+    let r = fs.remove(&gp("/etc/fstab"));
+    refused(&mut fs, &ov, "immutable file", r, &has("immutable"));
+    let r = fs.rename(&gp("/small/f1"), &gp("/etc/fstab"));
+    refused(&mut fs, &ov, "over an immutable file", r, &has("immutable"));
+    drop(fs);
+    xfs_db(
+        &img.path,
+        true,
+        &["path /etc/fstab", "write core.immutable 0"],
+    );
+    assert_clean(&img.path, "after the refusals");
+
+    // Reflink: blocks the refcountbt calls shared are never freed (the
+    // record is planted with xfs_db; only our refusal is checked).
+    let img = mkfs(&["-m", "reflink=1"], 300, Some(&proto));
+    let bmap = xfs_db(&img.path, false, &["path /block/entry-002", "bmap"]);
+    // data offset 0 startblock 1234 (ag/agbno) count 1 flag 0
+    let pair = bmap
+        .split_whitespace()
+        .find(|w| w.starts_with('('))
+        .unwrap()
+        .trim_matches(|c| c == '(' || c == ')')
+        .to_string();
+    let (ag, agbno) = pair.split_once('/').unwrap();
+    xfs_db(
+        &img.path,
+        true,
+        &[
+            &format!("agf {ag}"),
+            "addr refcntroot",
+            "write numrecs 1",
+            &format!("write recs[1].startblock {agbno}"),
+            "write recs[1].blockcount 1",
+            "write recs[1].refcount 2",
+        ],
+    );
+    let (ov, mut fs) = over(&img.path);
+    let r = fs.remove(&gp("/block/entry-002"));
+    refused(&mut fs, &ov, "shared blocks", r, &has("reflink"));
+    let r = fs.rename(&gp("/small/f1"), &gp("/block/entry-002"));
+    refused(
+        &mut fs,
+        &ov,
+        "over a file with shared blocks",
+        r,
+        &has("reflink"),
+    );
+}
+
+/// Removing every other file of a directory fragments the free space until
+/// a free-space btree leaf is full: that removal (which would split it) is
+/// refused without a write, every earlier one stands, and the image is
+/// clean.
+#[test]
+fn a_free_space_btree_split_is_refused() {
+    let mut t = BTreeMap::new();
+    t.insert(
+        "many".to_string(),
+        Node::Dir {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    for i in 0..400 {
+        t.insert(format!("many/file-{i:04}"), regular(bytes(i, 700)));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let img = mkfs(
+        &[
+            "-b",
+            "size=1024",
+            "-d",
+            "agcount=2",
+            "-m",
+            "finobt=1,reflink=0",
+        ],
+        300,
+        Some(&proto),
+    );
+    let mut want = t.clone();
+    let mut removed = 0;
+    let mut refusal = None;
+    for i in (0..400).step_by(2) {
+        let k = format!("many/file-{i:04}");
+        let (ov, mut fs) = over(&img.path);
+        match fs.remove(&gp(&format!("/{k}"))) {
+            Ok(()) => {
+                commit(&ov, &img.path);
+                want.remove(&k);
+                removed += 1;
+            }
+            Err(e) => {
+                assert!(!ov.is_dirty(), "the refused removal wrote");
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refusal.expect("the free-space btree leaf never filled");
+    assert!(
+        e.to_string().contains("split or merge"),
+        "after {removed} removals: {e}"
+    );
+    eprintln!("after {removed} removals: {e}");
+    assert!(removed > 50, "{removed}");
+    check_all(&img.path, &want, "after the refused split");
+}
+
+/// Corrupted metadata met while removing (changed with xfs_db, which
+/// re-seals the CRCs, so only our checks can notice): refused naming the
+/// structure, nothing written.
+#[test]
+fn corrupted_metadata_is_refused_on_remove() {
+    let t = forms_tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let base = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+    let sb = xfs_db(&base.path, false, &["sb 0", "print agcount"]);
+    let agcount: u32 = sb
+        .trim()
+        .strip_prefix("agcount = ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let per_ag = |cmds: &[&str]| -> Vec<String> {
+        let mut v = Vec::new();
+        for a in 0..agcount {
+            for c in cmds {
+                v.push(c.replace("{a}", &a.to_string()));
+            }
+        }
+        v
+    };
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "block count of the inode",
+            vec![
+                "path /block/entry-003".into(),
+                "write core.nblocks 5".into(),
+            ],
+            "counts 5 blocks but maps",
+        ),
+        (
+            "inobt calls the inode free",
+            per_ag(&[
+                "agi {a}",
+                "addr root",
+                "write recs[1].free 0xffffffffffffffff",
+            ]),
+            "free already",
+        ),
+        (
+            "AGF counts the whole AG free",
+            (0..agcount)
+                .flat_map(|a| {
+                    let o = xfs_db(&base.path, false, &[&format!("agf {a}"), "print length"]);
+                    let len = o.trim().strip_prefix("length = ").unwrap().to_string();
+                    [format!("agf {a}"), format!("write freeblks {len}")]
+                })
+                .collect(),
+            "more free blocks than the AG has",
+        ),
+        (
+            "bnobt magic",
+            per_ag(&["agf {a}", "addr bnoroot", "write -d magic 0x41425443"]),
+            "bnobt",
+        ),
+    ];
+    for (what, cmds, needle) in cases {
+        let img = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+        let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+        xfs_db(&img.path, true, &refs);
+        let before = std::fs::read(&img.path).unwrap();
+        let (ov, mut fs) = over(&img.path);
+        let e = fs.remove(&gp("/block/entry-003")).expect_err(what);
+        assert!(
+            matches!(e, FsError::Corrupt { .. }) && e.to_string().contains(needle),
+            "{what}: {e}"
+        );
+        eprintln!("{what}: {e}");
+        assert!(!ov.is_dirty(), "{what}: the overlay was written");
+        drop(fs);
+        assert!(
+            std::fs::read(&img.path).unwrap() == before,
+            "{what}: the image changed"
+        );
+    }
+}
