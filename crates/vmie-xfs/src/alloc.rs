@@ -541,3 +541,292 @@ pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
             .into(),
     ))
 }
+
+/// Delete the record with sort key `key` (which must equal `rec`) from
+/// `bt`; a non-root leaf left empty is refused (that is a merge).
+fn delete_rec(
+    tx: &mut Tx,
+    bt: &Bt,
+    key: u64,
+    rec: &[u8],
+    touched: &mut Vec<Touched>,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let p = bt.descend(tx, key)?;
+    let i = p.idx[p.idx.len() - 1];
+    if i >= p.numrecs || bt.rec(tx, &p.leaf, i) != rec {
+        return Err(c.corrupt(
+            &format!("{} of AG {}", bt.spec.name, bt.agno),
+            format!("record {key:#x} is not where the other tree says"),
+        ));
+    }
+    let mut recs = btree::records(bt, tx, &p);
+    recs.remove(i);
+    if recs.is_empty() && p.blocks.len() > 1 {
+        return Err(refuse(
+            c,
+            format!(
+                "the change would empty a {} leaf of AG {} (a btree block merge is not implemented)",
+                bt.spec.name, bt.agno
+            ),
+        ));
+    }
+    bt.set_leaf(tx, &p, &recs, touched)
+}
+
+/// Replace the record with key `key` (equal to `old`) by `new`.
+fn update_rec(
+    tx: &mut Tx,
+    bt: &Bt,
+    key: u64,
+    old: &[u8],
+    new: Vec<u8>,
+    touched: &mut Vec<Touched>,
+) -> Result<(), FsError> {
+    let p = bt.descend(tx, key)?;
+    let i = p.idx[p.idx.len() - 1];
+    if i >= p.numrecs || bt.rec(tx, &p.leaf, i) != old {
+        return Err(tx.c.corrupt(
+            &format!("{} of AG {}", bt.spec.name, bt.agno),
+            format!("record {key:#x} is not where the other tree says"),
+        ));
+    }
+    let mut recs = btree::records(bt, tx, &p);
+    recs[i] = new;
+    bt.set_leaf(tx, &p, &recs, touched)
+}
+
+/// Insert `rec` (key `key`) in its leaf.
+fn insert_rec(
+    tx: &mut Tx,
+    bt: &Bt,
+    key: u64,
+    rec: Vec<u8>,
+    touched: &mut Vec<Touched>,
+) -> Result<(), FsError> {
+    let p = bt.descend(tx, key)?;
+    let i = p.idx[p.idx.len() - 1];
+    if i < p.numrecs && (bt.spec.key)(bt.rec(tx, &p.leaf, i)) == key {
+        return Err(tx.c.corrupt(
+            &format!("{} of AG {}", bt.spec.name, bt.agno),
+            format!("record {key:#x} is there already"),
+        ));
+    }
+    let mut recs = btree::records(bt, tx, &p);
+    recs.insert(i, rec);
+    bt.set_leaf(tx, &p, &recs, touched)
+}
+
+/// Return extent `fsb`+`len` (one AG) to the free space: merged with the
+/// free extents it touches in the bnobt, the cntbt records replaced, the
+/// AGF's free count and longest extent and the superblock's fdblocks
+/// updated. Records change inside their leaves only (a split or merge is
+/// refused).
+pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError> {
+    let c = tx.c;
+    let agno = (fsb >> c.geo.agblklog) as u32;
+    let s64 = fsb & ((1 << c.geo.agblklog) - 1);
+    let place = format!("free space of AG {agno}");
+    if agno >= c.geo.agcount || len == 0 || s64 + len > u64::from(c.ag_len(agno)) {
+        return Err(c.corrupt(
+            &place,
+            format!("extent {s64}+{len} to free lies outside the AG"),
+        ));
+    }
+    let hdr_blocks = (4 * u64::from(c.geo.sect_size)).div_ceil(u64::from(c.geo.block_size));
+    let (ls, ll) = (c.geo.logstart, u64::from(c.geo.logblocks));
+    if s64 < hdr_blocks || (fsb < ls + ll && ls < fsb + len) {
+        return Err(c.corrupt(
+            &place,
+            format!("extent {s64}+{len} to free overlaps the AG headers or the log"),
+        ));
+    }
+    let (s, n) = (s64 as u32, len as u32);
+    let (agf_at, mut a) = agf(tx, agno)?;
+    let bno = bt_from_agf(tx, agno, &a, false);
+    let cnt = bt_from_agf(tx, agno, &a, true);
+    // The neighbours: the last free extent before, the first after.
+    let p = bno.descend(tx, u64::from(s))?;
+    let i = p.idx[p.idx.len() - 1];
+    let left = (i > 0).then(|| {
+        let r = bno.rec(tx, &p.leaf, i - 1);
+        (be32(r, 0), be32(r, 4))
+    });
+    let right = if i < p.numrecs {
+        let r = bno.rec(tx, &p.leaf, i);
+        Some((be32(r, 0), be32(r, 4)))
+    } else {
+        bno.right_sibling(tx, &p.leaf)?
+            .filter(|(_, m)| *m > 0)
+            .map(|(b, _)| {
+                let r = bno.rec(tx, &b, 0);
+                (be32(r, 0), be32(r, 4))
+            })
+    };
+    let end = u64::from(s) + len;
+    if let Some((ls_, ll_)) = left {
+        if u64::from(ls_) + u64::from(ll_) > u64::from(s) {
+            return Err(c.corrupt(
+                &format!("bnobt of AG {agno}"),
+                format!("extent {s}+{len} to free is free already ({ls_}+{ll_})"),
+            ));
+        }
+    }
+    if let Some((rs, _)) = right {
+        if u64::from(rs) < end {
+            return Err(c.corrupt(
+                &format!("bnobt of AG {agno}"),
+                format!("extent {s}+{len} to free is free already (from {rs})"),
+            ));
+        }
+    }
+    let merge_l = left.filter(|&(ls_, ll_)| ls_ + ll_ == s);
+    let merge_r = right.filter(|&(rs, _)| u64::from(rs) == end);
+    let ms = merge_l.map_or(s, |(ls_, _)| ls_);
+    let ml = u64::from(n)
+        + merge_l.map_or(0, |(_, l)| u64::from(l))
+        + merge_r.map_or(0, |(_, l)| u64::from(l));
+    let ml = u32::try_from(ml).map_err(|_| c.corrupt(&place, "free extent overflows".into()))?;
+    let mut tb: Vec<Touched> = Vec::new();
+    let mut tc: Vec<Touched> = Vec::new();
+    let ckey = |st: u32, l: u32| (u64::from(l) << 32) | u64::from(st);
+    // bnobt.
+    match (merge_l, merge_r) {
+        (Some((ls_, ll_)), r) => {
+            if let Some((rs, rl)) = r {
+                delete_rec(tx, &bno, u64::from(rs), &btree::alloc_rec(rs, rl), &mut tb)?;
+            }
+            update_rec(
+                tx,
+                &bno,
+                u64::from(ls_),
+                &btree::alloc_rec(ls_, ll_),
+                btree::alloc_rec(ms, ml),
+                &mut tb,
+            )?;
+        }
+        (None, Some((rs, rl))) => update_rec(
+            tx,
+            &bno,
+            u64::from(rs),
+            &btree::alloc_rec(rs, rl),
+            btree::alloc_rec(ms, ml),
+            &mut tb,
+        )?,
+        (None, None) => insert_rec(tx, &bno, u64::from(s), btree::alloc_rec(s, n), &mut tb)?,
+    }
+    // cntbt: the merged neighbours out, the new extent in.
+    for (st, l) in [merge_l, merge_r].into_iter().flatten() {
+        delete_rec(tx, &cnt, ckey(st, l), &btree::alloc_rec(st, l), &mut tc)?;
+    }
+    insert_rec(tx, &cnt, ckey(ms, ml), btree::alloc_rec(ms, ml), &mut tc)?;
+    bno.check_touched(tx, &tb)?;
+    cnt.check_touched(tx, &tc)?;
+    let longest = cnt.last(tx)?.map_or(0, |r| be32(&r, 4));
+    let free = be32(&a, 52)
+        .checked_add(n)
+        .filter(|&f| f <= c.ag_len(agno))
+        .ok_or_else(|| {
+            c.corrupt(
+                &format!("AGF of AG {agno}"),
+                format!("freeing {s}+{len} would count more free blocks than the AG has"),
+            )
+        })?;
+    put32(&mut a, 52, free);
+    put32(&mut a, 56, longest);
+    seal_agf(tx, &mut a);
+    tx.write(agf_at, a)?;
+    tx.d_fdblocks += i64::from(n);
+    Ok(())
+}
+
+/// Mark inode `ino` free in its chunk: the inobt record (free mask and
+/// count), the finobt (the record updated, or inserted when the chunk had
+/// no free inode), the AGI's free count and the superblock's ifree. The
+/// chunk stays allocated even when all its inodes are free (as with the
+/// `ikeep` mount option). The inode itself is not written.
+pub(crate) fn ifree(tx: &mut Tx, ino: u64) -> Result<(), FsError> {
+    let c = tx.c;
+    let finobt = c.geo.ro_compat & RO_COMPAT_FINOBT != 0;
+    let agshift = c.geo.agblklog + c.geo.inopblog;
+    let agno = u32::try_from(ino >> agshift)
+        .ok()
+        .filter(|&a| a < c.geo.agcount)
+        .ok_or_else(|| c.corrupt(&format!("inode {ino}"), "AG number out of range".into()))?;
+    let agino = (ino & ((1u64 << agshift) - 1)) as u32;
+    let (agi_at, mut a) = agi(tx, agno)?;
+    let aglen = c.ag_len(agno);
+    let ino_bt = Bt {
+        spec: INO,
+        agno,
+        root: be32(&a, 20),
+        levels: be32(&a, 24),
+        aglen,
+    };
+    let fino_bt = Bt {
+        spec: FINO,
+        agno,
+        root: be32(&a, 328),
+        levels: be32(&a, 332),
+        aglen,
+    };
+    let place = format!("inobt of AG {agno}");
+    let p = ino_bt.descend(tx, u64::from(agino))?;
+    let li = p.idx[p.idx.len() - 1];
+    let i = if li < p.numrecs && be32(ino_bt.rec(tx, &p.leaf, li), 0) == agino {
+        li
+    } else {
+        li.checked_sub(1)
+            .ok_or_else(|| c.corrupt(&place, format!("no chunk holds inode {ino}")))?
+    };
+    let old = ino_bt.rec(tx, &p.leaf, i).to_vec();
+    let rec = irec(c, &old);
+    let slot = agino.wrapping_sub(rec.startino);
+    if agino < rec.startino || slot >= 64 {
+        return Err(c.corrupt(&place, format!("no chunk holds inode {ino}")));
+    }
+    if rec.holemask & (1u16 << (slot / 4)) != 0 {
+        return Err(c.corrupt(&place, format!("inode {ino} lies in a sparse chunk's hole")));
+    }
+    let bit = 1u64 << slot;
+    if rec.free & bit != 0 {
+        return Err(c.corrupt(&place, format!("inode {ino} is free already")));
+    }
+    if rec.freecount >= 64 {
+        return Err(c.corrupt(
+            &place,
+            format!("chunk {} counts {} free", rec.startino, rec.freecount),
+        ));
+    }
+    let mut new = old.clone();
+    put_irec(c, &mut new, rec.freecount + 1, rec.free | bit);
+    let mut ti = Vec::new();
+    let mut recs = btree::records(&ino_bt, tx, &p);
+    recs[i] = new.clone();
+    ino_bt.set_leaf(tx, &p, &recs, &mut ti)?;
+    ino_bt.check_touched(tx, &ti)?;
+    if finobt {
+        let mut tf = Vec::new();
+        let key = u64::from(rec.startino);
+        if rec.freecount == 0 {
+            insert_rec(tx, &fino_bt, key, new, &mut tf)?;
+        } else {
+            update_rec(tx, &fino_bt, key, &old, new, &mut tf)?;
+        }
+        fino_bt.check_touched(tx, &tf)?;
+    }
+    let fc = be32(&a, 28)
+        .checked_add(1)
+        .filter(|&f| f <= be32(&a, 16))
+        .ok_or_else(|| {
+            c.corrupt(
+                &format!("AGI of AG {agno}"),
+                "free inode count overflows".into(),
+            )
+        })?;
+    put32(&mut a, 28, fc);
+    seal_agi(tx, &mut a);
+    tx.write(agi_at, a)?;
+    tx.d_ifree += 1;
+    Ok(())
+}

@@ -1,9 +1,12 @@
-//! Adding a directory entry: shortform (in the inode), block form (one
-//! directory block with its own hash leaf) and leaf form (data blocks and
-//! one leaf1 block with the sorted hashes and the best-free table). Every
-//! block touched is re-verified, rebuilt whole (entries at their offsets,
-//! the gaps as free regions, bestfree[] recomputed) and re-sealed.
-//! Node and btree-form directories are refused.
+//! Adding, removing and retargeting directory entries: shortform (in the
+//! inode), block form (one directory block with its own hash leaf) and
+//! leaf form (data blocks and one leaf1 block with the sorted hashes and
+//! the best-free table). Every block touched is re-verified, rebuilt whole
+//! (entries at their offsets, the gaps as free regions, bestfree[]
+//! recomputed, stale leaf entries compacted away) and re-sealed. Adding
+//! converts shortform to block and block to leaf; removing keeps the form
+//! but frees a leaf-form data block it empties (xfs_repair junks empty
+//! ones). Node and btree-form directories are refused.
 
 use vmie_guestfs::FsError;
 
@@ -50,7 +53,7 @@ struct DEnt {
 fn refuse(c: &Ctx, what: &str, why: String) -> FsError {
     FsError::Unsupported {
         fs: c.location.clone(),
-        op: format!("add an entry to {what}"),
+        op: format!("change the entries of {what}"),
         why,
     }
 }
@@ -503,44 +506,7 @@ fn add_block(
     let c = tx.c;
     let ds = c.geo.dir_size as usize;
     let l = layout(c);
-    let at = dir_block_at(c, ext, 0).ok_or_else(|| {
-        refuse(
-            c,
-            what,
-            "the directory block is split across extents".into(),
-        )
-    })?;
-    let mut b = tx.read(at, ds)?;
-    let place = format!("{what} (directory block 0)");
-    let bad = |d: String| c.corrupt(&place, d);
-    let magic = if c.geo.v5 {
-        BLOCK_MAGIC_V3
-    } else {
-        BLOCK_MAGIC_V2
-    };
-    if be32(&b, 0) != magic {
-        return Err(bad("bad magic".into()));
-    }
-    if c.geo.v5 {
-        c.check_v5_header(&b, 4, 8, 24, 40, dir.ino, Some(at >> 9))
-            .map_err(bad)?;
-    }
-    let count = be32(&b, ds - 8) as usize;
-    let stale = be32(&b, ds - 4) as usize;
-    if count.saturating_mul(8) + 8 > ds - l.hdr || stale > count {
-        return Err(bad(format!(
-            "tail counts {count} leaf entries, {stale} stale"
-        )));
-    }
-    let leaf_start = ds - 8 - count * 8;
-    let mut ents = parse_area(c, &b, l.hdr, leaf_start, &place)?;
-    if count - stale != ents.len() {
-        return Err(bad(format!(
-            "{} live leaf entries for {} entries",
-            count - stale,
-            ents.len()
-        )));
-    }
+    let (at, mut b, mut ents) = read_block_form(tx, dir, ext, what)?;
     let size = data_entry_size(name.len(), c.geo.ftype);
     let new_leaf_start = ds - 8 - (ents.len() + 1) * 8;
     let fits = ents
@@ -674,52 +640,14 @@ fn add_leaf(
     let fsbs = u64::from(g.dir_fsbs);
     let l = layout(c);
     let leaf_off = g.dir_leaf_fsb();
-    let lat = dir_block_at(c, ext, leaf_off).ok_or_else(|| {
-        refuse(
-            c,
-            what,
-            "the directory has no single leaf block (node form directories are not implemented)"
-                .into(),
-        )
-    })?;
-    let mut lb = tx.read(lat, ds)?;
-    let place = format!("{what} (directory leaf block)");
-    let bad = |d: String| c.corrupt(&place, d);
-    let magic = be16(&lb, 8);
-    let want = if g.v5 { LEAF1_MAGIC_V3 } else { LEAF1_MAGIC_V2 };
-    if magic != want {
-        return Err(refuse(
-            c,
-            what,
-            format!("the directory is in node form (leaf magic {magic:#x}); writing node-form directories is not implemented"),
-        ));
-    }
-    let lh = if g.v5 { 64 } else { 16 };
-    if g.v5 {
-        c.check_v5_header(&lb, 12, 16, 32, 48, dir.ino, Some(lat >> 9))
-            .map_err(bad)?;
-    }
-    if be32(&lb, 0) != 0 || be32(&lb, 4) != 0 {
-        return Err(bad("a leaf1 block with siblings".into()));
-    }
-    let (count_off, stale_off) = if g.v5 { (56, 58) } else { (12, 14) };
-    let count = usize::from(be16(&lb, count_off));
-    let stale = usize::from(be16(&lb, stale_off));
-    let bestcount = be32(&lb, ds - 4) as usize;
-    if bestcount == 0 || 4 + bestcount * 2 + lh + count * 8 > ds || stale > count {
-        return Err(bad(format!(
-            "{count} entries ({stale} stale) and {bestcount} bests do not fit"
-        )));
-    }
-    let bstart = ds - 4 - bestcount * 2;
-    let mut bests: Vec<u16> = (0..bestcount).map(|i| be16(&lb, bstart + i * 2)).collect();
-    let mut leaf: Vec<(u32, u32)> = (0..count)
-        .map(|i| (be32(&lb, lh + i * 8), be32(&lb, lh + i * 8 + 4)))
-        .filter(|&(_, a)| a != 0)
-        .collect();
-    if leaf.len() != count - stale {
-        return Err(bad("stale count does not match the entries".into()));
-    }
+    let Leaf1 {
+        lat,
+        mut lb,
+        lh,
+        mut leaf,
+        mut bests,
+    } = read_leaf1(tx, dir, ext, what)?;
+    let bestcount = bests.len();
     let size = data_entry_size(name.len(), g.ftype);
     // A data block with room, by the bests table.
     let mut chosen = None;
@@ -731,25 +659,7 @@ fn add_leaf(
     }
     let (db, at, mut b, mut ents, is_new) = match chosen {
         Some(db) => {
-            let fo = db as u64 * fsbs;
-            let at = dir_block_at(c, ext, fo).ok_or_else(|| {
-                refuse(
-                    c,
-                    what,
-                    format!("directory data block {db} is split across extents"),
-                )
-            })?;
-            let b = tx.read(at, ds)?;
-            let dplace = format!("{what} (directory block {db})");
-            let dmagic = if g.v5 { DATA_MAGIC_V3 } else { DATA_MAGIC_V2 };
-            if be32(&b, 0) != dmagic {
-                return Err(c.corrupt(&dplace, "bad magic".into()));
-            }
-            if g.v5 {
-                c.check_v5_header(&b, 4, 8, 24, 40, dir.ino, Some(at >> 9))
-                    .map_err(|d| c.corrupt(&dplace, d))?;
-            }
-            let ents = parse_area(c, &b, l.hdr, ds, &dplace)?;
+            let (at, b, ents) = read_data_block(tx, dir, ext, db, what)?;
             (db, at, b, ents, false)
         }
         None => {
@@ -764,7 +674,10 @@ fn add_leaf(
             }
             let fo = db as u64 * fsbs;
             if fo + fsbs > leaf_off || ext.iter().any(|e| e.off < fo + fsbs && fo < e.off + e.len) {
-                return Err(bad(format!("data block {db} is mapped already")));
+                return Err(c.corrupt(
+                    &format!("{what} (directory leaf block)"),
+                    format!("data block {db} is mapped already"),
+                ));
             }
             let near = ext
                 .iter()
@@ -830,5 +743,476 @@ fn add_leaf(
     }
     write_leaf1(&mut lb, lh, g.v5, &leaf, &bests, ds);
     tx.write(lat, lb)?;
+    Ok(())
+}
+
+/// Read and verify block 0 of a block-form directory: its byte offset,
+/// bytes and entries (with `.` and `..`).
+fn read_block_form(
+    tx: &Tx,
+    dir: &Inode,
+    ext: &[Extent],
+    what: &str,
+) -> Result<(u64, Vec<u8>, Vec<DEnt>), FsError> {
+    let c = tx.c;
+    let ds = c.geo.dir_size as usize;
+    let l = layout(c);
+    let at = dir_block_at(c, ext, 0).ok_or_else(|| {
+        refuse(
+            c,
+            what,
+            "the directory block is split across extents".into(),
+        )
+    })?;
+    let b = tx.read(at, ds)?;
+    let place = format!("{what} (directory block 0)");
+    let bad = |d: String| c.corrupt(&place, d);
+    let magic = if c.geo.v5 {
+        BLOCK_MAGIC_V3
+    } else {
+        BLOCK_MAGIC_V2
+    };
+    if be32(&b, 0) != magic {
+        return Err(bad("bad magic".into()));
+    }
+    if c.geo.v5 {
+        c.check_v5_header(&b, 4, 8, 24, 40, dir.ino, Some(at >> 9))
+            .map_err(bad)?;
+    }
+    let count = be32(&b, ds - 8) as usize;
+    let stale = be32(&b, ds - 4) as usize;
+    if count.saturating_mul(8) + 8 > ds - l.hdr || stale > count {
+        return Err(bad(format!(
+            "tail counts {count} leaf entries, {stale} stale"
+        )));
+    }
+    let leaf_start = ds - 8 - count * 8;
+    let ents = parse_area(c, &b, l.hdr, leaf_start, &place)?;
+    if count - stale != ents.len() {
+        return Err(bad(format!(
+            "{} live leaf entries for {} entries",
+            count - stale,
+            ents.len()
+        )));
+    }
+    Ok((at, b, ents))
+}
+
+/// A leaf1 block as read: its byte offset and bytes, the header length,
+/// the live (hash, address) entries and the best-free table.
+struct Leaf1 {
+    lat: u64,
+    lb: Vec<u8>,
+    lh: usize,
+    leaf: Vec<(u32, u32)>,
+    bests: Vec<u16>,
+}
+
+fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1, FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let ds = g.dir_size as usize;
+    let leaf_off = g.dir_leaf_fsb();
+    let lat = dir_block_at(c, ext, leaf_off).ok_or_else(|| {
+        refuse(
+            c,
+            what,
+            "the directory has no single leaf block (node form directories are not implemented)"
+                .into(),
+        )
+    })?;
+    let lb = tx.read(lat, ds)?;
+    let place = format!("{what} (directory leaf block)");
+    let bad = |d: String| c.corrupt(&place, d);
+    let magic = be16(&lb, 8);
+    let want = if g.v5 { LEAF1_MAGIC_V3 } else { LEAF1_MAGIC_V2 };
+    if magic != want {
+        return Err(refuse(
+            c,
+            what,
+            format!("the directory is in node form (leaf magic {magic:#x}); writing node-form directories is not implemented"),
+        ));
+    }
+    let lh = if g.v5 { 64 } else { 16 };
+    if g.v5 {
+        c.check_v5_header(&lb, 12, 16, 32, 48, dir.ino, Some(lat >> 9))
+            .map_err(bad)?;
+    }
+    if be32(&lb, 0) != 0 || be32(&lb, 4) != 0 {
+        return Err(bad("a leaf1 block with siblings".into()));
+    }
+    let (count_off, stale_off) = if g.v5 { (56, 58) } else { (12, 14) };
+    let count = usize::from(be16(&lb, count_off));
+    let stale = usize::from(be16(&lb, stale_off));
+    let bestcount = be32(&lb, ds - 4) as usize;
+    if bestcount == 0
+        || bestcount.saturating_mul(2) + 4 + lh + count * 8 > ds
+        || stale > count
+        || bestcount as u64 * u64::from(g.dir_fsbs) > leaf_off
+    {
+        return Err(bad(format!(
+            "{count} entries ({stale} stale) and {bestcount} bests do not fit"
+        )));
+    }
+    let bstart = ds - 4 - bestcount * 2;
+    let bests: Vec<u16> = (0..bestcount).map(|i| be16(&lb, bstart + i * 2)).collect();
+    let leaf: Vec<(u32, u32)> = (0..count)
+        .map(|i| (be32(&lb, lh + i * 8), be32(&lb, lh + i * 8 + 4)))
+        .filter(|&(_, a)| a != 0)
+        .collect();
+    if leaf.len() != count - stale {
+        return Err(bad("stale count does not match the entries".into()));
+    }
+    Ok(Leaf1 {
+        lat,
+        lb,
+        lh,
+        leaf,
+        bests,
+    })
+}
+
+/// Read and verify data block `db` of a leaf-form directory.
+fn read_data_block(
+    tx: &Tx,
+    dir: &Inode,
+    ext: &[Extent],
+    db: usize,
+    what: &str,
+) -> Result<(u64, Vec<u8>, Vec<DEnt>), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let ds = g.dir_size as usize;
+    let fo = db as u64 * u64::from(g.dir_fsbs);
+    let at = dir_block_at(c, ext, fo).ok_or_else(|| {
+        refuse(
+            c,
+            what,
+            format!("directory data block {db} is split across extents"),
+        )
+    })?;
+    let b = tx.read(at, ds)?;
+    let dplace = format!("{what} (directory block {db})");
+    let dmagic = if g.v5 { DATA_MAGIC_V3 } else { DATA_MAGIC_V2 };
+    if be32(&b, 0) != dmagic {
+        return Err(c.corrupt(&dplace, "bad magic".into()));
+    }
+    if g.v5 {
+        c.check_v5_header(&b, 4, 8, 24, 40, dir.ino, Some(at >> 9))
+            .map_err(|d| c.corrupt(&dplace, d))?;
+    }
+    let ents = parse_area(c, &b, layout(c).hdr, ds, &dplace)?;
+    Ok((at, b, ents))
+}
+
+/// What to do to an existing entry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change {
+    /// Drop it.
+    Remove,
+    /// Point it at another inode (of file type `ftype`).
+    Retarget { ino: u64, ftype: u8 },
+}
+
+fn refuse_change(c: &Ctx, what: &str, why: String) -> FsError {
+    FsError::Unsupported {
+        fs: c.location.clone(),
+        op: format!("change an entry of {what}"),
+        why,
+    }
+}
+
+/// Remove or retarget entry `name` of directory `dir` (`..` may be
+/// retargeted, never removed). Returns the inode number the entry held,
+/// or `None` when the name is not there. The form is kept: a shortform
+/// directory stays shortform, a block or leaf directory keeps its blocks
+/// (an emptied leaf-form data block stays, holding one free region).
+pub(crate) fn change_entry(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    name: &[u8],
+    change: Change,
+    what: &str,
+) -> Result<Option<u64>, FsError> {
+    let c = tx.c;
+    if name == b"." || (name == b".." && matches!(change, Change::Remove)) {
+        return Err(refuse_change(
+            c,
+            what,
+            "`.` and `..` are never removed".into(),
+        ));
+    }
+    match dir.format {
+        FMT_LOCAL => change_shortform(tx, dir, name, change, what),
+        FMT_EXTENTS => {
+            let ext = c.extents(dir, Fork::Data, what)?;
+            let g = &c.geo;
+            let end = ext.last().map_or(0, |e| e.off + e.len);
+            if dir.size == u64::from(g.dir_size) && end == u64::from(g.dir_fsbs) {
+                change_block(tx, dir, &ext, name, change, what)
+            } else {
+                change_leaf(tx, dir, &ext, name, change, what)
+            }
+        }
+        _ => Err(refuse_change(
+            c,
+            what,
+            "the directory's block map is a btree (writing btree-form directories is not implemented)".into(),
+        )),
+    }
+}
+
+fn change_shortform(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    name: &[u8],
+    change: Change,
+    what: &str,
+) -> Result<Option<u64>, FsError> {
+    let c = tx.c;
+    let (parent, ents) = c.shortform(dir, what)?;
+    let fork_len = dir.data_fork().len();
+    let size = dir.size as usize;
+    if dir.data_fork()[1] != 0 {
+        return Err(refuse_change(
+            c,
+            what,
+            "the shortform directory holds 8-byte inode numbers (writing those is not implemented)"
+                .into(),
+        ));
+    }
+    if let Change::Retarget { ino, .. } = change {
+        if ino > u64::from(u32::MAX) {
+            return Err(refuse_change(
+                c,
+                what,
+                "the new inode number needs 8-byte shortform entries (converting is not implemented)"
+                    .into(),
+            ));
+        }
+    }
+    let core = dir.core;
+    if name == b".." {
+        if let Change::Retarget { ino, .. } = change {
+            put32(&mut dir.raw, core + 2, ino as u32);
+        }
+        return Ok(Some(parent));
+    }
+    let ft = usize::from(c.geo.ftype);
+    let mut pos = 2 + 4;
+    for e in &ents {
+        let esize = 3 + e.name.len() + ft + 4;
+        if e.name == name {
+            let f = &mut dir.raw[core..core + fork_len];
+            match change {
+                Change::Remove => {
+                    f.copy_within(pos + esize..size, pos);
+                    f[size - esize..size].fill(0);
+                    f[0] -= 1;
+                    set_size(dir, (size - esize) as u64);
+                }
+                Change::Retarget { ino, ftype } => {
+                    if ft == 1 {
+                        f[pos + 3 + e.name.len()] = ftype;
+                    }
+                    let io = pos + 3 + e.name.len() + ft;
+                    f[io..io + 4].copy_from_slice(&(ino as u32).to_be_bytes());
+                }
+            }
+            return Ok(Some(e.ino));
+        }
+        pos += esize;
+    }
+    Ok(None)
+}
+
+fn change_block(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    name: &[u8],
+    change: Change,
+    what: &str,
+) -> Result<Option<u64>, FsError> {
+    let c = tx.c;
+    let ds = c.geo.dir_size as usize;
+    let l = layout(c);
+    let (at, mut b, mut ents) = read_block_form(tx, dir, ext, what)?;
+    let Some(i) = ents.iter().position(|e| e.name == name) else {
+        return Ok(None);
+    };
+    let old = ents[i].ino;
+    match change {
+        Change::Remove => {
+            ents.remove(i);
+        }
+        Change::Retarget { ino, ftype } => {
+            ents[i].ino = ino;
+            ents[i].ftype = ftype;
+        }
+    }
+    // The leaf shrinks with the entries (no stale entries are kept); the
+    // space it frees joins the data area.
+    let leaf_start = ds - 8 - ents.len() * 8;
+    build_area(c, &mut b, &l, leaf_start, &ents);
+    write_block_leaf(&mut b, &ents, ds);
+    seal_data(c, &mut b);
+    tx.write(at, b)?;
+    Ok(Some(old))
+}
+
+fn change_leaf(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    name: &[u8],
+    change: Change,
+    what: &str,
+) -> Result<Option<u64>, FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let ds = g.dir_size as usize;
+    let l = layout(c);
+    let Leaf1 {
+        lat,
+        mut lb,
+        lh,
+        mut leaf,
+        mut bests,
+    } = read_leaf1(tx, dir, ext, what)?;
+    let h = hashname(name);
+    // Each leaf entry with the name's hash points at a candidate.
+    for k in 0..leaf.len() {
+        let (lh_, addr) = leaf[k];
+        if lh_ != h {
+            continue;
+        }
+        let byte = u64::from(addr) * 8;
+        let db = (byte / u64::from(g.dir_size)) as usize;
+        let off = (byte % u64::from(g.dir_size)) as usize;
+        if db >= bests.len() {
+            return Err(c.corrupt(
+                &format!("{what} (directory leaf block)"),
+                format!(
+                    "entry address {addr:#x} beyond the {} data blocks",
+                    bests.len()
+                ),
+            ));
+        }
+        let (at, mut b, mut ents) = read_data_block(tx, dir, ext, db, what)?;
+        let Some(i) = ents.iter().position(|e| e.off == off) else {
+            return Err(c.corrupt(
+                &format!("{what} (directory block {db})"),
+                format!("the leaf points at offset {off}, where no entry starts"),
+            ));
+        };
+        if ents[i].name != name {
+            continue;
+        }
+        let old = ents[i].ino;
+        match change {
+            Change::Remove => {
+                ents.remove(i);
+            }
+            Change::Retarget { ino, ftype } => {
+                ents[i].ino = ino;
+                ents[i].ftype = ftype;
+            }
+        }
+        let best = build_area(c, &mut b, &l, ds, &ents);
+        if !matches!(change, Change::Remove) {
+            seal_data(c, &mut b);
+            tx.write(at, b)?;
+            return Ok(Some(old));
+        }
+        leaf.remove(k);
+        if ents.is_empty() && db > 0 {
+            // An empty data block is dropped (xfs_repair junks one that
+            // stays): a hole in the middle, the table trimmed at the end.
+            drop_data_block(tx, dir, ext, db, &mut bests, what)?;
+        } else {
+            seal_data(c, &mut b);
+            tx.write(at, b)?;
+            bests[db] = best;
+        }
+        write_leaf1(&mut lb, lh, g.v5, &leaf, &bests, ds);
+        tx.write(lat, lb)?;
+        return Ok(Some(old));
+    }
+    Ok(None)
+}
+
+/// Free empty data block `db` of a leaf-form directory: its blocks go
+/// back to the free space, its mapping and best-free entry go (a hole in
+/// the middle keeps a null entry; at the end, the table and the directory
+/// size shrink past any holes).
+fn drop_data_block(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    db: usize,
+    bests: &mut Vec<u16>,
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let fsbs = u64::from(g.dir_fsbs);
+    if g.ro_compat & crate::sb::RO_COMPAT_RMAPBT != 0 {
+        return Err(refuse_change(
+            c,
+            what,
+            "the entry is the last of its directory block, which would be freed; freeing blocks on filesystems with reverse-mapping btrees (rmapbt) is not implemented".into(),
+        ));
+    }
+    let fo = db as u64 * fsbs;
+    let mut rest: Vec<Extent> = Vec::with_capacity(ext.len() + 1);
+    let mut freed = None;
+    for e in ext {
+        if e.off <= fo && fo + fsbs <= e.off + e.len {
+            let fsb = e.fsb + (fo - e.off);
+            freed = Some(fsb);
+            if e.off < fo {
+                rest.push(Extent {
+                    len: fo - e.off,
+                    ..*e
+                });
+            }
+            if fo + fsbs < e.off + e.len {
+                rest.push(Extent {
+                    off: fo + fsbs,
+                    fsb: fsb + fsbs,
+                    len: e.off + e.len - fo - fsbs,
+                    unwritten: e.unwritten,
+                });
+            }
+        } else {
+            rest.push(*e);
+        }
+    }
+    let Some(fsb) = freed else {
+        return Err(refuse_change(
+            c,
+            what,
+            format!("directory data block {db} is split across extents"),
+        ));
+    };
+    crate::alloc::free_extent(tx, fsb, fsbs)?;
+    set_extents(c, dir, &rest, what)?;
+    let nb = dir.nblocks.checked_sub(fsbs).ok_or_else(|| {
+        c.corrupt(
+            what,
+            "the directory counts fewer blocks than it maps".into(),
+        )
+    })?;
+    set_nblocks(dir, nb);
+    if db + 1 == bests.len() {
+        bests.pop();
+        while bests.last() == Some(&NULL_DATAOFF) {
+            bests.pop();
+        }
+        set_size(dir, bests.len() as u64 * u64::from(g.dir_size));
+    } else {
+        bests[db] = NULL_DATAOFF;
+    }
     Ok(())
 }

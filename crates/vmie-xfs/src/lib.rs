@@ -9,19 +9,22 @@
 //! [`Limits`] (directory entries, extents) or by fixed format limits
 //! (symlink targets of 1024 bytes, xattr values of 64 KiB).
 //!
-//! Writing (the `write`, `alloc`, `btree`, `dirw` and `tx` modules):
-//! `replace_file` (in place, growing into new blocks), `create_file`,
-//! `symlink` and `mkdir`, each one in-memory transaction staged in a
-//! `tx::Tx` and written only after every check passed. Blocks come from
-//! the bnobt/cntbt with records changed inside their leaves, inodes from
-//! existing chunks (inobt/finobt), entries go into shortform, block and
-//! leaf directories (converting shortform to block and block to leaf).
-//! Refused with [`FsError::Unsupported`], writing nothing: btree block
-//! splits/merges, new inode chunks, allocation on rmapbt filesystems,
-//! node/btree-form directories, btree-format files, overwriting shared
-//! (reflink) blocks, `remove` and `rename`. A write first checks that the
-//! log is clean (the last record is an unmount record ending at the head);
-//! the log is never replayed nor written.
+//! Writing (the `write`, `unlink`, `alloc`, `btree`, `dirw` and `tx`
+//! modules): `replace_file` (in place, growing into new blocks),
+//! `create_file`, `symlink`, `mkdir`, `remove` and `rename`, each one
+//! in-memory transaction staged in a `tx::Tx` and written only after every
+//! check passed. Blocks come from (and go back to) the bnobt/cntbt with
+//! records changed inside their leaves, inodes from existing chunks
+//! (inobt/finobt; freed ones return there), entries go into and out of
+//! shortform, block and leaf directories (converting shortform to block
+//! and block to leaf when adding; a removal keeps the form and frees an
+//! emptied leaf-form data block). Refused with [`FsError::Unsupported`],
+//! writing nothing: btree block splits/merges, new inode chunks,
+//! allocating or freeing blocks on rmapbt filesystems, node/btree-form
+//! directories, btree-format files, overwriting or freeing shared
+//! (reflink) blocks, 8-byte shortform directories. A write first checks
+//! that the log is clean (the last record is an unmount record ending at
+//! the head); the log is never replayed nor written.
 #![forbid(unsafe_code)]
 
 mod alloc;
@@ -35,6 +38,7 @@ mod inode;
 mod log;
 mod sb;
 mod tx;
+mod unlink;
 mod write;
 
 use std::cell::RefCell;
@@ -422,5 +426,13 @@ impl GuestFs for XfsFs {
 
     fn mkdir(&mut self, path: &GuestPath, attrs: &NewAttrs) -> Result<(), FsError> {
         write::mkdir(self, path, attrs)
+    }
+
+    fn remove(&mut self, path: &GuestPath) -> Result<(), FsError> {
+        unlink::remove(self, path)
+    }
+
+    fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<(), FsError> {
+        unlink::rename(self, from, to)
     }
 }

@@ -24,8 +24,8 @@ use crate::{Ctx, XfsFs};
 
 const RO_COMPAT_KNOWN: u32 =
     RO_COMPAT_FINOBT | RO_COMPAT_RMAPBT | RO_COMPAT_REFLINK | RO_COMPAT_INOBTCNT;
-const DIFLAG_IMMUTABLE: u16 = 0x8;
-const DIFLAG_APPEND: u16 = 0x10;
+pub(crate) const DIFLAG_IMMUTABLE: u16 = 0x8;
+pub(crate) const DIFLAG_APPEND: u16 = 0x10;
 
 /// The feature and log gate of every write: `Ok` when this filesystem may
 /// be written.
@@ -68,7 +68,7 @@ pub(crate) fn check(c: &Ctx) -> Result<crate::log::LogState, FsError> {
 }
 
 /// Encode `t` as an on-disk timestamp at `off` of inode `raw`.
-fn put_time(raw: &mut [u8], off: usize, bigtime: bool, secs: i64, nanos: u32) {
+pub(crate) fn put_time(raw: &mut [u8], off: usize, bigtime: bool, secs: i64, nanos: u32) {
     if bigtime {
         let v = (secs.saturating_add(1 << 31)).max(0) as u64 * 1_000_000_000 + u64::from(nanos);
         put64(raw, off, v);
@@ -96,13 +96,13 @@ pub(crate) fn touch(ip: &mut Inode) {
     }
 }
 
-fn seal(ip: &mut Inode) {
+pub(crate) fn seal(ip: &mut Inode) {
     if ip.version == 3 {
         crate::csum::update(&mut ip.raw, 100);
     }
 }
 
-fn now() -> (i64, u32) {
+pub(crate) fn now() -> (i64, u32) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -112,7 +112,7 @@ fn now() -> (i64, u32) {
     )
 }
 
-fn unsupported(c: &Ctx, op: &str, path: &str, why: impl Into<String>) -> FsError {
+pub(crate) fn unsupported(c: &Ctx, op: &str, path: &str, why: impl Into<String>) -> FsError {
     FsError::Unsupported {
         fs: c.location.clone(),
         op: format!("{op} {path}"),
@@ -122,7 +122,7 @@ fn unsupported(c: &Ctx, op: &str, path: &str, why: impl Into<String>) -> FsError
 
 /// Refuse allocation where the filesystem keeps reverse mappings: every
 /// new extent would need an rmapbt record, which is not implemented.
-fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
+pub(crate) fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
     if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
         return Err(unsupported(
             c,
@@ -138,7 +138,7 @@ fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
 /// lazy counters the kernel would only fold them in at unmount; we keep
 /// the primary superblock equal to the sum of the AG headers, as a clean
 /// unmount leaves it (xfs_repair -n compares them).
-fn finish_sb(tx: &mut Tx) -> Result<(), FsError> {
+pub(crate) fn finish_sb(tx: &mut Tx) -> Result<(), FsError> {
     if tx.d_ifree == 0 && tx.d_fdblocks == 0 && !tx.set_attrbit {
         return Ok(());
     }
@@ -289,7 +289,7 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
 }
 
 /// A name that may be added to a directory.
-fn check_name(c: &Ctx, op: &str, path: &GuestPath) -> Result<Vec<u8>, FsError> {
+pub(crate) fn check_name(c: &Ctx, op: &str, path: &GuestPath) -> Result<Vec<u8>, FsError> {
     let shown = path.to_string();
     let name = path.file_name().unwrap_or_default().to_vec();
     if name.is_empty()
@@ -512,9 +512,9 @@ fn prepare(fs: &XfsFs, op: &str, path: &GuestPath) -> Result<(Inode, Vec<u8>), F
 }
 
 const DIFLAG_RTINHERIT: u16 = 0x80;
-const FT_REG: u8 = 1;
-const FT_DIR: u8 = 2;
-const FT_SYMLINK: u8 = 7;
+pub(crate) const FT_REG: u8 = 1;
+pub(crate) const FT_DIR: u8 = 2;
+pub(crate) const FT_SYMLINK: u8 = 7;
 
 /// Add the entry, update the parent, the superblock, and commit.
 fn link_and_commit(

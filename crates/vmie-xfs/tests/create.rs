@@ -10,146 +10,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
-use vmie_disk::{Device, FileDevice, Overlay};
 use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs, Xattr};
 use vmie_xfs::XfsFs;
-
-fn over(img: &Path) -> (Arc<Overlay>, XfsFs) {
-    let base: Arc<dyn Device> = Arc::new(FileDevice::open(img).unwrap());
-    let ov = Arc::new(Overlay::new(base));
-    let fs = XfsFs::open(ov.clone(), "test.img").unwrap();
-    (ov, fs)
-}
-
-fn commit(ov: &Overlay, img: &Path) {
-    let f = FileDevice::open_rw(img).unwrap();
-    for (off, data) in ov.changes().unwrap() {
-        f.write_at(off, &data).unwrap();
-    }
-    ov.discard().unwrap();
-}
-
-const PROFILES: [(&str, &[&str]); 6] = [
-    ("v4", &["-m", "crc=0"]),
-    ("v5-nofinobt", &["-m", "finobt=0,reflink=0"]),
-    ("v5-finobt", &["-m", "finobt=1,reflink=0"]),
-    ("v5-reflink", &["-m", "reflink=1"]),
-    (
-        "v5-bigtime-inobtcount",
-        &["-m", "reflink=1,bigtime=1,inobtcount=1"],
-    ),
-    ("v5-1k", &["-b", "size=1024", "-m", "reflink=1"]),
-];
-
-fn selinux() -> NewAttrs {
-    NewAttrs {
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        xattrs: vec![Xattr {
-            name: b"security.selinux".to_vec(),
-            value: b"system_u:object_r:etc_t:s0\0".to_vec(),
-        }],
-    }
-}
-
-/// A small tree with one directory of each form: shortform (`small`),
-/// block (`block`), leaf (`leaf`), node (`node`).
-fn forms_tree() -> BTreeMap<String, Node> {
-    let mut t = BTreeMap::new();
-    let dir = || Node::Dir {
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    };
-    let file = |seed: u64, len: usize| Node::File {
-        data: bytes(seed, len),
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    };
-    t.insert("etc".into(), dir());
-    t.insert(
-        "etc/fstab".into(),
-        Node::File {
-            data: b"/dev/sda1 / xfs defaults 0 0\n".to_vec(),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-        },
-    );
-    t.insert("small".into(), dir());
-    for i in 0..6 {
-        t.insert(format!("small/f{i}"), file(i, 100 * i as usize));
-    }
-    t.insert("block".into(), dir());
-    for i in 0..20 {
-        t.insert(format!("block/entry-{i:03}"), file(50 + i, 3000));
-    }
-    t.insert("leaf".into(), dir());
-    for i in 0..200 {
-        t.insert(
-            format!("leaf/a-long-name-to-fill-blocks-{i:04}"),
-            file(200 + i, 10),
-        );
-    }
-    t.insert("node".into(), dir());
-    for i in 0..1200 {
-        t.insert(format!("node/n{i:05}"), file(2000 + i, 1));
-    }
-    t
-}
-
-fn listing(t: &BTreeMap<String, Node>, dir: &str) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = t
-        .keys()
-        .filter_map(|k| k.strip_prefix(&format!("{dir}/")))
-        .filter(|r| !r.contains('/'))
-        .map(|r| r.as_bytes().to_vec())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Everything checked after a change: xfs_repair -n clean, xfs_db lists
-/// each directory with good hashes and reads each file's bytes through its
-/// own block map, and a fresh reader sees exactly `want`.
-fn check_all(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
-    assert_clean(img, what);
-    for (k, n) in want {
-        match n {
-            Node::Dir { .. } => {
-                assert_eq!(
-                    xfs_db_ls(img, &format!("/{k}")),
-                    listing(want, k),
-                    "{what}: /{k}"
-                )
-            }
-            Node::File { data, .. } if data.len() > 1000 || k.starts_with("etc") => {
-                assert!(
-                    xfs_db_read(img, &format!("/{k}")) == *data,
-                    "{what}: xfs_db reads /{k}"
-                )
-            }
-            _ => {}
-        }
-    }
-    let (_, fs) = open(img);
-    compare(&fs, want);
-}
-
-fn regular(data: Vec<u8>) -> Node {
-    Node::File {
-        data,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    }
-}
 
 #[test]
 fn create_grow_symlink_mkdir_in_every_form_and_profile() {
@@ -349,7 +214,8 @@ fn block_directory_fills_into_leaf_form() {
     }
 }
 
-/// Random sequences of create and replace (0 B to 1 MiB) in directories of
+/// Random sequences of create, replace, remove and rename (0 B to 1 MiB,
+/// within and across directories, over existing files) in directories of
 /// every form we write, on every profile; xfs_repair -n clean and
 /// everything read back after each sequence.
 #[test]
@@ -358,8 +224,9 @@ fn random_sequences_stay_consistent() {
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
     let start = Instant::now();
-    let sequences = 20u64;
+    let sequences = 48u64;
     let mut ops = 0;
+    let mut kinds = [0usize; 4];
     for seq in 0..sequences {
         let (name, args) = PROFILES[(seq as usize) % PROFILES.len()];
         let img = mkfs(args, 300, Some(&proto));
@@ -372,7 +239,7 @@ fn random_sequences_stay_consistent() {
             x % n
         };
         let (ov, mut fs) = over(&img.path);
-        for op in 0..12 {
+        for op in 0..16 {
             let dir = ["small", "block", "leaf", "etc"][rnd(4) as usize];
             let len = match rnd(4) {
                 0 => 0,
@@ -388,22 +255,63 @@ fn random_sequences_stay_consistent() {
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
-            if rnd(2) == 0 && !existing.is_empty() {
-                let p = existing[rnd(existing.len() as u64) as usize].clone();
-                fs.replace_file(&GuestPath::lexical(format!("/{p}").as_bytes()), &data)
-                    .unwrap_or_else(|e| panic!("{name} seq {seq}: replace /{p}: {e}"));
-                want.insert(p, regular(data));
-            } else {
-                let nl = 1 + rnd(40) as usize;
-                let nm: String = (0..nl).map(|_| (b'a' + rnd(26) as u8) as char).collect();
-                let p = format!("{dir}/{nm}-{seq}-{op}");
-                fs.create_file(
-                    &GuestPath::lexical(format!("/{p}").as_bytes()),
-                    &data,
-                    &selinux(),
-                )
-                .unwrap_or_else(|e| panic!("{name} seq {seq}: create /{p}: {e}"));
-                want.insert(p, regular(data));
+            let choice = if existing.is_empty() { 1 } else { rnd(6) };
+            let pick = |r: u64| existing[(r % existing.len().max(1) as u64) as usize].clone();
+            let nl = 1 + rnd(40) as usize;
+            let nm: String = (0..nl).map(|_| (b'a' + rnd(26) as u8) as char).collect();
+            let to_dir = ["small", "block", "leaf", "etc"][rnd(4) as usize];
+            kinds[[0, 1, 1, 2, 3, 0][choice as usize]] += 1;
+            match choice {
+                0 | 5 => {
+                    let p = pick(rnd(1 << 20));
+                    fs.replace_file(&GuestPath::lexical(format!("/{p}").as_bytes()), &data)
+                        .unwrap_or_else(|e| panic!("{name} seq {seq}: replace /{p}: {e}"));
+                    want.insert(p, regular(data));
+                }
+                1 | 2 => {
+                    let p = format!("{dir}/{nm}-{seq}-{op}");
+                    fs.create_file(
+                        &GuestPath::lexical(format!("/{p}").as_bytes()),
+                        &data,
+                        &selinux(),
+                    )
+                    .unwrap_or_else(|e| panic!("{name} seq {seq}: create /{p}: {e}"));
+                    want.insert(p, regular(data));
+                }
+                3 => {
+                    let p = pick(rnd(1 << 20));
+                    fs.remove(&GuestPath::lexical(format!("/{p}").as_bytes()))
+                        .unwrap_or_else(|e| panic!("{name} seq {seq}: remove /{p}: {e}"));
+                    want.remove(&p);
+                }
+                _ => {
+                    // To a new name, or over an existing file.
+                    let p = pick(rnd(1 << 20));
+                    let q = if rnd(3) == 0 {
+                        let others: Vec<&String> = want
+                            .iter()
+                            .filter(|(k, n)| {
+                                **k != p
+                                    && k.starts_with(&format!("{to_dir}/"))
+                                    && matches!(n, Node::File { .. })
+                            })
+                            .map(|(k, _)| k)
+                            .collect();
+                        match others.first() {
+                            Some(o) => (*o).clone(),
+                            None => format!("{to_dir}/{nm}-{seq}-{op}"),
+                        }
+                    } else {
+                        format!("{to_dir}/{nm}-{seq}-{op}")
+                    };
+                    fs.rename(
+                        &GuestPath::lexical(format!("/{p}").as_bytes()),
+                        &GuestPath::lexical(format!("/{q}").as_bytes()),
+                    )
+                    .unwrap_or_else(|e| panic!("{name} seq {seq}: rename /{p} /{q}: {e}"));
+                    let n = want.remove(&p).unwrap();
+                    want.insert(q, n);
+                }
             }
             ops += 1;
         }
@@ -420,7 +328,7 @@ fn random_sequences_stay_consistent() {
         compare(&fs, &want);
     }
     eprintln!(
-        "{sequences} sequences, {ops} operations in {:?}",
+        "{sequences} sequences, {ops} operations (replace, create, remove, rename: {kinds:?}) in {:?}",
         start.elapsed()
     );
 }

@@ -2,7 +2,7 @@
 //! blocks, to zero, growth into new blocks) on v4 and v5 profiles, proven
 //! by xfs_repair -n and by xfs_db's own block map read back with plain
 //! file reads; refusals (growth on rmapbt, dirty or external logs,
-//! needsrepair, unknown features, remove and rename) write nothing.
+//! needsrepair, unknown features, freeing blocks on rmapbt) write nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,21 +17,6 @@ use common::*;
 use vmie_disk::{Device, FileDevice, Overlay};
 use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath};
 use vmie_xfs::XfsFs;
-
-fn over(img: &Path) -> (Arc<Overlay>, XfsFs) {
-    let base: Arc<dyn Device> = Arc::new(FileDevice::open(img).unwrap());
-    let ov = Arc::new(Overlay::new(base));
-    let fs = XfsFs::open(ov.clone(), "test.img").unwrap();
-    (ov, fs)
-}
-
-fn commit(ov: &Overlay, img: &Path) {
-    let f = FileDevice::open_rw(img).unwrap();
-    for (off, data) in ov.changes().unwrap() {
-        f.write_at(off, &data).unwrap();
-    }
-    ov.discard().unwrap();
-}
 
 #[test]
 fn replace_in_place_passes_xfs_repair() {
@@ -119,14 +104,19 @@ fn replace_in_place_passes_xfs_repair() {
                 assert!(!ov.is_dirty());
             }
         }
+        // Rename needs no block; removing a file with blocks is refused
+        // on rmapbt filesystems only (their reverse mappings are not kept).
         let (ov, mut fs) = over(&img.path);
-        // Remove and rename still refuse, writing nothing.
         let p = GuestPath::lexical(b"/etc/new");
-        assert!(matches!(fs.remove(&odd), Err(FsError::Unsupported { .. })));
-        assert!(matches!(
-            fs.rename(&odd, &p),
-            Err(FsError::Unsupported { .. })
-        ));
+        fs.rename(&odd, &p).unwrap();
+        match fs.remove(&p) {
+            Ok(()) => assert!(!rmap),
+            Err(e) => assert!(rmap && e.to_string().contains("rmapbt"), "{e}"),
+        }
+        commit(&ov, &img.path);
+        let (ok, out) = repair_n(&img.path);
+        assert!(ok, "{args:?} rename and remove: xfs_repair -n: {out}");
+        let (ov, mut fs) = over(&img.path);
         // Not a regular file.
         assert!(fs.replace_file(&GuestPath::lexical(b"/etc"), b"x").is_err());
         assert!(fs

@@ -1,0 +1,287 @@
+//! A RHEL 8 guest on XFS (`xtask` fixture `rhel8-xfs`: XFS /boot and root
+//! made by mkfs.xfs with the RHEL 8 profile) fixed end to end: the dry
+//! run plans exactly what the real run does, xfs_repair -n finds nothing
+//! on either filesystem afterwards, the files read back the same through
+//! our `cat` and through xfs_db's own block maps (directories listed with
+//! good hashes), a second run changes nothing and undo restores every byte.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    xtask::fixtures::image(name).unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "vmie-fixup {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// SHA-256 of the image's bytes, without reading its holes.
+fn sha256(p: &Path) -> String {
+    xtask::fixtures::image::digest(p, &[]).unwrap()
+}
+
+/// Partition `start`..`start+size` of `img` as its own (sparse) file.
+fn extract(img: &Path, start: u64, size: u64, to: &Path) {
+    let st = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", to.display()))
+        .args(["bs=1M", "iflag=skip_bytes,count_bytes", "conv=sparse"])
+        .arg(format!("skip={start}"))
+        .arg(format!("count={size}"))
+        .arg("status=none")
+        .status()
+        .expect("dd (coreutils)");
+    assert!(st.success());
+}
+
+/// xfs_repair -n must exit 0 and say nothing but its phase banners.
+fn repair_clean(part: &Path, what: &str) {
+    let out = Command::new("xfs_repair")
+        .arg("-n")
+        .arg(part)
+        .output()
+        .expect("xfs_repair (xfsprogs)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: xfs_repair -n:\n{text}");
+    let benign = [
+        "Phase ",
+        "        - ",
+        "Cannot get host filesystem geometry.",
+        "Repair may fail if there is a sector size mismatch between",
+        "the image and the host filesystem.",
+        "No modify flag set, skipping",
+    ];
+    for l in text.lines() {
+        assert!(
+            benign.iter().any(|b| l.starts_with(b)),
+            "{what}: xfs_repair -n reports: {l}\n{text}"
+        );
+    }
+}
+
+fn xfs_db(part: &Path, cmds: &[&str]) -> String {
+    let mut cmd = Command::new("xfs_db");
+    cmd.arg("-r");
+    for c in cmds {
+        cmd.arg("-c").arg(c);
+    }
+    let out = cmd.arg(part).output().expect("xfs_db (xfsprogs)");
+    assert!(
+        out.status.success(),
+        "xfs_db {cmds:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// xfs_db's listing of a directory: every entry with a good hash; the
+/// names.
+fn xfs_db_ls(part: &Path, dir: &str) -> Vec<String> {
+    let out = xfs_db(part, &[&format!("ls {dir}")]);
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            assert!(l.ends_with(" (good)"), "xfs_db ls {dir}: {l}");
+            let l = &l[..l.len() - 7];
+            let nl: usize = l.split_whitespace().nth(4).unwrap().parse().unwrap();
+            l[l.len() - nl..].to_string()
+        })
+        .collect()
+}
+
+/// A file's bytes as xfs_db maps them (its size and extents), read from
+/// the partition file directly.
+fn xfs_db_read(part: &Path, path: &str) -> Vec<u8> {
+    let out = xfs_db(
+        part,
+        &[
+            &format!("path {path}"),
+            "print core.size",
+            "bmap",
+            "sb 0",
+            "print blocksize agblocks",
+        ],
+    );
+    let field = |k: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (size, bs, agblocks) = (field("core.size"), field("blocksize"), field("agblocks"));
+    let mut data = vec![0u8; size as usize];
+    let mut f = std::fs::File::open(part).unwrap();
+    for l in out.lines().filter(|l| l.starts_with("data offset")) {
+        // data offset 0 startblock 1234 (0/1234) count 3 flag 0
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let off: u64 = w[2].parse().unwrap();
+        let (ag, agbno) = w[5]
+            .trim_matches(|c| c == '(' || c == ')')
+            .split_once('/')
+            .unwrap();
+        let (ag, agbno): (u64, u64) = (ag.parse().unwrap(), agbno.parse().unwrap());
+        let count: u64 = w[7].parse().unwrap();
+        assert_eq!(w[9], "0", "unwritten extent in {l}");
+        for b in 0..count {
+            let fo = (off + b) * bs;
+            if fo >= size {
+                break;
+            }
+            let n = (size - fo).min(bs) as usize;
+            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs))
+                .unwrap();
+            f.read_exact(&mut data[fo as usize..fo as usize + n])
+                .unwrap();
+        }
+    }
+    data
+}
+
+#[test]
+fn fix_run_end_to_end_on_a_rhel8_guest_on_xfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("rhel-xfs.raw");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixture("rhel8-xfs"))
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let original = sha256(&img);
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let parts = doc["disks"][0]["partitions"].as_array().unwrap();
+    let span = |i: usize| {
+        (
+            parts[i]["start"].as_u64().unwrap(),
+            parts[i]["size"].as_u64().unwrap(),
+        )
+    };
+    let (boot, root) = (span(0), span(1));
+    let os = &doc["operating_systems"][0];
+    assert_eq!(os["distro"], "rhel", "{doc}");
+    assert!(os["mountpoints"]["/boot"]
+        .as_str()
+        .unwrap()
+        .ends_with("partition 1"));
+
+    // The plan: nothing written.
+    let dry: Value =
+        serde_json::from_str(&ok(&["--dry-run", "--format", "json", s(&img)])).unwrap();
+    assert_eq!(dry["applied"], false);
+    assert_eq!(sha256(&img), original, "a dry run must not write");
+    let ops: Vec<(&str, &str)> = dry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["op"].as_str().unwrap(), c["path"].as_str().unwrap()))
+        .collect();
+    for want in [
+        ("renamed", "/etc/sysconfig/network-scripts/ifcfg-ens192"),
+        ("removed", "/etc/udev/rules.d/70-persistent-net.rules"),
+        ("modified", "/etc/fstab"),
+        ("modified", "/boot/grub2/grubenv"),
+    ] {
+        assert!(ops.contains(&want), "{want:?} not planned: {ops:?}");
+    }
+
+    // The real run does exactly that.
+    let real: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(real["applied"], true);
+    assert_eq!(
+        real["changes"], dry["changes"],
+        "dry run and real run differ"
+    );
+
+    // Both filesystems are clean by xfs_repair's own reckoning.
+    let bootp = dir.path().join("boot.xfs");
+    let rootp = dir.path().join("root.xfs");
+    extract(&img, boot.0, boot.1, &bootp);
+    extract(&img, root.0, root.1, &rootp);
+    repair_clean(&bootp, "/boot");
+    repair_clean(&rootp, "/");
+
+    // The network scripts: the original kept as its backup, the new
+    // name holding DHCP, the old name gone; listed with good hashes.
+    let ns = "/etc/sysconfig/network-scripts";
+    let names = xfs_db_ls(&rootp, ns);
+    for n in ["ifcfg-ens192.vmie.bak", "ifcfg-eth0"] {
+        assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+    }
+    assert!(!names.iter().any(|x| x == "ifcfg-ens192"), "{names:?}");
+    let rules = xfs_db_ls(&rootp, "/etc/udev/rules.d");
+    assert!(rules
+        .iter()
+        .any(|x| x == "70-persistent-net.rules.vmie.bak"));
+    assert!(!rules.iter().any(|x| x == "70-persistent-net.rules"));
+    let cat = |p: &str| ok(&["cat", s(&img), p]).into_bytes();
+    let eth0 = cat(&format!("{ns}/ifcfg-eth0"));
+    let eth0s = String::from_utf8_lossy(&eth0);
+    assert!(
+        eth0s.contains("BOOTPROTO=dhcp") && !eth0s.contains("IPADDR"),
+        "{eth0s}"
+    );
+    let bak = cat(&format!("{ns}/ifcfg-ens192.vmie.bak"));
+    assert!(String::from_utf8_lossy(&bak).contains("IPADDR="));
+    assert!(!run(&["cat", s(&img), &format!("{ns}/ifcfg-ens192")])
+        .status
+        .success());
+    // Every changed file and every backup: our reader and xfs_db agree.
+    for c in real["changes"].as_array().unwrap() {
+        let path = c["path"].as_str().unwrap();
+        let mut paths = vec![c["backup"].as_str().unwrap().to_string()];
+        match c["op"].as_str().unwrap() {
+            "renamed" => paths.push(c["to"].as_str().unwrap().to_string()),
+            "removed" => {}
+            _ => paths.push(path.to_string()),
+        }
+        for p in paths {
+            let (part, inside) = match p.strip_prefix("/boot") {
+                Some(rest) => (&bootp, rest.to_string()),
+                None => (&rootp, p.clone()),
+            };
+            assert!(
+                xfs_db_read(part, &inside) == cat(&p),
+                "{p}: xfs_db and vmie-fixup cat differ"
+            );
+        }
+    }
+    let env = cat("/boot/grub2/grubenv");
+    assert_eq!(env.len(), 1024);
+
+    // Nothing left to do; undo restores every byte.
+    let again: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(again["changes"].as_array().unwrap().len(), 0, "{again}");
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), original);
+}
