@@ -52,8 +52,9 @@ pub fn test(extra: &[String]) -> Result<()> {
         .current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra))?;
-    // Only a boot proves the guest works: a partition layout, the LVM one
-    // and the host-only initramfs one (drivers injected offline), each
+    // Only a boot proves the guest works: a partition layout, the LVM one,
+    // the host-only initramfs one (drivers injected offline) and the XFS
+    // root (written by our XFS writer, read by GRUB and the kernel), each
     // unfixed (must fail) and fixed on virtio and NVMe (must pass). All
     // layouts: cargo xtask boot-test.
     if std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none() {
@@ -61,6 +62,7 @@ pub fn test(extra: &[String]) -> Result<()> {
             "mbr-logical-swap".to_string(),
             "lvm-root".to_string(),
             "hostonly".to_string(),
+            "xfs-root".to_string(),
         ])?;
     }
     // A minute per target (about 10 minutes with the build): the saved

@@ -65,6 +65,10 @@ pub const LAYOUTS: &[(&str, &str)] = &[
         "MBR: ext4 /boot (partition 1), LVM PV (partition 2, type 8e): VG vmievg, LVs root (ext4) and swap",
     ),
     (
+        "xfs-root",
+        "MBR: XFS root (partition 1, RHEL 8's mkfs profile), logical swap; GRUB reads /boot on XFS",
+    ),
+    (
         "hostonly",
         "as mbr-logical-swap, with a host-only initramfs (MODULES=list: the VMware guest's disk drivers only, no NVMe, Xen or virtio)",
     ),
@@ -190,7 +194,9 @@ WantedBy=multi-user.target
 fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
     let (root_dev, boot_prefix, swap) = match layout {
         "mbr-ext4" => ("/dev/sda1", "/boot", None),
-        "mbr-logical-swap" | "netplan" | "hostonly" => ("/dev/sda1", "/boot", Some("/dev/sda5")),
+        "mbr-logical-swap" | "netplan" | "hostonly" | "xfs-root" => {
+            ("/dev/sda1", "/boot", Some("/dev/sda5"))
+        }
         "separate-boot" => ("/dev/sda2", "", Some("/dev/sda3")),
         "lvm-root" => (
             "/dev/mapper/vmievg-root",
@@ -199,9 +205,13 @@ fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
         ),
         other => bail!("unknown layout {other}"),
     };
-    let mut fstab = format!(
-        "# /etc/fstab as the VMware guest had it\n{root_dev}  /  ext4  errors=remount-ro  0 1\n"
-    );
+    let root_fs = if layout == "xfs-root" {
+        "xfs  defaults  0 0"
+    } else {
+        "ext4  errors=remount-ro  0 1"
+    };
+    let mut fstab =
+        format!("# /etc/fstab as the VMware guest had it\n{root_dev}  /  {root_fs}\n");
     if has_boot_partition(layout) {
         fstab.push_str("/dev/sda1  /boot  ext4  defaults  0 2\n");
     }
@@ -276,6 +286,81 @@ menuentry 'Debian GNU/Linux' {{\n\tinsmod part_msdos\n\tinsmod ext2\n\tset root=
     Ok(())
 }
 
+/// XFS holding `dir`, as RHEL 8's installer formats it (CRC, finobt,
+/// sparse inodes, reflink; no bigtime, no inobtcount), populated without
+/// mounting through a protofile (mkfs.xfs -p). Everything is owned by root
+/// (a protofile entry carries one uid/gid; the probe does not care);
+/// device nodes, sockets and FIFOs are left out (devtmpfs provides /dev),
+/// and so are the few names a protofile cannot carry (with white space).
+fn mkfs_xfs(dir: &Path, work: &Path, out: &Path, size: u64, label: &str, uuid: &str) -> Result<()> {
+    use std::fmt::Write as _;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    fn mode(kind: char, perm: u32) -> String {
+        format!(
+            "{kind}{}{}{:03o}",
+            if perm & 0o4000 != 0 { 'u' } else { '-' },
+            if perm & 0o2000 != 0 { 'g' } else { '-' },
+            perm & 0o777
+        )
+    }
+    fn walk(dir: &Path, depth: usize, s: &mut String, skipped: &mut usize) -> Result<()> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
+        names.sort_by_key(|e| e.file_name());
+        let indent = "  ".repeat(depth);
+        for e in names {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let ft = meta.file_type();
+            let perm = meta.permissions().mode() & 0o7777;
+            let plain = |p: &Path| {
+                let t = p.to_string_lossy();
+                !t.chars().any(char::is_whitespace)
+            };
+            if !plain(&path) {
+                *skipped += 1;
+                continue;
+            }
+            if ft.is_dir() {
+                writeln!(s, "{indent}{name} {} 0 0", mode('d', perm))?;
+                walk(&path, depth + 1, s, skipped)?;
+                writeln!(s, "{indent}$")?;
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path)?;
+                if !plain(&target) || target.as_os_str().is_empty() {
+                    *skipped += 1;
+                    continue;
+                }
+                writeln!(s, "{indent}{name} {} 0 0 {}", mode('l', 0o777), target.display())?;
+            } else if ft.is_file() {
+                writeln!(s, "{indent}{name} {} 0 0 {}", mode('-', perm), path.display())?;
+            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
+                *skipped += 1;
+            }
+        }
+        Ok(())
+    }
+    let mut s = String::from("/dev/null\n0 0\nd--755 0 0\n");
+    let mut skipped = 0usize;
+    walk(dir, 1, &mut s, &mut skipped)?;
+    s.push_str("$\n");
+    let proto = work.join("xfs.proto");
+    std::fs::write(&proto, s)?;
+    image::create_sparse(out, size)?;
+    run(Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-L", label, "-m"])
+        .arg(format!(
+            "uuid={uuid},crc=1,finobt=1,reflink=1,bigtime=0,inobtcount=0"
+        ))
+        .args(["-i", "sparse=1", "-p"])
+        .arg(&proto)
+        .arg(out))?;
+    if skipped > 0 {
+        eprintln!("guest: {skipped} device nodes or names with white space left out of the XFS root");
+    }
+    Ok(())
+}
+
 fn mke2fs(dir: &Path, out: &Path, size: u64, label: &str, uuid: &str) -> Result<()> {
     image::create_sparse(out, size)?;
     run(Command::new("mke2fs")
@@ -317,7 +402,7 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     image::create_sparse(&img, disk_size)?;
     let table = match layout {
         "mbr-ext4" => "label: dos\nlabel-id: 0x5eed0701\nstart=2048, type=83, bootable\n",
-        "mbr-logical-swap" | "netplan" | "hostonly" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
+        "mbr-logical-swap" | "netplan" | "hostonly" | "xfs-root" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
         "lvm-root" => "label: dos\nlabel-id: 0x5eed0704\nstart=2048, size=256M, type=83, bootable\ntype=8e\n",
         _ => "label: dos\nlabel-id: 0x5eed0703\nstart=2048, size=256M, type=83, bootable\nsize=2304M, type=83\ntype=82\n",
     };
@@ -402,6 +487,14 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         mke2fs(&tree, &work.join("p2.img"), l2, "root", &uuid(2))?;
         image::copy_sparse(&work.join("p1.img"), &img, s1, l1)?;
         image::copy_sparse(&work.join("p2.img"), &img, s2, l2)?;
+    } else if layout == "xfs-root" {
+        let (s1, l1) = parts[0];
+        initrd_has(
+            &tree.join(format!("boot/initrd.img-{kernel}")),
+            &["/xfs.ko"],
+        )?;
+        mkfs_xfs(&tree, &work, &work.join("p1.img"), l1, "root", &uuid(1))?;
+        image::copy_sparse(&work.join("p1.img"), &img, s1, l1)?;
     } else {
         let (s1, l1) = parts[0];
         mke2fs(&tree, &work.join("p1.img"), l1, "root", &uuid(1))?;
@@ -714,6 +807,7 @@ fn install_grub(img: &Path, work: &Path, prefix: &str) -> Result<()> {
             "biosdisk",
             "part_msdos",
             "ext2",
+            "xfs",
             "normal",
             "linux",
             "configfile",
