@@ -210,8 +210,7 @@ fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
     } else {
         "ext4  errors=remount-ro  0 1"
     };
-    let mut fstab =
-        format!("# /etc/fstab as the VMware guest had it\n{root_dev}  /  {root_fs}\n");
+    let mut fstab = format!("# /etc/fstab as the VMware guest had it\n{root_dev}  /  {root_fs}\n");
     if has_boot_partition(layout) {
         fstab.push_str("/dev/sda1  /boot  ext4  defaults  0 2\n");
     }
@@ -331,10 +330,21 @@ fn mkfs_xfs(dir: &Path, work: &Path, out: &Path, size: u64, label: &str, uuid: &
                     *skipped += 1;
                     continue;
                 }
-                writeln!(s, "{indent}{name} {} 0 0 {}", mode('l', 0o777), target.display())?;
+                writeln!(
+                    s,
+                    "{indent}{name} {} 0 0 {}",
+                    mode('l', 0o777),
+                    target.display()
+                )?;
             } else if ft.is_file() {
-                writeln!(s, "{indent}{name} {} 0 0 {}", mode('-', perm), path.display())?;
-            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
+                writeln!(
+                    s,
+                    "{indent}{name} {} 0 0 {}",
+                    mode('-', perm),
+                    path.display()
+                )?;
+            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket()
+            {
                 *skipped += 1;
             }
         }
@@ -356,7 +366,9 @@ fn mkfs_xfs(dir: &Path, work: &Path, out: &Path, size: u64, label: &str, uuid: &
         .arg(&proto)
         .arg(out))?;
     if skipped > 0 {
-        eprintln!("guest: {skipped} device nodes or names with white space left out of the XFS root");
+        eprintln!(
+            "guest: {skipped} device nodes or names with white space left out of the XFS root"
+        );
     }
     Ok(())
 }
