@@ -45,22 +45,55 @@ fn refuse(c: &Ctx, why: String) -> FsError {
     }
 }
 
-/// Read and verify the AGF of `agno`: (byte offset, sector bytes).
-fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
+/// Where an AG header lives and how it is checked.
+struct AgHeader {
+    name: &'static str,
+    /// Sector of the AG it occupies (AGF 1, AGI 2).
+    sector: u64,
+    magic: u32,
+    crc_off: usize,
+    uuid_off: usize,
+}
+
+const AGF: AgHeader = AgHeader {
+    name: "AGF",
+    sector: 1,
+    magic: AGF_MAGIC,
+    crc_off: 216,
+    uuid_off: 64,
+};
+
+const AGI: AgHeader = AgHeader {
+    name: "AGI",
+    sector: 2,
+    magic: AGI_MAGIC,
+    crc_off: 312,
+    uuid_off: 296,
+};
+
+/// The refusal of the AGF or AGI of `agno`, saying `why`.
+fn ag_bad<'t>(tx: &'t Tx, agno: u32, h: &AgHeader) -> impl Fn(String) -> FsError + 't {
+    let place = format!("{} of AG {agno}", h.name);
+    move |why: String| tx.c.corrupt(&place, why)
+}
+
+/// Read the AGF or AGI of `agno` and check what both share: magic,
+/// version, v5 CRC and UUID, AG number and length. Returns (byte offset,
+/// sector bytes, AG length).
+fn ag_header(tx: &Tx, agno: u32, h: &AgHeader) -> Result<(u64, Vec<u8>, u32), FsError> {
     let c = tx.c;
     let sect = c.geo.sect_size as usize;
-    let at = c.ag_start(agno) + sect as u64;
+    let at = c.ag_start(agno) + h.sector * sect as u64;
     let b = tx.read(at, sect)?;
-    let place = format!("AGF of AG {agno}");
-    let bad = |d: String| c.corrupt(&place, d);
-    if be32(&b, 0) != AGF_MAGIC || be32(&b, 4) != 1 {
+    let bad = ag_bad(tx, agno, h);
+    if be32(&b, 0) != h.magic || be32(&b, 4) != 1 {
         return Err(bad("bad magic or version".into()));
     }
     if c.geo.v5 {
-        if !crate::csum::verify(&b, 216) {
+        if !crate::csum::verify(&b, h.crc_off) {
             return Err(bad("CRC mismatch".into()));
         }
-        if b[64..80] != c.geo.meta_uuid {
+        if b.get(h.uuid_off..h.uuid_off + 16) != Some(&c.geo.meta_uuid[..]) {
             return Err(bad("UUID is not this filesystem's".into()));
         }
     }
@@ -72,6 +105,13 @@ fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
             be32(&b, 12)
         )));
     }
+    Ok((at, b, len))
+}
+
+/// Read and verify the AGF of `agno`: (byte offset, sector bytes).
+fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
+    let (at, b, len) = ag_header(tx, agno, &AGF)?;
+    let bad = ag_bad(tx, agno, &AGF);
     let free = be32(&b, 52);
     let longest = be32(&b, 56);
     if free > len || longest > free {
@@ -82,36 +122,13 @@ fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
 
 fn seal_agf(tx: &Tx, b: &mut [u8]) {
     if tx.c.geo.v5 {
-        crate::csum::update(b, 216);
+        crate::csum::update(b, AGF.crc_off);
     }
 }
 
 fn agi(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
-    let c = tx.c;
-    let sect = c.geo.sect_size as usize;
-    let at = c.ag_start(agno) + 2 * sect as u64;
-    let b = tx.read(at, sect)?;
-    let place = format!("AGI of AG {agno}");
-    let bad = |d: String| c.corrupt(&place, d);
-    if be32(&b, 0) != AGI_MAGIC || be32(&b, 4) != 1 {
-        return Err(bad("bad magic or version".into()));
-    }
-    if c.geo.v5 {
-        if !crate::csum::verify(&b, 312) {
-            return Err(bad("CRC mismatch".into()));
-        }
-        if b[296..312] != c.geo.meta_uuid {
-            return Err(bad("UUID is not this filesystem's".into()));
-        }
-    }
-    let len = c.ag_len(agno);
-    if be32(&b, 8) != agno || be32(&b, 12) != len {
-        return Err(bad(format!(
-            "records AG {} of {} blocks (expected {agno} of {len})",
-            be32(&b, 8),
-            be32(&b, 12)
-        )));
-    }
+    let (at, b, _) = ag_header(tx, agno, &AGI)?;
+    let bad = ag_bad(tx, agno, &AGI);
     if be32(&b, 28) > be32(&b, 16) {
         return Err(bad("more free inodes than inodes".into()));
     }
@@ -120,7 +137,7 @@ fn agi(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
 
 fn seal_agi(tx: &Tx, b: &mut [u8]) {
     if tx.c.geo.v5 {
-        crate::csum::update(b, 312);
+        crate::csum::update(b, AGI.crc_off);
     }
 }
 
