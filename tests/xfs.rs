@@ -285,3 +285,74 @@ fn fix_run_end_to_end_on_a_rhel8_guest_on_xfs() {
     ok(&["undo", s(&img)]);
     assert_eq!(sha256(&img), original);
 }
+
+/// RHEL 8's default layout: the root on XFS in an LVM logical volume
+/// (`xtask` LVM fixture `lvm-rhel8-xfs`). The dry run plans what the run
+/// does, the LV (read where LVM maps it) is clean by xfs_repair, the
+/// `/dev/mapper` names stay, a second run changes nothing, undo restores
+/// every byte.
+#[test]
+fn xfs_root_on_lvm_is_fixed_end_to_end() {
+    let f = xtask::lvm::fixture("lvm-rhel8-xfs")
+        .unwrap_or_else(|e| panic!("building LVM fixture lvm-rhel8-xfs: {e:#}"));
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk0.raw");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&f.disks[0])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let original = sha256(&img);
+    let root_lv = f.manifest.lv("rhel", "root").unwrap();
+    assert_eq!(root_lv.mapping.len(), 1, "a linear LV in one run");
+    let root_off = root_lv.mapping[0].disk_offset;
+
+    let inspect = ok(&["inspect", s(&img)]);
+    assert!(
+        inspect.contains("Linux on logical volume rhel/root"),
+        "{inspect}"
+    );
+    let dry: Value =
+        serde_json::from_str(&ok(&["--dry-run", "--format", "json", s(&img)])).unwrap();
+    assert_eq!(sha256(&img), original, "a dry run must not write");
+    let real: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(real["applied"], true);
+    assert_eq!(
+        real["changes"], dry["changes"],
+        "dry run and real run differ"
+    );
+    assert!(
+        real["changes"].as_array().unwrap().len() >= 5,
+        "{}",
+        real["changes"]
+    );
+
+    let rootp = dir.path().join("root.xfs");
+    extract(&img, root_off, root_lv.size, &rootp);
+    repair_clean(&rootp, "the root LV");
+    let lv = format!("{}:rhel/root", s(&img));
+    let fstab = ok(&["cat", &lv, "/etc/fstab"]);
+    assert!(fstab.contains("/dev/mapper/rhel-root   /"), "{fstab}");
+    assert!(
+        fstab.contains("UUID=4ae80101-0000-4000-8000-000000000001"),
+        "/boot by UUID: {fstab}"
+    );
+    assert_eq!(
+        xfs_db_read(&rootp, "/etc/fstab"),
+        fstab.as_bytes(),
+        "xfs_db and vmie-fixup cat differ"
+    );
+    let names = xfs_db_ls(&rootp, "/etc/lvm/devices");
+    assert!(
+        names.iter().any(|n| n == "system.devices.vmie.bak")
+            && !names.iter().any(|n| n == "system.devices"),
+        "the devices file is set aside: {names:?}"
+    );
+
+    let again: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    assert_eq!(again["changes"].as_array().unwrap().len(), 0, "{again}");
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), original, "undo restores every byte");
+}

@@ -291,7 +291,14 @@ menuentry 'Debian GNU/Linux' {{\n\tinsmod part_msdos\n\tinsmod ext2\n\tset root=
 /// (a protofile entry carries one uid/gid; the probe does not care);
 /// device nodes, sockets and FIFOs are left out (devtmpfs provides /dev),
 /// and so are the few names a protofile cannot carry (with white space).
-fn mkfs_xfs(dir: &Path, work: &Path, out: &Path, size: u64, label: &str, uuid: &str) -> Result<()> {
+pub(crate) fn mkfs_xfs(
+    dir: &Path,
+    work: &Path,
+    out: &Path,
+    size: u64,
+    label: &str,
+    uuid: &str,
+) -> Result<()> {
     use std::fmt::Write as _;
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     fn mode(kind: char, perm: u32) -> String {

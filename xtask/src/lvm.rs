@@ -49,6 +49,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "RHEL 8 as anaconda lays it out on LVM, as a VMware export leaves it: p1 ext4 /boot (BLS, grubenv kernelopts root=/dev/mapper/rhel-root), p2 PV of VG rhel with LVs root (ext4, the rhel8-root tree; fstab names /boot as /dev/sda1) and swap",
     ),
     (
+        "lvm-rhel8-xfs",
+        "lvm-rhel8 with its root LV on XFS, as RHEL 8's installer formats it (CRC, finobt, sparse inodes, reflink; made by mkfs.xfs -p)",
+    ),
+    (
         "lvm-span",
         "two whole-disk PVs, VG vgspan, LV data (ext4) spanning both",
     ),
@@ -892,6 +896,17 @@ fn fill_lv(ctx: &Ctx, vgs: &mut [Vg], vgi: usize, lv: &str, fs: FsMaker<'_>) -> 
     let scratch = ctx.scratch(&format!("{}-{lv}", vgs_tag(vgi)));
     let made = match fs {
         FsMaker::Ext4 { tree, uuid, label } => make_ext4(&scratch, l.size, tree, uuid, label)?,
+        FsMaker::Xfs { tree, uuid, label } => {
+            crate::guest::mkfs_xfs(tree, &ctx.work, &scratch, l.size, label, uuid)?;
+            tools::run(Command::new("xfs_repair").arg("-n").arg(&scratch), None)?;
+            Filesystem {
+                kind: "xfs".into(),
+                uuid: uuid.into(),
+                label: Some(label.into()),
+                size: l.size,
+                sha256: sha256_file(&scratch)?,
+            }
+        }
         FsMaker::Swap { uuid, label } => make_swap(&scratch, l.size, uuid, label)?,
     };
     scatter(&scratch, &l.mapping, &ctx.disks)?;
@@ -910,6 +925,11 @@ enum FsMaker<'a> {
         uuid: &'a str,
         label: &'a str,
     },
+    Xfs {
+        tree: &'a Path,
+        uuid: &'a str,
+        label: &'a str,
+    },
     Swap {
         uuid: &'a str,
         label: &'a str,
@@ -919,7 +939,8 @@ enum FsMaker<'a> {
 fn build_layout(ctx: &mut Ctx) -> Result<Vec<Vg>> {
     match ctx.name {
         "lvm-single" => single(ctx),
-        "lvm-rhel8" => rhel8(ctx),
+        "lvm-rhel8" => rhel8(ctx, false),
+        "lvm-rhel8-xfs" => rhel8(ctx, true),
         "lvm-span" => span(ctx),
         "lvm-striped" => striped(ctx),
         "lvm-wrapped" => wrapped(ctx),
@@ -1542,7 +1563,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// names anaconda gives an LVM install (VG `rhel`, LVs `root` and `swap`),
 /// and a VMware-era `/dev/sda1` for /boot, which the fixup must rewrite
 /// while it keeps every `/dev/mapper/rhel-*` name.
-fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
+fn rhel8(ctx: &mut Ctx, xfs: bool) -> Result<Vec<Vg>> {
     let (d, mut vgs) = boot_and_pv_disk(
         ctx,
         1024 * MIB,
@@ -1566,12 +1587,13 @@ fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
     }
     write_file(
         &root_tree.join("etc/fstab"),
-        "\n#\n# /etc/fstab\n# Created by anaconda on Tue Jan 10 10:11:12 2023\n#\n\
-/dev/mapper/rhel-root   /                       ext4    defaults        1 1\n\
+        &"\n#\n# /etc/fstab\n# Created by anaconda on Tue Jan 10 10:11:12 2023\n#\n\
+/dev/mapper/rhel-root   /                       ROOTFS    defaults        1 1\n\
 /dev/sda1               /boot                   ext4    defaults        1 2\n\
 /dev/mapper/rhel-swap   none                    swap    defaults        0 0\n\
 /dev/sdb1               /var/lib/pgsql          xfs     defaults        0 0\n\
-//fileserver/backup     /mnt/backup             cifs    credentials=/root/.smb 0 0\n",
+//fileserver/backup     /mnt/backup             cifs    credentials=/root/.smb 0 0\n"
+            .replace("ROOTFS", if xfs { "xfs " } else { "ext4" }),
     )?;
     // lvm2 2.03.12+ with use_devicesfile = 1 (RHEL 9's default, optional
     // on 8.5+) keeps the PVs it may use in a devices file, by device id.
@@ -1613,17 +1635,21 @@ fn rhel8(ctx: &mut Ctx) -> Result<Vec<Vg>> {
         old.len()
     );
     write_file(&env_file, &body)?;
-    fill_lv(
-        ctx,
-        &mut vgs,
-        0,
-        "root",
+    let (uuid, label) = ("4ae80102-0000-4000-8000-000000000002", "root");
+    let root_fs = if xfs {
+        FsMaker::Xfs {
+            tree: &root_tree,
+            uuid,
+            label,
+        }
+    } else {
         FsMaker::Ext4 {
             tree: &root_tree,
-            uuid: "4ae80102-0000-4000-8000-000000000002",
-            label: "root",
-        },
-    )?;
+            uuid,
+            label,
+        }
+    };
+    fill_lv(ctx, &mut vgs, 0, "root", root_fs)?;
     fill_lv(
         ctx,
         &mut vgs,
