@@ -253,14 +253,66 @@ fn is_cpio(d: &[u8]) -> bool {
     d.starts_with(b"070701") || d.starts_with(b"070702")
 }
 
-/// Parse one cpio archive at the start of `d`, appending entries. Returns
-/// the bytes consumed (up to and including the trailer entry).
-fn parse_cpio(
-    d: &[u8],
-    out: &mut Vec<CpioEntry>,
-    conf_modules: &mut Option<String>,
+/// The mode, file size and name size of the newc/crc header `h` (110
+/// bytes, magic already checked) of the entry at `at`; `ctx` says where,
+/// for the refusal.
+fn cpio_header(h: &[u8], at: u64, ctx: &str) -> Result<(u64, u64, u64), OsError> {
+    let field = |i: usize| -> Result<u64, OsError> {
+        h.get(6 + i * 8..6 + (i + 1) * 8)
+            .and_then(hex8)
+            .ok_or_else(|| OsError::Initramfs(format!("{ctx}: bad header field at offset {at}")))
+    };
+    let (mode, filesize, namesize) = (field(1)?, field(6)?, field(11)?);
+    if namesize == 0 || namesize > 4096 {
+        return Err(OsError::Initramfs(format!(
+            "{ctx}: bad name size {namesize} at offset {at}"
+        )));
+    }
+    Ok((mode, filesize, namesize))
+}
+
+/// An entry's name as stored (with its NUL), as we keep it: without a
+/// leading `./` or `/`.
+fn cpio_name(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    String::from_utf8_lossy(raw)
+        .trim_start_matches("./")
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// Record an entry (not the trailer) and, for a small `conf/modules`, its
+/// text (`data`, when the caller has it).
+fn push_entry(
+    out: &mut Initramfs,
     limits: &InitramfsLimits,
-) -> Result<usize, OsError> {
+    name: String,
+    mode: u64,
+    size: u64,
+    data: Option<&[u8]>,
+) -> Result<(), OsError> {
+    if out.entries.len() >= limits.max_entries {
+        return Err(OsError::Initramfs(format!(
+            "more than {} cpio entries; not read further",
+            limits.max_entries
+        )));
+    }
+    if let Some(text) = data.filter(|_| name == "conf/modules" && size <= MAX_CONF_MODULES) {
+        out.conf_modules = Some(String::from_utf8_lossy(text).into_owned());
+    }
+    out.entries.push(CpioEntry {
+        name,
+        mode: u32::try_from(mode).unwrap_or(0),
+        size,
+    });
+    Ok(())
+}
+
+/// Parse one cpio archive at the start of `d`, appending entries. Returns
+/// the bytes consumed (up to and including the trailer entry). File data
+/// is skipped without copying (see [`parse_cpio_stream`] for archives
+/// inside a compressed stream).
+fn parse_cpio(d: &[u8], out: &mut Initramfs, limits: &InitramfsLimits) -> Result<usize, OsError> {
     let err = |m: String| OsError::Initramfs(m);
     let mut pos = 0usize;
     loop {
@@ -270,19 +322,7 @@ fn parse_cpio(
         if !is_cpio(h) {
             return Err(err(format!("cpio: bad magic at offset {pos}")));
         }
-        let field = |i: usize| -> Result<u64, OsError> {
-            h.get(6 + i * 8..6 + (i + 1) * 8)
-                .and_then(hex8)
-                .ok_or_else(|| err(format!("cpio: bad header field at offset {pos}")))
-        };
-        let mode = field(1)?;
-        let filesize = field(6)?;
-        let namesize = field(11)?;
-        if namesize == 0 || namesize > 4096 {
-            return Err(err(format!(
-                "cpio: bad name size {namesize} at offset {pos}"
-            )));
-        }
+        let (mode, filesize, namesize) = cpio_header(h, pos as u64, "cpio")?;
         let name_start = pos + CPIO_HEADER;
         let name_end = name_start
             .checked_add(usize::try_from(namesize).map_err(|_| err("cpio: name size".into()))?)
@@ -290,8 +330,7 @@ fn parse_cpio(
         let raw = d
             .get(name_start..name_end)
             .ok_or_else(|| err(format!("cpio: truncated name at offset {pos}")))?;
-        let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-        let name = String::from_utf8_lossy(raw).into_owned();
+        let name = cpio_name(raw);
         let data_start = align4(name_end);
         let size = usize::try_from(filesize).map_err(|_| err("cpio: file size".into()))?;
         let data_end = data_start
@@ -306,25 +345,8 @@ fn parse_cpio(
         if name == "TRAILER!!!" {
             return Ok(pos.min(d.len()));
         }
-        if out.len() >= limits.max_entries {
-            return Err(err(format!(
-                "more than {} cpio entries; not read further",
-                limits.max_entries
-            )));
-        }
-        let name = name
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .to_string();
-        if name == "conf/modules" && filesize <= MAX_CONF_MODULES {
-            let text = d.get(data_start..data_end).unwrap_or_default();
-            *conf_modules = Some(String::from_utf8_lossy(text).into_owned());
-        }
-        out.push(CpioEntry {
-            name,
-            mode: u32::try_from(mode).unwrap_or(0),
-            size: filesize,
-        });
+        let data = d.get(data_start..data_end);
+        push_entry(out, limits, name, mode, filesize, data)?;
     }
 }
 
@@ -483,20 +505,18 @@ impl<R: Read> Read for Budget<R> {
 
 /// Concatenated zstd frames as one stream (the kernel reads them so).
 struct ZstdFrames<'a, 'b> {
+    /// The frame being read; `None` once the last one ended (the input
+    /// slice, advanced through the decoder, then starts after it).
     dec: Option<
         ruzstd::decoding::StreamingDecoder<&'b mut &'a [u8], ruzstd::decoding::FrameDecoder>,
     >,
-    done: Option<&'b mut &'a [u8]>,
 }
 
 impl<'a, 'b> ZstdFrames<'a, 'b> {
     fn new(input: &'b mut &'a [u8]) -> std::io::Result<Self> {
         let dec = ruzstd::decoding::StreamingDecoder::new(input)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Self {
-            dec: Some(dec),
-            done: None,
-        })
+        Ok(Self { dec: Some(dec) })
     }
 }
 
@@ -521,7 +541,6 @@ impl Read for ZstdFrames<'_, '_> {
                         .map_err(|e| std::io::Error::other(e.to_string()))?,
                 );
             } else {
-                self.done = Some(input);
                 return Ok(0);
             }
         }
@@ -702,23 +721,7 @@ fn parse_cpio_stream(
             out.segments.push("cpio".into());
             in_archive = true;
         }
-        let field = |i: usize| -> Result<u64, OsError> {
-            h.get(6 + i * 8..6 + (i + 1) * 8)
-                .and_then(hex8)
-                .ok_or_else(|| {
-                    OsError::Initramfs(format!(
-                        "{what} stream: cpio: bad header field at offset {start}"
-                    ))
-                })
-        };
-        let mode = field(1)?;
-        let filesize = field(6)?;
-        let namesize = field(11)?;
-        if namesize == 0 || namesize > 4096 {
-            return Err(OsError::Initramfs(format!(
-                "{what} stream: cpio: bad name size {namesize} at offset {start}"
-            )));
-        }
+        let (mode, filesize, namesize) = cpio_header(&h, start, &format!("{what} stream: cpio"))?;
         let mut raw = vec![0u8; namesize as usize];
         if read_full(r, &mut raw).map_err(io)? < raw.len() {
             return Err(trunc(start, "name"));
@@ -729,18 +732,15 @@ fn parse_cpio_stream(
             return Err(trunc(start, "name"));
         }
         pos += pad;
-        let raw = raw.strip_suffix(b"\0").unwrap_or(&raw);
-        let name = String::from_utf8_lossy(raw)
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .to_string();
+        let name = cpio_name(&raw);
         let is_trailer = name == "TRAILER!!!";
+        let mut kept = None;
         if name == "conf/modules" && filesize <= MAX_CONF_MODULES {
             let mut text = vec![0u8; filesize as usize];
             if read_full(r, &mut text).map_err(io)? < text.len() {
                 return Err(trunc(start, "data"));
             }
-            out.conf_modules = Some(String::from_utf8_lossy(&text).into_owned());
+            kept = Some(text);
         } else if skip(r, filesize).map_err(io)? < filesize {
             return Err(OsError::Initramfs(format!(
                 "{what} stream: cpio: {name}: {filesize} bytes of data past the end of the archive"
@@ -758,17 +758,7 @@ fn parse_cpio_stream(
             in_archive = false;
             continue;
         }
-        if out.entries.len() >= limits.max_entries {
-            return Err(OsError::Initramfs(format!(
-                "more than {} cpio entries; not read further",
-                limits.max_entries
-            )));
-        }
-        out.entries.push(CpioEntry {
-            name,
-            mode: u32::try_from(mode).unwrap_or(0),
-            size: filesize,
-        });
+        push_entry(out, limits, name, mode, filesize, kept.as_deref())?;
     }
 }
 
@@ -914,7 +904,7 @@ pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramf
         if is_cpio(rest) {
             let n = guarded(
                 || format!("cpio archive at offset {pos}"),
-                || parse_cpio(rest, &mut out.entries, &mut out.conf_modules, limits),
+                || parse_cpio(rest, &mut out, limits),
             )??;
             out.segments.push("cpio".into());
             pos += n.max(4);
