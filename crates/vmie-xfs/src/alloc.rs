@@ -141,6 +141,22 @@ fn seal_agi(tx: &Tx, b: &mut [u8]) {
     }
 }
 
+/// The inode B+tree (`fino`: the free-inode one) of `agno`, from its AGI.
+fn bt_from_agi(tx: &Tx, agno: u32, agi: &[u8], fino: bool) -> Bt {
+    let (spec, root, levels) = if fino {
+        (FINO, be32(agi, 328), be32(agi, 332))
+    } else {
+        (INO, be32(agi, 20), be32(agi, 24))
+    };
+    Bt {
+        spec,
+        agno,
+        root,
+        levels,
+        aglen: tx.c.ag_len(agno),
+    }
+}
+
 fn bt_from_agf(tx: &Tx, agno: u32, agf: &[u8], cnt: bool) -> Bt {
     let (spec, root, levels) = if cnt {
         (CNT, be32(agf, 20), be32(agf, 32))
@@ -449,21 +465,8 @@ pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
         if be32(&a, 28) == 0 {
             continue;
         }
-        let aglen = c.ag_len(agno);
-        let ino_bt = Bt {
-            spec: INO,
-            agno,
-            root: be32(&a, 20),
-            levels: be32(&a, 24),
-            aglen,
-        };
-        let fino_bt = Bt {
-            spec: FINO,
-            agno,
-            root: be32(&a, 328),
-            levels: be32(&a, 332),
-            aglen,
-        };
+        let ino_bt = bt_from_agi(tx, agno, &a, false);
+        let fino_bt = bt_from_agi(tx, agno, &a, true);
         // A record with a free inode.
         let found: Option<Vec<u8>> = if finobt {
             let p = fino_bt.descend(tx, 0)?;
@@ -482,7 +485,7 @@ pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
                     }
                 }
                 leaves += 1;
-                if leaves > aglen {
+                if leaves > ino_bt.aglen {
                     return Err(c.corrupt("inobt", "sibling loop".into()));
                 }
                 match ino_bt.right_sibling(tx, &leaf)? {
@@ -772,21 +775,8 @@ pub(crate) fn ifree(tx: &mut Tx, ino: u64) -> Result<(), FsError> {
         .ok_or_else(|| c.corrupt(&format!("inode {ino}"), "AG number out of range".into()))?;
     let agino = (ino & ((1u64 << agshift) - 1)) as u32;
     let (agi_at, mut a) = agi(tx, agno)?;
-    let aglen = c.ag_len(agno);
-    let ino_bt = Bt {
-        spec: INO,
-        agno,
-        root: be32(&a, 20),
-        levels: be32(&a, 24),
-        aglen,
-    };
-    let fino_bt = Bt {
-        spec: FINO,
-        agno,
-        root: be32(&a, 328),
-        levels: be32(&a, 332),
-        aglen,
-    };
+    let ino_bt = bt_from_agi(tx, agno, &a, false);
+    let fino_bt = bt_from_agi(tx, agno, &a, true);
     let place = format!("inobt of AG {agno}");
     let p = ino_bt.descend(tx, u64::from(agino))?;
     let li = p.idx[p.idx.len() - 1];
