@@ -784,15 +784,29 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn initramfs_check(&mut self, drivers: &[String]) {
+    /// Which of `drivers` kernel `k` lacks: neither built in nor in its
+    /// initramfs, nor added by an earlier `initramfs_drivers` of this run
+    /// (`-` and `_` alike; the names as the rule wrote them).
+    fn lacking<'d>(&self, k: &Kernel, drivers: &'d [String]) -> Vec<&'d str> {
         let norm = |s: &str| s.replace('-', "_");
+        let added = self.added_drivers.get(&k.version);
+        drivers
+            .iter()
+            .filter(|d| !k.drivers.iter().any(|x| norm(x) == norm(d)))
+            .filter(|d| !added.is_some_and(|a| a.contains(&norm(d))))
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn initramfs_check(&mut self, drivers: &[String]) {
         if self.ctx.kernels.is_empty() {
             self.finding(
                 Severity::Warning,
                 "no installed kernel found to check".into(),
             );
         }
-        for k in self.ctx.kernels.clone() {
+        let ctx = self.ctx;
+        for k in &ctx.kernels {
             if !k.initramfs_readable {
                 if self.unreadable_reported.contains(&k.version) {
                     continue;
@@ -810,13 +824,7 @@ impl Run<'_> {
                 );
                 continue;
             }
-            let added = self.added_drivers.get(&k.version);
-            let missing: Vec<&str> = drivers
-                .iter()
-                .filter(|d| !k.drivers.iter().any(|x| norm(x) == norm(d)))
-                .filter(|d| !added.is_some_and(|a| a.contains(&norm(d))))
-                .map(String::as_str)
-                .collect();
+            let missing = self.lacking(k, drivers);
             if !missing.is_empty() {
                 self.finding(
                     Severity::Warning,
@@ -835,12 +843,12 @@ impl Run<'_> {
     /// original kept as the backup; the generator's own configuration gets
     /// them too, so a rebuild on the cloud keeps them.
     fn initramfs_drivers(&mut self, drivers: &[String]) -> Result<(), EngineError> {
-        let norm = |s: &str| s.replace('-', "_");
-        for k in self.ctx.kernels.clone() {
-            let missing: Vec<String> = drivers
+        let ctx = self.ctx;
+        for k in &ctx.kernels {
+            let missing: Vec<String> = self
+                .lacking(k, drivers)
                 .iter()
-                .map(|d| norm(d))
-                .filter(|d| !k.drivers.iter().any(|x| norm(x) == *d))
+                .map(|d| d.replace('-', "_"))
                 .collect();
             if missing.is_empty() {
                 continue;
