@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -58,113 +57,19 @@ fn extract(img: &Path, start: u64, size: u64, to: &Path) {
     assert!(st.success());
 }
 
-/// xfs_repair -n must exit 0 and say nothing but its phase banners.
-fn repair_clean(part: &Path, what: &str) {
-    let out = Command::new("xfs_repair")
-        .arg("-n")
-        .arg(part)
-        .output()
-        .expect("xfs_repair (xfsprogs)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what}: xfs_repair -n:\n{text}");
-    let benign = [
-        "Phase ",
-        "        - ",
-        "Cannot get host filesystem geometry.",
-        "Repair may fail if there is a sector size mismatch between",
-        "the image and the host filesystem.",
-        "No modify flag set, skipping",
-    ];
-    for l in text.lines() {
-        assert!(
-            benign.iter().any(|b| l.starts_with(b)),
-            "{what}: xfs_repair -n reports: {l}\n{text}"
-        );
-    }
-}
+/// The XFS crate's own test helpers: xfs_repair -n (`assert_clean`),
+/// xfs_db listings (every hash good) and xfs_db block maps read back.
+#[path = "../crates/vmie-xfs/tests/common/mod.rs"]
+mod xfs_common;
 
-fn xfs_db(part: &Path, cmds: &[&str]) -> String {
-    let mut cmd = Command::new("xfs_db");
-    cmd.arg("-r");
-    for c in cmds {
-        cmd.arg("-c").arg(c);
-    }
-    let out = cmd.arg(part).output().expect("xfs_db (xfsprogs)");
-    assert!(
-        out.status.success(),
-        "xfs_db {cmds:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use xfs_common::{assert_clean as repair_clean, xfs_db_read};
 
-/// xfs_db's listing of a directory: every entry with a good hash; the
-/// names.
+/// xfs_db's listing of a directory (every entry with a good hash), as text.
 fn xfs_db_ls(part: &Path, dir: &str) -> Vec<String> {
-    let out = xfs_db(part, &[&format!("ls {dir}")]);
-    out.lines()
-        .skip(1)
-        .map(|l| {
-            assert!(l.ends_with(" (good)"), "xfs_db ls {dir}: {l}");
-            let l = &l[..l.len() - 7];
-            let nl: usize = l.split_whitespace().nth(4).unwrap().parse().unwrap();
-            l[l.len() - nl..].to_string()
-        })
+    xfs_common::xfs_db_ls(part, dir)
+        .into_iter()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
         .collect()
-}
-
-/// A file's bytes as xfs_db maps them (its size and extents), read from
-/// the partition file directly.
-fn xfs_db_read(part: &Path, path: &str) -> Vec<u8> {
-    let out = xfs_db(
-        part,
-        &[
-            &format!("path {path}"),
-            "print core.size",
-            "bmap",
-            "sb 0",
-            "print blocksize agblocks",
-        ],
-    );
-    let field = |k: &str| -> u64 {
-        out.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap_or_else(|| panic!("{k} in {out}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (size, bs, agblocks) = (field("core.size"), field("blocksize"), field("agblocks"));
-    let mut data = vec![0u8; size as usize];
-    let mut f = std::fs::File::open(part).unwrap();
-    for l in out.lines().filter(|l| l.starts_with("data offset")) {
-        // data offset 0 startblock 1234 (0/1234) count 3 flag 0
-        let w: Vec<&str> = l.split_whitespace().collect();
-        let off: u64 = w[2].parse().unwrap();
-        let (ag, agbno) = w[5]
-            .trim_matches(|c| c == '(' || c == ')')
-            .split_once('/')
-            .unwrap();
-        let (ag, agbno): (u64, u64) = (ag.parse().unwrap(), agbno.parse().unwrap());
-        let count: u64 = w[7].parse().unwrap();
-        assert_eq!(w[9], "0", "unwritten extent in {l}");
-        for b in 0..count {
-            let fo = (off + b) * bs;
-            if fo >= size {
-                break;
-            }
-            let n = (size - fo).min(bs) as usize;
-            f.seek(SeekFrom::Start((ag * agblocks + agbno + b) * bs))
-                .unwrap();
-            f.read_exact(&mut data[fo as usize..fo as usize + n])
-                .unwrap();
-        }
-    }
-    data
 }
 
 #[test]
