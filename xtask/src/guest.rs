@@ -299,16 +299,9 @@ pub(crate) fn mkfs_xfs(
     label: &str,
     uuid: &str,
 ) -> Result<()> {
+    use crate::fixtures::mkfs::proto_mode as mode;
     use std::fmt::Write as _;
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    fn mode(kind: char, perm: u32) -> String {
-        format!(
-            "{kind}{}{}{:03o}",
-            if perm & 0o4000 != 0 { 'u' } else { '-' },
-            if perm & 0o2000 != 0 { 'g' } else { '-' },
-            perm & 0o777
-        )
-    }
     fn walk(dir: &Path, depth: usize, s: &mut String, skipped: &mut usize) -> Result<()> {
         let mut names: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
         names.sort_by_key(|e| e.file_name());
@@ -633,25 +626,46 @@ fn fixed_without_drivers(bin: &Path, unfixed: &Path, dir: &Path, root: &Path) ->
         "rules/: no rule linux-initramfs-add-drivers to leave out"
     );
     let out = dir.join("hostonly.nodrivers.raw");
-    let _ = std::fs::remove_file(&out);
-    image::create_sparse(&out, std::fs::metadata(unfixed)?.len())?;
-    image::copy_sparse(unfixed, &out, 0, u64::MAX)?;
+    fresh_copy(unfixed, &out)?;
     run(Command::new(bin)
         .arg("--rules")
         .arg(&rules)
         .arg("--no-default-rules")
         .arg(&out)
         .stdout(Stdio::null()))?;
+    std::fs::remove_dir_all(&rules)?;
+    Ok(out)
+}
+
+/// Remove `img` and the undo journals a fixup left beside it
+/// (`IMG.vmie-undo.N`).
+fn remove_with_journals(img: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(img);
+    let dir = img.parent().context("image without a directory")?;
+    let journal = format!(
+        "{}.vmie-undo",
+        img.file_name()
+            .context("image without a name")?
+            .to_string_lossy()
+    );
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
-        if p.to_string_lossy()
-            .contains("hostonly.nodrivers.raw.vmie-undo")
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&journal))
         {
             std::fs::remove_file(p)?;
         }
     }
-    std::fs::remove_dir_all(&rules)?;
-    Ok(out)
+    Ok(())
+}
+
+/// A sparse copy of `src` at `dst`, with no journal of an earlier run
+/// beside it (a fixup refuses an image whose journal is pending).
+fn fresh_copy(src: &Path, dst: &Path) -> Result<()> {
+    remove_with_journals(dst)?;
+    image::create_sparse(dst, std::fs::metadata(src)?.len())?;
+    image::copy_sparse(src, dst, 0, u64::MAX)?;
+    Ok(())
 }
 
 /// The fixed `hostonly` guest's initramfs, read with the Linux tools: the
@@ -1103,17 +1117,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             ));
         }
         let fixed = dir.join(format!("{name}.fixed.raw"));
-        let _ = std::fs::remove_file(&fixed);
-        for e in std::fs::read_dir(&dir)? {
-            let p = e?.path();
-            if p.to_string_lossy()
-                .contains(&format!("{name}.fixed.raw.vmie-undo"))
-            {
-                std::fs::remove_file(p)?;
-            }
-        }
-        image::create_sparse(&fixed, std::fs::metadata(&unfixed)?.len())?;
-        image::copy_sparse(&unfixed, &fixed, 0, u64::MAX)?;
+        fresh_copy(&unfixed, &fixed)?;
         let t1 = Instant::now();
         run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
         println!(
@@ -1150,7 +1154,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
                     "{name}: it boots on NVMe without the injected drivers, so the test proves nothing"
                 ));
             }
-            let _ = std::fs::remove_file(&partial);
+            remove_with_journals(&partial)?;
         }
         for bus in [Bus::Virtio, Bus::Nvme] {
             // A boot under TCG is not deterministic (timers, interrupt
