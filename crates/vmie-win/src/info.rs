@@ -51,8 +51,8 @@ pub struct WindowsInfo {
     /// (see [`crate::windows_release`]).
     pub release: Option<String>,
     /// `i386`, `x86_64`, `aarch64`, ...: the COFF Machine of
-    /// `System32\kernel32.dll`, else `PROCESSOR_ARCHITECTURE` of the system
-    /// environment.
+    /// `System32\cmd.exe`, else of `System32\kernel32.dll`, else
+    /// `PROCESSOR_ARCHITECTURE` of the system environment.
     pub arch: Option<String>,
     /// `Services\Tcpip\Parameters\Hostname` (what virt-inspector reports),
     /// else the computer name.

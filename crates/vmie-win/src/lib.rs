@@ -17,8 +17,9 @@
 //!   and later, else `CurrentVersion`; `CurrentBuildNumber`, `EditionID`,
 //!   `InstallationType`); the release name from them ([`windows_release`]:
 //!   Windows 11 still calls itself "Windows 10" in `ProductName`).
-//! - **arch**: the COFF Machine of `System32\kernel32.dll` ([`pe_arch`]),
-//!   else `PROCESSOR_ARCHITECTURE` of the system environment.
+//! - **arch**: the COFF Machine of `System32\cmd.exe` (what virt-inspector
+//!   reads), else of `System32\kernel32.dll` ([`pe_arch`]), else
+//!   `PROCESSOR_ARCHITECTURE` of the system environment.
 //! - **SYSTEM**: control set, host name, `MountedDevices` drive letters,
 //!   install language, sysprep status, RDP, TCP/IP interfaces, page file,
 //!   storage/network driver services and guest tools.
@@ -292,11 +293,15 @@ pub fn from_hives_with(
     info
 }
 
+/// The system binaries whose PE header gives the architecture, in the order
+/// tried: virt-inspector's `cmd.exe`, then `kernel32.dll`.
+const ARCH_BINARIES: [&str; 2] = ["System32/cmd.exe", "System32/kernel32.dll"];
+
 /// Inspect the Windows system on `fs`.
 ///
 /// Refuses ([`WinError::NotWindows`]) a filesystem without a system root
 /// (see [`is_windows_root`]); returns [`WinError::Fs`] only for I/O errors
-/// of the device. Unreadable hives, a missing or malformed `kernel32.dll`
+/// of the device. Unreadable hives, missing or malformed `cmd.exe` and `kernel32.dll`
 /// or BCD leave their fields unknown and add warnings.
 pub fn inspect_windows(
     fs: &dyn GuestFs,
@@ -311,23 +316,36 @@ pub fn inspect_windows(
     let mut info = from_hives_with(software.as_ref(), system.as_ref(), opts);
     info.systemroot = Some(root.clone());
 
-    match find_file_ci(fs, &root, "System32/kernel32.dll", opts.max_dir_entries)? {
-        Some(p) => match read_capped(fs, &p, opts.max_pe_size) {
-            Ok(bytes) => match pe_arch(&bytes) {
-                Ok(a) => {
-                    if let Some(reg) = info.arch.as_deref().filter(|r| *r != a) {
-                        warnings.push(format!(
-                            "{p}: PE machine says {a}, PROCESSOR_ARCHITECTURE says {reg}; using {a}"
-                        ));
+    // virt-inspector takes the architecture from `System32\cmd.exe` (the
+    // binary its systemroot test requires); `kernel32.dll` answers when
+    // cmd.exe is missing or unreadable. A missing binary is worth a warning
+    // only when neither gives the answer; an unreadable one always is.
+    let mut arch_warnings = Vec::new();
+    let mut arch_found = false;
+    for bin in ARCH_BINARIES {
+        match find_file_ci(fs, &root, bin, opts.max_dir_entries)? {
+            Some(p) => match read_capped(fs, &p, opts.max_pe_size) {
+                Ok(bytes) => match pe_arch(&bytes) {
+                    Ok(a) => {
+                        if let Some(reg) = info.arch.as_deref().filter(|r| *r != a) {
+                            warnings.push(format!(
+                                "{p}: PE machine says {a}, PROCESSOR_ARCHITECTURE says {reg}; using {a}"
+                            ));
+                        }
+                        info.arch = Some(a.to_string());
+                        arch_found = true;
+                        break;
                     }
-                    info.arch = Some(a.to_string());
-                }
+                    Err(e) => warnings.push(format!("{p}: {e}")),
+                },
+                Err(e) if is_io(&e) => return Err(e.into()),
                 Err(e) => warnings.push(format!("{p}: {e}")),
             },
-            Err(e) if is_io(&e) => return Err(e.into()),
-            Err(e) => warnings.push(format!("{p}: {e}")),
-        },
-        None => warnings.push(format!("{}: no System32/kernel32.dll", join(&root, ""))),
+            None => arch_warnings.push(format!("{}: no {bin}", join(&root, ""))),
+        }
+    }
+    if !arch_found {
+        warnings.append(&mut arch_warnings);
     }
 
     if opts.read_bcd {

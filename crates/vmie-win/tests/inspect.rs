@@ -601,3 +601,33 @@ fn dirty_hives() {
         "/Windows/System32/config/SYSTEM: hive is dirty"
     ));
 }
+
+/// virt-inspector reads the architecture from `System32\cmd.exe`; we do
+/// too, and fall back on `kernel32.dll` when cmd.exe is missing or broken.
+#[test]
+fn arch_from_cmd_exe_then_kernel32() {
+    // cmd.exe alone answers, with no warning about the missing kernel32.dll.
+    let fs = windows_fs(&win10_bytes(), &v2v_system_bytes(), None)
+        .with_file("/Windows/System32/CMD.EXE", &pe(0xaa64));
+    let info = inspect(&fs);
+    assert_eq!(info.arch.as_deref(), Some("aarch64"));
+    assert!(!has_warning(&info, "kernel32"), "{:?}", info.warnings);
+
+    // Both present: cmd.exe wins, as in virt-inspector.
+    let fs = windows_fs(&win10_bytes(), &v2v_system_bytes(), Some(&pe(0x14c)))
+        .with_file("/Windows/System32/cmd.exe", &pe(0x8664));
+    assert_eq!(inspect(&fs).arch.as_deref(), Some("x86_64"));
+
+    // A broken cmd.exe: kernel32.dll answers, and the broken file is named.
+    let fs = windows_fs(&win10_bytes(), &v2v_system_bytes(), Some(&pe(0x14c)))
+        .with_file("/Windows/System32/cmd.exe", b"MZ\x90\x00");
+    let info = inspect(&fs);
+    assert_eq!(info.arch.as_deref(), Some("i386"));
+    assert!(has_warning(&info, "cmd.exe: "), "{:?}", info.warnings);
+
+    // Neither: unknown, both named.
+    let fs = windows_fs(&win10_bytes(), &v2v_system_bytes(), None);
+    let info = inspect(&fs);
+    assert!(has_warning(&info, "no System32/cmd.exe"), "{:?}", info.warnings);
+    assert!(has_warning(&info, "no System32/kernel32.dll"), "{:?}", info.warnings);
+}
