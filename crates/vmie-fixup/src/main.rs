@@ -545,6 +545,11 @@ struct InspectJson {
 #[derive(Serialize)]
 struct DiskJson {
     path: String,
+    /// For a disk of an OVA, its member's name in the archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<String>,
+    /// The image format, as qemu-img names it.
+    format: &'static str,
     size: u64,
     partition_table: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -741,6 +746,8 @@ fn inspect(images: &[PathBuf], format: InspectFormat) -> Result<(), Failure> {
             .iter()
             .map(|l| DiskJson {
                 path: l.path.display().to_string(),
+                member: l.member.clone(),
+                format: l.format,
                 size: l.size,
                 partition_table: l.table.as_str(),
                 identifier: l.disk_id.clone(),

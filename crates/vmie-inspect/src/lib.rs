@@ -136,8 +136,13 @@ impl Volume {
 /// One disk and what is on it.
 #[derive(Debug, Clone)]
 pub struct DiskLayout {
-    /// Image path.
+    /// Image path (the archive's, for a disk of an OVA).
     pub path: PathBuf,
+    /// For a disk of an OVA, its member's name in the archive.
+    pub member: Option<String>,
+    /// The image format as qemu-img names it (`raw`, `qcow2`, `vmdk`,
+    /// `vpc`, `vhdx`).
+    pub format: &'static str,
     /// Size in bytes.
     pub size: u64,
     /// Partition table kind.
@@ -332,6 +337,11 @@ impl Vm {
             }
             layouts.push(DiskLayout {
                 path: disk.path().to_path_buf(),
+                member: disk.member().map(str::to_string),
+                format: match disk.container() {
+                    None | Some(vmie_disk::format::ContainerFormat::Ova) => "raw",
+                    Some(f) => f.qemu_name(),
+                },
                 size: dev.len(),
                 table: table.kind,
                 disk_id: table.disk_id,
