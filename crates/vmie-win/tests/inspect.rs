@@ -628,6 +628,14 @@ fn arch_from_cmd_exe_then_kernel32() {
     // Neither: unknown, both named.
     let fs = windows_fs(&win10_bytes(), &v2v_system_bytes(), None);
     let info = inspect(&fs);
-    assert!(has_warning(&info, "no System32/cmd.exe"), "{:?}", info.warnings);
-    assert!(has_warning(&info, "no System32/kernel32.dll"), "{:?}", info.warnings);
+    assert!(
+        has_warning(&info, "no System32/cmd.exe"),
+        "{:?}",
+        info.warnings
+    );
+    assert!(
+        has_warning(&info, "no System32/kernel32.dll"),
+        "{:?}",
+        info.warnings
+    );
 }
