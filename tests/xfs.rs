@@ -261,3 +261,74 @@ fn xfs_root_on_lvm_is_fixed_end_to_end() {
     ok(&["undo", s(&img)]);
     assert_eq!(sha256(&img), original, "undo restores every byte");
 }
+
+/// `--check-fs` on XFS: xfs_repair -n reads a sparse copy of each written
+/// volume before and after the commit. A clean guest is fixed; a root where
+/// /etc/hosts (a file the fixup neither reads nor writes, so our writer
+/// cannot see it) has a wrong link count is refused before anything is
+/// written.
+#[test]
+fn check_fs_runs_xfs_repair_on_xfs_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("rhel-xfs.raw");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixture("rhel8-xfs"))
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let original = sha256(&img);
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let root = &doc["disks"][0]["partitions"][1];
+    let (start, size) = (
+        root["start"].as_u64().unwrap(),
+        root["size"].as_u64().unwrap(),
+    );
+
+    // Damage /etc/hosts's link count (xfs_db recomputes the inode's CRC).
+    let damaged = dir.path().join("damaged.raw");
+    assert!(Command::new("cp")
+        .args(["--sparse=always", s(&img), s(&damaged)])
+        .status()
+        .unwrap()
+        .success());
+    let part = dir.path().join("root.xfs");
+    extract(&damaged, start, size, &part);
+    let out = Command::new("xfs_db")
+        .args([
+            "-x",
+            "-c",
+            "path /etc/hosts",
+            "-c",
+            "write -d core.nlinkv2 5",
+            s(&part),
+        ])
+        .output()
+        .expect("xfs_db (xfsprogs)");
+    assert!(out.status.success(), "{out:?}");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&damaged)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &std::fs::read(&part).unwrap(), start).unwrap();
+    drop(f);
+    let before = sha256(&damaged);
+    for args in [
+        vec!["--check-fs", s(&damaged)],
+        vec!["--check-fs", "--dry-run", s(&damaged)],
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("xfs_repair"), "{args:?}: {err}");
+        assert_eq!(sha256(&damaged), before, "{args:?} wrote to the image");
+    }
+
+    // The clean guest: checked before and after, committed, undone.
+    let real: Value =
+        serde_json::from_str(&ok(&["--check-fs", "--format", "json", s(&img)])).unwrap();
+    assert_eq!(real["applied"], true, "{real}");
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), original);
+}

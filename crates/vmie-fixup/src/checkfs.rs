@@ -33,6 +33,8 @@ pub(crate) struct Target {
     pub image: std::path::PathBuf,
     /// Byte offset of the volume in the image.
     pub offset: u64,
+    /// Size of the volume in bytes.
+    pub size: u64,
     /// What is on it.
     pub kind: FsKind,
 }
@@ -98,6 +100,7 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
             name: vol.name.clone(),
             image,
             offset,
+            size: vol.size,
             kind: probe.kind,
         });
     }
@@ -107,6 +110,9 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
 /// Runs the checker of `t`'s filesystem read-only on the image as it is on
 /// disk. `Ok(None)` when clean, `Ok(Some(findings))` when not.
 pub(crate) fn check(t: &Target) -> Result<Option<String>, String> {
+    // e2fsck reads at an offset; the other checkers read a file or device
+    // from its start, so they get a sparse copy of the volume's bytes.
+    let mut copy = None;
     let (prog, args): (&str, Vec<String>) = match t.kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => (
             "e2fsck",
@@ -117,9 +123,27 @@ pub(crate) fn check(t: &Target) -> Result<Option<String>, String> {
                 format!("{}?offset={}", t.image.display(), t.offset),
             ],
         ),
+        FsKind::Xfs => {
+            let f = volume_copy(t)?;
+            let a = vec!["-n".into(), "-f".into(), f.path().display().to_string()];
+            copy = Some(f);
+            ("xfs_repair", a)
+        }
+        FsKind::Vfat => {
+            let f = volume_copy(t)?;
+            let a = vec!["-n".into(), f.path().display().to_string()];
+            copy = Some(f);
+            ("fsck.fat", a)
+        }
+        FsKind::Ntfs => {
+            let f = volume_copy(t)?;
+            let a = vec!["-n".into(), f.path().display().to_string()];
+            copy = Some(f);
+            ("ntfsfix", a)
+        }
         other => {
             return Err(format!(
-                "--check-fs: {}: no checker is wired for {} volumes (vmie-fixup writes only ext2/3/4 today)",
+                "--check-fs: {}: no checker is wired for {} volumes",
                 t.name,
                 other.as_str()
             ))
@@ -130,12 +154,16 @@ pub(crate) fn check(t: &Target) -> Result<Option<String>, String> {
         .env("LC_ALL", "C")
         .output()
         .map_err(|e| format!("--check-fs: running {prog} on {}: {e}", t.name))?;
-    // e2fsck: 0 clean; 4 errors left uncorrected (-n); 8 operational error.
-    if out.status.success() {
-        return Ok(None);
-    }
+    drop(copy);
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
+    // e2fsck: 0 clean; 4 errors left uncorrected (-n); 8 operational error.
+    // xfs_repair -n and fsck.fat -n: 0 clean, 1 faults found. ntfsfix -n
+    // can exit 0 when it would change something, so its words count too.
+    let clean = out.status.success() && !(t.kind == FsKind::Ntfs && ntfsfix_would_change(&text));
+    if clean {
+        return Ok(None);
+    }
     let findings: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -150,16 +178,88 @@ pub(crate) fn check(t: &Target) -> Result<Option<String>, String> {
     )))
 }
 
+/// Whether `ntfsfix -n`'s output says it would repair something: a clean
+/// volume ends with "was processed successfully" and has no step that
+/// "FAILED".
+fn ntfsfix_would_change(text: &str) -> bool {
+    !text.contains("processed successfully")
+        || text.lines().any(|l| l.trim_end().ends_with("FAILED"))
+}
+
+/// Size of the chunks [`volume_copy`] moves.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// A sparse copy of `t`'s bytes in a temporary file, for checkers that
+/// cannot read a volume at an offset. Only the image's data extents are
+/// read (`SEEK_DATA`/`SEEK_HOLE`), and all-zero chunks stay holes, so a
+/// mostly empty volume copies in a fraction of its size.
+fn volume_copy(t: &Target) -> Result<tempfile::NamedTempFile, String> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileExt;
+    let err =
+        |what: &str, e: &dyn std::fmt::Display| format!("--check-fs: {}: {what}: {e}", t.name);
+    let src = std::fs::File::open(&t.image).map_err(|e| err("opening the image", &e))?;
+    let mut dst = tempfile::Builder::new()
+        .prefix("vmie-fixup-check-")
+        .tempfile()
+        .map_err(|e| err("creating a temporary copy of the volume", &e))?;
+    dst.as_file()
+        .set_len(t.size)
+        .map_err(|e| err("sizing the temporary copy", &e))?;
+    let end = t.offset.saturating_add(t.size);
+    let mut pos = t.offset;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    while pos < end {
+        // The next data extent at or after pos; none left: the rest is holes.
+        let data = match rustix::fs::seek(&src, rustix::fs::SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            // A filesystem without SEEK_DATA: read everything.
+            Err(_) => pos,
+        };
+        if data >= end {
+            break;
+        }
+        let hole = rustix::fs::seek(&src, rustix::fs::SeekFrom::Hole(data))
+            .unwrap_or(end)
+            .min(end);
+        let mut at = data;
+        while at < hole {
+            let n = usize::try_from(hole - at)
+                .unwrap_or(COPY_CHUNK)
+                .min(COPY_CHUNK);
+            let b = &mut buf[..n];
+            src.read_exact_at(b, at)
+                .map_err(|e| err(&format!("reading the image at byte {at}"), &e))?;
+            if b.iter().any(|&x| x != 0) {
+                let f = dst.as_file_mut();
+                f.seek(SeekFrom::Start(at - t.offset))
+                    .and_then(|_| f.write_all(b))
+                    .map_err(|e| err("writing the temporary copy", &e))?;
+            }
+            at += n as u64;
+        }
+        pos = hole.max(data.saturating_add(1));
+    }
+    Ok(dst)
+}
+
 /// The checker's path: `PATH`, then the sbin directories a user's `PATH`
 /// often lacks.
 fn find(prog: &str) -> Result<std::path::PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    let package = match prog {
+        "xfs_repair" => "xfsprogs",
+        "fsck.fat" => "dosfstools",
+        "ntfsfix" => "ntfs-3g",
+        _ => "e2fsprogs",
+    };
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].iter().map(std::path::PathBuf::from))
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            format!("--check-fs needs {prog}, which is not installed (Debian: apt-get install e2fsprogs)")
+            format!("--check-fs needs {prog}, which is not installed (Debian: apt-get install {package})")
         })
 }
 
@@ -168,7 +268,7 @@ pub(crate) fn before(targets: &[Target]) -> Result<(), String> {
     for t in targets {
         if let Some(f) = check(t)? {
             return Err(format!(
-                "{}: the filesystem checker already finds faults, so vmie-fixup will not write to it (repair it first, e.g. e2fsck -f on the guest): {f}",
+                "{}: the filesystem checker already finds faults, so vmie-fixup will not write to it (repair it first, with the guest's own checker: e2fsck -f, xfs_repair, chkdsk, fsck.fat): {f}",
                 t.name
             ));
         }

@@ -31,7 +31,7 @@ pub(crate) struct FixArgs {
     /// Leave out the rules shipped with vmie-fixup.
     #[arg(long)]
     no_default_rules: bool,
-    /// Also run the filesystem's own checker (e2fsck -fn) read-only on every
+    /// Also run the filesystem's own checker (e2fsck -fn, xfs_repair -n, fsck.fat -n, ntfsfix -n) read-only on every
     /// volume the run changes: before the commit (any finding refuses the
     /// run, nothing written) and after it (any finding rolls the commit back
     /// through its undo journal). Slower: a full check reads all metadata.

@@ -135,7 +135,7 @@ pub struct FixOptions {
     pub rules: Vec<Rule>,
     /// Open the images read-only: the plan is reported, never committed.
     pub dry_run: bool,
-    /// Run the filesystem's own checker (e2fsck -fn) on every volume the
+    /// Run the filesystem's own checker (e2fsck -fn, xfs_repair -n, fsck.fat -n, ntfsfix -n) on every volume the
     /// plan writes, before the commit (a finding refuses) and after it (a
     /// finding rolls the commit back).
     pub check_fs: bool,
