@@ -404,3 +404,35 @@ fn appended_archives_conf_modules_and_append_refusals() {
     let i = parse_initramfs(&junk, &InitramfsLimits::default()).unwrap();
     assert!(i.append_refusal().is_some());
 }
+
+/// A zstd frame whose window is over libzstd's default limit (2^27 bytes,
+/// what the zstd tool makes without --long) is refused before a window is
+/// allocated; one at the limit decodes.
+#[test]
+fn zstd_window_over_the_limit_is_refused() {
+    // Magic, a frame header with only a window descriptor (2^(10+e)), and
+    // one last, raw, empty block.
+    let frame = |e: u8| {
+        let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, e << 3];
+        f.extend_from_slice(&[0x01, 0x00, 0x00]);
+        f
+    };
+    let e = parse_initramfs(&frame(18), &InitramfsLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("zstd"), "{e}");
+    assert!(parse_initramfs(&frame(17), &InitramfsLimits::default()).is_ok());
+}
+
+/// Two zstd frames one after the other read as one stream, as the kernel
+/// reads them: the archive split across them parses whole.
+#[test]
+fn concatenated_zstd_frames_are_one_stream() {
+    let plain = main_archive();
+    let (a, b) = plain.split_at(plain.len() / 2 + 3);
+    let mut z = filter("zstd", &["-c", "-q"], "zstd", a);
+    z.extend_from_slice(&filter("zstd", &["-c", "-q"], "zstd", b));
+    let whole = filter("zstd", &["-c", "-q"], "zstd", &plain);
+    let got = parse_initramfs(&z, &InitramfsLimits::default()).unwrap();
+    let want = parse_initramfs(&whole, &InitramfsLimits::default()).unwrap();
+    assert_eq!(got.module_names(), want.module_names());
+    assert!(!got.module_names().is_empty());
+}
