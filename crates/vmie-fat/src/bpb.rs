@@ -227,7 +227,10 @@ impl Geo {
                 )));
             }
             if root_entries == 0 {
-                return Err(bad(format!("{} without root directory entries", kind.name())));
+                return Err(bad(format!(
+                    "{} without root directory entries",
+                    kind.name()
+                )));
             }
             state_byte = 37;
         }

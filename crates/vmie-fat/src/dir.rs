@@ -89,7 +89,11 @@ pub(crate) fn cluster_of(raw: &[u8], kind: FatKind) -> u32 {
 
 pub(crate) fn set_cluster(raw: &mut [u8], c: u32, kind: FatKind) {
     raw[26..28].copy_from_slice(&((c & 0xFFFF) as u16).to_le_bytes());
-    let hi = if kind == FatKind::Fat32 { (c >> 16) as u16 } else { 0 };
+    let hi = if kind == FatKind::Fat32 {
+        (c >> 16) as u16
+    } else {
+        0
+    };
     raw[20..22].copy_from_slice(&hi.to_le_bytes());
 }
 
@@ -186,7 +190,11 @@ pub(crate) fn parse(bytes: &[u8], max: usize) -> Result<Vec<Entry>, String> {
         let short_name = name::decode_short(&short, e[12]);
         let (name, first) = match p {
             Some(p) if p.expect == 0 && p.sum == name::checksum(&short) => {
-                let end = p.chars.iter().position(|&c| c == 0).unwrap_or(p.chars.len());
+                let end = p
+                    .chars
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(p.chars.len());
                 let long = String::from_utf16_lossy(&p.chars[..end]);
                 if long.is_empty() || long.contains('/') {
                     (short_name.clone(), slot)

@@ -119,7 +119,12 @@ impl FatFs {
     }
 
     fn rtx(&self) -> Tx<'_> {
-        Tx::read(&self.geo, &*self.dev, &self.location, self.limits.max_dir_entries)
+        Tx::read(
+            &self.geo,
+            &*self.dev,
+            &self.location,
+            self.limits.max_dir_entries,
+        )
     }
 
     fn wtx(&self) -> Result<Tx<'_>, FsError> {
@@ -413,7 +418,11 @@ impl GuestFs for FatFs {
         let mut dot = dir::new_short(b".          ", 0, dir::ATTR_DIR, tx.now);
         dir::set_cluster(&mut dot, c, kind);
         let mut dotdot = dir::new_short(b"..         ", 0, dir::ATTR_DIR, tx.now);
-        let up = if parent == self.geo.root_key() { 0 } else { parent };
+        let up = if parent == self.geo.root_key() {
+            0
+        } else {
+            parent
+        };
         dir::set_cluster(&mut dotdot, up, kind);
         let place = path.to_string();
         tx.put_slot(c, 0, &dot, &place)?;
@@ -427,7 +436,11 @@ impl GuestFs for FatFs {
 
     fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<(), FsError> {
         if from.is_root() || to.is_root() {
-            return Err(self.refuse("rename", from, "the root directory cannot be renamed or replaced"));
+            return Err(self.refuse(
+                "rename",
+                from,
+                "the root directory cannot be renamed or replaced",
+            ));
         }
         let mut tx = self.wtx()?;
         let (sf, se) = self.lookup(&mut tx, from)?;
@@ -479,7 +492,11 @@ impl GuestFs for FatFs {
                     dd.copy_from_slice(s);
                 }
                 if &dd[..11] == b"..         " {
-                    let up = if df.parent == self.geo.root_key() { 0 } else { df.parent };
+                    let up = if df.parent == self.geo.root_key() {
+                        0
+                    } else {
+                        df.parent
+                    };
                     dir::set_cluster(&mut dd, up, kind);
                     tx.put_slot(k, 1, &dd, &place)?;
                 }

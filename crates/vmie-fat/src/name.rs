@@ -161,7 +161,10 @@ fn as_83(s: &str) -> Option<(String, String)> {
 pub(crate) fn plan(s: &str, utf16: &[u16], taken: &dyn Fn(&[u8; 11]) -> bool) -> Option<NamePlan> {
     if let Some((base, ext)) = as_83(s) {
         if let (Some(lb), Some(le)) = (case_of(&base), case_of(&ext)) {
-            let short = pad11(base.to_ascii_uppercase().as_bytes(), ext.to_ascii_uppercase().as_bytes());
+            let short = pad11(
+                base.to_ascii_uppercase().as_bytes(),
+                ext.to_ascii_uppercase().as_bytes(),
+            );
             if !taken(&short) {
                 let mut nt = 0;
                 if lb {
@@ -170,7 +173,11 @@ pub(crate) fn plan(s: &str, utf16: &[u16], taken: &dyn Fn(&[u8; 11]) -> bool) ->
                 if le {
                     nt |= NT_LOWER_EXT;
                 }
-                return Some(NamePlan { short, nt, lfn: None });
+                return Some(NamePlan {
+                    short,
+                    nt,
+                    lfn: None,
+                });
             }
         }
     }
@@ -340,6 +347,9 @@ mod tests {
         let e = lfn_entries(&"hello".encode_utf16().collect::<Vec<_>>(), 7);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0][0], 0x41);
-        assert_eq!(&lfn_chars(&e[0])[..7], &[104, 101, 108, 108, 111, 0, 0xFFFF]);
+        assert_eq!(
+            &lfn_chars(&e[0])[..7],
+            &[104, 101, 108, 108, 111, 0, 0xFFFF]
+        );
     }
 }

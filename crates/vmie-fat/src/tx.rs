@@ -166,7 +166,8 @@ impl<'a> Tx<'a> {
             let start = i * CHUNK;
             let len = CHUNK.min(self.g.fat_bytes().saturating_sub(start)) as usize;
             let mut b = vec![0u8; len];
-            self.dev.read_at(self.g.fat_offset(self.copy) + start, &mut b)?;
+            self.dev
+                .read_at(self.g.fat_offset(self.copy) + start, &mut b)?;
             if self.write {
                 let mut o = vec![0u8; len];
                 for k in (0..self.g.nfats).filter(|&k| k != self.copy) {
@@ -184,13 +185,11 @@ impl<'a> Tx<'a> {
             }
             self.fat.insert(i, b);
         }
-        self.fat
-            .get_mut(&i)
-            .ok_or_else(|| FsError::Corrupt {
-                fs: self.loc.to_string(),
-                place: "FAT".into(),
-                detail: "internal: chunk not loaded".into(),
-            })
+        self.fat.get_mut(&i).ok_or_else(|| FsError::Corrupt {
+            fs: self.loc.to_string(),
+            place: "FAT".into(),
+            detail: "internal: chunk not loaded".into(),
+        })
     }
 
     fn byte(&mut self, off: u64) -> Result<u8, FsError> {
@@ -313,13 +312,15 @@ impl<'a> Tx<'a> {
                 ));
             }
             if !seen.insert(n) {
-                return Err(self.corrupt(place, format!("cluster chain loops: cluster {c} links back to {n}")));
-            }
-            if out.len() as u64 >= max {
                 return Err(self.corrupt(
                     place,
-                    format!("cluster chain longer than {max} clusters"),
+                    format!("cluster chain loops: cluster {c} links back to {n}"),
                 ));
+            }
+            if out.len() as u64 >= max {
+                return Err(
+                    self.corrupt(place, format!("cluster chain longer than {max} clusters"))
+                );
             }
             out.push(n);
             c = n;
@@ -362,7 +363,11 @@ impl<'a> Tx<'a> {
     /// Allocate one free cluster, marked end of chain.
     pub fn alloc(&mut self) -> Result<u32, FsError> {
         let max = self.g.max_cluster();
-        let start = if self.g.valid_cluster(self.hint) { self.hint } else { 2 };
+        let start = if self.g.valid_cluster(self.hint) {
+            self.hint
+        } else {
+            2
+        };
         let mut c = start;
         for _ in 0..self.g.clusters {
             if self.get(c)? == 0 {
@@ -462,11 +467,16 @@ impl<'a> Tx<'a> {
             } else {
                 let max = self.dir_max_clusters();
                 let ch = self.chain(key, max, place).map_err(|e| match e {
-                    FsError::Corrupt { fs, place, detail } if detail.starts_with("cluster chain longer") => {
+                    FsError::Corrupt { fs, place, detail }
+                        if detail.starts_with("cluster chain longer") =>
+                    {
                         FsError::Corrupt {
                             fs,
                             place,
-                            detail: format!("directory longer than {} entries ({detail})", DIR_MAX_BYTES / 32),
+                            detail: format!(
+                                "directory longer than {} entries ({detail})",
+                                DIR_MAX_BYTES / 32
+                            ),
                         }
                     }
                     e => e,
@@ -559,7 +569,9 @@ impl<'a> Tx<'a> {
             if keys.contains(&key) {
                 return Err(self.corrupt(
                     cur.to_string(),
-                    format!("directory cluster {key} is also one of its ancestors: a directory loop"),
+                    format!(
+                        "directory cluster {key} is also one of its ancestors: a directory loop"
+                    ),
                 ));
             }
             keys.push(key);
@@ -581,14 +593,23 @@ impl<'a> Tx<'a> {
     }
 
     /// Write slot `slot` of directory `key`.
-    pub fn put_slot(&mut self, key: u32, slot: usize, raw: &[u8; 32], place: &str) -> Result<(), FsError> {
+    pub fn put_slot(
+        &mut self,
+        key: u32,
+        slot: usize,
+        raw: &[u8; 32],
+        place: &str,
+    ) -> Result<(), FsError> {
         let d = self.dir(key, place)?;
         match d.bytes.get_mut(slot * 32..slot * 32 + 32) {
             Some(s) => {
                 s.copy_from_slice(raw);
                 Ok(())
             }
-            None => Err(self.corrupt(place, format!("internal: slot {slot} outside the directory"))),
+            None => Err(self.corrupt(
+                place,
+                format!("internal: slot {slot} outside the directory"),
+            )),
         }
     }
 
@@ -706,7 +727,8 @@ impl<'a> Tx<'a> {
         if let (Some(mut b), Some(s)) = (self.fsinfo, g.fsinfo) {
             if self.allocated != 0 || self.freed != 0 {
                 let orig = b.clone();
-                let le = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+                let le =
+                    |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
                 let free = le(&b, 488);
                 if free != 0xFFFF_FFFF {
                     let new = (u64::from(free) + self.freed)

@@ -3,6 +3,8 @@
 //! gives a clean error in bounded time, and a refused write leaves the
 //! device bytes unchanged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;
@@ -11,6 +13,9 @@ use common::*;
 use vmie_disk::{Device, MemDevice};
 use vmie_fat::FatFs;
 use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs};
+
+type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+type WriteOp = dyn Fn(&mut FatFs) -> Result<(), FsError>;
 
 struct G {
     bps: usize,
@@ -95,13 +100,19 @@ fn writes_refused(dev: &MemDevice, fs: &mut FatFs, path: &str) {
     let p = GuestPath::from(path);
     corrupt(fs.replace_file(&p, b"new contents"), "replace");
     corrupt(fs.remove(&p), "remove");
-    assert!(dev.contents() == before, "a refused write changed the device");
+    assert!(
+        dev.contents() == before,
+        "a refused write changed the device"
+    );
     // Renaming over it walks its chain to free it.
     let other = GuestPath::from("/other.bin");
     fs.create_file(&other, b"o", &NewAttrs::default()).unwrap();
     let with_other = dev.contents();
     corrupt(fs.rename(&other, &p), "rename over it");
-    assert!(dev.contents() == with_other, "a refused rename changed the device");
+    assert!(
+        dev.contents() == with_other,
+        "a refused rename changed the device"
+    );
     fs.remove(&other).unwrap();
 }
 
@@ -135,7 +146,9 @@ fn fat_chain_loop_and_past_the_end() {
 fn directory_chain_loop() {
     let img = mkfs(32, 40_000, &[]);
     img.mmd("/DIR");
-    let files: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("file number {i}"), vec![b'x'])).collect();
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("file number {i}"), vec![b'x']))
+        .collect();
     img.put_many("/DIR", &files);
     let mut b = img.bytes();
     let g = geo(&b, 32);
@@ -143,7 +156,11 @@ fn directory_chain_loop() {
     // The directory spans several clusters; its third links back to its first.
     let fat = g.reserved * g.bps;
     let second = u32::from_le_bytes(b[fat + 4 * d..fat + 4 * d + 4].try_into().unwrap()) as usize;
-    let third = u32::from_le_bytes(b[fat + 4 * second..fat + 4 * second + 4].try_into().unwrap()) as usize;
+    let third = u32::from_le_bytes(
+        b[fat + 4 * second..fat + 4 * second + 4]
+            .try_into()
+            .unwrap(),
+    ) as usize;
     assert!(third < 0x0FFF_FFF8);
     g.set_fat(&mut b, third, d as u32);
     let (dev, fs) = mem(b);
@@ -187,26 +204,50 @@ fn subdirectory_pointing_at_its_ancestor() {
 fn bad_boot_sectors() {
     let img = mkfs(16, 20_000, &[]);
     let good = img.bytes();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Patch)> = vec![
         ("0 sectors per cluster", Box::new(|b| b[13] = 0)),
         ("3 sectors per cluster", Box::new(|b| b[13] = 3)),
-        ("bytes per sector 0", Box::new(|b| b[11..13].copy_from_slice(&0u16.to_le_bytes()))),
-        ("bytes per sector 8192", Box::new(|b| b[11..13].copy_from_slice(&8192u16.to_le_bytes()))),
-        ("bytes per sector 768", Box::new(|b| b[11..13].copy_from_slice(&768u16.to_le_bytes()))),
-        ("0 reserved", Box::new(|b| b[14..16].copy_from_slice(&0u16.to_le_bytes()))),
+        (
+            "bytes per sector 0",
+            Box::new(|b| b[11..13].copy_from_slice(&0u16.to_le_bytes())),
+        ),
+        (
+            "bytes per sector 8192",
+            Box::new(|b| b[11..13].copy_from_slice(&8192u16.to_le_bytes())),
+        ),
+        (
+            "bytes per sector 768",
+            Box::new(|b| b[11..13].copy_from_slice(&768u16.to_le_bytes())),
+        ),
+        (
+            "0 reserved",
+            Box::new(|b| b[14..16].copy_from_slice(&0u16.to_le_bytes())),
+        ),
         ("0 FATs", Box::new(|b| b[16] = 0)),
         ("200 FATs", Box::new(|b| b[16] = 200)),
-        ("huge total", Box::new(|b| {
-            b[19..21].copy_from_slice(&0u16.to_le_bytes());
-            b[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
-        })),
-        ("huge FAT", Box::new(|b| b[22..24].copy_from_slice(&u16::MAX.to_le_bytes()))),
-        ("tiny FAT", Box::new(|b| b[22..24].copy_from_slice(&1u16.to_le_bytes()))),
+        (
+            "huge total",
+            Box::new(|b| {
+                b[19..21].copy_from_slice(&0u16.to_le_bytes());
+                b[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+            }),
+        ),
+        (
+            "huge FAT",
+            Box::new(|b| b[22..24].copy_from_slice(&u16::MAX.to_le_bytes())),
+        ),
+        (
+            "tiny FAT",
+            Box::new(|b| b[22..24].copy_from_slice(&1u16.to_le_bytes())),
+        ),
         ("no signature", Box::new(|b| b[510] = 0)),
-        ("0 total", Box::new(|b| {
-            b[19..21].copy_from_slice(&0u16.to_le_bytes());
-            b[32..36].copy_from_slice(&0u32.to_le_bytes());
-        })),
+        (
+            "0 total",
+            Box::new(|b| {
+                b[19..21].copy_from_slice(&0u16.to_le_bytes());
+                b[32..36].copy_from_slice(&0u32.to_le_bytes());
+            }),
+        ),
     ];
     for (what, patch) in cases {
         let mut b = good.clone();
@@ -285,19 +326,36 @@ fn random_corruption_never_panics() {
             }
         }
         let before = dev.contents();
-        let ops: [&dyn Fn(&mut FatFs) -> Result<(), FsError>; 4] = [
+        let ops: [&WriteOp; 4] = [
             &|fs| fs.replace_file(&GuestPath::from("/grub.cfg"), &[7; 5000]),
-            &|fs| fs.create_file(&GuestPath::from("/EFI/new name.cfg"), b"x", &NewAttrs::default()),
-            &|fs| fs.rename(&GuestPath::from("/EFI/BOOT/BOOTX64.EFI"), &GuestPath::from("/moved")),
+            &|fs| {
+                fs.create_file(
+                    &GuestPath::from("/EFI/new name.cfg"),
+                    b"x",
+                    &NewAttrs::default(),
+                )
+            },
+            &|fs| {
+                fs.rename(
+                    &GuestPath::from("/EFI/BOOT/BOOTX64.EFI"),
+                    &GuestPath::from("/moved"),
+                )
+            },
             &|fs| fs.remove(&GuestPath::from("/A long file name.txt")),
         ];
         for op in ops {
             let snapshot = dev.contents();
             if op(&mut fs).is_err() {
-                assert!(dev.contents() == snapshot, "a failed write changed the device");
+                assert!(
+                    dev.contents() == snapshot,
+                    "a failed write changed the device"
+                );
             }
         }
         drop(before);
     }
-    assert!(opened > cases / 4, "only {opened} of {cases} corrupted volumes opened");
+    assert!(
+        opened > cases / 4,
+        "only {opened} of {cases} corrupted volumes opened"
+    );
 }

@@ -35,11 +35,29 @@ const NAMES: &[&str] = &[
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { parent: u16, name: u8, size: usize, seed: u8 },
-    Replace { file: u16, size: usize, seed: u8 },
-    Rename { from: u16, parent: u16, name: u8 },
-    Remove { what: u16 },
-    Mkdir { parent: u16, name: u8 },
+    Create {
+        parent: u16,
+        name: u8,
+        size: usize,
+        seed: u8,
+    },
+    Replace {
+        file: u16,
+        size: usize,
+        seed: u8,
+    },
+    Rename {
+        from: u16,
+        parent: u16,
+        name: u8,
+    },
+    Remove {
+        what: u16,
+    },
+    Mkdir {
+        parent: u16,
+        name: u8,
+    },
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -67,7 +85,11 @@ type Model = BTreeMap<String, Option<Vec<u8>>>;
 
 fn dirs(m: &Model) -> Vec<String> {
     std::iter::once(String::new())
-        .chain(m.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.clone()))
+        .chain(
+            m.iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| k.clone()),
+        )
         .collect()
 }
 
@@ -97,9 +119,14 @@ fn apply(s: &mut Session, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     let attrs = NewAttrs::default();
     let ds = dirs(m);
     let (res, expect_err, may_nospace): (Result<(), FsError>, Option<&str>, bool);
-    let mut update: Box<dyn FnOnce(&mut Model)> = Box::new(|_| {});
+    let update: Box<dyn FnOnce(&mut Model)>;
     match op {
-        Op::Create { parent, name, size, seed } => {
+        Op::Create {
+            parent,
+            name,
+            size,
+            seed,
+        } => {
             let p = format!("{}/{}", pick(&ds, *parent).unwrap(), NAMES[*name as usize]);
             let data = pattern(*size, u32::from(*seed));
             res = s.fs.create_file(&gp(&p), &data, &attrs);
@@ -110,8 +137,14 @@ fn apply(s: &mut Session, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
             });
         }
         Op::Replace { file, size, seed } => {
-            let files: Vec<String> = m.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k.clone()).collect();
-            let Some(p) = pick(&files, *file) else { return Ok(()) };
+            let files: Vec<String> = m
+                .iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
+            let Some(p) = pick(&files, *file) else {
+                return Ok(());
+            };
             let data = pattern(*size, u32::from(*seed) + 1000);
             res = s.fs.replace_file(&gp(&p), &data);
             expect_err = None;
@@ -122,7 +155,9 @@ fn apply(s: &mut Session, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Rename { from, parent, name } => {
             let all: Vec<String> = m.keys().cloned().collect();
-            let Some(src) = pick(&all, *from) else { return Ok(()) };
+            let Some(src) = pick(&all, *from) else {
+                return Ok(());
+            };
             let dst = format!("{}/{}", pick(&ds, *parent).unwrap(), NAMES[*name as usize]);
             res = s.fs.rename(&gp(&src), &gp(&dst));
             let src_dir = m[&src].is_none();
@@ -142,7 +177,11 @@ fn apply(s: &mut Session, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
                 if src == dst {
                     return;
                 }
-                let moved: Vec<String> = m.keys().filter(|k| **k == src || is_under(k, &src)).cloned().collect();
+                let moved: Vec<String> = m
+                    .keys()
+                    .filter(|k| **k == src || is_under(k, &src))
+                    .cloned()
+                    .collect();
                 for k in moved {
                     let v = m.remove(&k).unwrap();
                     m.insert(format!("{dst}{}", &k[src.len()..]), v);
@@ -151,7 +190,9 @@ fn apply(s: &mut Session, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
         }
         Op::Remove { what } => {
             let all: Vec<String> = m.keys().cloned().collect();
-            let Some(p) = pick(&all, *what) else { return Ok(()) };
+            let Some(p) = pick(&all, *what) else {
+                return Ok(());
+            };
             res = s.fs.remove(&gp(&p));
             let busy = m.keys().any(|k| is_under(k, &p));
             expect_err = busy.then_some("notempty");
@@ -210,14 +251,24 @@ fn run_case(tpl: &Img, initial: &Model, ops: &[Op]) -> Result<(), TestCaseError>
     fsck(&img.path);
     let mut want: Vec<String> = m
         .iter()
-        .map(|(k, v)| if v.is_none() { format!("{k}/") } else { k.clone() })
+        .map(|(k, v)| {
+            if v.is_none() {
+                format!("{k}/")
+            } else {
+                k.clone()
+            }
+        })
         .collect();
     want.sort();
     let got = img.tree();
-    check(got == want, || format!("mdir -/ lists {got:?}, the model {want:?}"))?;
+    check(got == want, || {
+        format!("mdir -/ lists {got:?}, the model {want:?}")
+    })?;
     for (p, v) in &m {
         if let Some(d) = v {
-            check(&img.get(p) == d, || format!("mtools reads other bytes in {p}"))?;
+            check(&img.get(p) == d, || {
+                format!("mtools reads other bytes in {p}")
+            })?;
         }
     }
     Ok(())

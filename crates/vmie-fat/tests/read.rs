@@ -2,6 +2,8 @@
 //! deep directories, an empty file, a fragmented multi-cluster file; what
 //! we read must equal what mtools reads.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;
@@ -66,7 +68,10 @@ fn check_volume(bits: u32, kb: u64, args: &[&str], kind: FatKind) {
         s.fs.read("/grub.cfg/x"),
         Err(FsError::NotADirectory { .. })
     ));
-    assert!(matches!(s.fs.read("/EFI"), Err(FsError::IsADirectory { .. })));
+    assert!(matches!(
+        s.fs.read("/EFI"),
+        Err(FsError::IsADirectory { .. })
+    ));
 }
 
 #[test]

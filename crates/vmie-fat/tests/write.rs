@@ -2,6 +2,8 @@
 //! mkfs.fat and mtools, then checked by `fsck.fat -n` and read back by
 //! mtools; refusals leave the image byte-identical.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -20,12 +22,19 @@ fn step(img: &Img, op: impl FnOnce(&mut Session)) {
 
 /// `op` must fail with an error `ok` accepts and leave the image as it was,
 /// with nothing in the overlay either.
-fn refused(img: &Img, op: impl FnOnce(&mut Session) -> Result<(), FsError>, ok: fn(&FsError) -> bool) {
+fn refused(
+    img: &Img,
+    op: impl FnOnce(&mut Session) -> Result<(), FsError>,
+    ok: fn(&FsError) -> bool,
+) {
     let before = img.bytes();
     let mut s = open(&img.path);
     let e = op(&mut s).expect_err("the operation must be refused");
     assert!(ok(&e), "unexpected error: {e}");
-    assert!(s.overlay.changes().unwrap().is_empty(), "{e}: the overlay was written");
+    assert!(
+        s.overlay.changes().unwrap().is_empty(),
+        "{e}: the overlay was written"
+    );
     s.commit();
     assert!(img.bytes() == before, "{e}: the image changed");
 }
@@ -47,31 +56,52 @@ fn all_ops(bits: u32, kb: u64) {
 
     // Grow across many clusters, shrink, to zero and back.
     let big = pattern(150 * cs + 17, 11);
-    step(&img, |s| s.fs.replace_file(&gp("/EFI/Microsoft/Boot/BCD"), &big).unwrap());
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/EFI/Microsoft/Boot/BCD"), &big)
+            .unwrap()
+    });
     files.insert("/EFI/Microsoft/Boot/BCD".into(), big);
     let small = pattern(1000, 12);
-    step(&img, |s| s.fs.replace_file(&gp("/efi/boot/bootx64.efi"), &small).unwrap());
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/efi/boot/bootx64.efi"), &small)
+            .unwrap()
+    });
     files.insert("/EFI/BOOT/BOOTX64.EFI".into(), small);
     step(&img, |s| s.fs.replace_file(&gp("/grub.cfg"), b"").unwrap());
     files.insert("/grub.cfg".into(), Vec::new());
     check_model(&img, &files);
-    step(&img, |s| s.fs.replace_file(&gp("/grub.cfg"), &pattern(3 * cs + 1, 13)).unwrap());
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/grub.cfg"), &pattern(3 * cs + 1, 13))
+            .unwrap()
+    });
     files.insert("/grub.cfg".into(), pattern(3 * cs + 1, 13));
-    step(&img, |s| s.fs.replace_file(&gp("/empty.txt"), b"now something\n").unwrap());
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/empty.txt"), b"now something\n")
+            .unwrap()
+    });
     files.insert("/empty.txt".into(), b"now something\n".to_vec());
     // Fragmented file rewritten in place.
-    step(&img, |s| s.fs.replace_file(&gp("/fragmented.bin"), &pattern(30 * cs, 14)).unwrap());
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/fragmented.bin"), &pattern(30 * cs, 14))
+            .unwrap()
+    });
     files.insert("/fragmented.bin".into(), pattern(30 * cs, 14));
     check_model(&img, &files);
 
     // Create: long name, upper-case 8.3, lower-case 8.3 (NT flags), in a subdirectory.
     step(&img, |s| {
-        s.fs.create_file(&gp("/EFI/new file with a long name.txt"), b"long\n", &attrs).unwrap();
-        s.fs.create_file(&gp("/NEWFILE.TXT"), &pattern(2 * cs, 15), &attrs).unwrap();
+        s.fs.create_file(&gp("/EFI/new file with a long name.txt"), b"long\n", &attrs)
+            .unwrap();
+        s.fs.create_file(&gp("/NEWFILE.TXT"), &pattern(2 * cs, 15), &attrs)
+            .unwrap();
         s.fs.create_file(&gp("/lower.cfg"), b"", &attrs).unwrap();
-        s.fs.create_file(&gp("/EFI/BOOT/grubx64.efi"), &pattern(5 * cs, 16), &attrs).unwrap();
+        s.fs.create_file(&gp("/EFI/BOOT/grubx64.efi"), &pattern(5 * cs, 16), &attrs)
+            .unwrap();
     });
-    files.insert("/EFI/new file with a long name.txt".into(), b"long\n".to_vec());
+    files.insert(
+        "/EFI/new file with a long name.txt".into(),
+        b"long\n".to_vec(),
+    );
     files.insert("/NEWFILE.TXT".into(), pattern(2 * cs, 15));
     files.insert("/lower.cfg".into(), Vec::new());
     files.insert("/EFI/BOOT/grubx64.efi".into(), pattern(5 * cs, 16));
@@ -79,11 +109,25 @@ fn all_ops(bits: u32, kb: u64) {
     for n in ["lower.cfg", "NEWFILE.TXT", "grub.cfg"] {
         assert!(root.contains(&n.to_string()), "{n} in {root:?}");
     }
-    assert!(img.ls("/EFI").contains(&"new file with a long name.txt".to_string()));
+    assert!(img
+        .ls("/EFI")
+        .contains(&"new file with a long name.txt".to_string()));
     assert!(img.ls("/EFI/BOOT").contains(&"grubx64.efi".to_string()));
-    refused(&img, |s| s.fs.create_file(&gp("/NewFile.txt"), b"x", &attrs), |e| matches!(e, FsError::Exists { .. }));
-    refused(&img, |s| s.fs.create_file(&gp("/bad:name"), b"x", &attrs), |e| matches!(e, FsError::Unsupported { .. }));
-    refused(&img, |s| s.fs.create_file(&gp("/nodir/x"), b"x", &attrs), |e| matches!(e, FsError::NotFound { .. }));
+    refused(
+        &img,
+        |s| s.fs.create_file(&gp("/NewFile.txt"), b"x", &attrs),
+        |e| matches!(e, FsError::Exists { .. }),
+    );
+    refused(
+        &img,
+        |s| s.fs.create_file(&gp("/bad:name"), b"x", &attrs),
+        |e| matches!(e, FsError::Unsupported { .. }),
+    );
+    refused(
+        &img,
+        |s| s.fs.create_file(&gp("/nodir/x"), b"x", &attrs),
+        |e| matches!(e, FsError::NotFound { .. }),
+    );
 
     // mkdir with `.` and `..`, nested, a file inside.
     step(&img, |s| {
@@ -91,38 +135,80 @@ fn all_ops(bits: u32, kb: u64) {
         s.fs.mkdir(&gp("/EFI/Linux Boot/sub"), &attrs).unwrap();
         s.fs.mkdir(&gp("/TOPDIR"), &attrs).unwrap();
     });
-    step(&img, |s| s.fs.create_file(&gp("/EFI/Linux Boot/sub/grub.cfg"), b"menuentry\n", &attrs).unwrap());
-    files.insert("/EFI/Linux Boot/sub/grub.cfg".into(), b"menuentry\n".to_vec());
+    step(&img, |s| {
+        s.fs.create_file(&gp("/EFI/Linux Boot/sub/grub.cfg"), b"menuentry\n", &attrs)
+            .unwrap()
+    });
+    files.insert(
+        "/EFI/Linux Boot/sub/grub.cfg".into(),
+        b"menuentry\n".to_vec(),
+    );
     assert!(img.ls("/EFI").contains(&"Linux Boot/".to_string()));
-    refused(&img, |s| s.fs.mkdir(&gp("/efi/linux boot"), &attrs), |e| matches!(e, FsError::Exists { .. }));
+    refused(
+        &img,
+        |s| s.fs.mkdir(&gp("/efi/linux boot"), &attrs),
+        |e| matches!(e, FsError::Exists { .. }),
+    );
 
     // Rename within a directory, case only, across directories replacing a file.
-    step(&img, |s| s.fs.rename(&gp("/MixedCase.Txt"), &gp("/Renamed Mixed.txt")).unwrap());
+    step(&img, |s| {
+        s.fs.rename(&gp("/MixedCase.Txt"), &gp("/Renamed Mixed.txt"))
+            .unwrap()
+    });
     let d = files.remove("/MixedCase.Txt").unwrap();
     files.insert("/Renamed Mixed.txt".into(), d);
     assert!(!img.exists("/MixedCase.Txt"));
-    step(&img, |s| s.fs.rename(&gp("/empty.txt"), &gp("/EMPTY.TXT")).unwrap());
+    step(&img, |s| {
+        s.fs.rename(&gp("/empty.txt"), &gp("/EMPTY.TXT")).unwrap()
+    });
     let d = files.remove("/empty.txt").unwrap();
     files.insert("/EMPTY.TXT".into(), d);
     assert!(img.ls("/").contains(&"EMPTY.TXT".to_string()));
-    step(&img, |s| s.fs.rename(&gp("/grub.cfg"), &gp("/EFI/BOOT/BOOTX64.EFI")).unwrap());
+    step(&img, |s| {
+        s.fs.rename(&gp("/grub.cfg"), &gp("/EFI/BOOT/BOOTX64.EFI"))
+            .unwrap()
+    });
     let d = files.remove("/grub.cfg").unwrap();
     files.insert("/EFI/BOOT/BOOTX64.EFI".into(), d);
     assert!(!img.exists("/grub.cfg"));
     // A directory moved across directories: `..` follows.
-    step(&img, |s| s.fs.rename(&gp("/a/b/c"), &gp("/EFI/c moved")).unwrap());
+    step(&img, |s| {
+        s.fs.rename(&gp("/a/b/c"), &gp("/EFI/c moved")).unwrap()
+    });
     let deep = "/a/b/c/d/e/A directory with a long name/deep file.txt";
     let d = files.remove(deep).unwrap();
     let moved = "/EFI/c moved/d/e/A directory with a long name/deep file.txt";
     files.insert(moved.into(), d);
-    step(&img, |s| s.fs.rename(&gp("/EFI/c moved/d"), &gp("/d at root")).unwrap());
+    step(&img, |s| {
+        s.fs.rename(&gp("/EFI/c moved/d"), &gp("/d at root"))
+            .unwrap()
+    });
     let d = files.remove(moved).unwrap();
-    files.insert("/d at root/e/A directory with a long name/deep file.txt".into(), d);
+    files.insert(
+        "/d at root/e/A directory with a long name/deep file.txt".into(),
+        d,
+    );
     check_model(&img, &files);
-    refused(&img, |s| s.fs.rename(&gp("/NEWFILE.TXT"), &gp("/TOPDIR")), |e| matches!(e, FsError::IsADirectory { .. }));
-    refused(&img, |s| s.fs.rename(&gp("/TOPDIR"), &gp("/EFI/Linux Boot")), |e| matches!(e, FsError::IsADirectory { .. }));
-    refused(&img, |s| s.fs.rename(&gp("/EFI"), &gp("/EFI/Linux Boot/sub/efi2")), |e| matches!(e, FsError::Unsupported { .. }));
-    refused(&img, |s| s.fs.rename(&gp("/nothing"), &gp("/x")), |e| matches!(e, FsError::NotFound { .. }));
+    refused(
+        &img,
+        |s| s.fs.rename(&gp("/NEWFILE.TXT"), &gp("/TOPDIR")),
+        |e| matches!(e, FsError::IsADirectory { .. }),
+    );
+    refused(
+        &img,
+        |s| s.fs.rename(&gp("/TOPDIR"), &gp("/EFI/Linux Boot")),
+        |e| matches!(e, FsError::IsADirectory { .. }),
+    );
+    refused(
+        &img,
+        |s| s.fs.rename(&gp("/EFI"), &gp("/EFI/Linux Boot/sub/efi2")),
+        |e| matches!(e, FsError::Unsupported { .. }),
+    );
+    refused(
+        &img,
+        |s| s.fs.rename(&gp("/nothing"), &gp("/x")),
+        |e| matches!(e, FsError::NotFound { .. }),
+    );
 
     // Remove a file, an empty directory; a full one is refused.
     step(&img, |s| {
@@ -132,15 +218,32 @@ fn all_ops(bits: u32, kb: u64) {
     });
     files.remove("/NEWFILE.TXT");
     assert!(!img.exists("/NEWFILE.TXT") && !img.exists("/TOPDIR") && !img.exists("/a/b"));
-    refused(&img, |s| s.fs.remove(&gp("/EFI")), |e| matches!(e, FsError::NotEmpty { .. }));
+    refused(
+        &img,
+        |s| s.fs.remove(&gp("/EFI")),
+        |e| matches!(e, FsError::NotEmpty { .. }),
+    );
     check_model(&img, &files);
 
     // No space: nothing written.
     let free = free_bytes(&img) as usize;
-    refused(&img, |s| s.fs.create_file(&gp("/huge"), &vec![1; free + cs], &attrs), |e| matches!(e, FsError::NoSpace { .. }));
-    refused(&img, |s| s.fs.replace_file(&gp("/fragmented.bin"), &vec![1; free + 31 * cs]), |e| matches!(e, FsError::NoSpace { .. }));
+    refused(
+        &img,
+        |s| s.fs.create_file(&gp("/huge"), &vec![1; free + cs], &attrs),
+        |e| matches!(e, FsError::NoSpace { .. }),
+    );
+    refused(
+        &img,
+        |s| {
+            s.fs.replace_file(&gp("/fragmented.bin"), &vec![1; free + 31 * cs])
+        },
+        |e| matches!(e, FsError::NoSpace { .. }),
+    );
     // Exactly full works.
-    step(&img, |s| s.fs.replace_file(&gp("/fragmented.bin"), &vec![3; free + 30 * cs]).unwrap());
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/fragmented.bin"), &vec![3; free + 30 * cs])
+            .unwrap()
+    });
     files.insert("/fragmented.bin".into(), vec![3; free + 30 * cs]);
     check_model(&img, &files);
 }
@@ -168,10 +271,13 @@ fn fat32_root_grows() {
     assert_eq!(before.fs.cluster_size(), 512);
     drop(before);
     // 16 entries per cluster: 60 files of 3 entries each span many clusters.
-    let names: Vec<String> = (0..60).map(|i| format!("Root file number {i:03}.txt")).collect();
+    let names: Vec<String> = (0..60)
+        .map(|i| format!("Root file number {i:03}.txt"))
+        .collect();
     step(&img, |s| {
         for n in &names {
-            s.fs.create_file(&gp(&format!("/{n}")), n.as_bytes(), &attrs).unwrap();
+            s.fs.create_file(&gp(&format!("/{n}")), n.as_bytes(), &attrs)
+                .unwrap();
         }
     });
     let mut want = names.clone();
@@ -192,13 +298,16 @@ fn fat16_root_full_refused() {
     let attrs = NewAttrs::default();
     step(&img, |s| {
         for i in 0..n {
-            s.fs.create_file(&gp(&format!("/F{i}")), b"x", &attrs).unwrap();
+            s.fs.create_file(&gp(&format!("/F{i}")), b"x", &attrs)
+                .unwrap();
         }
     });
     assert_eq!(img.ls("/").len(), n);
-    refused(&img, |s| s.fs.create_file(&gp("/one more"), b"x", &attrs), |e| {
-        matches!(e, FsError::NoSpace { what, .. } if what.contains("root directory"))
-    });
+    refused(
+        &img,
+        |s| s.fs.create_file(&gp("/one more"), b"x", &attrs),
+        |e| matches!(e, FsError::NoSpace { what, .. } if what.contains("root directory")),
+    );
     // A freed slot is reused.
     step(&img, |s| {
         s.fs.remove(&gp("/F3")).unwrap();
@@ -212,21 +321,36 @@ fn big_directory() {
     let img = mkfs(32, 40_000, &[]);
     img.mmd("/big");
     let files: Vec<(String, Vec<u8>)> = (0..600)
-        .map(|i| (format!("entry-{i:04}-with-a-longer-name"), format!("{i}\n").into_bytes()))
+        .map(|i| {
+            (
+                format!("entry-{i:04}-with-a-longer-name"),
+                format!("{i}\n").into_bytes(),
+            )
+        })
         .collect();
     img.put_many("/big", &files);
     assert_eq!(img.ls("/big").len(), 600);
     let attrs = NewAttrs::default();
     step(&img, |s| {
         for i in (0..600).step_by(7) {
-            s.fs.remove(&gp(&format!("/big/entry-{i:04}-with-a-longer-name"))).unwrap();
+            s.fs.remove(&gp(&format!("/big/entry-{i:04}-with-a-longer-name")))
+                .unwrap();
         }
     });
     step(&img, |s| {
         for i in 0..120 {
-            s.fs.create_file(&gp(&format!("/big/new entry {i}")), format!("n{i}").as_bytes(), &attrs).unwrap();
+            s.fs.create_file(
+                &gp(&format!("/big/new entry {i}")),
+                format!("n{i}").as_bytes(),
+                &attrs,
+            )
+            .unwrap();
         }
-        s.fs.rename(&gp("/big/entry-0001-with-a-longer-name"), &gp("/big/entry-0002-with-a-longer-name")).unwrap();
+        s.fs.rename(
+            &gp("/big/entry-0001-with-a-longer-name"),
+            &gp("/big/entry-0002-with-a-longer-name"),
+        )
+        .unwrap();
     });
     let mut want: Vec<String> = (0..600)
         .filter(|i| i % 7 != 0 && *i != 1)
@@ -274,12 +398,16 @@ fn dirty_volumes_refused() {
                 }
             }
             std::fs::write(&img.path, &b).unwrap();
-            refused(&img, |s| s.fs.replace_file(&gp("/f.txt"), b"new"), |e| {
-                matches!(e, FsError::Unsupported { why, .. } if why.contains("dirty") || why.contains("error"))
-            });
-            refused(&img, |s| s.fs.create_file(&gp("/g"), b"", &NewAttrs::default()), |e| {
-                matches!(e, FsError::Unsupported { .. })
-            });
+            refused(
+                &img,
+                |s| s.fs.replace_file(&gp("/f.txt"), b"new"),
+                |e| matches!(e, FsError::Unsupported { why, .. } if why.contains("dirty") || why.contains("error")),
+            );
+            refused(
+                &img,
+                |s| s.fs.create_file(&gp("/g"), b"", &NewAttrs::default()),
+                |e| matches!(e, FsError::Unsupported { .. }),
+            );
             assert_eq!(open(&img.path).fs.read("/f.txt").unwrap(), b"data");
         }
     }
@@ -299,9 +427,11 @@ fn fat_copies_disagree() {
     b[second + 6] = 0;
     b[second + 7] = 0;
     std::fs::write(&img.path, &b).unwrap();
-    refused(&img, |s| s.fs.replace_file(&gp("/f.txt"), b"x"), |e| {
-        matches!(e, FsError::Corrupt { place, .. } if place.contains("FAT copy 2"))
-    });
+    refused(
+        &img,
+        |s| s.fs.replace_file(&gp("/f.txt"), b"x"),
+        |e| matches!(e, FsError::Corrupt { place, .. } if place.contains("FAT copy 2")),
+    );
 }
 
 /// The numbers asked for: replacing a 1 MiB file on a 512 MiB FAT32 volume.

@@ -65,7 +65,11 @@ impl Img {
         let src = self.dir.path().join("src.bin");
         std::fs::write(&src, data).unwrap();
         let mut c = mtools("mcopy");
-        c.arg("-o").arg("-i").arg(&self.path).arg(&src).arg(format!("::{path}"));
+        c.arg("-o")
+            .arg("-i")
+            .arg(&self.path)
+            .arg(&src)
+            .arg(format!("::{path}"));
         run(c, &format!("mcopy {path}"));
     }
 
@@ -93,7 +97,11 @@ impl Img {
     /// The file's contents as mtools reads them.
     pub fn get(&self, path: &str) -> Vec<u8> {
         let mut c = mtools("mcopy");
-        c.arg("-n").arg("-i").arg(&self.path).arg(format!("::{path}")).arg("-");
+        c.arg("-n")
+            .arg("-i")
+            .arg(&self.path)
+            .arg(format!("::{path}"))
+            .arg("-");
         run(c, &format!("mcopy {path} -"))
     }
 
@@ -113,7 +121,10 @@ impl Img {
     /// with a trailing `/`), sorted.
     pub fn ls(&self, dir: &str) -> Vec<String> {
         let mut c = mtools("mdir");
-        c.arg("-b").arg("-i").arg(&self.path).arg(format!("::{dir}"));
+        c.arg("-b")
+            .arg("-i")
+            .arg(&self.path)
+            .arg(format!("::{dir}"));
         let out = String::from_utf8(run(c, &format!("mdir {dir}"))).unwrap();
         let prefix = if dir == "/" {
             "::/".to_string()
@@ -262,15 +273,27 @@ pub fn populated(bits: u32, kb: u64, args: &[&str]) -> (Img, BTreeMap<String, Ve
     };
     put(&mut files, "/EFI/BOOT/BOOTX64.EFI", pattern(100_000, 1));
     put(&mut files, "/EFI/Microsoft/Boot/BCD", pattern(28 * 1024, 2));
-    put(&mut files, "/a/b/c/d/e/A directory with a long name/deep file.txt", b"deep\n".to_vec());
+    put(
+        &mut files,
+        "/a/b/c/d/e/A directory with a long name/deep file.txt",
+        b"deep\n".to_vec(),
+    );
     put(&mut files, "/empty.txt", Vec::new());
-    put(&mut files, "/Long File Name With Ünïcödé and more than 26 chars.conf", b"unicode\n".to_vec());
+    put(
+        &mut files,
+        "/Long File Name With Ünïcödé and more than 26 chars.conf",
+        b"unicode\n".to_vec(),
+    );
     put(&mut files, "/grub.cfg", b"set timeout=5\n".to_vec());
     put(&mut files, "/MixedCase.Txt", b"mixed\n".to_vec());
     // Fragmentation: small files, the rest filled, every other small file
     // deleted, then a file that can only go into the holes.
     for i in 0..20 {
-        put(&mut files, &format!("/s{i:02}"), pattern(3 * cs - 10, 100 + i));
+        put(
+            &mut files,
+            &format!("/s{i:02}"),
+            pattern(3 * cs - 10, 100 + i),
+        );
     }
     let free = free_bytes(&img);
     // A few clusters left for directories to grow into.
@@ -286,4 +309,3 @@ pub fn populated(bits: u32, kb: u64, args: &[&str]) -> (Img, BTreeMap<String, Ve
     fsck(&img.path);
     (img, files)
 }
-
