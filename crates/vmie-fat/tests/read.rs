@@ -93,3 +93,37 @@ fn read_fat32() {
 fn read_fat32_4k_sectors() {
     check_volume(32, 300_000, &["-S", "4096", "-s", "1"], FatKind::Fat32);
 }
+
+/// Long-name entries whose checksum does not match their short entry, or
+/// whose sequence is broken, are ignored: the short name is shown.
+#[test]
+fn orphan_long_names_fall_back_to_short_names() {
+    let img = mkfs(16, 20_000, &[]);
+    img.put("/A longer name number one.txt", b"one");
+    img.put("/A longer name number two.txt", b"two");
+    let mut b = img.bytes();
+    let bps = u16::from_le_bytes([b[11], b[12]]) as usize;
+    let reserved = u16::from_le_bytes([b[14], b[15]]) as usize;
+    let fatsz = u16::from_le_bytes([b[22], b[23]]) as usize;
+    let root = (reserved + 2 * fatsz) * bps;
+    // Entries: [lfn3 lfn2 lfn1 short] twice. The first file's checksum
+    // breaks; the second loses its middle long-name entry.
+    let slots: Vec<usize> = (0..16).map(|i| root + 32 * i).collect();
+    assert_eq!(b[slots[0]], 0x43);
+    assert_eq!(b[slots[4]], 0x43);
+    for &s in &slots[0..3] {
+        b[s + 13] ^= 0xFF;
+    }
+    b[slots[5]] = 0xE5;
+    std::fs::write(&img.path, &b).unwrap();
+    let s = open(&img.path);
+    let mut names: Vec<String> =
+        s.fs.read_dir(&gp("/"))
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8(e.name).unwrap())
+            .collect();
+    names.sort();
+    assert_eq!(names, ["ALONGE~1.TXT", "ALONGE~2.TXT"]);
+    assert_eq!(s.fs.read("/alonge~2.txt").unwrap(), b"two");
+}

@@ -49,8 +49,8 @@ fn check_model(img: &Img, files: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
-fn all_ops(bits: u32, kb: u64) {
-    let (img, mut files) = populated(bits, kb, &[]);
+fn all_ops(bits: u32, kb: u64, args: &[&str]) {
+    let (img, mut files) = populated(bits, kb, args);
     let cs = open(&img.path).fs.cluster_size() as usize;
     let attrs = NewAttrs::default();
 
@@ -239,28 +239,36 @@ fn all_ops(bits: u32, kb: u64) {
         },
         |e| matches!(e, FsError::NoSpace { .. }),
     );
-    // Exactly full works.
-    step(&img, |s| {
-        s.fs.replace_file(&gp("/fragmented.bin"), &vec![3; free + 30 * cs])
-            .unwrap()
-    });
-    files.insert("/fragmented.bin".into(), vec![3; free + 30 * cs]);
+    // Exactly full works (on the small volumes: the 4 KiB-sector one
+    // would need 260 MiB in memory).
+    if free < 64 << 20 {
+        step(&img, |s| {
+            s.fs.replace_file(&gp("/fragmented.bin"), &vec![3; free + 30 * cs])
+                .unwrap()
+        });
+        files.insert("/fragmented.bin".into(), vec![3; free + 30 * cs]);
+    }
     check_model(&img, &files);
 }
 
 #[test]
 fn ops_fat12() {
-    all_ops(12, 4096);
+    all_ops(12, 4096, &[]);
 }
 
 #[test]
 fn ops_fat16() {
-    all_ops(16, 20_000);
+    all_ops(16, 20_000, &[]);
 }
 
 #[test]
 fn ops_fat32() {
-    all_ops(32, 40_000);
+    all_ops(32, 40_000, &[]);
+}
+
+#[test]
+fn ops_fat32_4k_sectors() {
+    all_ops(32, 270_000, &["-S", "4096", "-s", "1"]);
 }
 
 #[test]
