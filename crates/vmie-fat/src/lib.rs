@@ -1,20 +1,20 @@
 //! FAT12, FAT16 and FAT32 with VFAT long names behind the guest file API:
 //! our own bounded reader and transactional writer.
 //!
-//! - Opening reads and checks the boot sector only ([`bpb`]); the FAT type
+//! - Opening reads and checks the boot sector only (`bpb`); the FAT type
 //!   comes from the cluster count, as Microsoft's specification says.
-//! - Every operation, reading or writing, works through a [`tx::Tx`]: FAT
+//! - Every operation, reading or writing, works through a `tx::Tx`: FAT
 //!   bytes in 4 KiB chunks on first use, directories whole (at most the
 //!   specification's 65536 entries), cluster chains checked (inside the
 //!   data area, no loop, as long as the size needs). Writes stage every
 //!   change in memory and reach the device only when the operation
 //!   succeeded, so a refusal or NoSpace writes nothing.
-//! - Writing refuses a volume marked dirty (boot-sector state bit, FAT[1]
+//! - Writing refuses a volume marked dirty (boot-sector state bit, `FAT[1]`
 //!   clean-shutdown bit) or with the hard-error bit, and FAT copies that
 //!   disagree in any FAT chunk the operation reads or changes (checked as
 //!   each chunk is loaded); every FAT copy is written, and FAT32's FSInfo
 //!   free count and next-free hint are kept (left unknown when unknown).
-//! - Names: see [`name`]. Metadata: mode 0o755 for directories, 0o644 for
+//! - Names: see the `name` module. Metadata: mode 0o755 for directories, 0o644 for
 //!   files, 0o444 with the read-only attribute; the inode number is the
 //!   byte offset of the short entry on the volume (1 for the root); times
 //!   are FAT's local times read as UTC.

@@ -81,7 +81,7 @@ fn read_fat12() {
 
 #[test]
 fn read_fat16() {
-    check_volume(16, 20_000, &[], FatKind::Fat16);
+    check_volume(16, 20_000, &["-n", "EFISYSTEM"], FatKind::Fat16);
 }
 
 #[test]

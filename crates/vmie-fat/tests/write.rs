@@ -258,7 +258,7 @@ fn ops_fat12() {
 
 #[test]
 fn ops_fat16() {
-    all_ops(16, 20_000, &[]);
+    all_ops(16, 20_000, &["-n", "EFISYSTEM"]);
 }
 
 #[test]
