@@ -470,3 +470,29 @@ fn measure_replace_1mib_on_512mib_fat32() {
     fsck(&img.path);
     assert_eq!(img.get("/EFI_BCD.bin"), data);
 }
+
+/// FAT12 entries are 1.5 bytes: with ~3900 one-sector clusters the FAT is
+/// over 4 KiB, so entries straddle the writer's 4 KiB FAT chunks (cluster
+/// 2730's entry is bytes 4095 and 4096).
+#[test]
+fn fat12_entries_across_fat_chunks() {
+    let img = mkfs(12, 2000, &["-s", "1"]);
+    let s = open(&img.path);
+    assert_eq!(s.fs.cluster_size(), 512);
+    assert!(s.fs.cluster_count() > 2800, "{}", s.fs.cluster_count());
+    drop(s);
+    img.put("/first.bin", &pattern(100 * 512, 1));
+    let big = pattern(2900 * 512 - 3, 2);
+    step(&img, |s| {
+        s.fs.create_file(&gp("/big file.bin"), &big, &NewAttrs::default())
+            .unwrap()
+    });
+    assert_eq!(img.get("/big file.bin"), big);
+    step(&img, |s| s.fs.remove(&gp("/first.bin")).unwrap());
+    let again = pattern(2950 * 512, 3);
+    step(&img, |s| {
+        s.fs.replace_file(&gp("/big file.bin"), &again).unwrap()
+    });
+    assert_eq!(img.get("/big file.bin"), again);
+    assert_eq!(open(&img.path).fs.read("/BIGFIL~1.BIN").unwrap(), again);
+}
