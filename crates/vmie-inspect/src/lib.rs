@@ -219,7 +219,7 @@ impl VolumeSelector {
 pub fn readable(kind: FsKind) -> bool {
     matches!(
         kind,
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs | FsKind::Xfs
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Ntfs | FsKind::Xfs | FsKind::Vfat
     )
 }
 
@@ -510,6 +510,10 @@ impl Vm {
                 vol.name.clone(),
             )?)),
             FsKind::Xfs => Ok(Box::new(vmie_xfs::XfsFs::open(
+                vol.device.clone(),
+                vol.name.clone(),
+            )?)),
+            FsKind::Vfat => Ok(Box::new(vmie_fat::FatFs::open(
                 vol.device.clone(),
                 vol.name.clone(),
             )?)),
