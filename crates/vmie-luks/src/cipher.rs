@@ -239,7 +239,14 @@ impl SectorCipher {
 
     /// Decrypt or encrypt `data` (a multiple of `sector_size` bytes) whose
     /// first sector has IV `iv`, the IV growing by `iv_step` per sector.
-    pub(crate) fn run(&self, iv: u64, iv_step: u64, sector_size: usize, data: &mut [u8], enc: bool) {
+    pub(crate) fn run(
+        &self,
+        iv: u64,
+        iv_step: u64,
+        sector_size: usize,
+        data: &mut [u8],
+        enc: bool,
+    ) {
         let mut s = Scratch::default();
         let mut iv = iv;
         for sector in data.chunks_exact_mut(sector_size) {
@@ -294,8 +301,12 @@ mod tests {
 
     #[test]
     fn refusals_name_the_cipher() {
-        assert!(parse("twofish", "xts-plain64").unwrap_err().contains("twofish-xts-plain64"));
-        assert!(parse_joined("aes-xts-essiv:sha256").unwrap_err().contains("aes-xts-essiv"));
+        assert!(parse("twofish", "xts-plain64")
+            .unwrap_err()
+            .contains("twofish-xts-plain64"));
+        assert!(parse_joined("aes-xts-essiv:sha256")
+            .unwrap_err()
+            .contains("aes-xts-essiv"));
         assert_eq!(parse_joined("aes-xts-plain64"), Ok(Mode::XtsPlain64));
         assert!(SectorCipher::new(Mode::XtsPlain64, &[0; 16]).is_none());
     }

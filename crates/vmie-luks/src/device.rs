@@ -54,7 +54,10 @@ impl LuksDevice {
         let name = format!("{} (LUKS{} {})", inner.describe(), info.version, info.uuid);
         let sector = info.sector_size as usize;
         let end = info.payload_offset.checked_add(info.payload_len);
-        if sector == 0 || info.payload_len % sector as u64 != 0 || end.is_none_or(|e| e > inner.len()) {
+        if sector == 0
+            || info.payload_len % sector as u64 != 0
+            || end.is_none_or(|e| e > inner.len())
+        {
             return Err(LuksError::Corrupt {
                 device: inner.describe(),
                 offset: info.payload_offset,
@@ -117,7 +120,8 @@ impl LuksDevice {
     /// payload offset `at`.
     fn read_sectors(&self, at: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.inner.read_at(self.offset + at, buf)?;
-        self.cipher.run(self.iv(at), self.step(), self.sector, buf, false);
+        self.cipher
+            .run(self.iv(at), self.step(), self.sector, buf, false);
         Ok(())
     }
 }
@@ -182,7 +186,8 @@ impl Device for LuksDevice {
             self.read_sectors(last - ss, &mut data[at..])?;
         }
         data[head..head + buf.len()].copy_from_slice(buf);
-        self.cipher.run(self.iv(first), self.step(), self.sector, &mut data, true);
+        self.cipher
+            .run(self.iv(first), self.step(), self.sector, &mut data, true);
         self.inner.write_at(self.offset + first, &data)
     }
 

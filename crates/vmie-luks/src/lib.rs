@@ -411,7 +411,11 @@ pub fn open(dev: Arc<dyn Device>, key: &Key, opts: &Options) -> Result<LuksDevic
                 let cipher = SectorCipher::new(mode, &vk).ok_or_else(|| LuksError::Corrupt {
                     device: name.clone(),
                     offset: 0,
-                    why: format!("volume key of {} bytes does not fit {}", vk.len(), mode.spec()),
+                    why: format!(
+                        "volume key of {} bytes does not fit {}",
+                        vk.len(),
+                        mode.spec()
+                    ),
                 })?;
                 let info = info_of(&v);
                 return LuksDevice::new(dev, info, slot.id, vk, cipher, v.iv_tweak);
@@ -479,14 +483,27 @@ enum SlotError {
 /// `None` when the key does not open this slot.
 fn try_slot(dev: &dyn Device, p: &SlotPlan, password: &[u8]) -> Result<Option<Vec<u8>>, SlotError> {
     let mut derived = vec![0u8; p.area_key_len];
-    p.kdf.derive(password, &mut derived).map_err(SlotError::Kdf)?;
+    p.kdf
+        .derive(password, &mut derived)
+        .map_err(SlotError::Kdf)?;
     let mut area = vmie_disk::read_vec(dev, p.area_offset, p.area_len).map_err(SlotError::Disk)?;
-    let c = SectorCipher::new(p.area_mode, &derived)
-        .ok_or_else(|| SlotError::Kdf(format!("key slot key of {} bytes does not fit {}", derived.len(), p.area_mode.spec())))?;
+    let c = SectorCipher::new(p.area_mode, &derived).ok_or_else(|| {
+        SlotError::Kdf(format!(
+            "key slot key of {} bytes does not fit {}",
+            derived.len(),
+            p.area_mode.spec()
+        ))
+    })?;
     c.run(0, 1, 512, &mut area, false);
     let vk = kdf::af_merge(p.af_hash, &area, p.key_len, p.stripes);
     let mut got = vec![0u8; p.check.digest.len()];
-    kdf::pbkdf2(p.check.hash, &vk, &p.check.salt, p.check.iterations, &mut got);
+    kdf::pbkdf2(
+        p.check.hash,
+        &vk,
+        &p.check.salt,
+        p.check.iterations,
+        &mut got,
+    );
     if got == p.check.digest {
         Ok(Some(vk))
     } else {

@@ -56,7 +56,10 @@ pub(crate) fn parse(dev: &dyn Device, opts: &Options) -> Result<Volume, LuksErro
 
     let mode = cipher::parse(&cipher_name, &cipher_mode);
     if key_bytes == 0 || key_bytes > 64 {
-        return Err(corrupt(108, format!("key size of {key_bytes} bytes (LUKS1 keys are 1 to 64 bytes)")));
+        return Err(corrupt(
+            108,
+            format!("key size of {key_bytes} bytes (LUKS1 keys are 1 to 64 bytes)"),
+        ));
     }
     let key_len = key_bytes as usize;
     if let Ok(m) = mode {

@@ -52,13 +52,19 @@ fn be64(h: &[u8], at: usize) -> u64 {
 
 /// Read and check one header copy at `off`. `Err(None)`: no header
 /// there (wrong magic); `Err(Some(why))`: a damaged or refused one.
-fn read_hdr(dev: &dyn Device, off: u64, secondary: bool, opts: &Options) -> Result<Hdr, Option<String>> {
+fn read_hdr(
+    dev: &dyn Device,
+    off: u64,
+    secondary: bool,
+    opts: &Options,
+) -> Result<Hdr, Option<String>> {
     let end = off.checked_add(BIN_LEN).ok_or(None)?;
     if end > dev.len() {
         return Err(None);
     }
     let mut bin = vec![0u8; BIN_LEN as usize];
-    dev.read_at(off, &mut bin).map_err(|e| Some(e.to_string()))?;
+    dev.read_at(off, &mut bin)
+        .map_err(|e| Some(e.to_string()))?;
     let magic = if secondary { MAGIC_2 } else { MAGIC_1 };
     if &bin[..6] != magic {
         return Err(None);
@@ -99,7 +105,8 @@ fn read_hdr(dev: &dyn Device, off: u64, secondary: bool, opts: &Options) -> Resu
             )))
         }
     }
-    let json_len = usize::try_from(hdr_size - BIN_LEN).map_err(|_| Some("header size".to_string()))?;
+    let json_len =
+        usize::try_from(hdr_size - BIN_LEN).map_err(|_| Some("header size".to_string()))?;
     let mut area = vec![0u8; json_len];
     dev.read_at(off + BIN_LEN, &mut area)
         .map_err(|e| Some(e.to_string()))?;
@@ -169,10 +176,7 @@ pub(crate) fn parse(dev: &dyn Device, opts: &Options) -> Result<Volume, LuksErro
                 if &head[..6] == MAGIC_1 {
                     return Err(LuksError::Unsupported {
                         device,
-                        what: format!(
-                            "LUKS version {}",
-                            u16::from_be_bytes([head[6], head[7]])
-                        ),
+                        what: format!("LUKS version {}", u16::from_be_bytes([head[6], head[7]])),
                     });
                 }
             }
@@ -201,7 +205,11 @@ fn get<'a>(o: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Value
     o.get(key).ok_or_else(|| format!("{what} has no {key:?}"))
 }
 
-fn obj<'a>(o: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Map<String, Value>, String> {
+fn obj<'a>(
+    o: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> Result<&'a Map<String, Value>, String> {
     get(o, key, what)?
         .as_object()
         .ok_or_else(|| format!("{what}: {key:?} is not an object"))
@@ -255,7 +263,10 @@ fn id_list(o: &Map<String, Value>, key: &str, what: &str) -> Result<Vec<String>,
 fn object_id(k: &str, what: &str) -> Result<u32, String> {
     match k.parse::<u32>() {
         Ok(n) if n < OBJECTS_MAX && n.to_string() == k => Ok(n),
-        _ => Err(format!("{what} id {k:?} (ids are 0 to {})", OBJECTS_MAX - 1)),
+        _ => Err(format!(
+            "{what} id {k:?} (ids are 0 to {})",
+            OBJECTS_MAX - 1
+        )),
     }
 }
 
@@ -336,7 +347,9 @@ fn volume(dev: &dyn Device, hdr: Hdr, opts: &Options) -> Result<Volume, LuksErro
             )));
         }
     }
-    let cipher_text = string(seg, "encryption", &what).map_err(&corrupt)?.to_string();
+    let cipher_text = string(seg, "encryption", &what)
+        .map_err(&corrupt)?
+        .to_string();
     let mode = cipher::parse_joined(&cipher_text);
     let sector_size = int32(seg, "sector_size", &what).map_err(&corrupt)?;
     if !matches!(sector_size, 512 | 1024 | 2048 | 4096) {
@@ -351,7 +364,9 @@ fn volume(dev: &dyn Device, hdr: Hdr, opts: &Options) -> Result<Volume, LuksErro
     }
     let payload_offset = num_str(seg, "offset", &what).map_err(&corrupt)?;
     if payload_offset % 512 != 0 {
-        return Err(corrupt(format!("{what}: offset {payload_offset} is not sector-aligned")));
+        return Err(corrupt(format!(
+            "{what}: offset {payload_offset} is not sector-aligned"
+        )));
     }
     if payload_offset < 2 * hdr.hdr_size {
         return Err(unsupported(format!(
@@ -369,7 +384,9 @@ fn volume(dev: &dyn Device, hdr: Hdr, opts: &Options) -> Result<Volume, LuksErro
         _ => {
             let size = num_str(seg, "size", &what).map_err(&corrupt)?;
             if size % ss != 0 {
-                return Err(corrupt(format!("{what}: size {size} is not a multiple of the sector size")));
+                return Err(corrupt(format!(
+                    "{what}: size {size} is not a multiple of the sector size"
+                )));
             }
             match payload_offset.checked_add(size) {
                 Some(e) if e <= dev.len() => size,
@@ -426,8 +443,13 @@ fn volume(dev: &dyn Device, hdr: Hdr, opts: &Options) -> Result<Volume, LuksErro
     for (id, k, o) in ids {
         // An area inside the payload would be overwritten by payload writes.
         if let Ok(area) = obj(o, "area", "key slot") {
-            if let (Ok(off), Ok(size)) = (num_str(area, "offset", "area"), num_str(area, "size", "area")) {
-                if off.saturating_add(size) > payload_offset && off < payload_offset.saturating_add(payload_len) {
+            if let (Ok(off), Ok(size)) = (
+                num_str(area, "offset", "area"),
+                num_str(area, "size", "area"),
+            ) {
+                if off.saturating_add(size) > payload_offset
+                    && off < payload_offset.saturating_add(payload_len)
+                {
                     return Err(corrupt(format!(
                         "key slot {k}: area {off}..{} overlaps the payload at {payload_offset}",
                         off.saturating_add(size)
@@ -437,11 +459,7 @@ fn volume(dev: &dyn Device, hdr: Hdr, opts: &Options) -> Result<Volume, LuksErro
         }
         let kdf_text = kdf_text(o);
         let plan = slot_plan(dev, &hdr, k, o, digests, seg_id, payload_offset, opts);
-        slots.push(Slot {
-            id,
-            kdf_text,
-            plan,
-        });
+        slots.push(Slot { id, kdf_text, plan });
     }
 
     let key_len = slots
@@ -554,7 +572,9 @@ fn slot_plan(
     }
     let stripes = int(af, "stripes", &what).map_err(bad)?;
     if stripes != STRIPES {
-        return Err(bad(format!("{what}: {stripes} AF stripes (LUKS2 slots have {STRIPES})")));
+        return Err(bad(format!(
+            "{what}: {stripes} AF stripes (LUKS2 slots have {STRIPES})"
+        )));
     }
     let af_hash = Hash::parse(string(af, "hash", &what).map_err(bad)?).map_err(unsup)?;
 
@@ -662,7 +682,11 @@ fn slot_plan(
             .as_object()
             .ok_or_else(|| bad(format!("digest {dk} is not an object")))?;
         let dwhat = format!("digest {dk}");
-        if id_list(d, "keyslots", &dwhat).map_err(bad)?.iter().any(|s| s == k) {
+        if id_list(d, "keyslots", &dwhat)
+            .map_err(bad)?
+            .iter()
+            .any(|s| s == k)
+        {
             found = Some((dk, d, dwhat));
             break;
         }
@@ -670,7 +694,11 @@ fn slot_plan(
     let Some((dk, d, dwhat)) = found else {
         return Err(bad(format!("{what} is not assigned to any digest")));
     };
-    if !id_list(d, "segments", &dwhat).map_err(bad)?.iter().any(|s| s == seg_id) {
+    if !id_list(d, "segments", &dwhat)
+        .map_err(bad)?
+        .iter()
+        .any(|s| s == seg_id)
+    {
         return Err(unsup(format!(
             "{what} is unbound (digest {dk} is not the data segment's): its key is not the volume key"
         )));

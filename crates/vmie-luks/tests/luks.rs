@@ -5,13 +5,14 @@
 //! by Python's `cryptography` (tests/sectors.py), an ext4 made by
 //! `mkfs.ext4 -d` read through the payload, and a 4096-byte-sector payload
 //! written by `cryptsetup reencrypt --encrypt` itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vmie_disk::{Device, FileDevice, MemDevice};
+use vmie_disk::{Device, FileDevice};
 use vmie_guestfs::GuestFsExt;
 use vmie_luks::{inspect, open, Key, LuksError, Options};
 
@@ -34,7 +35,9 @@ fn cryptsetup() -> Command {
 
 /// Fixed test volume key (64 bytes).
 fn vk_bytes(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
+        .collect()
 }
 
 struct Vol {
@@ -88,7 +91,12 @@ fn dev(p: &Path) -> Arc<dyn Device> {
 /// `cryptsetup luksDump --dump-volume-key` with the passphrase.
 fn dumped_key(v: &Vol) -> Vec<u8> {
     let out = run(cryptsetup()
-        .args(["luksDump", "--dump-volume-key", "--batch-mode", "--key-file"])
+        .args([
+            "luksDump",
+            "--dump-volume-key",
+            "--batch-mode",
+            "--key-file",
+        ])
         .arg(&v.pass_file)
         .arg(&v.image));
     let mut hex = String::new();
@@ -153,7 +161,10 @@ fn python(args: &[&str], env_len: Option<u64>) {
 /// file to exactly the payload.
 fn encrypt_payload(v: &Vol, mode: &str, ss: u32, plain: &[u8]) -> u64 {
     let off = payload_offset(v);
-    let f = std::fs::OpenOptions::new().write(true).open(&v.image).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&v.image)
+        .unwrap();
     f.set_len(off + plain.len() as u64).unwrap();
     drop(f);
     let p = v.dir.join("plain.bin");
@@ -201,7 +212,12 @@ fn data_path(v: &Vol, mode: &str, ss: u32, version: u16) {
     assert_eq!(info.payload_offset, off);
     assert_eq!(info.sector_size, ss);
     let t = Instant::now();
-    let l = open(base.clone(), &Key::Passphrase(PASS.to_vec()), &Options::default()).unwrap();
+    let l = open(
+        base.clone(),
+        &Key::Passphrase(PASS.to_vec()),
+        &Options::default(),
+    )
+    .unwrap();
     let unlock = t.elapsed();
     assert_eq!(l.volume_key(), &v.vk[..]);
     assert_eq!(l.volume_key(), &dumped_key(v)[..]);
@@ -228,7 +244,10 @@ fn data_path(v: &Vol, mode: &str, ss: u32, version: u16) {
     // ext4 through the payload.
     let ldev: Arc<dyn Device> = Arc::new(l);
     let fs = vmie_ext4::Ext4Fs::open(ldev.clone(), "luks payload").unwrap();
-    assert_eq!(fs.read("/etc/hello.txt").unwrap(), b"hello from inside LUKS\n");
+    assert_eq!(
+        fs.read("/etc/hello.txt").unwrap(),
+        b"hello from inside LUKS\n"
+    );
     let big = fs.read("/big.bin").unwrap();
     assert_eq!(big.len(), 3_000_000);
     assert!(big.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
@@ -255,7 +274,9 @@ fn data_path(v: &Vol, mode: &str, ss: u32, version: u16) {
     let py = decrypt_payload(v, mode, ss, off, expect.len() as u64);
     assert!(py == expect, "Python's decryption of our writes differs");
     // Out of range is an error, not a panic.
-    assert!(ldev.read_at(expect.len() as u64 - 1, &mut [0u8; 2]).is_err());
+    assert!(ldev
+        .read_at(expect.len() as u64 - 1, &mut [0u8; 2])
+        .is_err());
     assert!(ldev.write_at(u64::MAX, &[0u8; 2]).is_err());
 }
 
@@ -275,7 +296,14 @@ fn luks1_xts_sha1_aes128() {
 fn luks1_cbc_essiv_sha512() {
     let v = format(
         &[
-            &["--type", "luks1", "--hash", "sha512", "--cipher", "aes-cbc-essiv:sha256"],
+            &[
+                "--type",
+                "luks1",
+                "--hash",
+                "sha512",
+                "--cipher",
+                "aes-cbc-essiv:sha256",
+            ],
             FAST,
         ]
         .concat(),
@@ -287,7 +315,10 @@ fn luks1_cbc_essiv_sha512() {
 #[test]
 fn luks2_pbkdf2_ext4_payload() {
     // cryptsetup 2.6 picks 4096-byte sectors for a file by itself.
-    let v = format(&[&["--type", "luks2", "--sector-size", "512"], FAST].concat(), 64);
+    let v = format(
+        &[&["--type", "luks2", "--sector-size", "512"], FAST].concat(),
+        64,
+    );
     data_path(&v, "xts", 512, 2);
 }
 
@@ -311,7 +342,11 @@ fn luks2_argon2id_4096_byte_sectors() {
         64,
     );
     let info = inspect(dev(&v.image).as_ref(), &Options::default()).unwrap();
-    assert!(info.slots[0].kdf.starts_with("argon2id"), "{:?}", info.slots);
+    assert!(
+        info.slots[0].kdf.starts_with("argon2id"),
+        "{:?}",
+        info.slots
+    );
     data_path(&v, "xts", 4096, 2);
 }
 
@@ -332,7 +367,12 @@ fn luks2_argon2i() {
         ],
         64,
     );
-    let l = open(dev(&v.image), &Key::Passphrase(PASS.to_vec()), &Options::default()).unwrap();
+    let l = open(
+        dev(&v.image),
+        &Key::Passphrase(PASS.to_vec()),
+        &Options::default(),
+    )
+    .unwrap();
     assert_eq!(l.volume_key(), &v.vk[..]);
 }
 
@@ -376,7 +416,10 @@ fn luks2_4096_payload_written_by_cryptsetup() {
     assert_eq!(l.info().sector_size, 4096);
     let mut got = vec![0u8; plain.len()];
     l.read_at(0, &mut got).unwrap();
-    assert!(got == plain, "cryptsetup's 4096-byte-sector payload reads back wrong");
+    assert!(
+        got == plain,
+        "cryptsetup's 4096-byte-sector payload reads back wrong"
+    );
 }
 
 /// Several slots: the passphrase only in slot 3, a key file in slot 5.
@@ -401,7 +444,12 @@ fn slots_case(ty: &str) {
     let ids: Vec<u32> = info.slots.iter().map(|s| s.id).collect();
     assert_eq!(ids, vec![1, 3, 5]);
     let o = Options::default();
-    let l = open(base.clone(), &Key::Passphrase(b"another passphrase".to_vec()), &o).unwrap();
+    let l = open(
+        base.clone(),
+        &Key::Passphrase(b"another passphrase".to_vec()),
+        &o,
+    )
+    .unwrap();
     assert_eq!(l.slot(), 3);
     assert_eq!(l.volume_key(), &v.vk[..]);
     let l = open(base.clone(), &Key::File(kf.clone()), &o).unwrap();
