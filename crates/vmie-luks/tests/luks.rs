@@ -149,7 +149,8 @@ fn ext4_plain(dir: &Path) -> Vec<u8> {
 
 fn python(args: &[&str], env_len: Option<u64>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sectors.py");
-    let mut c = Command::new("python3");
+    // Debian's interpreter, where python3-cryptography installs.
+    let mut c = Command::new("/usr/bin/python3");
     c.arg(script).args(args).stdin(Stdio::null());
     if let Some(n) = env_len {
         c.env("LEN", n.to_string());
@@ -475,4 +476,48 @@ fn luks1_several_slots() {
 #[test]
 fn luks2_several_slots() {
     slots_case("luks2");
+}
+
+/// Over the copy-on-write overlay, as vmie-fixup stacks it: writes through
+/// the payload land in the overlay only (whole sectors of ciphertext), the
+/// image file is untouched, and discarding the overlay undoes them.
+#[test]
+fn writes_stay_in_the_overlay() {
+    let v = format(
+        &[&["--type", "luks2", "--sector-size", "512"], FAST].concat(),
+        64,
+    );
+    let before = std::fs::read(&v.image).unwrap();
+    let base: Arc<dyn Device> = Arc::new(FileDevice::open(&v.image).unwrap());
+    let overlay = Arc::new(vmie_disk::Overlay::new(base));
+    let l = open(
+        overlay.clone(),
+        &Key::Passphrase(PASS.to_vec()),
+        &Options::default(),
+    )
+    .unwrap();
+    let off = l.info().payload_offset;
+    let mut orig = vec![0u8; 2048];
+    l.read_at(1000, &mut orig).unwrap();
+    l.write_at(1000, b"written through LUKS").unwrap();
+    let mut back = [0u8; 20];
+    l.read_at(1000, &mut back).unwrap();
+    assert_eq!(&back, b"written through LUKS");
+    // Unchanged bytes of the touched sectors read back as before.
+    let mut after = vec![0u8; 2048];
+    l.read_at(1000, &mut after).unwrap();
+    assert_eq!(&after[20..], &orig[20..]);
+    assert_eq!(std::fs::read(&v.image).unwrap(), before);
+    let changes = overlay.changes().unwrap();
+    assert!(!changes.is_empty());
+    for (o, b) in &changes {
+        assert!(
+            *o >= off + 512 && o + b.len() as u64 <= off + 1536,
+            "{o} +{}",
+            b.len()
+        );
+    }
+    overlay.discard().unwrap();
+    l.read_at(1000, &mut after).unwrap();
+    assert_eq!(after, orig);
 }
