@@ -57,6 +57,12 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("genisoimage", &["/usr/bin/genisoimage"]),
     ("lvm2", &["/usr/sbin/lvcreate"]),
     ("cryptsetup-bin", &["/usr/sbin/cryptsetup"]),
+    // An independent AES-XTS/CBC-ESSIV (OpenSSL's) encrypts and decrypts
+    // LUKS payloads in crates/vmie-luks/tests (cryptsetup cannot open here).
+    (
+        "python3-cryptography",
+        &["/usr/lib/python3/dist-packages/cryptography/__init__.py"],
+    ),
     ("gzip", &["/usr/bin/gzip"]),
     ("xz-utils", &["/usr/bin/xz"]),
     ("zstd", &["/usr/bin/zstd"]),
