@@ -60,8 +60,14 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
     }
     let mut out = Vec::new();
     for vol in vm.volumes() {
-        // A PV's bytes are checked through its logical volumes.
-        if vol.is_extended() || vol.probe.as_ref().is_some_and(|p| p.kind == FsKind::Lvm2) {
+        // A PV's bytes are checked through its logical volumes, a LUKS
+        // volume's through its payload.
+        if vol.is_extended()
+            || vol
+                .probe
+                .as_ref()
+                .is_some_and(|p| matches!(p.kind, FsKind::Lvm2 | FsKind::Luks))
+        {
             continue;
         }
         // (disk, start, length) of the volume's bytes on the disks.
@@ -85,6 +91,19 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
                 vol.name
             ));
         };
+        // The checkers read the image's bytes, which are ciphertext here.
+        let encrypted = vol.stack.is_some()
+            || vol.lv.as_ref().is_some_and(|l| {
+                l.pvs
+                    .iter()
+                    .any(|pv| vm.volumes().any(|x| &x.name == pv && x.stack.is_some()))
+            });
+        if encrypted {
+            return Err(format!(
+                "--check-fs: {} is inside a LUKS volume, and the filesystem checkers read the image's (encrypted) bytes; run without --check-fs, or check it from a host where cryptsetup can open it",
+                vol.name
+            ));
+        }
         let in_place = vol.lv.as_ref().is_none_or(|lv| lv.contiguous);
         let (Some(&(d, offset, _)), true) = (ranges.first(), in_place) else {
             return Err(format!(

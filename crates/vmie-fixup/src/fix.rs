@@ -67,6 +67,7 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
         rules,
         dry_run: args.dry_run,
         check_fs: args.check_fs,
+        keys: crate::guesttree::keys(),
     };
     crate::human::vlog!("loaded {} rules", opts.rules.len());
     let plan = vmie_fixup::plan(&args.images, &opts).map_err(failure)?;

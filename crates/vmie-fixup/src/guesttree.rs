@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use vmie_guestfs::{resolve, FileType, FsError, GuestFs, GuestPath, NewAttrs};
+use vmie_inspect::stack::KeySpec;
 use vmie_inspect::{OpenOptions, Vm, VolumeSelector};
 
 use crate::human::{file_type_word, vlog};
@@ -69,10 +70,24 @@ pub(crate) fn parse_target(t: &str, disks: &[PathBuf]) -> Result<Target, Failure
 }
 
 /// Open a VM's images, refusing a boot disk that is not a disk image.
+/// The `--key` options of this run (set once by `main`).
+static KEYS: std::sync::OnceLock<Vec<KeySpec>> = std::sync::OnceLock::new();
+
+/// Record the run's `--key` options.
+pub(crate) fn set_keys(keys: Vec<KeySpec>) {
+    let _ = KEYS.set(keys);
+}
+
+/// The run's `--key` options.
+pub(crate) fn keys() -> Vec<KeySpec> {
+    KEYS.get().cloned().unwrap_or_default()
+}
+
 pub(crate) fn open_vm(images: &[PathBuf], writable: bool) -> Result<Vm, Failure> {
     ensure_images_exist(images)?;
     let opts = OpenOptions {
         writable,
+        keys: keys(),
         ..OpenOptions::default()
     };
     let vm = Vm::open(images, &opts).map_err(|e| classify(e.into()))?;

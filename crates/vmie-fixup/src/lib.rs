@@ -139,6 +139,8 @@ pub struct FixOptions {
     /// plan writes, before the commit (a finding refuses) and after it (a
     /// finding rolls the commit back).
     pub check_fs: bool,
+    /// Keys for LUKS volumes (`--key`).
+    pub keys: Vec<vmie_inspect::stack::KeySpec>,
 }
 
 impl FixOptions {
@@ -148,6 +150,7 @@ impl FixOptions {
             rules,
             dry_run: false,
             check_fs: false,
+            keys: Vec::new(),
         }
     }
 }
@@ -234,6 +237,7 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
     }
     let open = OpenOptions {
         writable: !opts.dry_run,
+        keys: opts.keys.clone(),
         ..OpenOptions::default()
     };
     let vm = Vm::open(images, &open)?;

@@ -96,6 +96,14 @@ struct Cli {
     /// Print only errors (and the data a command was asked for).
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Open LUKS-encrypted volumes with this key (repeat for several), as
+    /// virt-inspector and virt-v2v take it: SELECTOR:key:PASSPHRASE or
+    /// SELECTOR:file:KEYFILE, where SELECTOR is `all`, the LUKS UUID, or the
+    /// volume's device name as libguestfs names it (/dev/sda2: disk a,
+    /// partition 2). Without a key an encrypted volume is reported, never
+    /// guessed; writes inside it are encrypted back in place.
+    #[arg(long = "key", global = true, value_name = "SELECTOR:key:KEY")]
+    keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -332,10 +340,26 @@ fn main() -> ExitCode {
     // -v/-q anywhere before `--`: clap would not take them before a
     // subcommand (the fixup run's own arguments conflict with subcommands).
     let mut args: Vec<std::ffi::OsString> = Vec::new();
+    // --key likewise, anywhere before `--`.
     let (mut quiet, mut verbose, mut rest) = (false, false, false);
+    let mut key_args: Vec<String> = Vec::new();
+    let mut key_next = false;
     for a in std::env::args_os() {
+        if key_next {
+            key_next = false;
+            key_args.push(a.to_string_lossy().into_owned());
+            continue;
+        }
         if !rest {
             match a.to_str() {
+                Some("--key") => {
+                    key_next = true;
+                    continue;
+                }
+                Some(k) if k.starts_with("--key=") => {
+                    key_args.push(k["--key=".len()..].to_string());
+                    continue;
+                }
                 Some("--") => rest = true,
                 Some("-v" | "--verbose") => {
                     verbose = true;
@@ -362,6 +386,21 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     human::set_level(quiet || cli.quiet, verbose || cli.verbose);
+    if key_next {
+        eprintln!("vmie-fixup: error: --key needs a value: SELECTOR:key:KEY or SELECTOR:file:FILE");
+        return ExitCode::from(2);
+    }
+    let mut keys = Vec::with_capacity(key_args.len() + cli.keys.len());
+    for k in key_args.iter().chain(&cli.keys) {
+        match vmie_inspect::stack::KeySpec::parse(k) {
+            Ok(k) => keys.push(k),
+            Err(e) => {
+                eprintln!("vmie-fixup: error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    guesttree::set_keys(keys);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -536,10 +575,73 @@ struct InspectJson {
     disks: Vec<DiskJson>,
     /// LVM volume groups found on the disks.
     volume_groups: Vec<VgJson>,
+    /// LUKS volumes: opened with a `--key` (their payload's filesystem), or
+    /// left closed (and why).
+    encrypted_volumes: Vec<EncryptedJson>,
     /// Guests found (virt-inspector field names where it has them).
     operating_systems: Vec<serde_json::Value>,
     /// The import service's requirements, checked.
     preflight: Vec<vmie_inspect::preflight::Check>,
+}
+
+#[derive(Serialize)]
+struct EncryptedJson {
+    /// The volume holding the LUKS header (`image partition N`).
+    volume: String,
+    /// Whether a key opened it.
+    opened: bool,
+    /// LUKS version, UUID and the decrypted device's name as libguestfs
+    /// would give it (`/dev/mapper/cryptsda2`); when opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapper: Option<String>,
+    /// The payload's volume name, as other fields name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    /// What the payload holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystem: Option<FilesystemJson>,
+    /// Why it is not opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
+}
+
+fn encrypted_json(vm: &Vm) -> Vec<EncryptedJson> {
+    let st = vm.stacked();
+    let opened = st.volumes.iter().filter_map(|v| {
+        v.stack.as_ref().map(|stack| {
+            let vmie_inspect::stack::StackId::Luks {
+                uuid,
+                version,
+                of,
+                mapper,
+            } = stack;
+            EncryptedJson {
+                volume: of.clone(),
+                opened: true,
+                version: Some(*version),
+                uuid: Some(uuid.clone()),
+                mapper: Some(mapper.clone()),
+                payload: Some(v.name.clone()),
+                filesystem: fs_json(v),
+                why: None,
+            }
+        })
+    });
+    let locked = st.locked.iter().map(|(name, why)| EncryptedJson {
+        volume: name.clone(),
+        opened: false,
+        version: None,
+        uuid: None,
+        mapper: None,
+        payload: None,
+        filesystem: None,
+        why: Some(why.clone()),
+    });
+    opened.chain(locked).collect()
 }
 
 #[derive(Serialize)]
@@ -741,6 +843,7 @@ fn inspect(images: &[PathBuf], format: InspectFormat) -> Result<(), Failure> {
             .collect(),
         preflight: vmie_inspect::preflight::preflight(&vm, &guests, &windows),
         volume_groups: vg_json(&vm),
+        encrypted_volumes: encrypted_json(&vm),
         disks: vm
             .layouts()
             .iter()
@@ -919,6 +1022,30 @@ fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
     }
     for p in &lvm.scan.problems {
         writeln!(out, "LVM: {p}")?;
+    }
+    for e in encrypted_json(vm) {
+        match (&e.payload, &e.why) {
+            (Some(p), _) => {
+                write!(
+                    out,
+                    "LUKS{} {} on {}: opened as {p} ({})",
+                    e.version.unwrap_or_default(),
+                    e.uuid.as_deref().unwrap_or("?"),
+                    e.volume,
+                    e.mapper.as_deref().unwrap_or("?")
+                )?;
+                if let Some(v) = vm.volumes().find(|v| &v.name == p) {
+                    write_fs(out, v)?;
+                }
+                writeln!(out)?;
+            }
+            (None, why) => writeln!(
+                out,
+                "encrypted {}: not opened: {}",
+                e.volume,
+                why.as_deref().unwrap_or("no key")
+            )?,
+        }
     }
     Ok(())
 }

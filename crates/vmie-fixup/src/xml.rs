@@ -153,6 +153,9 @@ pub(crate) fn dev_name(v: &Volume) -> String {
     if let Some(lv) = &v.lv {
         return format!("/dev/{}/{}", lv.vg, lv.lv);
     }
+    if let Some(vmie_inspect::stack::StackId::Luks { mapper, .. }) = &v.stack {
+        return mapper.clone();
+    }
     match v.number {
         Some(n) => format!("/dev/{}{n}", disk_name(v.disk)),
         None => format!("/dev/{}", disk_name(v.disk)),

@@ -9,6 +9,7 @@
 
 mod guest;
 pub mod preflight;
+pub mod stack;
 mod windows;
 
 pub use guest::{LinuxGuest, MountedTree};
@@ -62,6 +63,8 @@ pub struct OpenOptions {
     pub probe: ProbeOptions,
     /// LVM metadata limits.
     pub lvm: vmie_lvm::LvmOptions,
+    /// Keys for LUKS volumes (`--key`); a volume no key is for stays closed.
+    pub keys: Vec<stack::KeySpec>,
 }
 
 /// One volume: a partition, or a whole disk without a partition table.
@@ -98,6 +101,10 @@ pub struct Volume {
     /// The logical volume this is, when it is one (`number` is `None`,
     /// `disk` is the disk of its first extent).
     pub lv: Option<LvId>,
+    /// What this volume is stacked on, when it is a container's payload
+    /// (a LUKS volume opened with a key; `number` is `None`, `start` is
+    /// where its bytes begin on `disk`).
+    pub stack: Option<stack::StackId>,
 }
 
 /// Which logical volume a [`Volume`] is.
@@ -160,6 +167,7 @@ pub struct DiskLayout {
 pub struct Vm {
     disks: DiskSet,
     layouts: Vec<DiskLayout>,
+    stack: stack::StackView,
     lvm: LvmView,
 }
 
@@ -308,6 +316,7 @@ impl Vm {
                     device: dev.clone(),
                     extended: false,
                     lv: None,
+                    stack: None,
                 });
             }
             for part in table.partitions {
@@ -327,6 +336,7 @@ impl Vm {
                     extended: part.is_extended(),
                     device: Arc::new(part.device),
                     lv: None,
+                    stack: None,
                 };
                 if !v.is_extended() {
                     let (p, err) = probe(v.device.as_ref());
@@ -349,10 +359,24 @@ impl Vm {
                 volumes,
             });
         }
-        let lvm = open_lvm(&layouts, opts);
+        let parts: Vec<&Volume> = layouts
+            .iter()
+            .flat_map(|l| l.volumes.iter())
+            .filter(|v| !v.is_extended())
+            .collect();
+        let stack = stack::open_stacked(&parts, opts);
+        let lvm = open_lvm(
+            &parts
+                .iter()
+                .copied()
+                .chain(stack.volumes.iter())
+                .collect::<Vec<_>>(),
+            opts,
+        );
         Ok(Self {
             disks,
             layouts,
+            stack,
             lvm,
         })
     }
@@ -372,12 +396,19 @@ impl Vm {
         &self.layouts
     }
 
-    /// Every volume of every disk, then every logical volume.
+    /// Every volume of every disk, then every opened container payload,
+    /// then every logical volume.
     pub fn volumes(&self) -> impl Iterator<Item = &Volume> {
         self.layouts
             .iter()
             .flat_map(|l| l.volumes.iter())
+            .chain(self.stack.volumes.iter())
             .chain(self.lvm.volumes.iter())
+    }
+
+    /// Opened LUKS payloads, and the LUKS volumes left closed (with why).
+    pub fn stacked(&self) -> &stack::StackView {
+        &self.stack
     }
 
     /// Find a volume on disk `disk` by selector.
@@ -387,10 +418,12 @@ impl Vm {
             .get(disk)
             .ok_or_else(|| InspectError::Select(format!("no disk number {disk}")))?;
         let path = layout.path.display();
-        // A disk's own volumes, and the LVs with an extent on it.
+        // A disk's own volumes, its opened payloads, and the LVs with an
+        // extent on it.
         let readable_vols: Vec<&Volume> = layout
             .volumes
             .iter()
+            .chain(self.stack.volumes.iter().filter(|v| v.disk == disk))
             .chain(self.lvm.volumes.iter().filter(|v| v.disk == disk))
             .filter(|v| v.probe.as_ref().is_some_and(|p| readable(p.kind)))
             .collect();
@@ -409,6 +442,8 @@ impl Vm {
             VolumeSelector::Uuid(u) => layout
                 .volumes
                 .iter()
+                .chain(self.stack.volumes.iter().filter(|v| v.disk == disk))
+                .chain(self.lvm.volumes.iter().filter(|v| v.disk == disk))
                 .find(|v| v.probe.as_ref().and_then(|p| p.uuid.as_deref()).is_some_and(|x| x.eq_ignore_ascii_case(u)))
                 .ok_or_else(|| InspectError::Select(format!("{path}: no volume with filesystem UUID {u}; its volumes: {}", describe_choices(layout)))),
             VolumeSelector::Auto => match readable_vols.as_slice() {
@@ -578,12 +613,7 @@ fn other_name(kind: FsKind) -> &'static str {
 /// Scan every volume for LVM physical volumes, assemble the volume groups,
 /// and open each visible logical volume that can be mapped, probing it
 /// like a partition.
-fn open_lvm(layouts: &[DiskLayout], opts: &OpenOptions) -> LvmView {
-    let vols: Vec<&Volume> = layouts
-        .iter()
-        .flat_map(|l| l.volumes.iter())
-        .filter(|v| !v.is_extended())
-        .collect();
+fn open_lvm(vols: &[&Volume], opts: &OpenOptions) -> LvmView {
     let devs: Vec<Arc<dyn Device>> = vols.iter().map(|v| v.device.clone()).collect();
     let scan = vmie_lvm::scan(&devs, &opts.lvm);
     let mut view = LvmView {
@@ -693,6 +723,7 @@ fn open_lvm(layouts: &[DiskLayout], opts: &OpenOptions) -> LvmView {
                     disk_ranges,
                     contiguous,
                 }),
+                stack: None,
             });
         }
     }

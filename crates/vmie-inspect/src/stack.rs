@@ -1,0 +1,212 @@
+//! Volumes stacked on other volumes: LUKS payloads opened with the user's
+//! keys. Each becomes a [`Volume`] of its own (probed like a partition,
+//! scanned for LVM PVs), whose reads decrypt and whose writes encrypt back
+//! through the disk's overlay, so dry runs, the undo journal and the commit
+//! work on it unchanged.
+
+use std::sync::Arc;
+
+use vmie_disk::Device;
+use vmie_probe::FsKind;
+
+use crate::{OpenOptions, Volume};
+
+/// A key for LUKS volumes, as virt-inspector and virt-v2v take it
+/// (`--key SELECTOR:key:STRING`, `--key SELECTOR:file:FILE`).
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    /// Which volumes it is for: `all`, a LUKS UUID, or the device name the
+    /// guest's first boot in libguestfs would give it (`/dev/sda2`).
+    pub selector: String,
+    /// The key.
+    pub key: vmie_luks::Key,
+}
+
+impl KeySpec {
+    /// Parse `SELECTOR:key:STRING` or `SELECTOR:file:FILENAME` (the file is
+    /// read here, whole, as `cryptsetup --key-file` reads it). The selector
+    /// may itself hold no colon; the key string may.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (selector, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("--key {s}: expected SELECTOR:key:KEY or SELECTOR:file:FILE"))?;
+        if selector.is_empty() {
+            return Err(format!(
+                "--key {s}: the selector (a device, a LUKS UUID or `all`) is empty"
+            ));
+        }
+        let key = match rest.split_once(':') {
+            Some(("key", k)) => vmie_luks::Key::Passphrase(k.as_bytes().to_vec()),
+            Some(("file", f)) => {
+                let meta = std::fs::metadata(f).map_err(|e| format!("--key {selector}:file:{f}: {e}"))?;
+                // cryptsetup's default limit on key files.
+                if meta.len() > 8 << 20 {
+                    return Err(format!(
+                        "--key {selector}:file:{f}: {} bytes, over the 8 MiB a LUKS key file may hold",
+                        meta.len()
+                    ));
+                }
+                vmie_luks::Key::File(std::fs::read(f).map_err(|e| format!("--key {selector}:file:{f}: {e}"))?)
+            }
+            _ if rest == "clevis" => {
+                return Err(format!(
+                    "--key {selector}:clevis: Clevis keys need the network-bound (Tang) or TPM2 server the guest was bound to; vmie-fixup opens LUKS offline only with a passphrase or key file"
+                ))
+            }
+            _ => return Err(format!("--key {s}: expected SELECTOR:key:KEY or SELECTOR:file:FILE")),
+        };
+        Ok(Self {
+            selector: selector.to_string(),
+            key,
+        })
+    }
+
+    /// Whether this key is for the LUKS volume `v` with UUID `uuid`.
+    fn applies(&self, v: &Volume, uuid: Option<&str>) -> bool {
+        self.selector == "all"
+            || uuid.is_some_and(|u| u.eq_ignore_ascii_case(&self.selector))
+            || guest_device(v).is_some_and(|d| d == self.selector)
+    }
+}
+
+/// `/dev/sdXN` for partition N of disk X (libguestfs's names); `/dev/sdX`
+/// for a whole disk; `None` for other volumes.
+pub fn guest_device(v: &Volume) -> Option<String> {
+    if v.lv.is_some() || v.stack.is_some() {
+        return None;
+    }
+    let mut n = v.disk;
+    let mut letters = Vec::new();
+    loop {
+        letters.push(b'a' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    letters.reverse();
+    let disk = String::from_utf8_lossy(&letters).into_owned();
+    Some(match v.number {
+        Some(p) => format!("/dev/sd{disk}{p}"),
+        None => format!("/dev/sd{disk}"),
+    })
+}
+
+/// What a stacked volume is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackId {
+    /// The decrypted payload of a LUKS volume.
+    Luks {
+        /// The LUKS volume's UUID.
+        uuid: String,
+        /// LUKS version (1 or 2).
+        version: u16,
+        /// The name of the volume holding the LUKS header.
+        of: String,
+        /// The name libguestfs gives the opened device (`/dev/mapper/cryptsda2`).
+        mapper: String,
+    },
+}
+
+/// The stacked volumes of a VM, and the containers left closed.
+#[derive(Debug, Default)]
+pub struct StackView {
+    /// Opened payloads, probed like partitions.
+    pub volumes: Vec<Volume>,
+    /// (volume name, why) for every LUKS volume not opened: no key given,
+    /// no key fits, or a refusal of its header.
+    pub locked: Vec<(String, String)>,
+}
+
+/// Open every LUKS volume among `vols` that a key in `opts` is for.
+pub(crate) fn open_stacked(vols: &[&Volume], opts: &OpenOptions) -> StackView {
+    let mut view = StackView::default();
+    let luks_opts = vmie_luks::Options::default();
+    for v in vols {
+        if v.probe.as_ref().map(|p| p.kind) != Some(FsKind::Luks) {
+            continue;
+        }
+        let info = match vmie_luks::inspect(v.device.as_ref(), &luks_opts) {
+            Ok(i) => i,
+            Err(e) => {
+                view.locked.push((v.name.clone(), e.to_string()));
+                continue;
+            }
+        };
+        let keys: Vec<&KeySpec> = opts
+            .keys
+            .iter()
+            .filter(|k| k.applies(v, Some(&info.uuid)))
+            .collect();
+        if keys.is_empty() {
+            view.locked.push((
+                v.name.clone(),
+                format!(
+                    "LUKS{} encrypted (UUID {}); give its key with --key {}:key:PASSPHRASE or --key {}:file:FILE",
+                    info.version,
+                    info.uuid,
+                    guest_device(v).unwrap_or_else(|| info.uuid.clone()),
+                    guest_device(v).unwrap_or_else(|| info.uuid.clone()),
+                ),
+            ));
+            continue;
+        }
+        let mut errors = Vec::new();
+        let mut opened = None;
+        for k in keys {
+            match vmie_luks::open(v.device.clone(), &k.key, &luks_opts) {
+                Ok(d) => {
+                    opened = Some(d);
+                    break;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let Some(dev) = opened else {
+            errors.dedup();
+            view.locked.push((v.name.clone(), errors.join("; ")));
+            continue;
+        };
+        let dev: Arc<dyn Device> = Arc::new(dev);
+        let (probe, probe_error) = match vmie_probe::probe(dev.as_ref(), &opts.probe) {
+            Ok(p) => (p, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mapper = match guest_device(v) {
+            Some(d) => format!(
+                "/dev/mapper/crypt{}",
+                d.trim_start_matches("/dev/")
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+            ),
+            None => format!("/dev/mapper/luks-{}", info.uuid),
+        };
+        view.volumes.push(Volume {
+            disk: v.disk,
+            number: None,
+            // XTS and CBC keep every byte in place: payload byte i is
+            // ciphertext byte `payload_offset + i` of the container.
+            start: v.start.saturating_add(info.payload_offset),
+            size: dev.len(),
+            type_id: None,
+            type_name: Some("LUKS payload"),
+            bootable: false,
+            part_label: None,
+            part_uuid: None,
+            probe,
+            probe_error,
+            name: format!("{} (LUKS{} payload)", v.name, info.version),
+            device: dev,
+            extended: false,
+            lv: None,
+            stack: Some(StackId::Luks {
+                uuid: info.uuid.clone(),
+                version: info.version,
+                of: v.name.clone(),
+                mapper,
+            }),
+        });
+    }
+    view
+}
