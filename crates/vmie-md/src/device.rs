@@ -209,9 +209,9 @@ impl Device for MdDevice {
                 }
                 Ok(())
             }
-            Layout::Concat(segs) => {
-                self.pieces(segs, offset, buf.len(), |l, at, r| l.dev.write_at(at, &buf[r]))
-            }
+            Layout::Concat(segs) => self.pieces(segs, offset, buf.len(), |l, at, r| {
+                l.dev.write_at(at, &buf[r])
+            }),
         }
     }
 

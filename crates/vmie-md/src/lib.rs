@@ -236,8 +236,8 @@ pub fn assemble(
         });
     }
     let mut out = Assembly::default();
-    // (uuid, format) -> members with their devices, in the order given.
-    let mut groups: Vec<([u8; 16], Vec<(Arc<dyn Device>, ArrayMember)>)> = Vec::new();
+    // Members with their devices by array UUID, in the order given.
+    let mut groups: Vec<([u8; 16], Group)> = Vec::new();
     for (dev, name) in members {
         match read_superblock(dev.as_ref(), &name, opts) {
             Ok((sb, w)) => {
@@ -261,8 +261,11 @@ pub fn assemble(
     Ok(out)
 }
 
+/// The members of one array UUID with their devices.
+type Group = Vec<(Arc<dyn Device>, ArrayMember)>;
+
 /// Build one array from the members sharing `uuid`.
-fn build(uuid: [u8; 16], g: Vec<(Arc<dyn Device>, ArrayMember)>, opts: &MdOptions) -> Array {
+fn build(uuid: [u8; 16], g: Group, opts: &MdOptions) -> Array {
     // The reference is the newest superblock (highest events; the first
     // given on a tie), as the kernel's refdev.
     let newest = g
@@ -283,10 +286,7 @@ fn build(uuid: [u8; 16], g: Vec<(Arc<dyn Device>, ArrayMember)>, opts: &MdOption
         not_opened: None,
         warnings: Vec::new(),
     };
-    let array_name = r
-        .name
-        .clone()
-        .unwrap_or_else(|| a.uuid_mdadm());
+    let array_name = r.name.clone().unwrap_or_else(|| a.uuid_mdadm());
     let mut devs = Vec::new();
     for (d, m) in g {
         devs.push(d);
@@ -313,10 +313,29 @@ fn open(
     array_name: &str,
     opts: &MdOptions,
 ) -> Result<MdDevice, String> {
-    // Members must describe the same array. md.c refuses a member whose
-    // level, layout or chunk differ (super_1_load) or whose constant words
-    // differ (0.90 md_sb_equal).
-    for m in &a.members {
+    // Fresh members: events at most one behind the newest, as md.c's
+    // validate_super (`++ev1; if (ev1 < mddev->events) reject`) and
+    // mdadm's assemble (event_margin 1) accept; older ones are stale and
+    // left out, as both do, before anything else is compared (a stale
+    // member may predate a grow or a feature change).
+    let max_events = r.events;
+    let fresh: Vec<bool> = a
+        .members
+        .iter()
+        .map(|m| m.superblock.events.saturating_add(1) >= max_events)
+        .collect();
+    for (m, _) in a.members.iter().zip(&fresh).filter(|(_, f)| !**f) {
+        a.warnings.push(format!(
+            "{}: stale member (events {} < {max_events}), left out",
+            m.name, m.superblock.events
+        ));
+    }
+    // Fresh members must describe the same array. md.c refuses a member
+    // whose level, layout or chunk differ (super_1_load) or whose constant
+    // words differ (0.90 md_sb_equal).
+    let usable =
+        sb::feature::BITMAP_OFFSET | sb::feature::RECOVERY_OFFSET | sb::feature::RECOVERY_BITMAP;
+    for (m, _) in a.members.iter().zip(&fresh).filter(|(_, f)| **f) {
         let s = &m.superblock;
         let differs = [
             (!s.metadata.same_format(&r.metadata), "metadata format"),
@@ -324,6 +343,7 @@ fn open(
             (s.layout != r.layout, "layout"),
             (s.chunk != r.chunk, "chunk size"),
             (s.raid_disks != r.raid_disks, "raid_disks"),
+            (s.dev_size != r.dev_size, "size"),
         ];
         if let Some((_, what)) = differs.iter().find(|(d, _)| *d) {
             return Err(format!(
@@ -350,17 +370,9 @@ fn open(
             r.raid_disks, opts.max_raid_disks
         ));
     }
-    let refused = r.feature_map
-        & !(sb::feature::BITMAP_OFFSET
-            | sb::feature::RECOVERY_OFFSET
-            | sb::feature::RECOVERY_BITMAP);
-    for m in &a.members {
-        let f = m.superblock.feature_map
-            & !(sb::feature::BITMAP_OFFSET
-                | sb::feature::RECOVERY_OFFSET
-                | sb::feature::RECOVERY_BITMAP);
-        if f != 0 || refused != 0 {
-            let f = if f != 0 { f } else { refused };
+    for (m, _) in a.members.iter().zip(&fresh).filter(|(_, f)| **f) {
+        let f = m.superblock.feature_map & !usable;
+        if f != 0 {
             return Err(format!(
                 "{}: feature {} is not supported",
                 m.name,
@@ -371,20 +383,11 @@ fn open(
     if r.level == -1 && r.has_bitmap() {
         return Err("a linear array with a bitmap is not a layout md makes".into());
     }
-    // Fresh members: events at most one behind the newest, as md.c's
-    // validate_super (`++ev1; if (ev1 < mddev->events) reject`) and
-    // mdadm's assemble (event_margin 1) accept; older ones are stale and
-    // left out, as both do.
-    let max_events = r.events;
     // slot -> member index
     let mut slots: BTreeMap<u32, usize> = BTreeMap::new();
     for (i, m) in a.members.iter().enumerate() {
         let s = &m.superblock;
-        if s.events.saturating_add(1) < max_events {
-            a.warnings.push(format!(
-                "{}: stale member (events {} < {max_events}), left out",
-                m.name, s.events
-            ));
+        if !fresh[i] {
             continue;
         }
         match s.role {

@@ -518,7 +518,11 @@ fn parse_1(
         0xfffe => Role::Faulty,
         0xfffd => Role::Journal,
         r if r < 0xff00 => Role::Active(u32::from(r)),
-        r => return Err(bad(format!("role {r:#06x} of dev_number {dev_number} is unknown"))),
+        r => {
+            return Err(bad(format!(
+                "role {r:#06x} of dev_number {dev_number} is unknown"
+            )))
+        }
     };
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&head[16..32]);

@@ -15,7 +15,6 @@ use vmie_ext4::Ext4Fs;
 use vmie_guestfs::{GuestFs, GuestPath};
 use vmie_md::{assemble, Array, MdOptions, Metadata, Role};
 
-
 fn gp(s: &str) -> GuestPath {
     GuestPath::lexical(s.as_bytes())
 }
@@ -41,7 +40,10 @@ fn check_examine(a: &Array, disks: &[PathBuf]) {
         let sb = &a.members[i].superblock;
         let v1 = !matches!(sb.metadata, Metadata::V090 { .. });
         // 0.90 prints "0.90.00".
-        assert!(get(&kv, "Version").starts_with(sb.metadata.as_str()), "{kv:?}");
+        assert!(
+            get(&kv, "Version").starts_with(sb.metadata.as_str()),
+            "{kv:?}"
+        );
         let uuid = get(&kv, if v1 { "Array UUID" } else { "UUID" });
         assert_eq!(uuid, a.uuid_mdadm(), "{kv:?}");
         assert_eq!(get(&kv, "Raid Level"), a.level_name());
@@ -101,13 +103,21 @@ fn check_raid1(meta: &str, expect: Metadata) {
     assert_eq!(dev.len().to_string(), f.fact("SIZE"));
     assert!(a.writable());
     check_examine(&a, &f.disks);
-    if meta == "1.2" {
-        assert_eq!(a.dev_path().as_deref(), Some("/dev/md/md0"), "{:?}", a.name);
-    }
+    // md-create names the array md0; mdadm --create /dev/md0 names a v1
+    // array "HOST:0" and a 0.90 array by its minor.
+    let path = match meta {
+        "1.2" => "/dev/md/md0",
+        "0.90" => "/dev/md0",
+        _ => "/dev/md/0",
+    };
+    assert_eq!(a.dev_path().as_deref(), Some(path), "{:?}", a.name);
     let fs = read_fs(dev);
     let hello = fs.read_file(&gp("/hello"), 1 << 20).unwrap();
     assert_eq!(String::from_utf8(hello).unwrap(), f.fact("HELLO"));
-    assert_eq!(fs.read_file(&gp("/dir/blob"), 1 << 30).unwrap(), blob(BLOB, 7));
+    assert_eq!(
+        fs.read_file(&gp("/dir/blob"), 1 << 30).unwrap(),
+        blob(BLOB, 7)
+    );
     // A raw write through the array lands on both members at their data
     // offsets, and mdadm still accepts both superblocks.
     let (_t, copies) = f.copy();
@@ -115,7 +125,22 @@ fn check_raid1(meta: &str, expect: Metadata) {
     let dev = a.device().unwrap();
     let off = dev.len() - 8192 - 777;
     let data = blob(8192, 3);
+    let outside = |i: usize| {
+        // Everything of the member outside its data area: superblock,
+        // bitmap, bad-block log.
+        let p = part1(&copies[i], false);
+        let sb = &a.members[i].superblock;
+        let mut head = vec![0u8; sb.data_offset as usize];
+        p.read_at(0, &mut head).unwrap();
+        let end = sb.data_offset + sb.dev_size;
+        let mut tail = vec![0u8; (p.len() - end) as usize];
+        p.read_at(end, &mut tail).unwrap();
+        (head, tail)
+    };
+    let before: Vec<_> = (0..2).map(outside).collect();
     dev.write_at(off, &data).unwrap();
+    let after: Vec<_> = (0..2).map(outside).collect();
+    assert!(before == after, "bytes outside the data areas changed");
     for (i, d) in copies.iter().enumerate() {
         let p = part1(d, false);
         let mut got = vec![0u8; data.len()];
@@ -216,7 +241,10 @@ fn raid1_degraded() {
     assert_eq!(dev.len().to_string(), f.fact("SIZE"));
     let fs = read_fs(dev);
     assert_eq!(fs.read_file(&gp("/hello"), 100).unwrap(), b"hello degraded");
-    assert_eq!(fs.read_file(&gp("/dir/blob"), 1 << 30).unwrap(), blob(BLOB, 7));
+    assert_eq!(
+        fs.read_file(&gp("/dir/blob"), 1 << 30).unwrap(),
+        blob(BLOB, 7)
+    );
     // No bitmap on a 64 MiB array: writable.
     assert!(a.writable());
 }
@@ -285,6 +313,25 @@ fn linear_read_write() {
     assert_eq!(got, new, "kernel read from {mds:?}");
     let (_, got) = kernel_cat(&copies, "/dir/blob");
     assert_eq!(got, blob(LINEAR_BLOB, 7));
+}
+
+/// 0.90 linear: each member gives everything before its superblock,
+/// rounded down to the chunk size (md-linear.c `linear_conf`).
+#[test]
+fn linear_v090_read() {
+    let f = linear_meta("0.90");
+    let a = one_array(&f.disks, false);
+    assert_eq!(a.level_name(), "linear");
+    assert_eq!(a.metadata, Metadata::V090 { big_endian: false });
+    check_examine(&a, &f.disks);
+    let dev = a.device().unwrap();
+    assert_eq!(dev.len().to_string(), f.fact("SIZE"));
+    let fs = read_fs(dev);
+    assert_eq!(fs.read_file(&gp("/hello"), 100).unwrap(), b"hello linear");
+    assert_eq!(
+        fs.read_file(&gp("/dir/blob"), 1 << 30).unwrap(),
+        blob(LINEAR_BLOB, 7)
+    );
 }
 
 #[test]

@@ -178,16 +178,28 @@ pub fn kernel_cat(disks: &[PathBuf], path: &str) -> (Vec<String>, Vec<u8>) {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    writeln!(stdin, "run\nlist-md-devices\necho @END@").unwrap();
+    // The appliance leaves an array with a member missing inactive: start
+    // it degraded, as `mdadm --run` does at boot after a timeout.
+    writeln!(
+        stdin,
+        "run\ndebug sh \"for d in /dev/md[0-9]*; do mdadm --run $d; done >/dev/null 2>&1; true\"\n\
+         list-md-devices\necho @END@"
+    )
+    .unwrap();
     stdin.flush().unwrap();
     let mut mds = Vec::new();
     loop {
         let mut l = String::new();
-        assert!(stdout.read_line(&mut l).unwrap() > 0, "guestfish ended early");
+        assert!(
+            stdout.read_line(&mut l).unwrap() > 0,
+            "guestfish ended early"
+        );
         if l.trim() == "@END@" {
             break;
         }
-        mds.push(l.trim().to_string());
+        if !l.trim().is_empty() {
+            mds.push(l.trim().to_string());
+        }
     }
     assert!(!mds.is_empty(), "the kernel assembled no md array");
     let local = std::env::temp_dir().join(format!("md-kernel-cat-{}", std::process::id()));
@@ -312,7 +324,11 @@ pub fn raid1(meta: &str) -> Fixture {
              --raid-devices=2 /dev/sda1 /dev/sdb1 2>&1\"\n"
         )
     };
-    let md = if meta == "1.2" { "/dev/md/md0" } else { "/dev/md0" };
+    let md = if meta == "1.2" {
+        "/dev/md/md0"
+    } else {
+        "/dev/md0"
+    };
     let script = format!(
         "run\npart-disk /dev/sda mbr\npart-disk /dev/sdb mbr\n{create}{}",
         fill(md, &hello)
@@ -323,12 +339,15 @@ pub fn raid1(meta: &str) -> Fixture {
 pub const LINEAR_BLOB: usize = 70 << 20;
 
 pub fn linear() -> Fixture {
+    linear_meta("1.2")
+}
+
+pub fn linear_meta(meta: &str) -> Fixture {
     let script = format!(
         "run\npart-disk /dev/sda mbr\npart-disk /dev/sdb mbr\n\
-         debug sh \"mdadm --create /dev/md0 --run --metadata=1.2 --level=linear \
+         debug sh \"mdadm --create /dev/md0 --run --metadata={meta} --level=linear \
          --raid-devices=2 /dev/sda1 /dev/sdb1 2>&1\"\n{}",
         fill("/dev/md0", "hello linear")
     );
-    fixture("linear-1.2", &[64, 48], LINEAR_BLOB, &script)
+    fixture(&format!("linear-{meta}"), &[64, 48], LINEAR_BLOB, &script)
 }
-
