@@ -111,6 +111,15 @@ fn check_raid1(meta: &str, expect: Metadata) {
         _ => "/dev/md/0",
     };
     assert_eq!(a.dev_path().as_deref(), Some(path), "{:?}", a.name);
+    // The inspector finds members by vmie-probe's linux_raid_member UUID
+    // (blkid's): it must be the array's dashed UUID.
+    for d in &f.disks {
+        let p = vmie_probe::probe(part1(d, false).as_ref(), &Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.kind, vmie_probe::FsKind::LinuxRaid);
+        assert_eq!(p.uuid.as_deref(), Some(a.uuid_dashed().as_str()));
+    }
     let fs = read_fs(dev);
     let hello = fs.read_file(&gp("/hello"), 1 << 20).unwrap();
     assert_eq!(String::from_utf8(hello).unwrap(), f.fact("HELLO"));
