@@ -208,6 +208,15 @@ fn v1_two_members_same_role() {
 }
 
 #[test]
+fn v1_more_members_than_raid_disks() {
+    let ms = load(&raid1("1.2"));
+    for m in &ms {
+        edit12(m, |sb| sb[92..96].copy_from_slice(&1u32.to_le_bytes()));
+    }
+    not_opened_with(&asm(&ms), "claims slot 1 of an array of 1 devices");
+}
+
+#[test]
 fn v1_features() {
     // Reshape in progress: listed, not opened.
     let ms = load(&raid1("1.2"));
