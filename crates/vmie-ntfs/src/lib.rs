@@ -49,12 +49,18 @@
 //! the MFT record, and the process goes on.
 #![forbid(unsafe_code)]
 
+mod attr;
 mod boot;
+mod dirw;
 mod index;
 mod le;
+mod preflight;
 mod record;
 mod reparse;
+mod runlist;
 mod stream;
+mod tx;
+mod write;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -140,6 +146,8 @@ pub struct NtfsFs {
     cur: Mutex<Stream>,
     location: String,
     limits: Limits,
+    /// The time writes stamp (NT time), fixed for tests; `None`: the clock.
+    clock: Option<u64>,
 }
 
 impl fmt::Debug for NtfsFs {
@@ -199,6 +207,16 @@ impl Loaded<'_> {
     }
 }
 
+/// A write's target: the file's record and type when it exists, and the
+/// parent directory's record and sequence numbers.
+type WriteTarget = (Option<(u64, FileType)>, u64, u16);
+
+fn unix_to_nt(t: Timestamp) -> u64 {
+    let secs = t.secs.saturating_add(NT_TO_UNIX_SECS).max(0) as u64;
+    secs.saturating_mul(10_000_000)
+        .saturating_add(u64::from(t.nanos / 100))
+}
+
 fn nt_time(t: NtfsTime) -> Timestamp {
     let t = t.nt_timestamp();
     Timestamp {
@@ -228,7 +246,17 @@ impl NtfsFs {
         }
         let mut bs = [0u8; 512];
         dev.read_at(0, &mut bs)?;
-        let geo = boot::parse(&bs, dev.len()).map_err(|d| corrupt("boot sector", d))?;
+        let geo = boot::parse(&bs, dev.len()).map_err(|d| {
+            if d == boot::BITLOCKER {
+                FsError::Unsupported {
+                    fs: location.clone(),
+                    op: "open".into(),
+                    why: d,
+                }
+            } else {
+                corrupt("boot sector", d)
+            }
+        })?;
 
         // The crate reads $MFT's own record (0) raw on every file lookup, so
         // it must pass our checks before the first one.
@@ -247,6 +275,7 @@ impl NtfsFs {
             cur: Mutex::new(cur),
             location,
             limits: Limits::default(),
+            clock: None,
         };
         fs.upcase = fs.read_upcase()?;
         {
@@ -268,6 +297,68 @@ impl NtfsFs {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Stamp writes with `t` instead of the current time (for tests).
+    pub fn with_clock(mut self, t: Timestamp) -> Self {
+        self.clock = Some(unix_to_nt(t));
+        self
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.unwrap_or_else(|| {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            unix_to_nt(Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            })
+        })
+    }
+
+    /// For a write of `path`: its MFT record (when it exists) and its
+    /// parent directory's record number and sequence number.
+    fn write_target(&self, path: &GuestPath, op: &str) -> Result<WriteTarget, FsError> {
+        let mut g = self.reader();
+        let fs = &mut *g;
+        if path.is_root() {
+            return Err(self.unsupported(op, path, "the root directory"));
+        }
+        let parent = path.parent();
+        let shown = parent.to_string();
+        let d = self.lookup(fs, &parent)?;
+        if !self.is_directory(&d)? || self.link_tag(fs, &d, &shown)?.is_some() {
+            return Err(FsError::NotADirectory {
+                fs: self.location.clone(),
+                path: shown,
+            });
+        }
+        let file = match self.lookup(fs, path) {
+            Ok(l) => {
+                let t = self.file_type(fs, &l, &path.to_string())?;
+                Some((l.rn, t))
+            }
+            Err(FsError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok((file, d.rn, d.raw.seq))
+    }
+
+    /// Run one write transaction and commit it.
+    fn transact(
+        &self,
+        f: impl FnOnce(&mut tx::Tx<'_>, &write::Ctx<'_>) -> Result<(), FsError>,
+        path: &GuestPath,
+    ) -> Result<(), FsError> {
+        let mut t = tx::Tx::new(&self.geo, self.dev.as_ref(), &self.location, self.now())?;
+        let ctx = write::Ctx {
+            up: &self.upcase,
+            path,
+        };
+        f(&mut t, &ctx)?;
+        t.commit()?;
+        Ok(())
     }
 
     /// Cluster size, size, free space, label, version and dirty flag.
@@ -982,6 +1073,65 @@ impl GuestFs for NtfsFs {
             }
         }
         Ok(buf)
+    }
+
+    fn replace_file(&mut self, path: &GuestPath, data: &[u8]) -> Result<(), FsError> {
+        let (file, dir, _) = self.write_target(path, "replace_file")?;
+        let Some((rn, t)) = file else {
+            return Err(FsError::NotFound {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        };
+        vmie_guestfs::require_regular(t, path, || self.location.clone())?;
+        self.transact(|tx, ctx| write::replace(tx, ctx, rn, dir, data), path)
+    }
+
+    fn create_file(
+        &mut self,
+        path: &GuestPath,
+        data: &[u8],
+        attrs: &vmie_guestfs::NewAttrs,
+    ) -> Result<(), FsError> {
+        let _ = attrs; // NTFS keeps no Unix mode or owner; xattrs are not written
+        let (file, dir, seq) = self.write_target(path, "create_file")?;
+        if file.is_some() {
+            return Err(FsError::Exists {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported("create_file", path, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, data),
+            path,
+        )
+    }
+
+    fn remove(&mut self, path: &GuestPath) -> Result<(), FsError> {
+        let (file, dir, _) = self.write_target(path, "remove")?;
+        let Some((rn, t)) = file else {
+            return Err(FsError::NotFound {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        };
+        match t {
+            FileType::Regular => {}
+            FileType::Directory => {
+                return Err(self.unsupported(
+                    "remove",
+                    path,
+                    "removing directories is not implemented",
+                ))
+            }
+            _ => return Err(self.unsupported("remove", path, "removing links is not implemented")),
+        }
+        self.transact(|tx, ctx| write::remove(tx, ctx, rn, dir), path)
     }
 
     fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>, FsError> {

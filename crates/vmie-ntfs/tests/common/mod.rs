@@ -458,3 +458,140 @@ pub fn patch_index_entries(path: &Path, name: &str, mut f: impl FnMut(&mut [u8])
     std::fs::write(path, img).unwrap();
     patched
 }
+
+/// A fresh image of `mib` MiB: `mkntfs -F -q -f -s SECTOR -c CLUSTER`.
+pub fn mkntfs_geom(mib: u64, sector: u32, cluster: u32) -> Img {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ntfs.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    let args: Vec<String> = vec![
+        "-F".into(),
+        "-q".into(),
+        "-f".into(),
+        "-s".into(),
+        sector.to_string(),
+        "-c".into(),
+        cluster.to_string(),
+        "-L".into(),
+        "vmie-w".into(),
+        path.display().to_string(),
+    ];
+    run("mkntfs", &args);
+    Img { dir, path }
+}
+
+impl Img {
+    /// Make directories and files through the real ntfs-3g driver (a FUSE
+    /// mount: needs root and /dev/fuse), then unmount.
+    pub fn populate(&self, dirs: &[&str], files: &[(&str, &[u8])]) {
+        let mnt = self.dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        run("ntfs-3g", &[self.path.as_os_str(), mnt.as_os_str()]);
+        let result = std::panic::catch_unwind(|| {
+            for d in dirs {
+                std::fs::create_dir_all(mnt.join(d.trim_start_matches('/'))).unwrap();
+            }
+            for (p, data) in files {
+                std::fs::write(mnt.join(p.trim_start_matches('/')), data).unwrap();
+            }
+        });
+        let out = Command::new("umount").arg(&mnt).output().unwrap();
+        assert!(out.status.success(), "umount: {out:?}");
+        result.unwrap();
+    }
+}
+
+/// `ntfsls -l -p DIR`: name → size as the directory index records it.
+pub fn ntfsls_sizes(img: &Path, dir: &str) -> BTreeMap<String, u64> {
+    let out = run(
+        "ntfsls",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-l"),
+            OsStr::new("-p"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    );
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8(out).unwrap().lines() {
+        // "   SIZE Mon DD HH:MM YYYY NAME"
+        let mut rest = line.trim_start();
+        let mut fields = Vec::new();
+        for _ in 0..5 {
+            let (f, r) = rest.split_once(' ').unwrap_or((rest, ""));
+            fields.push(f.to_string());
+            rest = r.trim_start();
+        }
+        if rest.is_empty() || rest == "." || rest == ".." {
+            continue;
+        }
+        if let Ok(size) = fields[0].parse() {
+            m.insert(rest.to_string(), size);
+        }
+    }
+    m
+}
+
+/// `ntfsfix -n`: must exit 0 and report the volume processed.
+pub fn ntfsfix_clean(img: &Path) {
+    let out = Command::new(tool("ntfsfix"))
+        .arg("-n")
+        .arg(img)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ntfsfix -n failed: {text}");
+    assert!(
+        text.contains("was processed successfully"),
+        "ntfsfix -n: {text}"
+    );
+    assert!(
+        text.contains("$MFTMirr completed successfully"),
+        "ntfsfix -n: {text}"
+    );
+    let l = text.to_lowercase();
+    for bad in ["corrupt", "mismatch", "error", "failed"] {
+        assert!(!l.contains(bad), "ntfsfix -n reported {bad:?}: {text}");
+    }
+}
+
+/// Clusters `$DATA` of `path` occupies, as ntfsinfo reads its attribute
+/// (0 when resident).
+pub fn ntfsinfo_data_clusters(img: &Path, path: &str, cluster: u64) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new(path),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let Some(data) = out.split("Dumping attribute $DATA").nth(1) else {
+        return 0;
+    };
+    let data = data.split("Dumping attribute").next().unwrap();
+    if data.contains("Resident: \t\t Yes") {
+        return 0;
+    }
+    let line = data
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Allocated size:"))
+        .unwrap_or_else(|| panic!("no allocated size for {path}: {data}"));
+    line.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / cluster
+}
