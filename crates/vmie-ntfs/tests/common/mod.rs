@@ -595,3 +595,67 @@ pub fn ntfsinfo_data_clusters(img: &Path, path: &str, cluster: u64) -> u64 {
         .unwrap()
         / cluster
 }
+
+/// Boot sector facts: (cluster size, MFT byte offset, record size).
+pub fn geometry(img: &Path) -> (u64, u64, usize) {
+    let b = std::fs::read(img).unwrap();
+    let sector = u64::from(u16::from_le_bytes([b[11], b[12]]));
+    let spc = u64::from(b[13]);
+    let cs = if spc > 0x80 {
+        sector << (256 - spc)
+    } else {
+        sector * spc
+    };
+    let mft = u64::from_le_bytes(b[0x30..0x38].try_into().unwrap()) * cs;
+    let raw = b[0x40] as i8;
+    let rs = if raw > 0 {
+        (cs as usize) * raw as usize
+    } else {
+        1 << (-raw)
+    };
+    (cs, mft, rs)
+}
+
+/// The value offset of the first attribute of type `ty` in record `rec`
+/// (resident) or the attribute offset (non-resident).
+pub fn find_attr(rec: &[u8], ty: u32) -> usize {
+    let mut off = u16::from_le_bytes([rec[0x14], rec[0x15]]) as usize;
+    loop {
+        let t = u32::from_le_bytes(rec[off..off + 4].try_into().unwrap());
+        assert_ne!(t, 0xFFFF_FFFF, "no attribute {ty:#x}");
+        if t == ty {
+            return off;
+        }
+        off += u32::from_le_bytes(rec[off + 4..off + 8].try_into().unwrap()) as usize;
+    }
+}
+
+/// Byte offset on the volume of the first cluster of a non-resident
+/// attribute at `off` of `rec` (its first run).
+pub fn first_run_offset(rec: &[u8], off: usize, cs: u64) -> u64 {
+    let pairs = off + u16::from_le_bytes([rec[off + 32], rec[off + 33]]) as usize;
+    let h = rec[pairs];
+    let (cl, ll) = ((h & 0xF) as usize, (h >> 4) as usize);
+    let mut lcn = [0u8; 8];
+    lcn[..ll].copy_from_slice(&rec[pairs + 1 + cl..pairs + 1 + cl + ll]);
+    u64::from_le_bytes(lcn) * cs
+}
+
+/// Mount the image read-only through ntfs-3g (FUSE) and read `path`.
+pub fn fuse_read(img: &Img, path: &str) -> Vec<u8> {
+    let mnt = img.dir.path().join("mnt-ro");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(
+        "ntfs-3g",
+        &[
+            OsStr::new("-o"),
+            OsStr::new("ro"),
+            img.path.as_os_str(),
+            mnt.as_os_str(),
+        ],
+    );
+    let data = std::fs::read(mnt.join(path.trim_start_matches('/')));
+    let out = Command::new("umount").arg(&mnt).output().unwrap();
+    assert!(out.status.success(), "umount: {out:?}");
+    data.unwrap()
+}
