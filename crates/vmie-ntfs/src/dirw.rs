@@ -56,6 +56,8 @@ pub(crate) struct Hit {
     pub entry: Entry,
     /// Whether the node is a leaf (no entry has a subnode).
     pub leaf: bool,
+    /// Entries in the node, the end entry included.
+    pub count: usize,
 }
 
 impl Dir {
@@ -181,6 +183,7 @@ impl Dir {
         let mut seen = HashSet::new();
         for _ in 0..MAX_DEPTH {
             let leaf = entries.iter().all(|e| e.subnode.is_none());
+            let count = entries.len();
             let mut next = None;
             for e in &entries {
                 let ord = match &e.key {
@@ -196,6 +199,7 @@ impl Dir {
                             base,
                             entry: e.clone(),
                             leaf,
+                            count,
                         }));
                     }
                     Ordering::Greater => {
@@ -207,6 +211,7 @@ impl Dir {
                                     base,
                                     entry: e.clone(),
                                     leaf,
+                                    count,
                                 }))
                             }
                         }

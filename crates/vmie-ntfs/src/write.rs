@@ -713,6 +713,14 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
                         "the directory entry is in an internal index node (rebalancing not implemented)",
                     ));
                 }
+                if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
+                    return Err(unsupported(
+                        tx,
+                        OP,
+                        path,
+                        "the entry is the last one of its index block (removing the block is not implemented)",
+                    ));
+                }
                 hits.push(h);
             }
             _ => {
