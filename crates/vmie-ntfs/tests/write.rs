@@ -11,83 +11,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 
 use common::*;
-use vmie_disk::{Device, FileDevice};
 use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs, Timestamp};
 use vmie_ntfs::NtfsFs;
-
-pub const CLOCK: Timestamp = Timestamp {
-    secs: 1_700_000_000,
-    nanos: 123_456_700,
-};
-
-pub fn open_rw(path: &Path) -> NtfsFs {
-    let dev: Arc<dyn Device> = Arc::new(FileDevice::open_rw(path).unwrap());
-    NtfsFs::open(dev, path.display().to_string())
-        .unwrap()
-        .with_clock(CLOCK)
-}
-
-/// The model: every regular file the test made, by path.
-#[derive(Debug)]
-pub struct Model {
-    pub files: BTreeMap<String, Vec<u8>>,
-    /// Free clusters with no user file.
-    pub base_free: u64,
-    pub cluster: u64,
-}
-
-impl Model {
-    /// After populating: the base is what is free plus what the files hold.
-    pub fn new(img: &Path, files: BTreeMap<String, Vec<u8>>) -> Self {
-        let (cluster, _, free) = ntfsinfo_space(img);
-        let held: u64 = files
-            .keys()
-            .map(|p| ntfsinfo_data_clusters(img, p, cluster))
-            .sum();
-        Self {
-            files,
-            base_free: free + held,
-            cluster,
-        }
-    }
-
-    pub fn verify(&self, img: &Path) {
-        ntfsfix_clean(img);
-        let (_, _, free) = ntfsinfo_space(img);
-        let fs = open(img);
-        let mut held = 0;
-        let mut dirs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for (p, data) in &self.files {
-            assert_eq!(&fs.read(p).unwrap(), data, "{p} through our reader");
-            assert_eq!(&ntfscat(img, p), data, "{p} through ntfscat");
-            held += ntfsinfo_data_clusters(img, p, self.cluster);
-            let gp = GuestPath::from(p.as_str());
-            dirs.entry(gp.parent().to_string()).or_default().insert(
-                String::from_utf8(gp.file_name().unwrap().to_vec()).unwrap(),
-                data.len() as u64,
-            );
-        }
-        assert_eq!(
-            free + held,
-            self.base_free,
-            "free clusters vs the files' runlists"
-        );
-        for (dir, want) in dirs {
-            let listed = ntfsls_sizes(img, &dir);
-            for (name, size) in &want {
-                assert_eq!(
-                    listed.get(name),
-                    Some(size),
-                    "ntfsls -l {dir}: {name}: {listed:?}"
-                );
-            }
-        }
-    }
-}
 
 fn random(seed: u64, n: usize) -> Vec<u8> {
     XorShift::new(seed).bytes(n)
@@ -205,4 +132,95 @@ fn create_and_remove() {
                 .contains(&String::from_utf8(p.file_name().unwrap().to_vec()).unwrap()));
         }
     }
+}
+
+/// dfVFS's Windows-made volume: the syslog in `Windows/System32/config`
+/// replaced (grown past resident, shrunk back), a file created beside it.
+#[test]
+fn windows_volume_replace() {
+    let (_dir, raw) = windows_volume_raw();
+    let img = Img {
+        dir: tempfile::tempdir().unwrap(),
+        path: raw,
+    };
+    let p = "/Windows/System32/config/syslog";
+    let old = ntfscat(&img.path, p);
+    let mut files = BTreeMap::new();
+    files.insert(p.to_string(), old);
+    let mut m = Model::new(&img.path, files);
+    m.verify(&img.path);
+    replace(&img, &mut m, p, random(20, 3 << 20));
+    replace(&img, &mut m, p, random(21, 900));
+    let mut fs = open_rw(&img.path);
+    let np = "/Windows/System32/config/SYSTEM";
+    let data = random(22, 200_000);
+    fs.create_file(&GuestPath::from(np), &data, &NewAttrs::default())
+        .unwrap();
+    m.files.insert(np.to_string(), data.clone());
+    m.verify(&img.path);
+    assert_eq!(fuse_read(&img, np), data);
+}
+
+/// A device that counts what goes through it.
+#[derive(Debug)]
+struct Counting {
+    inner: vmie_disk::FileDevice,
+    read: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl vmie_disk::Device for Counting {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), vmie_disk::DiskError> {
+        self.read
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), vmie_disk::DiskError> {
+        self.written
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.write_at(offset, buf)
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Bytes read and written, and wall time, of replacing a 600-byte hive
+/// with 20 MiB on a 4 GiB volume (printed; no timing assertion).
+#[test]
+fn measure_replace_20mib_on_4gib() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let img = mkntfs_geom(4096, 512, 4096);
+    let hive = random(30, 600);
+    img.populate(&["Windows/System32/config"], &[(HIVE, &hive)]);
+    let dev = std::sync::Arc::new(Counting {
+        inner: vmie_disk::FileDevice::open_rw(&img.path).unwrap(),
+        read: 0.into(),
+        written: 0.into(),
+    });
+    let t0 = std::time::Instant::now();
+    let mut fs = NtfsFs::open(dev.clone(), "4g.img")
+        .unwrap()
+        .with_clock(CLOCK);
+    let opened = (t0.elapsed(), dev.read.load(Relaxed));
+    let data = random(31, 20 << 20);
+    let r0 = dev.read.load(Relaxed);
+    let t1 = std::time::Instant::now();
+    fs.replace_file(&GuestPath::from(HIVE), &data).unwrap();
+    let took = t1.elapsed();
+    let (read, written) = (dev.read.load(Relaxed) - r0, dev.written.load(Relaxed));
+    println!(
+        "open: {:?}, {} bytes read; replace 600 B -> 20 MiB: {took:?}, {read} bytes read, {written} bytes written ({} of metadata)",
+        opened.0,
+        opened.1,
+        written - (20 << 20)
+    );
+    assert!(written >= 20 << 20 && written < (20 << 20) + (1 << 20));
+    let mut files = BTreeMap::new();
+    files.insert(HIVE.to_string(), data);
+    ntfsfix_clean(&img.path);
+    assert_eq!(ntfscat(&img.path, HIVE), files[HIVE]);
 }

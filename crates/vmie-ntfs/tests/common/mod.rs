@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use vmie_disk::{Device, FileDevice, MemDevice};
-use vmie_guestfs::{FileType, GuestFs, GuestPath};
+use vmie_guestfs::{FileType, GuestFs, GuestFsExt, GuestPath};
 use vmie_ntfs::NtfsFs;
 
 /// A file under `../shared/realdata` (beside the checkout).
@@ -658,4 +658,76 @@ pub fn fuse_read(img: &Img, path: &str) -> Vec<u8> {
     let out = Command::new("umount").arg(&mnt).output().unwrap();
     assert!(out.status.success(), "umount: {out:?}");
     data.unwrap()
+}
+
+/// The clock writes are stamped with in the write tests.
+pub const CLOCK: vmie_guestfs::Timestamp = vmie_guestfs::Timestamp {
+    secs: 1_700_000_000,
+    nanos: 123_456_700,
+};
+
+/// Open an image file for writing, with the fixed clock.
+pub fn open_rw(path: &Path) -> NtfsFs {
+    let dev: Arc<dyn Device> = Arc::new(FileDevice::open_rw(path).unwrap());
+    NtfsFs::open(dev, path.display().to_string())
+        .unwrap()
+        .with_clock(CLOCK)
+}
+
+/// The model: every regular file a test made, by path.
+#[derive(Debug)]
+pub struct Model {
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Free clusters with no user file.
+    pub base_free: u64,
+    pub cluster: u64,
+}
+
+impl Model {
+    /// After populating: the base is what is free plus what the files hold.
+    pub fn new(img: &Path, files: BTreeMap<String, Vec<u8>>) -> Self {
+        let (cluster, _, free) = ntfsinfo_space(img);
+        let held: u64 = files
+            .keys()
+            .map(|p| ntfsinfo_data_clusters(img, p, cluster))
+            .sum();
+        Self {
+            files,
+            base_free: free + held,
+            cluster,
+        }
+    }
+
+    pub fn verify(&self, img: &Path) {
+        ntfsfix_clean(img);
+        let (_, _, free) = ntfsinfo_space(img);
+        let fs = open(img);
+        let mut held = 0;
+        let mut dirs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (p, data) in &self.files {
+            assert_eq!(&fs.read(p).unwrap(), data, "{p} through our reader");
+            assert_eq!(&ntfscat(img, p), data, "{p} through ntfscat");
+            held += ntfsinfo_data_clusters(img, p, self.cluster);
+            let gp = GuestPath::from(p.as_str());
+            dirs.entry(gp.parent().to_string()).or_default().insert(
+                String::from_utf8(gp.file_name().unwrap().to_vec()).unwrap(),
+                data.len() as u64,
+            );
+        }
+        assert_eq!(
+            free + held,
+            self.base_free,
+            "free clusters vs the files' runlists"
+        );
+        for (dir, want) in dirs {
+            let listed = ntfsls_sizes(img, &dir);
+            for (name, size) in &want {
+                assert_eq!(
+                    listed.get(name),
+                    Some(size),
+                    "ntfsls -l {dir}: {name}: {listed:?}"
+                );
+            }
+        }
+    }
 }
