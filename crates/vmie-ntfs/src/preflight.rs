@@ -12,10 +12,14 @@
 //!   size the first gives) are `RSTR` records with a 512-byte-stride update
 //!   sequence; each is fixed up and checked (version 1.1 or 2.0, the only
 //!   ones ntfs-3g and Linux know; any other is refused), and the one with the
-//!   higher `current_lsn` is current. Its restart area is clean when the log
-//!   is closed (`client_in_use_list` is `0xFFFF`, Windows 2000) or when it
-//!   has `RESTART_VOLUME_IS_CLEAN` (0x0002, XP and later, which leave the log
-//!   open); these are the rules of ntfs-3g and Linux (`logfile.c`). A log
+//!   higher `current_lsn` is current. Version 2.0 is refused as ntfs-3g
+//!   refuses it (`ntfs_volume_check_logfile`): Windows 8 and later write it
+//!   while they may keep the volume's metadata cached for Fast Startup, and
+//!   leave it after an abrupt stop; a full shutdown leaves 1.1. A 1.1 restart
+//!   area is clean when the log is closed (`client_in_use_list` is `0xFFFF`,
+//!   Windows 2000) or when it has `RESTART_VOLUME_IS_CLEAN` (0x0002, XP and
+//!   later, which leave the log open); these are the rules of ntfs-3g and
+//!   Linux (`logfile.c`). A log
 //!   whose first two pages are all 0xFF is empty (mkntfs and ntfs-3g leave it
 //!   so) and clean. A `CHKD` page (chkdsk changed the log) or anything else
 //!   is refused: Windows would replay a log that is not clean over our
@@ -130,8 +134,8 @@ fn hibernation(tx: &mut Tx<'_>, up: &[u16]) -> Result<(), FsError> {
     Ok(())
 }
 
-/// One restart page: `(current_lsn, clean)`.
-fn restart_page(tx: &Tx<'_>, page: &mut [u8], at: u64) -> Result<(u64, bool), FsError> {
+/// One restart page: `(current_lsn, clean, version 2.0)`.
+fn restart_page(tx: &Tx<'_>, page: &mut [u8], at: u64) -> Result<(u64, bool, bool), FsError> {
     let bad = |d: String| refuse(tx, format!("$LogFile restart page at byte {at}: {d}"));
     if page.get(0..4) == Some(b"CHKD".as_slice()) {
         return Err(bad("chkdsk left it (CHKD): run chkdsk in Windows".into()));
@@ -153,6 +157,7 @@ fn restart_page(tx: &Tx<'_>, page: &mut [u8], at: u64) -> Result<(u64, bool), Fs
     Ok((
         lsn,
         in_use == LOGFILE_NO_CLIENT || flags & RESTART_VOLUME_IS_CLEAN != 0,
+        major == 2,
     ))
 }
 
@@ -182,7 +187,7 @@ fn logfile(tx: &mut Tx<'_>) -> Result<(), FsError> {
     }
     let pages = record::read_runs(tx.device(), tx.geo, &runs, 2 * page_size)
         .map_err(|d| tx.corrupt(place, d))?;
-    let mut best: Option<(u64, bool)> = None;
+    let mut best: Option<(u64, bool, bool)> = None;
     let mut errs = Vec::new();
     for i in 0..2u64 {
         let mut p = pages[(i * page_size) as usize..((i + 1) * page_size) as usize].to_vec();
@@ -193,8 +198,12 @@ fn logfile(tx: &mut Tx<'_>) -> Result<(), FsError> {
         }
     }
     match best {
-        Some((_, true)) => Ok(()),
-        Some((lsn, false)) => Err(refuse(
+        Some((_, _, true)) => Err(refuse(
+            tx,
+            "$LogFile is version 2.0: Windows 8 or later may keep this volume's metadata cached (Fast Startup, hybrid shutdown) or was stopped abruptly; boot Windows and shut it down fully (shutdown /s /t 0)".into(),
+        )),
+        Some((_, true, false)) => Ok(()),
+        Some((lsn, false, false)) => Err(refuse(
             tx,
             format!(
                 "$LogFile is not clean (current LSN {lsn}, the volume was not shut down cleanly): boot Windows and shut it down cleanly"

@@ -93,7 +93,9 @@ fn hibernated_windows() {
 }
 
 /// Two restart pages of 4 KiB at the start of `$LogFile` (version
-/// `major.minor`, `flags` in the restart area, the second page `lsn2`).
+/// `major.minor`, `flags` and the in-use client list in the restart area;
+/// one NTFS client record), consistent in every field ntfs-3g checks
+/// (`ntfs_check_restart_area`, `ntfs_check_log_client_array`).
 fn write_restart_pages(img: &Path, major: u16, minor: u16, flags: u16, in_use: u16) {
     use std::os::unix::fs::FileExt;
     let (cs, mft, rs) = geometry(img);
@@ -107,25 +109,63 @@ fn write_restart_pages(img: &Path, major: u16, minor: u16, flags: u16, in_use: u
     unprotect(&mut rec);
     let a = find_attr(&rec, 0x80);
     let log = first_run_offset(&rec, a, cs);
+    let log_size = u64::from_le_bytes(rec[a + 48..a + 56].try_into().unwrap());
+    let bits = 64 - log_size.leading_zeros();
+    let free_list: u16 = if in_use == 0 { 0xFFFF } else { 0 };
     for (i, lsn) in [(0u64, 0x1000u64), (1, 0x2000)] {
         let mut p = vec![0u8; 4096];
+        let put16 =
+            |p: &mut Vec<u8>, o: usize, v: u16| p[o..o + 2].copy_from_slice(&v.to_le_bytes());
+        let put32 =
+            |p: &mut Vec<u8>, o: usize, v: u32| p[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        let put64 =
+            |p: &mut Vec<u8>, o: usize, v: u64| p[o..o + 8].copy_from_slice(&v.to_le_bytes());
         p[..4].copy_from_slice(b"RSTR");
-        p[4..6].copy_from_slice(&30u16.to_le_bytes());
-        p[6..8].copy_from_slice(&9u16.to_le_bytes());
-        p[16..20].copy_from_slice(&4096u32.to_le_bytes());
-        p[20..24].copy_from_slice(&4096u32.to_le_bytes());
-        p[24..26].copy_from_slice(&0x30u16.to_le_bytes());
-        p[26..28].copy_from_slice(&minor.to_le_bytes());
-        p[28..30].copy_from_slice(&major.to_le_bytes());
+        put16(&mut p, 4, 30);
+        put16(&mut p, 6, 9);
+        put32(&mut p, 16, 4096);
+        put32(&mut p, 20, 4096);
+        put16(&mut p, 24, 0x30);
+        put16(&mut p, 26, minor);
+        put16(&mut p, 28, major);
         let ra = 0x30;
-        p[ra..ra + 8].copy_from_slice(&lsn.to_le_bytes());
-        p[ra + 8..ra + 10].copy_from_slice(&1u16.to_le_bytes());
-        p[ra + 10..ra + 12].copy_from_slice(&0xFFFFu16.to_le_bytes());
-        p[ra + 12..ra + 14].copy_from_slice(&in_use.to_le_bytes());
-        p[ra + 14..ra + 16].copy_from_slice(&flags.to_le_bytes());
+        put64(&mut p, ra, lsn);
+        put16(&mut p, ra + 8, 1); // log clients
+        put16(&mut p, ra + 10, free_list);
+        put16(&mut p, ra + 12, in_use);
+        put16(&mut p, ra + 14, flags);
+        put32(&mut p, ra + 16, 67 - bits); // sequence number bits
+        put16(&mut p, ra + 20, 0x40 + 0xA0); // restart area length
+        put16(&mut p, ra + 22, 0x40); // client array offset
+        put64(&mut p, ra + 24, log_size);
+        put16(&mut p, ra + 36, 0x30); // log record header length
+        put16(&mut p, ra + 38, 0x40); // log page data offset
+        let cr = ra + 0x40;
+        put64(&mut p, cr, lsn);
+        put64(&mut p, cr + 8, lsn);
+        put16(&mut p, cr + 16, 0xFFFF);
+        put16(&mut p, cr + 18, 0xFFFF);
+        put32(&mut p, cr + 28, 8);
+        for (k, c) in "NTFS".encode_utf16().enumerate() {
+            put16(&mut p, cr + 32 + 2 * k, c);
+        }
         protect(&mut p);
         file.write_all_at(&p, log + i * 4096).unwrap();
     }
+}
+
+/// The first 8 KiB of `$LogFile` (its restart pages).
+fn logfile_head(img: &Path) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let (cs, mft, rs) = geometry(img);
+    let file = std::fs::File::open(img).unwrap();
+    let mut rec = vec![0u8; rs];
+    file.read_exact_at(&mut rec, mft + 2 * rs as u64).unwrap();
+    unprotect(&mut rec);
+    let at = first_run_offset(&rec, find_attr(&rec, 0x80), cs);
+    let mut head = vec![0u8; 8192];
+    file.read_exact_at(&mut head, at).unwrap();
+    head
 }
 
 #[test]
@@ -139,14 +179,72 @@ fn logfile_not_clean() {
     refused(&img, "unknown");
     // Clean (XP+: open with the flag; 2000: closed): writes go ahead and the
     // log is left as it is.
+    // Version 2.0 (Windows 8+ may hold the metadata cached), even clean:
+    // refused by us and by ntfs-3g.
+    write_restart_pages(&img.path, 2, 0, 2, 0);
+    refused(&img, "version 2.0");
+    let err = mount_norecover(&img).unwrap_err();
+    assert!(err.contains("Windows cache"), "{err}");
     for (flags, in_use) in [(2u16, 0u16), (0, 0xFFFF)] {
-        write_restart_pages(&img.path, 2, 0, flags, in_use);
+        write_restart_pages(&img.path, 1, 1, flags, in_use);
+        let log = logfile_head(&img.path);
         let mut fs = open_rw(&img.path).unwrap();
         fs.replace_file(&GuestPath::from("/f"), b"written").unwrap();
+        assert!(logfile_head(&img.path) == log, "the log changed");
         assert_eq!(ntfscat(&img.path, "/f"), b"written");
         ntfsfix_clean(&img.path);
         assert_eq!(fuse_read(&img, "/f"), b"written");
+        // ntfs-3g mounts it read-write with `norecover` (which refuses an
+        // unclean log rather than emptying it) and, like us, leaves a clean
+        // log as it is (ntfs-3g 2017 and later reset only an unclean log,
+        // and only with `recover`).
+        mount_norecover(&img).unwrap();
+        assert!(
+            logfile_head(&img.path) == log,
+            "ntfs-3g changed a clean log"
+        );
+        assert_eq!(ntfscat(&img.path, "/f"), b"written");
     }
+    // The dirty log is refused by ntfs-3g too.
+    write_restart_pages(&img.path, 1, 1, 0, 0);
+    let err = mount_norecover(&img).unwrap_err();
+    assert!(err.contains("unsafe state"), "{err}");
+}
+
+/// Mount read-write through ntfs-3g with `-o norecover` and unmount; the
+/// error output when it refuses.
+fn mount_norecover(img: &Img) -> Result<(), String> {
+    let mnt = img.dir.path().join("mnt-norecover");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let out = std::process::Command::new(tool("ntfs-3g"))
+        .args(["-o", "norecover"])
+        .arg(&img.path)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(stderr);
+    }
+    // ntfs-3g falls back to a read-only mount rather than fail.
+    let ro = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.contains(mnt.to_str().unwrap())
+                && l.split(' ')
+                    .nth(3)
+                    .is_some_and(|o| o.split(',').any(|f| f == "ro"))
+        });
+    let u = std::process::Command::new("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(u.status.success(), "{u:?}");
+    if ro {
+        return Err(stderr);
+    }
+    Ok(())
 }
 
 #[test]
