@@ -140,11 +140,10 @@ fn check_touchable(tx: &Tx<'_>, op: &str, path: &GuestPath, r: &RawRecord) -> Re
 }
 
 /// The `$DATA` attribute to store `data` (resident when it fits), built
-/// into record `rec` (a copy); the clusters it took and the clusters it
+/// into a copy of record `rec`, with the data staged and the clusters it
 /// frees. `old` are the file's current runs.
 struct NewData {
     rec: Vec<u8>,
-    runs: Vec<(u64, u64)>,
     freed: Vec<(u64, u64)>,
     alloc_size: u64,
 }
@@ -172,7 +171,6 @@ fn build_data(
     if attr::splice(&mut try_rec, off, old_len, &res).is_ok() {
         return Ok(NewData {
             rec: try_rec,
-            runs: Vec::new(),
             freed: old.to_vec(),
             alloc_size: align8(data.len() as u64),
         });
@@ -262,7 +260,6 @@ fn build_data(
     }
     Ok(NewData {
         rec,
-        runs,
         freed,
         alloc_size: n * cs,
     })
@@ -309,6 +306,7 @@ fn stamp_names(
 ) -> Result<(), FsError> {
     let r = tx.parsed(rn)?;
     let now = tx.now;
+    let loc = tx.loc.to_string();
     let mut names = Vec::new();
     {
         let rec = tx.record(rn)?;
@@ -318,8 +316,8 @@ fn stamp_names(
                 stamp_name(k, now, alloc, size);
                 if le64(k, 0) & REF_MASK == dir.rn {
                     let key = index::parse_key(k).map_err(|d| FsError::Corrupt {
-                        fs: String::new(),
-                        place: format!("MFT record {rn}"),
+                        fs: loc.clone(),
+                        place: format!("{} (MFT record {rn})", ctx.path),
                         detail: d,
                     })?;
                     names.push(key.name);
@@ -384,7 +382,6 @@ pub(crate) fn replace(
     stamp_si(tx, &mut rec, &r2)?;
     *tx.record(rn)? = rec;
     tx.dirty(rn);
-    let _ = nd.runs;
     stamp_names(tx, ctx, rn, &dir, nd.alloc_size, data.len() as u64)
 }
 

@@ -317,3 +317,66 @@ fn untouchable_files() {
     assert_eq!(ntfscat(&img.path, "/plain"), b"changed");
     let _ = fs.metadata("/plain").unwrap();
 }
+
+/// Free space in one-cluster holes (every other free cluster marked in use
+/// in `$Bitmap`, patched): a file whose runlist would not fit in its MFT
+/// record is refused (attribute lists are not written), nothing written;
+/// one that fits is written in pieces; more than the free space is
+/// NoSpace, nothing written.
+#[test]
+fn runlist_too_long_for_the_record() {
+    use std::os::unix::fs::FileExt;
+    let img = mkntfs_geom(16, 512, 4096);
+    img.add("victim", b"small");
+    let (cs, mft, rs) = geometry(&img.path);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img.path)
+        .unwrap();
+    let mut rec = vec![0u8; rs];
+    file.read_exact_at(&mut rec, mft + 6 * rs as u64).unwrap();
+    unprotect(&mut rec);
+    let bitmap = first_run_offset(&rec, find_attr(&rec, 0x80), cs);
+    let (_, clusters, _) = ntfsinfo_space(&img.path);
+    let mut bm = vec![0u8; clusters.div_ceil(8) as usize];
+    file.read_exact_at(&mut bm, bitmap).unwrap();
+    for c in (1..clusters as usize).step_by(2) {
+        bm[c / 8] |= 1 << (c % 8);
+    }
+    file.write_all_at(&bm, bitmap).unwrap();
+    drop(file);
+    let (_, _, free) = ntfsinfo_space(&img.path);
+    assert!(free > 1000, "{free} clusters free");
+
+    let before = std::fs::read(&img.path).unwrap();
+    let mut fs = open_rw(&img.path).unwrap();
+    match fs.replace_file(&GuestPath::from("/victim"), &vec![3u8; 780 * 4096]) {
+        Err(FsError::Unsupported { why, .. }) => {
+            assert!(
+                why.contains("does not fit in the file's MFT record"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        std::fs::read(&img.path).unwrap() == before,
+        "a refusal wrote"
+    );
+    // 40 clusters fit.
+    let data = vec![4u8; 40 * 4096];
+    fs.replace_file(&GuestPath::from("/victim"), &data).unwrap();
+    assert_eq!(ntfscat(&img.path, "/victim"), data);
+    ntfsfix_clean(&img.path);
+    // More than the free space: no space, nothing written.
+    let before = std::fs::read(&img.path).unwrap();
+    assert!(matches!(
+        fs.replace_file(&GuestPath::from("/victim"), &vec![5u8; 4000 * 4096]),
+        Err(FsError::NoSpace { .. })
+    ));
+    assert!(
+        std::fs::read(&img.path).unwrap() == before,
+        "no-space wrote"
+    );
+}
