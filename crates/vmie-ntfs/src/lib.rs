@@ -1134,6 +1134,67 @@ impl GuestFs for NtfsFs {
         self.transact(|tx, ctx| write::remove(tx, ctx, rn, dir), path)
     }
 
+    fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<(), FsError> {
+        let (file, dir, _) = self.write_target(from, "rename")?;
+        let (target, to_dir, _) = self.write_target(to, "rename")?;
+        let Some((rn, t)) = file else {
+            return Err(FsError::NotFound {
+                fs: self.location.clone(),
+                path: from.to_string(),
+            });
+        };
+        match t {
+            FileType::Regular => {}
+            FileType::Directory => {
+                return Err(self.unsupported(
+                    "rename",
+                    from,
+                    "renaming directories is not implemented",
+                ))
+            }
+            _ => return Err(self.unsupported("rename", from, "renaming links is not implemented")),
+        }
+        if dir != to_dir {
+            return Err(self.unsupported(
+                "rename",
+                from,
+                format!("moving to another directory ({to}) is not implemented"),
+            ));
+        }
+        let victim = match target {
+            None => None,
+            Some((trn, _)) if trn == rn => None, // a change of case
+            Some((trn, FileType::Regular)) => Some(trn),
+            Some((_, FileType::Directory)) => {
+                return Err(FsError::IsADirectory {
+                    fs: self.location.clone(),
+                    path: to.to_string(),
+                })
+            }
+            Some(_) => {
+                return Err(self.unsupported("rename", to, "replacing a link is not implemented"))
+            }
+        };
+        let name = to
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported("rename", to, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| {
+                if let Some(v) = victim {
+                    let vctx = write::Ctx {
+                        up: ctx.up,
+                        path: to,
+                    };
+                    write::remove(tx, &vctx, v, dir)?;
+                }
+                write::rename(tx, ctx, rn, dir, &name)
+            },
+            from,
+        )
+    }
+
     fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>, FsError> {
         let mut g = self.reader();
         let fs = &mut *g;

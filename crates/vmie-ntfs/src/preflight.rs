@@ -1,6 +1,8 @@
 //! The checks every write makes before it changes anything: the volume must
 //! be one Windows left cleanly, or our change would be lost or undone.
 //!
+//! - The NTFS version (`$VOLUME_INFORMATION`): only 3.1 (Windows XP and
+//!   later) is written; the records we make have its layout.
 //! - `$Volume`'s dirty flag (`VOLUME_IS_DIRTY`, 0x0001 of
 //!   `$VOLUME_INFORMATION` flags): an unclean shutdown or a scheduled chkdsk.
 //! - A hibernated Windows (hibernation or Fast Startup): `\hiberfil.sys`
@@ -65,6 +67,13 @@ fn volume_flags(tx: &mut Tx<'_>) -> Result<(), FsError> {
         .and_then(|a| r.resident(a))
         .filter(|v| v.len() >= 12)
         .ok_or_else(|| tx.corrupt("$Volume (MFT record 3)", "no $VOLUME_INFORMATION"))?;
+    let (major, minor) = (v[8], v[9]);
+    if (major, minor) != (3, 1) {
+        return Err(refuse(
+            tx,
+            format!("NTFS {major}.{minor} is not written (only 3.1, Windows XP and later)"),
+        ));
+    }
     let flags = le16(v, 10);
     if flags & VOLUME_IS_DIRTY != 0 {
         return Err(refuse(

@@ -755,6 +755,156 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
     touch_dir(tx, dir_rn)
 }
 
+/// Rename the file at record `rn` in directory `dir_rn` to `name` in the
+/// same directory (a file of that name other than itself must be gone
+/// already). Every name of the file (a separate DOS name included) is
+/// replaced by one `$FILE_NAME`, namespace as for a new file.
+pub(crate) fn rename(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx<'_>,
+    rn: u64,
+    dir_rn: u64,
+    name: &str,
+) -> Result<(), FsError> {
+    const OP: &str = "rename";
+    preflight::check(tx, ctx.up)?;
+    let path = ctx.path;
+    let uname: Vec<u16> = name.encode_utf16().collect();
+    if !valid_name(&uname) {
+        return Err(unsupported(
+            tx,
+            OP,
+            path,
+            "the new name is not a valid Windows file name",
+        ));
+    }
+    let r = tx.parsed(rn)?;
+    if r.attrs.iter().any(|a| a.ty == AT_ATTRIBUTE_LIST) {
+        return Err(unsupported(
+            tx,
+            OP,
+            path,
+            "the file has an $ATTRIBUTE_LIST (not implemented)",
+        ));
+    }
+    let dir = Dir::open(tx, dir_rn, &path.parent().to_string())?;
+    let mut keys = Vec::new();
+    let mut template: Option<Vec<u8>> = None;
+    for a in r.attrs.iter().filter(|a| a.ty == AT_FILE_NAME) {
+        let k = r
+            .resident(a)
+            .ok_or_else(|| tx.corrupt(format!("{path}"), "$FILE_NAME is not resident"))?;
+        if le64(k, 0) & REF_MASK != dir_rn {
+            return Err(unsupported(
+                tx,
+                OP,
+                path,
+                "the file has hard links in other directories",
+            ));
+        }
+        let key = index::parse_key(k).map_err(|d| tx.corrupt(format!("{path}"), d))?;
+        if key.namespace != index::NS_DOS {
+            if template.is_some() {
+                return Err(unsupported(tx, OP, path, "the file has several hard links"));
+            }
+            template = Some(k.to_vec());
+        }
+        keys.push((a.off, a.len, key));
+    }
+    let template =
+        template.ok_or_else(|| tx.corrupt(format!("{path}"), "no Win32 or POSIX name"))?;
+    for (_, _, k) in &keys {
+        match dir.seek(tx, ctx.up, &k.name, true)? {
+            Ok(h) if h.entry.file_ref & REF_MASK == rn => {
+                if !h.leaf {
+                    return Err(unsupported(
+                        tx,
+                        OP,
+                        path,
+                        "the directory entry is in an internal index node (rebalancing not implemented)",
+                    ));
+                }
+                if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
+                    return Err(unsupported(
+                        tx,
+                        OP,
+                        path,
+                        "the entry is the last one of its index block (removing the block is not implemented)",
+                    ));
+                }
+            }
+            _ => {
+                return Err(tx.corrupt(&dir.place, format!("{path}: no entry for the file's name")))
+            }
+        }
+    }
+    for (_, _, k) in &keys {
+        let h = match dir.seek(tx, ctx.up, &k.name, true)? {
+            Ok(h) => h,
+            Err(_) => return Err(tx.corrupt(&dir.place, "entry vanished")),
+        };
+        dir.edit(tx, h.node, h.base + h.entry.pos, h.entry.len, &[])?;
+    }
+    // The new $FILE_NAME: the old one's parent, times and sizes, the MFT
+    // change time now.
+    let mut fname = template[..66].to_vec();
+    put64(&mut fname, 24, tx.now);
+    fname[64] = uname.len() as u8;
+    fname[65] = if is_dos_name(name) {
+        NS_WIN32_DOS
+    } else {
+        NS_WIN32
+    };
+    for c in &uname {
+        fname.extend_from_slice(&c.to_le_bytes());
+    }
+    let mut rec = tx.record(rn)?.clone();
+    // Delete the old names, last first so the offsets stay good.
+    for (off, len, _) in keys.iter().rev() {
+        attr::splice(&mut rec, *off, *len, &[]).map_err(|d| tx.corrupt(format!("{path}"), d))?;
+    }
+    let i = attr::next_instance(&mut rec);
+    let a = attr::resident(AT_FILE_NAME, &[], i, &fname, true);
+    let at = attr::insert_at(&rec, AT_FILE_NAME, &[]);
+    attr::splice(&mut rec, at, 0, &a).map_err(|d| {
+        unsupported(
+            tx,
+            OP,
+            path,
+            format!("the new name does not fit in the file's MFT record ({d})"),
+        )
+    })?;
+    put16(&mut rec, 0x12, 1);
+    let r2 = crate::record::parse_fixed(tx.geo, rec.clone())
+        .map_err(|d| tx.corrupt(format!("{path}"), d))?;
+    if let Some(si) = r2.attrs.iter().find(|a| a.ty == AT_STANDARD_INFORMATION) {
+        if let Body::Resident(range) = &si.body {
+            put64(&mut rec, range.start + 16, tx.now);
+        }
+    }
+    *tx.record(rn)? = rec;
+    tx.dirty(rn);
+    let seq = le16(&r.data, 0x10);
+    let hit = match dir.seek(tx, ctx.up, &uname, false)? {
+        Ok(_) => {
+            return Err(FsError::Exists {
+                fs: tx.loc.to_string(),
+                path: path.to_string(),
+            })
+        }
+        Err(h) => h,
+    };
+    let klen = fname.len();
+    let elen = align8(16 + klen as u64) as usize;
+    let mut e = vec![0u8; elen];
+    put64(&mut e, 0, rn | (u64::from(seq) << 48));
+    put16(&mut e, 8, elen as u16);
+    put16(&mut e, 10, klen as u16);
+    e[16..16 + klen].copy_from_slice(&fname);
+    dir.edit(tx, hit.node, hit.base + hit.entry.pos, 0, &e)?;
+    touch_dir(tx, dir_rn)
+}
+
 /// Clear record `rn`'s bit in `$MFT`'s `$BITMAP`.
 fn free_record(tx: &mut Tx<'_>, rn: u64) -> Result<(), FsError> {
     let r0 = tx.parsed(0)?;

@@ -224,3 +224,63 @@ fn measure_replace_20mib_on_4gib() {
     ntfsfix_clean(&img.path);
     assert_eq!(ntfscat(&img.path, HIVE), files[HIVE]);
 }
+
+/// Renames within a directory: to a new name, onto an existing file (which
+/// is removed), a change of case; moving elsewhere is refused.
+#[test]
+fn rename_within_a_directory() {
+    for cluster in [512u32, 4096] {
+        let (img, mut m) = hive_image(64, 512, cluster);
+        let cfg = "/Windows/System32/config";
+        let step = |m: &mut Model, from: &str, to: &str| {
+            let mut fs = open_rw(&img.path);
+            fs.rename(&GuestPath::from(from), &GuestPath::from(to))
+                .unwrap();
+            let data = m.files.remove(from).unwrap();
+            m.files.remove(to);
+            m.files.insert(to.to_string(), data);
+            m.verify(&img.path);
+            let names = ntfsls(&img.path, cfg);
+            let want = to.rsplit('/').next().unwrap();
+            assert!(names.contains(want), "{names:?}");
+            assert!(
+                from.eq_ignore_ascii_case(to) || !names.contains(from.rsplit('/').next().unwrap()),
+                "{names:?}"
+            );
+        };
+        step(
+            &mut m,
+            &format!("{cfg}/SYSTEM"),
+            &format!("{cfg}/SYSTEM.bak"),
+        );
+        step(
+            &mut m,
+            &format!("{cfg}/SYSTEM.bak"),
+            &format!("{cfg}/a much longer name for the hive"),
+        );
+        // Onto an existing file.
+        step(
+            &mut m,
+            &format!("{cfg}/a much longer name for the hive"),
+            &format!("{cfg}/SOFTWARE"),
+        );
+        // Case only.
+        step(
+            &mut m,
+            &format!("{cfg}/SOFTWARE"),
+            &format!("{cfg}/Software"),
+        );
+        let before = std::fs::read(&img.path).unwrap();
+        let mut fs = open_rw(&img.path);
+        match fs.rename(
+            &GuestPath::from(format!("{cfg}/Software").as_str()),
+            &GuestPath::from("/Software"),
+        ) {
+            Err(FsError::Unsupported { why, .. }) => {
+                assert!(why.contains("another directory"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(std::fs::read(&img.path).unwrap() == before);
+    }
+}

@@ -1,4 +1,4 @@
-//! Random sequences of replace, create and remove (sizes 0 B – 4 MiB) on
+//! Random sequences of replace, create, remove and rename (sizes 0 B – 4 MiB) on
 //! fresh mkntfs images of three cluster sizes; after each sequence
 //! `ntfsfix -n` is clean, every file reads back through ntfscat and our
 //! reader, `ntfsls -l` shows the sizes, and the free clusters match the
@@ -20,6 +20,9 @@ enum Op {
     Replace(usize, usize),
     Create(usize, usize),
     Remove(usize),
+    /// Rename file i to a new name (`onto` false) or onto file j of the same
+    /// directory.
+    Rename(usize, usize, bool),
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -31,6 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Replace(i, n)),
         3 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Create(i, n)),
         1 => any::<usize>().prop_map(Op::Remove),
+        1 => (any::<usize>(), any::<usize>(), any::<bool>()).prop_map(|(i, j, o)| Op::Rename(i, j, o)),
     ]
 }
 
@@ -73,6 +77,28 @@ fn run_case(cluster: u32, ops: &[Op], seed: u64) {
                 let r = fs.create_file(&GuestPath::from(p.as_str()), &data, &NewAttrs::default());
                 if r.is_ok() {
                     m.files.insert(p, data);
+                }
+                r
+            }
+            Op::Rename(i, j, onto) => {
+                let from = names[i % names.len()].clone();
+                let dir = &from[..=from.rfind('/').unwrap()];
+                let siblings: Vec<&String> = names
+                    .iter()
+                    .filter(|n| n.starts_with(dir) && !n[dir.len()..].contains('/'))
+                    .collect();
+                let to = if *onto {
+                    siblings[j % siblings.len()].clone()
+                } else {
+                    format!("{dir}renamed-{k}")
+                };
+                let r = fs.rename(
+                    &GuestPath::from(from.as_str()),
+                    &GuestPath::from(to.as_str()),
+                );
+                if r.is_ok() {
+                    let data = m.files.remove(&from).unwrap();
+                    m.files.insert(to, data);
                 }
                 r
             }
