@@ -1,4 +1,5 @@
-//! NTFS behind the guest file API, read-only.
+//! NTFS behind the guest file API: reads through the `ntfs` crate, writes
+//! through our own code.
 //!
 //! Reading goes through the [ntfs](https://crates.io/crates/ntfs) crate
 //! (boot sector, MFT records, attributes and attribute lists, data runs with
@@ -29,10 +30,26 @@
 //!   from `$STANDARD_INFORMATION` (`ctime` is its MFT-change time); inode is
 //!   the MFT record number; nlink counts the non-DOS names; no xattrs.
 //!
-//! **Refused:** every write (the trait's defaults); reading compressed or
-//! encrypted files, and files with a reparse point other than a symlink or
-//! junction (WOF-compressed system files, deduplicated files, cloud
-//! placeholders: their contents are not in the unnamed `$DATA` stream).
+//! **Writes** (`write`, `tx`, `dirw`, `attr`, `runlist`, `preflight`):
+//! [`GuestFs::replace_file`], [`GuestFs::create_file`], [`GuestFs::remove`]
+//! of regular files and [`GuestFs::rename`] within a directory, each one
+//! in-memory transaction committed only when the whole operation succeeded
+//! (a refusal or no space writes nothing), after the volume checks of
+//! `preflight` (version 3.1, not dirty, not hibernated, `$LogFile` clean
+//! and version 1.1). A clean `$LogFile` is left as it is (see `preflight`);
+//! no `$UsnJrnl` records are written. Times come from the clock, or from
+//! [`NtfsFs::with_clock`]. What the writer does not do is refused with
+//! [`FsError::Unsupported`] naming the volume, the path and why: mkdir and
+//! symlinks, files with an attribute list, compressed, encrypted, sparse or
+//! reparse-point files, hard links, directories and links for remove and
+//! rename, moves across directories, a `$DATA` runlist that does not fit in
+//! the file's record, growing `$MFT`, and index changes that need a node
+//! split, a merge, or an entry taken out of an internal node.
+//!
+//! **Refused for reading:** compressed or encrypted files, and files with a
+//! reparse point other than a symlink or junction (WOF-compressed system
+//! files, deduplicated files, cloud placeholders: their contents are not in
+//! the unnamed `$DATA` stream).
 //!
 //! **Hostile images:** nothing the crate reads is trusted to it unchecked.
 //! The boot sector is validated here first (sector and cluster size, volume
@@ -136,7 +153,7 @@ pub struct NtfsVolumeInfo {
     pub serial_number: u64,
 }
 
-/// A read-only NTFS filesystem.
+/// An NTFS filesystem.
 pub struct NtfsFs {
     ntfs: Ntfs,
     geo: Geometry,
