@@ -3,8 +3,15 @@
 //! its key in place, inserting an entry into the node where collation puts
 //! it when that node has room, and removing an entry from a leaf.
 //!
-//! Not done here (refused): moving `$INDEX_ROOT` into an allocation,
-//! splitting or merging nodes, removing an entry of an internal node.
+//! A full leaf block is split in two around its middle entry, which moves up
+//! into the parent node; the new block is a free one of the `$I30`
+//! `$BITMAP`, or one added at the end of `$INDEX_ALLOCATION` (clusters
+//! allocated when its last cluster has no room).
+//!
+//! Not done here (refused): moving `$INDEX_ROOT` into an allocation (a full
+//! root), splitting a parent that has no room for the middle entry, a
+//! non-resident `$I30` `$BITMAP`, merging nodes, removing an entry of an
+//! internal node.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -13,13 +20,17 @@ use vmie_guestfs::FsError;
 
 use crate::attr;
 use crate::index::{self, Entry, INDX_NODE_AT, ROOT_NODE_AT};
-use crate::le::{le16, le32, le64, put32};
+use crate::le::{le16, le32, le64, put16, put32, put64};
 use crate::record::{Body, AT_ATTRIBUTE_LIST};
 use crate::runlist;
 use crate::tx::Tx;
 
 const AT_INDEX_ROOT: u32 = 0x90;
 const AT_INDEX_ALLOCATION: u32 = 0xA0;
+const AT_BITMAP: u32 = 0xB0;
+/// Entry flags.
+const ENTRY_SUBNODE: u16 = 0x01;
+const ENTRY_LAST: u16 = 0x02;
 /// Deepest index walked.
 const MAX_DEPTH: usize = 64;
 
@@ -58,6 +69,9 @@ pub(crate) struct Hit {
     pub leaf: bool,
     /// Entries in the node, the end entry included.
     pub count: usize,
+    /// The entry of the parent node that points at this node (node, its
+    /// offset in the parent's buffer, its length), and this node's VCN.
+    pub parent: Option<(Node, usize, usize, i64)>,
 }
 
 impl Dir {
@@ -181,6 +195,7 @@ impl Dir {
         let mut node = Node::Root;
         let mut base = hdr + le32(&tx.record(self.rn)?.clone(), hdr) as usize;
         let mut seen = HashSet::new();
+        let mut parent: Option<(Node, usize, usize, i64)> = None;
         for _ in 0..MAX_DEPTH {
             let leaf = entries.iter().all(|e| e.subnode.is_none());
             let count = entries.len();
@@ -200,11 +215,15 @@ impl Dir {
                             entry: e.clone(),
                             leaf,
                             count,
+                            parent,
                         }));
                     }
                     Ordering::Greater => {
                         match e.subnode {
-                            Some(v) => next = Some(v),
+                            Some(v) => {
+                                next = Some(v);
+                                parent = Some((node, base + e.pos, e.len, v));
+                            }
                             None => {
                                 return Ok(Err(Hit {
                                     node,
@@ -212,6 +231,7 @@ impl Dir {
                                     entry: e.clone(),
                                     leaf,
                                     count,
+                                    parent,
                                 }))
                             }
                         }
@@ -253,6 +273,226 @@ impl Dir {
             Node::Root => tx.dirty(self.rn),
             Node::Block(k) => tx.indx_dirty(k),
         }
+    }
+
+    fn full(&self, tx: &Tx<'_>) -> FsError {
+        FsError::Unsupported {
+            fs: tx.loc.to_string(),
+            op: format!("change the index of {}", self.place),
+            why: "directory index full: splitting not implemented for this node".into(),
+        }
+    }
+
+    /// Bytes a node can still take.
+    fn room(&self, tx: &mut Tx<'_>, node: Node) -> Result<usize, FsError> {
+        Ok(match node {
+            Node::Root => {
+                let rec = tx.record(self.rn)?;
+                (le32(rec, 0x1C) as usize).saturating_sub(le32(rec, 0x18) as usize)
+            }
+            Node::Block(k) => {
+                let b = tx.indx_buf(k)?;
+                let size = le32(b, INDX_NODE_AT + 4) as usize;
+                let alloc = (le32(b, INDX_NODE_AT + 8) as usize).min(b.len() - INDX_NODE_AT);
+                alloc.saturating_sub(size)
+            }
+        })
+    }
+
+    /// Insert entry `e` where `hit` (a miss in a leaf) says, splitting the
+    /// leaf block when it is full.
+    pub fn insert(&self, tx: &mut Tx<'_>, hit: &Hit, e: &[u8]) -> Result<(), FsError> {
+        if !hit.leaf {
+            return Err(tx.corrupt(&self.place, "the insert position is not in a leaf"));
+        }
+        if e.len() <= self.room(tx, hit.node)? {
+            return self.edit(tx, hit.node, hit.base + hit.entry.pos, 0, e);
+        }
+        match (hit.node, hit.parent) {
+            (Node::Block(key), Some(parent)) => self.split(tx, key, hit, parent, e),
+            _ => Err(self.full(tx)),
+        }
+    }
+
+    fn split(
+        &self,
+        tx: &mut Tx<'_>,
+        key: u64,
+        hit: &Hit,
+        (pnode, ppos, plen, leaf_vcn): (Node, usize, usize, i64),
+        e: &[u8],
+    ) -> Result<(), FsError> {
+        let buf = tx.indx_buf(key)?.clone();
+        let entries =
+            index::node_entries(&buf, INDX_NODE_AT).map_err(|d| tx.corrupt(&self.place, d))?;
+        let mut items: Vec<Vec<u8>> = Vec::new();
+        for en in &entries {
+            if en.pos == hit.entry.pos {
+                items.push(e.to_vec());
+            }
+            if en.key.is_none() {
+                break;
+            }
+            items.push(buf[hit.base + en.pos..hit.base + en.pos + en.len].to_vec());
+        }
+        if items.len() < 3 {
+            return Err(self.full(tx));
+        }
+        let total: usize = items.iter().map(Vec::len).sum();
+        let mut acc = 0;
+        let mut m = 1;
+        for (i, it) in items.iter().enumerate() {
+            if acc + it.len() > total / 2 {
+                m = i;
+                break;
+            }
+            acc += it.len();
+        }
+        let m = m.clamp(1, items.len() - 2);
+        let end = end_entry();
+        let left: Vec<u8> = [items[..m].concat(), end.clone()].concat();
+        let right: Vec<u8> = [items[m + 1..].concat(), end].concat();
+        let mut median = items[m].clone();
+        let mlen = median.len();
+        median.extend_from_slice(&leaf_vcn.to_le_bytes());
+        put16(&mut median, 8, (mlen + 8) as u16);
+        let flags = le16(&median, 12);
+        put16(&mut median, 12, flags | ENTRY_SUBNODE);
+        // The parent must take the middle entry.
+        if median.len() > self.room(tx, pnode)? {
+            return Err(self.full(tx));
+        }
+        let (nb, runs) = self.new_block(tx)?;
+        let rs = self.rs as usize;
+        let vcn_r = i64::try_from(nb * u64::from(self.rs) / self.vcn_bytes)
+            .map_err(|_| tx.corrupt(&self.place, "index block number overflows"))?;
+        let fresh = new_block(rs, vcn_r, &right).ok_or_else(|| self.full(tx))?;
+        // The left half stays in the old block.
+        {
+            let b = tx.indx_buf(key)?;
+            let eo = le32(b, INDX_NODE_AT) as usize;
+            let start = INDX_NODE_AT + eo;
+            let alloc_end = (INDX_NODE_AT + le32(b, INDX_NODE_AT + 8) as usize).min(b.len());
+            if start + left.len() > alloc_end {
+                return Err(self.full(tx));
+            }
+            b[start..start + left.len()].copy_from_slice(&left);
+            b[start + left.len()..alloc_end].fill(0);
+            put32(b, INDX_NODE_AT + 4, (eo + left.len()) as u32);
+        }
+        tx.indx_dirty(key);
+        tx.indx_put(&runs, nb * u64::from(self.rs), fresh, &self.place)?;
+        // The parent's entry now leads to the right half; the middle entry,
+        // leading to the left half, goes before it.
+        {
+            let pb = self.buf(tx, pnode)?;
+            put64(pb, ppos + plen - 8, vcn_r as u64);
+        }
+        self.mark(tx, pnode);
+        self.edit(tx, pnode, ppos, 0, &median)
+    }
+
+    /// A free block of the index allocation (its number) and the
+    /// allocation's runs, marking it in use in the `$I30` bitmap; a block
+    /// added at the end when none is free.
+    fn new_block(&self, tx: &mut Tx<'_>) -> Result<(u64, Vec<(u64, u64)>), FsError> {
+        let name = i30();
+        let r = tx.parsed(self.rn)?;
+        let bm = r
+            .attrs
+            .iter()
+            .find(|a| a.ty == AT_BITMAP && a.name == name)
+            .ok_or_else(|| tx.corrupt(&self.place, "an index allocation without a $BITMAP"))?;
+        let Some(value) = r.resident(bm).map(<[u8]>::to_vec) else {
+            return Err(FsError::Unsupported {
+                fs: tx.loc.to_string(),
+                op: format!("change the index of {}", self.place),
+                why: "the index's $BITMAP is non-resident (not implemented)".into(),
+            });
+        };
+        let alloc = r
+            .attrs
+            .iter()
+            .find(|a| a.ty == AT_INDEX_ALLOCATION && a.name == name)
+            .ok_or_else(|| tx.corrupt(&self.place, "no $INDEX_ALLOCATION"))?
+            .clone();
+        let Body::NonResident {
+            data_size, runs, ..
+        } = &alloc.body
+        else {
+            return Err(tx.corrupt(&self.place, "$INDEX_ALLOCATION is resident"));
+        };
+        let mut runs = runlist::allocated(runs).map_err(|d| tx.corrupt(&self.place, d))?;
+        let rs = u64::from(self.rs);
+        let blocks = data_size / rs;
+        let free = (0..blocks).find(|&b| {
+            value
+                .get((b / 8) as usize)
+                .is_some_and(|&x| x & (1 << (b % 8)) == 0)
+        });
+        let nb = match free {
+            Some(b) => b,
+            None => {
+                // Grow the allocation by one block.
+                let cs = u64::from(tx.geo.cluster_size);
+                let allocated = le64(&r.data, alloc.off + 40);
+                let new_data = (blocks + 1) * rs;
+                let mut new_alloc = allocated;
+                if new_data > allocated {
+                    let need = (new_data - allocated).div_ceil(cs);
+                    let hint = runs.last().map_or(0, |&(l, n)| l + n);
+                    let got = tx.alloc(need, hint)?;
+                    runs.extend(got);
+                    runs = runlist::merge(&runs);
+                    new_alloc = allocated + need * cs;
+                }
+                let pairs = runlist::encode(&runs).map_err(|d| tx.corrupt(&self.place, d))?;
+                let sizes = attr::NrSizes {
+                    highest_vcn: (new_alloc / cs) as i64 - 1,
+                    allocated: new_alloc,
+                    data: new_data,
+                    initialized: new_data,
+                };
+                let a = attr::non_resident(
+                    AT_INDEX_ALLOCATION,
+                    &name,
+                    le16(&r.data, alloc.off + 14),
+                    le16(&r.data, alloc.off + 12),
+                    sizes,
+                    &pairs,
+                );
+                let rec = tx.record(self.rn)?;
+                attr::splice(rec, alloc.off, alloc.len, &a).map_err(|_| FsError::Unsupported {
+                    fs: tx.loc.to_string(),
+                    op: format!("change the index of {}", self.place),
+                    why: "the grown $INDEX_ALLOCATION does not fit in the directory's record"
+                        .into(),
+                })?;
+                blocks
+            }
+        };
+        // Set its bit, growing the bitmap value by 8 bytes when needed.
+        let r = tx.parsed(self.rn)?;
+        let bm = r
+            .attrs
+            .iter()
+            .find(|a| a.ty == AT_BITMAP && a.name == name)
+            .ok_or_else(|| tx.corrupt(&self.place, "$BITMAP vanished"))?;
+        let mut value = r.resident(bm).unwrap_or_default().to_vec();
+        let byte = (nb / 8) as usize;
+        if byte >= value.len() {
+            value.resize(byte.div_ceil(8) * 8 + 8, 0);
+        }
+        value[byte] |= 1 << (nb % 8);
+        let a = attr::resident(AT_BITMAP, &name, le16(&r.data, bm.off + 14), &value, false);
+        let rec = tx.record(self.rn)?;
+        attr::splice(rec, bm.off, bm.len, &a).map_err(|_| FsError::Unsupported {
+            fs: tx.loc.to_string(),
+            op: format!("change the index of {}", self.place),
+            why: "the grown index $BITMAP does not fit in the directory's record".into(),
+        })?;
+        tx.dirty(self.rn);
+        Ok((nb, runs))
     }
 
     /// Replace `old_len` bytes at entry offset `pos` of the node with `new`
@@ -326,4 +566,33 @@ impl Dir {
         }
         Ok(())
     }
+}
+
+/// The end entry of a leaf node.
+fn end_entry() -> Vec<u8> {
+    let mut e = vec![0u8; 16];
+    put16(&mut e, 8, 16);
+    put16(&mut e, 12, ENTRY_LAST);
+    e
+}
+
+/// A fresh leaf index block of `rs` bytes for `vcn` holding `entries` (the
+/// end entry included), fixup not applied; `None` when they do not fit.
+fn new_block(rs: usize, vcn: i64, entries: &[u8]) -> Option<Vec<u8>> {
+    let usa_count = rs / 512 + 1;
+    let eo = (16 + 2 * usa_count).div_ceil(8) * 8;
+    let mut b = vec![0u8; rs];
+    b[0..4].copy_from_slice(b"INDX");
+    put16(&mut b, 4, 0x28);
+    put16(&mut b, 6, usa_count as u16);
+    put64(&mut b, 16, vcn as u64);
+    let start = INDX_NODE_AT + eo;
+    if start + entries.len() > rs {
+        return None;
+    }
+    put32(&mut b, INDX_NODE_AT, eo as u32);
+    put32(&mut b, INDX_NODE_AT + 4, (eo + entries.len()) as u32);
+    put32(&mut b, INDX_NODE_AT + 8, (rs - INDX_NODE_AT) as u32);
+    b[start..start + entries.len()].copy_from_slice(entries);
+    Some(b)
 }

@@ -43,8 +43,10 @@
 //! symlinks, files with an attribute list, compressed, encrypted, sparse or
 //! reparse-point files, hard links, directories and links for remove and
 //! rename, moves across directories, a `$DATA` runlist that does not fit in
-//! the file's record, growing `$MFT`, and index changes that need a node
-//! split, a merge, or an entry taken out of an internal node.
+//! the file's record, growing `$MFT`, and index changes that need moving a
+//! full `$INDEX_ROOT` into an allocation, splitting a node whose parent has
+//! no room, a merge, or an entry taken out of an internal node (a full
+//! leaf block is split; see `dirw`).
 //!
 //! **Refused for reading:** compressed or encrypted files, and files with a
 //! reparse point other than a symlink or junction (WOF-compressed system

@@ -261,6 +261,24 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Stage a new index block (fixup not applied) at byte `off` of an index
+    /// allocation stored in `runs`, without reading what is there.
+    pub fn indx_put(
+        &mut self,
+        runs: &[(u64, u64)],
+        off: u64,
+        data: Vec<u8>,
+        place: &str,
+    ) -> Result<(), FsError> {
+        let cs = u64::from(self.geo.cluster_size);
+        let pieces = runlist::map_range(runs, cs, off, data.len() as u64)
+            .map_err(|d| self.corrupt(place, format!("index block at {off}: {d}")))?;
+        let key = pieces.first().map_or(0, |p| p.0);
+        self.indx.insert(key, Block { pieces, data });
+        self.indx_dirty.insert(key);
+        Ok(())
+    }
+
     /// A staged index block by its key.
     pub fn indx_buf(&mut self, key: u64) -> Result<&mut Vec<u8>, FsError> {
         let loc = self.loc.to_string();

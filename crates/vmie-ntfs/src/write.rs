@@ -648,10 +648,7 @@ pub(crate) fn create(
     put16(&mut e, 8, elen as u16);
     put16(&mut e, 10, klen as u16);
     e[16..16 + klen].copy_from_slice(&fname);
-    if !hit.leaf {
-        return Err(tx.corrupt(&dir.place, "the insert position is not in a leaf"));
-    }
-    dir.edit(tx, hit.node, hit.base + hit.entry.pos, 0, &e)?;
+    dir.insert(tx, &hit, &e)?;
     touch_dir(tx, dir_rn)
 }
 
@@ -901,7 +898,7 @@ pub(crate) fn rename(
     put16(&mut e, 8, elen as u16);
     put16(&mut e, 10, klen as u16);
     e[16..16 + klen].copy_from_slice(&fname);
-    dir.edit(tx, hit.node, hit.base + hit.entry.pos, 0, &e)?;
+    dir.insert(tx, &hit, &e)?;
     touch_dir(tx, dir_rn)
 }
 

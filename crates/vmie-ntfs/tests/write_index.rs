@@ -178,3 +178,130 @@ fn root_index_fills() {
     files.remove("/d/a");
     verify(&img.path, "/d", &files);
 }
+
+/// A directory of 1500 files (a three-level index made by ntfs-3g): 200
+/// new names crowded into one region split leaves, the middle entries going
+/// up into internal blocks; every name is then found by ntfs-3g, by a FUSE
+/// mount's listing and by our reader.
+fn leaf_splits(cluster: u32) {
+    let img = mkntfs_geom(64, 512, cluster);
+    let mut files = BTreeMap::new();
+    for i in 0..1500 {
+        files.insert(format!("/big/f{i:04}"), vec![(i % 251) as u8; 3]);
+    }
+    let mut refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    // Spare files, removed again, so $MFT has free records (we do not grow it).
+    let spare: Vec<String> = (0..250).map(|i| format!("/spare/s{i:03}")).collect();
+    refs.extend(spare.iter().map(|p| (p.as_str(), b"s".as_slice())));
+    img.populate(&["big", "spare"], &refs);
+    let mnt = img.dir.path().join("mnt");
+    run("ntfs-3g", &[img.path.as_os_str(), mnt.as_os_str()]);
+    for p in &spare {
+        std::fs::remove_file(mnt.join(p.trim_start_matches('/'))).unwrap();
+    }
+    let u = std::process::Command::new("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(u.status.success());
+    let blocks_before = index_allocation_size(&img.path, "/big");
+    let (cs, _, free_before) = ntfsinfo_space(&img.path);
+    let mut made = 0;
+    let mut refused = 0;
+    for i in 0..200 {
+        let p = format!("/big/f0750-new-{i:03}");
+        let data = vec![7u8; i * 40];
+        match attempt(&img.path, |fs| {
+            fs.create_file(&GuestPath::from(p.as_str()), &data, &NewAttrs::default())
+        }) {
+            Ok(()) => {
+                files.insert(p, data);
+                made += 1;
+            }
+            Err(why) => {
+                assert!(why.contains("splitting not implemented"), "{why}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(made >= 150, "{made} made, {refused} refused");
+    let blocks_after = index_allocation_size(&img.path, "/big");
+    println!("{made} made, {refused} refused; $INDEX_ALLOCATION {blocks_before:?} -> {blocks_after:?} bytes");
+    assert!(blocks_after.0 > blocks_before.0, "no block was added");
+    // Every cluster taken is a new file's or the index's.
+    let (_, _, free_after) = ntfsinfo_space(&img.path);
+    let data: u64 = files
+        .keys()
+        .filter(|p| p.contains("-new-"))
+        .map(|p| ntfsinfo_data_clusters(&img.path, p, cs))
+        .sum();
+    assert_eq!(
+        free_before - free_after,
+        data + (blocks_after.1 - blocks_before.1) / cs
+    );
+    verify(&img.path, "/big", &files);
+    // ntfs-3g's own directory walk (FUSE readdir) sees every name.
+    let mnt = img.dir.path().join("mnt-ls");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(
+        "ntfs-3g",
+        &[
+            std::ffi::OsStr::new("-o"),
+            std::ffi::OsStr::new("ro"),
+            img.path.as_os_str(),
+            mnt.as_os_str(),
+        ],
+    );
+    let listed = std::fs::read_dir(mnt.join("big")).unwrap().count();
+    let for_sure = std::fs::read(mnt.join("big/f0750-new-199"));
+    let u = std::process::Command::new("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(u.status.success());
+    assert_eq!(listed, files.len());
+    if files.contains_key("/big/f0750-new-199") {
+        assert_eq!(for_sure.unwrap(), files["/big/f0750-new-199"]);
+    }
+}
+
+/// The data size of a directory's `$INDEX_ALLOCATION`, as ntfsinfo reads it.
+fn index_allocation_size(img: &Path, dir: &str) -> (u64, u64) {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            std::ffi::OsStr::new("-f"),
+            std::ffi::OsStr::new("-F"),
+            std::ffi::OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let part = out
+        .split("Dumping attribute $INDEX_ALLOCATION")
+        .nth(1)
+        .unwrap();
+    let field = |k: &str| -> u64 {
+        let line = part.lines().find_map(|l| l.trim().strip_prefix(k)).unwrap();
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (field("Data size:"), field("Allocated size:"))
+}
+
+#[test]
+fn leaf_splits_4096() {
+    leaf_splits(4096);
+}
+
+#[test]
+fn leaf_splits_512() {
+    leaf_splits(512);
+}
+
+#[test]
+fn leaf_splits_65536() {
+    leaf_splits(65536);
+}
