@@ -23,6 +23,10 @@ pub(crate) const MAX_INDEX_RECORD: u32 = 64 << 10;
 /// The fewest clusters a volume can have and still hold its metadata files.
 const MIN_CLUSTERS: u64 = 16;
 
+/// The refusal of a BitLocker volume (OEM ID `-FVE-FS-`).
+pub(crate) const BITLOCKER: &str =
+    "the volume is BitLocker-encrypted (OEM ID \"-FVE-FS-\"): unlock and decrypt it first";
+
 /// The volume's geometry, as validated from the boot sector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -46,11 +50,16 @@ pub(crate) struct Geometry {
     pub index_record_size: u32,
     /// Volume serial number.
     pub serial: u64,
+    /// First cluster of `$MFTMirr`.
+    pub mirr_lcn: u64,
 }
 
 /// Validate the 512-byte boot sector `bs` of a device of `dev_len` bytes.
 /// The error is a sentence saying what is wrong.
 pub(crate) fn parse(bs: &[u8; 512], dev_len: u64) -> Result<Geometry, String> {
+    if &bs[3..11] == b"-FVE-FS-" {
+        return Err(BITLOCKER.into());
+    }
     if &bs[3..11] != b"NTFS    " {
         return Err("no NTFS signature (OEM ID \"NTFS    \")".into());
     }
@@ -150,6 +159,7 @@ pub(crate) fn parse(bs: &[u8; 512], dev_len: u64) -> Result<Geometry, String> {
         file_record_size,
         index_record_size,
         serial: le64(bs, 0x48),
+        mirr_lcn,
     })
 }
 

@@ -38,7 +38,9 @@ const FILE_NAME_HEADER: usize = 66;
 /// Size of the node header (entries offset, sizes, flags).
 const NODE_HEADER: usize = 16;
 /// Where the node header starts in an index record.
-const INDX_NODE_AT: usize = 24;
+pub(crate) const INDX_NODE_AT: usize = 24;
+/// Where the node header starts in an `$INDEX_ROOT` value.
+pub(crate) const ROOT_NODE_AT: usize = 16;
 
 /// The key of an `$I30` entry: a copy of the file's `$FILE_NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +64,10 @@ pub(crate) struct Entry {
     pub subnode: Option<i64>,
     /// The key; `None` for the end entry.
     pub key: Option<Key>,
+    /// Offset of the entry from the start of its node's entries.
+    pub pos: usize,
+    /// Length of the entry.
+    pub len: usize,
 }
 
 /// The `$INDEX_ROOT` of a directory.
@@ -115,7 +121,7 @@ pub(crate) fn parse_node(buf: &mut [u8], vcn: i64) -> Result<Vec<Entry>, String>
 }
 
 /// The entries of the node whose header is at `at` of `buf`.
-fn node_entries(buf: &[u8], at: usize) -> Result<Vec<Entry>, String> {
+pub(crate) fn node_entries(buf: &[u8], at: usize) -> Result<Vec<Entry>, String> {
     let entries_offset = le32(buf, at) as usize;
     let index_size = le32(buf, at + 4) as usize;
     let allocated = le32(buf, at + 8) as usize;
@@ -186,6 +192,8 @@ fn parse_entries(region: &[u8]) -> Result<Vec<Entry>, String> {
             file_ref: le64(e, 0),
             subnode,
             key,
+            pos: p,
+            len: elen,
         });
         if last {
             return Ok(out);

@@ -30,6 +30,27 @@ pub(crate) fn byte(b: &[u8], o: usize) -> u8 {
     b.get(o).copied().unwrap_or(0)
 }
 
+/// Store `v` at `o` (the caller checked the range; out of range is a no-op).
+pub(crate) fn put16(b: &mut [u8], o: usize, v: u16) {
+    if let Some(s) = b.get_mut(o..o.saturating_add(2)) {
+        s.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Store `v` at `o` (out of range is a no-op).
+pub(crate) fn put32(b: &mut [u8], o: usize, v: u32) {
+    if let Some(s) = b.get_mut(o..o.saturating_add(4)) {
+        s.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Store `v` at `o` (out of range is a no-op).
+pub(crate) fn put64(b: &mut [u8], o: usize, v: u64) {
+    if let Some(s) = b.get_mut(o..o.saturating_add(8)) {
+        s.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! NTFS behind the guest file API, read-only.
+//! NTFS behind the guest file API: reads through the `ntfs` crate, writes
+//! through our own code.
 //!
 //! Reading goes through the [ntfs](https://crates.io/crates/ntfs) crate
 //! (boot sector, MFT records, attributes and attribute lists, data runs with
@@ -29,10 +30,28 @@
 //!   from `$STANDARD_INFORMATION` (`ctime` is its MFT-change time); inode is
 //!   the MFT record number; nlink counts the non-DOS names; no xattrs.
 //!
-//! **Refused:** every write (the trait's defaults); reading compressed or
-//! encrypted files, and files with a reparse point other than a symlink or
-//! junction (WOF-compressed system files, deduplicated files, cloud
-//! placeholders: their contents are not in the unnamed `$DATA` stream).
+//! **Writes** (`write`, `tx`, `dirw`, `attr`, `runlist`, `preflight`):
+//! [`GuestFs::replace_file`], [`GuestFs::create_file`], [`GuestFs::remove`]
+//! of regular files and [`GuestFs::rename`] within a directory, each one
+//! in-memory transaction committed only when the whole operation succeeded
+//! (a refusal or no space writes nothing), after the volume checks of
+//! `preflight` (version 3.1, not dirty, not hibernated, `$LogFile` clean
+//! and version 1.1). A clean `$LogFile` is left as it is (see `preflight`);
+//! no `$UsnJrnl` records are written. Times come from the clock, or from
+//! [`NtfsFs::with_clock`]. What the writer does not do is refused with
+//! [`FsError::Unsupported`] naming the volume, the path and why: mkdir and
+//! symlinks, files with an attribute list, compressed, encrypted, sparse or
+//! reparse-point files, hard links, directories and links for remove and
+//! rename, moves across directories, a `$DATA` runlist that does not fit in
+//! the file's record, growing `$MFT`, and index changes that need moving a
+//! full `$INDEX_ROOT` into an allocation, splitting a node whose parent has
+//! no room, a merge, or an entry taken out of an internal node (a full
+//! leaf block is split; see `dirw`).
+//!
+//! **Refused for reading:** compressed or encrypted files, and files with a
+//! reparse point other than a symlink or junction (WOF-compressed system
+//! files, deduplicated files, cloud placeholders: their contents are not in
+//! the unnamed `$DATA` stream).
 //!
 //! **Hostile images:** nothing the crate reads is trusted to it unchecked.
 //! The boot sector is validated here first (sector and cluster size, volume
@@ -49,12 +68,18 @@
 //! the MFT record, and the process goes on.
 #![forbid(unsafe_code)]
 
+mod attr;
 mod boot;
+mod dirw;
 mod index;
 mod le;
+mod preflight;
 mod record;
 mod reparse;
+mod runlist;
 mod stream;
+mod tx;
+mod write;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -130,7 +155,7 @@ pub struct NtfsVolumeInfo {
     pub serial_number: u64,
 }
 
-/// A read-only NTFS filesystem.
+/// An NTFS filesystem.
 pub struct NtfsFs {
     ntfs: Ntfs,
     geo: Geometry,
@@ -140,6 +165,8 @@ pub struct NtfsFs {
     cur: Mutex<Stream>,
     location: String,
     limits: Limits,
+    /// The time writes stamp (NT time), fixed for tests; `None`: the clock.
+    clock: Option<u64>,
 }
 
 impl fmt::Debug for NtfsFs {
@@ -199,6 +226,16 @@ impl Loaded<'_> {
     }
 }
 
+/// A write's target: the file's record and type when it exists, and the
+/// parent directory's record and sequence numbers.
+type WriteTarget = (Option<(u64, FileType)>, u64, u16);
+
+fn unix_to_nt(t: Timestamp) -> u64 {
+    let secs = t.secs.saturating_add(NT_TO_UNIX_SECS).max(0) as u64;
+    secs.saturating_mul(10_000_000)
+        .saturating_add(u64::from(t.nanos / 100))
+}
+
 fn nt_time(t: NtfsTime) -> Timestamp {
     let t = t.nt_timestamp();
     Timestamp {
@@ -228,7 +265,17 @@ impl NtfsFs {
         }
         let mut bs = [0u8; 512];
         dev.read_at(0, &mut bs)?;
-        let geo = boot::parse(&bs, dev.len()).map_err(|d| corrupt("boot sector", d))?;
+        let geo = boot::parse(&bs, dev.len()).map_err(|d| {
+            if d == boot::BITLOCKER {
+                FsError::Unsupported {
+                    fs: location.clone(),
+                    op: "open".into(),
+                    why: d,
+                }
+            } else {
+                corrupt("boot sector", d)
+            }
+        })?;
 
         // The crate reads $MFT's own record (0) raw on every file lookup, so
         // it must pass our checks before the first one.
@@ -247,6 +294,7 @@ impl NtfsFs {
             cur: Mutex::new(cur),
             location,
             limits: Limits::default(),
+            clock: None,
         };
         fs.upcase = fs.read_upcase()?;
         {
@@ -268,6 +316,68 @@ impl NtfsFs {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Stamp writes with `t` instead of the current time (for tests).
+    pub fn with_clock(mut self, t: Timestamp) -> Self {
+        self.clock = Some(unix_to_nt(t));
+        self
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.unwrap_or_else(|| {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            unix_to_nt(Timestamp {
+                secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos(),
+            })
+        })
+    }
+
+    /// For a write of `path`: its MFT record (when it exists) and its
+    /// parent directory's record number and sequence number.
+    fn write_target(&self, path: &GuestPath, op: &str) -> Result<WriteTarget, FsError> {
+        let mut g = self.reader();
+        let fs = &mut *g;
+        if path.is_root() {
+            return Err(self.unsupported(op, path, "the root directory"));
+        }
+        let parent = path.parent();
+        let shown = parent.to_string();
+        let d = self.lookup(fs, &parent)?;
+        if !self.is_directory(&d)? || self.link_tag(fs, &d, &shown)?.is_some() {
+            return Err(FsError::NotADirectory {
+                fs: self.location.clone(),
+                path: shown,
+            });
+        }
+        let file = match self.lookup(fs, path) {
+            Ok(l) => {
+                let t = self.file_type(fs, &l, &path.to_string())?;
+                Some((l.rn, t))
+            }
+            Err(FsError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok((file, d.rn, d.raw.seq))
+    }
+
+    /// Run one write transaction and commit it.
+    fn transact(
+        &self,
+        f: impl FnOnce(&mut tx::Tx<'_>, &write::Ctx<'_>) -> Result<(), FsError>,
+        path: &GuestPath,
+    ) -> Result<(), FsError> {
+        let mut t = tx::Tx::new(&self.geo, self.dev.as_ref(), &self.location, self.now())?;
+        let ctx = write::Ctx {
+            up: &self.upcase,
+            path,
+        };
+        f(&mut t, &ctx)?;
+        t.commit()?;
+        Ok(())
     }
 
     /// Cluster size, size, free space, label, version and dirty flag.
@@ -982,6 +1092,126 @@ impl GuestFs for NtfsFs {
             }
         }
         Ok(buf)
+    }
+
+    fn replace_file(&mut self, path: &GuestPath, data: &[u8]) -> Result<(), FsError> {
+        let (file, dir, _) = self.write_target(path, "replace_file")?;
+        let Some((rn, t)) = file else {
+            return Err(FsError::NotFound {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        };
+        vmie_guestfs::require_regular(t, path, || self.location.clone())?;
+        self.transact(|tx, ctx| write::replace(tx, ctx, rn, dir, data), path)
+    }
+
+    fn create_file(
+        &mut self,
+        path: &GuestPath,
+        data: &[u8],
+        attrs: &vmie_guestfs::NewAttrs,
+    ) -> Result<(), FsError> {
+        let _ = attrs; // NTFS keeps no Unix mode or owner; xattrs are not written
+        let (file, dir, seq) = self.write_target(path, "create_file")?;
+        if file.is_some() {
+            return Err(FsError::Exists {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported("create_file", path, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, data),
+            path,
+        )
+    }
+
+    fn remove(&mut self, path: &GuestPath) -> Result<(), FsError> {
+        let (file, dir, _) = self.write_target(path, "remove")?;
+        let Some((rn, t)) = file else {
+            return Err(FsError::NotFound {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        };
+        match t {
+            FileType::Regular => {}
+            FileType::Directory => {
+                return Err(self.unsupported(
+                    "remove",
+                    path,
+                    "removing directories is not implemented",
+                ))
+            }
+            _ => return Err(self.unsupported("remove", path, "removing links is not implemented")),
+        }
+        self.transact(|tx, ctx| write::remove(tx, ctx, rn, dir), path)
+    }
+
+    fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<(), FsError> {
+        let (file, dir, _) = self.write_target(from, "rename")?;
+        let (target, to_dir, _) = self.write_target(to, "rename")?;
+        let Some((rn, t)) = file else {
+            return Err(FsError::NotFound {
+                fs: self.location.clone(),
+                path: from.to_string(),
+            });
+        };
+        match t {
+            FileType::Regular => {}
+            FileType::Directory => {
+                return Err(self.unsupported(
+                    "rename",
+                    from,
+                    "renaming directories is not implemented",
+                ))
+            }
+            _ => return Err(self.unsupported("rename", from, "renaming links is not implemented")),
+        }
+        if dir != to_dir {
+            return Err(self.unsupported(
+                "rename",
+                from,
+                format!("moving to another directory ({to}) is not implemented"),
+            ));
+        }
+        let victim = match target {
+            None => None,
+            Some((trn, _)) if trn == rn => None, // a change of case
+            Some((trn, FileType::Regular)) => Some(trn),
+            Some((_, FileType::Directory)) => {
+                return Err(FsError::IsADirectory {
+                    fs: self.location.clone(),
+                    path: to.to_string(),
+                })
+            }
+            Some(_) => {
+                return Err(self.unsupported("rename", to, "replacing a link is not implemented"))
+            }
+        };
+        let name = to
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported("rename", to, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| {
+                if let Some(v) = victim {
+                    let vctx = write::Ctx {
+                        up: ctx.up,
+                        path: to,
+                    };
+                    write::remove(tx, &vctx, v, dir)?;
+                }
+                write::rename(tx, ctx, rn, dir, &name)
+            },
+            from,
+        )
     }
 
     fn read_link(&self, path: &GuestPath) -> Result<Vec<u8>, FsError> {

@@ -74,6 +74,12 @@ pub(crate) enum Body {
 /// One attribute header, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawAttr {
+    /// Offset of the attribute in the record.
+    pub off: usize,
+    /// Length of the attribute.
+    pub len: usize,
+    /// Attribute flags (compressed, encrypted, sparse).
+    pub flags: u16,
     /// Type code.
     pub ty: u32,
     /// Name (UTF-16 code units).
@@ -146,6 +152,15 @@ pub(crate) fn fixup(buf: &mut [u8], sig: &[u8; 4]) -> Result<(), String> {
 /// Parse and validate the file record `data` (as read from the device).
 pub(crate) fn parse(geo: &Geometry, mut data: Vec<u8>) -> Result<RawRecord, String> {
     fixup(&mut data, b"FILE")?;
+    parse_fixed(geo, data)
+}
+
+/// Parse and validate a file record whose update sequence fixup is applied
+/// already (a record staged in a write transaction).
+pub(crate) fn parse_fixed(geo: &Geometry, data: Vec<u8>) -> Result<RawRecord, String> {
+    if data.get(0..4) != Some(b"FILE".as_slice()) {
+        return Err("no FILE signature".into());
+    }
     let len = data.len();
     let seq = le16(&data, 0x10);
     let first = usize::from(le16(&data, 0x14));
@@ -241,7 +256,14 @@ fn parse_attr(geo: &Geometry, data: &[u8], off: usize) -> Result<RawAttr, String
             }
         }
     };
-    Ok(RawAttr { ty, name, body })
+    Ok(RawAttr {
+        off,
+        len: alen,
+        flags: le16(a, 12),
+        ty,
+        name,
+        body,
+    })
 }
 
 /// Decode mapping pairs the way the `ntfs` crate does, refusing runs outside
@@ -390,6 +412,7 @@ mod tests {
             file_record_size: 1024,
             index_record_size: 4096,
             serial: 0,
+            mirr_lcn: 2,
         }
     }
 

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use vmie_disk::{Device, FileDevice, MemDevice};
-use vmie_guestfs::{FileType, GuestFs, GuestPath};
+use vmie_guestfs::{FileType, GuestFs, GuestFsExt, GuestPath};
 use vmie_ntfs::NtfsFs;
 
 /// A file under `../shared/realdata` (beside the checkout).
@@ -457,4 +457,277 @@ pub fn patch_index_entries(path: &Path, name: &str, mut f: impl FnMut(&mut [u8])
     }
     std::fs::write(path, img).unwrap();
     patched
+}
+
+/// A fresh image of `mib` MiB: `mkntfs -F -q -f -s SECTOR -c CLUSTER`.
+pub fn mkntfs_geom(mib: u64, sector: u32, cluster: u32) -> Img {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ntfs.img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    let args: Vec<String> = vec![
+        "-F".into(),
+        "-q".into(),
+        "-f".into(),
+        "-s".into(),
+        sector.to_string(),
+        "-c".into(),
+        cluster.to_string(),
+        "-L".into(),
+        "vmie-w".into(),
+        path.display().to_string(),
+    ];
+    run("mkntfs", &args);
+    Img { dir, path }
+}
+
+impl Img {
+    /// Make directories and files through the real ntfs-3g driver (a FUSE
+    /// mount: needs root and /dev/fuse), then unmount.
+    pub fn populate(&self, dirs: &[&str], files: &[(&str, &[u8])]) {
+        let mnt = self.dir.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        run("ntfs-3g", &[self.path.as_os_str(), mnt.as_os_str()]);
+        let result = std::panic::catch_unwind(|| {
+            for d in dirs {
+                std::fs::create_dir_all(mnt.join(d.trim_start_matches('/'))).unwrap();
+            }
+            for (p, data) in files {
+                std::fs::write(mnt.join(p.trim_start_matches('/')), data).unwrap();
+            }
+        });
+        let out = Command::new("umount").arg(&mnt).output().unwrap();
+        assert!(out.status.success(), "umount: {out:?}");
+        result.unwrap();
+    }
+}
+
+/// `ntfsls -l -p DIR`: name → size as the directory index records it.
+pub fn ntfsls_sizes(img: &Path, dir: &str) -> BTreeMap<String, u64> {
+    let out = run(
+        "ntfsls",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-l"),
+            OsStr::new("-p"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    );
+    let mut m = BTreeMap::new();
+    for line in String::from_utf8(out).unwrap().lines() {
+        // "   SIZE Mon DD HH:MM YYYY NAME"
+        let mut rest = line.trim_start();
+        let mut fields = Vec::new();
+        for _ in 0..5 {
+            let (f, r) = rest.split_once(' ').unwrap_or((rest, ""));
+            fields.push(f.to_string());
+            rest = r.trim_start();
+        }
+        if rest.is_empty() || rest == "." || rest == ".." {
+            continue;
+        }
+        if let Ok(size) = fields[0].parse() {
+            m.insert(rest.to_string(), size);
+        }
+    }
+    m
+}
+
+/// `ntfsfix -n`: must exit 0 and report the volume processed.
+pub fn ntfsfix_clean(img: &Path) {
+    let out = Command::new(tool("ntfsfix"))
+        .arg("-n")
+        .arg(img)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "ntfsfix -n failed: {text}");
+    assert!(
+        text.contains("was processed successfully"),
+        "ntfsfix -n: {text}"
+    );
+    assert!(
+        text.contains("$MFTMirr completed successfully"),
+        "ntfsfix -n: {text}"
+    );
+    let l = text.to_lowercase();
+    for bad in ["corrupt", "mismatch", "error", "failed"] {
+        assert!(!l.contains(bad), "ntfsfix -n reported {bad:?}: {text}");
+    }
+}
+
+/// Clusters `$DATA` of `path` occupies, as ntfsinfo reads its attribute
+/// (0 when resident).
+pub fn ntfsinfo_data_clusters(img: &Path, path: &str, cluster: u64) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new(path),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let Some(data) = out.split("Dumping attribute $DATA").nth(1) else {
+        return 0;
+    };
+    let data = data.split("Dumping attribute").next().unwrap();
+    if data.contains("Resident: \t\t Yes") {
+        return 0;
+    }
+    let line = data
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Allocated size:"))
+        .unwrap_or_else(|| panic!("no allocated size for {path}: {data}"));
+    line.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / cluster
+}
+
+/// Boot sector facts: (cluster size, MFT byte offset, record size).
+pub fn geometry(img: &Path) -> (u64, u64, usize) {
+    let b = std::fs::read(img).unwrap();
+    let sector = u64::from(u16::from_le_bytes([b[11], b[12]]));
+    let spc = u64::from(b[13]);
+    let cs = if spc > 0x80 {
+        sector << (256 - spc)
+    } else {
+        sector * spc
+    };
+    let mft = u64::from_le_bytes(b[0x30..0x38].try_into().unwrap()) * cs;
+    let raw = b[0x40] as i8;
+    let rs = if raw > 0 {
+        (cs as usize) * raw as usize
+    } else {
+        1 << (-raw)
+    };
+    (cs, mft, rs)
+}
+
+/// The value offset of the first attribute of type `ty` in record `rec`
+/// (resident) or the attribute offset (non-resident).
+pub fn find_attr(rec: &[u8], ty: u32) -> usize {
+    let mut off = u16::from_le_bytes([rec[0x14], rec[0x15]]) as usize;
+    loop {
+        let t = u32::from_le_bytes(rec[off..off + 4].try_into().unwrap());
+        assert_ne!(t, 0xFFFF_FFFF, "no attribute {ty:#x}");
+        if t == ty {
+            return off;
+        }
+        off += u32::from_le_bytes(rec[off + 4..off + 8].try_into().unwrap()) as usize;
+    }
+}
+
+/// Byte offset on the volume of the first cluster of a non-resident
+/// attribute at `off` of `rec` (its first run).
+pub fn first_run_offset(rec: &[u8], off: usize, cs: u64) -> u64 {
+    let pairs = off + u16::from_le_bytes([rec[off + 32], rec[off + 33]]) as usize;
+    let h = rec[pairs];
+    let (cl, ll) = ((h & 0xF) as usize, (h >> 4) as usize);
+    let mut lcn = [0u8; 8];
+    lcn[..ll].copy_from_slice(&rec[pairs + 1 + cl..pairs + 1 + cl + ll]);
+    u64::from_le_bytes(lcn) * cs
+}
+
+/// Mount the image read-only through ntfs-3g (FUSE) and read `path`.
+pub fn fuse_read(img: &Img, path: &str) -> Vec<u8> {
+    let mnt = img.dir.path().join("mnt-ro");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run(
+        "ntfs-3g",
+        &[
+            OsStr::new("-o"),
+            OsStr::new("ro"),
+            img.path.as_os_str(),
+            mnt.as_os_str(),
+        ],
+    );
+    let data = std::fs::read(mnt.join(path.trim_start_matches('/')));
+    let out = Command::new("umount").arg(&mnt).output().unwrap();
+    assert!(out.status.success(), "umount: {out:?}");
+    data.unwrap()
+}
+
+/// The clock writes are stamped with in the write tests.
+pub const CLOCK: vmie_guestfs::Timestamp = vmie_guestfs::Timestamp {
+    secs: 1_700_000_000,
+    nanos: 123_456_700,
+};
+
+/// Open an image file for writing, with the fixed clock.
+pub fn open_rw(path: &Path) -> NtfsFs {
+    let dev: Arc<dyn Device> = Arc::new(FileDevice::open_rw(path).unwrap());
+    NtfsFs::open(dev, path.display().to_string())
+        .unwrap()
+        .with_clock(CLOCK)
+}
+
+/// The model: every regular file a test made, by path.
+#[derive(Debug)]
+pub struct Model {
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Free clusters with no user file.
+    pub base_free: u64,
+    pub cluster: u64,
+}
+
+impl Model {
+    /// After populating: the base is what is free plus what the files hold.
+    pub fn new(img: &Path, files: BTreeMap<String, Vec<u8>>) -> Self {
+        let (cluster, _, free) = ntfsinfo_space(img);
+        let held: u64 = files
+            .keys()
+            .map(|p| ntfsinfo_data_clusters(img, p, cluster))
+            .sum();
+        Self {
+            files,
+            base_free: free + held,
+            cluster,
+        }
+    }
+
+    pub fn verify(&self, img: &Path) {
+        ntfsfix_clean(img);
+        let (_, _, free) = ntfsinfo_space(img);
+        let fs = open(img);
+        let mut held = 0;
+        let mut dirs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (p, data) in &self.files {
+            assert_eq!(&fs.read(p).unwrap(), data, "{p} through our reader");
+            assert_eq!(&ntfscat(img, p), data, "{p} through ntfscat");
+            held += ntfsinfo_data_clusters(img, p, self.cluster);
+            let gp = GuestPath::from(p.as_str());
+            dirs.entry(gp.parent().to_string()).or_default().insert(
+                String::from_utf8(gp.file_name().unwrap().to_vec()).unwrap(),
+                data.len() as u64,
+            );
+        }
+        assert_eq!(
+            free + held,
+            self.base_free,
+            "free clusters vs the files' runlists"
+        );
+        for (dir, want) in dirs {
+            let listed = ntfsls_sizes(img, &dir);
+            for (name, size) in &want {
+                assert_eq!(
+                    listed.get(name),
+                    Some(size),
+                    "ntfsls -l {dir}: {name}: {listed:?}"
+                );
+            }
+        }
+    }
 }
