@@ -57,6 +57,11 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     ("genisoimage", &["/usr/bin/genisoimage"]),
     ("lvm2", &["/usr/sbin/lvcreate"]),
     ("cryptsetup-bin", &["/usr/sbin/cryptsetup"]),
+    // md RAID: `mdadm --examine` on the host is the reference for the
+    // superblocks the kernel wrote (crates/vmie-md/tests).
+    ("mdadm", &["/usr/sbin/mdadm"]),
+    // setfattr: ntfs-3g makes a compressed file for vmie-ntfs's refusals.
+    ("attr", &["/usr/bin/setfattr"]),
     // An independent AES-XTS/CBC-ESSIV (OpenSSL's) encrypts and decrypts
     // LUKS payloads in crates/vmie-luks/tests (cryptsetup cannot open here).
     (
@@ -105,6 +110,18 @@ pub const PACKAGES: &[(&str, &[&str])] = &[
     // version (see `QEMU`), not from this list.
 ];
 
+/// Installed after [`QEMU`], since they depend on qemu-system-x86: guestfish
+/// and the kernel its appliance boots (supermin builds the appliance from
+/// the host's kernel). The md RAID tests make their arrays with the real
+/// kernel md driver inside that appliance (this machine's kernel has none).
+pub const AFTER_QEMU: &[(&str, &[&str])] = &[
+    ("libguestfs-tools", &["/usr/bin/guestfish"]),
+    (
+        "linux-image-amd64",
+        &["/usr/share/doc/linux-image-amd64/copyright"],
+    ),
+];
+
 /// Installed together at the version Debian offers for qemu-system-x86: the
 /// machine image ships a newer qemu-utils that conflicts with it.
 pub const QEMU: &[(&str, &[&str])] = &[
@@ -114,8 +131,8 @@ pub const QEMU: &[(&str, &[&str])] = &[
 
 /// Where `cargo xtask deps` puts virt-inspector's RELAX NG schema, taken
 /// from Debian's guestfs-tools package (`apt-get download`, then only that
-/// file extracted with `dpkg-deb -x` and gunzipped). guestfs-tools itself is
-/// not installed: it pulls libguestfs and a qemu that conflicts with ours.
+/// file extracted with `dpkg-deb -x` and gunzipped). guestfs-tools itself
+/// (virt-inspector) is not needed: the tests compare with reference XML.
 pub const VIRT_INSPECTOR_RNG: &str = "/usr/local/share/vmie-fixup/virt-inspector.rng";
 
 /// The package shipping the schema, and the schema's path inside it.
@@ -169,14 +186,20 @@ pub fn deps() -> Result<()> {
     let missing = missing();
     let qemu_missing = QEMU.iter().any(|(_, f)| !installed(f));
     let rng_missing = !Path::new(VIRT_INSPECTOR_RNG).is_file();
-    if missing.is_empty() && !qemu_missing && !rng_missing {
+    let after: Vec<&str> = AFTER_QEMU
+        .iter()
+        .filter(|(_, f)| !installed(f))
+        .map(|(p, _)| *p)
+        .collect();
+    if missing.is_empty() && !qemu_missing && !rng_missing && after.is_empty() {
         return Ok(());
     }
     if !is_root() {
         bail!(
-            "missing Debian packages: {} {}{} (run as root, or: sudo cargo xtask deps)",
+            "missing Debian packages: {} {} {}{} (run as root, or: sudo cargo xtask deps)",
             missing.join(" "),
             if qemu_missing { "qemu-system-x86" } else { "" },
+            after.join(" "),
             if rng_missing {
                 format!(" and {VIRT_INSPECTOR_RNG} (from {RNG_PACKAGE})")
             } else {
@@ -218,6 +241,11 @@ pub fn deps() -> Result<()> {
             "qemu-system-x86",
         ])?;
     }
+    if !after.is_empty() {
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&after);
+        apt(&args)?;
+    }
     if rng_missing {
         fetch_rng()?;
     }
@@ -232,6 +260,7 @@ fn missing_after() -> Vec<String> {
     PACKAGES
         .iter()
         .chain(QEMU)
+        .chain(AFTER_QEMU)
         .flat_map(|(_, files)| files.iter())
         .chain(std::iter::once(&VIRT_INSPECTOR_RNG))
         .filter(|f| !Path::new(f).is_file())

@@ -61,12 +61,12 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
     for vol in vm.volumes() {
         // A PV's bytes are checked through its logical volumes, a LUKS
-        // volume's through its payload.
+        // volume's through its payload, an md member's through its array.
         if vol.is_extended()
             || vol
                 .probe
                 .as_ref()
-                .is_some_and(|p| matches!(p.kind, FsKind::Lvm2 | FsKind::Luks))
+                .is_some_and(|p| matches!(p.kind, FsKind::Lvm2 | FsKind::Luks | FsKind::LinuxRaid))
         {
             continue;
         }
@@ -91,16 +91,31 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
                 vol.name
             ));
         };
-        // The checkers read the image's bytes, which are ciphertext here.
-        let encrypted = vol.stack.is_some()
-            || vol.lv.as_ref().is_some_and(|l| {
-                l.pvs
-                    .iter()
-                    .any(|pv| vm.volumes().any(|x| &x.name == pv && x.stack.is_some()))
-            });
-        if encrypted {
+        // The checkers read the image's bytes, which are ciphertext in a
+        // LUKS payload; a linear md array is in pieces on its members (a
+        // RAID1 array is checked on its first member: every mirror holds
+        // the same bytes).
+        use vmie_inspect::stack::StackId;
+        let stacked = |v: &vmie_inspect::Volume| match &v.stack {
+            Some(StackId::Luks { .. }) => Some("inside a LUKS volume"),
+            Some(StackId::Md { level, .. }) if level != "raid1" => {
+                Some("a linear md array, in pieces on its members")
+            }
+            _ => None,
+        };
+        let why = stacked(vol).or_else(|| {
+            vol.lv.as_ref().and_then(|l| {
+                l.pvs.iter().find_map(|pv| {
+                    vm.volumes()
+                        .find(|x| &x.name == pv)
+                        .and_then(stacked)
+                        .map(|_| "a logical volume on an encrypted or linear md volume")
+                })
+            })
+        });
+        if let Some(why) = why {
             return Err(format!(
-                "--check-fs: {} is inside a LUKS volume, and the filesystem checkers read the image's (encrypted) bytes; run without --check-fs, or check it from a host where cryptsetup can open it",
+                "--check-fs: {} is {why}, and the filesystem checkers read the image's bytes in place; run without --check-fs, or check it from a host where the volume can be opened",
                 vol.name
             ));
         }

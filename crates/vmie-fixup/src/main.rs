@@ -578,10 +578,77 @@ struct InspectJson {
     /// LUKS volumes: opened with a `--key` (their payload's filesystem), or
     /// left closed (and why).
     encrypted_volumes: Vec<EncryptedJson>,
+    /// Linux md RAID arrays assembled from their members, or not opened
+    /// (and why); members whose superblock is refused, by name.
+    md_arrays: Vec<MdJson>,
     /// Guests found (virt-inspector field names where it has them).
     operating_systems: Vec<serde_json::Value>,
     /// The import service's requirements, checked.
     preflight: Vec<vmie_inspect::preflight::Check>,
+}
+
+#[derive(Serialize)]
+struct MdJson {
+    /// `/dev/md/NAME` or `/dev/mdN`, as mdadm names it.
+    device: String,
+    opened: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
+    /// The member volumes.
+    members: Vec<String>,
+    /// Whether writes are accepted.
+    writable: bool,
+    /// The array's volume name, as other fields name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystem: Option<FilesystemJson>,
+    /// Why it is not opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
+}
+
+fn md_json(vm: &Vm) -> Vec<MdJson> {
+    let st = vm.stacked();
+    let opened = st.volumes.iter().filter_map(|v| match &v.stack {
+        Some(vmie_inspect::stack::StackId::Md {
+            uuid,
+            device,
+            level,
+            metadata,
+            members,
+            writable,
+        }) => Some(MdJson {
+            device: device.clone(),
+            opened: true,
+            uuid: Some(uuid.clone()),
+            level: Some(level.clone()),
+            metadata: Some(metadata.clone()),
+            members: members.clone(),
+            writable: *writable,
+            volume: Some(v.name.clone()),
+            filesystem: fs_json(v),
+            why: None,
+        }),
+        _ => None,
+    });
+    let closed = st.md_closed.iter().map(|(name, why)| MdJson {
+        device: name.clone(),
+        opened: false,
+        uuid: None,
+        level: None,
+        metadata: None,
+        members: Vec::new(),
+        writable: false,
+        volume: None,
+        filesystem: None,
+        why: Some(why.clone()),
+    });
+    opened.chain(closed).collect()
 }
 
 #[derive(Serialize)]
@@ -611,25 +678,23 @@ struct EncryptedJson {
 
 fn encrypted_json(vm: &Vm) -> Vec<EncryptedJson> {
     let st = vm.stacked();
-    let opened = st.volumes.iter().filter_map(|v| {
-        v.stack.as_ref().map(|stack| {
-            let vmie_inspect::stack::StackId::Luks {
-                uuid,
-                version,
-                of,
-                mapper,
-            } = stack;
-            EncryptedJson {
-                volume: of.clone(),
-                opened: true,
-                version: Some(*version),
-                uuid: Some(uuid.clone()),
-                mapper: Some(mapper.clone()),
-                payload: Some(v.name.clone()),
-                filesystem: fs_json(v),
-                why: None,
-            }
-        })
+    let opened = st.volumes.iter().filter_map(|v| match &v.stack {
+        Some(vmie_inspect::stack::StackId::Luks {
+            uuid,
+            version,
+            of,
+            mapper,
+        }) => Some(EncryptedJson {
+            volume: of.clone(),
+            opened: true,
+            version: Some(*version),
+            uuid: Some(uuid.clone()),
+            mapper: Some(mapper.clone()),
+            payload: Some(v.name.clone()),
+            filesystem: fs_json(v),
+            why: None,
+        }),
+        _ => None,
     });
     let locked = st.locked.iter().map(|(name, why)| EncryptedJson {
         volume: name.clone(),
@@ -844,6 +909,7 @@ fn inspect(images: &[PathBuf], format: InspectFormat) -> Result<(), Failure> {
         preflight: vmie_inspect::preflight::preflight(&vm, &guests, &windows),
         volume_groups: vg_json(&vm),
         encrypted_volumes: encrypted_json(&vm),
+        md_arrays: md_json(&vm),
         disks: vm
             .layouts()
             .iter()
@@ -1022,6 +1088,35 @@ fn print_human(out: &mut impl Write, vm: &Vm) -> std::io::Result<()> {
     }
     for p in &lvm.scan.problems {
         writeln!(out, "LVM: {p}")?;
+    }
+    for a in md_json(vm) {
+        match &a.volume {
+            Some(v) => {
+                write!(
+                    out,
+                    "md array {} ({}, metadata {}, UUID {}){} on {}",
+                    a.device,
+                    a.level.as_deref().unwrap_or("?"),
+                    a.metadata.as_deref().unwrap_or("?"),
+                    a.uuid.as_deref().unwrap_or("?"),
+                    if a.writable { "" } else { " read-only" },
+                    a.members.join(", ")
+                )?;
+                if let Some(vol) = vm.volumes().find(|x| &x.name == v) {
+                    write_fs(out, vol)?;
+                }
+                writeln!(out)?;
+            }
+            None => writeln!(
+                out,
+                "md {}: not opened: {}",
+                a.device,
+                a.why.as_deref().unwrap_or("?")
+            )?,
+        }
+    }
+    for w in &vm.stacked().md_warnings {
+        writeln!(out, "md: {w}")?;
     }
     for e in encrypted_json(vm) {
         match (&e.payload, &e.why) {

@@ -153,8 +153,10 @@ pub(crate) fn dev_name(v: &Volume) -> String {
     if let Some(lv) = &v.lv {
         return format!("/dev/{}/{}", lv.vg, lv.lv);
     }
-    if let Some(vmie_inspect::stack::StackId::Luks { mapper, .. }) = &v.stack {
-        return mapper.clone();
+    match &v.stack {
+        Some(vmie_inspect::stack::StackId::Luks { mapper, .. }) => return mapper.clone(),
+        Some(vmie_inspect::stack::StackId::Md { device, .. }) => return device.clone(),
+        None => {}
     }
     match v.number {
         Some(n) => format!("/dev/{}{n}", disk_name(v.disk)),

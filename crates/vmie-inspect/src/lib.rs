@@ -575,13 +575,41 @@ impl Vm {
                     if lvs.is_empty() { "none opened".to_string() } else { lvs.join(", ") }
                 }
             ))),
-            FsKind::Luks | FsKind::Bitlocker | FsKind::LinuxRaid => Err(InspectError::Fs(FsError::Unsupported {
+            FsKind::Luks => Err(InspectError::Fs(FsError::Unsupported {
                 fs: vol.name.clone(),
                 op: "read files".into(),
-                why: format!(
-                    "it is a {} container; vmie-fixup does not open those yet",
-                    other_name(probe.kind)
-                ),
+                why: match self.stack.volumes.iter().find(|s| {
+                    matches!(&s.stack, Some(stack::StackId::Luks { of, .. }) if of == &vol.name)
+                }) {
+                    Some(p) => format!(
+                        "it is a LUKS encrypted container; its files are on its opened payload, {} (select it by its filesystem UUID)",
+                        p.name
+                    ),
+                    None => self
+                        .stack
+                        .locked
+                        .iter()
+                        .find(|(n, _)| n == &vol.name)
+                        .map_or_else(|| "it is LUKS encrypted".to_string(), |(_, w)| w.clone()),
+                },
+            })),
+            FsKind::LinuxRaid => Err(InspectError::Fs(FsError::Unsupported {
+                fs: vol.name.clone(),
+                op: "read files".into(),
+                why: match self.stack.volumes.iter().find(|s| {
+                    matches!(&s.stack, Some(stack::StackId::Md { members, .. }) if members.contains(&vol.name))
+                }) {
+                    Some(a) => format!(
+                        "it is a member of the md array {}; its files are on the array (select it by its filesystem UUID)",
+                        a.name
+                    ),
+                    None => "it is a Linux software RAID member whose array is not opened (see inspect)".to_string(),
+                },
+            })),
+            FsKind::Bitlocker => Err(InspectError::Fs(FsError::Unsupported {
+                fs: vol.name.clone(),
+                op: "read files".into(),
+                why: "it is a BitLocker encrypted volume; vmie-fixup does not open those".to_string(),
             })),
             other => Err(InspectError::Fs(FsError::Unsupported {
                 fs: vol.name.clone(),

@@ -1,8 +1,11 @@
-//! Volumes stacked on other volumes: LUKS payloads opened with the user's
-//! keys. Each becomes a [`Volume`] of its own (probed like a partition,
-//! scanned for LVM PVs), whose reads decrypt and whose writes encrypt back
-//! through the disk's overlay, so dry runs, the undo journal and the commit
-//! work on it unchanged.
+//! Volumes stacked on other volumes: Linux md RAID arrays (RAID1 and
+//! linear, assembled by vmie-md from their members) and LUKS payloads
+//! opened with the user's keys. Each becomes a [`Volume`] of its own
+//! (probed like a partition, scanned for LVM PVs), whose reads and writes go
+//! through the disks' overlays (a RAID1 write reaches every mirror, a LUKS
+//! write is encrypted), so dry runs, the undo journal and the commit work on
+//! it unchanged. Arrays are assembled first, so a LUKS volume on an array
+//! opens too.
 
 use std::sync::Arc;
 
@@ -106,6 +109,22 @@ pub enum StackId {
         /// The name libguestfs gives the opened device (`/dev/mapper/cryptsda2`).
         mapper: String,
     },
+    /// A Linux md RAID array.
+    Md {
+        /// The array UUID (mdadm's `xxxxxxxx:xxxxxxxx:…` form).
+        uuid: String,
+        /// `/dev/md/NAME` or `/dev/mdN`, as mdadm names it.
+        device: String,
+        /// `raid1`, `linear`.
+        level: String,
+        /// Superblock format (`1.2`, `0.90`, …).
+        metadata: String,
+        /// The member volumes' names.
+        members: Vec<String>,
+        /// Whether writes are accepted (a degraded array with a
+        /// write-intent bitmap is read-only).
+        writable: bool,
+    },
 }
 
 /// The stacked volumes of a VM, and the containers left closed.
@@ -116,13 +135,99 @@ pub struct StackView {
     /// (volume name, why) for every LUKS volume not opened: no key given,
     /// no key fits, or a refusal of its header.
     pub locked: Vec<(String, String)>,
+    /// (array, why) for every md array not opened (a level other than
+    /// RAID1 and linear, members missing or disagreeing), and (member, why)
+    /// for every member whose superblock is refused.
+    pub md_closed: Vec<(String, String)>,
+    /// What assembling the arrays noticed (stale members left out, …).
+    pub md_warnings: Vec<String>,
 }
 
-/// Open every LUKS volume among `vols` that a key in `opts` is for.
+/// Assemble the md arrays whose members are among `vols`.
+fn open_md(vols: &[&Volume], opts: &OpenOptions, view: &mut StackView) {
+    let members: Vec<(Arc<dyn Device>, String)> = vols
+        .iter()
+        .filter(|v| v.probe.as_ref().map(|p| p.kind) == Some(FsKind::LinuxRaid))
+        .map(|v| (v.device.clone(), v.name.clone()))
+        .collect();
+    if members.is_empty() {
+        return;
+    }
+    let asm = match vmie_md::assemble(members, &vmie_md::MdOptions::default()) {
+        Ok(a) => a,
+        Err(e) => {
+            view.md_warnings.push(e.to_string());
+            return;
+        }
+    };
+    for r in &asm.rejected {
+        view.md_closed.push((r.name.clone(), r.error.to_string()));
+    }
+    view.md_warnings.extend(asm.warnings.iter().cloned());
+    for a in &asm.arrays {
+        let device = a
+            .dev_path()
+            .unwrap_or_else(|| format!("/dev/md/{}", a.uuid_dashed()));
+        view.md_warnings
+            .extend(a.warnings.iter().map(|w| format!("{device}: {w}")));
+        let Some(dev) = a.device() else {
+            view.md_closed.push((
+                device,
+                a.not_opened
+                    .clone()
+                    .unwrap_or_else(|| "not opened".to_string()),
+            ));
+            continue;
+        };
+        let first = a
+            .members
+            .iter()
+            .find_map(|m| vols.iter().find(|v| v.name == m.name).map(|v| (v, m)));
+        let (disk, start) = first.map_or((0, 0), |(v, m)| {
+            (v.disk, v.start.saturating_add(m.superblock.data_offset))
+        });
+        let (probe, probe_error) = match vmie_probe::probe(dev.as_ref(), &opts.probe) {
+            Ok(p) => (p, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        view.volumes.push(Volume {
+            disk,
+            number: None,
+            start,
+            size: dev.len(),
+            type_id: None,
+            type_name: Some("Linux software RAID array"),
+            bootable: false,
+            part_label: None,
+            part_uuid: None,
+            probe,
+            probe_error,
+            name: format!("md array {device}"),
+            device: dev,
+            extended: false,
+            lv: None,
+            stack: Some(StackId::Md {
+                uuid: a.uuid_mdadm(),
+                device,
+                level: a.level_name(),
+                metadata: a.metadata.to_string(),
+                members: a.member_names(),
+                writable: a.writable(),
+            }),
+        });
+    }
+}
+
+/// Assemble the md arrays among `vols`, then open every LUKS volume among
+/// them and the arrays that a key in `opts` is for.
 pub(crate) fn open_stacked(vols: &[&Volume], opts: &OpenOptions) -> StackView {
     let mut view = StackView::default();
+    open_md(vols, opts, &mut view);
+    let arrays = std::mem::take(&mut view.volumes);
     let luks_opts = vmie_luks::Options::default();
-    for v in vols {
+    let candidates: Vec<&Volume> = vols.iter().copied().chain(arrays.iter()).collect();
+    let mut payloads = Vec::new();
+    for v in candidates {
         if v.probe.as_ref().map(|p| p.kind) != Some(FsKind::Luks) {
             continue;
         }
@@ -182,7 +287,7 @@ pub(crate) fn open_stacked(vols: &[&Volume], opts: &OpenOptions) -> StackView {
             ),
             None => format!("/dev/mapper/luks-{}", info.uuid),
         };
-        view.volumes.push(Volume {
+        payloads.push(Volume {
             disk: v.disk,
             number: None,
             // XTS and CBC keep every byte in place: payload byte i is
@@ -208,5 +313,7 @@ pub(crate) fn open_stacked(vols: &[&Volume], opts: &OpenOptions) -> StackView {
             }),
         });
     }
+    view.volumes = arrays;
+    view.volumes.extend(payloads);
     view
 }
