@@ -193,7 +193,12 @@ impl vmie_disk::Device for Counting {
 #[test]
 fn measure_replace_20mib_on_4gib() {
     use std::sync::atomic::Ordering::Relaxed;
-    let img = mkntfs_geom(4096, 512, 4096);
+    // VMIE_NTFS_BENCH_MIB=40960 measures the 40 GiB volume.
+    let mib = std::env::var("VMIE_NTFS_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
+    let img = mkntfs_geom(mib, 512, 4096);
     let hive = random(30, 600);
     img.populate(&["Windows/System32/config"], &[(HIVE, &hive)]);
     let dev = std::sync::Arc::new(Counting {
