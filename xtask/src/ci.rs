@@ -22,7 +22,15 @@ fn run(cmd: &mut Command) -> Result<()> {
 /// qemu boot of one real Debian guest before and after the fixup
 /// (`VMIE_SKIP_BOOT_TEST=1` leaves the boot out, for quick local runs), and
 /// a short run of every fuzz target (`VMIE_SKIP_FUZZ=1` leaves it out).
+/// Cases per property test under `cargo xtask test --full`.
+const FULL_CASES: &str = "200";
+
 pub fn test(extra: &[String]) -> Result<()> {
+    // --full: the property tests at their full count (every writer's random
+    // operation sequences, 200 or more per filesystem flavour) instead of
+    // the reduced count a CI run uses.
+    let full = extra.iter().any(|a| a == "--full");
+    let extra: Vec<&String> = extra.iter().filter(|a| *a != "--full").collect();
     deps()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = crate::fixtures::workspace_root();
@@ -48,10 +56,15 @@ pub fn test(extra: &[String]) -> Result<()> {
     let names = crate::fixtures::recipe_names()?;
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     crate::fixtures::ensure_built(&refs, &crate::fixtures::default_out_dir())?;
-    run(Command::new(&cargo)
-        .current_dir(&root)
+    let mut test = Command::new(&cargo);
+    test.current_dir(&root)
         .args(["test", "--workspace"])
-        .args(extra))?;
+        .args(extra);
+    if full {
+        test.env("PROPTEST_CASES", FULL_CASES)
+            .env("VMIE_PROPTEST_CASES", FULL_CASES);
+    }
+    run(&mut test)?;
     // Only a boot proves the guest works: a partition layout, the LVM one,
     // the host-only initramfs one (drivers injected offline) and the XFS
     // root (written by our XFS writer, read by GRUB and the kernel), each

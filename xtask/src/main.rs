@@ -23,7 +23,8 @@ tasks:
   deps       install the Debian packages the tests need (apt-get; as root)
   test       the whole suite, as CI runs it: deps, rustfmt, clippy -D warnings,
              fixtures, cargo test --workspace (extra args go to cargo test),
-             30 s of each fuzz target (VMIE_SKIP_FUZZ=1 leaves it out)";
+             30 s of each fuzz target (VMIE_SKIP_FUZZ=1 leaves it out);
+             --full runs every property test at 200 cases (CI runs fewer)";
 
 fn main() -> ExitCode {
     match real_main() {

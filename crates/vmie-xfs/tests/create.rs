@@ -217,14 +217,19 @@ fn block_directory_fills_into_leaf_form() {
 /// Random sequences of create, replace, remove and rename (0 B to 1 MiB,
 /// within and across directories, over existing files) in directories of
 /// every form we write, on every profile; xfs_repair -n clean and
-/// everything read back after each sequence.
+/// everything read back after each sequence. 48 sequences in CI;
+/// `VMIE_PROPTEST_CASES=N` (set by `cargo xtask test --full`) runs N per
+/// profile.
 #[test]
 fn random_sequences_stay_consistent() {
     let t = forms_tree();
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
     let start = Instant::now();
-    let sequences = 48u64;
+    let sequences = std::env::var("VMIE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(48, |n| n.saturating_mul(PROFILES.len() as u64));
     let mut ops = 0;
     let mut kinds = [0usize; 4];
     for seq in 0..sequences {
