@@ -37,8 +37,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let big10_s = big10.display().to_string();
     let lvm = crate::lvm::fixture("lvm-rhel8")?.disks[0].clone();
     let lvm_s = lvm.display().to_string();
-    // Real debootstrapped Debian 12 guests (`cargo xtask guest`): a 60 MB
-    // zstd initramfs holding every driver, and a host-only gzip one that
+    // Real debootstrapped Debian 12 guests (`cargo xtask guest`): a 39 MB
+    // gzip initramfs (138 MB unpacked) holding every driver, and a host-only gzip one that
     // gets the cloud's drivers injected.
     let real = crate::guest::build("mbr-logical-swap")?;
     let hostonly = crate::guest::build("hostonly")?;
@@ -69,7 +69,7 @@ pub fn run(args: &[String]) -> Result<()> {
         vec!["--dry-run", &lvm_s],
     ));
     cases.push((
-        "inspect --format json, real Debian 12 guest (3 GiB, 39 MB zstd initramfs)",
+        "inspect --format json, real Debian 12 guest (3 GiB, 39 MB gzip initramfs)",
         vec!["inspect", "--format", "json", &real_s],
     ));
     cases.push((
