@@ -8,47 +8,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    xtask::fixtures::image(name).unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"))
-}
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{fails, fixture, ok, run, s, sha256};
 
 fn expected(name: &str) -> Value {
     let img = fixture(name);
     let p = img.with_extension("expected.json");
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str], code: i32) -> String {
-    let out = run(args);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "vmie-fixup {args:?}: stdout {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// sfdisk's own view of a disk, as an independent check of our numbers.
@@ -218,10 +186,11 @@ fn inspect_whole_disk_filesystem_and_several_disks() {
     assert_eq!(d["filesystem"]["kind"], "ext2");
 }
 
-/// NTFS volumes are read (case-insensitively, as Windows does) and refused
-/// for writing, naming the volume, with the image unchanged.
+/// NTFS volumes are read (case-insensitively, as Windows does) and written
+/// through the overlay and the undo journal (the NTFS writer's own tests and
+/// tests/ntfs.rs check the result with ntfs-3g's tools).
 #[test]
-fn ntfs_is_read_and_not_written() {
+fn ntfs_is_read_and_written() {
     let img = fixture("ntfs-files");
     let want = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/trees/tiny/hello.txt"),
@@ -240,9 +209,10 @@ fn ntfs_is_read_and_not_written() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("writing to ntfs is not implemented"), "{err}");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(run(&["cat", s(&copy), "/NEW.TXT"]).stdout, b"");
+    assert_ne!(sha256(&copy), before);
+    ok(&["undo", s(&copy)]);
     assert_eq!(sha256(&copy), before);
 }
 
@@ -652,12 +622,6 @@ fn rules_list_and_check() {
         err.contains("bad.toml:4:") && err.contains("reboot"),
         "{err}"
     );
-}
-
-/// SHA-256 of the image's bytes, computed without reading its holes (equal
-/// digests mean byte-identical images).
-fn sha256(p: &Path) -> String {
-    xtask::fixtures::image::digest(p, &[]).unwrap()
 }
 
 /// `e2fsck -fn` of the ext filesystem at `offset` of `img`: must be clean.

@@ -6,40 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn fixture(name: &str) -> PathBuf {
-    xtask::fixtures::image(name).unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"))
-}
+#[path = "common/cli.rs"]
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn sha256(p: &Path) -> String {
-    xtask::fixtures::image::digest(p, &[]).unwrap()
-}
+use common::{fixture, ok, run, s, sha256};
 
 /// `mtools` on the FAT volume at `offset` of `img` (mtools' `@@offset`).
 fn mtools(tool: &str, img: &Path, offset: u64, args: &[&str]) -> Vec<u8> {

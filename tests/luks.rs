@@ -13,33 +13,12 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{ok, run, s, sha256};
+
 const PASS: &str = "correct horse battery staple";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn sha256(p: &Path) -> String {
-    xtask::fixtures::image::digest(p, &[]).unwrap()
-}
 
 fn tool(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

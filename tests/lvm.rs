@@ -7,11 +7,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use sha2::{Digest, Sha256};
 use vmie_disk::Device;
 use vmie_inspect::{OpenOptions, Vm, VolumeSelector};
+
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{ok, run, s};
 
 fn fixture(name: &str) -> xtask::lvm::Fixture {
     xtask::lvm::fixture(name).unwrap_or_else(|e| panic!("building LVM fixture {name}: {e:#}"))
@@ -36,28 +41,6 @@ fn copies(f: &xtask::lvm::Fixture) -> (tempfile::TempDir, Vec<PathBuf>) {
         })
         .collect();
     (dir, out)
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn read_file_at(path: &Path, at: u64, len: usize) -> Vec<u8> {

@@ -10,39 +10,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
+
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{ok, s, sha256};
 
 /// vmie-md's fixtures: arrays made by guestfish, cached by script.
 #[path = "../crates/vmie-md/tests/common/mod.rs"]
 mod md_common;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn sha256(p: &Path) -> String {
-    xtask::fixtures::image::digest(p, &[]).unwrap()
-}
 
 /// The filesystem on a member: its data area as a sparse file.
 fn member_fs(img: &Path, dir: &Path, name: &str) -> std::path::PathBuf {

@@ -10,36 +10,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{ok, run, s, sha256};
 
 #[path = "common/windows.rs"]
 mod windows;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn sha256(p: &Path) -> String {
-    xtask::fixtures::image::digest(p, &[]).unwrap()
-}
 
 /// Partition 1 of `disk` as its own file, exactly (ntfsfix looks for the
 /// backup boot sector at the end of what it is given).

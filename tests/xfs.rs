@@ -7,41 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    xtask::fixtures::image(name).unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "vmie-fixup {args:?} failed ({:?}): {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// SHA-256 of the image's bytes, without reading its holes.
-fn sha256(p: &Path) -> String {
-    xtask::fixtures::image::digest(p, &[]).unwrap()
-}
 
 /// Partition `start`..`start+size` of `img` as its own (sparse) file.
 fn extract(img: &Path, start: u64, size: u64, to: &Path) {
@@ -63,6 +32,11 @@ fn extract(img: &Path, start: u64, size: u64, to: &Path) {
 mod xfs_common;
 
 use xfs_common::{assert_clean as repair_clean, xfs_db_read};
+
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{fixture, ok, run, s, sha256};
 
 /// xfs_db's listing of a directory (every entry with a good hash), as text.
 fn xfs_db_ls(part: &Path, dir: &str) -> Vec<String> {
