@@ -294,6 +294,72 @@ fn symlink_loops_and_escapes_are_clear_errors() {
     }
 }
 
+/// A fixed VHD is written in place: its guest bytes are the file's first
+/// bytes, so the run commits to the file and the journal undoes it as on a
+/// raw image. The footer is untouched (qemu-img still reads the image as a
+/// VHD of the same size), the guest converted to raw by qemu-img holds the
+/// changes and is clean by e2fsck, and undo restores every byte.
+#[test]
+fn a_fixed_vhd_is_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("vm.raw");
+    std::fs::copy(fixture("demo"), &raw).unwrap();
+    let vhd = dir.path().join("vm.vhd");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "vpc", "-o", "subformat=fixed"])
+        .args([s(&raw), s(&vhd)])
+        .status()
+        .expect("qemu-img (Debian package qemu-utils)");
+    assert!(st.success());
+    let original = sha256(&vhd);
+    let footer = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        b[b.len() - 512..].to_vec()
+    };
+    let footer0 = footer(&vhd);
+    let info = |p: &Path| -> Value {
+        let out = Command::new("qemu-img")
+            .args(["info", "-f", "vpc", "--output=json", s(p)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let info0 = info(&vhd);
+
+    let dry: Value =
+        serde_json::from_str(&ok(&["--dry-run", "--format", "json", s(&vhd)])).unwrap();
+    assert_eq!(sha256(&vhd), original, "a dry run wrote");
+    let real: Value =
+        serde_json::from_str(&ok(&["--check-fs", "--format", "json", s(&vhd)])).unwrap();
+    assert_eq!(real["applied"], true, "{real}");
+    assert_eq!(real["changes"], dry["changes"]);
+    assert_eq!(footer(&vhd), footer0, "the footer was written");
+    let info1 = info(&vhd);
+    assert_eq!(info1["format"], "vpc");
+    assert_eq!(info1["virtual-size"], info0["virtual-size"]);
+
+    // qemu-img's view of the guest: the changes, clean.
+    let back = dir.path().join("back.raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-f", "vpc", "-O", "raw", s(&vhd), s(&back)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        ok(&["cat", s(&back), "/etc/fstab"]),
+        ok(&["cat", s(&vhd), "/etc/fstab"])
+    );
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&back)])).unwrap();
+    let p1 = doc["disks"][0]["partitions"][0]["start"].as_u64().unwrap();
+    e2fsck_clean(&back, p1);
+    let again: Value =
+        serde_json::from_str(&ok(&["--dry-run", "--format", "json", s(&back)])).unwrap();
+    assert_eq!(again["changes"].as_array().unwrap().len(), 0, "{again}");
+
+    ok(&["undo", s(&vhd)]);
+    assert_eq!(sha256(&vhd), original);
+}
+
 /// qcow2, VMDK, VHD and VHDX images are read natively: everything that only reads
 /// (inspect, ls, cat, a dry run) gives what it gives on the raw image; a
 /// real run and copy-in, which would write, exit 1 with the conversion

@@ -124,7 +124,7 @@ pub fn ensure_raw(dev: &dyn Device) -> Result<(), DiskError> {
         return Err(conversion_refusal(
             dev,
             fmt,
-            "vmie-fixup reads it, but writes raw disk images only",
+            "vmie-fixup reads it, but writes raw disk images (and fixed VHDs) only",
         ));
     }
     Ok(())

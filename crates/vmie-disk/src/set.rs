@@ -17,6 +17,9 @@ pub struct Disk {
     container: Option<ContainerFormat>,
     /// The member's name, for a disk of an OVA.
     member: Option<String>,
+    /// A container whose guest bytes are the file's bytes at the same
+    /// offsets (a fixed VHD): written in place like a raw image.
+    in_place: bool,
     overlay: Arc<Overlay>,
 }
 
@@ -47,6 +50,13 @@ impl Disk {
     /// the member's window onto the archive for a disk of an OVA.
     pub fn file(&self) -> &Arc<FileDevice> {
         &self.file
+    }
+
+    /// Whether the disk is written in place although it is a container: a
+    /// fixed VHD, whose guest bytes are the file's first bytes (the footer
+    /// after them is never written).
+    pub fn in_place(&self) -> bool {
+        self.container.is_none() || self.in_place
     }
 
     /// The container format when the image is not raw (it is then open
@@ -86,7 +96,12 @@ impl DiskSet {
     /// its OVF lists, in its boot order (see [`crate::image::open_ova`]),
     /// each read in place from the archive.
     ///
-    /// Refused: for writing, every container format and OVAs, with the
+    /// A fixed VHD opens for writing too: its guest bytes are the file's
+    /// first bytes at the same offsets, so the overlay commits to the file
+    /// and the journal undoes it as on a raw image; its footer, after the
+    /// guest bytes, is never written.
+    ///
+    /// Refused: for writing, every other container format and OVAs, with the
     /// conversion command, before any lock or journal is touched; VDI always;
     /// for writing, an image another run holds the lock of; and images with a journal that
     /// is not complete: a run or an undo was interrupted (its journal is
@@ -101,7 +116,9 @@ impl DiskSet {
                 FileDevice::open(path)?
             });
             let container = format::detect_container(file.as_ref())?;
-            if writable {
+            let in_place =
+                container == Some(ContainerFormat::Vhd) && image::vhd::is_fixed(file.as_ref())?;
+            if writable && !in_place {
                 format::ensure_raw(file.as_ref())?;
                 journal::lock_image(file.file(), path)?;
             }
@@ -121,6 +138,7 @@ impl DiskSet {
                         file: m,
                         container: Some(fmt.unwrap_or(ContainerFormat::Ova)),
                         member: Some(member.name),
+                        in_place: false,
                         overlay: Arc::new(Overlay::new(base)),
                     });
                 }
@@ -142,6 +160,7 @@ impl DiskSet {
                 file,
                 container,
                 member: None,
+                in_place,
                 overlay,
             });
         }
@@ -179,16 +198,17 @@ impl DiskSet {
     /// (see [`journal::commit`]). A dry run simply never calls this.
     ///
     /// Refused, before the journal is touched, when a disk is a container
-    /// (such a set was opened read-only: the journal records and restores
-    /// raw bytes of the image file, which a container's guest bytes are not).
+    /// other than a fixed VHD (such a set was opened read-only: the journal
+    /// records and restores raw bytes of the image file, which a
+    /// container's guest bytes are not).
     pub fn commit(&self, opts: &CommitOptions) -> Result<CommitReport, DiskError> {
         if let Some(d) = self.disks.iter().find(|d| d.member.is_some()) {
             return Err(image::ova::refusal(
                 &crate::FileDevice::open(&d.path)?,
-                "vmie-fixup reads it, but writes raw disk images only",
+                "vmie-fixup reads it, but writes raw disk images (and fixed VHDs) only",
             ));
         }
-        if let Some(d) = self.disks.iter().find(|d| d.container.is_some()) {
+        if let Some(d) = self.disks.iter().find(|d| !d.in_place()) {
             return Err(format::ensure_raw(d.file.as_ref())
                 .err()
                 .unwrap_or_else(|| DiskError::ReadOnly {

@@ -49,7 +49,7 @@ pub(crate) fn written_volumes(vm: &Vm) -> Result<Vec<Target>, String> {
         let c = disk.overlay().changes().map_err(|e| e.to_string())?;
         // The checkers read the image file at a byte offset: a container's
         // guest bytes are not at their offset in the file.
-        if !c.is_empty() && disk.container().is_some() {
+        if !c.is_empty() && !disk.in_place() {
             return Err(format!(
                 "--check-fs: {} is not a raw image, and the filesystem checkers read raw bytes; convert it first: {}",
                 disk.path().display(),

@@ -37,7 +37,7 @@ use crate::{Device, DiskError, FileDevice};
 
 pub(crate) mod ova;
 mod qcow2;
-mod vhd;
+pub(crate) mod vhd;
 mod vhdx;
 mod vmdk;
 mod vmdk_desc;

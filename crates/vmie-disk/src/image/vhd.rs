@@ -38,6 +38,21 @@ enum Kind {
     },
 }
 
+/// Whether `f` is a fixed VHD whose footer is sound: its guest bytes are
+/// then the file's first bytes, at the same offsets, so it can be written
+/// in place like a raw image (the footer after them is never touched).
+pub(crate) fn is_fixed(f: &FileDevice) -> Result<bool, DiskError> {
+    if f.len() < 1024 {
+        return Ok(false);
+    }
+    let footer_at = f.len() - 512;
+    let footer = read_table(f, "VHD footer", footer_at, 512)?;
+    Ok(footer.get(..8) == Some(b"conectix".as_slice())
+        && be32(&footer, 60) == 2
+        && be64(&footer, 48) <= footer_at
+        && be64(&footer, 48) > 0)
+}
+
 /// A fixed or dynamic VHD, read-only.
 #[derive(Debug)]
 pub struct VhdDevice {
