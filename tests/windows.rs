@@ -48,6 +48,34 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+fn schema(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// The run report against schemas/report.schema.json.
+fn validate_report(doc: &serde_json::Value) {
+    let registry = jsonschema::Registry::new()
+        .add(
+            "https://vmie-fixup.invalid/schemas/common.schema.json",
+            schema("common.schema.json"),
+        )
+        .unwrap()
+        .prepare()
+        .unwrap();
+    let v = jsonschema::options()
+        .with_registry(&registry)
+        .build(&schema("report.schema.json"))
+        .unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "report schema: {errors:#?}");
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -332,8 +360,21 @@ fn fix_end_to_end(software: &str, stornvme: bool) {
     // The dry run lists the changes and writes nothing.
     let dry = json(&["--dry-run", "--format", "json", img]);
     assert_eq!(registry(&dry), want, "{dry:#}");
+    validate_report(&dry);
     assert_eq!(dry["applied"], false);
     assert!(same(&g.disk, &original), "the dry run wrote to the image");
+    let human = run(&["--dry-run", img]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    for line in [
+        "+[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control\\TimeZoneInformation]",
+        "+\"RealTimeIsUniversal\"=dword:00000001",
+        "-\"Element\"=hex(3):01",
+        "+\"Element\"=hex(3):00",
+        "2 file(s) would change (dry run: nothing written)",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
     let skipped = dry["preflight"]
         .as_array()
         .unwrap()
@@ -347,6 +388,7 @@ fn fix_end_to_end(software: &str, stornvme: bool) {
     eprintln!("{software}: Windows fixup run took {:?}", t.elapsed());
     assert_eq!(registry(&doc), want, "{doc:#}");
     assert_eq!(doc["applied"], true);
+    validate_report(&doc);
     let paths: Vec<&str> = doc["changes"]
         .as_array()
         .unwrap()
@@ -539,6 +581,32 @@ actions = [
         img,
     ]);
     assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+}
+
+#[test]
+fn a_preflight_error_writes_nothing() {
+    // The shared test disk is not grown: under 6 GiB free on the system
+    // volume, an import error. The gate blocks; nothing is written.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = windows::windows_disk(dir.path(), "win10-software.reg");
+    let before = std::fs::read(&disk).unwrap();
+    let out = run(&["--format", "json", s(&disk)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["preflight"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "windows-low-free-space" && c["severity"] == "error"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["changes"], serde_json::json!([]));
+    assert_eq!(doc["applied"], false);
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "the image was written"
+    );
 }
 
 #[test]
