@@ -610,6 +610,54 @@ fn a_preflight_error_writes_nothing() {
 }
 
 #[test]
+fn a_damaged_hive_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(dir.path(), "win10-software.reg", true);
+    // SYSTEM with one base-block byte changed (its checksum no longer
+    // matches), put in place by ntfscp.
+    let mut bad = std::fs::read(&g.system).unwrap();
+    bad[4] ^= 0x7;
+    let badf = dir.path().join("SYSTEM.bad");
+    std::fs::write(&badf, bad).unwrap();
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, 1, 0, VOL_MIB);
+    tool(
+        Command::new("ntfscp")
+            .arg("-f")
+            .arg(&vol)
+            .arg(&badf)
+            .arg("/Windows/System32/config/SYSTEM"),
+    );
+    dd(&vol, &g.disk, 0, 1, VOL_MIB);
+    let before = dir.path().join("before.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&before),
+    );
+    let out = run(&["--format", "json", s(&g.disk)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<&serde_json::Value> = doc["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["severity"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{doc:#}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/Windows/System32/config/SYSTEM: cannot edit this hive"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["applied"], false);
+    assert!(same(&g.disk, &before), "the image was written");
+}
+
+#[test]
 fn bad_windows_rules_are_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     for (bad, why) in [

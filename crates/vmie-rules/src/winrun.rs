@@ -92,10 +92,16 @@ impl Run<'_> {
         let hive = match Hive::from_bytes(bytes, &opts) {
             Ok(h) => h,
             Err(e) => {
-                self.finding(
-                    Severity::Error,
-                    format!("{path}: cannot edit this hive: {e}"),
-                );
+                // Said once per hive, by the first rule that wanted it.
+                let said = format!("{path}: cannot edit this hive");
+                if !self
+                    .report
+                    .findings
+                    .iter()
+                    .any(|f| f.message.starts_with(&said))
+                {
+                    self.finding(Severity::Error, format!("{said}: {e}"));
+                }
                 return Ok(None);
             }
         };
