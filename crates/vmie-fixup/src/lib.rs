@@ -57,7 +57,7 @@ mod checkfs;
 mod report;
 mod selfcheck;
 
-pub use selfcheck::self_check;
+pub use selfcheck::{self_check, self_check_windows};
 
 use std::path::{Path, PathBuf};
 
@@ -313,6 +313,31 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
         }
     } else if blocked.is_none() && found.len() > 1 {
         blocked = Some(format!("{} Linux roots", found.len()));
+    } else if blocked.is_none() && found.is_empty() {
+        if let [Ok(w)] = windows.as_slice() {
+            let run = windows_run(&vm, w, &opts.rules)?;
+            let rule_errors = rule_errors(&run);
+            report
+                .preflight
+                .extend(run.report.findings.iter().map(|f| Check {
+                    id: f.rule.clone(),
+                    severity: f.severity,
+                    message: f.message.clone(),
+                    from_rule: true,
+                }));
+            report.changes = run.report.changes.iter().map(ChangeEntry::from).collect();
+            if !rule_errors.is_empty() {
+                blocked = Some(rule_errors.join("; "));
+            } else if !run.report.changes.is_empty() {
+                selfcheck::self_check_windows(&vm, &w.root, run.fs.as_ref(), &run.report.changes)
+                    .map_err(FixError::SelfCheck)?;
+                if opts.check_fs {
+                    let targets = checkfs::written_volumes(&vm).map_err(FixError::CheckFs)?;
+                    checkfs::before(&targets).map_err(FixError::CheckFs)?;
+                    check_targets = Some(targets);
+                }
+            }
+        }
     }
     Ok(Plan {
         vm,
@@ -321,6 +346,52 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
         dry_run: opts.dry_run,
         check_targets,
     })
+}
+
+/// A Windows guest's rule run: the engine's report and the system volume's
+/// filesystem it wrote (to the overlay).
+struct WindowsRun {
+    report: engine::Report,
+    fs: Box<dyn vmie_guestfs::GuestFs>,
+}
+
+/// The rules' error findings, as the gate reports them.
+fn rule_errors(run: &WindowsRun) -> Vec<String> {
+    run.report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("[{}] {}", f.rule, f.message))
+        .collect()
+}
+
+/// Run the rules on the Windows guest `w`'s system volume (NTFS, through
+/// the overlay): `registry` and `bcd` edit its hives and BCD store.
+fn windows_run(vm: &Vm, w: &WindowsGuest, rules: &[Rule]) -> Result<WindowsRun, FixError> {
+    let vol = vm
+        .volumes()
+        .find(|v| v.name == w.root)
+        .ok_or_else(|| FixError::Usage(format!("{}: system volume no longer found", w.root)))?;
+    let mut fs = vm.open_fs(vol)?;
+    let ctx = engine::Context {
+        facts: vmie_rules::rules::Facts {
+            os: Some(vmie_rules::rules::OsType::Windows),
+            distro: Some(w.info.distro.clone()),
+            version: Some((w.info.major_version, w.info.minor_version)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let target = engine::WindowsTarget {
+        systemroot: w
+            .info
+            .systemroot
+            .clone()
+            .unwrap_or_else(|| "/Windows".into())
+            .replace('\\', "/"),
+    };
+    let report = engine::run_windows(fs.as_mut(), rules, &ctx, &target)?;
+    Ok(WindowsRun { report, fs })
 }
 
 impl Plan {

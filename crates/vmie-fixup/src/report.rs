@@ -77,6 +77,10 @@ pub struct ChangeEntry {
     pub diff: String,
     /// Each rule's own change.
     pub steps: Vec<Step>,
+    /// For a hive or BCD store: every value set or deleted (not in the JSON
+    /// of a text file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registry: Vec<vmie_rules::windows::RegChange>,
 }
 
 /// One rule's change to a file.
@@ -109,6 +113,7 @@ impl From<&FileChange> for ChangeEntry {
                     diff: s.diff.clone(),
                 })
                 .collect(),
+            registry: c.registry.clone(),
         }
     }
 }

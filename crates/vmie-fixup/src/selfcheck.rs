@@ -22,6 +22,51 @@ pub fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> Resul
         .mount_guest(root)
         .map_err(|e| format!("self-check: reopening {}: {e}", writer.root))?
         .mounts;
+    compare(&fresh, &writer.mounts, changes)
+}
+
+/// [`self_check`] for a Windows guest: the system volume `root` (by name)
+/// opened afresh, compared with the writer's `fs`; every changed hive also
+/// parsed again from the fresh read.
+pub fn self_check_windows(
+    vm: &Vm,
+    root: &str,
+    writer: &dyn GuestFs,
+    changes: &[FileChange],
+) -> Result<(), String> {
+    let vol = vm
+        .volumes()
+        .find(|r| r.name == root)
+        .ok_or_else(|| format!("self-check: system volume {root} no longer found"))?;
+    let fresh = vm
+        .open_fs(vol)
+        .map_err(|e| format!("self-check: reopening {root}: {e}"))?;
+    compare(fresh.as_ref(), writer, changes)?;
+    for c in changes.iter().filter(|c| !c.registry.is_empty()) {
+        let bytes = fresh
+            .read_file(&GuestPath::from(c.path.as_str()), u64::MAX)
+            .map_err(|e| format!("self-check: {}: {e}", c.path))?;
+        let opts = vmie_hive::HiveOptions {
+            name: c.path.clone(),
+            ..vmie_hive::HiveOptions::default()
+        };
+        vmie_hive::Hive::from_bytes(bytes, &opts).map_err(|e| {
+            format!(
+                "self-check failed: {} does not parse as a hive: {e}; nothing was written to the image",
+                c.path
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Every changed path (and backup) of `changes` read through `fresh` and
+/// `writer`, compared.
+fn compare(
+    fresh: &dyn GuestFs,
+    writer: &dyn GuestFs,
+    changes: &[FileChange],
+) -> Result<(), String> {
     let mut paths: Vec<(String, bool)> = Vec::new();
     for c in changes {
         match &c.op {
@@ -42,7 +87,6 @@ pub fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> Resul
         match (must_exist, theirs) {
             (true, Ok(t)) => {
                 let ours = writer
-                    .mounts
                     .read_file(&gp, u64::MAX)
                     .map_err(|e| format!("self-check: {p}: {e}"))?;
                 if ours != t {

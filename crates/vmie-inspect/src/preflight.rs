@@ -533,7 +533,6 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
             check(out, "windows-not-on-boot-disk", Warning, format!("the Windows system volume ({}) is on disk {}, not on the boot disk given first", w.root, v.disk + 1));
         }
     }
-    check(out, "windows-not-fixed", Info, "vmie-fixup inspects Windows guests but does not change them: writing NTFS is not implemented yet");
     check(out, "license", Info, match i.is_server() {
         Some(true) => "license type: Windows server operating systems support either BYOL or AWS licenses; Auto picks AWS for this server OS",
         Some(false) => "license type: Windows client operating systems (such as Windows 10) support only BYOL licenses; Auto picks BYOL, and AWS is not valid",

@@ -123,12 +123,14 @@ pub struct FileChange {
     pub lines: Vec<Change>,
     /// Each rule's own change, in order.
     pub steps: Vec<Step>,
+    /// Registry values a hive or BCD change set, in order (empty for text files).
+    pub registry: Vec<crate::windows::RegChange>,
     /// Text before the first step (empty for a created file).
     #[serde(skip)]
-    before: String,
+    pub(crate) before: String,
     /// Text after the last step (empty for a removed file).
     #[serde(skip)]
-    after: String,
+    pub(crate) after: String,
 }
 
 /// One rule's change to one file.
@@ -209,16 +211,29 @@ pub fn backup_path(path: &GuestPath) -> GuestPath {
     parent.join(&bak_name)
 }
 
-struct Run<'a> {
-    fs: &'a mut dyn GuestFs,
+pub(crate) struct Run<'a> {
+    pub(crate) fs: &'a mut dyn GuestFs,
     ctx: &'a Context,
-    report: Report,
-    rule: String,
-    action: &'static str,
+    pub(crate) report: Report,
+    pub(crate) rule: String,
+    pub(crate) action: &'static str,
     /// Drivers `initramfs_drivers` added, by kernel version.
     added_drivers: BTreeMap<String, Vec<String>>,
     /// Kernels whose unreadable initramfs a rule has reported already.
     unreadable_reported: Vec<String>,
+    /// The Windows guest's system root, for `registry` and `bcd`.
+    pub(crate) win: Option<&'a WindowsTarget>,
+    /// Hives read and edited in memory, written once at the end of the run.
+    pub(crate) hives: Vec<crate::winrun::HiveEdit>,
+    /// The running rule's pack file (for `reg_file`).
+    pub(crate) source: std::path::PathBuf,
+}
+
+/// What the engine needs to know of a Windows guest.
+#[derive(Debug, Clone, Default)]
+pub struct WindowsTarget {
+    /// The system root as a guest path, e.g. `/Windows`.
+    pub systemroot: String,
 }
 
 impl Run<'_> {
@@ -259,6 +274,7 @@ impl Run<'_> {
                 diff: step.diff.clone(),
                 lines,
                 steps: vec![step],
+                registry: Vec::new(),
                 before: before.to_string(),
                 after: after.to_string(),
             });
@@ -287,14 +303,14 @@ impl Run<'_> {
         c.diff = diff::unified(c.diff_name(), &c.before, &c.after);
     }
 
-    fn fs_err(&self, e: FsError) -> EngineError {
+    pub(crate) fn fs_err(&self, e: FsError) -> EngineError {
         EngineError::Fs {
             rule: self.rule.clone(),
             source: e,
         }
     }
 
-    fn finding(&mut self, severity: Severity, message: String) {
+    pub(crate) fn finding(&mut self, severity: Severity, message: String) {
         self.report.findings.push(Finding {
             rule: self.rule.clone(),
             severity,
@@ -343,7 +359,7 @@ impl Run<'_> {
     }
 
     /// Keep the original of `p` beside it unless a backup exists already.
-    fn backup(&mut self, p: &GuestPath) -> Result<GuestPath, EngineError> {
+    pub(crate) fn backup(&mut self, p: &GuestPath) -> Result<GuestPath, EngineError> {
         let b = backup_path(p);
         match self.fs.symlink_metadata(&b) {
             Ok(_) => return Ok(b),
@@ -462,7 +478,7 @@ impl Run<'_> {
 }
 
 /// Helper so `&mut dyn GuestFs` can use the `&dyn` functions.
-trait AsDynRef {
+pub(crate) trait AsDynRef {
     fn as_dyn_ref(&self) -> &dyn GuestFs;
 }
 
@@ -1113,6 +1129,28 @@ impl Run<'_> {
 
 /// Run `rules` on the guest `fs`, in order. Nothing is written outside `fs`.
 pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report, EngineError> {
+    run_inner(fs, rules, ctx, None)
+}
+
+/// Run `rules` on a Windows guest's system volume `fs`: as [`run`], and the
+/// `registry` and `bcd` actions edit hives in memory; every changed hive is
+/// written once, after the last rule, with its original kept as
+/// `NAME.vmie.bak`.
+pub fn run_windows(
+    fs: &mut dyn GuestFs,
+    rules: &[Rule],
+    ctx: &Context,
+    win: &WindowsTarget,
+) -> Result<Report, EngineError> {
+    run_inner(fs, rules, ctx, Some(win))
+}
+
+fn run_inner(
+    fs: &mut dyn GuestFs,
+    rules: &[Rule],
+    ctx: &Context,
+    win: Option<&WindowsTarget>,
+) -> Result<Report, EngineError> {
     let mut run = Run {
         fs,
         ctx,
@@ -1121,9 +1159,13 @@ pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report
         action: "",
         added_drivers: BTreeMap::new(),
         unreadable_reported: Vec::new(),
+        win,
+        hives: Vec::new(),
+        source: std::path::PathBuf::new(),
     };
     for rule in rules {
         run.rule = rule.id.clone();
+        run.source = rule.source.clone();
         let holds = {
             let fsr = run.fs.as_dyn_ref();
             rule.when
@@ -1178,6 +1220,29 @@ pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report
                     to,
                     contents,
                 } => run.file(*op, path, to.as_deref(), contents.as_deref())?,
+                Action::Registry {
+                    hive,
+                    key,
+                    value,
+                    set,
+                    delete,
+                    only_if,
+                    reg_file,
+                } => run.registry(&crate::winrun::RegistryArgs {
+                    hive,
+                    key: key.as_deref(),
+                    value: value.as_deref(),
+                    set: set.as_ref(),
+                    delete: *delete,
+                    only_if: only_if.as_ref(),
+                    reg_file: reg_file.as_deref(),
+                })?,
+                Action::Bcd {
+                    objects,
+                    element,
+                    boolean,
+                    integer,
+                } => run.bcd(objects, element, *boolean, *integer)?,
                 Action::RegexEdit {
                     path,
                     pattern,
@@ -1211,5 +1276,6 @@ pub fn run(fs: &mut dyn GuestFs, rules: &[Rule], ctx: &Context) -> Result<Report
             }
         }
     }
+    run.flush_hives()?;
     Ok(run.report)
 }

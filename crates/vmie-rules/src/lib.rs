@@ -12,6 +12,8 @@ pub mod fstab;
 pub mod network;
 pub mod rules;
 pub mod shellvars;
+pub mod windows;
+mod winrun;
 
 use serde::Serialize;
 

@@ -270,6 +270,45 @@ pub enum Action {
         /// Contents (write).
         contents: Option<String>,
     },
+    /// Windows: set, delete or guard registry values, or create keys, in a
+    /// hive under `<systemroot>/System32/config` (see [`crate::windows`]).
+    Registry {
+        /// The hive file's name: `SYSTEM`, `SOFTWARE`, ...
+        hive: String,
+        /// Key path from the hive root; `CurrentControlSet` allowed in SYSTEM.
+        #[serde(default)]
+        key: Option<String>,
+        /// Value name (`@` for the default value).
+        #[serde(default)]
+        value: Option<String>,
+        /// New type and data, e.g. `{ dword = 1 }`.
+        #[serde(default)]
+        set: Option<crate::windows::RegData>,
+        /// Delete the value.
+        #[serde(default)]
+        delete: bool,
+        /// Condition: `"present"` (the key exists), `"absent"` (the value is
+        /// not set), `{ equals = { dword = 3 } }`.
+        #[serde(default)]
+        only_if: Option<crate::windows::OnlyIf>,
+        /// A `.reg` file to merge (relative to the rule pack's directory).
+        #[serde(default)]
+        reg_file: Option<String>,
+    },
+    /// Windows: set a boolean or integer element on BCD objects chosen by
+    /// role, in every BCD store the Windows volume holds.
+    Bcd {
+        /// `bootmgr`, `default`, `loaders`, `emssettings`.
+        objects: Vec<crate::windows::BcdRole>,
+        /// Element name (`bootems`, `ems`, `bootstatuspolicy`) or 8 hex digits.
+        element: String,
+        /// A boolean element's value.
+        #[serde(default)]
+        boolean: Option<bool>,
+        /// An integer element's value.
+        #[serde(default)]
+        integer: Option<u64>,
+    },
     /// Regular-expression replacement in a file: the escape hatch.
     RegexEdit {
         /// The file.
@@ -314,6 +353,73 @@ impl Action {
             Self::InitramfsDrivers { .. } => "initramfs_drivers",
             Self::File { .. } => "file",
             Self::RegexEdit { .. } => "regex_edit",
+            Self::Registry { .. } => "registry",
+            Self::Bcd { .. } => "bcd",
+        }
+    }
+
+    /// Parameter combinations serde cannot check: `Err` says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Self::Registry {
+                hive,
+                key,
+                value,
+                set,
+                delete,
+                only_if,
+                reg_file,
+            } => {
+                if !crate::windows::valid_hive_name(hive) {
+                    return Err(format!(
+                        "registry: bad hive name {hive:?} (want e.g. SYSTEM)"
+                    ));
+                }
+                if reg_file.is_some() {
+                    if key.is_some()
+                        || value.is_some()
+                        || set.is_some()
+                        || *delete
+                        || only_if.is_some()
+                    {
+                        return Err(
+                            "registry: reg_file takes no key, value, set, delete or only_if".into(),
+                        );
+                    }
+                    return Ok(());
+                }
+                if key.is_none() {
+                    return Err("registry: needs `key` (or `reg_file`)".into());
+                }
+                match (value, set, delete) {
+                    (Some(_), Some(_), false) | (Some(_), None, true) => Ok(()),
+                    (None, None, false) => match only_if {
+                        None => Ok(()),
+                        Some(_) => Err("registry: only_if needs a value".into()),
+                    },
+                    _ => Err("registry: give `value` with exactly one of `set` or `delete = true`, or neither (create the key)".into()),
+                }
+            }
+            Self::Bcd {
+                objects,
+                element,
+                boolean,
+                integer,
+            } => {
+                let Some(code) = crate::windows::element_code(element) else {
+                    return Err(format!(
+                        "bcd: unknown element {element:?} (a name like bootems, or 8 hex digits)"
+                    ));
+                };
+                if objects.is_empty() {
+                    return Err("bcd: `objects` is empty".into());
+                }
+                match (boolean, integer, vmie_hive::bcd::element_format(code)) {
+                    (Some(_), None, 6) | (None, Some(_), 5) => Ok(()),
+                    _ => Err(format!("bcd: element {code:08x} needs `boolean` (format 6) or `integer` (format 5), matching its format")),
+                }
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -378,6 +484,17 @@ pub fn parse_pack(path: &Path, text: &str) -> Result<Vec<Rule>, RuleError> {
     let mut rules = pack.rule;
     for r in &mut rules {
         r.source = path.to_path_buf();
+        if let Some(why) = r.actions.iter().find_map(|a| a.check().err()) {
+            let (line, column) = text
+                .find(&format!("id = \"{}\"", r.id))
+                .map_or((1, 1), |o| line_col(text, o));
+            return Err(RuleError::Invalid {
+                path: path.display().to_string(),
+                line,
+                column,
+                message: format!("rule {}: {why}", r.id),
+            });
+        }
         if r.id.trim().is_empty() || r.id.contains(char::is_whitespace) {
             let (line, column) = text
                 .find(&format!("id = \"{}\"", r.id))
@@ -430,10 +547,16 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
 
 /// The rule packs shipped in the repository's `rules/`, built into the
 /// binary so it works from anywhere.
-pub const SHIPPED: &[(&str, &str)] = &[(
-    "rules/linux.toml",
-    include_str!("../../../rules/linux.toml"),
-)];
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "rules/linux.toml",
+        include_str!("../../../rules/linux.toml"),
+    ),
+    (
+        "rules/windows.toml",
+        include_str!("../../../rules/windows.toml"),
+    ),
+];
 
 /// Parse the shipped packs.
 pub fn shipped() -> Result<Vec<Rule>, RuleError> {

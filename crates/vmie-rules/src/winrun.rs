@@ -1,0 +1,514 @@
+//! The engine's Windows actions: `registry` and `bcd` edit hives in memory
+//! (each hive read once per run), and [`Run::flush_hives`] writes every
+//! changed hive once, after the last rule, through the same backup and
+//! replace path as the text files, after nt-hive (an independent reader)
+//! has read every edit back.
+
+use vmie_guestfs::{FileType, FsError, GuestFsExt, GuestPath};
+use vmie_hive::{Hive, HiveOptions};
+
+use crate::engine::{AsDynRef, EngineError, FileChange, FileOpDone, Run, Severity, Step};
+use crate::windows::{self, BcdRole, OnlyIf, OnlyIfWord, RegChange, RegData};
+
+/// A hive being edited in this run.
+pub(crate) struct HiveEdit {
+    /// Where it is on the volume.
+    path: GuestPath,
+    /// The name reports use: `SYSTEM`, `SOFTWARE`, `BCD`.
+    label: String,
+    hive: Hive,
+    /// SYSTEM's current control set.
+    ccs: Option<String>,
+    /// For the nt-hive read-back.
+    edits: Vec<vmie_hive::Edit>,
+    changes: Vec<RegChange>,
+    /// (rule, action) of each rule that changed it, in order.
+    by: Vec<(String, &'static str)>,
+}
+
+/// A `registry` action's parameters.
+pub(crate) struct RegistryArgs<'x> {
+    pub(crate) hive: &'x str,
+    pub(crate) key: Option<&'x str>,
+    pub(crate) value: Option<&'x str>,
+    pub(crate) set: Option<&'x RegData>,
+    pub(crate) delete: bool,
+    pub(crate) only_if: Option<&'x OnlyIf>,
+    pub(crate) reg_file: Option<&'x str>,
+}
+
+/// BCD stores on the Windows volume: BIOS, then UEFI.
+const BCD_STORES: &[&str] = &["/Boot/BCD", "/EFI/Microsoft/Boot/BCD"];
+
+impl Run<'_> {
+    fn rule_err(&self, why: String) -> EngineError {
+        EngineError::Rule {
+            rule: self.rule.clone(),
+            why,
+        }
+    }
+
+    /// `path` with every component matched case-insensitively (NTFS names
+    /// differ in case between Windows versions: `System32`, `system32`).
+    fn find_ci(&self, path: &str) -> Result<Option<GuestPath>, EngineError> {
+        let mut cur = GuestPath::root();
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            let entries = match self.fs.as_dyn_ref().list(&cur.to_string()) {
+                Ok((_, e)) => e,
+                Err(FsError::NotFound { .. } | FsError::NotADirectory { .. }) => return Ok(None),
+                Err(e) => return Err(self.fs_err(e)),
+            };
+            let Some(e) = entries
+                .iter()
+                .find(|e| std::str::from_utf8(&e.name).is_ok_and(|n| n.eq_ignore_ascii_case(comp)))
+            else {
+                return Ok(None);
+            };
+            cur = cur.join(&e.name);
+        }
+        Ok(Some(cur))
+    }
+
+    /// The index in `hives` of the hive at `path`, read on first use.
+    /// `Ok(None)`: the file is not there. A hive that cannot be parsed is an
+    /// error finding (which blocks the plan), and `Ok(None)`.
+    fn open_hive(&mut self, path: GuestPath, label: &str) -> Result<Option<usize>, EngineError> {
+        if let Some(i) = self.hives.iter().position(|h| h.path == path) {
+            return Ok(Some(i));
+        }
+        match self.fs.symlink_metadata(&path) {
+            Ok(m) if m.file_type == FileType::Regular => {}
+            Ok(_) | Err(FsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.fs_err(e)),
+        }
+        let bytes = self
+            .fs
+            .read_file(&path, self.fs.limits().max_read)
+            .map_err(|e| self.fs_err(e))?;
+        let opts = HiveOptions {
+            name: path.to_string(),
+            ..HiveOptions::default()
+        };
+        let hive = match Hive::from_bytes(bytes, &opts) {
+            Ok(h) => h,
+            Err(e) => {
+                // Said once per hive, by the first rule that wanted it.
+                let said = format!("{path}: cannot edit this hive");
+                if !self
+                    .report
+                    .findings
+                    .iter()
+                    .any(|f| f.message.starts_with(&said))
+                {
+                    self.finding(Severity::Error, format!("{said}: {e}"));
+                }
+                return Ok(None);
+            }
+        };
+        let ccs = if label.eq_ignore_ascii_case("SYSTEM") {
+            vmie_hive::system::current_control_set(&hive).ok()
+        } else {
+            None
+        };
+        self.hives.push(HiveEdit {
+            path,
+            label: label.to_string(),
+            hive,
+            ccs,
+            edits: Vec::new(),
+            changes: Vec::new(),
+            by: Vec::new(),
+        });
+        Ok(Some(self.hives.len() - 1))
+    }
+
+    /// Record one change to hive `i`.
+    fn note_change(&mut self, i: usize, change: RegChange, edit: Option<vmie_hive::Edit>) {
+        let (rule, action) = (self.rule.clone(), self.action);
+        if let Some(h) = self.hives.get_mut(i) {
+            if !h.by.iter().any(|(r, _)| *r == rule) {
+                h.by.push((rule, action));
+            }
+            h.changes.push(change);
+            h.edits.extend(edit);
+        }
+    }
+
+    fn hive_err(&self, what: &str, e: vmie_hive::HiveError) -> EngineError {
+        self.rule_err(format!("{what}: {e}"))
+    }
+
+    pub(crate) fn registry(&mut self, a: &RegistryArgs<'_>) -> Result<(), EngineError> {
+        let Some(win) = self.win else {
+            self.finding(
+                Severity::Warning,
+                "registry: not a Windows guest; nothing done".into(),
+            );
+            return Ok(());
+        };
+        let config = format!("{}/System32/config/{}", win.systemroot, a.hive);
+        let Some(path) = self.find_ci(&config)? else {
+            self.finding(
+                Severity::Warning,
+                format!("{config}: no such hive; nothing done"),
+            );
+            return Ok(());
+        };
+        let Some(i) = self.open_hive(path, &a.hive.to_ascii_uppercase())? else {
+            return Ok(());
+        };
+        if let Some(file) = a.reg_file {
+            return self.merge_reg_file(i, file);
+        }
+        let label = self.hives[i].label.clone();
+        let key = windows::resolve_key(a.key.unwrap_or_default(), self.hives[i].ccs.as_deref());
+        let exists =
+            windows::key_exists(&self.hives[i].hive, &key).map_err(|e| self.hive_err(&label, e))?;
+        if !exists && matches!(a.only_if, Some(OnlyIf::Word(OnlyIfWord::Present))) {
+            self.finding(
+                Severity::Info,
+                format!("{label}\\{key}: no such key; left alone"),
+            );
+            return Ok(());
+        }
+        let Some(vname) = a.value else {
+            if !exists {
+                self.hives[i]
+                    .hive
+                    .ensure_key(&key)
+                    .map_err(|e| self.hive_err(&label, e))?;
+                let c = RegChange {
+                    hive: label,
+                    key: key.clone(),
+                    value: None,
+                    old: None,
+                    new: None,
+                    rule: self.rule.clone(),
+                };
+                self.note_change(i, c, Some(vmie_hive::Edit::CreateKey { path: key }));
+            }
+            return Ok(());
+        };
+        let name = windows::value_name(vname);
+        let cur = windows::current(&self.hives[i].hive, &key, name)
+            .map_err(|e| self.hive_err(&label, e))?;
+        match a.only_if {
+            Some(OnlyIf::Word(OnlyIfWord::Absent)) if cur.is_some() => return Ok(()),
+            Some(OnlyIf::Equals { equals }) if cur.as_ref() != Some(&equals.encode()) => {
+                return Ok(())
+            }
+            _ => {}
+        }
+        let old = cur.as_ref().map(|(t, d)| windows::reg_text(*t, d));
+        let change = |new: Option<String>| RegChange {
+            hive: label.clone(),
+            key: key.clone(),
+            value: Some(vname.to_string()),
+            old: old.clone(),
+            new,
+            rule: self.rule.clone(),
+        };
+        if a.delete {
+            if cur.is_none() {
+                return Ok(());
+            }
+            let c = change(None);
+            self.hives[i]
+                .hive
+                .delete_value(&key, name)
+                .map_err(|e| self.hive_err(&label, e))?;
+            let edit = vmie_hive::Edit::DeleteValue {
+                key: key.clone(),
+                name: name.to_string(),
+            };
+            self.note_change(i, c, Some(edit));
+            return Ok(());
+        }
+        let Some(set) = a.set else {
+            return Ok(());
+        };
+        let (vtype, data) = set.encode();
+        if cur.as_ref() == Some(&(vtype, data.clone())) {
+            return Ok(());
+        }
+        let c = change(Some(windows::reg_text(vtype, &data)));
+        let h = &mut self.hives[i].hive;
+        let res = h
+            .ensure_key(&key)
+            .and_then(|_| h.set_value(&key, name, vtype, &data));
+        res.map_err(|e| self.hive_err(&label, e))?;
+        let edit = vmie_hive::Edit::SetValue {
+            key: key.clone(),
+            name: name.to_string(),
+            vtype,
+            data,
+        };
+        self.note_change(i, c, Some(edit));
+        Ok(())
+    }
+
+    /// `reg_file`: merge a `.reg` file (relative to the rule pack) into hive `i`.
+    fn merge_reg_file(&mut self, i: usize, file: &str) -> Result<(), EngineError> {
+        let path = self
+            .source
+            .parent()
+            .map_or_else(|| file.into(), |d| d.join(file));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| self.rule_err(format!("reg_file {}: {e}", path.display())))?;
+        let ops = vmie_hive::parse_reg(&text)
+            .map_err(|e| self.rule_err(format!("reg_file {}: {e}", path.display())))?;
+        let label = self.hives[i].label.clone();
+        // Old values first, for the report; the merge itself is hivexregedit's.
+        let mut pending = Vec::new();
+        for op in &ops {
+            if let vmie_hive::RegOp::Key {
+                path: k,
+                delete,
+                set,
+            } = op
+            {
+                let key = windows::resolve_key(strip_root(k, &label), self.hives[i].ccs.as_deref());
+                for (name, vtype, data) in set {
+                    let cur = windows::current(&self.hives[i].hive, &key, name)
+                        .map_err(|e| self.hive_err(&label, e))?;
+                    if cur.as_ref() != Some(&(*vtype, data.clone())) {
+                        pending.push((
+                            key.clone(),
+                            name.clone(),
+                            cur,
+                            Some((*vtype, data.clone())),
+                        ));
+                    }
+                }
+                for name in delete {
+                    let cur = windows::current(&self.hives[i].hive, &key, name)
+                        .map_err(|e| self.hive_err(&label, e))?;
+                    if cur.is_some() {
+                        pending.push((key.clone(), name.clone(), cur, None));
+                    }
+                }
+            }
+        }
+        if pending.is_empty()
+            && !ops
+                .iter()
+                .any(|o| matches!(o, vmie_hive::RegOp::DeleteKey(_)))
+        {
+            return Ok(());
+        }
+        let report = vmie_hive::merge(&mut self.hives[i].hive, &text)
+            .map_err(|e| self.rule_err(format!("reg_file {}: {e}", path.display())))?;
+        for (key, name, old, new) in pending {
+            let c = RegChange {
+                hive: label.clone(),
+                key,
+                value: Some(if name.is_empty() { "@".into() } else { name }),
+                old: old.map(|(t, d)| windows::reg_text(t, &d)),
+                new: new.map(|(t, d)| windows::reg_text(t, &d)),
+                rule: self.rule.clone(),
+            };
+            self.note_change(i, c, None);
+        }
+        // Every edit of the merge goes to the read-back.
+        if let Some(h) = self.hives.get_mut(i) {
+            h.edits.extend(report.edits);
+            if !h.by.iter().any(|(r, _)| *r == self.rule) {
+                h.by.push((self.rule.clone(), self.action));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn bcd(
+        &mut self,
+        roles: &[BcdRole],
+        element: &str,
+        boolean: Option<bool>,
+        integer: Option<u64>,
+    ) -> Result<(), EngineError> {
+        if self.win.is_none() {
+            self.finding(
+                Severity::Warning,
+                "bcd: not a Windows guest; nothing done".into(),
+            );
+            return Ok(());
+        }
+        let code = windows::element_code(element)
+            .ok_or_else(|| self.rule_err(format!("unknown BCD element {element:?}")))?;
+        let mut found = false;
+        for store in BCD_STORES {
+            let Some(path) = self.find_ci(store)? else {
+                continue;
+            };
+            let Some(i) = self.open_hive(path, "BCD")? else {
+                continue;
+            };
+            found = true;
+            let label = self.hives[i].path.to_string();
+            let objects = vmie_hive::bcd::objects(&self.hives[i].hive)
+                .map_err(|e| self.hive_err(&label, e))?;
+            let mut guids: Vec<String> = Vec::new();
+            for role in roles {
+                let pick: Vec<String> = match role {
+                    BcdRole::Bootmgr => vec![windows::BOOTMGR.to_string()],
+                    BcdRole::Emssettings => vec![windows::EMSSETTINGS.to_string()],
+                    BcdRole::Loaders => objects
+                        .iter()
+                        .filter(|o| o.object_type == Some(windows::OS_LOADER_TYPE))
+                        .map(|o| o.guid.clone())
+                        .collect(),
+                    BcdRole::Default => objects
+                        .iter()
+                        .filter(|o| o.guid.eq_ignore_ascii_case(windows::BOOTMGR))
+                        .flat_map(|o| o.elements.iter())
+                        .filter(|e| e.code == windows::DEFAULT_OBJECT)
+                        .filter_map(|e| match &e.value {
+                            vmie_hive::bcd::BcdValue::Object(g) => Some(g.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                };
+                for g in pick {
+                    // Only objects the store has, by their key's own spelling.
+                    if let Some(o) = objects.iter().find(|o| o.guid.eq_ignore_ascii_case(&g)) {
+                        if !guids.contains(&o.guid) {
+                            guids.push(o.guid.clone());
+                        }
+                    }
+                }
+            }
+            if guids.is_empty() {
+                self.finding(
+                    Severity::Info,
+                    format!("{label}: no {roles:?} object; left alone"),
+                );
+            }
+            for guid in guids {
+                let key = format!("Objects\\{guid}\\Elements\\{code:08x}");
+                let cur = windows::current(&self.hives[i].hive, &key, "Element")
+                    .map_err(|e| self.hive_err(&label, e))?;
+                let data = match (boolean, integer) {
+                    (Some(b), _) => vec![u8::from(b)],
+                    (None, Some(n)) => n.to_le_bytes().to_vec(),
+                    (None, None) => return Err(self.rule_err("bcd: no value".into())),
+                };
+                let want = (vmie_hive::reg_type::BINARY, data.clone());
+                // An absent boolean is off: nothing to turn off.
+                if cur.as_ref() == Some(&want) || (cur.is_none() && boolean == Some(false)) {
+                    continue;
+                }
+                let h = &mut self.hives[i].hive;
+                let res = match (boolean, integer) {
+                    (Some(b), _) => vmie_hive::bcd::set_boolean(h, &guid, code, b),
+                    (None, Some(n)) => vmie_hive::bcd::set_integer(h, &guid, code, n),
+                    (None, None) => Ok(()),
+                };
+                res.map_err(|e| self.hive_err(&label, e))?;
+                let c = RegChange {
+                    hive: "BCD".into(),
+                    key: key.clone(),
+                    value: Some("Element".into()),
+                    old: cur.map(|(t, d)| windows::reg_text(t, &d)),
+                    new: Some(windows::reg_text(want.0, &want.1)),
+                    rule: self.rule.clone(),
+                };
+                let edit = vmie_hive::Edit::SetValue {
+                    key,
+                    name: "Element".into(),
+                    vtype: want.0,
+                    data: want.1,
+                };
+                self.note_change(i, c, Some(edit));
+            }
+        }
+        if !found {
+            self.finding(
+                Severity::Info,
+                format!(
+                    "no BCD store on the Windows volume ({}); a BCD on a System Reserved partition or an ESP is not edited yet",
+                    BCD_STORES.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Write every changed hive once: read back by nt-hive, original kept as
+    /// `NAME.vmie.bak` (never overwritten), one change entry per hive.
+    pub(crate) fn flush_hives(&mut self) -> Result<(), EngineError> {
+        let hives = std::mem::take(&mut self.hives);
+        for h in hives {
+            if h.changes.is_empty() && h.edits.is_empty() {
+                continue;
+            }
+            let Some((first, first_action)) = h.by.first().cloned() else {
+                continue;
+            };
+            self.rule = first.clone();
+            self.action = first_action;
+            let bytes = h.hive.bytes();
+            vmie_hive::verify_with_nt_hive(bytes, &h.edits).map_err(|e| {
+                self.rule_err(format!(
+                    "{}: the edited hive does not read back: {e}",
+                    h.path
+                ))
+            })?;
+            let b = self.backup(&h.path)?;
+            self.fs
+                .replace_file(&h.path, bytes)
+                .map_err(|e| self.fs_err(e))?;
+            let name = h.path.to_string();
+            let (before, after) = windows::reg_texts(&h.changes);
+            let steps =
+                h.by.iter()
+                    .map(|(r, a)| {
+                        let mine: Vec<RegChange> =
+                            h.changes.iter().filter(|c| &c.rule == r).cloned().collect();
+                        let (b, a2) = windows::reg_texts(&mine);
+                        Step {
+                            rule: r.clone(),
+                            action: (*a).to_string(),
+                            diff: crate::diff::unified(&name, &b, &a2),
+                        }
+                    })
+                    .collect();
+            self.report.changes.push(FileChange {
+                rule: first,
+                rules: h.by.iter().map(|(r, _)| r.clone()).collect(),
+                action: first_action.to_string(),
+                path: name.clone(),
+                op: FileOpDone::Modified,
+                backup: Some(b.to_string()),
+                diff: crate::diff::unified(&name, &before, &after),
+                lines: Vec::new(),
+                steps,
+                registry: h.changes,
+                before,
+                after,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A `.reg` key path without its `HKEY_LOCAL_MACHINE\NAME` / `HKLM\NAME` root.
+fn strip_root<'k>(k: &'k str, hive: &str) -> &'k str {
+    let t = k.trim_start_matches('\\');
+    for root in ["HKEY_LOCAL_MACHINE\\", "HKLM\\"] {
+        let Some(rest) = t
+            .get(..root.len())
+            .filter(|p| p.eq_ignore_ascii_case(root))
+            .and_then(|_| t.get(root.len()..))
+        else {
+            continue;
+        };
+        if let Some(after) = rest
+            .get(..hive.len())
+            .filter(|p| p.eq_ignore_ascii_case(hive))
+            .and_then(|_| rest.get(hive.len()..))
+        {
+            return after.trim_start_matches('\\');
+        }
+    }
+    t
+}

@@ -1,0 +1,694 @@
+//! Issue 16: the fixup run changes a Windows guest the way it changes a
+//! Linux one. For Windows Server 2022, Windows 10 and Windows 7 (32-bit)
+//! guests: dfvfs's Windows-made NTFS volume, grown (ntfsresize) past the
+//! import service's 6 GiB free-space minimum, with SOFTWARE and SYSTEM hives
+//! built from virt-v2v's .reg exports and a real BIOS BCD store
+//! (windeploy-linux, EMS turned on in it by hivexregedit) in \Boot.
+//!
+//! `vmie-fixup --format json` exits 0 with the shipped Windows rules'
+//! changes; the dry run lists the same and writes nothing; afterwards
+//! ntfsfix -n is clean, the hives read through ntfscat open in hivexsh and
+//! hivexregedit --export shows the new values, `SYSTEM.vmie.bak` and
+//! `BCD.vmie.bak` equal the originals, a second run changes nothing, and
+//! `vmie-fixup undo` restores the image byte for byte.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[path = "common/windows.rs"]
+mod windows;
+
+use windows::{hive, realdata, tool};
+
+const MIB: u64 = 1 << 20;
+/// The grown volume: past the 6 GiB free-space check.
+const VOL_MIB: u64 = 6300;
+const BOOTMGR: &str = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}";
+/// windeploy-linux's BCD: bootmgr's default OS loader.
+const LOADER: &str = "{1b67bffd-e290-11eb-8ffa-f459a0d9b879}";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "vmie-fixup {args:?} failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn schema(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// The run report against schemas/report.schema.json.
+fn validate_report(doc: &serde_json::Value) {
+    let registry = jsonschema::Registry::new()
+        .add(
+            "https://vmie-fixup.invalid/schemas/common.schema.json",
+            schema("common.schema.json"),
+        )
+        .unwrap()
+        .prepare()
+        .unwrap();
+    let v = jsonschema::options()
+        .with_registry(&registry)
+        .build(&schema("report.schema.json"))
+        .unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "report schema: {errors:#?}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn merge(h: &Path, prefix: &str, reg: &str, dir: &Path) {
+    let f = dir.join("extra.reg");
+    std::fs::write(&f, format!("Windows Registry Editor Version 5.00\n\n{reg}")).unwrap();
+    tool(
+        Command::new("hivexregedit")
+            .args(["--merge", "--prefix", prefix])
+            .arg(h)
+            .arg(&f),
+    );
+}
+
+/// The guest's original files, to compare with the backups.
+struct Guest {
+    disk: PathBuf,
+    system: PathBuf,
+    bcd: PathBuf,
+}
+
+/// A one-disk Windows VM (see the module documentation). `stornvme`: the
+/// SYSTEM hive has the inbox NVMe driver's service key (Start=3, as 8.1 /
+/// 2012 R2 and later ship it).
+fn guest(dir: &Path, software: &str, stornvme: bool) -> Guest {
+    let vol = dir.join("vol.raw");
+    tool(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(realdata("dfvfs/test_data/windows_volume.qcow2"))
+            .arg(&vol),
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&vol)
+        .unwrap()
+        .set_len(VOL_MIB * MIB)
+        .unwrap();
+    tool(
+        Command::new("ntfsresize")
+            .args(["-f", "-f", "-P"])
+            .arg(&vol),
+    );
+    // ntfsresize marks the volume dirty so that chkdsk runs; it is not.
+    tool(Command::new("ntfsfix").arg("-d").arg(&vol));
+
+    let sw = hive(dir, "SOFTWARE", "HKEY_LOCAL_MACHINE\\SOFTWARE", software);
+    // .NET 4.8 (the import service requires 3.5 SP1 or later).
+    merge(
+        &sw,
+        "HKEY_LOCAL_MACHINE\\SOFTWARE",
+        "[HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\NET Framework Setup]\n\n\
+         [HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\NET Framework Setup\\NDP]\n\n\
+         [HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\NET Framework Setup\\NDP\\v4]\n\n\
+         [HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\NET Framework Setup\\NDP\\v4\\Full]\n\
+         \"Release\"=dword:00080ea8\n\"Install\"=dword:00000001\n",
+        dir,
+    );
+    let sys = hive(
+        dir,
+        "SYSTEM",
+        "HKEY_LOCAL_MACHINE\\SYSTEM",
+        "windows-system.reg",
+    );
+    if stornvme {
+        merge(
+            &sys,
+            "HKEY_LOCAL_MACHINE\\SYSTEM",
+            "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\stornvme]\n\
+             \"Start\"=dword:00000003\n\"Type\"=dword:00000001\n",
+            dir,
+        );
+    }
+    // A real BIOS BCD store, with EMS on ({bootmgr} bootems, the loader's ems).
+    let bcd = dir.join("BCD");
+    std::fs::copy(realdata("windeploy-linux/BCD"), &bcd).unwrap();
+    merge(
+        &bcd,
+        "HKEY_LOCAL_MACHINE\\BCD00000000",
+        &format!(
+            "[HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{BOOTMGR}\\Elements\\16000020]\n\
+             \"Element\"=hex(3):01\n\n\
+             [HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{LOADER}\\Elements\\260000b0]\n\
+             \"Element\"=hex(3):01\n"
+        ),
+        dir,
+    );
+    let mut pe = vec![0u8; 0x200];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+    let machine: u16 = if software.contains("-32-") {
+        0x14c
+    } else {
+        0x8664
+    };
+    pe[0x84..0x86].copy_from_slice(&machine.to_le_bytes());
+    let k32 = dir.join("kernel32.dll");
+    std::fs::write(&k32, pe).unwrap();
+
+    // \Boot does not exist on the volume and ntfscp cannot make it: ntfs-3g.
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    tool(Command::new("ntfs-3g").arg(&vol).arg(&mnt));
+    let copied = (|| -> std::io::Result<()> {
+        let config = mnt.join("Windows/System32/config");
+        std::fs::copy(&sw, config.join("SOFTWARE"))?;
+        std::fs::copy(&sys, config.join("SYSTEM"))?;
+        std::fs::copy(&k32, mnt.join("Windows/System32/kernel32.dll"))?;
+        std::fs::create_dir_all(mnt.join("Boot"))?;
+        std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+        Ok(())
+    })();
+    let mut unmounted = false;
+    for _ in 0..50 {
+        if Command::new("umount").arg(&mnt).status().unwrap().success() {
+            unmounted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(unmounted, "umount {}", mnt.display());
+    copied.unwrap();
+
+    let disk = dir.join("win.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len((VOL_MIB + 2) * MIB)
+        .unwrap();
+    let mut sf = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        sf.stdin.take().unwrap(),
+        "start=2048, size={}, type=7",
+        VOL_MIB * 2048
+    )
+    .unwrap();
+    assert!(sf.wait().unwrap().success());
+    dd(&vol, &disk, 0, 1, VOL_MIB);
+    std::fs::remove_file(&vol).unwrap();
+    Guest {
+        disk,
+        system: sys,
+        bcd,
+    }
+}
+
+/// Copy `count` MiB from MiB `skip` of `from` to MiB `seek` of `to`, sparse.
+fn dd(from: &Path, to: &Path, skip: u64, seek: u64, count: u64) {
+    tool(
+        Command::new("dd")
+            .arg(format!("if={}", from.display()))
+            .arg(format!("of={}", to.display()))
+            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+            .arg(format!("skip={skip}"))
+            .arg(format!("seek={seek}"))
+            .arg(format!("count={count}")),
+    );
+}
+
+fn same(a: &Path, b: &Path) -> bool {
+    Command::new("cmp")
+        .args(["-s"])
+        .arg(a)
+        .arg(b)
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn ntfscat(vol: &Path, path: &str, to: &Path) {
+    let out = Command::new("ntfscat").arg(vol).arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ntfscat {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(to, out.stdout).unwrap();
+}
+
+fn export(hive: &Path, key: &str) -> String {
+    let out = Command::new("hivexregedit")
+        .arg("--export")
+        .arg(hive)
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hivexregedit --export {key}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (hive, key, value, old, new) of every registry change in a run report.
+fn registry(doc: &serde_json::Value) -> Vec<[String; 5]> {
+    let mut v: Vec<[String; 5]> = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["registry"].as_array().cloned().unwrap_or_default())
+        .map(|r| {
+            let f = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+            [f("hive"), f("key"), f("value"), f("old"), f("new")]
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn row(hive: &str, key: &str, value: &str, old: &str, new: &str) -> [String; 5] {
+    [hive, key, value, old, new].map(str::to_string)
+}
+
+fn fix_end_to_end(software: &str, stornvme: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(dir.path(), software, stornvme);
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let img = s(&g.disk);
+
+    let mut want = vec![
+        row(
+            "BCD",
+            &format!("Objects\\{BOOTMGR}\\Elements\\16000020"),
+            "Element",
+            "hex(3):01",
+            "hex(3):00",
+        ),
+        row(
+            "BCD",
+            &format!("Objects\\{LOADER}\\Elements\\260000b0"),
+            "Element",
+            "hex(3):01",
+            "hex(3):00",
+        ),
+        row(
+            "BCD",
+            &format!("Objects\\{LOADER}\\Elements\\250000e0"),
+            "Element",
+            "-",
+            "hex(3):01,00,00,00,00,00,00,00",
+        ),
+        row(
+            "SYSTEM",
+            "ControlSet001\\Control\\TimeZoneInformation",
+            "RealTimeIsUniversal",
+            "-",
+            "dword:00000001",
+        ),
+        row(
+            "SYSTEM",
+            "ControlSet001\\Services\\partmgr\\Parameters",
+            "SanPolicy",
+            "-",
+            "dword:00000001",
+        ),
+    ];
+    if stornvme {
+        want.push(row(
+            "SYSTEM",
+            "ControlSet001\\Services\\stornvme",
+            "Start",
+            "dword:00000003",
+            "dword:00000000",
+        ));
+    }
+    want.sort();
+
+    // The dry run lists the changes and writes nothing.
+    let dry = json(&["--dry-run", "--format", "json", img]);
+    assert_eq!(registry(&dry), want, "{dry:#}");
+    validate_report(&dry);
+    assert_eq!(dry["applied"], false);
+    assert!(same(&g.disk, &original), "the dry run wrote to the image");
+    let human = run(&["--dry-run", img]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    for line in [
+        "+[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control\\TimeZoneInformation]",
+        "+\"RealTimeIsUniversal\"=dword:00000001",
+        "-\"Element\"=hex(3):01",
+        "+\"Element\"=hex(3):00",
+        "2 file(s) would change (dry run: nothing written)",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    let skipped = dry["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["id"] == "windows-stornvme-boot");
+    assert_eq!(skipped, !stornvme, "{:#}", dry["preflight"]);
+
+    // The run.
+    let t = std::time::Instant::now();
+    let doc = json(&["--format", "json", img]);
+    eprintln!("{software}: Windows fixup run took {:?}", t.elapsed());
+    assert_eq!(registry(&doc), want, "{doc:#}");
+    assert_eq!(doc["applied"], true);
+    validate_report(&doc);
+    let paths: Vec<&str> = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/Boot/BCD", "/Windows/System32/config/SYSTEM"]);
+    for c in doc["changes"].as_array().unwrap() {
+        let b = c["backup"].as_str().unwrap();
+        assert_eq!(b, format!("{}.vmie.bak", c["path"].as_str().unwrap()));
+    }
+
+    // Read back by the Linux tools.
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, 1, 0, VOL_MIB);
+    let fix = Command::new("ntfsfix")
+        .arg("-n")
+        .arg(&vol)
+        .output()
+        .unwrap();
+    assert!(
+        fix.status.success(),
+        "ntfsfix -n: {}{}",
+        String::from_utf8_lossy(&fix.stdout),
+        String::from_utf8_lossy(&fix.stderr)
+    );
+    let sys = dir.path().join("SYSTEM.after");
+    ntfscat(&vol, "/Windows/System32/config/SYSTEM", &sys);
+    let bak = dir.path().join("SYSTEM.bak");
+    ntfscat(&vol, "/Windows/System32/config/SYSTEM.vmie.bak", &bak);
+    assert!(same(&bak, &g.system), "SYSTEM.vmie.bak is not the original");
+    let bcd = dir.path().join("BCD.after");
+    ntfscat(&vol, "/Boot/BCD", &bcd);
+    let bcd_bak = dir.path().join("BCD.bak");
+    ntfscat(&vol, "/Boot/BCD.vmie.bak", &bcd_bak);
+    assert!(same(&bcd_bak, &g.bcd), "BCD.vmie.bak is not the original");
+    for h in [&sys, &bcd] {
+        let out = Command::new("hivexsh")
+            .arg(h)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"ls\nquit\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "hivexsh {}: {}",
+            h.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tz = export(&sys, "\\ControlSet001\\Control\\TimeZoneInformation");
+    assert!(
+        tz.contains("\"RealTimeIsUniversal\"=dword:00000001"),
+        "{tz}"
+    );
+    let pm = export(&sys, "\\ControlSet001\\Services\\partmgr\\Parameters");
+    assert!(pm.contains("\"SanPolicy\"=dword:00000001"), "{pm}");
+    if stornvme {
+        let nv = export(&sys, "\\ControlSet001\\Services\\stornvme");
+        assert!(nv.contains("\"Start\"=dword:00000000"), "{nv}");
+    }
+    let ems = export(&bcd, &format!("\\Objects\\{LOADER}\\Elements\\260000b0"));
+    assert!(ems.contains("\"Element\"=hex(3):00"), "{ems}");
+    let bootems = export(&bcd, &format!("\\Objects\\{BOOTMGR}\\Elements\\16000020"));
+    assert!(bootems.contains("\"Element\"=hex(3):00"), "{bootems}");
+    let bsp = export(&bcd, &format!("\\Objects\\{LOADER}\\Elements\\250000e0"));
+    assert!(
+        bsp.contains("\"Element\"=hex(3):01,00,00,00,00,00,00,00"),
+        "{bsp}"
+    );
+
+    // A second run changes nothing (and keeps the first originals).
+    let again = json(&["--format", "json", img]);
+    assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+    assert_eq!(again["applied"], false);
+
+    // Undo restores every byte.
+    let out = run(&["undo", img]);
+    assert!(
+        out.status.success(),
+        "undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same(&g.disk, &original), "undo did not restore the image");
+}
+
+#[test]
+fn windows_server_2022_is_fixed_end_to_end() {
+    fix_end_to_end("win2k22-software.reg", true);
+}
+
+#[test]
+fn windows_10_is_fixed_end_to_end() {
+    fix_end_to_end("win10-software.reg", true);
+}
+
+#[test]
+fn windows_7_32_is_fixed_without_stornvme() {
+    // Windows 7 has no inbox NVMe driver: the rule reports and skips it.
+    fix_end_to_end("win7-32-software.reg", false);
+}
+
+#[test]
+fn a_rule_pack_with_reg_file_and_only_if_works() {
+    // Site rules: a .reg file merged into SOFTWARE, a value set only where
+    // it equals something, a deletion, a value set only where it is absent
+    // (which the second run then leaves alone).
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(dir.path(), "win10-software.reg", true);
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("site.reg"),
+        "Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\Vmie]\n\"Site\"=\"yes\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("site.toml"),
+        r#"[[rule]]
+id = "site-software"
+description = "d"
+when = { os = "windows" }
+actions = [
+  { type = "registry", hive = "SOFTWARE", reg_file = "site.reg" },
+  { type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Start", set = { dword = 2 }, only_if = { equals = { dword = 3 } } },
+  { type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Type", delete = true },
+  { type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Group", set = { multi_sz = ["a", "b"] }, only_if = "absent" },
+]
+"#,
+    )
+    .unwrap();
+    let img = s(&g.disk);
+    let doc = json(&[
+        "--format",
+        "json",
+        "--no-default-rules",
+        "--rules",
+        s(&rules),
+        img,
+    ]);
+    let mut want = vec![
+        row(
+            "SOFTWARE",
+            "Vmie",
+            "Site",
+            "-",
+            "hex(1):79,00,65,00,73,00,00,00",
+        ),
+        row(
+            "SYSTEM",
+            "ControlSet001\\Services\\stornvme",
+            "Start",
+            "dword:00000003",
+            "dword:00000002",
+        ),
+        row(
+            "SYSTEM",
+            "ControlSet001\\Services\\stornvme",
+            "Type",
+            "dword:00000001",
+            "-",
+        ),
+        row(
+            "SYSTEM",
+            "ControlSet001\\Services\\stornvme",
+            "Group",
+            "-",
+            "hex(7):61,00,00,00,62,00,00,00,00,00",
+        ),
+    ];
+    want.sort();
+    assert_eq!(registry(&doc), want, "{doc:#}");
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, 1, 0, VOL_MIB);
+    let sw = dir.path().join("SOFTWARE.after");
+    ntfscat(&vol, "/Windows/System32/config/SOFTWARE", &sw);
+    assert!(export(&sw, "\\Vmie").contains("\"Site\"=hex(1):79,00,65,00,73,00,00,00"));
+    let again = json(&[
+        "--format",
+        "json",
+        "--no-default-rules",
+        "--rules",
+        s(&rules),
+        img,
+    ]);
+    assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+}
+
+#[test]
+fn a_preflight_error_writes_nothing() {
+    // The shared test disk is not grown: under 6 GiB free on the system
+    // volume, an import error. The gate blocks; nothing is written.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = windows::windows_disk(dir.path(), "win10-software.reg");
+    let before = std::fs::read(&disk).unwrap();
+    let out = run(&["--format", "json", s(&disk)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["preflight"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "windows-low-free-space" && c["severity"] == "error"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["changes"], serde_json::json!([]));
+    assert_eq!(doc["applied"], false);
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "the image was written"
+    );
+}
+
+#[test]
+fn a_damaged_hive_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(dir.path(), "win10-software.reg", true);
+    // SYSTEM with one base-block byte changed (its checksum no longer
+    // matches), put in place by ntfscp.
+    let mut bad = std::fs::read(&g.system).unwrap();
+    bad[4] ^= 0x7;
+    let badf = dir.path().join("SYSTEM.bad");
+    std::fs::write(&badf, bad).unwrap();
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, 1, 0, VOL_MIB);
+    tool(
+        Command::new("ntfscp")
+            .arg("-f")
+            .arg(&vol)
+            .arg(&badf)
+            .arg("/Windows/System32/config/SYSTEM"),
+    );
+    dd(&vol, &g.disk, 0, 1, VOL_MIB);
+    let before = dir.path().join("before.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&before),
+    );
+    let out = run(&["--format", "json", s(&g.disk)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<&serde_json::Value> = doc["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["severity"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{doc:#}");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/Windows/System32/config/SYSTEM: cannot edit this hive"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["applied"], false);
+    assert!(same(&g.disk, &before), "the image was written");
+}
+
+#[test]
+fn bad_windows_rules_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, why) in [
+        (
+            r#"{ type = "registry", hive = "../SAM", key = "x", value = "v", set = { dword = 1 } }"#,
+            "bad hive name",
+        ),
+        (
+            r#"{ type = "registry", hive = "SYSTEM", key = "x", value = "v" }"#,
+            "exactly one of",
+        ),
+        (
+            r#"{ type = "bcd", objects = ["loaders"], element = "ems", integer = 1 }"#,
+            "needs `boolean`",
+        ),
+        (
+            r#"{ type = "bcd", objects = ["loaders"], element = "nosuch", boolean = true }"#,
+            "unknown element",
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            format!("[[rule]]\nid = \"x\"\ndescription = \"d\"\nactions = [{bad}]\n"),
+        )
+        .unwrap();
+        let out = run(&["rules", "check", s(dir.path())]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(why) && err.contains("bad.toml:"),
+            "{bad}: {err}"
+        );
+    }
+}
