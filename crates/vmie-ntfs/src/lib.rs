@@ -1126,7 +1126,27 @@ impl GuestFs for NtfsFs {
             .ok_or_else(|| self.unsupported("create_file", path, "the name is not UTF-8"))?
             .to_string();
         self.transact(
-            |tx, ctx| write::create(tx, ctx, dir, seq, &name, data),
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, write::NewKind::File(data)),
+            path,
+        )
+    }
+
+    fn mkdir(&mut self, path: &GuestPath, attrs: &vmie_guestfs::NewAttrs) -> Result<(), FsError> {
+        let _ = attrs; // NTFS keeps no Unix mode or owner
+        let (file, dir, seq) = self.write_target(path, "mkdir")?;
+        if file.is_some() {
+            return Err(FsError::Exists {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported("mkdir", path, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, write::NewKind::Dir),
             path,
         )
     }
@@ -1141,13 +1161,7 @@ impl GuestFs for NtfsFs {
         };
         match t {
             FileType::Regular => {}
-            FileType::Directory => {
-                return Err(self.unsupported(
-                    "remove",
-                    path,
-                    "removing directories is not implemented",
-                ))
-            }
+            FileType::Directory => {}
             _ => return Err(self.unsupported("remove", path, "removing links is not implemented")),
         }
         self.transact(|tx, ctx| write::remove(tx, ctx, rn, dir), path)
