@@ -73,6 +73,7 @@ mod boot;
 mod dirw;
 mod index;
 mod le;
+mod mft;
 mod preflight;
 mod record;
 mod reparse;

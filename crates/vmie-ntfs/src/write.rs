@@ -473,14 +473,10 @@ fn take_record(tx: &mut Tx<'_>, op: &str, path: &GuestPath) -> Result<u64, FsErr
             }
         }
     }
-    found.ok_or_else(|| {
-        unsupported(
-            tx,
-            op,
-            path,
-            format!("no free MFT record among the {records} $MFT holds (growing $MFT is not implemented)"),
-        )
-    })
+    match found {
+        Some(rn) => Ok(rn),
+        None => crate::mft::grow(tx, &format!("{op} {path}")),
+    }
 }
 
 /// The security id of `$STANDARD_INFORMATION` in record `rn` (0 if it has

