@@ -226,11 +226,9 @@ fn dir_facts(img: &Path, dir: &str) -> Vec<String> {
 fn dirs(cluster: u32) {
     let img = mkntfs_geom(48, 512, cluster);
     let mut rng = XorShift::new(u64::from(cluster) + 7);
-    // mkntfs leaves no free MFT record on small clusters; ntfs-3g grows
-    // $MFT when it makes its first directory.
-    img.populate(&["seed"], &[]);
+    // mkntfs leaves no free MFT record on small clusters: the first mkdir
+    // grows $MFT.
     let mut t = Tree::new(&img.path);
-    t.dirs.insert("/seed".to_string());
 
     // A directory made by ntfs-3g, for comparison of what mkdir writes.
     let reference = mkntfs_geom(16, 512, cluster);
@@ -284,7 +282,7 @@ fn dirs(cluster: u32) {
     // $INDEX_ALLOCATION, then leaves split.
     t.mkdir(&img.path, "/big");
     for i in 0..200 {
-        let n = rng.below(3000) as usize;
+        let n = rng.below(600) as usize;
         t.create(&img.path, &format!("/big/file-{i:03}"), rng.bytes(n));
         if i == 10 || i == 199 {
             t.verify(&img.path);
@@ -355,4 +353,81 @@ fn dirs_512() {
 #[test]
 fn dirs_65536() {
     dirs(65536);
+}
+
+/// MFT records 24 and up in use: `$Extend`'s three (24–26, as mkntfs makes
+/// them) and every file of the tree.
+fn used_records(img: &Path, dirs: &BTreeSet<String>) -> BTreeSet<u64> {
+    let mut used = BTreeSet::from([24, 25, 26]);
+    for d in dirs {
+        used.extend(ntfsls_inodes(img, d).into_values().filter(|&i| i >= 24));
+    }
+    used
+}
+
+/// A tiny volume whose `$MFT` ntfscp laid out (20 files); our writer then
+/// fills every free record and grows `$MFT` (several times) for more files
+/// and a directory, exactly when no record is free.
+fn mft_growth(cluster: u32) {
+    let img = mkntfs_geom(if cluster > 4096 { 32 } else { 8 }, 512, cluster);
+    let mut rng = XorShift::new(u64::from(cluster) + 99);
+    let mut files = BTreeMap::new();
+    for i in 0..20 {
+        let n = rng.below(600) as usize;
+        let data = rng.bytes(n);
+        img.add(&format!("cp{i:03}"), &data);
+        files.insert(format!("/cp{i:03}"), data);
+    }
+    let mut t = Tree::new(&img.path);
+    t.files = files;
+    t.base_free = ntfsinfo_space(&img.path).2 + t.held(&img.path);
+    t.verify(&img.path);
+    t.mkdir(&img.path, "/grown");
+    let mut growths = 0;
+    let mut full_before = 0;
+    for i in 0..120 {
+        let records = mft_records(&img.path);
+        let full = used_records(&img.path, &t.dirs).len() as u64 == records - 24;
+        full_before += u64::from(full);
+        let n = rng.below(5000) as usize;
+        let data = rng.bytes(n);
+        let dir = if i % 2 == 0 { "" } else { "/grown" };
+        t.create(&img.path, &format!("{dir}/new{i:03}"), data);
+        let after = mft_records(&img.path);
+        if after != records {
+            assert!(full, "$MFT grew ({records} -> {after}) with a record free");
+            assert!(after > records);
+            growths += 1;
+        }
+        if growths > 0 && i % 40 == 0 {
+            t.verify(&img.path);
+        }
+    }
+    assert!(growths >= 2, "{growths} growths");
+    assert_eq!(growths, full_before, "a full $MFT did not grow");
+    t.verify(&img.path);
+    let after = mft_records(&img.path);
+    let used = used_records(&img.path, &t.dirs);
+    assert_eq!(used.len(), t.files.len() + t.dirs.len() - 1 + 3);
+    assert!(used.iter().all(|&r| r < after));
+    // A freed record is reused before $MFT grows again.
+    t.remove(&img.path, "/new000");
+    t.create(&img.path, "/again", b"again".to_vec());
+    assert_eq!(mft_records(&img.path), after);
+    t.verify(&img.path);
+}
+
+#[test]
+fn mft_growth_4096() {
+    mft_growth(4096);
+}
+
+#[test]
+fn mft_growth_512() {
+    mft_growth(512);
+}
+
+#[test]
+fn mft_growth_65536() {
+    mft_growth(65536);
 }
