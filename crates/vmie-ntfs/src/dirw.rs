@@ -8,10 +8,16 @@
 //! `$BITMAP`, or one added at the end of `$INDEX_ALLOCATION` (clusters
 //! allocated when its last cluster has no room).
 //!
-//! Not done here (refused): moving `$INDEX_ROOT` into an allocation (a full
-//! root), splitting a parent that has no room for the middle entry, a
-//! non-resident `$I30` `$BITMAP`, merging nodes, removing an entry of an
-//! internal node.
+//! A full `$INDEX_ROOT` (no room for a new entry, or for the middle entry
+//! of a split child) is moved down, as Windows and ntfs-3g do: its entries
+//! go into a new index block (internal when they have subnodes), taken
+//! from the allocation or, for a directory that had none, the first block
+//! of a new non-resident `$INDEX_ALLOCATION` with an 8-byte `$BITMAP`; the
+//! root keeps one end entry pointing at it and its large-index flag.
+//!
+//! Not done here (refused): splitting an internal block that has no room
+//! for the middle entry, a non-resident `$I30` `$BITMAP`, merging nodes,
+//! removing an entry of an internal node or the last one of a block.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;

@@ -1,5 +1,5 @@
-//! The write operations: replace a file's contents, create a file, remove
-//! a file. Each runs in one [`Tx`] after the [`preflight`] checks, so a
+//! The write operations: replace a file's contents, create a file or an
+//! empty directory, remove a file or an empty directory, rename. Each runs in one [`Tx`] after the [`preflight`] checks, so a
 //! refusal writes nothing.
 //!
 //! - A touched file is refused when it is compressed, encrypted, sparse,
@@ -414,7 +414,9 @@ fn valid_name(name: &[u16]) -> bool {
 }
 
 /// Take a free MFT record: the first clear bit of `$MFT`'s `$BITMAP` from
-/// record 64, then from record 24, inside the records `$MFT` holds now.
+/// record 64, then from record 24, inside the records `$MFT` holds now;
+/// when none is free, `$MFT` grows (see `mft`) and its first new record is
+/// taken.
 fn take_record(tx: &mut Tx<'_>, op: &str, path: &GuestPath) -> Result<u64, FsError> {
     let r0 = tx.parsed(0)?;
     let a = r0
