@@ -290,6 +290,26 @@ fn dirs(cluster: u32) {
     }
     assert!(index_alloc_clusters(&img.path, "/big", t.cluster) > 0);
     let blocks = ntfsinfo_indx_blocks(&img.path, "/big");
+    // 200 entries need more leaves than one root in a record can point
+    // at: the root (then internal) moved down a second time, leaving one end
+    // entry above a three-level tree.
+    let info = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new("/big"),
+            img.path.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let root_entries = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Index entries total:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(root_entries, "1", "{info}");
     assert!(blocks >= 3, "{blocks} index blocks in /big");
     // Subdirectories inside the big one, and files in them.
     t.mkdir(&img.path, "/big/sub");
