@@ -377,3 +377,77 @@ fn mft_growth_512() {
 fn mft_growth_65536() {
     mft_growth(65536);
 }
+
+/// When the grown `$MFT` runlist would not fit in record 0 (which would
+/// need an `$ATTRIBUTE_LIST`), creating a file with no free record is
+/// refused and nothing is written. Crafted: record 0 filled up to its last
+/// byte, and the clusters after `$MFT` marked in use so the growth needs a
+/// second run.
+#[test]
+fn mft_growth_refused_without_attribute_list() {
+    let img = mkntfs_geom(16, 512, 4096);
+    let bytes = std::fs::read(&img.path).unwrap();
+    let (cs, mft, rs) = layout(&bytes);
+    let rec0 = |rn: u64| {
+        let at = (mft + rn * rs as u64) as usize;
+        let mut r = bytes[at..at + rs].to_vec();
+        unprotect(&mut r);
+        r
+    };
+    let r0 = rec0(0);
+    let data = find_attr(&r0, 0x80);
+    let mft_lcn = first_run_offset(&r0, data, cs) / cs;
+    let mft_clusters = u64::from_le_bytes(r0[data + 40..data + 48].try_into().unwrap()) / cs;
+    let r6 = rec0(6);
+    let bitmap = first_run_offset(&r6, find_attr(&r6, 0x80), cs) as usize;
+    let mut bytes = bytes;
+    for c in mft_lcn + mft_clusters..mft_lcn + mft_clusters + 256 {
+        bytes[bitmap + (c / 8) as usize] |= 1 << (c % 8);
+    }
+    std::fs::write(&img.path, &bytes).unwrap();
+    patch_record(&img.path, 0, |rec| {
+        let used = u32::from_le_bytes(rec[0x18..0x1C].try_into().unwrap()) as usize;
+        let room = rec.len() - used;
+        append_resident(rec, 0x100, &vec![0u8; room - 24]);
+        assert_eq!(
+            u32::from_le_bytes(rec[0x18..0x1C].try_into().unwrap()) as usize,
+            rec.len()
+        );
+    });
+    // The records $MFT has preallocated (about 500 here) go first; then it
+    // must grow.
+    let mut made = 0;
+    let why = loop {
+        assert!(made < 2000, "never refused");
+        let before = std::fs::read(&img.path).unwrap();
+        let p = format!("/new{made}");
+        match open_rw(&img.path).create_file(
+            &GuestPath::from(p.as_str()),
+            b"x",
+            &NewAttrs::default(),
+        ) {
+            Ok(()) => made += 1,
+            Err(FsError::Unsupported { why, op, .. }) => {
+                assert!(op.contains(&p), "{op}");
+                assert!(
+                    std::fs::read(&img.path).unwrap() == before,
+                    "a refusal wrote"
+                );
+                break why;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(why.contains("$MFT cannot grow"), "{why}");
+    assert!(why.contains("$ATTRIBUTE_LIST"), "{why}");
+    let before = std::fs::read(&img.path).unwrap();
+    let mut fs = open_rw(&img.path);
+    match fs.mkdir(&GuestPath::from("/d"), &NewAttrs::default()) {
+        Err(FsError::Unsupported { why, .. }) => assert!(why.contains("$MFT cannot grow"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        std::fs::read(&img.path).unwrap() == before,
+        "a refusal wrote"
+    );
+}
