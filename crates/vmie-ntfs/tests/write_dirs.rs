@@ -451,3 +451,41 @@ fn mft_growth_refused_without_attribute_list() {
         "a refusal wrote"
     );
 }
+
+/// One open volume across writes: files in records `$MFT` only has after
+/// it grew (in this same instance) are listed and read back by it.
+#[test]
+fn same_instance_sees_grown_mft() {
+    let img = mkntfs_geom(16, 512, 4096);
+    let before = mft_records(&img.path);
+    let mut fs = open_rw(&img.path);
+    let mut rng = XorShift::new(5);
+    fs.mkdir(&GuestPath::from("/d"), &NewAttrs::default())
+        .unwrap();
+    let mut files = BTreeMap::new();
+    for i in 0..40 {
+        let n = rng.below(3000) as usize;
+        let data = rng.bytes(n);
+        let p = format!("/d/f{i:02}");
+        fs.create_file(&GuestPath::from(p.as_str()), &data, &NewAttrs::default())
+            .unwrap();
+        assert_eq!(&fs.read(&p).unwrap(), &data, "{p}");
+        files.insert(p, data);
+    }
+    let names: BTreeSet<String> = fs
+        .read_dir(&GuestPath::from("/d"))
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect();
+    assert_eq!(names.len(), 40);
+    for (p, d) in &files {
+        assert_eq!(&fs.read(p).unwrap(), d, "{p}");
+    }
+    drop(fs);
+    assert!(mft_records(&img.path) > before);
+    ntfsfix_clean(&img.path);
+    for (p, d) in &files {
+        assert_eq!(&ntfscat(&img.path, p), d, "{p}");
+    }
+}
