@@ -24,6 +24,8 @@ const AT_BITMAP: u32 = 0xB0;
 /// Records added at a time (as ntfs-3g extends `$MFT`).
 const GROW_RECORDS: u64 = 16;
 const PLACE: &str = "$MFT (MFT record 0)";
+/// Most bytes of `$MFT`'s `$BITMAP` rewritten when it grows.
+const MAX_BITMAP_REWRITE: u64 = 1 << 20;
 
 fn refuse(tx: &Tx<'_>, op: &str, why: impl Into<String>) -> FsError {
     FsError::Unsupported {
@@ -207,7 +209,22 @@ fn grow_bitmap(
             let cs = u64::from(tx.geo.cluster_size);
             let mut runs = runlist::allocated(runs).map_err(|d| tx.corrupt(PLACE, d))?;
             let allocated = le64(&r0.data, bm.off + 40);
+            if *init_size > *data_size || *data_size > allocated {
+                return Err(tx.corrupt(
+                    "$MFT's $BITMAP",
+                    format!("sizes {init_size} / {data_size} / {allocated} are inconsistent"),
+                ));
+            }
             let new_size = (*data_size).max(need.div_ceil(8) * 8);
+            // Bytes rewritten below: past the initialized size, plus the
+            // new records' bits (a few bytes on any sane volume).
+            if new_size - (old_records / 8).min(*init_size) > MAX_BITMAP_REWRITE {
+                return Err(refuse(
+                    tx,
+                    op,
+                    format!("$MFT's $BITMAP has {data_size} bytes of data but only {init_size} initialized"),
+                ));
+            }
             let mut new_alloc = allocated;
             if new_size > allocated {
                 let n = (new_size - allocated).div_ceil(cs);
