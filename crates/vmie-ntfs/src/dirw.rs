@@ -8,10 +8,16 @@
 //! `$BITMAP`, or one added at the end of `$INDEX_ALLOCATION` (clusters
 //! allocated when its last cluster has no room).
 //!
-//! Not done here (refused): moving `$INDEX_ROOT` into an allocation (a full
-//! root), splitting a parent that has no room for the middle entry, a
-//! non-resident `$I30` `$BITMAP`, merging nodes, removing an entry of an
-//! internal node.
+//! A full `$INDEX_ROOT` (no room for a new entry, or for the middle entry
+//! of a split child) is moved down, as Windows and ntfs-3g do: its entries
+//! go into a new index block (internal when they have subnodes), taken
+//! from the allocation or, for a directory that had none, the first block
+//! of a new non-resident `$INDEX_ALLOCATION` with an 8-byte `$BITMAP`; the
+//! root keeps one end entry pointing at it and its large-index flag.
+//!
+//! Not done here (refused): splitting an internal block that has no room
+//! for the middle entry, a non-resident `$I30` `$BITMAP`, merging nodes,
+//! removing an entry of an internal node or the last one of a block.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -76,8 +82,16 @@ pub(crate) struct Hit {
 
 impl Dir {
     pub fn open(tx: &mut Tx<'_>, rn: u64, place: &str) -> Result<Self, FsError> {
+        Self::open_at(tx, rn, format!("{place} (MFT record {rn})"))
+    }
+
+    /// The directory again, after its attributes changed in `tx`.
+    fn reopen(&self, tx: &mut Tx<'_>) -> Result<Self, FsError> {
+        Self::open_at(tx, self.rn, self.place.clone())
+    }
+
+    fn open_at(tx: &mut Tx<'_>, rn: u64, place: String) -> Result<Self, FsError> {
         let r = tx.parsed(rn)?;
-        let place = format!("{place} (MFT record {rn})");
         if r.attrs.iter().any(|a| a.ty == AT_ATTRIBUTE_LIST) {
             return Err(FsError::Unsupported {
                 fs: tx.loc.to_string(),
@@ -299,19 +313,160 @@ impl Dir {
         })
     }
 
-    /// Insert entry `e` where `hit` (a miss in a leaf) says, splitting the
-    /// leaf block when it is full.
-    pub fn insert(&self, tx: &mut Tx<'_>, hit: &Hit, e: &[u8]) -> Result<(), FsError> {
-        if !hit.leaf {
-            return Err(tx.corrupt(&self.place, "the insert position is not in a leaf"));
+    /// Insert entry `e` (for `name`) where collation puts it: into the leaf
+    /// when it has room, else splitting a full leaf block; a full root is
+    /// first moved down into a new index block (see [`Self::push_root_down`]).
+    pub fn insert(
+        &self,
+        tx: &mut Tx<'_>,
+        up: &[u16],
+        name: &[u16],
+        e: &[u8],
+    ) -> Result<(), FsError> {
+        let mut dir = self.clone();
+        // At most one push-down per insert is ever needed; the bound is a
+        // guard against a corrupt index.
+        for _ in 0..3 {
+            let hit = match dir.seek(tx, up, name, false)? {
+                Ok(_) => return Err(tx.corrupt(&dir.place, "the name to insert is already there")),
+                Err(h) => h,
+            };
+            if !hit.leaf {
+                return Err(tx.corrupt(&dir.place, "the insert position is not in a leaf"));
+            }
+            if e.len() <= dir.room(tx, hit.node)? {
+                return dir.edit(tx, hit.node, hit.base + hit.entry.pos, 0, e);
+            }
+            match (hit.node, hit.parent) {
+                (Node::Block(key), Some(parent)) => {
+                    if dir.split(tx, key, &hit, parent, e)? {
+                        return Ok(());
+                    }
+                }
+                (Node::Block(_), None) => return Err(dir.full(tx)),
+                (Node::Root, _) => {}
+            }
+            // The root has no room (for the entry, or for the middle entry of
+            // a split leaf): move it down and try again.
+            dir.push_root_down(tx)?;
+            dir = dir.reopen(tx)?;
         }
-        if e.len() <= self.room(tx, hit.node)? {
-            return self.edit(tx, hit.node, hit.base + hit.entry.pos, 0, e);
+        Err(dir.full(tx))
+    }
+
+    /// Move every entry of `$INDEX_ROOT` into a new index block (a free one
+    /// of the allocation, or the first one of a new `$INDEX_ALLOCATION` with
+    /// its `$BITMAP`), leaving the root with one end entry pointing at it and
+    /// its large-index flag set, as Windows and ntfs-3g do when the root
+    /// outgrows the MFT record.
+    fn push_root_down(&self, tx: &mut Tx<'_>) -> Result<(), FsError> {
+        let name = i30();
+        let (attr_off, hdr, entries) = self.root(tx)?;
+        let rec = tx.record(self.rn)?.clone();
+        let eo = le32(&rec, hdr) as usize;
+        let size = le32(&rec, hdr + 4) as usize;
+        let moved = rec
+            .get(hdr + eo..hdr + size)
+            .ok_or_else(|| tx.corrupt(&self.place, "index root entries past the record"))?
+            .to_vec();
+        let internal = entries.iter().any(|e| e.subnode.is_some());
+        let voff = usize::from(le16(&rec, attr_off + 20));
+        let vstart = attr_off + voff;
+        let head = rec
+            .get(vstart..vstart + ROOT_NODE_AT)
+            .ok_or_else(|| tx.corrupt(&self.place, "index root past the record"))?
+            .to_vec();
+        // The new root: its header, then the end entry leading to VCN 0 (the
+        // VCN is set once the block is known).
+        let mut value = head;
+        let mut nh = vec![0u8; 16];
+        put32(&mut nh, 0, 16);
+        put32(&mut nh, 4, 16 + 24);
+        put32(&mut nh, 8, 16 + 24);
+        nh[12] = 1; // LARGE_INDEX
+        value.extend_from_slice(&nh);
+        let mut end = vec![0u8; 24];
+        put16(&mut end, 8, 24);
+        put16(&mut end, 12, ENTRY_LAST | ENTRY_SUBNODE);
+        value.extend_from_slice(&end);
+        let alen = le32(&rec, attr_off + 4) as usize;
+        let a = attr::resident(
+            AT_INDEX_ROOT,
+            &name,
+            le16(&rec, attr_off + 14),
+            &value,
+            false,
+        );
+        attr::splice(tx.record(self.rn)?, attr_off, alen, &a)
+            .map_err(|d| tx.corrupt(&self.place, d))?;
+        tx.dirty(self.rn);
+        let r = tx.parsed(self.rn)?;
+        let has_alloc = r
+            .attrs
+            .iter()
+            .any(|a| a.ty == AT_INDEX_ALLOCATION && a.name == name);
+        let (nb, runs) = if has_alloc {
+            self.new_block(tx)?
+        } else {
+            self.first_block(tx)?
+        };
+        let rs = self.rs as usize;
+        let vcn = i64::try_from(nb * u64::from(self.rs) / self.vcn_bytes)
+            .map_err(|_| tx.corrupt(&self.place, "index block number overflows"))?;
+        let mut fresh = new_block(rs, vcn, &moved).ok_or_else(|| self.full(tx))?;
+        if internal {
+            fresh[INDX_NODE_AT + 12] = 1; // has children
         }
-        match (hit.node, hit.parent) {
-            (Node::Block(key), Some(parent)) => self.split(tx, key, hit, parent, e),
-            _ => Err(self.full(tx)),
+        tx.indx_put(&runs, nb * u64::from(self.rs), fresh, &self.place)?;
+        // Point the root's end entry at the block.
+        let (_, hdr, entries) = self.root(tx)?;
+        let rec = tx.record(self.rn)?;
+        let at = hdr + le32(rec, hdr) as usize;
+        match entries.as_slice() {
+            [e] if e.subnode.is_some() => put64(rec, at + e.pos + 16, vcn as u64),
+            _ => return Err(tx.corrupt(&self.place, "the new index root is not one end entry")),
         }
+        Ok(())
+    }
+
+    /// A new `$INDEX_ALLOCATION` of one index block (clusters allocated) and
+    /// its `$BITMAP` (8 bytes, the block's bit set), added to the
+    /// directory's record; block 0 and the allocation's runs.
+    fn first_block(&self, tx: &mut Tx<'_>) -> Result<(u64, Vec<(u64, u64)>), FsError> {
+        let name = i30();
+        let cs = u64::from(tx.geo.cluster_size);
+        let rs = u64::from(self.rs);
+        let need = rs.div_ceil(cs);
+        let runs = tx.alloc(need, 0)?;
+        let pairs = runlist::encode(&runs).map_err(|d| tx.corrupt(&self.place, d))?;
+        let sizes = attr::NrSizes {
+            highest_vcn: need as i64 - 1,
+            allocated: need * cs,
+            data: rs,
+            initialized: rs,
+        };
+        let no_room = |tx: &Tx<'_>| FsError::Unsupported {
+            fs: tx.loc.to_string(),
+            op: format!("change the index of {}", self.place),
+            why: "the new $INDEX_ALLOCATION does not fit in the directory's record".into(),
+        };
+        let rec = tx.record(self.rn)?;
+        let i = attr::next_instance(rec);
+        let a = attr::non_resident(AT_INDEX_ALLOCATION, &name, i, 0, sizes, &pairs);
+        let at = attr::insert_at(rec, AT_INDEX_ALLOCATION, &name);
+        if attr::splice(rec, at, 0, &a).is_err() {
+            return Err(no_room(tx));
+        }
+        let mut bm = vec![0u8; 8];
+        bm[0] = 1;
+        let i = attr::next_instance(rec);
+        let b = attr::resident(AT_BITMAP, &name, i, &bm, false);
+        let at = attr::insert_at(rec, AT_BITMAP, &name);
+        if attr::splice(rec, at, 0, &b).is_err() {
+            return Err(no_room(tx));
+        }
+        tx.dirty(self.rn);
+        Ok((0, runs))
     }
 
     fn split(
@@ -321,7 +476,7 @@ impl Dir {
         hit: &Hit,
         (pnode, ppos, plen, leaf_vcn): (Node, usize, usize, i64),
         e: &[u8],
-    ) -> Result<(), FsError> {
+    ) -> Result<bool, FsError> {
         let buf = tx.indx_buf(key)?.clone();
         let entries =
             index::node_entries(&buf, INDX_NODE_AT).map_err(|d| tx.corrupt(&self.place, d))?;
@@ -358,9 +513,13 @@ impl Dir {
         put16(&mut median, 8, (mlen + 8) as u16);
         let flags = le16(&median, 12);
         put16(&mut median, 12, flags | ENTRY_SUBNODE);
-        // The parent must take the middle entry.
+        // The parent must take the middle entry; a full root is moved down
+        // first (the caller does it and tries again).
         if median.len() > self.room(tx, pnode)? {
-            return Err(self.full(tx));
+            return match pnode {
+                Node::Root => Ok(false),
+                Node::Block(_) => Err(self.full(tx)),
+            };
         }
         let (nb, runs) = self.new_block(tx)?;
         let rs = self.rs as usize;
@@ -389,7 +548,8 @@ impl Dir {
             put64(pb, ppos + plen - 8, vcn_r as u64);
         }
         self.mark(tx, pnode);
-        self.edit(tx, pnode, ppos, 0, &median)
+        self.edit(tx, pnode, ppos, 0, &median)?;
+        Ok(true)
     }
 
     /// A free block of the index allocation (its number) and the

@@ -30,23 +30,28 @@
 //!   from `$STANDARD_INFORMATION` (`ctime` is its MFT-change time); inode is
 //!   the MFT record number; nlink counts the non-DOS names; no xattrs.
 //!
-//! **Writes** (`write`, `tx`, `dirw`, `attr`, `runlist`, `preflight`):
-//! [`GuestFs::replace_file`], [`GuestFs::create_file`], [`GuestFs::remove`]
-//! of regular files and [`GuestFs::rename`] within a directory, each one
-//! in-memory transaction committed only when the whole operation succeeded
-//! (a refusal or no space writes nothing), after the volume checks of
-//! `preflight` (version 3.1, not dirty, not hibernated, `$LogFile` clean
-//! and version 1.1). A clean `$LogFile` is left as it is (see `preflight`);
-//! no `$UsnJrnl` records are written. Times come from the clock, or from
-//! [`NtfsFs::with_clock`]. What the writer does not do is refused with
-//! [`FsError::Unsupported`] naming the volume, the path and why: mkdir and
-//! symlinks, files with an attribute list, compressed, encrypted, sparse or
-//! reparse-point files, hard links, directories and links for remove and
-//! rename, moves across directories, a `$DATA` runlist that does not fit in
-//! the file's record, growing `$MFT`, and index changes that need moving a
-//! full `$INDEX_ROOT` into an allocation, splitting a node whose parent has
-//! no room, a merge, or an entry taken out of an internal node (a full
-//! leaf block is split; see `dirw`).
+//! **Writes** (`write`, `tx`, `dirw`, `mft`, `attr`, `runlist`,
+//! `preflight`): [`GuestFs::replace_file`], [`GuestFs::create_file`],
+//! [`GuestFs::mkdir`], [`GuestFs::remove`] of regular files and empty
+//! directories ([`FsError::NotEmpty`] otherwise) and [`GuestFs::rename`] of
+//! regular files within a directory, each one in-memory transaction
+//! committed only when the whole operation succeeded (a refusal or no space
+//! writes nothing), after the volume checks of `preflight` (version 3.1,
+//! not dirty, not hibernated, `$LogFile` clean and version 1.1). A clean
+//! `$LogFile` is left as it is (see `preflight`); no `$UsnJrnl` records are
+//! written. Times come from the clock, or from [`NtfsFs::with_clock`]. A
+//! new directory is what ntfs-3g makes (an empty `$I30` `$INDEX_ROOT`, the
+//! record's directory flag, `I30_INDEX_PRESENT` in its `$FILE_NAME` and
+//! index entry); a full `$INDEX_ROOT` moves down into an index block (see
+//! `dirw`); `$MFT` grows when no record is free (see `mft`). What the
+//! writer does not do is refused with [`FsError::Unsupported`] naming the
+//! volume, the path and why: symlinks, files with an attribute list,
+//! compressed, encrypted, sparse or reparse-point files, hard links, links
+//! for remove, directories and links for rename, moves across directories,
+//! a `$DATA` runlist that does not fit in the file's record, growing `$MFT`
+//! beyond what record 0 can map without an attribute list, and index
+//! changes that need splitting an internal block without room, a merge, or
+//! an entry taken out of an internal node or the last one of a block.
 //!
 //! **Refused for reading:** compressed or encrypted files, and files with a
 //! reparse point other than a symlink or junction (WOF-compressed system
@@ -73,6 +78,7 @@ mod boot;
 mod dirw;
 mod index;
 mod le;
+mod mft;
 mod preflight;
 mod record;
 mod reparse;
@@ -1126,7 +1132,27 @@ impl GuestFs for NtfsFs {
             .ok_or_else(|| self.unsupported("create_file", path, "the name is not UTF-8"))?
             .to_string();
         self.transact(
-            |tx, ctx| write::create(tx, ctx, dir, seq, &name, data),
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, write::NewKind::File(data)),
+            path,
+        )
+    }
+
+    fn mkdir(&mut self, path: &GuestPath, attrs: &vmie_guestfs::NewAttrs) -> Result<(), FsError> {
+        let _ = attrs; // NTFS keeps no Unix mode or owner
+        let (file, dir, seq) = self.write_target(path, "mkdir")?;
+        if file.is_some() {
+            return Err(FsError::Exists {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported("mkdir", path, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, write::NewKind::Dir),
             path,
         )
     }
@@ -1141,13 +1167,7 @@ impl GuestFs for NtfsFs {
         };
         match t {
             FileType::Regular => {}
-            FileType::Directory => {
-                return Err(self.unsupported(
-                    "remove",
-                    path,
-                    "removing directories is not implemented",
-                ))
-            }
+            FileType::Directory => {}
             _ => return Err(self.unsupported("remove", path, "removing links is not implemented")),
         }
         self.transact(|tx, ctx| write::remove(tx, ctx, rn, dir), path)

@@ -193,6 +193,53 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// `$MFT` grew: its runs and the bytes they now map.
+    pub fn set_mft_map(&mut self, runs: Vec<(u64, u64)>, bytes: u64) {
+        let cs = u64::from(self.geo.cluster_size);
+        let mapped: u64 = runs.iter().map(|r| r.1 * cs).sum();
+        self.mft_runs = runs;
+        self.mft_bytes = mapped.min(bytes);
+    }
+
+    /// Stage a whole new MFT record `rn` (fixup not applied), without
+    /// reading what is there.
+    pub fn stage_record(&mut self, rn: u64, data: Vec<u8>) -> Result<(), FsError> {
+        let rs = u64::from(self.geo.file_record_size);
+        let off = rn
+            .checked_mul(rs)
+            .filter(|o| o + rs <= self.mft_bytes)
+            .ok_or_else(|| self.corrupt(Self::rec_place(rn), "past the end of $MFT"))?;
+        let cs = u64::from(self.geo.cluster_size);
+        let pieces = runlist::map_range(&self.mft_runs, cs, off, rs)
+            .map_err(|d| self.corrupt(Self::rec_place(rn), d))?;
+        self.recs.insert(rn, Block { pieces, data });
+        self.rec_dirty.insert(rn);
+        Ok(())
+    }
+
+    /// Allocate `n` clusters for `$MFT`: one run at or after `hint` (the
+    /// MFT zone, kept for this, included), else the fewest pieces.
+    pub fn alloc_mft(&mut self, n: u64, hint: u64) -> Result<Vec<(u64, u64)>, FsError> {
+        if let Some((lcn, len)) = self.find_free(n, hint, true, false)? {
+            self.set_bits(lcn, len, true)?;
+            return Ok(vec![(lcn, len)]);
+        }
+        let mut got = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let Some((lcn, len)) = self.find_free(left, hint, true, true)? else {
+                return Err(FsError::NoSpace {
+                    fs: self.loc.to_string(),
+                    what: format!("{n} clusters wanted for $MFT, {} free", n - left),
+                });
+            };
+            self.set_bits(lcn, len, true)?;
+            got.push((lcn, len));
+            left -= len;
+        }
+        Ok(got)
+    }
+
     /// Record `rn` without its fixup, read without validation (a free
     /// record to be reinitialised: only its sequence number is used).
     pub fn record_unchecked(&mut self, rn: u64) -> Result<&mut Vec<u8>, FsError> {

@@ -1,5 +1,5 @@
-//! The write operations: replace a file's contents, create a file, remove
-//! a file. Each runs in one [`Tx`] after the [`preflight`] checks, so a
+//! The write operations: replace a file's contents, create a file or an
+//! empty directory, remove a file or an empty directory, rename. Each runs in one [`Tx`] after the [`preflight`] checks, so a
 //! refusal writes nothing.
 //!
 //! - A touched file is refused when it is compressed, encrypted, sparse,
@@ -40,6 +40,9 @@ const AT_STANDARD_INFORMATION: u32 = 0x10;
 const AT_FILE_NAME: u32 = 0x30;
 const AT_BITMAP: u32 = 0xB0;
 const AT_REPARSE_POINT: u32 = 0xC0;
+const AT_INDEX_ROOT: u32 = 0x90;
+/// MFT record flag of a directory (a record with an `$I30` index).
+const REC_DIRECTORY: u16 = 0x0002;
 /// `$DATA` attribute flags we do not write.
 const ATTR_COMPRESSED: u16 = 0x00FF;
 const ATTR_ENCRYPTED: u16 = 0x4000;
@@ -411,7 +414,9 @@ fn valid_name(name: &[u16]) -> bool {
 }
 
 /// Take a free MFT record: the first clear bit of `$MFT`'s `$BITMAP` from
-/// record 64, then from record 24, inside the records `$MFT` holds now.
+/// record 64, then from record 24, inside the records `$MFT` holds now;
+/// when none is free, `$MFT` grows (see `mft`) and its first new record is
+/// taken.
 fn take_record(tx: &mut Tx<'_>, op: &str, path: &GuestPath) -> Result<u64, FsError> {
     let r0 = tx.parsed(0)?;
     let a = r0
@@ -470,14 +475,10 @@ fn take_record(tx: &mut Tx<'_>, op: &str, path: &GuestPath) -> Result<u64, FsErr
             }
         }
     }
-    found.ok_or_else(|| {
-        unsupported(
-            tx,
-            op,
-            path,
-            format!("no free MFT record among the {records} $MFT holds (growing $MFT is not implemented)"),
-        )
-    })
+    match found {
+        Some(rn) => Ok(rn),
+        None => crate::mft::grow(tx, &format!("{op} {path}")),
+    }
 }
 
 /// The security id of `$STANDARD_INFORMATION` in record `rn` (0 if it has
@@ -492,23 +493,38 @@ fn security_id(tx: &mut Tx<'_>, rn: u64) -> Result<u32, FsError> {
         .map_or(0, |v| le32(v, 52)))
 }
 
-/// Create `name` in directory `dir_rn` (seq `dir_seq`) with `data`.
+/// What [`create`] makes.
+pub(crate) enum NewKind<'d> {
+    /// A regular file with these contents.
+    File(&'d [u8]),
+    /// An empty directory.
+    Dir,
+}
+
+/// Create `name` in directory `dir_rn` (seq `dir_seq`): a file with its
+/// data, or an empty directory (an `$I30` `$INDEX_ROOT` with only the end
+/// entry, the record's directory flag, and `FILE_ATTR_I30_INDEX_PRESENT` in
+/// its `$FILE_NAME` and index entry, as Windows and ntfs-3g make them).
 pub(crate) fn create(
     tx: &mut Tx<'_>,
     ctx: &Ctx<'_>,
     dir_rn: u64,
     dir_seq: u16,
     name: &str,
-    data: &[u8],
+    kind: NewKind<'_>,
 ) -> Result<(), FsError> {
-    const OP: &str = "create_file";
+    let op = match kind {
+        NewKind::File(_) => "create_file",
+        NewKind::Dir => "mkdir",
+    };
+    let op: &str = op;
     preflight::check(tx, ctx.up)?;
     let path = ctx.path;
     let uname: Vec<u16> = name.encode_utf16().collect();
     if !valid_name(&uname) {
         return Err(unsupported(
             tx,
-            OP,
+            op,
             path,
             "the name is not a valid Windows file name",
         ));
@@ -547,16 +563,16 @@ pub(crate) fn create(
         }
         s
     };
-    let sec = match sibling {
-        Some(s) => security_id(tx, s)?,
-        None => 0,
+    let sec = match (sibling, &kind) {
+        (Some(s), NewKind::File(_)) => security_id(tx, s)?,
+        _ => 0,
     };
     let sec = if sec == 0 {
         security_id(tx, dir_rn)?
     } else {
         sec
     };
-    let rn = take_record(tx, OP, path)?;
+    let rn = take_record(tx, op, path)?;
     let rs = tx.geo.file_record_size as usize;
     let old = tx.record_unchecked(rn)?.clone();
     let valid_old = old.get(0..4) == Some(b"FILE".as_slice());
@@ -584,7 +600,14 @@ pub(crate) fn create(
     put16(&mut rec, 0x10, seq);
     put16(&mut rec, 0x12, 1);
     put16(&mut rec, attr::REC_ATTRS, first as u16);
-    put16(&mut rec, 0x16, REC_IN_USE);
+    put16(
+        &mut rec,
+        0x16,
+        match kind {
+            NewKind::File(_) => REC_IN_USE,
+            NewKind::Dir => REC_IN_USE | REC_DIRECTORY,
+        },
+    );
     put32(&mut rec, 0x18, (first + 8) as u32);
     put32(&mut rec, 0x1C, rs as u32);
     put32(&mut rec, 0x2C, rn as u32);
@@ -611,7 +634,14 @@ pub(crate) fn create(
     for o in [8, 16, 24, 32] {
         put64(&mut fname, o, now);
     }
-    put32(&mut fname, 56, FA_ARCHIVE);
+    put32(
+        &mut fname,
+        56,
+        match kind {
+            NewKind::File(_) => FA_ARCHIVE,
+            NewKind::Dir => FA_ARCHIVE | FA_DIRECTORY,
+        },
+    );
     fname[64] = uname.len() as u8;
     fname[65] = ns;
     for (i, c) in uname.iter().enumerate() {
@@ -621,10 +651,23 @@ pub(crate) fn create(
     let fa = attr::resident(AT_FILE_NAME, &[], fi, &fname, true);
     let at = attr::insert_at(&rec, AT_FILE_NAME, &[]);
     attr::splice(&mut rec, at, 0, &fa).map_err(|d| tx.corrupt("new record", d))?;
-    let nd = build_data(tx, OP, path, &rec, None, &[], data)?;
-    let mut rec = nd.rec;
-    put64(&mut fname, 40, nd.alloc_size);
-    put64(&mut fname, 48, data.len() as u64);
+    let mut rec = match kind {
+        NewKind::File(data) => {
+            let nd = build_data(tx, op, path, &rec, None, &[], data)?;
+            put64(&mut fname, 40, nd.alloc_size);
+            put64(&mut fname, 48, data.len() as u64);
+            nd.rec
+        }
+        NewKind::Dir => {
+            let v = empty_index_root(tx.geo.index_record_size, tx.geo.cluster_size);
+            let i30: Vec<u16> = "$I30".encode_utf16().collect();
+            let ii = attr::next_instance(&mut rec);
+            let a = attr::resident(AT_INDEX_ROOT, &i30, ii, &v, false);
+            let at = attr::insert_at(&rec, AT_INDEX_ROOT, &i30);
+            attr::splice(&mut rec, at, 0, &a).map_err(|d| tx.corrupt("new record", d))?;
+            rec
+        }
+    };
     let r =
         crate::record::parse_fixed(tx.geo, rec.clone()).map_err(|d| tx.corrupt("new record", d))?;
     if let Some(range) = r
@@ -648,8 +691,30 @@ pub(crate) fn create(
     put16(&mut e, 8, elen as u16);
     put16(&mut e, 10, klen as u16);
     e[16..16 + klen].copy_from_slice(&fname);
-    dir.insert(tx, &hit, &e)?;
+    dir.insert(tx, ctx.up, &uname, &e)?;
     touch_dir(tx, dir_rn)
+}
+
+/// The value of an empty `$I30` `$INDEX_ROOT`: indexing `$FILE_NAME`,
+/// collation FILE_NAME, the volume's index block size and its size in
+/// clusters (in 512-byte units when a block is smaller than a cluster, as
+/// mkntfs, ntfs-3g and Windows write it), a small index of one end entry.
+fn empty_index_root(block: u32, cluster: u32) -> Vec<u8> {
+    let mut v = vec![0u8; 48];
+    put32(&mut v, 0, AT_FILE_NAME);
+    put32(&mut v, 4, 1); // COLLATION_FILE_NAME
+    put32(&mut v, 8, block);
+    v[12] = if block >= cluster {
+        (block / cluster) as u8
+    } else {
+        (block / 512) as u8
+    };
+    put32(&mut v, 16, 16);
+    put32(&mut v, 20, 32);
+    put32(&mut v, 24, 32);
+    put16(&mut v, 32 + 8, 16);
+    put16(&mut v, 32 + 12, 2); // last entry
+    v
 }
 
 /// Set the directory's modification and MFT-change times.
@@ -662,13 +727,42 @@ fn touch_dir(tx: &mut Tx<'_>, dir_rn: u64) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Remove the regular file at record `rn` from directory `dir_rn`.
+/// Refuse to remove a directory whose index holds an entry: its
+/// `$INDEX_ROOT` must be one end entry without a subnode.
+fn check_empty(tx: &Tx<'_>, path: &GuestPath, r: &RawRecord) -> Result<(), FsError> {
+    let i30: Vec<u16> = "$I30".encode_utf16().collect();
+    let v = r
+        .attrs
+        .iter()
+        .find(|a| a.ty == AT_INDEX_ROOT && a.name == i30)
+        .and_then(|a| r.resident(a))
+        .ok_or_else(|| {
+            tx.corrupt(
+                format!("{path}"),
+                "a directory without a resident $I30 $INDEX_ROOT",
+            )
+        })?;
+    let root = index::parse_root(v).map_err(|d| tx.corrupt(format!("{path}"), d))?;
+    match root.entries.as_slice() {
+        [e] if e.key.is_none() && e.subnode.is_none() => Ok(()),
+        _ => Err(FsError::NotEmpty {
+            fs: tx.loc.to_string(),
+            path: path.to_string(),
+        }),
+    }
+}
+
+/// Remove the regular file or empty directory at record `rn` from
+/// directory `dir_rn`.
 pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Result<(), FsError> {
     const OP: &str = "remove";
     preflight::check(tx, ctx.up)?;
     let path = ctx.path;
     let r = tx.parsed(rn)?;
     check_touchable(tx, OP, path, &r)?;
+    if le16(&r.data, 0x16) & REC_DIRECTORY != 0 {
+        check_empty(tx, path, &r)?;
+    }
     let dir = Dir::open(tx, dir_rn, &path.parent().to_string())?;
     let mut names = Vec::new();
     for a in r.attrs.iter().filter(|a| a.ty == AT_FILE_NAME) {
@@ -882,15 +976,12 @@ pub(crate) fn rename(
     *tx.record(rn)? = rec;
     tx.dirty(rn);
     let seq = le16(&r.data, 0x10);
-    let hit = match dir.seek(tx, ctx.up, &uname, false)? {
-        Ok(_) => {
-            return Err(FsError::Exists {
-                fs: tx.loc.to_string(),
-                path: path.to_string(),
-            })
-        }
-        Err(h) => h,
-    };
+    if dir.seek(tx, ctx.up, &uname, false)?.is_ok() {
+        return Err(FsError::Exists {
+            fs: tx.loc.to_string(),
+            path: path.to_string(),
+        });
+    }
     let klen = fname.len();
     let elen = align8(16 + klen as u64) as usize;
     let mut e = vec![0u8; elen];
@@ -898,7 +989,7 @@ pub(crate) fn rename(
     put16(&mut e, 8, elen as u16);
     put16(&mut e, 10, klen as u16);
     e[16..16 + klen].copy_from_slice(&fname);
-    dir.insert(tx, &hit, &e)?;
+    dir.insert(tx, ctx.up, &uname, &e)?;
     touch_dir(tx, dir_rn)
 }
 

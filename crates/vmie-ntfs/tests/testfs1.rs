@@ -189,7 +189,7 @@ fn errors() {
 #[test]
 fn writes_need_a_writable_device() {
     // The image is opened read-only: every write that gets as far as the
-    // device fails there (nothing is written), and mkdir is not implemented.
+    // device fails there (nothing is written), and symlink is not implemented.
     let img = testfs1();
     let before = std::fs::read(&img).unwrap();
     let mut fs = open(&img);
@@ -198,10 +198,11 @@ fn writes_need_a_writable_device() {
         fs.replace_file(&p, b"x"),
         fs.create_file(&GuestPath::from("/new"), b"x", &NewAttrs::default()),
         fs.remove(&p),
+        fs.mkdir(&GuestPath::from("/d"), &NewAttrs::default()),
     ] {
         assert!(matches!(r, Err(FsError::Disk(_))), "{r:?}");
     }
-    match fs.mkdir(&GuestPath::from("/d"), &NewAttrs::default()) {
+    match fs.symlink(&GuestPath::from("/l"), b"/x", &NewAttrs::default()) {
         Err(FsError::Unsupported { why, .. }) => assert!(why.contains("ntfs"), "{why}"),
         other => panic!("{other:?}"),
     }

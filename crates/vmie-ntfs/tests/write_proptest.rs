@@ -1,9 +1,12 @@
-//! Random sequences of replace, create, remove and rename (sizes 0 B – 4 MiB) on
-//! fresh mkntfs images of three cluster sizes; after each sequence
-//! `ntfsfix -n` is clean, every file reads back through ntfscat and our
-//! reader, `ntfsls -l` shows the sizes, and the free clusters match the
-//! files' runlists. A refusal (a full index node) must leave the image
-//! unchanged. `VMIE_PROPTEST_CASES` (or `PROPTEST_CASES`) sets the cases.
+//! Random sequences of replace, create, remove, rename (sizes 0 B – 4 MiB),
+//! mkdir (new files then go into new directories too) and rmdir (empty:
+//! removed; else `NotEmpty`) on fresh mkntfs images of three cluster sizes;
+//! after each sequence `ntfsfix -n` is clean, every file reads back through
+//! ntfscat and our reader, `ntfsls -l` shows the sizes and the new
+//! directories, and the free clusters match the files' runlists, the
+//! directories' index allocations and `$MFT`. A refusal (a full index node)
+//! must leave the image unchanged. `VMIE_PROPTEST_CASES` (or
+//! `PROPTEST_CASES`) sets the cases.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +26,10 @@ enum Op {
     /// Rename file i to a new name (`onto` false) or onto file j of the same
     /// directory.
     Rename(usize, usize, bool),
+    /// A new directory in directory i.
+    Mkdir(usize),
+    /// Remove new directory i (refused as not empty when it holds files).
+    Rmdir(usize),
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -35,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Create(i, n)),
         1 => any::<usize>().prop_map(Op::Remove),
         1 => (any::<usize>(), any::<usize>(), any::<bool>()).prop_map(|(i, j, o)| Op::Rename(i, j, o)),
+        1 => any::<usize>().prop_map(Op::Mkdir),
+        1 => any::<usize>().prop_map(Op::Rmdir),
     ]
 }
 
@@ -61,6 +70,11 @@ fn run_case(cluster: u32, ops: &[Op], seed: u64) {
         let before = std::fs::read(&img.path).unwrap();
         let mut fs = open_rw(&img.path);
         let names: Vec<String> = m.files.keys().cloned().collect();
+        let dirs: Vec<String> = DIRS
+            .iter()
+            .map(|d| d.to_string())
+            .chain(m.dirs.iter().map(|d| format!("{d}/")))
+            .collect();
         let r = match op {
             Op::Replace(i, n) => {
                 let p = names[i % names.len()].clone();
@@ -72,7 +86,7 @@ fn run_case(cluster: u32, ops: &[Op], seed: u64) {
                 r
             }
             Op::Create(i, n) => {
-                let p = format!("{}new-{k}-{}", DIRS[i % DIRS.len()], i % 1000);
+                let p = format!("{}new-{k}-{}", dirs[i % dirs.len()], i % 1000);
                 let data = rng.bytes(*n);
                 let r = fs.create_file(&GuestPath::from(p.as_str()), &data, &NewAttrs::default());
                 if r.is_ok() {
@@ -99,6 +113,40 @@ fn run_case(cluster: u32, ops: &[Op], seed: u64) {
                 if r.is_ok() {
                     let data = m.files.remove(&from).unwrap();
                     m.files.insert(to, data);
+                }
+                r
+            }
+            Op::Mkdir(i) => {
+                let p = format!("{}dir-{k}", dirs[i % dirs.len()]);
+                let r = fs.mkdir(&GuestPath::from(p.as_str()), &NewAttrs::default());
+                if r.is_ok() {
+                    m.dirs.insert(p);
+                }
+                r
+            }
+            Op::Rmdir(i) => {
+                let new: Vec<String> = m.dirs.iter().cloned().collect();
+                if new.is_empty() {
+                    continue;
+                }
+                let d = new[i % new.len()].clone();
+                let prefix = format!("{d}/");
+                let empty = !m
+                    .files
+                    .keys()
+                    .chain(m.dirs.iter())
+                    .any(|p| p.starts_with(&prefix));
+                let r = fs.remove(&GuestPath::from(d.as_str()));
+                if empty {
+                    r.as_ref().unwrap();
+                    m.dirs.remove(&d);
+                } else {
+                    assert!(matches!(r, Err(FsError::NotEmpty { .. })), "{op:?}: {r:?}");
+                    assert!(
+                        std::fs::read(&img.path).unwrap() == before,
+                        "{op:?}: NotEmpty wrote"
+                    );
+                    continue;
                 }
                 r
             }

@@ -678,36 +678,70 @@ pub fn open_rw(path: &Path) -> NtfsFs {
 #[derive(Debug)]
 pub struct Model {
     pub files: BTreeMap<String, Vec<u8>>,
-    /// Free clusters with no user file.
+    /// Directories whose index allocation is counted (the files' parents
+    /// and their ancestors are counted as well).
+    pub dirs: BTreeSet<String>,
+    /// Free clusters with no user file, directory index or `$MFT`.
     pub base_free: u64,
     pub cluster: u64,
 }
 
 impl Model {
-    /// After populating: the base is what is free plus what the files hold.
+    /// After populating: the base is what is free plus what the files,
+    /// the directories' indexes and `$MFT` hold.
     pub fn new(img: &Path, files: BTreeMap<String, Vec<u8>>) -> Self {
         let (cluster, _, free) = ntfsinfo_space(img);
-        let held: u64 = files
-            .keys()
-            .map(|p| ntfsinfo_data_clusters(img, p, cluster))
-            .sum();
-        Self {
+        let mut m = Self {
             files,
-            base_free: free + held,
+            dirs: BTreeSet::new(),
+            base_free: 0,
             cluster,
+        };
+        m.base_free = free + m.held(img);
+        m
+    }
+
+    /// Every directory counted: `/`, the listed ones, and every ancestor of
+    /// a file or listed directory.
+    pub fn all_dirs(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::from(["/".to_string()]);
+        for p in self.files.keys().chain(self.dirs.iter()) {
+            let mut gp = GuestPath::from(p.as_str());
+            if self.dirs.contains(p) {
+                out.insert(p.clone());
+            }
+            while !gp.is_root() {
+                gp = gp.parent();
+                out.insert(gp.to_string());
+            }
         }
+        out
+    }
+
+    /// Clusters the files' data, the directories' index allocations and
+    /// `$MFT` hold.
+    pub fn held(&self, img: &Path) -> u64 {
+        let files: u64 = self
+            .files
+            .keys()
+            .map(|p| ntfsinfo_data_clusters(img, p, self.cluster))
+            .sum();
+        let dirs: u64 = self
+            .all_dirs()
+            .iter()
+            .map(|d| index_alloc_clusters(img, d, self.cluster))
+            .sum();
+        files + dirs + mft_clusters(img, self.cluster)
     }
 
     pub fn verify(&self, img: &Path) {
         ntfsfix_clean(img);
         let (_, _, free) = ntfsinfo_space(img);
         let fs = open(img);
-        let mut held = 0;
         let mut dirs: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         for (p, data) in &self.files {
             assert_eq!(&fs.read(p).unwrap(), data, "{p} through our reader");
             assert_eq!(&ntfscat(img, p), data, "{p} through ntfscat");
-            held += ntfsinfo_data_clusters(img, p, self.cluster);
             let gp = GuestPath::from(p.as_str());
             dirs.entry(gp.parent().to_string()).or_default().insert(
                 String::from_utf8(gp.file_name().unwrap().to_vec()).unwrap(),
@@ -715,9 +749,9 @@ impl Model {
             );
         }
         assert_eq!(
-            free + held,
+            free + self.held(img),
             self.base_free,
-            "free clusters vs the files' runlists"
+            "free clusters vs the files' runlists, the index allocations and $MFT"
         );
         for (dir, want) in dirs {
             let listed = ntfsls_sizes(img, &dir);
@@ -729,5 +763,90 @@ impl Model {
                 );
             }
         }
+        for d in &self.dirs {
+            let gp = GuestPath::from(d.as_str());
+            let name = String::from_utf8(gp.file_name().unwrap().to_vec()).unwrap();
+            let parent = gp.parent().to_string();
+            assert!(ntfsls(img, &parent).contains(&name), "ntfsls {parent}: {d}");
+            assert_eq!(
+                fs.symlink_metadata(&gp).unwrap().file_type,
+                FileType::Directory,
+                "{d}"
+            );
+        }
     }
+}
+
+/// Clusters of `dir`'s `$I30` `$INDEX_ALLOCATION` as ntfsinfo reads it
+/// (0 when it has none).
+pub fn index_alloc_clusters(img: &Path, dir: &str, cluster: u64) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-F"),
+            OsStr::new(dir),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let Some(a) = out.split("Dumping attribute $INDEX_ALLOCATION").nth(1) else {
+        return 0;
+    };
+    let a = a.split("Dumping attribute").next().unwrap();
+    let line = a
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Allocated size:"))
+        .unwrap_or_else(|| panic!("no allocated size for {dir}'s index: {a}"));
+    line.split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / cluster
+}
+
+/// Clusters of `$MFT`'s non-resident attributes (`$DATA`, `$BITMAP`) as
+/// ntfsinfo reads record 0.
+pub fn mft_clusters(img: &Path, cluster: u64) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-i"),
+            OsStr::new("0"),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("Allocated size:"))
+        .map(|v| v.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .map(|b| b.div_ceil(cluster))
+        .sum()
+}
+
+/// MFT records `$MFT` holds (its `$DATA` size over the record size).
+pub fn mft_records(img: &Path) -> u64 {
+    let out = String::from_utf8(run(
+        "ntfsinfo",
+        &[
+            OsStr::new("-f"),
+            OsStr::new("-i"),
+            OsStr::new("0"),
+            img.as_os_str(),
+        ],
+    ))
+    .unwrap();
+    let data = out.split("Dumping attribute $DATA").nth(1).unwrap();
+    let size: u64 = data
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Data size:"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    size / geometry(img).2 as u64
 }
