@@ -15,12 +15,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 #[path = "common/windows.rs"]
 mod windows;
 
 use windows::{hive, realdata, tool};
+
+#[path = "common/cli.rs"]
+mod common;
+
+use common::{run, s};
 
 const MIB: u64 = 1 << 20;
 /// The grown volume: past the 6 GiB free-space check.
@@ -28,13 +33,6 @@ const VOL_MIB: u64 = 6300;
 const BOOTMGR: &str = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}";
 /// windeploy-linux's BCD: bootmgr's default OS loader.
 const LOADER: &str = "{1b67bffd-e290-11eb-8ffa-f459a0d9b879}";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmie-fixup"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = run(args);
@@ -74,10 +72,6 @@ fn validate_report(doc: &serde_json::Value) {
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "report schema: {errors:#?}");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn merge(h: &Path, prefix: &str, reg: &str, dir: &Path) {
