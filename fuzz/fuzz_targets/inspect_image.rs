@@ -175,9 +175,8 @@ fuzz_target!(|data: &[u8]| {
 fn dry_run(image: &Path) {
     static OPTS: OnceLock<FixOptions> = OnceLock::new();
     let opts = OPTS.get_or_init(|| FixOptions {
-        rules: rules().to_vec(),
         dry_run: true,
-        check_fs: false,
+        ..FixOptions::new(rules().to_vec())
     });
     let images = [image.to_path_buf()];
     match vmie_fixup::plan(&images, opts) {
