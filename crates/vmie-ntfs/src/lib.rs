@@ -342,6 +342,32 @@ impl NtfsFs {
         })
     }
 
+    /// Create `path` (which must not exist) as `kind`: the shared body of
+    /// `create_file` and `mkdir`.
+    fn create(
+        &mut self,
+        path: &GuestPath,
+        op: &str,
+        kind: write::NewKind<'_>,
+    ) -> Result<(), FsError> {
+        let (file, dir, seq) = self.write_target(path, op)?;
+        if file.is_some() {
+            return Err(FsError::Exists {
+                fs: self.location.clone(),
+                path: path.to_string(),
+            });
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .ok_or_else(|| self.unsupported(op, path, "the name is not UTF-8"))?
+            .to_string();
+        self.transact(
+            |tx, ctx| write::create(tx, ctx, dir, seq, &name, kind),
+            path,
+        )
+    }
+
     /// For a write of `path`: its MFT record (when it exists) and its
     /// parent directory's record number and sequence number.
     fn write_target(&self, path: &GuestPath, op: &str) -> Result<WriteTarget, FsError> {
@@ -1119,42 +1145,12 @@ impl GuestFs for NtfsFs {
         attrs: &vmie_guestfs::NewAttrs,
     ) -> Result<(), FsError> {
         let _ = attrs; // NTFS keeps no Unix mode or owner; xattrs are not written
-        let (file, dir, seq) = self.write_target(path, "create_file")?;
-        if file.is_some() {
-            return Err(FsError::Exists {
-                fs: self.location.clone(),
-                path: path.to_string(),
-            });
-        }
-        let name = path
-            .file_name()
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .ok_or_else(|| self.unsupported("create_file", path, "the name is not UTF-8"))?
-            .to_string();
-        self.transact(
-            |tx, ctx| write::create(tx, ctx, dir, seq, &name, write::NewKind::File(data)),
-            path,
-        )
+        self.create(path, "create_file", write::NewKind::File(data))
     }
 
     fn mkdir(&mut self, path: &GuestPath, attrs: &vmie_guestfs::NewAttrs) -> Result<(), FsError> {
         let _ = attrs; // NTFS keeps no Unix mode or owner
-        let (file, dir, seq) = self.write_target(path, "mkdir")?;
-        if file.is_some() {
-            return Err(FsError::Exists {
-                fs: self.location.clone(),
-                path: path.to_string(),
-            });
-        }
-        let name = path
-            .file_name()
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .ok_or_else(|| self.unsupported("mkdir", path, "the name is not UTF-8"))?
-            .to_string();
-        self.transact(
-            |tx, ctx| write::create(tx, ctx, dir, seq, &name, write::NewKind::Dir),
-            path,
-        )
+        self.create(path, "mkdir", write::NewKind::Dir)
     }
 
     fn remove(&mut self, path: &GuestPath) -> Result<(), FsError> {

@@ -116,23 +116,7 @@ pub(crate) fn grow(tx: &mut Tx<'_>, op: &str) -> Result<u64, FsError> {
         new_runs = runlist::merge(&new_runs);
         new_alloc = allocated + need * cs;
     }
-    let pairs = runlist::encode(&new_runs).map_err(|d| tx.corrupt(PLACE, d))?;
-    let sizes = attr::NrSizes {
-        highest_vcn: (new_alloc / cs) as i64 - 1,
-        allocated: new_alloc,
-        data: new_data,
-        initialized: new_data,
-    };
-    let a = attr::non_resident(
-        AT_DATA,
-        &[],
-        le16(&r0.data, data.off + 14),
-        le16(&r0.data, data.off + 12),
-        sizes,
-        &pairs,
-    );
-    let rec = tx.record(0)?;
-    if let Err(d) = attr::splice(rec, data.off, data.len, &a) {
+    if let Err(d) = resplice(tx, &r0, &data, &new_runs, new_alloc, new_data)? {
         return Err(refuse(
             tx,
             op,
@@ -255,23 +239,7 @@ fn grow_bitmap(
                 tx.write_data(off, bytes[at..at + n].to_vec());
                 at += n;
             }
-            let pairs = runlist::encode(&runs).map_err(|d| tx.corrupt(PLACE, d))?;
-            let sizes = attr::NrSizes {
-                highest_vcn: (new_alloc / cs) as i64 - 1,
-                allocated: new_alloc,
-                data: new_size,
-                initialized: new_size,
-            };
-            let a = attr::non_resident(
-                AT_BITMAP,
-                &[],
-                le16(&r0.data, bm.off + 14),
-                le16(&r0.data, bm.off + 12),
-                sizes,
-                &pairs,
-            );
-            let rec = tx.record(0)?;
-            if let Err(d) = attr::splice(rec, bm.off, bm.len, &a) {
+            if let Err(d) = resplice(tx, &r0, &bm, &runs, new_alloc, new_size)? {
                 return Err(refuse(
                     tx,
                     op,
@@ -285,4 +253,36 @@ fn grow_bitmap(
         }
     }
     Ok(())
+}
+
+/// `at`, a non-resident attribute of record 0 (as `r0` was parsed), rebuilt
+/// with `runs`, `allocated` bytes and `size` bytes of data (all of them
+/// initialized) and spliced into the staged record 0 in its place, header
+/// instance and flags kept. `Ok(Err(why))` when it no longer fits there.
+fn resplice(
+    tx: &mut Tx<'_>,
+    r0: &crate::record::RawRecord,
+    at: &crate::record::RawAttr,
+    runs: &[(u64, u64)],
+    allocated: u64,
+    size: u64,
+) -> Result<Result<(), String>, FsError> {
+    let cs = u64::from(tx.geo.cluster_size);
+    let pairs = runlist::encode(runs).map_err(|d| tx.corrupt(PLACE, d))?;
+    let sizes = attr::NrSizes {
+        highest_vcn: (allocated / cs) as i64 - 1,
+        allocated,
+        data: size,
+        initialized: size,
+    };
+    let a = attr::non_resident(
+        at.ty,
+        &[],
+        le16(&r0.data, at.off + 14),
+        le16(&r0.data, at.off + 12),
+        sizes,
+        &pairs,
+    );
+    let rec = tx.record(0)?;
+    Ok(attr::splice(rec, at.off, at.len, &a))
 }

@@ -82,6 +82,30 @@ fn unsupported(tx: &Tx<'_>, op: &str, path: &GuestPath, why: impl Into<String>) 
     }
 }
 
+/// Refuses removing the index entry `h` where this writer cannot: in an
+/// internal node (no rebalancing), or as the last entry of an index block
+/// (no block removal). Remove and rename check every name's entry with it
+/// before they change anything.
+fn removable(tx: &Tx<'_>, op: &str, path: &GuestPath, h: &crate::dirw::Hit) -> Result<(), FsError> {
+    if !h.leaf {
+        return Err(unsupported(
+            tx,
+            op,
+            path,
+            "the directory entry is in an internal index node (rebalancing not implemented)",
+        ));
+    }
+    if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
+        return Err(unsupported(
+            tx,
+            op,
+            path,
+            "the entry is the last one of its index block (removing the block is not implemented)",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuse a file this writer does not handle.
 fn check_touchable(tx: &Tx<'_>, op: &str, path: &GuestPath, r: &RawRecord) -> Result<(), FsError> {
     if r.attrs.iter().any(|a| a.ty == AT_ATTRIBUTE_LIST) {
@@ -793,22 +817,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
     for k in &names {
         match dir.seek(tx, ctx.up, &k.name, true)? {
             Ok(h) if h.entry.file_ref & REF_MASK == rn => {
-                if !h.leaf {
-                    return Err(unsupported(
-                        tx,
-                        OP,
-                        path,
-                        "the directory entry is in an internal index node (rebalancing not implemented)",
-                    ));
-                }
-                if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
-                    return Err(unsupported(
-                        tx,
-                        OP,
-                        path,
-                        "the entry is the last one of its index block (removing the block is not implemented)",
-                    ));
-                }
+                removable(tx, OP, path, &h)?;
                 hits.push(h);
             }
             _ => {
@@ -907,22 +916,7 @@ pub(crate) fn rename(
     for (_, _, k) in &keys {
         match dir.seek(tx, ctx.up, &k.name, true)? {
             Ok(h) if h.entry.file_ref & REF_MASK == rn => {
-                if !h.leaf {
-                    return Err(unsupported(
-                        tx,
-                        OP,
-                        path,
-                        "the directory entry is in an internal index node (rebalancing not implemented)",
-                    ));
-                }
-                if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
-                    return Err(unsupported(
-                        tx,
-                        OP,
-                        path,
-                        "the entry is the last one of its index block (removing the block is not implemented)",
-                    ));
-                }
+                removable(tx, OP, path, &h)?;
             }
             _ => {
                 return Err(tx.corrupt(&dir.place, format!("{path}: no entry for the file's name")))
