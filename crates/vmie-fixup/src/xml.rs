@@ -132,22 +132,6 @@ fn in_list(v: &Option<String>, list: &[&str]) -> Option<String> {
     v.clone().filter(|v| list.contains(&v.as_str()))
 }
 
-/// `sda`, ..., `sdz`, `sdaa`, ... for disk `i` (0-based), as Linux names
-/// SCSI disks.
-pub(crate) fn disk_name(i: usize) -> String {
-    let mut n = i;
-    let mut letters = Vec::new();
-    loop {
-        letters.push(b'a' + (n % 26) as u8);
-        if n < 26 {
-            break;
-        }
-        n = n / 26 - 1;
-    }
-    letters.reverse();
-    format!("sd{}", String::from_utf8_lossy(&letters))
-}
-
 /// The canonical device name of a volume.
 pub(crate) fn dev_name(v: &Volume) -> String {
     if let Some(lv) = &v.lv {
@@ -158,10 +142,7 @@ pub(crate) fn dev_name(v: &Volume) -> String {
         Some(vmie_inspect::stack::StackId::Md { device, .. }) => return device.clone(),
         None => {}
     }
-    match v.number {
-        Some(n) => format!("/dev/{}{n}", disk_name(v.disk)),
-        None => format!("/dev/{}", disk_name(v.disk)),
-    }
+    vmie_inspect::stack::guest_device(v).unwrap_or_default()
 }
 
 fn fs_of(v: &Volume) -> XmlFs {
@@ -434,6 +415,7 @@ pub(crate) fn document(oses: &[XmlOs]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmie_inspect::stack::disk_name;
 
     #[test]
     fn escaping() {

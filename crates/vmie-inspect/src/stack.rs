@@ -64,21 +64,19 @@ impl KeySpec {
         })
     }
 
-    /// Whether this key is for the LUKS volume `v` with UUID `uuid`.
-    fn applies(&self, v: &Volume, uuid: Option<&str>) -> bool {
+    /// Whether this key is for the LUKS volume with UUID `uuid` and guest
+    /// device name `device` ([`guest_device`]).
+    fn applies(&self, device: Option<&str>, uuid: &str) -> bool {
         self.selector == "all"
-            || uuid.is_some_and(|u| u.eq_ignore_ascii_case(&self.selector))
-            || guest_device(v).is_some_and(|d| d == self.selector)
+            || uuid.eq_ignore_ascii_case(&self.selector)
+            || device == Some(self.selector.as_str())
     }
 }
 
-/// `/dev/sdXN` for partition N of disk X (libguestfs's names); `/dev/sdX`
-/// for a whole disk; `None` for other volumes.
-pub fn guest_device(v: &Volume) -> Option<String> {
-    if v.lv.is_some() || v.stack.is_some() {
-        return None;
-    }
-    let mut n = v.disk;
+/// `sda`, ..., `sdz`, `sdaa`, ... for disk `i` (0-based), as Linux names
+/// SCSI disks and libguestfs names the disks it is given.
+pub fn disk_name(i: usize) -> String {
+    let mut n = i;
     let mut letters = Vec::new();
     loop {
         letters.push(b'a' + (n % 26) as u8);
@@ -88,10 +86,19 @@ pub fn guest_device(v: &Volume) -> Option<String> {
         n = n / 26 - 1;
     }
     letters.reverse();
-    let disk = String::from_utf8_lossy(&letters).into_owned();
+    format!("sd{}", String::from_utf8_lossy(&letters))
+}
+
+/// `/dev/sdXN` for partition N of disk X (libguestfs's names); `/dev/sdX`
+/// for a whole disk; `None` for other volumes.
+pub fn guest_device(v: &Volume) -> Option<String> {
+    if v.lv.is_some() || v.stack.is_some() {
+        return None;
+    }
+    let disk = disk_name(v.disk);
     Some(match v.number {
-        Some(p) => format!("/dev/sd{disk}{p}"),
-        None => format!("/dev/sd{disk}"),
+        Some(p) => format!("/dev/{disk}{p}"),
+        None => format!("/dev/{disk}"),
     })
 }
 
@@ -238,20 +245,24 @@ pub(crate) fn open_stacked(vols: &[&Volume], opts: &OpenOptions) -> StackView {
                 continue;
             }
         };
+        // libguestfs's name for it, what --key selects and what the
+        // decrypted device is named after.
+        let device = guest_device(v);
         let keys: Vec<&KeySpec> = opts
             .keys
             .iter()
-            .filter(|k| k.applies(v, Some(&info.uuid)))
+            .filter(|k| k.applies(device.as_deref(), &info.uuid))
             .collect();
         if keys.is_empty() {
+            let selector = device.as_deref().unwrap_or(&info.uuid);
             view.locked.push((
                 v.name.clone(),
                 format!(
                     "LUKS{} encrypted (UUID {}); give its key with --key {}:key:PASSPHRASE or --key {}:file:FILE",
                     info.version,
                     info.uuid,
-                    guest_device(v).unwrap_or_else(|| info.uuid.clone()),
-                    guest_device(v).unwrap_or_else(|| info.uuid.clone()),
+                    selector,
+                    selector,
                 ),
             ));
             continue;
@@ -277,7 +288,7 @@ pub(crate) fn open_stacked(vols: &[&Volume], opts: &OpenOptions) -> StackView {
             Ok(p) => (p, None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let mapper = match guest_device(v) {
+        let mapper = match &device {
             Some(d) => format!(
                 "/dev/mapper/crypt{}",
                 d.trim_start_matches("/dev/")
