@@ -85,17 +85,35 @@ fn merge(h: &Path, prefix: &str, reg: &str, dir: &Path) {
     );
 }
 
+/// Where the guest keeps its BCD store.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Layout {
+    /// `\Boot\BCD` on the Windows volume (MBR partition 1).
+    Volume,
+    /// A BIOS install: `\Boot\BCD` on a "System Reserved" NTFS volume
+    /// (MBR partition 1, active), Windows in partition 2.
+    SystemReserved,
+    /// A UEFI install: `\EFI\Microsoft\Boot\BCD` on a FAT32 EFI system
+    /// partition (GPT partition 1), Windows in partition 2 (basic data).
+    Esp,
+}
+
+/// The system partition's size in the System Reserved and ESP layouts.
+const SYS_MIB: u64 = 64;
+
 /// The guest's original files, to compare with the backups.
 struct Guest {
     disk: PathBuf,
     system: PathBuf,
     bcd: PathBuf,
+    /// The Windows volume's first MiB on the disk.
+    win_at: u64,
 }
 
 /// A one-disk Windows VM (see the module documentation). `stornvme`: the
 /// SYSTEM hive has the inbox NVMe driver's service key (Start=3, as 8.1 /
 /// 2012 R2 and later ship it).
-fn guest(dir: &Path, software: &str, stornvme: bool) -> Guest {
+fn guest(dir: &Path, software: &str, stornvme: bool, layout: Layout) -> Guest {
     let vol = dir.join("vol.raw");
     tool(
         Command::new("qemu-img")
@@ -180,25 +198,74 @@ fn guest(dir: &Path, software: &str, stornvme: bool) -> Guest {
         std::fs::copy(&sw, config.join("SOFTWARE"))?;
         std::fs::copy(&sys, config.join("SYSTEM"))?;
         std::fs::copy(&k32, mnt.join("Windows/System32/kernel32.dll"))?;
-        std::fs::create_dir_all(mnt.join("Boot"))?;
-        std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+        if layout == Layout::Volume {
+            std::fs::create_dir_all(mnt.join("Boot"))?;
+            std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+        }
         Ok(())
     })();
-    let mut unmounted = false;
-    for _ in 0..50 {
-        if Command::new("umount").arg(&mnt).status().unwrap().success() {
-            unmounted = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert!(unmounted, "umount {}", mnt.display());
+    umount(&mnt);
     copied.unwrap();
 
+    // The system partition, made by mkntfs or mkfs.fat.
+    let sysvol = dir.join("sys.raw");
+    match layout {
+        Layout::Volume => {}
+        Layout::SystemReserved => {
+            std::fs::File::create(&sysvol)
+                .unwrap()
+                .set_len(SYS_MIB * MIB)
+                .unwrap();
+            tool(
+                Command::new("mkntfs")
+                    .args(["-F", "-Q", "-q", "-L", "System Reserved"])
+                    .arg(&sysvol),
+            );
+            tool(Command::new("ntfs-3g").arg(&sysvol).arg(&mnt));
+            let copied = (|| -> std::io::Result<()> {
+                std::fs::create_dir_all(mnt.join("Boot"))?;
+                std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
+                std::fs::write(mnt.join("bootmgr"), b"not a boot manager")?;
+                Ok(())
+            })();
+            umount(&mnt);
+            copied.unwrap();
+        }
+        Layout::Esp => {
+            tool(
+                Command::new("mkfs.fat")
+                    .args(["-F", "32", "-n", "SYSTEM", "-C"])
+                    .arg(&sysvol)
+                    .arg((SYS_MIB * 1024).to_string()),
+            );
+            let img = format!("{}", sysvol.display());
+            for d in [
+                "::/EFI",
+                "::/EFI/Microsoft",
+                "::/EFI/Microsoft/Boot",
+                "::/EFI/Boot",
+            ] {
+                tool(Command::new("mmd").args(["-i", &img, d]));
+            }
+            tool(
+                Command::new("mcopy")
+                    .args(["-i", &img])
+                    .arg(&bcd)
+                    .arg("::/EFI/Microsoft/Boot/BCD"),
+            );
+        }
+    }
+
+    let win_at = if layout == Layout::Volume {
+        1
+    } else {
+        1 + SYS_MIB
+    };
     let disk = dir.join("win.raw");
     std::fs::File::create(&disk)
         .unwrap()
-        .set_len((VOL_MIB + 2) * MIB)
+        // GPT keeps a backup table in the last MiB.
+        .set_len((win_at + VOL_MIB + 1) * MIB)
         .unwrap();
     let mut sf = Command::new("sfdisk")
         .arg("-q")
@@ -207,20 +274,64 @@ fn guest(dir: &Path, software: &str, stornvme: bool) -> Guest {
         .spawn()
         .unwrap();
     use std::io::Write;
-    writeln!(
-        sf.stdin.take().unwrap(),
-        "start=2048, size={}, type=7",
-        VOL_MIB * 2048
-    )
-    .unwrap();
+    let script = match layout {
+        Layout::Volume => format!("start=2048, size={}, type=7\n", VOL_MIB * 2048),
+        Layout::SystemReserved => format!(
+            "start=2048, size={}, type=7, bootable\nstart={}, size={}, type=7\n",
+            SYS_MIB * 2048,
+            win_at * 2048,
+            VOL_MIB * 2048
+        ),
+        Layout::Esp => format!(
+            "label: gpt\nstart=2048, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+             start={}, size={}, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n",
+            SYS_MIB * 2048,
+            win_at * 2048,
+            VOL_MIB * 2048
+        ),
+    };
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     assert!(sf.wait().unwrap().success());
-    dd(&vol, &disk, 0, 1, VOL_MIB);
+    if layout != Layout::Volume {
+        dd(&sysvol, &disk, 0, 1, SYS_MIB);
+        std::fs::remove_file(&sysvol).unwrap();
+    }
+    dd(&vol, &disk, 0, win_at, VOL_MIB);
     std::fs::remove_file(&vol).unwrap();
     Guest {
         disk,
         system: sys,
         bcd,
+        win_at,
     }
+}
+
+fn ntfsfix_clean(vol: &Path) {
+    let fix = Command::new("ntfsfix").arg("-n").arg(vol).output().unwrap();
+    assert!(
+        fix.status.success(),
+        "ntfsfix -n {}: {}{}",
+        vol.display(),
+        String::from_utf8_lossy(&fix.stdout),
+        String::from_utf8_lossy(&fix.stderr)
+    );
+}
+
+/// Unmount an ntfs-3g mount (FUSE may still be busy for a moment).
+fn umount(mnt: &Path) {
+    let mut unmounted = false;
+    for _ in 0..50 {
+        if Command::new("umount").arg(mnt).status().unwrap().success() {
+            unmounted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(unmounted, "umount {}", mnt.display());
 }
 
 /// Copy `count` MiB from MiB `skip` of `from` to MiB `seek` of `to`, sparse.
@@ -291,9 +402,9 @@ fn row(hive: &str, key: &str, value: &str, old: &str, new: &str) -> [String; 5] 
     [hive, key, value, old, new].map(str::to_string)
 }
 
-fn fix_end_to_end(software: &str, stornvme: bool) {
+fn fix_end_to_end(software: &str, stornvme: bool, layout: Layout) {
     let dir = tempfile::tempdir().unwrap();
-    let g = guest(dir.path(), software, stornvme);
+    let g = guest(dir.path(), software, stornvme, layout);
     let original = dir.path().join("original.raw");
     tool(
         Command::new("cp")
@@ -389,7 +500,20 @@ fn fix_end_to_end(software: &str, stornvme: bool) {
         .iter()
         .map(|c| c["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["/Boot/BCD", "/Windows/System32/config/SYSTEM"]);
+    let bcd_path = match layout {
+        Layout::Volume => "/Boot/BCD",
+        Layout::SystemReserved => "/@system/Boot/BCD",
+        Layout::Esp => "/@system/EFI/Microsoft/Boot/BCD",
+    };
+    assert_eq!(paths, [bcd_path, "/Windows/System32/config/SYSTEM"]);
+    if layout != Layout::Volume {
+        // The report names the volume that /@system stands for.
+        let named = doc["preflight"].as_array().unwrap().iter().any(|c| {
+            c["id"] == "windows-system-partition"
+                && c["message"].as_str().unwrap().contains("is /@system")
+        });
+        assert!(named, "{:#}", doc["preflight"]);
+    }
     for c in doc["changes"].as_array().unwrap() {
         let b = c["backup"].as_str().unwrap();
         assert_eq!(b, format!("{}.vmie.bak", c["path"].as_str().unwrap()));
@@ -397,27 +521,50 @@ fn fix_end_to_end(software: &str, stornvme: bool) {
 
     // Read back by the Linux tools.
     let vol = dir.path().join("vol.ntfs");
-    dd(&g.disk, &vol, 1, 0, VOL_MIB);
-    let fix = Command::new("ntfsfix")
-        .arg("-n")
-        .arg(&vol)
-        .output()
-        .unwrap();
-    assert!(
-        fix.status.success(),
-        "ntfsfix -n: {}{}",
-        String::from_utf8_lossy(&fix.stdout),
-        String::from_utf8_lossy(&fix.stderr)
-    );
+    dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+    ntfsfix_clean(&vol);
     let sys = dir.path().join("SYSTEM.after");
     ntfscat(&vol, "/Windows/System32/config/SYSTEM", &sys);
     let bak = dir.path().join("SYSTEM.bak");
     ntfscat(&vol, "/Windows/System32/config/SYSTEM.vmie.bak", &bak);
     assert!(same(&bak, &g.system), "SYSTEM.vmie.bak is not the original");
     let bcd = dir.path().join("BCD.after");
-    ntfscat(&vol, "/Boot/BCD", &bcd);
     let bcd_bak = dir.path().join("BCD.bak");
-    ntfscat(&vol, "/Boot/BCD.vmie.bak", &bcd_bak);
+    match layout {
+        Layout::Volume => {
+            ntfscat(&vol, "/Boot/BCD", &bcd);
+            ntfscat(&vol, "/Boot/BCD.vmie.bak", &bcd_bak);
+        }
+        Layout::SystemReserved => {
+            let sysvol = dir.path().join("sys.ntfs");
+            dd(&g.disk, &sysvol, 1, 0, SYS_MIB);
+            ntfsfix_clean(&sysvol);
+            ntfscat(&sysvol, "/Boot/BCD", &bcd);
+            ntfscat(&sysvol, "/Boot/BCD.vmie.bak", &bcd_bak);
+        }
+        Layout::Esp => {
+            let esp = dir.path().join("esp.fat");
+            dd(&g.disk, &esp, 1, 0, SYS_MIB);
+            let fsck = Command::new("fsck.fat")
+                .arg("-n")
+                .arg(&esp)
+                .output()
+                .unwrap();
+            assert!(
+                fsck.status.success(),
+                "fsck.fat -n: {}{}",
+                String::from_utf8_lossy(&fsck.stdout),
+                String::from_utf8_lossy(&fsck.stderr)
+            );
+            let img = format!("{}", esp.display());
+            for (from, to) in [
+                ("::/EFI/Microsoft/Boot/BCD", &bcd),
+                ("::/EFI/Microsoft/Boot/BCD.vmie.bak", &bcd_bak),
+            ] {
+                tool(Command::new("mcopy").args(["-n", "-i", &img, from]).arg(to));
+            }
+        }
+    }
     assert!(same(&bcd_bak, &g.bcd), "BCD.vmie.bak is not the original");
     for h in [&sys, &bcd] {
         let out = Command::new("hivexsh")
@@ -477,18 +624,30 @@ fn fix_end_to_end(software: &str, stornvme: bool) {
 
 #[test]
 fn windows_server_2022_is_fixed_end_to_end() {
-    fix_end_to_end("win2k22-software.reg", true);
+    fix_end_to_end("win2k22-software.reg", true, Layout::Volume);
 }
 
 #[test]
 fn windows_10_is_fixed_end_to_end() {
-    fix_end_to_end("win10-software.reg", true);
+    fix_end_to_end("win10-software.reg", true, Layout::Volume);
 }
 
 #[test]
 fn windows_7_32_is_fixed_without_stornvme() {
     // Windows 7 has no inbox NVMe driver: the rule reports and skips it.
-    fix_end_to_end("win7-32-software.reg", false);
+    fix_end_to_end("win7-32-software.reg", false, Layout::Volume);
+}
+
+#[test]
+fn a_bcd_store_on_a_system_reserved_volume_is_fixed() {
+    // A BIOS install: the BCD is on the active "System Reserved" volume.
+    fix_end_to_end("win2k22-software.reg", true, Layout::SystemReserved);
+}
+
+#[test]
+fn a_bcd_store_on_the_efi_system_partition_is_fixed() {
+    // A UEFI install: the BCD is on the FAT32 EFI system partition.
+    fix_end_to_end("win10-software.reg", true, Layout::Esp);
 }
 
 #[test]
@@ -497,7 +656,7 @@ fn a_rule_pack_with_reg_file_and_only_if_works() {
     // it equals something, a deletion, a value set only where it is absent
     // (which the second run then leaves alone).
     let dir = tempfile::tempdir().unwrap();
-    let g = guest(dir.path(), "win10-software.reg", true);
+    let g = guest(dir.path(), "win10-software.reg", true, Layout::Volume);
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(
@@ -606,7 +765,7 @@ fn a_preflight_error_writes_nothing() {
 #[test]
 fn a_damaged_hive_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let g = guest(dir.path(), "win10-software.reg", true);
+    let g = guest(dir.path(), "win10-software.reg", true, Layout::Volume);
     // SYSTEM with one base-block byte changed (its checksum no longer
     // matches), put in place by ntfscp.
     let mut bad = std::fs::read(&g.system).unwrap();

@@ -316,6 +316,16 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
     } else if blocked.is_none() && found.is_empty() {
         if let [Ok(w)] = windows.as_slice() {
             let run = windows_run(&vm, w, &opts.rules)?;
+            for (at, name) in &run.system_partitions {
+                report.preflight.push(Check {
+                    id: "windows-system-partition".into(),
+                    severity: Severity::Info,
+                    message: format!(
+                        "system partition {name} (it holds a BCD store) is {at} in this run's paths"
+                    ),
+                    from_rule: false,
+                });
+            }
             let rule_errors = rule_errors(&run);
             report
                 .preflight
@@ -353,6 +363,8 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
 struct WindowsRun {
     report: engine::Report,
     fs: Box<dyn vmie_guestfs::GuestFs>,
+    /// (mountpoint, volume name) of each system partition in `fs`.
+    system_partitions: Vec<(String, String)>,
 }
 
 /// The rules' error findings, as the gate reports them.
@@ -368,11 +380,7 @@ fn rule_errors(run: &WindowsRun) -> Vec<String> {
 /// Run the rules on the Windows guest `w`'s system volume (NTFS, through
 /// the overlay): `registry` and `bcd` edit its hives and BCD store.
 fn windows_run(vm: &Vm, w: &WindowsGuest, rules: &[Rule]) -> Result<WindowsRun, FixError> {
-    let vol = vm
-        .volumes()
-        .find(|v| v.name == w.root)
-        .ok_or_else(|| FixError::Usage(format!("{}: system volume no longer found", w.root)))?;
-    let mut fs = vm.open_fs(vol)?;
+    let (mut fs, system_partitions) = windows_mounts(vm, &w.root)?;
     let ctx = engine::Context {
         facts: vmie_rules::rules::Facts {
             os: Some(vmie_rules::rules::OsType::Windows),
@@ -389,9 +397,47 @@ fn windows_run(vm: &Vm, w: &WindowsGuest, rules: &[Rule]) -> Result<WindowsRun, 
             .clone()
             .unwrap_or_else(|| "/Windows".into())
             .replace('\\', "/"),
+        system_partitions: system_partitions.iter().map(|(at, _)| at.clone()).collect(),
     };
-    let report = engine::run_windows(fs.as_mut(), rules, &ctx, &target)?;
-    Ok(WindowsRun { report, fs })
+    let report = engine::run_windows(&mut fs, rules, &ctx, &target)?;
+    Ok(WindowsRun {
+        report,
+        fs: Box::new(fs),
+        system_partitions,
+    })
+}
+
+/// Where a Windows guest's system partitions are mounted for a run: the
+/// first at `/@system`, the next at `/@system2`, ... (`@` names no folder
+/// of a Windows volume's root that Windows itself creates, and a mount
+/// hides whatever is there anyway).
+pub const SYSTEM_PARTITION_MOUNT: &str = "/@system";
+
+/// The Windows guest whose system volume is `root` (by name) as one tree:
+/// the system volume at `/`, each system partition (the "System Reserved"
+/// NTFS volume or the EFI system partition holding the BCD store) at
+/// [`SYSTEM_PARTITION_MOUNT`]; with (mountpoint, volume name) of each.
+pub fn windows_mounts(
+    vm: &Vm,
+    root: &str,
+) -> Result<(vmie_guestfs::Mounts, Vec<(String, String)>), FixError> {
+    let vol = vm
+        .volumes()
+        .find(|v| v.name == root)
+        .ok_or_else(|| FixError::Usage(format!("{root}: system volume no longer found")))?;
+    let mut mounts = vmie_guestfs::Mounts::new();
+    mounts.mount(vmie_guestfs::GuestPath::root(), vm.open_fs(vol)?);
+    let mut system = Vec::new();
+    for (k, v) in vm.system_partitions(vol).into_iter().enumerate() {
+        let at = if k == 0 {
+            SYSTEM_PARTITION_MOUNT.to_string()
+        } else {
+            format!("{SYSTEM_PARTITION_MOUNT}{}", k + 1)
+        };
+        mounts.mount(vmie_guestfs::GuestPath::from(at.as_str()), vm.open_fs(v)?);
+        system.push((at, v.name.clone()));
+    }
+    Ok((mounts, system))
 }
 
 impl Plan {

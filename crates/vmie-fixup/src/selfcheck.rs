@@ -26,7 +26,7 @@ pub fn self_check(vm: &Vm, writer: &LinuxGuest, changes: &[FileChange]) -> Resul
 }
 
 /// [`self_check`] for a Windows guest: the system volume `root` (by name)
-/// opened afresh, compared with the writer's `fs`; every changed hive also
+/// and its system partitions opened afresh, compared with the writer's `fs`; every changed hive also
 /// parsed again from the fresh read.
 pub fn self_check_windows(
     vm: &Vm,
@@ -34,14 +34,9 @@ pub fn self_check_windows(
     writer: &dyn GuestFs,
     changes: &[FileChange],
 ) -> Result<(), String> {
-    let vol = vm
-        .volumes()
-        .find(|r| r.name == root)
-        .ok_or_else(|| format!("self-check: system volume {root} no longer found"))?;
-    let fresh = vm
-        .open_fs(vol)
-        .map_err(|e| format!("self-check: reopening {root}: {e}"))?;
-    compare(fresh.as_ref(), writer, changes)?;
+    let (fresh, _) = crate::windows_mounts(vm, root)
+        .map_err(|e| format!("self-check: reopening {root} and its system partitions: {e}"))?;
+    compare(&fresh, writer, changes)?;
     for c in changes.iter().filter(|c| !c.registry.is_empty()) {
         let bytes = fresh
             .read_file(&GuestPath::from(c.path.as_str()), u64::MAX)

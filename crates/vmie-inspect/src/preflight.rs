@@ -526,7 +526,7 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
         check(out, "windows-system-unreadable", Warning, format!("{}: the SYSTEM hive could not be read, so RDP, pagefile, language, drivers, VMware Tools and static addresses were not checked", w.root));
     }
     if i.boot.is_none() {
-        check(out, "windows-bcd-not-found", Info, "no readable BCD store (\\Boot\\BCD on an NTFS volume; an EFI system partition is not read): Emergency Management Services (EMS) were not checked");
+        check(out, "windows-bcd-not-found", Info, "no readable BCD store (\\Boot\\BCD or \\EFI\\Microsoft\\Boot\\BCD on the Windows volume, a System Reserved volume or an EFI system partition): Emergency Management Services (EMS) were not checked");
     }
     if let Some(v) = root {
         if v.disk != 0 {

@@ -29,6 +29,28 @@ impl Vm {
             .collect()
     }
 
+    /// The system partitions of the Windows guest whose system volume is
+    /// `root`: every other NTFS or FAT volume that holds a BCD store
+    /// (`\\Boot\\BCD`, a BIOS install's "System Reserved" volume;
+    /// `\\EFI\\Microsoft\\Boot\\BCD`, a UEFI install's EFI system
+    /// partition), in disk and partition order.
+    pub fn system_partitions(&self, root: &Volume) -> Vec<&Volume> {
+        self.volumes()
+            .filter(|v| v.name != root.name)
+            .filter(|v| {
+                v.probe
+                    .as_ref()
+                    .is_some_and(|p| matches!(p.kind, FsKind::Ntfs | FsKind::Vfat))
+            })
+            .filter(|v| {
+                self.open_fs(v).is_ok_and(|fs| {
+                    vmie_win::bcd_store_path(fs.as_ref(), &vmie_win::WinInspectOptions::default())
+                        .is_ok_and(|p| p.is_some())
+                })
+            })
+            .collect()
+    }
+
     /// Inspect the Windows guest whose system volume is `root`.
     pub fn windows_guest(&self, root: &Volume) -> Result<WindowsGuest, InspectError> {
         let fs = vmie_ntfs::NtfsFs::open(root.device.clone(), root.name.clone())?;
@@ -40,10 +62,9 @@ impl Vm {
             other => InspectError::Select(format!("{}: {other}", root.name)),
         })?;
         if info.boot.is_none() {
-            // A BIOS install keeps its BCD on the "System Reserved" volume.
-            for v in self.volumes().filter(|v| {
-                v.name != root.name && v.probe.as_ref().is_some_and(|p| p.kind == FsKind::Ntfs)
-            }) {
+            // A BIOS install keeps its BCD on the "System Reserved" volume, a
+            // UEFI install on the EFI system partition.
+            for v in self.system_partitions(root) {
                 let Ok(other) = self.open_fs(v) else { continue };
                 let mut warnings = Vec::new();
                 if let Ok(Some(mut b)) =

@@ -234,6 +234,11 @@ pub(crate) struct Run<'a> {
 pub struct WindowsTarget {
     /// The system root as a guest path, e.g. `/Windows`.
     pub systemroot: String,
+    /// Where the system partitions (a BIOS install's "System Reserved"
+    /// NTFS volume, a UEFI install's FAT EFI system partition) are mounted
+    /// in the run's filesystem, e.g. `/@system`: the `bcd` action edits the
+    /// stores there as well as those on the Windows volume itself.
+    pub system_partitions: Vec<String>,
 }
 
 impl Run<'_> {

@@ -37,8 +37,9 @@ pub(crate) struct RegistryArgs<'x> {
     pub(crate) reg_file: Option<&'x str>,
 }
 
-/// BCD stores on the Windows volume: BIOS, then UEFI.
-const BCD_STORES: &[&str] = &["/Boot/BCD", "/EFI/Microsoft/Boot/BCD"];
+/// Where a BCD store is kept, under the root of the Windows volume or of a
+/// system partition: BIOS, then UEFI.
+const BCD_STORES: &[&str] = &["Boot/BCD", "EFI/Microsoft/Boot/BCD"];
 
 impl Run<'_> {
     fn rule_err(&self, why: String) -> EngineError {
@@ -51,7 +52,13 @@ impl Run<'_> {
     /// `path` with every component matched case-insensitively (NTFS names
     /// differ in case between Windows versions: `System32`, `system32`).
     fn find_ci(&self, path: &str) -> Result<Option<GuestPath>, EngineError> {
-        let mut cur = GuestPath::root();
+        self.find_ci_under(GuestPath::root(), path)
+    }
+
+    /// [`Self::find_ci`] from `base` (a mountpoint need not be listed by its
+    /// parent).
+    fn find_ci_under(&self, base: GuestPath, path: &str) -> Result<Option<GuestPath>, EngineError> {
+        let mut cur = base;
         for comp in path.split('/').filter(|c| !c.is_empty()) {
             let entries = match self.fs.as_dyn_ref().list(&cur.to_string()) {
                 Ok((_, e)) => e,
@@ -336,8 +343,19 @@ impl Run<'_> {
         let code = windows::element_code(element)
             .ok_or_else(|| self.rule_err(format!("unknown BCD element {element:?}")))?;
         let mut found = false;
-        for store in BCD_STORES {
-            let Some(path) = self.find_ci(store)? else {
+        let bases: Vec<String> = std::iter::once("/".to_string())
+            .chain(
+                self.win
+                    .iter()
+                    .flat_map(|w| w.system_partitions.iter().cloned()),
+            )
+            .collect();
+        let stores: Vec<(String, &str)> = bases
+            .iter()
+            .flat_map(|b| BCD_STORES.iter().map(move |s| (b.clone(), *s)))
+            .collect();
+        for (base, store) in stores {
+            let Some(path) = self.find_ci_under(GuestPath::from(base.as_str()), store)? else {
                 continue;
             };
             let Some(i) = self.open_hive(path, "BCD")? else {
@@ -425,8 +443,13 @@ impl Run<'_> {
             self.finding(
                 Severity::Info,
                 format!(
-                    "no BCD store on the Windows volume ({}); a BCD on a System Reserved partition or an ESP is not edited yet",
-                    BCD_STORES.join(", ")
+                    "no BCD store ({}) on the Windows volume{}; nothing to change",
+                    BCD_STORES.join(", "),
+                    if bases.len() > 1 {
+                        format!(" or on the system partitions ({})", bases[1..].join(", "))
+                    } else {
+                        " and no system partition (System Reserved or EFI system partition) holds one".to_string()
+                    }
                 ),
             );
         }

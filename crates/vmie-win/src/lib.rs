@@ -148,6 +148,20 @@ fn split_dir(path: &str) -> (&str, &str) {
     }
 }
 
+/// The path of the first BCD store on `fs` (`/Boot/BCD`, then
+/// `/EFI/Microsoft/Boot/BCD`, matched case-insensitively), unparsed.
+pub fn bcd_store_path(
+    fs: &dyn GuestFs,
+    opts: &WinInspectOptions,
+) -> Result<Option<String>, WinError> {
+    for rel in BCD_PATHS {
+        if let Some(p) = find_file_ci(fs, "/", rel, opts.max_dir_entries)? {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
 /// The BCD store of `fs` (`/Boot/BCD`, BIOS; `/EFI/Microsoft/Boot/BCD`,
 /// UEFI), read (logs replayed when dirty) and decoded, with `path` set to
 /// where it was found. `Ok(None)` when there is none or it is unusable (then
