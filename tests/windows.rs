@@ -3,11 +3,14 @@
 //! guests: dfvfs's Windows-made NTFS volume, grown (ntfsresize) past the
 //! import service's 6 GiB free-space minimum, with SOFTWARE and SYSTEM hives
 //! built from virt-v2v's .reg exports and a real BIOS BCD store
-//! (windeploy-linux, EMS turned on in it by hivexregedit) in \Boot.
+//! (windeploy-linux, EMS turned on in it by hivexregedit) in \Boot. Server
+//! 2025 as a BIOS install (the BCD on an mkntfs "System Reserved" volume,
+//! partition 1) and Windows 11 as a UEFI install (windeploy-linux's real
+//! UEFI BCD on an mkfs.fat EFI system partition, GPT).
 //!
 //! `vmie-fixup --format json` exits 0 with the shipped Windows rules'
 //! changes; the dry run lists the same and writes nothing; afterwards
-//! ntfsfix -n is clean, the hives read through ntfscat open in hivexsh and
+//! ntfsfix -n (and fsck.fat -n on an ESP) is clean, the hives read through ntfscat open in hivexsh and
 //! hivexregedit --export shows the new values, `SYSTEM.vmie.bak` and
 //! `BCD.vmie.bak` equal the originals, a second run changes nothing, and
 //! `vmie-fixup undo` restores the image byte for byte.
@@ -33,6 +36,19 @@ const VOL_MIB: u64 = 6300;
 const BOOTMGR: &str = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}";
 /// windeploy-linux's BCD: bootmgr's default OS loader.
 const LOADER: &str = "{1b67bffd-e290-11eb-8ffa-f459a0d9b879}";
+/// windeploy-linux's UEFI BCD (`BCD-efi`, winload.efi): its default loader.
+const LOADER_EFI: &str = "{d65367c7-3fb7-11ec-8288-eab76d76405a}";
+
+impl Layout {
+    /// The real BCD store the layout's guest starts from, and its default
+    /// OS loader.
+    fn bcd(self) -> (&'static str, &'static str) {
+        match self {
+            Layout::Esp => ("windeploy-linux/BCD-efi", LOADER_EFI),
+            Layout::Volume | Layout::SystemReserved => ("windeploy-linux/BCD", LOADER),
+        }
+    }
+}
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = run(args);
@@ -164,14 +180,15 @@ fn guest(dir: &Path, software: &str, stornvme: bool, layout: Layout) -> Guest {
     }
     // A real BIOS BCD store, with EMS on ({bootmgr} bootems, the loader's ems).
     let bcd = dir.join("BCD");
-    std::fs::copy(realdata("windeploy-linux/BCD"), &bcd).unwrap();
+    let (store, loader) = layout.bcd();
+    std::fs::copy(realdata(store), &bcd).unwrap();
     merge(
         &bcd,
         "HKEY_LOCAL_MACHINE\\BCD00000000",
         &format!(
             "[HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{BOOTMGR}\\Elements\\16000020]\n\
              \"Element\"=hex(3):01\n\n\
-             [HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{LOADER}\\Elements\\260000b0]\n\
+             [HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{loader}\\Elements\\260000b0]\n\
              \"Element\"=hex(3):01\n"
         ),
         dir,
@@ -405,6 +422,7 @@ fn row(hive: &str, key: &str, value: &str, old: &str, new: &str) -> [String; 5] 
 fn fix_end_to_end(software: &str, stornvme: bool, layout: Layout) {
     let dir = tempfile::tempdir().unwrap();
     let g = guest(dir.path(), software, stornvme, layout);
+    let (_, loader) = layout.bcd();
     let original = dir.path().join("original.raw");
     tool(
         Command::new("cp")
@@ -424,14 +442,14 @@ fn fix_end_to_end(software: &str, stornvme: bool, layout: Layout) {
         ),
         row(
             "BCD",
-            &format!("Objects\\{LOADER}\\Elements\\260000b0"),
+            &format!("Objects\\{loader}\\Elements\\260000b0"),
             "Element",
             "hex(3):01",
             "hex(3):00",
         ),
         row(
             "BCD",
-            &format!("Objects\\{LOADER}\\Elements\\250000e0"),
+            &format!("Objects\\{loader}\\Elements\\250000e0"),
             "Element",
             "-",
             "hex(3):01,00,00,00,00,00,00,00",
@@ -597,11 +615,11 @@ fn fix_end_to_end(software: &str, stornvme: bool, layout: Layout) {
         let nv = export(&sys, "\\ControlSet001\\Services\\stornvme");
         assert!(nv.contains("\"Start\"=dword:00000000"), "{nv}");
     }
-    let ems = export(&bcd, &format!("\\Objects\\{LOADER}\\Elements\\260000b0"));
+    let ems = export(&bcd, &format!("\\Objects\\{loader}\\Elements\\260000b0"));
     assert!(ems.contains("\"Element\"=hex(3):00"), "{ems}");
     let bootems = export(&bcd, &format!("\\Objects\\{BOOTMGR}\\Elements\\16000020"));
     assert!(bootems.contains("\"Element\"=hex(3):00"), "{bootems}");
-    let bsp = export(&bcd, &format!("\\Objects\\{LOADER}\\Elements\\250000e0"));
+    let bsp = export(&bcd, &format!("\\Objects\\{loader}\\Elements\\250000e0"));
     assert!(
         bsp.contains("\"Element\"=hex(3):01,00,00,00,00,00,00,00"),
         "{bsp}"
@@ -639,15 +657,16 @@ fn windows_7_32_is_fixed_without_stornvme() {
 }
 
 #[test]
-fn a_bcd_store_on_a_system_reserved_volume_is_fixed() {
+fn windows_server_2025_bios_with_system_reserved_is_fixed() {
     // A BIOS install: the BCD is on the active "System Reserved" volume.
-    fix_end_to_end("win2k22-software.reg", true, Layout::SystemReserved);
+    fix_end_to_end("win2k25-software.reg", true, Layout::SystemReserved);
 }
 
 #[test]
-fn a_bcd_store_on_the_efi_system_partition_is_fixed() {
-    // A UEFI install: the BCD is on the FAT32 EFI system partition.
-    fix_end_to_end("win10-software.reg", true, Layout::Esp);
+fn windows_11_uefi_with_an_efi_system_partition_is_fixed() {
+    // A UEFI install: the BCD (a real UEFI store) is on the FAT32 EFI
+    // system partition.
+    fix_end_to_end("win11-software.reg", true, Layout::Esp);
 }
 
 #[test]
