@@ -130,6 +130,18 @@ struct Guest {
 /// SYSTEM hive has the inbox NVMe driver's service key (Start=3, as 8.1 /
 /// 2012 R2 and later ship it).
 fn guest(dir: &Path, software: &str, stornvme: bool, layout: Layout) -> Guest {
+    guest_with(dir, software, None, stornvme, layout)
+}
+
+/// [`guest`], with a real SYSTEM hive from ../shared/realdata (`system`)
+/// instead of one built from virt-v2v's export.
+fn guest_with(
+    dir: &Path,
+    software: &str,
+    system: Option<&str>,
+    stornvme: bool,
+    layout: Layout,
+) -> Guest {
     let vol = dir.join("vol.raw");
     tool(
         Command::new("qemu-img")
@@ -163,18 +175,27 @@ fn guest(dir: &Path, software: &str, stornvme: bool, layout: Layout) -> Guest {
          \"Release\"=dword:00080ea8\n\"Install\"=dword:00000001\n",
         dir,
     );
-    let sys = hive(
-        dir,
-        "SYSTEM",
-        "HKEY_LOCAL_MACHINE\\SYSTEM",
-        "windows-system.reg",
-    );
+    let sys = match system {
+        Some(real) => {
+            let h = dir.join("SYSTEM");
+            std::fs::copy(realdata(real), &h).unwrap();
+            h
+        }
+        None => hive(
+            dir,
+            "SYSTEM",
+            "HKEY_LOCAL_MACHINE\\SYSTEM",
+            "windows-system.reg",
+        ),
+    };
     if stornvme {
         merge(
             &sys,
             "HKEY_LOCAL_MACHINE\\SYSTEM",
             "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\stornvme]\n\
-             \"Start\"=dword:00000003\n\"Type\"=dword:00000001\n",
+             \"Start\"=dword:00000003\n\"Type\"=dword:00000001\n\n\
+             [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\stornvme\\StartOverride]\n\
+             \"0\"=dword:00000003\n",
             dir,
         );
     }
@@ -477,6 +498,13 @@ fn fix_end_to_end(software: &str, stornvme: bool, layout: Layout) {
             "dword:00000003",
             "dword:00000000",
         ));
+        want.push(row(
+            "SYSTEM",
+            "ControlSet001\\Services\\stornvme\\StartOverride",
+            "-",
+            "(key)",
+            "-",
+        ));
     }
     want.sort();
 
@@ -614,6 +642,11 @@ fn fix_end_to_end(software: &str, stornvme: bool, layout: Layout) {
     if stornvme {
         let nv = export(&sys, "\\ControlSet001\\Services\\stornvme");
         assert!(nv.contains("\"Start\"=dword:00000000"), "{nv}");
+        assert!(!nv.contains("StartOverride"), "{nv}");
+        assert!(
+            export(&g.system, "\\ControlSet001\\Services\\stornvme").contains("StartOverride]"),
+            "the original has no StartOverride key"
+        );
     }
     let ems = export(&bcd, &format!("\\Objects\\{loader}\\Elements\\260000b0"));
     assert!(ems.contains("\"Element\"=hex(3):00"), "{ems}");
@@ -667,6 +700,174 @@ fn windows_11_uefi_with_an_efi_system_partition_is_fixed() {
     // A UEFI install: the BCD (a real UEFI store) is on the FAT32 EFI
     // system partition.
     fix_end_to_end("win11-software.reg", true, Layout::Esp);
+}
+
+/// The real SYSTEM hive of a VMware guest (regipy: Windows 7 with two static
+/// interfaces, VMware Tools, the RDP firewall rule off): the shipped network,
+/// RDP and VMware Tools rules change exactly what they should, hivexregedit
+/// reads the results, the rest of the rules key is untouched.
+#[test]
+fn a_real_vmware_system_hive_gets_dhcp_rdp_and_tools_off() {
+    let (system, software, want) = (
+            "regipy/SYSTEM",
+            "win7-32-software.reg",
+            vec![
+                row("SYSTEM", "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{698E50A9-4F58-4D86-B61D-F42E58DCACF6}", "EnableDHCP", "dword:00000000", "dword:00000001"),
+                row("SYSTEM", "ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{6AAFC9A9-0542-4DB2-8760-CCFFA953737C}", "EnableDHCP", "dword:00000000", "dword:00000001"),
+                row("SYSTEM", "ControlSet001\\Services\\VMTools", "Start", "dword:00000002", "dword:00000004"),
+            ],
+    );
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let g = guest_with(dir.path(), software, Some(system), false, Layout::Volume);
+        let original = dir.path().join("original.raw");
+        tool(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&g.disk)
+                .arg(&original),
+        );
+        let img = s(&g.disk);
+        let doc = json(&["--format", "json", img]);
+        validate_report(&doc);
+        let got: Vec<[String; 5]> = registry(&doc)
+            .into_iter()
+            .filter(|r| r[0] == "SYSTEM")
+            .filter(|r| {
+                ["EnableDHCP", "fDenyTSConnections"].contains(&r[2].as_str())
+                    || r[1].ends_with("VMTools")
+                    || r[1].ends_with("VGAuthService")
+            })
+            .collect();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want, "{system}: {doc:#}");
+        // The firewall rule: the same string with Active=TRUE.
+        let fw: Vec<&serde_json::Value> = doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c["registry"].as_array().unwrap().iter())
+            .filter(|r| r["value"] == "RemoteDesktop-UserMode-In-TCP")
+            .collect();
+        assert_eq!(fw.len(), 1, "{system}: {doc:#}");
+
+        let vol = dir.path().join("vol.ntfs");
+        dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+        ntfsfix_clean(&vol);
+        let after = dir.path().join("SYSTEM.after");
+        ntfscat(&vol, "/Windows/System32/config/SYSTEM", &after);
+        let bak = dir.path().join("SYSTEM.bak");
+        ntfscat(&vol, "/Windows/System32/config/SYSTEM.vmie.bak", &bak);
+        assert!(
+            same(&bak, &g.system),
+            "{system}: SYSTEM.vmie.bak is not the original"
+        );
+        let rules = export(
+            &after,
+            "\\ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules",
+        );
+        let before = export(
+            &g.system,
+            "\\ControlSet001\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules",
+        );
+        let tcp = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with("\"RemoteDesktop-UserMode-In-TCP\""))
+                .map(decode_sz)
+                .unwrap()
+        };
+        assert!(tcp(&before).contains("|Active=FALSE|"), "{}", tcp(&before));
+        assert_eq!(
+            tcp(&rules),
+            tcp(&before).replace("|Active=FALSE|", "|Active=TRUE|")
+        );
+        // Everything else in the rules key is as it was.
+        let others = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with("\"RemoteDesktop-UserMode-In-TCP\""))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(others(&rules), others(&before));
+        let tools = export(&after, "\\ControlSet001\\Services\\VMTools");
+        assert!(
+            tools.contains("\"Start\"=dword:00000004"),
+            "{system}: {tools}"
+        );
+        let again = json(&["--format", "json", img]);
+        assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+        let out = run(&["undo", img]);
+        assert!(
+            out.status.success(),
+            "undo: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            same(&g.disk, &original),
+            "{system}: undo did not restore the image"
+        );
+    }
+}
+
+/// The text of a `"name"=hex(1):..` line of a hivexregedit export.
+fn decode_sz(line: &str) -> String {
+    let hex = line
+        .split_once("=hex(1):")
+        .map(|(_, h)| h)
+        .unwrap_or_default();
+    let bytes: Vec<u8> = hex
+        .split(',')
+        .filter(|b| !b.is_empty())
+        .map(|b| u8::from_str_radix(b.trim(), 16).unwrap())
+        .collect();
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    String::from_utf16(&units).unwrap()
+}
+
+/// regipy's Windows 10 1709 SYSTEM hive was copied while dirty (primary
+/// sequence 4317, secondary 4316) and without its logs: the run refuses to
+/// edit it, names the hive, and writes nothing.
+#[test]
+fn a_dirty_real_hive_without_logs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest_with(
+        dir.path(),
+        "win10-software.reg",
+        Some("regipy/SYSTEM_WIN_10_1709"),
+        false,
+        Layout::Volume,
+    );
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let out = run(&["--format", "json", s(&g.disk)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = doc["preflight"].as_array().unwrap().iter().any(|c| {
+        c["severity"] == "error"
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .contains("/Windows/System32/config/SYSTEM")
+            && c["message"].as_str().unwrap().contains("hive is dirty")
+    });
+    assert!(refused, "{doc:#}");
+    assert_eq!(doc["applied"], false);
+    assert!(same(&g.disk, &original), "a refused run wrote to the image");
 }
 
 #[test]
@@ -840,6 +1041,22 @@ fn bad_windows_rules_are_refused_at_load() {
         (
             r#"{ type = "registry", hive = "SYSTEM", key = "x", value = "v" }"#,
             "exactly one of",
+        ),
+        (
+            r#"{ type = "registry", hive = "SYSTEM", key = 'a\*', }"#,
+            "a key with `*` is never created",
+        ),
+        (
+            r#"{ type = "registry", hive = "SYSTEM", key = "x", value = "v", replace = { from = "", to = "y" } }"#,
+            "replace.from is empty",
+        ),
+        (
+            r#"{ type = "registry", hive = "SYSTEM", key = "x", value = "v", set = { dword = 1 }, replace = { from = "a", to = "b" } }"#,
+            "exactly one of",
+        ),
+        (
+            r#"{ type = "registry", hive = "SYSTEM", key = "x", delete = true, only_if = "present" }"#,
+            "only_if needs a value",
         ),
         (
             r#"{ type = "bcd", objects = ["loaders"], element = "ems", integer = 1 }"#,

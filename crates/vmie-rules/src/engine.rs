@@ -1231,6 +1231,7 @@ fn run_inner(
                     value,
                     set,
                     delete,
+                    replace,
                     only_if,
                     reg_file,
                 } => run.registry(&crate::winrun::RegistryArgs {
@@ -1239,6 +1240,7 @@ fn run_inner(
                     value: value.as_deref(),
                     set: set.as_ref(),
                     delete: *delete,
+                    replace: replace.as_ref(),
                     only_if: only_if.as_ref(),
                     reg_file: reg_file.as_deref(),
                 })?,

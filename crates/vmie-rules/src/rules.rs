@@ -284,9 +284,13 @@ pub enum Action {
         /// New type and data, e.g. `{ dword = 1 }`.
         #[serde(default)]
         set: Option<crate::windows::RegData>,
-        /// Delete the value.
+        /// Delete the value, or without `value` the key (with its subkeys).
         #[serde(default)]
         delete: bool,
+        /// Replace text in a string value: `{ from = "Active=FALSE", to =
+        /// "Active=TRUE" }` (values of other types are left alone).
+        #[serde(default)]
+        replace: Option<crate::windows::RegReplace>,
         /// Condition: `"present"` (the key exists), `"absent"` (the value is
         /// not set), `{ equals = { dword = 3 } }`.
         #[serde(default)]
@@ -367,6 +371,7 @@ impl Action {
                 value,
                 set,
                 delete,
+                replace,
                 only_if,
                 reg_file,
             } => {
@@ -380,6 +385,7 @@ impl Action {
                         || value.is_some()
                         || set.is_some()
                         || *delete
+                        || replace.is_some()
                         || only_if.is_some()
                     {
                         return Err(
@@ -391,13 +397,27 @@ impl Action {
                 if key.is_none() {
                     return Err("registry: needs `key` (or `reg_file`)".into());
                 }
-                match (value, set, delete) {
-                    (Some(_), Some(_), false) | (Some(_), None, true) => Ok(()),
-                    (None, None, false) => match only_if {
+                let wild = key
+                    .as_deref()
+                    .is_some_and(|k| k.split('\\').any(|c| c == "*"));
+                if let Some(r) = replace {
+                    if r.from.is_empty() {
+                        return Err("registry: replace.from is empty".into());
+                    }
+                }
+                match (value, set, delete, replace) {
+                    (Some(_), Some(_), false, None)
+                    | (Some(_), None, true, None)
+                    | (Some(_), None, false, Some(_)) => Ok(()),
+                    (None, None, true, None) => match only_if {
                         None => Ok(()),
                         Some(_) => Err("registry: only_if needs a value".into()),
                     },
-                    _ => Err("registry: give `value` with exactly one of `set` or `delete = true`, or neither (create the key)".into()),
+                    (None, None, false, None) if !wild => match only_if {
+                        None => Ok(()),
+                        Some(_) => Err("registry: only_if needs a value".into()),
+                    },
+                    _ => Err("registry: give `value` with exactly one of `set`, `replace` or `delete = true`; without `value`, `delete = true` deletes the key and nothing creates it (a key with `*` is never created)".into()),
                 }
             }
             Self::Bcd {

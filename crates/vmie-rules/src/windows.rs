@@ -197,6 +197,78 @@ pub fn current(hive: &Hive, path: &str, name: &str) -> vmie_hive::Result<Option<
     Ok(hive.get_value(k, name)?.map(|v| (v.vtype, v.data)))
 }
 
+/// The existing keys a key path with `*` components names (each `*`
+/// matches every subkey, in the hive's order), at most `cap`; a path
+/// without `*` is returned as it is.
+pub fn expand_key(hive: &Hive, path: &str, cap: usize) -> vmie_hive::Result<Vec<String>> {
+    if !path.split('\\').any(|c| c == "*") {
+        return Ok(vec![path.to_string()]);
+    }
+    let mut found: Vec<String> = vec![String::new()];
+    for comp in path.split('\\').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        for base in &found {
+            if comp == "*" {
+                let k = match hive.open_key(base) {
+                    Ok(k) => k,
+                    Err(vmie_hive::HiveError::KeyNotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                for sub in hive.subkeys(k)? {
+                    let name = hive.key_name(sub)?;
+                    next.push(if base.is_empty() {
+                        name
+                    } else {
+                        format!("{base}\\{name}")
+                    });
+                    if next.len() > cap {
+                        return Ok(next.into_iter().take(cap).collect());
+                    }
+                }
+            } else {
+                next.push(if base.is_empty() {
+                    comp.to_string()
+                } else {
+                    format!("{base}\\{comp}")
+                });
+            }
+        }
+        found = next;
+    }
+    let mut out = Vec::new();
+    for k in found {
+        if key_exists(hive, &k)? {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
+/// `replace` of a registry action: every `from` in a string value becomes
+/// `to`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegReplace {
+    /// The text to find (non-empty).
+    pub from: String,
+    /// What replaces it.
+    pub to: String,
+}
+
+/// The text of a REG_SZ / REG_EXPAND_SZ value's data (UTF-16LE, up to the
+/// first NUL); `None` for another type or data that is not UTF-16.
+pub fn sz_text(vtype: u32, data: &[u8]) -> Option<String> {
+    if vtype != reg_type::SZ && vtype != reg_type::EXPAND_SZ {
+        return None;
+    }
+    let units: Vec<u16> = data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|u| *u != 0)
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
 /// Whether the key at `path` exists.
 pub fn key_exists(hive: &Hive, path: &str) -> vmie_hive::Result<bool> {
     match hive.open_key(path) {
@@ -213,7 +285,9 @@ pub struct RegChange {
     pub hive: String,
     /// Key path from the hive root (control set resolved).
     pub key: String,
-    /// Value name (`@` is the default value); `null` for a key alone.
+    /// Value name (`@` is the default value); `null` for a key alone: a
+    /// created key (`old` and `new` null) or a deleted one (`old` is
+    /// `"(key)"`, `new` null).
     pub value: Option<String>,
     /// Data before, as `.reg` text (`dword:00000001`, `hex(1):…`); `null`: absent.
     pub old: Option<String>,
@@ -279,8 +353,15 @@ pub fn reg_texts(changes: &[RegChange]) -> (String, String) {
             rule: String::new(),
         };
         if value.is_none() {
-            // A created key: absent before.
-            after.push_str(&c.reg_lines(None));
+            if old.is_some() && new.is_none() {
+                // A deleted key: .reg writes `[-KEY]`.
+                before.push_str(&c.reg_lines(None));
+                before.push('\n');
+                after.push_str(&c.reg_lines(None).replacen('[', "[-", 1));
+            } else {
+                // A created key: absent before.
+                after.push_str(&c.reg_lines(None));
+            }
             after.push('\n');
             continue;
         }

@@ -33,9 +33,13 @@ pub(crate) struct RegistryArgs<'x> {
     pub(crate) value: Option<&'x str>,
     pub(crate) set: Option<&'x RegData>,
     pub(crate) delete: bool,
+    pub(crate) replace: Option<&'x windows::RegReplace>,
     pub(crate) only_if: Option<&'x OnlyIf>,
     pub(crate) reg_file: Option<&'x str>,
 }
+
+/// At most this many keys for one `registry` action with `*` in its key.
+const MAX_KEYS_PER_ACTION: usize = 4096;
 
 /// Where a BCD store is kept, under the root of the Windows volume or of a
 /// system partition: BIOS, then UEFI.
@@ -168,17 +172,63 @@ impl Run<'_> {
             return self.merge_reg_file(i, file);
         }
         let label = self.hives[i].label.clone();
-        let key = windows::resolve_key(a.key.unwrap_or_default(), self.hives[i].ccs.as_deref());
-        let exists =
-            windows::key_exists(&self.hives[i].hive, &key).map_err(|e| self.hive_err(&label, e))?;
-        if !exists && matches!(a.only_if, Some(OnlyIf::Word(OnlyIfWord::Present))) {
+        let pattern = windows::resolve_key(a.key.unwrap_or_default(), self.hives[i].ccs.as_deref());
+        let keys = windows::expand_key(&self.hives[i].hive, &pattern, MAX_KEYS_PER_ACTION)
+            .map_err(|e| self.hive_err(&label, e))?;
+        if keys.len() >= MAX_KEYS_PER_ACTION {
+            return Err(self.rule_err(format!(
+                "{label}\\{pattern} names {MAX_KEYS_PER_ACTION} keys or more; refusing so many"
+            )));
+        }
+        if keys.is_empty() {
             self.finding(
                 Severity::Info,
-                format!("{label}\\{key}: no such key; left alone"),
+                format!("{label}\\{pattern}: no such key; left alone"),
             );
+        }
+        for key in keys {
+            self.registry_key(i, &label, key, a)?;
+        }
+        Ok(())
+    }
+
+    /// A `registry` action on one key of hive `i`.
+    fn registry_key(
+        &mut self,
+        i: usize,
+        label: &str,
+        key: String,
+        a: &RegistryArgs<'_>,
+    ) -> Result<(), EngineError> {
+        let label = label.to_string();
+        let exists =
+            windows::key_exists(&self.hives[i].hive, &key).map_err(|e| self.hive_err(&label, e))?;
+        if !exists && (a.delete || matches!(a.only_if, Some(OnlyIf::Word(OnlyIfWord::Present)))) {
+            if !a.delete {
+                self.finding(
+                    Severity::Info,
+                    format!("{label}\\{key}: no such key; left alone"),
+                );
+            }
             return Ok(());
         }
         let Some(vname) = a.value else {
+            if a.delete {
+                self.hives[i]
+                    .hive
+                    .delete_key(&key)
+                    .map_err(|e| self.hive_err(&label, e))?;
+                let c = RegChange {
+                    hive: label,
+                    key: key.clone(),
+                    value: None,
+                    old: Some("(key)".into()),
+                    new: None,
+                    rule: self.rule.clone(),
+                };
+                self.note_change(i, c, Some(vmie_hive::Edit::DeleteKey { path: key }));
+                return Ok(());
+            }
             if !exists {
                 self.hives[i]
                     .hive
@@ -231,10 +281,23 @@ impl Run<'_> {
             self.note_change(i, c, Some(edit));
             return Ok(());
         }
-        let Some(set) = a.set else {
-            return Ok(());
+        let (vtype, data) = match (a.set, a.replace) {
+            (Some(set), _) => set.encode(),
+            (None, Some(r)) => {
+                let Some(text) = cur.as_ref().and_then(|(t, d)| windows::sz_text(*t, d)) else {
+                    return Ok(());
+                };
+                if !text.contains(&r.from) {
+                    return Ok(());
+                }
+                let new = text.replace(&r.from, &r.to);
+                let vtype = cur.as_ref().map_or(vmie_hive::reg_type::SZ, |(t, _)| *t);
+                let mut data: Vec<u8> = new.encode_utf16().flat_map(u16::to_le_bytes).collect();
+                data.extend_from_slice(&[0, 0]);
+                (vtype, data)
+            }
+            (None, None) => return Ok(()),
         };
-        let (vtype, data) = set.encode();
         if cur.as_ref() == Some(&(vtype, data.clone())) {
             return Ok(());
         }
