@@ -698,6 +698,9 @@ fn win10() -> Win {
 "Default"="0409"
 [HKEY_LOCAL_MACHINE\SYSTEM\ControlSet001\Control\Terminal Server]
 "fDenyTSConnections"=dword:00000000
+[HKEY_LOCAL_MACHINE\SYSTEM\ControlSet001\Services\ena]
+"Start"=dword:00000003
+"Type"=dword:00000001
 "#
         .into(),
         bcd_extra: String::new(),
@@ -993,6 +996,15 @@ fn windows_cases() -> Vec<(&'static str, &'static str, Box<dyn Fn(&mut Win)>)> {
             }),
         ),
         (
+            "windows-ena-missing",
+            "warning",
+            Box::new(|w: &mut Win| {
+                w.system_extra = w
+                    .system_extra
+                    .replace("Services\\ena]", "Services\\not-ena]");
+            }),
+        ),
+        (
             "windows-rdp-disabled",
             "warning",
             Box::new(move |w: &mut Win| {
@@ -1109,6 +1121,7 @@ const WINDOWS_COVERED: &[&str] = &[
     "windows-dotnet-35sp1",
     "windows-dotnet-45",
     "windows-rdp-disabled",
+    "windows-ena-missing",
     "windows-static-ip",
     "windows-vmware-tools",
     "windows-ems",

@@ -508,6 +508,9 @@ fn windows_checks(out: &mut Vec<Check>, vm: &Vm, w: &WindowsGuest) {
     if facts.rdp_enabled == Some(false) {
         check(out, "windows-rdp-disabled", Warning, "Remote Desktop is disabled (fDenyTSConnections); enable Remote Desktop (RDP) for remote access");
     }
+    if i.hives.system && !i.drivers.iter().any(|d| d.name.eq_ignore_ascii_case("ena")) {
+        check(out, "windows-ena-missing", Warning, "no Elastic Network Adapter driver (no Services\\ena in SYSTEM): Windows does not ship it, and on Nitro instances the guest has no network without it; install AWS's ENA driver in the VM before export, or let the import service install it");
+    }
     if !facts.static_ip_interfaces.is_empty() {
         check(out, "windows-static-ip", Info, format!("{} interface(s) with static addresses: your source VM must have a functional DHCP client service; all static IP addresses currently assigned to the source VM are removed during import", facts.static_ip_interfaces.len()));
     }
