@@ -489,6 +489,94 @@ fn containers_are_read_and_refused_for_writing_with_the_conversion_command() {
     assert_eq!(names.len(), 6, "no journal or lock left: {names:?}");
 }
 
+/// `--output`: a streamOptimized VMDK (which cannot be written in place) is
+/// fixed into a new raw image. The dry run creates nothing; the run leaves
+/// the VMDK byte for byte as it was and makes the same changes as a run on
+/// a raw copy; e2fsck is clean; undo of the copy gives exactly the VMDK's
+/// guest bytes (qemu-img compare); an existing output or a wrong count of
+/// outputs is refused, creating nothing.
+#[test]
+fn a_stream_optimized_vmdk_is_fixed_into_a_raw_copy_with_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("vm.raw");
+    std::fs::copy(fixture("demo"), &raw).unwrap();
+    let vmdk = dir.path().join("vm.vmdk");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "vmdk", "-o", "subformat=streamOptimized"])
+        .args([s(&raw), s(&vmdk)])
+        .status()
+        .expect("qemu-img (Debian package qemu-utils)");
+    assert!(st.success());
+    let before = sha256(&vmdk);
+    let out = dir.path().join("fixed.raw");
+
+    let dry: Value = serde_json::from_str(&ok(&[
+        "--dry-run",
+        "--format",
+        "json",
+        "--output",
+        s(&out),
+        s(&vmdk),
+    ]))
+    .unwrap();
+    assert!(!out.exists(), "a dry run created the output");
+    assert!(!dry["changes"].as_array().unwrap().is_empty(), "{dry}");
+
+    let doc: Value =
+        serde_json::from_str(&ok(&["--format", "json", "--output", s(&out), s(&vmdk)])).unwrap();
+    assert_eq!(doc["applied"], true, "{doc}");
+    assert_eq!(sha256(&vmdk), before, "the VMDK was written");
+    // The same changes as a run on the raw image itself.
+    let direct: Value = serde_json::from_str(&ok(&["--format", "json", s(&raw)])).unwrap();
+    let paths = |d: &Value| -> Vec<String> {
+        d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(paths(&doc), paths(&direct));
+    assert_eq!(
+        ok(&["cat", &format!("{}:1", s(&out)), "/etc/fstab"]),
+        ok(&["cat", &format!("{}:1", s(&raw)), "/etc/fstab"])
+    );
+    let inspect: Value =
+        serde_json::from_str(&ok(&["inspect", "--format", "json", s(&out)])).unwrap();
+    let p1 = inspect["disks"][0]["partitions"][0]["start"]
+        .as_u64()
+        .unwrap();
+    e2fsck_clean(&out, p1);
+    // The copy is sparse: holes where the guest has zeros.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&out).unwrap();
+    assert!(m.blocks() * 512 < m.len(), "the copy is not sparse");
+    // Undo of the copy: exactly the VMDK's guest bytes.
+    ok(&["undo", s(&out)]);
+    let cmp = Command::new("qemu-img")
+        .args(["compare", "-f", "vmdk", "-F", "raw", s(&vmdk), s(&out)])
+        .output()
+        .unwrap();
+    assert!(
+        cmp.status.success(),
+        "qemu-img compare: {}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+
+    // Refusals, creating nothing.
+    let err = fails(&["--output", s(&out), s(&vmdk)], 2);
+    assert!(err.contains("already exists"), "{err}");
+    let a = dir.path().join("a.raw");
+    let b = dir.path().join("b.raw");
+    let err = fails(&["--output", s(&a), "--output", s(&b), s(&vmdk)], 2);
+    assert!(err.contains("the VM has 1 disk(s)"), "{err}");
+    assert!(!a.exists() && !b.exists());
+    // Without --output the refusal says how to use it.
+    let err = fails(&[s(&vmdk)], 1);
+    assert!(err.contains("vmie-fixup --output"), "{err}");
+    assert_eq!(sha256(&vmdk), before);
+}
+
 /// An OVA (a streamOptimized boot disk and a data disk, listed data first in
 /// the OVF and the archive, the boot disk at SCSI address 0) and a
 /// twoGbMaxExtentSparse VMDK are read without conversion: `inspect` and a

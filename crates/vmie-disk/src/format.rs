@@ -98,6 +98,17 @@ pub fn conversion_command(path: &str) -> String {
     format!("qemu-img convert -O raw '{path}' '{}'", out.display())
 }
 
+/// The fixup run that writes a fixed raw copy of `path` instead:
+/// `vmie-fixup --output 'vm.raw' 'vm.vmdk'`.
+pub fn output_command(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    let out = match p.extension() {
+        Some(e) if e != "raw" => p.with_extension("raw"),
+        _ => std::path::PathBuf::from(format!("{path}.raw")),
+    };
+    format!("vmie-fixup --output '{}' '{path}'", out.display())
+}
+
 /// A refusal of `dev`, a `fmt` container, for the reason `why`, with the
 /// conversion command.
 pub fn conversion_refusal(dev: &dyn Device, fmt: ContainerFormat, why: &str) -> DiskError {
@@ -107,9 +118,10 @@ pub fn conversion_refusal(dev: &dyn Device, fmt: ContainerFormat, why: &str) -> 
     let path = dev.describe();
     DiskError::NotAnImage {
         why: format!(
-            "this is a {} image: {why}. Convert it to a raw image first: {}",
+            "this is a {} image: {why}. Convert it to a raw image first: {}; or have the fixup run write a fixed raw copy: {}",
             fmt.display_name(),
-            conversion_command(&path)
+            conversion_command(&path),
+            output_command(&path)
         ),
         path,
     }

@@ -15,6 +15,7 @@
 pub mod checksum;
 mod device;
 mod error;
+pub mod export;
 pub mod format;
 pub mod guard;
 pub mod image;

@@ -37,6 +37,14 @@ pub(crate) struct FixArgs {
     /// through its undo journal). Slower: a full check reads all metadata.
     #[arg(long)]
     check_fs: bool,
+    /// Write the fixed VM to new raw images instead of changing the input
+    /// in place: one FILE per disk, boot disk first (an OVA's disks in its
+    /// OVF's order). For images that cannot be written in place
+    /// (streamOptimized or sparse VMDK, qcow2, VHDX, dynamic VHD, OVA); the
+    /// input is only read, FILE must not exist, and the undo journal is
+    /// FILE's. With --dry-run nothing is created.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Vec<PathBuf>,
 }
 
 fn failure(e: FixError) -> Failure {
@@ -70,7 +78,91 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
         keys: crate::guesttree::keys(),
     };
     crate::human::vlog!("loaded {} rules", opts.rules.len());
-    let plan = vmie_fixup::plan(&args.images, &opts).map_err(failure)?;
+    let mut images = args.images.clone();
+    let mut created: Vec<PathBuf> = Vec::new();
+    if !args.output.is_empty() && !args.dry_run {
+        // The plan on the input first: a blocked guest gets no copy.
+        let dry = FixOptions {
+            dry_run: true,
+            ..opts.clone()
+        };
+        let first = vmie_fixup::plan(&args.images, &dry).map_err(failure)?;
+        if first.is_blocked() {
+            print_report(args, &args.images, &first.into_report())
+                .map_err(|e| Failure { code: 3, error: e })?;
+            return Err(Failure {
+                code: 1,
+                error: anyhow!("the guest would not import; nothing was written"),
+            });
+        }
+        drop(first);
+        let copies = copy_out(args)?;
+        images = copies.iter().map(|c| c.path.clone()).collect();
+        created.clone_from(&images);
+    }
+    let res = fix_images(args, &images, &opts);
+    if res.is_err() {
+        // An unfixed copy must not pass for a fixed one.
+        for p in &created {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    res
+}
+
+/// `--output`: the raw copies of the input's disks.
+fn copy_out(args: &FixArgs) -> Result<Vec<vmie_disk::export::RawCopy>, Failure> {
+    let set = vmie_disk::DiskSet::open(&args.images, false).map_err(|e| Failure {
+        code: if matches!(e, vmie_disk::DiskError::Io { .. }) {
+            3
+        } else {
+            1
+        },
+        error: e.into(),
+    })?;
+    let show = std::io::stderr().is_terminal() && !crate::human::quiet();
+    let mut last = 0u64;
+    let mut progress = |done: u64, total: u64| {
+        let pct = done.saturating_mul(100) / total.max(1);
+        if show && pct != last {
+            last = pct;
+            eprint!(
+                "\rwriting the raw copy: {pct:3}% ({:.1} of {:.1} GiB)",
+                done as f64 / f64::from(1u32 << 30),
+                total as f64 / f64::from(1u32 << 30)
+            );
+        }
+    };
+    let t = std::time::Instant::now();
+    let copies =
+        vmie_disk::export::write_raw_copies(&set, &args.output, &mut progress).map_err(|e| {
+            Failure {
+                code: if matches!(e, vmie_disk::DiskError::Io { .. }) {
+                    3
+                } else {
+                    2
+                },
+                error: e.into(),
+            }
+        })?;
+    if show {
+        eprintln!();
+    }
+    for c in &copies {
+        crate::human::vlog!(
+            "raw copy {}: {} bytes, {} written (the rest holes), in {:?}",
+            c.path.display(),
+            c.size,
+            c.written,
+            t.elapsed()
+        );
+    }
+    Ok(copies)
+}
+
+/// Plan (and unless a dry run, commit) the fixup of `images`.
+fn fix_images(args: &FixArgs, images: &[PathBuf], opts: &FixOptions) -> Result<(), Failure> {
+    let plan = vmie_fixup::plan(images, opts).map_err(failure)?;
     crate::human::vlog!(
         "planned: {} guest(s), {} check(s), {} changed file(s){}",
         plan.report().operating_systems.len(),
@@ -87,7 +179,7 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
         crate::human::vlog!("committed; undo journal {}", r.undo_journal.join(", "));
         r
     };
-    print_report(args, &report).map_err(|e| Failure { code: 3, error: e })?;
+    print_report(args, images, &report).map_err(|e| Failure { code: 3, error: e })?;
     if blocked {
         return Err(Failure {
             code: 1,
@@ -97,7 +189,7 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_report(args: &FixArgs, report: &Report) -> anyhow::Result<()> {
+fn print_report(args: &FixArgs, images: &[PathBuf], report: &Report) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if args.format == Format::Json {
         serde_json::to_writer_pretty(&mut out, report)?;
@@ -187,7 +279,7 @@ fn print_report(args: &FixArgs, report: &Report) -> anyhow::Result<()> {
     } else if report.applied {
         format!(
             "{n} file(s) changed; undo with: vmie-fixup undo {}",
-            args.images
+            images
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -197,6 +289,18 @@ fn print_report(args: &FixArgs, report: &Report) -> anyhow::Result<()> {
         format!("{n} file(s) would change, but nothing was written")
     };
     writeln!(out, "\n{verdict}")?;
+    if !args.output.is_empty() {
+        if args.dry_run {
+            writeln!(out, "--output: nothing created (dry run)")?;
+        } else {
+            let names: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+            writeln!(
+                out,
+                "raw copy: {} (the input was only read)",
+                names.join(", ")
+            )?;
+        }
+    }
     if !report.undo_journal.is_empty() {
         writeln!(out, "undo journal: {}", report.undo_journal.join(", "))?;
     }

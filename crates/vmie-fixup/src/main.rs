@@ -74,8 +74,10 @@ EXIT CODES:
 /// Raw images are read and written. qcow2 (with its backing files), VMDK
 /// (monolithicSparse, streamOptimized), VHD and VHDX (fixed, dynamic) are
 /// read in place by every
-/// command that only reads (inspect, ls, cat, --dry-run); to write, convert
-/// first: qemu-img convert -O raw in.vmdk out.raw
+/// command that only reads (inspect, ls, cat, --dry-run); a fixed VHD is
+/// also written in place. To fix the others, let vmie-fixup write a fixed
+/// raw copy (vmie-fixup --output out.raw in.vmdk), or convert first:
+/// qemu-img convert -O raw in.vmdk out.raw
 #[derive(Debug, Parser)]
 #[command(
     name = "vmie-fixup",

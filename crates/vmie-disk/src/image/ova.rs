@@ -504,7 +504,9 @@ pub(crate) fn refusal(f: &dyn Device, why: &str) -> DiskError {
     DiskError::NotAnImage {
         why: format!(
             "this is an OVA archive: {why}. Extract it and convert each disk first: \
-             tar -xf '{path}' && qemu-img convert -O raw DISK.vmdk DISK.raw"
+             tar -xf '{path}' && qemu-img convert -O raw DISK.vmdk DISK.raw; \
+             or have the fixup run write fixed raw copies, one --output per disk, boot disk first: \
+             vmie-fixup --output disk1.raw [--output disk2.raw ...] '{path}'"
         ),
         path,
     }
