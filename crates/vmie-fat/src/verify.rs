@@ -449,3 +449,7 @@ impl Check<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
