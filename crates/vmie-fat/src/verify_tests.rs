@@ -255,13 +255,14 @@ fn view_lays_staged_bytes_over_the_device_and_keeps_its_budget() {
     for (o, b) in &writes {
         want[*o as usize..*o as usize + b.len()].copy_from_slice(b);
     }
+    let spent = Cell::new(0);
     let mut v = View {
         dev: &dev,
         staged: &staged,
         len: 4096,
         pos: 0,
         budget: 1 << 20,
-        spent: 0,
+        spent: &spent,
     };
     // Every window, including ones starting inside a staged write.
     for (a, n) in [
@@ -280,7 +281,7 @@ fn view_lays_staged_bytes_over_the_device_and_keeps_its_budget() {
     assert!(v.write(b"x").is_err());
     assert!(v.seek(SeekFrom::Current(-1_000_000)).is_err());
     // Out of budget: an error, not a short read.
-    v.budget = v.spent + 100;
+    v.budget = spent.get() + 100;
     v.seek(SeekFrom::Start(0)).unwrap();
     let mut big = vec![0u8; 200];
     let e = v.read(&mut big).unwrap_err();
@@ -322,4 +323,91 @@ fn fatfs_blind_spot_is_named_and_skipped() {
     };
     let e = c.run(&[]).unwrap_err();
     assert!(e.to_string().contains("cannot mount"), "{e}");
+}
+
+/// The cost of the read-back on a 20 MiB file replaced on a 512 MiB FAT32
+/// (4 KiB clusters) made by mkfs.fat, through the overlay as in production.
+/// A measurement: `cargo test -p vmie-fat --release --lib -- --ignored
+/// --nocapture readback_cost`.
+#[test]
+#[ignore = "measurement; run by hand with --release"]
+fn readback_cost_20mib_on_512mib_fat32() {
+    use vmie_disk::{FileDevice, Overlay};
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fat.img");
+    run(Command::new("mkfs.fat")
+        .args(["-F", "32", "-i", "1234abcd", "-C"])
+        .arg(&img)
+        .arg((512 * 1024).to_string()));
+    let src = dir.path().join("old.bin");
+    std::fs::write(&src, vec![1u8; 20 << 20]).unwrap();
+    run(Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(&img)
+        .arg(&src)
+        .arg("::/big.bin"));
+    let base = Arc::new(FileDevice::open_rw(&img).unwrap());
+    let ov = Arc::new(Overlay::new(base as Arc<dyn Device>));
+    let mut fs = FatFs::open(ov as Arc<dyn Device>, "vol")
+        .unwrap()
+        .with_clock(NOW);
+    let data: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    for round in 0..3 {
+        let t = std::time::Instant::now();
+        fs.replace_file(&gp("/big.bin"), &data).unwrap();
+        let total = t.elapsed();
+        let (spent, budget, took) = LAST_COST.with(Cell::get);
+        println!(
+            "round {round}: replace_file {total:?} in all, read-back {took:?}, {spent} bytes charged of a {budget}-byte budget (cluster {} B)",
+            fs.cluster_size()
+        );
+    }
+}
+
+/// A directory of 3000 short names and 300 long ones (about 130 KiB of
+/// entries): writes in it read back within the budget, with room to spare
+/// (fatfs reads an entry field by field, so a listing costs several times
+/// its size).
+#[test]
+fn large_directory_reads_back_within_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fat.img");
+    run(Command::new("mkfs.fat")
+        .args(["-F", "32", "-i", "1234abcd", "-C"])
+        .arg(&img)
+        .arg("40000"));
+    let src = dir.path().join("many");
+    std::fs::create_dir(&src).unwrap();
+    let mut c = Command::new("mcopy");
+    c.env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(&img);
+    for i in 0..3300 {
+        let p = if i < 300 {
+            src.join(format!("a rather long file name number {i:05}.txt"))
+        } else {
+            src.join(format!("F{i:05}.TXT"))
+        };
+        std::fs::write(&p, b"x").unwrap();
+        c.arg(p);
+    }
+    run(c.arg("::/"));
+    let (_dev, mut fs) = open(std::fs::read(&img).unwrap());
+    let check = |what: &str| {
+        let (spent, budget, took) = LAST_COST.with(Cell::get);
+        println!("{what}: read-back {took:?}, {spent} bytes charged of {budget}");
+        assert!(spent > 100_000, "{what}: {spent} bytes charged");
+        assert!(spent * 2 < budget, "{what}: {spent} of {budget}");
+    };
+    fs.create_file(&gp("/the last one.txt"), b"new", &NewAttrs::default())
+        .unwrap();
+    check("create");
+    fs.rename(
+        &gp("/a rather long file name number 00000.txt"),
+        &gp("/renamed in place.txt"),
+    )
+    .unwrap();
+    check("rename");
+    fs.remove(&gp("/a rather long file name number 00299.txt"))
+        .unwrap();
+    check("remove");
 }
