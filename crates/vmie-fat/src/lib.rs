@@ -14,6 +14,14 @@
 //!   disagree in any FAT chunk the operation reads or changes (checked as
 //!   each chunk is loaded); every FAT copy is written, and FAT32's FSInfo
 //!   free count and next-free hint are kept (left unknown when unknown).
+//! - Every write is read back before it reaches the device through a reader
+//!   that is not ours (the `verify` module): the staged bytes laid over the
+//!   device are mounted read-only with the `fatfs` crate, and each path the
+//!   operation touched must read back as written (contents, long name in
+//!   its parent's listing, a directory that lists, a name that is gone).
+//!   A disagreement or a panic in fatfs refuses the operation and nothing
+//!   is written. Geometries fatfs cannot mount are named by
+//!   [`FatFs::independent_check_gap`] and written with our checks only.
 //! - Names: see the `name` module. Metadata: mode 0o755 for directories, 0o644 for
 //!   files, 0o444 with the read-only attribute; the inode number is the
 //!   byte offset of the short entry on the volume (1 for the root); times

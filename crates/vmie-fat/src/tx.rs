@@ -4,7 +4,8 @@
 //! copy as it loads it), directories are read whole into memory, and every
 //! change (FAT entries, directory slots, file clusters, FSInfo) is staged
 //! here. [`Tx::commit`] writes them only after the whole operation
-//! succeeded, so a refusal or NoSpace writes nothing.
+//! succeeded and the fatfs crate read the staged result back as expected
+//! (`verify`), so a refusal, a NoSpace or a disagreement writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 

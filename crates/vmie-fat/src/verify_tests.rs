@@ -184,60 +184,81 @@ fn deletion_left_out_is_refused() {
     }
 }
 
+/// A tamper hook: in every FAT copy, the entry of the first cluster of the
+/// staged data starting with sixteen 0x5A bytes becomes `v`.
+fn relink_first(g: Geo, v: u32) -> impl FnOnce(&mut Vec<(u64, Vec<u8>)>) {
+    move |w| {
+        let data = g.data_start * u64::from(g.bps);
+        let first = w
+            .iter()
+            .filter(|(o, b)| *o >= data && b.len() >= 16 && b[..16] == [0x5A; 16])
+            .map(|(o, _)| ((o - data) / u64::from(g.cs)) as u32 + 2)
+            .min()
+            .unwrap();
+        let mut hit = 0;
+        for k in 0..g.nfats {
+            let fat = g.fat_offset(k);
+            let at = fat
+                + match g.kind {
+                    FatKind::Fat12 => u64::from(first) * 3 / 2,
+                    FatKind::Fat16 => u64::from(first) * 2,
+                    FatKind::Fat32 => u64::from(first) * 4,
+                };
+            for (o, b) in w.iter_mut() {
+                if at < *o || at + 4 > *o + b.len() as u64 {
+                    continue;
+                }
+                let i = (at - *o) as usize;
+                match g.kind {
+                    FatKind::Fat12 if first & 1 == 1 => {
+                        b[i] = (b[i] & 0x0F) | ((v << 4) as u8);
+                        b[i + 1] = (v >> 4) as u8;
+                    }
+                    FatKind::Fat12 => {
+                        b[i] = v as u8;
+                        b[i + 1] = (b[i + 1] & 0xF0) | ((v >> 8) as u8 & 0x0F);
+                    }
+                    FatKind::Fat16 => b[i..i + 2].copy_from_slice(&(v as u16).to_le_bytes()),
+                    FatKind::Fat32 => b[i..i + 4].copy_from_slice(&v.to_le_bytes()),
+                }
+                hit += 1;
+            }
+        }
+        assert_eq!(hit, g.nfats);
+    }
+}
+
 #[test]
 fn cut_cluster_chain_is_refused() {
     for (bits, kb, extra) in FLAVOURS {
         let before = image(bits, kb, extra);
         let (dev, mut fs) = open(before.clone());
-        let cs = fs.cluster_size() as usize;
-        let data = vec![0x5A; 4 * cs];
-        let kind = fs.fat_kind();
-        let g = fs.geo.clone();
-        // Every FAT copy: the new file's first cluster becomes the end of
-        // its chain.
-        tamper(move |w| {
-            let first = w
-                .iter()
-                .filter(|(o, b)| *o >= g.data_start * u64::from(g.bps) && b[..16] == [0x5A; 16])
-                .map(|(o, _)| ((o - g.data_start * u64::from(g.bps)) / u64::from(g.cs)) as u32 + 2)
-                .min()
-                .unwrap();
-            let mut hit = 0;
-            for k in 0..g.nfats {
-                let fat = g.fat_offset(k);
-                for (o, b) in w
-                    .iter_mut()
-                    .filter(|(o, _)| *o >= fat && *o < fat + g.fat_bytes())
-                {
-                    let at = fat
-                        + match kind {
-                            FatKind::Fat12 => u64::from(first) * 3 / 2,
-                            FatKind::Fat16 => u64::from(first) * 2,
-                            FatKind::Fat32 => u64::from(first) * 4,
-                        };
-                    if at < *o || at + 2 > *o + b.len() as u64 {
-                        continue;
-                    }
-                    let i = (at - *o) as usize;
-                    match kind {
-                        FatKind::Fat12 if first & 1 == 1 => {
-                            b[i] |= 0xF0;
-                            b[i + 1] = 0xFF;
-                        }
-                        FatKind::Fat12 => {
-                            b[i] = 0xFF;
-                            b[i + 1] |= 0x0F;
-                        }
-                        FatKind::Fat16 => b[i..i + 2].copy_from_slice(&[0xFF, 0xFF]),
-                        FatKind::Fat32 => b[i..i + 4].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0x0F]),
-                    }
-                    hit += 1;
-                }
-            }
-            assert_eq!(hit, g.nfats);
-        });
+        let data = vec![0x5A; 4 * fs.cluster_size() as usize];
+        // The new file's first cluster becomes the end of its chain.
+        tamper(relink_first(fs.geo.clone(), fs.geo.kind.eoc()));
         let r = fs.create_file(&gp("/chain.bin"), &data, &NewAttrs::default());
         refused(r, "/chain.bin", "ends early", &dev, &before);
+    }
+}
+
+/// A chain linking to cluster 1 makes fatfs 0.3.6 compute `1 - 2` for the
+/// next cluster's sector: a panic with debug assertions (caught by the
+/// guard and refused), a wrapped offset without (other bytes read, refused
+/// as differing). Either way nothing is written.
+#[test]
+fn fatfs_panic_is_a_refusal() {
+    for (bits, kb, extra) in FLAVOURS {
+        let before = image(bits, kb, extra);
+        let (dev, mut fs) = open(before.clone());
+        let data = vec![0x5A; 4 * fs.cluster_size() as usize];
+        tamper(relink_first(fs.geo.clone(), 1));
+        let r = fs.create_file(&gp("/chain.bin"), &data, &NewAttrs::default());
+        let what = if cfg!(debug_assertions) {
+            "panicked"
+        } else {
+            ""
+        };
+        refused(r, "/chain.bin", what, &dev, &before);
     }
 }
 
@@ -323,6 +344,24 @@ fn fatfs_blind_spot_is_named_and_skipped() {
     };
     let e = c.run(&[]).unwrap_err();
     assert!(e.to_string().contains("cannot mount"), "{e}");
+
+    // FAT16 with the 32-bit total sector count also set (to the same
+    // count); FAT32 without a backup boot sector (0xFFFF).
+    let mut fat16 = image(16, 20 * 1024, &[]);
+    let tot16 = u32::from(u16::from_le_bytes([fat16[19], fat16[20]]));
+    fat16[32..36].copy_from_slice(&tot16.to_le_bytes());
+    let mut fat32 = image(32, 40 * 1024, &[]);
+    fat32[50..52].copy_from_slice(&[0xFF, 0xFF]);
+    for (bytes, why) in [
+        (fat16, "total sector counts"),
+        (fat32, "backup boot sector"),
+    ] {
+        let (_dev, mut fs) = open(bytes);
+        let gap = fs.independent_check_gap().unwrap().unwrap();
+        assert!(gap.contains(why), "{gap}");
+        fs.replace_file(&gp("/y.txt"), b"written\n").unwrap();
+        assert_eq!(fs.read_file(&gp("/y.txt"), 100).unwrap(), b"written\n");
+    }
 }
 
 /// The cost of the read-back on a 20 MiB file replaced on a 512 MiB FAT32

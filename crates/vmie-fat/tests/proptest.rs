@@ -31,6 +31,10 @@ const NAMES: &[&str] = &[
     "MiXeD.Ext",
     ".hidden name",
     "Ünïcödé long name with many characters in it.bin",
+    // Long names filling their last long-name slot exactly (13 and 26
+    // UTF-16 units: no terminator).
+    "Thirteen.char",
+    "Twenty-six characters.abcd",
 ];
 
 #[derive(Debug, Clone)]
