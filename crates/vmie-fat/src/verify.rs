@@ -24,7 +24,7 @@
 //!   accepts are its blind spots ([`blind_spot`]): there the read-back is
 //!   skipped, and [`crate::FatFs::independent_check_gap`] says why.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -296,25 +296,26 @@ impl Check<'_> {
 
     /// Mount the staged volume with fatfs and check every expectation.
     pub fn run(&self, expects: &[Expect<'_>]) -> Result<(), FsError> {
-        let first = expects
-            .first()
-            .map_or_else(|| "/".to_string(), |e| e.path.to_string());
+        // The path being checked when fatfs panics (the boot sector while
+        // mounting).
+        let at = RefCell::new("boot sector (offset 0)".to_string());
         let caught = vmie_disk::guard::catch(
             || {
                 format!(
-                    "{}: self-check of {first} through the fatfs crate",
-                    self.loc
+                    "{}: self-check of {} through the fatfs crate",
+                    self.loc,
+                    at.borrow()
                 )
             },
-            || self.run_inner(expects),
+            || self.run_inner(expects, &at),
         );
         match caught {
             Ok(r) => r,
-            Err(p) => Err(self.bad(&first, format!("fatfs panicked: {}", p.message))),
+            Err(p) => Err(self.bad(&at.borrow(), format!("fatfs panicked: {}", p.message))),
         }
     }
 
-    fn run_inner(&self, expects: &[Expect<'_>]) -> Result<(), FsError> {
+    fn run_inner(&self, expects: &[Expect<'_>], at: &RefCell<String>) -> Result<(), FsError> {
         #[cfg(test)]
         let t0 = std::time::Instant::now();
         let spent = Cell::new(0);
@@ -330,6 +331,7 @@ impl Check<'_> {
             let fs: Fs<'_> = fatfs::FileSystem::new(view, fatfs::FsOptions::new())
                 .map_err(|e| self.bad("boot sector (offset 0)", format!("cannot mount: {e}")))?;
             for e in expects {
+                *at.borrow_mut() = e.path.to_string();
                 self.one(&fs, e)?;
             }
             Ok(())
@@ -443,26 +445,38 @@ impl Check<'_> {
                 format!("listed with {} bytes, {size} were written", x.len()),
             ));
         }
-        let mut got = Vec::with_capacity(head.len());
-        x.to_file()
-            .take(head.len() as u64)
-            .read_to_end(&mut got)
-            .map_err(|e| self.bad(shown, format!("cannot read the file: {e}")))?;
-        if got.len() != head.len() {
-            return Err(self.bad(
-                shown,
-                format!(
-                    "read {} bytes, {} expected: the cluster chain ends early",
-                    got.len(),
-                    head.len()
-                ),
-            ));
-        }
-        if let Some(i) = got.iter().zip(head).position(|(a, b)| a != b) {
-            return Err(self.bad(
-                shown,
-                format!("the contents differ from what was written, first at byte {i}"),
-            ));
+        // Compared a piece at a time: no second copy of a large file.
+        let mut f = x.to_file();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut done = 0;
+        while done < head.len() {
+            let want = (head.len() - done).min(buf.len());
+            let n = f
+                .read(&mut buf[..want])
+                .map_err(|e| self.bad(shown, format!("cannot read the file: {e}")))?;
+            if n == 0 {
+                return Err(self.bad(
+                    shown,
+                    format!(
+                        "read {done} bytes, {} expected: the cluster chain ends early",
+                        head.len()
+                    ),
+                ));
+            }
+            if let Some(i) = buf[..n]
+                .iter()
+                .zip(&head[done..done + n])
+                .position(|(a, b)| a != b)
+            {
+                return Err(self.bad(
+                    shown,
+                    format!(
+                        "the contents differ from what was written, first at byte {}",
+                        done + i
+                    ),
+                ));
+            }
+            done += n;
         }
         Ok(())
     }
