@@ -14,6 +14,14 @@
 //!   disagree in any FAT chunk the operation reads or changes (checked as
 //!   each chunk is loaded); every FAT copy is written, and FAT32's FSInfo
 //!   free count and next-free hint are kept (left unknown when unknown).
+//! - Every write is read back before it reaches the device through a reader
+//!   that is not ours (the `verify` module): the staged bytes laid over the
+//!   device are mounted read-only with the `fatfs` crate, and each path the
+//!   operation touched must read back as written (contents, long name in
+//!   its parent's listing, a directory that lists, a name that is gone).
+//!   A disagreement or a panic in fatfs refuses the operation and nothing
+//!   is written. Geometries fatfs cannot mount are named by
+//!   [`FatFs::independent_check_gap`] and written with our checks only.
 //! - Names: see the `name` module. Metadata: mode 0o755 for directories, 0o644 for
 //!   files, 0o444 with the read-only attribute; the inode number is the
 //!   byte offset of the short entry on the volume (1 for the root); times
@@ -24,6 +32,7 @@ mod bpb;
 mod dir;
 mod name;
 mod tx;
+mod verify;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,6 +45,7 @@ use vmie_guestfs::{
 pub use bpb::FatKind;
 use dir::Entry;
 use tx::Tx;
+use verify::{Expect, Want};
 
 /// A FAT volume.
 pub struct FatFs {
@@ -111,6 +121,18 @@ impl FatFs {
     /// Number of data clusters.
     pub fn cluster_count(&self) -> u32 {
         self.geo.clusters
+    }
+
+    /// Why writes to this volume are not read back through the independent
+    /// fatfs reader, if they are not: a geometry FAT allows that fatfs
+    /// 0.3.6 cannot mount (both total sector counts set; on FAT32 a backup
+    /// boot or FSInfo sector outside the reserved sectors, or an FSInfo
+    /// sector without its signatures). `None`: every write is read back.
+    pub fn independent_check_gap(&self) -> Result<Option<String>, FsError> {
+        let mut bs = vec![0u8; 512];
+        self.dev.read_at(0, &mut bs)?;
+        let fsinfo = tx::read_fsinfo(&self.geo, &*self.dev)?;
+        Ok(verify::blind_spot(&self.geo, &bs, fsinfo.is_some()))
     }
 
     /// Bytes of the volume, from the boot sector.
@@ -382,7 +404,11 @@ impl GuestFs for FatFs {
         dir::stamp(&mut raw, tx.now, false);
         raw[11] |= dir::ATTR_ARCHIVE;
         tx.put_slot(f.parent, e.slot, &raw, &path.parent().to_string())?;
-        tx.commit()
+        tx.commit(&[Expect {
+            path,
+            listed: Some(e.name.clone()),
+            want: Want::Bytes(data),
+        }])
     }
 
     fn create_file(
@@ -405,7 +431,7 @@ impl GuestFs for FatFs {
         dir::set_size(&mut raw, size);
         let ents = self.named_entries(&mut tx, parent, path, "create_file", raw)?;
         tx.insert(parent, &ents, &path.parent().to_string())?;
-        tx.commit()
+        tx.commit(&[Expect::new(path, Want::Bytes(data))])
     }
 
     fn mkdir(&mut self, path: &GuestPath, attrs: &NewAttrs) -> Result<(), FsError> {
@@ -431,7 +457,7 @@ impl GuestFs for FatFs {
         dir::set_cluster(&mut raw, c, kind);
         let ents = self.named_entries(&mut tx, parent, path, "mkdir", raw)?;
         tx.insert(parent, &ents, &path.parent().to_string())?;
-        tx.commit()
+        tx.commit(&[Expect::new(path, Want::Dir)])
     }
 
     fn rename(&mut self, from: &GuestPath, to: &GuestPath) -> Result<(), FsError> {
@@ -502,7 +528,39 @@ impl GuestFs for FatFs {
                 }
             }
         }
-        tx.commit()
+        let to_want = if src_key.is_some() {
+            Want::Dir
+        } else {
+            // The file's clusters are not touched: its size and first
+            // cluster (as our reader reads it) are compared.
+            let size = u64::from(se.size());
+            let n = size.min(u64::from(self.geo.cs)) as usize;
+            let head = if n == 0 {
+                Vec::new()
+            } else {
+                let first = se.cluster(kind);
+                if !self.geo.valid_cluster(first) {
+                    return Err(tx.corrupt(
+                        from.to_string(),
+                        format!("first cluster {first} outside the data area"),
+                    ));
+                }
+                tx.read_data(&[first], n)?
+            };
+            Want::Head { size, head }
+        };
+        let mut expect = vec![Expect::new(to, to_want)];
+        // A rename that only changes the case of the name leaves an entry
+        // that matches the old name.
+        let same_name = sf.parent == df.parent
+            && name::eq_ci(
+                &String::from_utf8_lossy(from.file_name().unwrap_or_default()),
+                &String::from_utf8_lossy(to.file_name().unwrap_or_default()),
+            );
+        if !same_name {
+            expect.push(Expect::new(from, Want::Gone));
+        }
+        tx.commit(&expect)
     }
 
     fn remove(&mut self, path: &GuestPath) -> Result<(), FsError> {
@@ -533,6 +591,6 @@ impl GuestFs for FatFs {
         };
         tx.free(&ch)?;
         tx.delete_slots(f.parent, &e, &path.parent().to_string())?;
-        tx.commit()
+        tx.commit(&[Expect::new(path, Want::Gone)])
     }
 }

@@ -4,7 +4,8 @@
 //! copy as it loads it), directories are read whole into memory, and every
 //! change (FAT entries, directory slots, file clusters, FSInfo) is staged
 //! here. [`Tx::commit`] writes them only after the whole operation
-//! succeeded, so a refusal or NoSpace writes nothing.
+//! succeeded and the fatfs crate read the staged result back as expected
+//! (`verify`), so a refusal, a NoSpace or a disagreement writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +14,7 @@ use vmie_guestfs::{FsError, GuestPath, Timestamp};
 
 use crate::bpb::{FatKind, Geo};
 use crate::dir::{self, Entry, DIR_MAX_BYTES};
+use crate::verify::{self, Expect};
 
 /// FAT bytes are cached in chunks of this size.
 const CHUNK: u64 = 4096;
@@ -57,7 +59,38 @@ pub(crate) struct Tx<'a> {
     last_alloc: Option<u32>,
     /// The FSInfo sector, when it is valid.
     fsinfo: Option<Vec<u8>>,
+    /// Why the independent read-back cannot run on this volume, if it
+    /// cannot (see `verify::blind_spot`).
+    gap: Option<String>,
     pub now: Timestamp,
+}
+
+/// The FSInfo sector of a FAT32 volume when it carries its three
+/// signatures.
+pub(crate) fn read_fsinfo(g: &Geo, dev: &dyn Device) -> Result<Option<Vec<u8>>, FsError> {
+    let Some(s) = g.fsinfo else {
+        return Ok(None);
+    };
+    let mut b = vec![0u8; g.bps as usize];
+    dev.read_at(s * u64::from(g.bps), &mut b)?;
+    let le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    if le(0) == 0x4161_5252 && le(484) == 0x6141_7272 && le(508) == 0xAA55_0000 {
+        Ok(Some(b))
+    } else {
+        Ok(None)
+    }
+}
+
+/// A test hook's change to the staged writes.
+#[cfg(test)]
+pub(crate) type Tamper = Box<dyn FnOnce(&mut Vec<(u64, Vec<u8>)>)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: changes the staged writes between the writer and the
+    /// independent read-back, to prove the read-back refuses.
+    pub(crate) static TAMPER: std::cell::RefCell<Option<Tamper>> =
+        std::cell::RefCell::new(None);
 }
 
 impl<'a> Tx<'a> {
@@ -94,6 +127,7 @@ impl<'a> Tx<'a> {
             freed: 0,
             last_alloc: None,
             fsinfo: None,
+            gap: None,
             now: Timestamp::default(),
         }
     }
@@ -144,18 +178,14 @@ impl<'a> Tx<'a> {
                 "the volume recorded a disk error (FAT[1] = {f1:#x}, hard-error bit clear): run fsck.fat first"
             )));
         }
-        if let Some(s) = g.fsinfo {
-            let mut b = vec![0u8; g.bps as usize];
-            dev.read_at(s * u64::from(g.bps), &mut b)?;
-            let le = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-            if le(0) == 0x4161_5252 && le(484) == 0x6141_7272 && le(508) == 0xAA55_0000 {
-                let next = le(492);
-                if g.valid_cluster(next) {
-                    tx.hint = next;
-                }
-                tx.fsinfo = Some(b);
+        if let Some(b) = read_fsinfo(g, dev)? {
+            let next = u32::from_le_bytes([b[492], b[493], b[494], b[495]]);
+            if g.valid_cluster(next) {
+                tx.hint = next;
             }
+            tx.fsinfo = Some(b);
         }
+        tx.gap = verify::blind_spot(g, &bs, tx.fsinfo.is_some());
         Ok(tx)
     }
 
@@ -693,13 +723,12 @@ impl<'a> Tx<'a> {
 
     // ---- commit ----
 
-    /// Write everything staged: file clusters, changed directory sectors,
-    /// every FAT copy's changed chunks, FSInfo.
-    pub fn commit(self) -> Result<(), FsError> {
+    /// Everything staged, as (offset, bytes) in the order it is written:
+    /// file clusters, changed directory sectors, every FAT copy's changed
+    /// chunks, FSInfo.
+    fn plan(&mut self) -> Vec<(u64, Vec<u8>)> {
         let g = self.g;
-        for (off, b) in &self.data {
-            self.dev.write_at(*off, b)?;
-        }
+        let mut out: Vec<(u64, Vec<u8>)> = std::mem::take(&mut self.data).into_iter().collect();
         let bps = g.bps as usize;
         let cs = g.cs as usize;
         for d in self.dirs.values() {
@@ -714,18 +743,19 @@ impl<'a> Tx<'a> {
                     let c = d.clusters[at / cs];
                     g.cluster_offset(c) + (at % cs) as u64
                 };
-                self.dev.write_at(off, piece)?;
+                out.push((off, piece.to_vec()));
             }
         }
         for &i in &self.fat_dirty {
             if let Some(b) = self.fat.get(&i) {
                 for k in 0..g.nfats {
-                    self.dev.write_at(g.fat_offset(k) + i * CHUNK, b)?;
+                    out.push((g.fat_offset(k) + i * CHUNK, b.clone()));
                 }
             }
         }
-        if let (Some(mut b), Some(s)) = (self.fsinfo, g.fsinfo) {
+        if let (Some(b), Some(s)) = (&self.fsinfo, g.fsinfo) {
             if self.allocated != 0 || self.freed != 0 {
+                let mut b = b.clone();
                 let orig = b.clone();
                 let le =
                     |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -743,9 +773,37 @@ impl<'a> Tx<'a> {
                     }
                 }
                 if b != orig {
-                    self.dev.write_at(s * u64::from(g.bps), &b)?;
+                    out.push((s * u64::from(g.bps), b));
                 }
             }
+        }
+        out
+    }
+
+    /// Read the staged result back through the fatfs crate (every path in
+    /// `expect`), then write everything staged. A disagreement writes
+    /// nothing.
+    pub fn commit(mut self, expect: &[Expect<'_>]) -> Result<(), FsError> {
+        #[allow(unused_mut)]
+        let mut writes = self.plan();
+        #[cfg(test)]
+        if let Some(f) = TAMPER.with(|t| t.borrow_mut().take()) {
+            f(&mut writes);
+        }
+        let staged = verify::index(&writes, self.loc)?;
+        if self.gap.is_none() {
+            let dir_bytes: u64 = self.dirs.values().map(|d| d.bytes.len() as u64).sum();
+            let check = verify::Check {
+                dev: self.dev,
+                loc: self.loc,
+                staged: &staged,
+                budget: verify::budget(expect, dir_bytes, self.g.cs),
+                max_entries: self.max_entries,
+            };
+            check.run(expect)?;
+        }
+        for (off, b) in &writes {
+            self.dev.write_at(*off, b)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Hostile volumes: chains that loop or leave the volume, bad BPBs, a
-//! directory chain that loops, truncated images, random corruption. Each
-//! gives a clean error in bounded time, and a refused write leaves the
-//! device bytes unchanged.
+//! directory chain that loops, truncated images, random corruption, an
+//! FSInfo sector with absurd counts. Each gives a clean error in bounded
+//! time, and a refused write leaves the device bytes unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -70,6 +70,16 @@ impl G {
             }
         }
         panic!("{name:?} not found");
+    }
+    /// Data clusters of the volume.
+    fn cluster_count(&self, b: &[u8]) -> u32 {
+        let tot16 = u16::from_le_bytes([b[19], b[20]]) as usize;
+        let total = if tot16 != 0 {
+            tot16
+        } else {
+            u32::from_le_bytes([b[32], b[33], b[34], b[35]]) as usize
+        };
+        ((total * self.bps - self.data()) / (self.spc * self.bps)) as u32
     }
     fn root(&self) -> usize {
         if self.bits == 32 {
@@ -173,6 +183,22 @@ fn directory_chain_loop() {
         "create in looping dir",
     );
     corrupt(fs.remove(&GuestPath::from("/DIR")), "remove looping dir");
+    corrupt(
+        fs.mkdir(&GuestPath::from("/DIR/sub"), &NewAttrs::default()),
+        "mkdir in looping dir",
+    );
+    corrupt(
+        fs.replace_file(&GuestPath::from("/DIR/file number 39"), b"y"),
+        "replace in looping dir",
+    );
+    assert!(dev.contents() == before);
+    fs.create_file(&GuestPath::from("/top"), b"t", &NewAttrs::default())
+        .unwrap();
+    let before = dev.contents();
+    corrupt(
+        fs.rename(&GuestPath::from("/top"), &GuestPath::from("/DIR/top")),
+        "rename into looping dir",
+    );
     assert!(dev.contents() == before);
     // The root still reads.
     assert!(fs.read_dir(&GuestPath::root()).is_ok());
@@ -358,4 +384,63 @@ fn random_corruption_never_panics() {
         opened > cases / 4,
         "only {opened} of {cases} corrupted volumes opened"
     );
+}
+
+/// FSInfo's counts are hints (Microsoft's specification; Linux and fsck.fat
+/// recompute them): absurd ones are not carried into what we write. A free
+/// count larger than the volume, or smaller than what a write allocates,
+/// becomes "unknown" (0xFFFFFFFF); a next-free hint outside the data area
+/// is not followed and is replaced by the last cluster allocated. The
+/// writes go through, fsck.fat -n is clean and the fatfs crate mounts the
+/// result.
+#[test]
+fn fsinfo_with_absurd_counts() {
+    let le = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    for (free, next) in [(0xFFFF_FFF0u32, 0x0FFF_FFF0u32), (3, 1), (0, 0xFFFF_FFFE)] {
+        let img = mkfs(32, 40_000, &[]);
+        let mut b = img.bytes();
+        let g = geo(&b, 32);
+        let fsi = u16::from_le_bytes([b[48], b[49]]) as usize * g.bps;
+        b[fsi + 488..fsi + 492].copy_from_slice(&free.to_le_bytes());
+        b[fsi + 492..fsi + 496].copy_from_slice(&next.to_le_bytes());
+        std::fs::write(&img.path, &b).unwrap();
+        let mut s = open(&img.path);
+        assert_eq!(s.fs.independent_check_gap().unwrap(), None);
+        s.fs.create_file(&gp("/big.bin"), &pattern(20_000, 5), &NewAttrs::default())
+            .unwrap();
+        s.commit();
+        let after = img.bytes();
+        let new_free = le(&after, fsi + 488);
+        let new_next = le(&after, fsi + 492);
+        assert_eq!(
+            new_free, 0xFFFF_FFFF,
+            "free count {free:#x} -> {new_free:#x}"
+        );
+        assert!(
+            (2..=g.cluster_count(&after) + 1).contains(&new_next),
+            "next free {next:#x} -> {new_next:#x}"
+        );
+        // fsck.fat -n: clean but for its note that the free count is
+        // unknown, which FAT allows.
+        let out = std::process::Command::new("fsck.fat")
+            .arg("-n")
+            .arg(&img.path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let complaints: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !l.starts_with("fsck.fat ")
+                    && !l.contains(" files, ")
+                    && !l.starts_with("Free cluster summary uninitialized")
+            })
+            .collect();
+        assert!(out.status.success() && complaints.is_empty(), "{text}");
+        assert_eq!(
+            fatfs_tree(&img.path).get("/big.bin"),
+            Some(&Some(pattern(20_000, 5)))
+        );
+    }
 }

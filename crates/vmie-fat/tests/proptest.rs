@@ -5,7 +5,7 @@
 //! accepted where space may run out) and a failed operation must leave the
 //! overlay empty. After each sequence: `fsck.fat -n` is clean, `mdir -/`
 //! lists exactly the model's paths, and every file read back by mtools
-//! equals the model.
+//! equals the model; the fatfs crate reads the same tree and contents.
 //!
 //! 24 sequences per FAT type by default; `VMIE_PROPTEST_CASES=N` (or
 //! `PROPTEST_CASES=N`) sets the count per type.
@@ -31,6 +31,10 @@ const NAMES: &[&str] = &[
     "MiXeD.Ext",
     ".hidden name",
     "Ünïcödé long name with many characters in it.bin",
+    // Long names filling their last long-name slot exactly (13 and 26
+    // UTF-16 units: no terminator).
+    "Thirteen.char",
+    "Twenty-six characters.abcd",
 ];
 
 #[derive(Debug, Clone)]
@@ -276,6 +280,19 @@ fn run_case(tpl: &Img, initial: &Model, ops: &[Op]) -> Result<(), TestCaseError>
                 format!("mtools reads other bytes in {p}")
             })?;
         }
+    }
+    // The fatfs crate, a third reader, sees exactly the model: names,
+    // kinds and contents.
+    let ff = fatfs_tree(&img.path);
+    let ff_paths: Vec<&String> = ff.keys().collect();
+    let m_paths: Vec<&String> = m.keys().collect();
+    check(ff_paths == m_paths, || {
+        format!("fatfs lists {ff_paths:?}, the model {m_paths:?}")
+    })?;
+    for (p, v) in &m {
+        check(ff.get(p) == Some(v), || {
+            format!("fatfs reads {p} otherwise than the model")
+        })?;
     }
     Ok(())
 }

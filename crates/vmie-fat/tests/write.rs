@@ -47,6 +47,14 @@ fn check_model(img: &Img, files: &BTreeMap<String, Vec<u8>>) {
     for (p, d) in files {
         assert_eq!(&s.fs.read(p).unwrap(), d, "we read {p}");
     }
+    let ff = fatfs_tree(&img.path);
+    for (p, d) in files {
+        assert_eq!(
+            ff.get(p),
+            Some(&Some(d.clone())),
+            "the fatfs crate reads {p}"
+        );
+    }
 }
 
 fn all_ops(bits: u32, kb: u64, args: &[&str]) {

@@ -309,3 +309,39 @@ pub fn populated(bits: u32, kb: u64, args: &[&str]) -> (Img, BTreeMap<String, Ve
     fsck(&img.path);
     (img, files)
 }
+
+/// Every path under the root as the fatfs crate reads the image file
+/// (directories with a trailing `/`, long names), each file with its
+/// contents; `.`/`..` skipped. A reader independent of ours and of mtools.
+pub fn fatfs_tree(img: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    use std::io::Read;
+    // Opened read-only: a write attempt by fatfs would fail.
+    let file = std::fs::File::open(img).unwrap();
+    let fs = fatfs::FileSystem::new(file, fatfs::FsOptions::new())
+        .unwrap_or_else(|e| panic!("fatfs cannot mount {}: {e}", img.display()));
+    let mut out = BTreeMap::new();
+    let mut todo = vec![(String::new(), fs.root_dir())];
+    while let Some((prefix, dir)) = todo.pop() {
+        for e in dir.iter() {
+            let e = e.unwrap_or_else(|err| panic!("fatfs lists {prefix}/: {err}"));
+            let name = e.file_name();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let p = format!("{prefix}/{name}");
+            if e.is_dir() {
+                out.insert(p.clone(), None);
+                todo.push((p, e.to_dir()));
+            } else {
+                let mut d = Vec::new();
+                e.to_file()
+                    .read_to_end(&mut d)
+                    .unwrap_or_else(|err| panic!("fatfs reads {p}: {err}"));
+                assert_eq!(d.len() as u64, e.len(), "fatfs: {p} size");
+                out.insert(p, Some(d));
+            }
+        }
+    }
+    assert!(out.len() < 100_000, "runaway tree");
+    out
+}
