@@ -322,6 +322,101 @@ fn hostile_strings_are_escaped_and_still_validate() {
     check_linux(&img);
 }
 
+/// A usr-merged root whose `/usr` is another, read-only filesystem (the
+/// layout of image-based distributions): on the root alone `/bin` is a
+/// dangling `usr/bin` symlink and there is no `/etc/os-release`; the root is
+/// still found (libguestfs accepts the symlink too), `/usr` is mounted from
+/// fstab, and the release comes from `/usr/lib/os-release`.
+#[test]
+fn a_usr_merged_root_with_a_separate_read_only_usr() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let usr = dir.path().join("usr");
+    for d in [
+        root.join("etc"),
+        root.join("usr"),
+        usr.join("lib"),
+        usr.join("bin"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    std::os::unix::fs::symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "usrsplit\n").unwrap();
+    std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    std::fs::write(
+        root.join("etc/fstab"),
+        "UUID=6b3c1a56-0d0f-4f4c-9a55-1e2a6b0c0001 / ext4 defaults 0 1\n\
+         UUID=6b3c1a56-0d0f-4f4c-9a55-1e2a6b0c0002 /usr ext4 ro 0 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        usr.join("lib/os-release"),
+        "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=39\nPRETTY_NAME=\"Fedora Linux 39\"\n",
+    )
+    .unwrap();
+    let mkfs = |tree: &Path, uuid: &str, out: &Path| {
+        std::fs::File::create(out)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let o = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-U", uuid, "-d"])
+            .arg(tree)
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let rootfs = dir.path().join("root.ext4");
+    let usrfs = dir.path().join("usr.ext4");
+    mkfs(&root, "6b3c1a56-0d0f-4f4c-9a55-1e2a6b0c0001", &rootfs);
+    mkfs(&usr, "6b3c1a56-0d0f-4f4c-9a55-1e2a6b0c0002", &usrfs);
+    let img = dir.path().join("usrsplit.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(34 << 20)
+        .unwrap();
+    let mut sf = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        sf.stdin
+            .take()
+            .unwrap()
+            .write_all(b"start=2048, size=32768, type=83\nstart=34816, size=32768, type=83\n")
+            .unwrap();
+    }
+    assert!(sf.wait().unwrap().success());
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    for (src, at) in [(&rootfs, 1u64 << 20), (&usrfs, 17u64 << 20)] {
+        std::os::unix::fs::FileExt::write_all_at(&f, &std::fs::read(src).unwrap(), at).unwrap();
+    }
+    drop(f);
+    let doc = json_of(&img);
+    let os = &doc["operating_systems"][0];
+    assert_eq!(os["distro"], "fedora", "{doc:#}");
+    assert_eq!(os["major_version"], 39);
+    assert_eq!(os["product_name"], "Fedora Linux 39");
+    assert_eq!(os["hostname"], "usrsplit");
+    let xml = xml_of(&img);
+    validate(&xml, "usr-split guest");
+    let mut mps = with_attr(&xml, "mountpoint");
+    mps.sort();
+    assert_eq!(
+        mps,
+        [
+            ("/dev/sda1".to_string(), "/".to_string()),
+            ("/dev/sda2".to_string(), "/usr".to_string())
+        ]
+    );
+    check_linux(&img);
+}
+
 #[test]
 fn only_inspect_takes_xml() {
     let img = fixture("demo");

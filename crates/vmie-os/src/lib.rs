@@ -72,7 +72,7 @@ pub use release::{parse_os_release, DistroInfo};
 pub use services::{Agents, SshInfo};
 
 use serde::Serialize;
-use vmie_guestfs::{GuestFs, GuestFsExt};
+use vmie_guestfs::{GuestFs, GuestFsExt, GuestPath};
 
 /// Bounds for inspecting a hostile guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,9 +159,18 @@ pub struct LinuxInfo {
     pub warnings: Vec<String>,
 }
 
-/// Whether `fs` looks like a Linux root: it has `/etc`, `/bin` (possibly a
-/// usr-merge symlink to `usr/bin`), and `/etc/fstab` or `/etc/hosts`.
+/// Whether `fs` looks like a Linux root: it has `/etc`, `/bin` (a directory,
+/// or the usr-merge symlink to `usr/bin` even when `/usr` is another
+/// filesystem, as libguestfs accepts it), and `/etc/fstab` or `/etc/hosts`.
 pub fn is_linux_root(fs: &dyn GuestFs) -> bool {
+    let usr_merge = || {
+        let p = GuestPath::from("/bin");
+        fs.symlink_metadata(&p)
+            .is_ok_and(|m| m.file_type == vmie_guestfs::FileType::Symlink)
+            && fs
+                .read_link(&p)
+                .is_ok_and(|t| t == b"usr/bin" || t == b"/usr/bin")
+    };
     let dir = |p: &str| {
         fs.metadata(p)
             .map(|(_, m)| m.file_type == vmie_guestfs::FileType::Directory)
@@ -172,7 +181,7 @@ pub fn is_linux_root(fs: &dyn GuestFs) -> bool {
             .map(|(_, m)| m.file_type == vmie_guestfs::FileType::Regular)
             .unwrap_or(false)
     };
-    dir("/etc") && dir("/bin") && (file("/etc/fstab") || file("/etc/hosts"))
+    dir("/etc") && (dir("/bin") || usr_merge()) && (file("/etc/fstab") || file("/etc/hosts"))
 }
 
 /// Inspect the Linux root filesystem `fs`.

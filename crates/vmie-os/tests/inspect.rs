@@ -597,6 +597,27 @@ fn systemd_boot_uefi() {
     );
 }
 
+/// A usr-merged root whose /usr is another filesystem: on the root alone
+/// `/bin` is a dangling symlink to `usr/bin`, and it is still a root (as
+/// libguestfs has it); another symlink is not.
+#[test]
+fn a_usr_merged_root_without_its_usr_is_a_root() {
+    let root = |target: &str| {
+        MemFs::new("root")
+            .with_dir("/etc")
+            .with_dir("/usr")
+            .with_symlink("/bin", target)
+            .with_file(
+                "/etc/fstab",
+                b"UUID=1 / ext4 defaults 0 1\nUUID=2 /usr ext4 ro 0 2\n",
+            )
+    };
+    assert!(is_linux_root(&root("usr/bin")));
+    assert!(is_linux_root(&root("/usr/bin")));
+    assert!(!is_linux_root(&root("usr/sbin")));
+    assert!(!is_linux_root(&root("/opt/bin")));
+}
+
 #[test]
 fn not_linux_and_hostile_guests() {
     assert!(!is_linux_root(&MemFs::new("empty")));
