@@ -1,0 +1,287 @@
+//! The AG btrees change shape under our writer: on a 1 KiB-block
+//! filesystem with thousands of small files (mkfs.xfs -p), removing every
+//! other file fragments the free space until the bnobt and cntbt grow past
+//! one level (leaf splits, a root split) and the finobt fills past one
+//! leaf; random create/replace/remove sequences then split and merge
+//! blocks and refill and trim the AGFL; removing everything coalesces the
+//! free space again until the trees shrink back (merges, root removal).
+//! After each stage xfs_repair -n is clean, the AGFL holds at least the
+//! kernel's minimum, xfs_db reads sampled files back through its own block
+//! map, and a fresh reader of ours sees exactly the expected tree. The
+//! heights are asserted from xfs_db, so the test cannot pass without the
+//! splits having happened.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use vmie_guestfs::{GuestFs, GuestPath, NewAttrs};
+
+fn gp(p: &str) -> GuestPath {
+    GuestPath::lexical(p.as_bytes())
+}
+
+const DIRS: usize = 100;
+const PER_DIR: usize = 80;
+
+fn name(d: usize, f: usize) -> String {
+    format!("d{d:03}/f{f:03}")
+}
+
+/// 8000 files of one or two blocks, in 100 leaf-form directories.
+fn many_small() -> BTreeMap<String, Node> {
+    let mut t = BTreeMap::new();
+    for d in 0..DIRS {
+        t.insert(
+            format!("d{d:03}"),
+            Node::Dir {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        );
+        for f in 0..PER_DIR {
+            let len = 300 + (d * 7 + f * 13) % 1500;
+            t.insert(name(d, f), regular(bytes((d * 1000 + f) as u64, len)));
+        }
+    }
+    t
+}
+
+/// One AG's tree heights and AGFL state as xfs_db prints them.
+#[derive(Debug, Clone, Copy, Default)]
+struct AgState {
+    bno: u64,
+    cnt: u64,
+    ino: u64,
+    fino: u64,
+    flcount: u64,
+    btreeblks: u64,
+}
+
+fn ag_state(img: &Path, agno: u64) -> AgState {
+    let o = xfs_db(
+        img,
+        false,
+        &[
+            &format!("agf {agno}"),
+            "print bnolevel cntlevel flcount btreeblks",
+            &format!("agi {agno}"),
+            "print level free_level",
+        ],
+    );
+    let f = |k: &str| -> u64 {
+        o.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap_or_else(|| panic!("{k} in {o}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    AgState {
+        bno: f("bnolevel"),
+        cnt: f("cntlevel"),
+        ino: f("level"),
+        fino: f("free_level"),
+        flcount: f("flcount"),
+        btreeblks: f("btreeblks"),
+    }
+}
+
+fn states(img: &Path) -> Vec<AgState> {
+    (0..2).map(|a| ag_state(img, a)).collect()
+}
+
+/// The kernel's AGFL minimum (xfs_alloc_min_freelist, no rmapbt) is at
+/// most 2 * (level + 1) - 2 per free-space tree; the AGFL must hold it.
+fn assert_agfl(img: &Path, what: &str) {
+    for (a, s) in states(img).iter().enumerate() {
+        let need = 2 * (s.bno + 1) - 2 + 2 * (s.cnt + 1) - 2;
+        assert!(
+            s.flcount >= need,
+            "{what}: AG {a} AGFL holds {} < {need} ({s:?})",
+            s.flcount
+        );
+    }
+}
+
+/// xfs_repair -n clean, the AGFL full enough, a sample read back by
+/// xfs_db, and everything by a fresh reader of ours.
+fn check(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
+    assert_clean(img, what);
+    assert_agfl(img, what);
+    for (k, n) in want.iter().step_by(331) {
+        if let Node::File { data, .. } = n {
+            assert!(
+                xfs_db_read(img, &format!("/{k}")) == *data,
+                "{what}: xfs_db reads /{k}"
+            );
+        }
+    }
+    let (_, fs) = open(img);
+    assert_eq!(compare(&fs, want), want.len(), "{what}: compared");
+}
+
+/// A small deterministic generator.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn shape_changes(profile: &str, args: &[&str]) {
+    let t = many_small();
+    let root = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, root.path());
+    let mut a = vec!["-b", "size=1024", "-d", "agcount=2"];
+    a.extend_from_slice(args);
+    let img = mkfs(&a, 300, Some(&proto));
+    let mut want = t;
+    let before = states(&img.path);
+    eprintln!("{profile}: after mkfs {before:?}");
+    assert!(
+        before.iter().all(|s| s.bno == 1 && s.cnt == 1),
+        "{profile}: mkfs already made multi-level free-space trees: {before:?}"
+    );
+    assert!(
+        before.iter().all(|s| s.ino > 1),
+        "{profile}: the inobt should start with two levels: {before:?}"
+    );
+
+    // 1. Every other file goes: one-block holes everywhere.
+    let (ov, mut fs) = over(&img.path);
+    for d in 0..DIRS {
+        for f in (0..PER_DIR).step_by(2) {
+            let k = name(d, f);
+            fs.remove(&gp(&format!("/{k}")))
+                .unwrap_or_else(|e| panic!("{profile}: remove {k}: {e}"));
+            want.remove(&k);
+        }
+    }
+    drop(fs);
+    commit(&ov, &img.path);
+    let grown = states(&img.path);
+    eprintln!("{profile}: after fragmenting {grown:?}");
+    assert!(
+        grown.iter().any(|s| s.bno > 1) && grown.iter().any(|s| s.cnt > 1),
+        "{profile}: the free-space trees did not grow: {grown:?}"
+    );
+    if args.iter().any(|a| a.contains("finobt=1")) {
+        assert!(
+            grown.iter().any(|s| s.fino > 1),
+            "{profile}: the finobt did not grow: {grown:?}"
+        );
+    }
+    check(&img.path, &want, &format!("{profile}: fragmented"));
+
+    // 2. Random creates, replaces and removes.
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut fresh = 0usize;
+    for round in 0..4 {
+        let (ov, mut fs) = over(&img.path);
+        for _ in 0..150 {
+            let d = rng.below(DIRS);
+            let f = rng.below(PER_DIR);
+            let k = name(d, f);
+            let p = gp(&format!("/{k}"));
+            let len = match rng.below(4) {
+                0 => 1 + rng.below(1024),
+                1 => 1024 + rng.below(4096),
+                2 => rng.below(20_000),
+                _ => rng.below(3000),
+            };
+            let data = bytes(rng.next(), len);
+            let exists = want.contains_key(&k);
+            let node = regular(data.clone());
+            let kept = if exists && rng.below(3) != 0 {
+                fs.remove(&p)
+                    .unwrap_or_else(|e| panic!("{profile}: remove {k}: {e}"));
+                None
+            } else if exists {
+                fs.replace_file(&p, &data)
+                    .unwrap_or_else(|e| panic!("{profile}: replace {k}: {e}"));
+                Some(node)
+            } else {
+                let attrs = NewAttrs {
+                    mode: 0o644,
+                    ..NewAttrs::default()
+                };
+                fs.create_file(&p, &data, &attrs)
+                    .unwrap_or_else(|e| panic!("{profile}: create {k}: {e}"));
+                fresh += 1;
+                Some(node)
+            };
+            match kept {
+                Some(n) => want.insert(k, n),
+                None => want.remove(&k),
+            };
+        }
+        drop(fs);
+        commit(&ov, &img.path);
+        check(
+            &img.path,
+            &want,
+            &format!("{profile}: random round {round}"),
+        );
+    }
+    eprintln!("{profile}: {fresh} files created; {:?}", states(&img.path));
+
+    // 3. Everything goes, the directories too: the free space coalesces
+    // (only the inode chunks, which stay, split it), blocks merge, roots
+    // are removed.
+    let (ov, mut fs) = over(&img.path);
+    let files: Vec<String> = want
+        .iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in files {
+        fs.remove(&gp(&format!("/{k}")))
+            .unwrap_or_else(|e| panic!("{profile}: remove {k}: {e}"));
+        want.remove(&k);
+    }
+    for d in 0..DIRS {
+        let k = format!("d{d:03}");
+        fs.remove(&gp(&format!("/{k}")))
+            .unwrap_or_else(|e| panic!("{profile}: rmdir {k}: {e}"));
+        want.remove(&k);
+    }
+    drop(fs);
+    commit(&ov, &img.path);
+    let shrunk = states(&img.path);
+    eprintln!("{profile}: after emptying {shrunk:?}");
+    assert!(
+        shrunk.iter().all(|s| s.bno == 1 && s.cnt == 1),
+        "{profile}: the free-space trees did not shrink back: {shrunk:?}"
+    );
+    let (peak, now): (u64, u64) = (
+        grown.iter().map(|s| s.btreeblks).sum(),
+        shrunk.iter().map(|s| s.btreeblks).sum(),
+    );
+    assert!(
+        peak >= 8 && now == 0,
+        "{profile}: free-space btree blocks {peak} -> {now}"
+    );
+    check(&img.path, &want, &format!("{profile}: emptied"));
+}
+
+#[test]
+fn free_space_and_inode_btrees_split_merge_v5() {
+    shape_changes("v5-finobt", &["-m", "crc=1,finobt=1,reflink=0,rmapbt=0"]);
+}
+
+#[test]
+fn free_space_and_inode_btrees_split_merge_v4() {
+    shape_changes("v4", &["-m", "crc=0"]);
+}
