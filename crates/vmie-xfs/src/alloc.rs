@@ -10,9 +10,11 @@
 
 use vmie_guestfs::FsError;
 
-use crate::be::{be32, be64, put32, put64};
+use crate::be::{be16, be32, be64, put32, put64};
 use crate::btree::{self, Bt, Source, BNO, CNT, FINO, INO, REFC};
-use crate::sb::{RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK};
+use crate::sb::{
+    INCOMPAT_SPINODES, RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT,
+};
 use crate::tx::Tx;
 use crate::Ctx;
 
@@ -321,17 +323,35 @@ fn outside_free(c: &Ctx, agno: u32, s: u32, l: u64) -> bool {
         || (fsb < ls + ll && ls < fsb + l)
 }
 
-/// Take the first `n` blocks of free extent (`s`, `l`): the bnobt record
-/// shrunk or removed, the cntbt record replaced, the AGF's free count and
-/// longest extent updated, and (`count_fd`) the superblock's free blocks.
+/// Take the first `n` blocks of free extent (`s`, `l`).
 fn take_raw(tx: &mut Tx, agno: u32, s: u32, l: u32, n: u32, count_fd: bool) -> Result<(), FsError> {
+    take_range(tx, agno, (s, l), s, n, count_fd)
+}
+
+/// Take blocks `at`..`at+n` out of free extent (`s`, `l`): the bnobt
+/// record shrunk, split or removed, the cntbt records replaced by the
+/// pieces left, the AGF's free count and longest extent updated, and
+/// (`count_fd`) the superblock's free blocks.
+fn take_range(
+    tx: &mut Tx,
+    agno: u32,
+    (s, l): (u32, u32),
+    at: u32,
+    n: u32,
+    count_fd: bool,
+) -> Result<(), FsError> {
     let c = tx.c;
     let (_, a) = agf(tx, agno)?;
     let mut bno = bt_from_agf(tx, agno, &a, false);
     let mut cnt = bt_from_agf(tx, agno, &a, true);
     // Never hand out the AG headers or the internal log, whatever the
     // trees say.
-    if n == 0 || n > l || outside_free(c, agno, s, u64::from(l)) {
+    let end = u64::from(s) + u64::from(l);
+    if n == 0
+        || at < s
+        || u64::from(at) + u64::from(n) > end
+        || outside_free(c, agno, s, u64::from(l))
+    {
         return Err(c.corrupt(
             &format!("free space of AG {agno}"),
             format!("free extent {s}+{l} overlaps the AG headers, the log or the AG end"),
@@ -349,19 +369,21 @@ fn take_raw(tx: &mut Tx, agno: u32, s: u32, l: u32, n: u32, count_fd: bool) -> R
             ));
         }
     }
-    if n == l {
-        bno.delete(tx, &mut AgSrc::bno(agno), u64::from(s), &old)?;
-    } else {
-        bno.update(tx, u64::from(s), &old, &btree::alloc_rec(s + n, l - n))?;
+    let left = (at > s).then(|| (s, at - s));
+    let rs = at + n;
+    let right = (u64::from(rs) < end).then(|| (rs, (end - u64::from(rs)) as u32));
+    let rec = btree::alloc_rec;
+    match (left, right) {
+        (Some((ls, ll)), _) => bno.update(tx, u64::from(s), &old, &rec(ls, ll))?,
+        (None, Some((rs, rl))) => bno.update(tx, u64::from(s), &old, &rec(rs, rl))?,
+        (None, None) => bno.delete(tx, &mut AgSrc::bno(agno), u64::from(s), &old)?,
+    }
+    if let (Some(_), Some((rs, rl))) = (left, right) {
+        bno.insert(tx, &mut AgSrc::bno(agno), u64::from(rs), &rec(rs, rl))?;
     }
     cnt.delete(tx, &mut AgSrc::cnt(agno), ckey(s, l), &old)?;
-    if n < l {
-        cnt.insert(
-            tx,
-            &mut AgSrc::cnt(agno),
-            ckey(s + n, l - n),
-            &btree::alloc_rec(s + n, l - n),
-        )?;
+    for (ps, pl) in [left, right].into_iter().flatten() {
+        cnt.insert(tx, &mut AgSrc::cnt(agno), ckey(ps, pl), &rec(ps, pl))?;
     }
     let longest = cnt.last(tx)?.map_or(0, |r| be32(&r, 4));
     agf_change(tx, agno, |a| {
@@ -539,6 +561,20 @@ fn agfl_put(tx: &mut Tx, agno: u32, bno: u32, btreeblk: bool) -> Result<(), FsEr
     })
 }
 
+/// Refuse a change of block ownership on an rmapbt filesystem (its
+/// reverse mappings are not maintained here).
+fn no_rmap(c: &Ctx, what: &str) -> Result<(), FsError> {
+    if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
+        return Err(refuse(
+            c,
+            format!(
+                "{what} on a filesystem with reverse-mapping btrees (rmapbt) is not implemented"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Most rounds of refilling or trimming the AGFL in one call.
 const FIX_ROUNDS: u32 = 64;
 
@@ -558,6 +594,9 @@ fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
                 c,
                 format!("AG {agno} would need {need} AGFL blocks, more than the {size} it holds"),
             ));
+        }
+        if have != need {
+            no_rmap(c, &format!("refilling or trimming the AGFL of AG {agno}"))?;
         }
         if have < need {
             let cnt = bt_from_agf(tx, agno, &a, true);
@@ -642,6 +681,7 @@ impl Source for AgSrc {
             Kind::Bno | Kind::Cnt => agfl_get(tx, self.agno, true),
             Kind::Ino | Kind::Fino => {
                 let agno = self.agno;
+                no_rmap(tx.c, "a new inode btree block")?;
                 fix_freelist(tx, agno)?;
                 let (_, a) = agf(tx, agno)?;
                 let cnt = bt_from_agf(tx, agno, &a, true);
@@ -663,6 +703,7 @@ impl Source for AgSrc {
         match self.kind {
             Kind::Bno | Kind::Cnt => agfl_put(tx, self.agno, agbno, true),
             Kind::Ino | Kind::Fino => {
+                no_rmap(tx.c, "freeing an inode btree block")?;
                 let fsb = (u64::from(self.agno) << tx.c.geo.agblklog) | u64::from(agbno);
                 free_extent(tx, fsb, 1)?;
                 self.count_inobt(tx, -1)
@@ -773,9 +814,24 @@ fn put_irec(c: &Ctx, r: &mut [u8], freecount: u32, free: u64) {
     put64(r, 8, free);
 }
 
-/// Allocate a free inode from an existing chunk, preferring AG `pref`.
-/// Returns the inode number; the inode itself is not written.
+/// Allocate a free inode, preferring AG `pref`: from an existing chunk,
+/// or else from a new chunk. Returns the inode number; the inode itself
+/// is not written.
 pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
+    if let Some(ino) = ialloc_existing(tx, pref)? {
+        return Ok(ino);
+    }
+    new_chunk(tx, pref)?;
+    ialloc_existing(tx, pref)?.ok_or_else(|| {
+        tx.c.corrupt(
+            "inode allocation",
+            "the new inode chunk has no free inode".into(),
+        )
+    })
+}
+
+/// Allocate a free inode from an existing chunk, preferring AG `pref`.
+fn ialloc_existing(tx: &mut Tx, pref: u32) -> Result<Option<u64>, FsError> {
     let c = tx.c;
     let finobt = c.geo.ro_compat & RO_COMPAT_FINOBT != 0;
     for k in 0..c.geo.agcount {
@@ -865,13 +921,199 @@ pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
         }
         agi_change(tx, agno, |a| add32(a, 28, -1, "agi_freecount"))?;
         tx.d_ifree -= 1;
-        return Ok(ino);
+        return Ok(Some(ino));
     }
-    Err(refuse(
-        c,
-        "no existing inode chunk has a free inode (allocating a new inode chunk is not implemented)"
-            .into(),
-    ))
+    Ok(None)
+}
+
+/// Inodes in one chunk (XFS_INODES_PER_CHUNK).
+const CHUNK_INODES: u32 = 64;
+
+/// A free extent of AG `agno` that holds `blks` blocks starting on a
+/// multiple of `align`: (start, length, aligned start). The cntbt is
+/// walked upwards from the smallest extent long enough.
+fn find_aligned(
+    tx: &Tx,
+    agno: u32,
+    blks: u32,
+    align: u32,
+) -> Result<Option<(u32, u32, u32)>, FsError> {
+    let c = tx.c;
+    let (_, a) = agf(tx, agno)?;
+    let cnt = bt_from_agf(tx, agno, &a, true);
+    let p = cnt.descend(tx, u64::from(blks) << 32)?;
+    let (mut leaf, mut n, mut i) = (p.leaf, p.numrecs, p.idx[p.idx.len() - 1]);
+    let mut leaves = 0u32;
+    loop {
+        while i < n {
+            let r = cnt.rec(tx, &leaf, i);
+            let (s, l) = (be32(r, 0), be32(r, 4));
+            let at = u64::from(s).div_ceil(u64::from(align)) * u64::from(align);
+            if at + u64::from(blks) <= u64::from(s) + u64::from(l)
+                && !outside_free(c, agno, s, u64::from(l))
+            {
+                return Ok(Some((s, l, at as u32)));
+            }
+            i += 1;
+        }
+        leaves += 1;
+        if leaves > cnt.aglen {
+            return Err(c.corrupt(&format!("cntbt of AG {agno}"), "sibling loop".into()));
+        }
+        match cnt.right_sibling(tx, &leaf)? {
+            Some((b, m)) => {
+                leaf = b;
+                n = m;
+                i = 0;
+            }
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Allocate a new chunk of 64 inodes in AG `pref` (or the next AGs), as
+/// xfs_ialloc_ag_alloc does: its blocks aligned to sb_inoalignmt, every
+/// inode initialised free (xfs_ialloc_inode_init: magic, version,
+/// generation, no next-unlinked; v5: inode number, UUID, CRC), the record
+/// (all free) in the inobt and finobt, the AGI's count, free count and
+/// newino, and the superblock's icount and ifree.
+fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let sparse = g.has(INCOMPAT_SPINODES);
+    no_rmap(c, "allocating a new inode chunk")?;
+    let inopb = 1u32 << g.inopblog;
+    if inopb > CHUNK_INODES {
+        return Err(refuse(
+            c,
+            format!("{inopb} inodes per block: a new inode chunk smaller than a block is not implemented"),
+        ));
+    }
+    let blks = CHUNK_INODES / inopb;
+    let sect = g.sect_size as usize;
+    let mut sb = tx.read(0, sect)?;
+    let aligned = g.v5 || be16(&sb, 100) & 0x0080 != 0;
+    let align = if aligned { be32(&sb, 180).max(1) } else { 1 };
+    if align > g.agblocks {
+        return Err(c.corrupt("superblock", format!("inode alignment {align} blocks")));
+    }
+    let icount = be64(&sb, 128);
+    let pct = u64::from(sb[127]);
+    if pct > 0 {
+        let max = (g.dblocks * pct / 100) << g.inopblog;
+        if icount + u64::from(CHUNK_INODES) > max {
+            return Err(FsError::NoSpace {
+                fs: c.location.clone(),
+                what: format!("a new inode chunk: inodes may take only {pct}% of the space"),
+            });
+        }
+    }
+    let mut found = None;
+    for k in 0..g.agcount {
+        let agno = (pref + k) % g.agcount;
+        let (_, a) = agf(tx, agno)?;
+        let room = be32(&a, 52).saturating_sub(reserve(c, agno));
+        if room < blks {
+            continue;
+        }
+        fix_freelist(tx, agno)?;
+        if let Some(f) = find_aligned(tx, agno, blks, align)? {
+            found = Some((agno, f));
+            break;
+        }
+    }
+    let Some((agno, (s, l, at))) = found else {
+        if sparse {
+            return Err(refuse(
+                c,
+                format!("no AG has {blks} free blocks aligned to {align} for a whole inode chunk (allocating a sparse inode chunk is not implemented)"),
+            ));
+        }
+        return Err(FsError::NoSpace {
+            fs: c.location.clone(),
+            what: format!("{blks} blocks aligned to {align} for a new inode chunk"),
+        });
+    };
+    let startino = u64::from(at) << g.inopblog;
+    let startino = u32::try_from(startino)
+        .ok()
+        .filter(|&s| s.checked_add(CHUNK_INODES).is_some())
+        .ok_or_else(|| {
+            c.corrupt(
+                &format!("AG {agno}"),
+                format!("block {at} has no inode numbers"),
+            )
+        })?;
+    take_range(tx, agno, (s, l), at, blks, true)?;
+    fix_freelist(tx, agno)?;
+    // The inodes, all free.
+    let fsb = (u64::from(agno) << g.agblklog) | u64::from(at);
+    let off = g.fsb_to_byte(fsb, u64::from(blks)).ok_or_else(|| {
+        c.corrupt(
+            &format!("AG {agno}"),
+            format!("chunk at {at} outside the filesystem"),
+        )
+    })?;
+    let isz = g.inode_size as usize;
+    let mut buf = vec![0u8; blks as usize * g.block_size as usize];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let agshift = g.agblklog + g.inopblog;
+    for i in 0..CHUNK_INODES {
+        let r = &mut buf[i as usize * isz..(i as usize + 1) * isz];
+        r[0..2].copy_from_slice(&crate::inode::INODE_MAGIC.to_be_bytes());
+        r[4] = if g.v5 { 3 } else { 2 };
+        let ino = (u64::from(agno) << agshift) | u64::from(startino + i);
+        let mut x = (seed ^ ino.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        put32(r, 92, (x >> 32) as u32);
+        put32(r, 96, NULL_AGINO);
+        if g.v5 {
+            put64(r, 152, ino);
+            r[160..176].copy_from_slice(&g.meta_uuid);
+            crate::csum::update(r, 100);
+        }
+    }
+    tx.write(off, buf)?;
+    // The record: all 64 free.
+    let mut rec = vec![0u8; 16];
+    put32(&mut rec, 0, startino);
+    if sparse {
+        rec[6] = CHUNK_INODES as u8;
+        rec[7] = CHUNK_INODES as u8;
+    } else {
+        put32(&mut rec, 4, CHUNK_INODES);
+    }
+    put64(&mut rec, 8, u64::MAX);
+    let (_, ai) = agi(tx, agno)?;
+    let mut ino_bt = bt_from_agi(tx, agno, &ai, false);
+    ino_bt.insert(tx, &mut AgSrc::ino(agno, false), u64::from(startino), &rec)?;
+    if g.ro_compat & RO_COMPAT_FINOBT != 0 {
+        let (_, ai) = agi(tx, agno)?;
+        let mut fino_bt = bt_from_agi(tx, agno, &ai, true);
+        fino_bt.insert(tx, &mut AgSrc::ino(agno, true), u64::from(startino), &rec)?;
+    }
+    agi_change(tx, agno, |a| {
+        add32(a, 16, i64::from(CHUNK_INODES), "agi_count")?;
+        add32(a, 28, i64::from(CHUNK_INODES), "agi_freecount")?;
+        put32(a, 32, startino);
+        Ok(())
+    })?;
+    // icount here; ifree follows with the other counters in finish_sb.
+    let sb_now = tx.read(0, sect)?;
+    sb.copy_from_slice(&sb_now);
+    let icount = be64(&sb, 128)
+        .checked_add(u64::from(CHUNK_INODES))
+        .ok_or_else(|| c.corrupt("superblock", "icount overflows".into()))?;
+    put64(&mut sb, 128, icount);
+    if g.v5 {
+        crate::csum::update(&mut sb, 224);
+    }
+    tx.write(0, sb)?;
+    tx.d_ifree += i64::from(CHUNK_INODES);
+    Ok(())
 }
 
 /// Return extent `fsb`+`len` (one AG) to the free space, then bring the

@@ -159,6 +159,30 @@ fn shape_changes(profile: &str, args: &[&str]) {
         "{profile}: the inobt should start with two levels: {before:?}"
     );
 
+    // 0. The chunks mkfs made are (nearly) full: 200 more files take new
+    // chunks, whose records go into the two-level inobt.
+    let (icount0, _) = sb_inodes(&img.path);
+    let (ov, mut fs) = over(&img.path);
+    for i in 0..200 {
+        let k = format!("d{:03}/n{i:03}", i % DIRS);
+        let data = bytes(77 + i as u64, 100 + i * 5);
+        let attrs = NewAttrs {
+            mode: 0o644,
+            ..NewAttrs::default()
+        };
+        fs.create_file(&gp(&format!("/{k}")), &data, &attrs)
+            .unwrap_or_else(|e| panic!("{profile}: create {k}: {e}"));
+        want.insert(k, regular(data));
+    }
+    drop(fs);
+    commit(&ov, &img.path);
+    let (icount1, _) = sb_inodes(&img.path);
+    assert!(
+        icount1 >= icount0 + 128,
+        "{profile}: no new inode chunks ({icount0} -> {icount1})"
+    );
+    check(&img.path, &want, &format!("{profile}: new chunks"));
+
     // 1. Every other file goes: one-block holes everywhere.
     let (ov, mut fs) = over(&img.path);
     for d in 0..DIRS {
@@ -284,4 +308,100 @@ fn free_space_and_inode_btrees_split_merge_v5() {
 #[test]
 fn free_space_and_inode_btrees_split_merge_v4() {
     shape_changes("v4", &["-m", "crc=0"]);
+}
+
+/// The superblock's inode count and free inodes.
+fn sb_inodes(img: &Path) -> (u64, u64) {
+    let o = xfs_db(img, false, &["sb 0", "print icount ifree"]);
+    let f = |k: &str| -> u64 {
+        o.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (f("icount"), f("ifree"))
+}
+
+/// Fill every free inode of every chunk, then create more files: new
+/// 64-inode chunks are allocated (aligned, initialised, in the inobt and
+/// finobt, AGI and superblock counters), and xfs_repair -n agrees.
+fn new_chunks(profile: &str, args: &[&str]) {
+    let mut t = BTreeMap::new();
+    for d in 0..4 {
+        t.insert(
+            format!("d{d}"),
+            Node::Dir {
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        );
+    }
+    t.insert("d0/seed".into(), regular(bytes(9, 5000)));
+    let root = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, root.path());
+    let img = mkfs(args, 300, Some(&proto));
+    let (icount0, ifree0) = sb_inodes(&img.path);
+    assert!(ifree0 > 0, "{profile}: {icount0} {ifree0}");
+    let mut want = t;
+    let extra = 150u64;
+    let (ov, mut fs) = over(&img.path);
+    for i in 0..ifree0 + extra {
+        let k = format!("d{}/f{i:04}", i % 4);
+        let data = bytes(1000 + i, (i as usize * 37) % 3000);
+        let attrs = NewAttrs {
+            mode: 0o644,
+            ..NewAttrs::default()
+        };
+        fs.create_file(&gp(&format!("/{k}")), &data, &attrs)
+            .unwrap_or_else(|e| panic!("{profile}: create {k} ({i} of {}): {e}", ifree0 + extra));
+        want.insert(k, regular(data));
+        if i + 1 == ifree0 {
+            // Every chunk is full now.
+            drop(fs);
+            commit(&ov, &img.path);
+            assert_eq!(sb_inodes(&img.path), (icount0, 0), "{profile}: filled");
+            fs = vmie_xfs::XfsFs::open(ov.clone(), "test.img").unwrap();
+        }
+    }
+    drop(fs);
+    commit(&ov, &img.path);
+    let (icount, ifree) = sb_inodes(&img.path);
+    let chunks = extra.div_ceil(64);
+    assert_eq!(
+        (icount, ifree),
+        (icount0 + 64 * chunks, 64 * chunks - extra),
+        "{profile}: counters after {extra} files beyond the existing chunks"
+    );
+    assert_clean(&img.path, profile);
+    for (k, n) in want.iter().step_by(17) {
+        if let Node::File { data, .. } = n {
+            assert!(
+                xfs_db_read(&img.path, &format!("/{k}")) == *data,
+                "{profile}: xfs_db reads /{k}"
+            );
+        }
+    }
+    let (_, fs) = open(&img.path);
+    assert_eq!(compare(&fs, &want), want.len(), "{profile}: compared");
+}
+
+#[test]
+fn new_inode_chunks() {
+    for (profile, args) in [
+        ("v4", &["-m", "crc=0"][..]),
+        ("v5-finobt", &["-m", "finobt=1,reflink=0"][..]),
+        (
+            "v5-bigtime-inobtcount",
+            &["-m", "reflink=1,bigtime=1,inobtcount=1"][..],
+        ),
+        (
+            "v5-1k-nosparse",
+            &["-b", "size=1024", "-i", "sparse=0", "-m", "reflink=0"][..],
+        ),
+    ] {
+        new_chunks(profile, args);
+    }
 }
