@@ -205,6 +205,9 @@ pub(crate) fn alloc(
     if left == 0 {
         return Ok(got);
     }
+    // Every caller's blocks (file data, directory blocks) would need a
+    // reverse mapping.
+    no_rmap(c, "allocating blocks")?;
     for k in 0..agcount {
         let agno = (pref + k) % agcount;
         let (_, a) = agf(tx, agno)?;
@@ -595,8 +598,14 @@ fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
                 format!("AG {agno} would need {need} AGFL blocks, more than the {size} it holds"),
             ));
         }
-        if have != need {
-            no_rmap(c, &format!("refilling or trimming the AGFL of AG {agno}"))?;
+        // With an rmapbt the kernel's minimum also counts that tree, and
+        // moving blocks in or out of the AGFL would need reverse mappings:
+        // enough is enough, too few is refused.
+        if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
+            if have >= need {
+                return Ok(());
+            }
+            no_rmap(c, &format!("refilling the AGFL of AG {agno}"))?;
         }
         if have < need {
             let cnt = bt_from_agf(tx, agno, &a, true);
@@ -1128,6 +1137,7 @@ pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError
             format!("extent {s64}+{len} to free lies outside the AG"),
         ));
     }
+    no_rmap(c, "freeing blocks")?;
     fix_freelist(tx, agno)?;
     free_raw(tx, agno, s64 as u32, len as u32, true)?;
     fix_freelist(tx, agno)

@@ -61,6 +61,8 @@ struct AgState {
     fino: u64,
     flcount: u64,
     btreeblks: u64,
+    flfirst: u64,
+    fllast: u64,
 }
 
 fn ag_state(img: &Path, agno: u64) -> AgState {
@@ -69,7 +71,7 @@ fn ag_state(img: &Path, agno: u64) -> AgState {
         false,
         &[
             &format!("agf {agno}"),
-            "print bnolevel cntlevel flcount btreeblks",
+            "print bnolevel cntlevel flcount btreeblks flfirst fllast",
             &format!("agi {agno}"),
             "print level free_level",
         ],
@@ -89,6 +91,8 @@ fn ag_state(img: &Path, agno: u64) -> AgState {
         fino: f("free_level"),
         flcount: f("flcount"),
         btreeblks: f("btreeblks"),
+        flfirst: f("flfirst"),
+        fllast: f("fllast"),
     }
 }
 
@@ -259,7 +263,8 @@ fn shape_changes(profile: &str, args: &[&str]) {
             &format!("{profile}: random round {round}"),
         );
     }
-    eprintln!("{profile}: {fresh} files created; {:?}", states(&img.path));
+    let mid = states(&img.path);
+    eprintln!("{profile}: {fresh} files created; {mid:?}");
 
     // 3. Everything goes, the directories too: the free space coalesces
     // (only the inode chunks, which stay, split it), blocks merge, roots
@@ -288,6 +293,15 @@ fn shape_changes(profile: &str, args: &[&str]) {
     assert!(
         shrunk.iter().all(|s| s.bno == 1 && s.cnt == 1),
         "{profile}: the free-space trees did not shrink back: {shrunk:?}"
+    );
+    // The AGFL indices only move forwards: a smaller index later means
+    // the circular array wrapped (and xfs_repair was clean after it).
+    assert!(
+        shrunk
+            .iter()
+            .zip(&mid)
+            .any(|(s, m)| s.flfirst < m.flfirst && s.fllast < m.fllast),
+        "{profile}: the AGFL never wrapped: {mid:?} -> {shrunk:?}"
     );
     let (peak, now): (u64, u64) = (
         grown.iter().map(|s| s.btreeblks).sum(),
@@ -404,4 +418,89 @@ fn new_inode_chunks() {
     ] {
         new_chunks(profile, args);
     }
+}
+
+/// A corrupted AGFL met when the free list must be refilled (AGF
+/// pointers past the array, a bad AGFL header) is refused naming it, and
+/// nothing is written; an rmapbt filesystem whose chunks are full refuses
+/// a new chunk the same way.
+#[test]
+fn hostile_agfl_and_rmapbt_refusals() {
+    let t = tree();
+    let root = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, root.path());
+    let base = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+    let agcount: u64 = xfs_db(&base.path, false, &["sb 0", "print agcount"])
+        .trim()
+        .strip_prefix("agcount = ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "AGFL last past the array",
+            &["write -d flcount 0", "write -d fllast 500"],
+            "AGFL last 500",
+        ),
+        (
+            "AGFL first past the array",
+            &["write -d flcount 9", "write -d flfirst 700"],
+            "AGFL first 700",
+        ),
+        ("AGFL header", &["write -d flcount 1"], "AGFL of AG"),
+    ];
+    for (what, agf_cmds, needle) in cases {
+        let img = mkfs(&["-m", "finobt=1,reflink=0"], 300, Some(&proto));
+        for a in 0..agcount {
+            let mut cmds = vec![format!("agf {a}")];
+            cmds.extend(agf_cmds.iter().map(|c| c.to_string()));
+            if needle == "AGFL of AG" {
+                cmds.push(format!("agfl {a}"));
+                cmds.push("write -d magicnum 0".into());
+            }
+            let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+            xfs_db(&img.path, true, &refs);
+        }
+        let before = std::fs::read(&img.path).unwrap();
+        let (ov, mut fs) = over(&img.path);
+        let r = fs.create_file(&gp("/etc/new"), &bytes(5, 9000), &NewAttrs::default());
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains(needle), "{what}: {e}");
+        eprintln!("{what}: {e}");
+        assert!(!ov.is_dirty(), "{what}: the overlay was written");
+        drop(fs);
+        assert!(std::fs::read(&img.path).unwrap() == before, "{what}");
+    }
+
+    // rmapbt: empty files in the root directory (block form, room to
+    // spare) take the last free inodes; the first that needs a new chunk
+    // is refused, as is a directory that would need a new block.
+    let mut flat = BTreeMap::new();
+    for i in 0..61 {
+        flat.insert(format!("e{i:02}"), regular(Vec::new()));
+    }
+    let proto = protofile(&flat, &root.path().join("flat"));
+    let img = mkfs(&["-m", "rmapbt=1,reflink=0"], 300, Some(&proto));
+    let (_, ifree) = sb_inodes(&img.path);
+    assert!(ifree < 20, "rmapbt: {ifree} free inodes after mkfs");
+    let (ov, mut fs) = over(&img.path);
+    for i in 0..ifree {
+        let k = format!("/n{i:02}");
+        fs.create_file(&gp(&k), b"", &NewAttrs::default())
+            .unwrap_or_else(|e| panic!("rmapbt: create {k}: {e}"));
+    }
+    drop(fs);
+    commit(&ov, &img.path);
+    assert_clean(&img.path, "rmapbt filled");
+    assert_eq!(sb_inodes(&img.path).1, 0, "rmapbt: inodes left");
+    let before = std::fs::read(&img.path).unwrap();
+    let (ov, mut fs) = over(&img.path);
+    let e = fs
+        .create_file(&gp("/one-more"), b"", &NewAttrs::default())
+        .expect_err("rmapbt new chunk")
+        .to_string();
+    assert!(e.contains("rmapbt") && e.contains("inode chunk"), "{e}");
+    assert!(!ov.is_dirty(), "rmapbt: the overlay was written");
+    drop(fs);
+    assert!(std::fs::read(&img.path).unwrap() == before, "rmapbt");
 }
