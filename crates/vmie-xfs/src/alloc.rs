@@ -991,6 +991,12 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     let g = &c.geo;
     let sparse = g.has(INCOMPAT_SPINODES);
     no_rmap(c, "allocating a new inode chunk")?;
+    if !g.nlink_bit {
+        return Err(refuse(
+            c,
+            "a new inode chunk on a v4 filesystem with version 1 inodes is not implemented".into(),
+        ));
+    }
     let inopb = 1u32 << g.inopblog;
     if inopb > CHUNK_INODES {
         return Err(refuse(
