@@ -144,11 +144,12 @@ impl Rng {
     }
 }
 
-fn shape_changes(profile: &str, args: &[&str]) {
+/// `levels`: the height the free-space trees must reach once fragmented.
+fn shape_changes(profile: &str, args: &[&str], levels: u64) {
     let t = many_small();
     let root = tempfile::tempdir().unwrap();
     let proto = protofile(&t, root.path());
-    let mut a = vec!["-b", "size=1024", "-d", "agcount=2"];
+    let mut a = vec!["-d", "agcount=2"];
     a.extend_from_slice(args);
     let img = mkfs(&a, 300, Some(&proto));
     let mut want = t;
@@ -202,7 +203,7 @@ fn shape_changes(profile: &str, args: &[&str]) {
     let grown = states(&img.path);
     eprintln!("{profile}: after fragmenting {grown:?}");
     assert!(
-        grown.iter().any(|s| s.bno > 1) && grown.iter().any(|s| s.cnt > 1),
+        grown.iter().any(|s| s.bno >= levels) && grown.iter().any(|s| s.cnt >= levels),
         "{profile}: the free-space trees did not grow: {grown:?}"
     );
     if args.iter().any(|a| a.contains("finobt=1")) {
@@ -290,9 +291,14 @@ fn shape_changes(profile: &str, args: &[&str]) {
     commit(&ov, &img.path);
     let shrunk = states(&img.path);
     eprintln!("{profile}: after emptying {shrunk:?}");
+    // Fewer levels everywhere (the inode chunks, which stay, keep some
+    // free extents apart).
     assert!(
-        shrunk.iter().all(|s| s.bno == 1 && s.cnt == 1),
-        "{profile}: the free-space trees did not shrink back: {shrunk:?}"
+        shrunk
+            .iter()
+            .zip(&grown)
+            .all(|(s, g)| s.bno < g.bno && s.cnt < g.cnt),
+        "{profile}: the free-space trees did not shrink back: {grown:?} -> {shrunk:?}"
     );
     // The AGFL indices only move forwards: a smaller index later means
     // the circular array wrapped (and xfs_repair was clean after it).
@@ -308,7 +314,7 @@ fn shape_changes(profile: &str, args: &[&str]) {
         shrunk.iter().map(|s| s.btreeblks).sum(),
     );
     assert!(
-        peak >= 8 && now == 0,
+        peak >= 8 && now * 8 <= peak,
         "{profile}: free-space btree blocks {peak} -> {now}"
     );
     check(&img.path, &want, &format!("{profile}: emptied"));
@@ -316,12 +322,23 @@ fn shape_changes(profile: &str, args: &[&str]) {
 
 #[test]
 fn free_space_and_inode_btrees_split_merge_v5() {
-    shape_changes("v5-finobt", &["-m", "crc=1,finobt=1,reflink=0,rmapbt=0"]);
+    shape_changes(
+        "v5-finobt",
+        &["-b", "size=1024", "-m", "crc=1,finobt=1,reflink=0,rmapbt=0"],
+        2,
+    );
 }
 
 #[test]
 fn free_space_and_inode_btrees_split_merge_v4() {
-    shape_changes("v4", &["-m", "crc=0"]);
+    // 512-byte blocks: 62 records a leaf, 41 keys a node, so the holes
+    // make three levels (node splits, a level-1 root split); directory
+    // blocks of 4 KiB keep the directories in leaf form.
+    shape_changes(
+        "v4",
+        &["-b", "size=512", "-n", "size=4096", "-m", "crc=0"],
+        3,
+    );
 }
 
 /// The superblock's inode count and free inodes.
