@@ -1,13 +1,20 @@
-//! Space and inode allocation in existing AG structures: free extents are
-//! taken from the bnobt and cntbt (records changed inside their leaves),
-//! free inodes from existing chunks (inobt, finobt). The AGF and AGI are
-//! verified before use and updated with their counters.
+//! Space and inode allocation in the AG structures: free extents are
+//! taken from and returned to the bnobt and cntbt (which split, merge and
+//! change height as needed, their blocks coming from and going to the
+//! AGFL), free inodes from the inode chunks (inobt, finobt; their blocks
+//! come from the free space). The AGFL is kept between the kernel's
+//! minimum (xfs_alloc_min_freelist) and its capacity around every change
+//! of the free space. The AGF and AGI are verified before use and every
+//! change to them re-reads the staged copy, so changes made underneath
+//! (a new root, AGFL counters) are never overwritten.
 
 use vmie_guestfs::FsError;
 
-use crate::be::{be32, be64, put32, put64};
-use crate::btree::{self, Bt, Touched, BNO, CNT, FINO, INO, REFC};
-use crate::sb::{RO_COMPAT_FINOBT, RO_COMPAT_REFLINK};
+use crate::be::{be16, be32, be64, put32, put64};
+use crate::btree::{self, Bt, Source, BNO, CNT, FINO, INO, REFC};
+use crate::sb::{
+    INCOMPAT_SPINODES, RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT,
+};
 use crate::tx::Tx;
 use crate::Ctx;
 
@@ -198,8 +205,16 @@ pub(crate) fn alloc(
     if left == 0 {
         return Ok(got);
     }
+    // Every caller's blocks (file data, directory blocks) would need a
+    // reverse mapping.
+    no_rmap(c, "allocating blocks")?;
     for k in 0..agcount {
         let agno = (pref + k) % agcount;
+        let (_, a) = agf(tx, agno)?;
+        if be32(&a, 52) <= reserve(c, agno) {
+            continue;
+        }
+        fix_freelist(tx, agno)?;
         let (_, a) = agf(tx, agno)?;
         let mut free = be32(&a, 52);
         let res = reserve(c, agno);
@@ -293,81 +308,435 @@ pub(crate) fn alloc(
     Ok(got)
 }
 
-/// Take the first `n` blocks of free extent (`s`, `l`) of AG `agno`.
+/// Take the first `n` blocks of free extent (`s`, `l`) of AG `agno`,
+/// then bring the AGFL back within bounds.
 fn take_extent(tx: &mut Tx, agno: u32, s: u32, l: u32, n: u32) -> Result<(), FsError> {
-    let c = tx.c;
-    let (agf_at, mut a) = agf(tx, agno)?;
-    let bno = bt_from_agf(tx, agno, &a, false);
-    let cnt = bt_from_agf(tx, agno, &a, true);
-    // Never hand out the AG headers or the internal log, whatever the
-    // trees say.
+    take_raw(tx, agno, s, l, n, true)?;
+    fix_freelist(tx, agno)
+}
+
+/// Whether `s`+`l` of AG `agno` overlaps the AG headers, the log or the
+/// AG end.
+fn outside_free(c: &Ctx, agno: u32, s: u32, l: u64) -> bool {
     let hdr_blocks = (4 * u64::from(c.geo.sect_size)).div_ceil(u64::from(c.geo.block_size));
     let fsb = (u64::from(agno) << c.geo.agblklog) | u64::from(s);
     let (ls, ll) = (c.geo.logstart, u64::from(c.geo.logblocks));
-    if u64::from(s) < hdr_blocks
-        || u64::from(s) + u64::from(l) > u64::from(c.ag_len(agno))
-        || (fsb < ls + ll && ls < fsb + u64::from(l))
+    u64::from(s) < hdr_blocks
+        || u64::from(s) + l > u64::from(c.ag_len(agno))
+        || (fsb < ls + ll && ls < fsb + l)
+}
+
+/// Take the first `n` blocks of free extent (`s`, `l`).
+fn take_raw(tx: &mut Tx, agno: u32, s: u32, l: u32, n: u32, count_fd: bool) -> Result<(), FsError> {
+    take_range(tx, agno, (s, l), s, n, count_fd)
+}
+
+/// Take blocks `at`..`at+n` out of free extent (`s`, `l`): the bnobt
+/// record shrunk, split or removed, the cntbt records replaced by the
+/// pieces left, the AGF's free count and longest extent updated, and
+/// (`count_fd`) the superblock's free blocks.
+fn take_range(
+    tx: &mut Tx,
+    agno: u32,
+    (s, l): (u32, u32),
+    at: u32,
+    n: u32,
+    count_fd: bool,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let (_, a) = agf(tx, agno)?;
+    let mut bno = bt_from_agf(tx, agno, &a, false);
+    let mut cnt = bt_from_agf(tx, agno, &a, true);
+    // Never hand out the AG headers or the internal log, whatever the
+    // trees say.
+    let end = u64::from(s) + u64::from(l);
+    if n == 0
+        || at < s
+        || u64::from(at) + u64::from(n) > end
+        || outside_free(c, agno, s, u64::from(l))
     {
         return Err(c.corrupt(
             &format!("free space of AG {agno}"),
             format!("free extent {s}+{l} overlaps the AG headers, the log or the AG end"),
         ));
     }
-    let mut tb: Vec<Touched> = Vec::new();
-    let mut tc: Vec<Touched> = Vec::new();
-    let gone = |t: &str| {
-        c.corrupt(
-            &format!("{t} of AG {agno}"),
-            format!("free extent {s}+{l} is not recorded"),
-        )
-    };
-    // bnobt: shrink or remove the record in place.
-    let p = bno.descend(tx, u64::from(s))?;
-    let i = p.idx[p.idx.len() - 1];
-    if i >= p.numrecs || bno.rec(tx, &p.leaf, i) != btree::alloc_rec(s, l).as_slice() {
-        return Err(gone("bnobt"));
-    }
-    let mut recs = btree::records(&bno, tx, &p);
-    if n == l {
-        recs.remove(i);
-    } else {
-        recs[i] = btree::alloc_rec(s + n, l - n);
-    }
-    bno.set_leaf(tx, &p, &recs, &mut tb)?;
-    // cntbt: remove, and re-insert the remainder in order.
-    let key = (u64::from(l) << 32) | u64::from(s);
-    let p = cnt.descend(tx, key)?;
-    let i = p.idx[p.idx.len() - 1];
-    if i >= p.numrecs || cnt.rec(tx, &p.leaf, i) != btree::alloc_rec(s, l).as_slice() {
-        return Err(gone("cntbt"));
-    }
-    let mut recs = btree::records(&cnt, tx, &p);
-    recs.remove(i);
-    cnt.set_leaf(tx, &p, &recs, &mut tc)?;
-    if n < l {
-        let nk = (u64::from(l - n) << 32) | u64::from(s + n);
-        let p = cnt.descend(tx, nk)?;
+    let old = btree::alloc_rec(s, l);
+    let ckey = |st: u32, len: u32| (u64::from(len) << 32) | u64::from(st);
+    for (t, key) in [(&bno, u64::from(s)), (&cnt, ckey(s, l))] {
+        let p = t.descend(tx, key)?;
         let i = p.idx[p.idx.len() - 1];
-        let mut recs = btree::records(&cnt, tx, &p);
-        recs.insert(i, btree::alloc_rec(s + n, l - n));
-        cnt.set_leaf(tx, &p, &recs, &mut tc)?;
+        if i >= p.numrecs || t.rec(tx, &p.leaf, i) != old.as_slice() {
+            return Err(c.corrupt(
+                &format!("{} of AG {agno}", t.spec.name),
+                format!("free extent {s}+{l} is not recorded"),
+            ));
+        }
     }
-    bno.check_touched(tx, &tb)?;
-    cnt.check_touched(tx, &tc)?;
-    // The AGF: free blocks and the longest extent (the cntbt's last).
+    let left = (at > s).then(|| (s, at - s));
+    let rs = at + n;
+    let right = (u64::from(rs) < end).then(|| (rs, (end - u64::from(rs)) as u32));
+    let rec = btree::alloc_rec;
+    match (left, right) {
+        (Some((ls, ll)), _) => bno.update(tx, u64::from(s), &old, &rec(ls, ll))?,
+        (None, Some((rs, rl))) => bno.update(tx, u64::from(s), &old, &rec(rs, rl))?,
+        (None, None) => bno.delete(tx, &mut AgSrc::bno(agno), u64::from(s), &old)?,
+    }
+    if let (Some(_), Some((rs, rl))) = (left, right) {
+        bno.insert(tx, &mut AgSrc::bno(agno), u64::from(rs), &rec(rs, rl))?;
+    }
+    cnt.delete(tx, &mut AgSrc::cnt(agno), ckey(s, l), &old)?;
+    for (ps, pl) in [left, right].into_iter().flatten() {
+        cnt.insert(tx, &mut AgSrc::cnt(agno), ckey(ps, pl), &rec(ps, pl))?;
+    }
     let longest = cnt.last(tx)?.map_or(0, |r| be32(&r, 4));
-    let free = be32(&a, 52).checked_sub(n).ok_or_else(|| {
-        c.corrupt(
-            &format!("AGF of AG {agno}"),
-            format!("counts fewer free blocks than the free extent {s}+{l}"),
-        )
+    agf_change(tx, agno, |a| {
+        let free = be32(a, 52)
+            .checked_sub(n)
+            .ok_or_else(|| format!("counts fewer free blocks than the free extent {s}+{l}"))?;
+        put32(a, 52, free);
+        put32(a, 56, longest);
+        Ok(())
     })?;
-    put32(&mut a, 52, free);
-    put32(&mut a, 56, longest);
-    seal_agf(tx, &mut a);
-    tx.write(agf_at, a)?;
-    tx.d_fdblocks -= i64::from(n);
+    if count_fd {
+        tx.d_fdblocks -= i64::from(n);
+    }
     Ok(())
+}
+
+/// Re-read the AGF of `agno` as staged, change it, seal and stage it.
+fn agf_change(
+    tx: &mut Tx,
+    agno: u32,
+    f: impl FnOnce(&mut [u8]) -> Result<(), String>,
+) -> Result<(), FsError> {
+    let (at, mut a) = agf(tx, agno)?;
+    f(&mut a).map_err(|why| tx.c.corrupt(&format!("AGF of AG {agno}"), why))?;
+    seal_agf(tx, &mut a);
+    tx.write(at, a)
+}
+
+/// Re-read the AGI of `agno` as staged, change it, seal and stage it.
+fn agi_change(
+    tx: &mut Tx,
+    agno: u32,
+    f: impl FnOnce(&mut [u8]) -> Result<(), String>,
+) -> Result<(), FsError> {
+    let (at, mut a) = agi(tx, agno)?;
+    f(&mut a).map_err(|why| tx.c.corrupt(&format!("AGI of AG {agno}"), why))?;
+    seal_agi(tx, &mut a);
+    tx.write(at, a)
+}
+
+fn add32(b: &mut [u8], off: usize, d: i64, what: &str) -> Result<(), String> {
+    let v = i64::from(be32(b, off)) + d;
+    let v = u32::try_from(v).map_err(|_| format!("{what} would become {v}"))?;
+    put32(b, off, v);
+    Ok(())
+}
+
+/// Entries the AGFL of this filesystem holds.
+fn agfl_size(c: &Ctx) -> u32 {
+    if c.geo.v5 {
+        (c.geo.sect_size - 36) / 4
+    } else {
+        c.geo.sect_size / 4
+    }
+}
+
+/// The most levels a free-space btree of this AG size can have
+/// (xfs_btree_compute_maxlevels over the minimum records per block).
+fn alloc_maxlevels(c: &Ctx) -> u32 {
+    let hdr = if c.geo.v5 { 56 } else { 16 };
+    let room = c.geo.block_size.saturating_sub(hdr);
+    let min_leaf = (room / 8 / 2).max(1);
+    let min_node = (room / 12 / 2).max(2);
+    let mut blocks = (c.geo.agblocks.div_ceil(2)).div_ceil(min_leaf);
+    let mut level = 1;
+    while blocks > 1 && level < 32 {
+        blocks = blocks.div_ceil(min_node);
+        level += 1;
+    }
+    level
+}
+
+/// The fewest AGFL entries the kernel wants before it changes the free
+/// space (xfs_alloc_min_freelist; the rmapbt is not written here).
+fn min_freelist(c: &Ctx, agf: &[u8]) -> u32 {
+    let max = alloc_maxlevels(c);
+    let one = |levels: u32| (levels.saturating_add(1)).min(max) * 2 - 2;
+    one(be32(agf, 28)) + one(be32(agf, 32))
+}
+
+/// The AGFL sector of `agno`: byte offset, bytes, and where its entries
+/// start.
+fn agfl(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>, usize), FsError> {
+    let c = tx.c;
+    let sect = c.geo.sect_size as usize;
+    let at = c.ag_start(agno) + 3 * sect as u64;
+    let b = tx.read(at, sect)?;
+    if !c.geo.v5 {
+        return Ok((at, b, 0));
+    }
+    let bad = |why: &str| c.corrupt(&format!("AGFL of AG {agno}"), why.into());
+    if be32(&b, 0) != 0x5841_464C || be32(&b, 4) != agno {
+        return Err(bad("bad magic or AG number"));
+    }
+    if b[8..24] != c.geo.meta_uuid {
+        return Err(bad("UUID is not this filesystem's"));
+    }
+    if !crate::csum::verify(&b, 32) {
+        return Err(bad("CRC mismatch"));
+    }
+    Ok((at, b, 36))
+}
+
+/// Take the first block of the AGFL (`btreeblk`: for a free-space btree,
+/// counted in agf_btreeblks).
+fn agfl_get(tx: &mut Tx, agno: u32, btreeblk: bool) -> Result<u32, FsError> {
+    let c = tx.c;
+    let (_, a) = agf(tx, agno)?;
+    let size = agfl_size(c);
+    let (first, count) = (be32(&a, 40), be32(&a, 48));
+    if count == 0 {
+        return Err(FsError::NoSpace {
+            fs: c.location.clone(),
+            what: format!("a btree block: the AGFL of AG {agno} is empty"),
+        });
+    }
+    if first >= size || count > size {
+        return Err(c.corrupt(
+            &format!("AGF of AG {agno}"),
+            format!("AGFL first {first}, count {count} of {size}"),
+        ));
+    }
+    let (_, fl, base) = agfl(tx, agno)?;
+    let bno = be32(&fl, base + 4 * first as usize);
+    if outside_free(c, agno, bno, 1) {
+        return Err(c.corrupt(
+            &format!("AGFL of AG {agno}"),
+            format!("entry {first} is block {bno}, outside the free space"),
+        ));
+    }
+    agf_change(tx, agno, |a| {
+        put32(a, 40, (first + 1) % size);
+        put32(a, 48, count - 1);
+        if btreeblk {
+            add32(a, 60, 1, "agf_btreeblks")?;
+        }
+        Ok(())
+    })?;
+    Ok(bno)
+}
+
+/// Append block `bno` to the AGFL (`btreeblk`: it leaves a free-space
+/// btree, counted in agf_btreeblks).
+fn agfl_put(tx: &mut Tx, agno: u32, bno: u32, btreeblk: bool) -> Result<(), FsError> {
+    let c = tx.c;
+    let (_, a) = agf(tx, agno)?;
+    let size = agfl_size(c);
+    let (last, count) = (be32(&a, 44), be32(&a, 48));
+    if count >= size {
+        return Err(refuse(
+            c,
+            format!("the AGFL of AG {agno} is full ({size} blocks) and cannot take block {bno}"),
+        ));
+    }
+    if last >= size || outside_free(c, agno, bno, 1) {
+        return Err(c.corrupt(
+            &format!("AGF of AG {agno}"),
+            format!("AGFL last {last} of {size}, or block {bno} outside the free space"),
+        ));
+    }
+    let (at, mut fl, base) = agfl(tx, agno)?;
+    let nl = (last + 1) % size;
+    put32(&mut fl, base + 4 * nl as usize, bno);
+    if c.geo.v5 {
+        crate::csum::update(&mut fl, 32);
+    }
+    tx.write(at, fl)?;
+    agf_change(tx, agno, |a| {
+        put32(a, 44, nl);
+        put32(a, 48, count + 1);
+        if btreeblk {
+            add32(a, 60, -1, "agf_btreeblks")?;
+        }
+        Ok(())
+    })
+}
+
+/// Refuse a change of block ownership on an rmapbt filesystem (its
+/// reverse mappings are not maintained here).
+fn no_rmap(c: &Ctx, what: &str) -> Result<(), FsError> {
+    if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
+        return Err(refuse(
+            c,
+            format!(
+                "{what} on a filesystem with reverse-mapping btrees (rmapbt) is not implemented"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most rounds of refilling or trimming the AGFL in one call.
+const FIX_ROUNDS: u32 = 64;
+
+/// Bring the AGFL of `agno` to the kernel's minimum for the current tree
+/// heights: refilled from the longest free extent, or surplus blocks
+/// returned to the free space (each of which may itself split or merge
+/// the free-space btrees, hence the rounds).
+fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
+    let c = tx.c;
+    let size = agfl_size(c);
+    for _ in 0..FIX_ROUNDS {
+        let (_, a) = agf(tx, agno)?;
+        let need = min_freelist(c, &a);
+        let have = be32(&a, 48);
+        if need > size {
+            return Err(refuse(
+                c,
+                format!("AG {agno} would need {need} AGFL blocks, more than the {size} it holds"),
+            ));
+        }
+        // With an rmapbt the kernel's minimum also counts that tree, and
+        // moving blocks in or out of the AGFL would need reverse mappings:
+        // enough is enough, too few is refused.
+        if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
+            if have >= need {
+                return Ok(());
+            }
+            no_rmap(c, &format!("refilling the AGFL of AG {agno}"))?;
+        }
+        if have < need {
+            let cnt = bt_from_agf(tx, agno, &a, true);
+            let Some(r) = cnt.last(tx)? else {
+                return Err(FsError::NoSpace {
+                    fs: c.location.clone(),
+                    what: format!("{} blocks to refill the AGFL of AG {agno}", need - have),
+                });
+            };
+            let (s, l) = (be32(&r, 0), be32(&r, 4));
+            let n = (need - have).min(l);
+            take_raw(tx, agno, s, l, n, false)?;
+            for b in s..s + n {
+                agfl_put(tx, agno, b, false)?;
+            }
+        } else if have > need {
+            let b = agfl_get(tx, agno, false)?;
+            free_raw(tx, agno, b, 1, false)?;
+        } else {
+            return Ok(());
+        }
+    }
+    Err(refuse(
+        c,
+        format!("the AGFL of AG {agno} did not settle within {FIX_ROUNDS} rounds"),
+    ))
+}
+
+/// Which tree an [`AgSrc`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bno,
+    Cnt,
+    Ino,
+    Fino,
+}
+
+/// The block source of an AG btree: the AGFL for the free-space trees,
+/// one block of the AG's free space for the inode trees.
+struct AgSrc {
+    agno: u32,
+    kind: Kind,
+}
+
+impl AgSrc {
+    fn bno(agno: u32) -> Self {
+        Self {
+            agno,
+            kind: Kind::Bno,
+        }
+    }
+    fn cnt(agno: u32) -> Self {
+        Self {
+            agno,
+            kind: Kind::Cnt,
+        }
+    }
+    fn ino(agno: u32, fino: bool) -> Self {
+        Self {
+            agno,
+            kind: if fino { Kind::Fino } else { Kind::Ino },
+        }
+    }
+
+    /// Count a block in or out of agi_iblocks / agi_fblocks.
+    fn count_inobt(&self, tx: &mut Tx, d: i64) -> Result<(), FsError> {
+        if tx.c.geo.ro_compat & RO_COMPAT_INOBTCNT == 0 {
+            return Ok(());
+        }
+        let (off, what) = if self.kind == Kind::Fino {
+            (340, "agi_fblocks")
+        } else {
+            (336, "agi_iblocks")
+        };
+        agi_change(tx, self.agno, |a| add32(a, off, d, what))
+    }
+}
+
+impl Source for AgSrc {
+    fn get(&mut self, tx: &mut Tx<'_>, _bt: &Bt) -> Result<u32, FsError> {
+        match self.kind {
+            Kind::Bno | Kind::Cnt => agfl_get(tx, self.agno, true),
+            Kind::Ino | Kind::Fino => {
+                let agno = self.agno;
+                no_rmap(tx.c, "a new inode btree block")?;
+                fix_freelist(tx, agno)?;
+                let (_, a) = agf(tx, agno)?;
+                let cnt = bt_from_agf(tx, agno, &a, true);
+                let Some(r) = cnt.next_rec(tx, 1 << 32)? else {
+                    return Err(FsError::NoSpace {
+                        fs: tx.c.location.clone(),
+                        what: format!("a block for the inode btrees of AG {agno}"),
+                    });
+                };
+                let s = be32(&r, 0);
+                take_extent(tx, agno, s, be32(&r, 4), 1)?;
+                self.count_inobt(tx, 1)?;
+                Ok(s)
+            }
+        }
+    }
+
+    fn put(&mut self, tx: &mut Tx<'_>, _bt: &Bt, agbno: u32) -> Result<(), FsError> {
+        match self.kind {
+            Kind::Bno | Kind::Cnt => agfl_put(tx, self.agno, agbno, true),
+            Kind::Ino | Kind::Fino => {
+                no_rmap(tx.c, "freeing an inode btree block")?;
+                let fsb = (u64::from(self.agno) << tx.c.geo.agblklog) | u64::from(agbno);
+                free_extent(tx, fsb, 1)?;
+                self.count_inobt(tx, -1)
+            }
+        }
+    }
+
+    fn set_root(&mut self, tx: &mut Tx<'_>, bt: &Bt) -> Result<(), FsError> {
+        let (root, level) = match self.kind {
+            Kind::Bno => (16, 28),
+            Kind::Cnt => (20, 32),
+            Kind::Ino => (20, 24),
+            Kind::Fino => (328, 332),
+        };
+        let f = |a: &mut [u8]| {
+            put32(a, root, bt.root);
+            put32(a, level, bt.levels);
+            Ok(())
+        };
+        match self.kind {
+            Kind::Bno | Kind::Cnt => agf_change(tx, self.agno, f),
+            Kind::Ino | Kind::Fino => agi_change(tx, self.agno, f),
+        }
+    }
 }
 
 /// Whether any block of `fsb..fsb+len` is shared (has a refcountbt
@@ -454,14 +823,29 @@ fn put_irec(c: &Ctx, r: &mut [u8], freecount: u32, free: u64) {
     put64(r, 8, free);
 }
 
-/// Allocate a free inode from an existing chunk, preferring AG `pref`.
-/// Returns the inode number; the inode itself is not written.
+/// Allocate a free inode, preferring AG `pref`: from an existing chunk,
+/// or else from a new chunk. Returns the inode number; the inode itself
+/// is not written.
 pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
+    if let Some(ino) = ialloc_existing(tx, pref)? {
+        return Ok(ino);
+    }
+    new_chunk(tx, pref)?;
+    ialloc_existing(tx, pref)?.ok_or_else(|| {
+        tx.c.corrupt(
+            "inode allocation",
+            "the new inode chunk has no free inode".into(),
+        )
+    })
+}
+
+/// Allocate a free inode from an existing chunk, preferring AG `pref`.
+fn ialloc_existing(tx: &mut Tx, pref: u32) -> Result<Option<u64>, FsError> {
     let c = tx.c;
     let finobt = c.geo.ro_compat & RO_COMPAT_FINOBT != 0;
     for k in 0..c.geo.agcount {
         let agno = (pref + k) % c.geo.agcount;
-        let (agi_at, mut a) = agi(tx, agno)?;
+        let (_, a) = agi(tx, agno)?;
         if be32(&a, 28) == 0 {
             continue;
         }
@@ -522,167 +906,270 @@ pub(crate) fn ialloc(tx: &mut Tx, pref: u32) -> Result<u64, FsError> {
         let new_free = rec.free & !(1u64 << slot);
         let new_count = rec.freecount - 1;
         // inobt: the record in place.
-        let mut touched = Vec::new();
         let p = ino_bt.descend(tx, u64::from(rec.startino))?;
         let i = p.idx[p.idx.len() - 1];
         if i >= p.numrecs || be32(ino_bt.rec(tx, &p.leaf, i), 0) != rec.startino {
             return Err(c.corrupt(&place, "not in the inobt".into()));
         }
-        let old = irec(c, ino_bt.rec(tx, &p.leaf, i));
+        let old_raw = ino_bt.rec(tx, &p.leaf, i).to_vec();
+        let old = irec(c, &old_raw);
         if old.free != rec.free || old.freecount != rec.freecount {
             return Err(c.corrupt(&place, "the inobt and finobt disagree".into()));
         }
-        let mut recs = btree::records(&ino_bt, tx, &p);
-        put_irec(c, &mut recs[i], new_count, new_free);
-        ino_bt.set_leaf(tx, &p, &recs, &mut touched)?;
+        let mut new_raw = old_raw.clone();
+        put_irec(c, &mut new_raw, new_count, new_free);
+        let key = u64::from(rec.startino);
+        ino_bt.update(tx, key, &old_raw, &new_raw)?;
         if finobt {
-            let mut tf = Vec::new();
-            let p = fino_bt.descend(tx, u64::from(rec.startino))?;
-            let i = p.idx[p.idx.len() - 1];
-            let mut recs = btree::records(&fino_bt, tx, &p);
+            let mut fino_bt = fino_bt;
             if new_count == 0 {
-                recs.remove(i);
+                fino_bt.delete(tx, &mut AgSrc::ino(agno, true), key, &r)?;
             } else {
-                put_irec(c, &mut recs[i], new_count, new_free);
+                fino_bt.update(tx, key, &r, &new_raw)?;
             }
-            fino_bt.set_leaf(tx, &p, &recs, &mut tf)?;
-            fino_bt.check_touched(tx, &tf)?;
         }
-        let fc = be32(&a, 28) - 1;
-        put32(&mut a, 28, fc);
-        seal_agi(tx, &mut a);
-        tx.write(agi_at, a)?;
+        agi_change(tx, agno, |a| add32(a, 28, -1, "agi_freecount"))?;
         tx.d_ifree -= 1;
-        return Ok(ino);
+        return Ok(Some(ino));
     }
-    Err(refuse(
-        c,
-        "no existing inode chunk has a free inode (allocating a new inode chunk is not implemented)"
-            .into(),
-    ))
+    Ok(None)
 }
 
-/// Delete the record with sort key `key` (which must equal `rec`) from
-/// `bt`; a non-root leaf left empty is refused (that is a merge).
-fn delete_rec(
-    tx: &mut Tx,
-    bt: &Bt,
-    key: u64,
-    rec: &[u8],
-    touched: &mut Vec<Touched>,
-) -> Result<(), FsError> {
+/// Inodes in one chunk (XFS_INODES_PER_CHUNK).
+const CHUNK_INODES: u32 = 64;
+
+/// A free extent of AG `agno` that holds `blks` blocks starting on a
+/// multiple of `align`: (start, length, aligned start). The cntbt is
+/// walked upwards from the smallest extent long enough.
+fn find_aligned(
+    tx: &Tx,
+    agno: u32,
+    blks: u32,
+    align: u32,
+) -> Result<Option<(u32, u32, u32)>, FsError> {
     let c = tx.c;
-    let p = bt.descend(tx, key)?;
-    let i = p.idx[p.idx.len() - 1];
-    if i >= p.numrecs || bt.rec(tx, &p.leaf, i) != rec {
-        return Err(c.corrupt(
-            &format!("{} of AG {}", bt.spec.name, bt.agno),
-            format!("record {key:#x} is not where the other tree says"),
-        ));
+    let (_, a) = agf(tx, agno)?;
+    let cnt = bt_from_agf(tx, agno, &a, true);
+    let p = cnt.descend(tx, u64::from(blks) << 32)?;
+    let (mut leaf, mut n, mut i) = (p.leaf, p.numrecs, p.idx[p.idx.len() - 1]);
+    let mut leaves = 0u32;
+    loop {
+        while i < n {
+            let r = cnt.rec(tx, &leaf, i);
+            let (s, l) = (be32(r, 0), be32(r, 4));
+            let at = u64::from(s).div_ceil(u64::from(align)) * u64::from(align);
+            if at + u64::from(blks) <= u64::from(s) + u64::from(l)
+                && !outside_free(c, agno, s, u64::from(l))
+            {
+                return Ok(Some((s, l, at as u32)));
+            }
+            i += 1;
+        }
+        leaves += 1;
+        if leaves > cnt.aglen {
+            return Err(c.corrupt(&format!("cntbt of AG {agno}"), "sibling loop".into()));
+        }
+        match cnt.right_sibling(tx, &leaf)? {
+            Some((b, m)) => {
+                leaf = b;
+                n = m;
+                i = 0;
+            }
+            None => return Ok(None),
+        }
     }
-    let mut recs = btree::records(bt, tx, &p);
-    recs.remove(i);
-    if recs.is_empty() && p.blocks.len() > 1 {
+}
+
+/// Allocate a new chunk of 64 inodes in AG `pref` (or the next AGs), as
+/// xfs_ialloc_ag_alloc does: its blocks aligned to sb_inoalignmt, every
+/// inode initialised free (xfs_ialloc_inode_init: magic, version,
+/// generation, no next-unlinked; v5: inode number, UUID, CRC), the record
+/// (all free) in the inobt and finobt, the AGI's count, free count and
+/// newino, and the superblock's icount and ifree.
+fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
+    let c = tx.c;
+    let g = &c.geo;
+    let sparse = g.has(INCOMPAT_SPINODES);
+    no_rmap(c, "allocating a new inode chunk")?;
+    if !g.nlink_bit {
         return Err(refuse(
             c,
-            format!(
-                "the change would empty a {} leaf of AG {} (a btree block merge is not implemented)",
-                bt.spec.name, bt.agno
-            ),
+            "a new inode chunk on a v4 filesystem with version 1 inodes is not implemented".into(),
         ));
     }
-    bt.set_leaf(tx, &p, &recs, touched)
-}
-
-/// Replace the record with key `key` (equal to `old`) by `new`.
-fn update_rec(
-    tx: &mut Tx,
-    bt: &Bt,
-    key: u64,
-    old: &[u8],
-    new: Vec<u8>,
-    touched: &mut Vec<Touched>,
-) -> Result<(), FsError> {
-    let p = bt.descend(tx, key)?;
-    let i = p.idx[p.idx.len() - 1];
-    if i >= p.numrecs || bt.rec(tx, &p.leaf, i) != old {
-        return Err(tx.c.corrupt(
-            &format!("{} of AG {}", bt.spec.name, bt.agno),
-            format!("record {key:#x} is not where the other tree says"),
+    let inopb = 1u32 << g.inopblog;
+    if inopb > CHUNK_INODES {
+        return Err(refuse(
+            c,
+            format!("{inopb} inodes per block: a new inode chunk smaller than a block is not implemented"),
         ));
     }
-    let mut recs = btree::records(bt, tx, &p);
-    recs[i] = new;
-    bt.set_leaf(tx, &p, &recs, touched)
-}
-
-/// Insert `rec` (key `key`) in its leaf.
-fn insert_rec(
-    tx: &mut Tx,
-    bt: &Bt,
-    key: u64,
-    rec: Vec<u8>,
-    touched: &mut Vec<Touched>,
-) -> Result<(), FsError> {
-    let p = bt.descend(tx, key)?;
-    let i = p.idx[p.idx.len() - 1];
-    if i < p.numrecs && (bt.spec.key)(bt.rec(tx, &p.leaf, i)) == key {
-        return Err(tx.c.corrupt(
-            &format!("{} of AG {}", bt.spec.name, bt.agno),
-            format!("record {key:#x} is there already"),
-        ));
+    let blks = CHUNK_INODES / inopb;
+    let sect = g.sect_size as usize;
+    let mut sb = tx.read(0, sect)?;
+    let aligned = g.v5 || be16(&sb, 100) & 0x0080 != 0;
+    let align = if aligned { be32(&sb, 180).max(1) } else { 1 };
+    if align > g.agblocks {
+        return Err(c.corrupt("superblock", format!("inode alignment {align} blocks")));
     }
-    let mut recs = btree::records(bt, tx, &p);
-    recs.insert(i, rec);
-    bt.set_leaf(tx, &p, &recs, touched)
+    let icount = be64(&sb, 128);
+    let pct = u64::from(sb[127]);
+    if pct > 0 {
+        let max = (g.dblocks * pct / 100) << g.inopblog;
+        if icount + u64::from(CHUNK_INODES) > max {
+            return Err(FsError::NoSpace {
+                fs: c.location.clone(),
+                what: format!("a new inode chunk: inodes may take only {pct}% of the space"),
+            });
+        }
+    }
+    let mut found = None;
+    for k in 0..g.agcount {
+        let agno = (pref + k) % g.agcount;
+        let (_, a) = agf(tx, agno)?;
+        let room = be32(&a, 52).saturating_sub(reserve(c, agno));
+        if room < blks {
+            continue;
+        }
+        fix_freelist(tx, agno)?;
+        if let Some(f) = find_aligned(tx, agno, blks, align)? {
+            found = Some((agno, f));
+            break;
+        }
+    }
+    let Some((agno, (s, l, at))) = found else {
+        if sparse {
+            return Err(refuse(
+                c,
+                format!("no AG has {blks} free blocks aligned to {align} for a whole inode chunk (allocating a sparse inode chunk is not implemented)"),
+            ));
+        }
+        return Err(FsError::NoSpace {
+            fs: c.location.clone(),
+            what: format!("{blks} blocks aligned to {align} for a new inode chunk"),
+        });
+    };
+    let startino = u64::from(at) << g.inopblog;
+    let startino = u32::try_from(startino)
+        .ok()
+        .filter(|&s| s.checked_add(CHUNK_INODES).is_some())
+        .ok_or_else(|| {
+            c.corrupt(
+                &format!("AG {agno}"),
+                format!("block {at} has no inode numbers"),
+            )
+        })?;
+    take_range(tx, agno, (s, l), at, blks, true)?;
+    fix_freelist(tx, agno)?;
+    // The inodes, all free.
+    let fsb = (u64::from(agno) << g.agblklog) | u64::from(at);
+    let off = g.fsb_to_byte(fsb, u64::from(blks)).ok_or_else(|| {
+        c.corrupt(
+            &format!("AG {agno}"),
+            format!("chunk at {at} outside the filesystem"),
+        )
+    })?;
+    let isz = g.inode_size as usize;
+    let mut buf = vec![0u8; blks as usize * g.block_size as usize];
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let agshift = g.agblklog + g.inopblog;
+    for i in 0..CHUNK_INODES {
+        let r = &mut buf[i as usize * isz..(i as usize + 1) * isz];
+        r[0..2].copy_from_slice(&crate::inode::INODE_MAGIC.to_be_bytes());
+        r[4] = if g.v5 { 3 } else { 2 };
+        let ino = (u64::from(agno) << agshift) | u64::from(startino + i);
+        let mut x = (seed ^ ino.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        put32(r, 92, (x >> 32) as u32);
+        put32(r, 96, NULL_AGINO);
+        if g.v5 {
+            put64(r, 152, ino);
+            r[160..176].copy_from_slice(&g.meta_uuid);
+            crate::csum::update(r, 100);
+        }
+    }
+    tx.write(off, buf)?;
+    // The record: all 64 free.
+    let mut rec = vec![0u8; 16];
+    put32(&mut rec, 0, startino);
+    if sparse {
+        rec[6] = CHUNK_INODES as u8;
+        rec[7] = CHUNK_INODES as u8;
+    } else {
+        put32(&mut rec, 4, CHUNK_INODES);
+    }
+    put64(&mut rec, 8, u64::MAX);
+    let (_, ai) = agi(tx, agno)?;
+    let mut ino_bt = bt_from_agi(tx, agno, &ai, false);
+    ino_bt.insert(tx, &mut AgSrc::ino(agno, false), u64::from(startino), &rec)?;
+    if g.ro_compat & RO_COMPAT_FINOBT != 0 {
+        let (_, ai) = agi(tx, agno)?;
+        let mut fino_bt = bt_from_agi(tx, agno, &ai, true);
+        fino_bt.insert(tx, &mut AgSrc::ino(agno, true), u64::from(startino), &rec)?;
+    }
+    agi_change(tx, agno, |a| {
+        add32(a, 16, i64::from(CHUNK_INODES), "agi_count")?;
+        add32(a, 28, i64::from(CHUNK_INODES), "agi_freecount")?;
+        put32(a, 32, startino);
+        Ok(())
+    })?;
+    // icount here; ifree follows with the other counters in finish_sb.
+    let sb_now = tx.read(0, sect)?;
+    sb.copy_from_slice(&sb_now);
+    let icount = be64(&sb, 128)
+        .checked_add(u64::from(CHUNK_INODES))
+        .ok_or_else(|| c.corrupt("superblock", "icount overflows".into()))?;
+    put64(&mut sb, 128, icount);
+    if g.v5 {
+        crate::csum::update(&mut sb, 224);
+    }
+    tx.write(0, sb)?;
+    tx.d_ifree += i64::from(CHUNK_INODES);
+    Ok(())
 }
 
-/// Return extent `fsb`+`len` (one AG) to the free space: merged with the
-/// free extents it touches in the bnobt, the cntbt records replaced, the
-/// AGF's free count and longest extent and the superblock's fdblocks
-/// updated. Records change inside their leaves only (a split or merge is
-/// refused).
+/// Return extent `fsb`+`len` (one AG) to the free space, then bring the
+/// AGFL back within bounds.
 pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError> {
     let c = tx.c;
     let agno = (fsb >> c.geo.agblklog) as u32;
     let s64 = fsb & ((1 << c.geo.agblklog) - 1);
-    let place = format!("free space of AG {agno}");
     if agno >= c.geo.agcount || len == 0 || s64 + len > u64::from(c.ag_len(agno)) {
         return Err(c.corrupt(
-            &place,
+            &format!("free space of AG {agno}"),
             format!("extent {s64}+{len} to free lies outside the AG"),
         ));
     }
-    let hdr_blocks = (4 * u64::from(c.geo.sect_size)).div_ceil(u64::from(c.geo.block_size));
-    let (ls, ll) = (c.geo.logstart, u64::from(c.geo.logblocks));
-    if s64 < hdr_blocks || (fsb < ls + ll && ls < fsb + len) {
+    no_rmap(c, "freeing blocks")?;
+    fix_freelist(tx, agno)?;
+    free_raw(tx, agno, s64 as u32, len as u32, true)?;
+    fix_freelist(tx, agno)
+}
+
+/// Return `s`+`n` of AG `agno` to the free space: merged with the free
+/// extents it touches in the bnobt, the cntbt records replaced, the AGF's
+/// free count and longest extent and (`count_fd`) the superblock's free
+/// blocks updated.
+fn free_raw(tx: &mut Tx, agno: u32, s: u32, n: u32, count_fd: bool) -> Result<(), FsError> {
+    let c = tx.c;
+    let place = format!("free space of AG {agno}");
+    let len = u64::from(n);
+    if n == 0 || outside_free(c, agno, s, len) {
         return Err(c.corrupt(
             &place,
-            format!("extent {s64}+{len} to free overlaps the AG headers or the log"),
+            format!("extent {s}+{len} to free overlaps the AG headers, the log or the AG end"),
         ));
     }
-    let (s, n) = (s64 as u32, len as u32);
-    let (agf_at, mut a) = agf(tx, agno)?;
-    let bno = bt_from_agf(tx, agno, &a, false);
-    let cnt = bt_from_agf(tx, agno, &a, true);
+    let (_, a) = agf(tx, agno)?;
+    let mut bno = bt_from_agf(tx, agno, &a, false);
+    let mut cnt = bt_from_agf(tx, agno, &a, true);
+    let pair = |r: Vec<u8>| (be32(&r, 0), be32(&r, 4));
     // The neighbours: the last free extent before, the first after.
-    let p = bno.descend(tx, u64::from(s))?;
-    let i = p.idx[p.idx.len() - 1];
-    let left = (i > 0).then(|| {
-        let r = bno.rec(tx, &p.leaf, i - 1);
-        (be32(r, 0), be32(r, 4))
-    });
-    let right = if i < p.numrecs {
-        let r = bno.rec(tx, &p.leaf, i);
-        Some((be32(r, 0), be32(r, 4)))
-    } else {
-        bno.right_sibling(tx, &p.leaf)?
-            .filter(|(_, m)| *m > 0)
-            .map(|(b, _)| {
-                let r = bno.rec(tx, &b, 0);
-                (be32(r, 0), be32(r, 4))
-            })
-    };
+    let left = bno.prev_rec(tx, u64::from(s))?.map(pair);
+    let right = bno.next_rec(tx, u64::from(s))?.map(pair);
     let end = u64::from(s) + len;
     if let Some((ls_, ll_)) = left {
         if u64::from(ls_) + u64::from(ll_) > u64::from(s) {
@@ -700,63 +1187,47 @@ pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError
             ));
         }
     }
-    let merge_l = left.filter(|&(ls_, ll_)| ls_ + ll_ == s);
+    let merge_l = left.filter(|&(ls_, ll_)| u64::from(ls_) + u64::from(ll_) == u64::from(s));
     let merge_r = right.filter(|&(rs, _)| u64::from(rs) == end);
     let ms = merge_l.map_or(s, |(ls_, _)| ls_);
     let ml = u64::from(n)
         + merge_l.map_or(0, |(_, l)| u64::from(l))
         + merge_r.map_or(0, |(_, l)| u64::from(l));
     let ml = u32::try_from(ml).map_err(|_| c.corrupt(&place, "free extent overflows".into()))?;
-    let mut tb: Vec<Touched> = Vec::new();
-    let mut tc: Vec<Touched> = Vec::new();
     let ckey = |st: u32, l: u32| (u64::from(l) << 32) | u64::from(st);
+    let rec = btree::alloc_rec;
     // bnobt.
     match (merge_l, merge_r) {
         (Some((ls_, ll_)), r) => {
             if let Some((rs, rl)) = r {
-                delete_rec(tx, &bno, u64::from(rs), &btree::alloc_rec(rs, rl), &mut tb)?;
+                bno.delete(tx, &mut AgSrc::bno(agno), u64::from(rs), &rec(rs, rl))?;
             }
-            update_rec(
-                tx,
-                &bno,
-                u64::from(ls_),
-                &btree::alloc_rec(ls_, ll_),
-                btree::alloc_rec(ms, ml),
-                &mut tb,
-            )?;
+            bno.update(tx, u64::from(ls_), &rec(ls_, ll_), &rec(ms, ml))?;
         }
-        (None, Some((rs, rl))) => update_rec(
-            tx,
-            &bno,
-            u64::from(rs),
-            &btree::alloc_rec(rs, rl),
-            btree::alloc_rec(ms, ml),
-            &mut tb,
-        )?,
-        (None, None) => insert_rec(tx, &bno, u64::from(s), btree::alloc_rec(s, n), &mut tb)?,
+        (None, Some((rs, rl))) => bno.update(tx, u64::from(rs), &rec(rs, rl), &rec(ms, ml))?,
+        (None, None) => bno.insert(tx, &mut AgSrc::bno(agno), u64::from(s), &rec(s, n))?,
     }
     // cntbt: the merged neighbours out, the new extent in.
     for (st, l) in [merge_l, merge_r].into_iter().flatten() {
-        delete_rec(tx, &cnt, ckey(st, l), &btree::alloc_rec(st, l), &mut tc)?;
+        cnt.delete(tx, &mut AgSrc::cnt(agno), ckey(st, l), &rec(st, l))?;
     }
-    insert_rec(tx, &cnt, ckey(ms, ml), btree::alloc_rec(ms, ml), &mut tc)?;
-    bno.check_touched(tx, &tb)?;
-    cnt.check_touched(tx, &tc)?;
+    cnt.insert(tx, &mut AgSrc::cnt(agno), ckey(ms, ml), &rec(ms, ml))?;
     let longest = cnt.last(tx)?.map_or(0, |r| be32(&r, 4));
-    let free = be32(&a, 52)
-        .checked_add(n)
-        .filter(|&f| f <= c.ag_len(agno))
-        .ok_or_else(|| {
-            c.corrupt(
-                &format!("AGF of AG {agno}"),
-                format!("freeing {s}+{len} would count more free blocks than the AG has"),
-            )
-        })?;
-    put32(&mut a, 52, free);
-    put32(&mut a, 56, longest);
-    seal_agf(tx, &mut a);
-    tx.write(agf_at, a)?;
-    tx.d_fdblocks += i64::from(n);
+    let aglen = c.ag_len(agno);
+    agf_change(tx, agno, |a| {
+        let free = be32(a, 52)
+            .checked_add(n)
+            .filter(|&f| f <= aglen)
+            .ok_or_else(|| {
+                format!("freeing {s}+{len} would count more free blocks than the AG has")
+            })?;
+        put32(a, 52, free);
+        put32(a, 56, longest);
+        Ok(())
+    })?;
+    if count_fd {
+        tx.d_fdblocks += i64::from(n);
+    }
     Ok(())
 }
 
@@ -774,7 +1245,7 @@ pub(crate) fn ifree(tx: &mut Tx, ino: u64) -> Result<(), FsError> {
         .filter(|&a| a < c.geo.agcount)
         .ok_or_else(|| c.corrupt(&format!("inode {ino}"), "AG number out of range".into()))?;
     let agino = (ino & ((1u64 << agshift) - 1)) as u32;
-    let (agi_at, mut a) = agi(tx, agno)?;
+    let (_, a) = agi(tx, agno)?;
     let ino_bt = bt_from_agi(tx, agno, &a, false);
     let fino_bt = bt_from_agi(tx, agno, &a, true);
     let place = format!("inobt of AG {agno}");
@@ -807,33 +1278,24 @@ pub(crate) fn ifree(tx: &mut Tx, ino: u64) -> Result<(), FsError> {
     }
     let mut new = old.clone();
     put_irec(c, &mut new, rec.freecount + 1, rec.free | bit);
-    let mut ti = Vec::new();
-    let mut recs = btree::records(&ino_bt, tx, &p);
-    recs[i] = new.clone();
-    ino_bt.set_leaf(tx, &p, &recs, &mut ti)?;
-    ino_bt.check_touched(tx, &ti)?;
+    let key = u64::from(rec.startino);
+    ino_bt.update(tx, key, &old, &new)?;
     if finobt {
-        let mut tf = Vec::new();
-        let key = u64::from(rec.startino);
+        let mut fino_bt = fino_bt;
         if rec.freecount == 0 {
-            insert_rec(tx, &fino_bt, key, new, &mut tf)?;
+            fino_bt.insert(tx, &mut AgSrc::ino(agno, true), key, &new)?;
         } else {
-            update_rec(tx, &fino_bt, key, &old, new, &mut tf)?;
+            fino_bt.update(tx, key, &old, &new)?;
         }
-        fino_bt.check_touched(tx, &tf)?;
     }
-    let fc = be32(&a, 28)
-        .checked_add(1)
-        .filter(|&f| f <= be32(&a, 16))
-        .ok_or_else(|| {
-            c.corrupt(
-                &format!("AGI of AG {agno}"),
-                "free inode count overflows".into(),
-            )
-        })?;
-    put32(&mut a, 28, fc);
-    seal_agi(tx, &mut a);
-    tx.write(agi_at, a)?;
+    agi_change(tx, agno, |a| {
+        let fc = be32(a, 28)
+            .checked_add(1)
+            .filter(|&f| f <= be32(a, 16))
+            .ok_or_else(|| "free inode count overflows".to_string())?;
+        put32(a, 28, fc);
+        Ok(())
+    })?;
     tx.d_ifree += 1;
     Ok(())
 }

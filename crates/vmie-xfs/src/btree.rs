@@ -1,18 +1,26 @@
 //! The short-form per-AG B+trees (bnobt, cntbt, inobt, finobt,
-//! refcountbt): verified block reads, descent to a key, and in-place leaf
-//! changes with the keys above kept right. A change that would need a
-//! block split or merge (a leaf over its maximum, a non-root leaf under its
-//! minimum) is refused by [`Bt::check_touched`].
+//! refcountbt): verified block reads, descent to a key, and record insert,
+//! delete and update with the tree kept valid: a full block splits in two
+//! (a full root grows the tree by one level), a block under its minimum
+//! takes records from a sibling under the same parent or merges with it
+//! (a root left with one child is removed), the keys above a block follow
+//! its first record, and sibling pointers are kept. New blocks come from,
+//! and freed blocks go to, a [`Source`] (the AGFL for the free-space trees,
+//! the free space for the inode trees), which also records a new root.
 
 use std::cmp::Ordering;
 
 use vmie_guestfs::FsError;
 
-use crate::be::{be16, be32, put32};
+use crate::be::{be16, be32, put32, put64};
 use crate::tx::Tx;
 
+fn put16(b: &mut [u8], off: usize, v: u16) {
+    b[off..off + 2].copy_from_slice(&v.to_be_bytes());
+}
+
 /// No sibling.
-const NULL_AGBNO: u32 = 0xFFFF_FFFF;
+pub(crate) const NULL_AGBNO: u32 = 0xFFFF_FFFF;
 /// Deepest tree walked (the kernel's AG btrees stay well below this).
 const MAX_LEVELS: u32 = 9;
 
@@ -102,14 +110,6 @@ pub(crate) struct Path {
     /// The leaf's bytes and its record count.
     pub leaf: Vec<u8>,
     pub numrecs: usize,
-}
-
-/// A leaf touched by a change, to check for split/merge at the end.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Touched {
-    pub agbno: u32,
-    pub root: bool,
-    pub before: usize,
 }
 
 impl Bt {
@@ -254,103 +254,6 @@ impl Bt {
         self.block(tx, r, 0).map(Some)
     }
 
-    /// Replace the leaf at `path` by `recs`, keeping the keys above right;
-    /// records the leaf in `touched`.
-    pub fn set_leaf(
-        &self,
-        tx: &mut Tx,
-        path: &Path,
-        recs: &[Vec<u8>],
-        touched: &mut Vec<Touched>,
-    ) -> Result<(), FsError> {
-        let hdr = self.hdr(tx);
-        let leaf_bno = *path.blocks.last().unwrap_or(&self.root);
-        if recs.len() > self.leaf_max(tx) {
-            return Err(self.refuse_split(tx, leaf_bno));
-        }
-        let mut b = path.leaf.clone();
-        let old_first = (path.numrecs > 0).then(|| (self.spec.key)(self.rec(tx, &b, 0)));
-        b[6..8].copy_from_slice(&(recs.len() as u16).to_be_bytes());
-        let rl = self.spec.reclen;
-        let area_end = hdr + self.leaf_max(tx) * rl;
-        b[hdr..area_end].fill(0);
-        for (i, r) in recs.iter().enumerate() {
-            b[hdr + i * rl..hdr + (i + 1) * rl].copy_from_slice(r);
-        }
-        let at = self.byte_of(tx, leaf_bno)?;
-        if tx.c.geo.v5 {
-            crate::csum::update(&mut b, 52);
-        }
-        tx.write(at, b)?;
-        if !touched.iter().any(|t| t.agbno == leaf_bno) {
-            touched.push(Touched {
-                agbno: leaf_bno,
-                root: path.blocks.len() == 1,
-                before: path.numrecs,
-            });
-        }
-        // The first key changed: fix the key in each parent while this
-        // child is its parent's first.
-        let new_first = recs.first().map(|r| (self.spec.key)(r));
-        if let (Some(old), Some(new), Some(first)) = (old_first, new_first, recs.first()) {
-            if old != new {
-                self.fix_keys(tx, path, &first[..self.spec.keylen])?;
-            }
-        }
-        Ok(())
-    }
-
-    fn fix_keys(&self, tx: &mut Tx, path: &Path, key: &[u8]) -> Result<(), FsError> {
-        let hdr = self.hdr(tx);
-        let kl = self.spec.keylen;
-        // Walk up from the leaf's parent.
-        let depth = path.blocks.len();
-        for d in (0..depth.saturating_sub(1)).rev() {
-            let agbno = path.blocks[d];
-            let level = (depth - 1 - d) as u32;
-            let (mut b, _) = self.block(tx, agbno, level)?;
-            let i = path.idx[d];
-            b[hdr + i * kl..hdr + (i + 1) * kl].copy_from_slice(key);
-            if tx.c.geo.v5 {
-                crate::csum::update(&mut b, 52);
-            }
-            let at = self.byte_of(tx, agbno)?;
-            tx.write(at, b)?;
-            if i != 0 {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn refuse_split(&self, tx: &Tx, agbno: u32) -> FsError {
-        FsError::Unsupported {
-            fs: tx.c.location.clone(),
-            op: "write".into(),
-            why: format!(
-                "the change would split or merge {} (a btree block split or merge is not implemented)",
-                self.place(agbno)
-            ),
-        }
-    }
-
-    /// Refuse when a touched non-root leaf fell under its minimum.
-    pub fn check_touched(&self, tx: &Tx, touched: &[Touched]) -> Result<(), FsError> {
-        let min = self.leaf_max(tx) / 2;
-        for t in touched {
-            if t.root {
-                continue;
-            }
-            let at = self.byte_of(tx, t.agbno)?;
-            let b = tx.read(at, 8)?;
-            let n = usize::from(be16(&b, 6));
-            if n < min && n < t.before {
-                return Err(self.refuse_split(tx, t.agbno));
-            }
-        }
-        Ok(())
-    }
-
     /// The last record of the tree (rightmost leaf), if any.
     pub fn last(&self, tx: &Tx) -> Result<Option<Vec<u8>>, FsError> {
         let p = self.descend(tx, u64::MAX)?;
@@ -361,17 +264,532 @@ impl Bt {
     }
 }
 
-/// The records of a leaf as owned vectors.
-pub(crate) fn records(bt: &Bt, tx: &Tx, p: &Path) -> Vec<Vec<u8>> {
-    (0..p.numrecs)
-        .map(|i| bt.rec(tx, &p.leaf, i).to_vec())
-        .collect()
-}
-
 /// An 8-byte alloc record.
 pub(crate) fn alloc_rec(start: u32, len: u32) -> Vec<u8> {
     let mut r = vec![0u8; 8];
     put32(&mut r, 0, start);
     put32(&mut r, 4, len);
     r
+}
+
+/// Where a tree's new blocks come from and its freed blocks go, and where
+/// its root and height are recorded.
+pub(crate) trait Source {
+    /// A block (AG block number) for a new tree block.
+    fn get(&mut self, tx: &mut Tx<'_>, bt: &Bt) -> Result<u32, FsError>;
+    /// Give back a block the tree no longer uses.
+    fn put(&mut self, tx: &mut Tx<'_>, bt: &Bt, agbno: u32) -> Result<(), FsError>;
+    /// Record `bt.root` and `bt.levels` in the AG header.
+    fn set_root(&mut self, tx: &mut Tx<'_>, bt: &Bt) -> Result<(), FsError>;
+}
+
+/// One block decoded for a change: records (leaf) or keys and pointers
+/// (node).
+#[derive(Debug, Clone)]
+struct Blk {
+    agbno: u32,
+    level: u32,
+    left: u32,
+    right: u32,
+    items: Vec<Vec<u8>>,
+    ptrs: Vec<u32>,
+    raw: Vec<u8>,
+}
+
+/// What a change below tells the block above: the block's new first key
+/// (when it changed), and the block split off to its right (its first key
+/// and block number).
+#[derive(Debug, Default)]
+struct Up {
+    first: Option<Vec<u8>>,
+    split: Option<(Vec<u8>, u32)>,
+}
+
+/// What a delete below tells the block above: the new first key, and
+/// whether the block fell under its minimum.
+#[derive(Debug, Default)]
+struct Down {
+    first: Option<Vec<u8>>,
+    under: bool,
+}
+
+impl Bt {
+    fn max_at(&self, tx: &Tx, level: u32) -> usize {
+        if level == 0 {
+            self.leaf_max(tx)
+        } else {
+            self.node_max(tx)
+        }
+    }
+
+    fn min_at(&self, tx: &Tx, level: u32) -> usize {
+        self.max_at(tx, level) / 2
+    }
+
+    fn keyb(&self, item: &[u8]) -> Vec<u8> {
+        item[..self.spec.keylen].to_vec()
+    }
+
+    fn load(&self, tx: &Tx, agbno: u32, level: u32) -> Result<Blk, FsError> {
+        let (raw, n) = self.block(tx, agbno, level)?;
+        let hdr = self.hdr(tx);
+        let (items, ptrs) = if level == 0 {
+            let rl = self.spec.reclen;
+            let items = (0..n)
+                .map(|i| raw[hdr + i * rl..hdr + (i + 1) * rl].to_vec())
+                .collect();
+            (items, Vec::new())
+        } else {
+            let kl = self.spec.keylen;
+            let po = hdr + self.node_max(tx) * kl;
+            let items = (0..n)
+                .map(|i| raw[hdr + i * kl..hdr + (i + 1) * kl].to_vec())
+                .collect();
+            let ptrs = (0..n).map(|i| be32(&raw, po + i * 4)).collect();
+            (items, ptrs)
+        };
+        Ok(Blk {
+            agbno,
+            level,
+            left: be32(&raw, 8),
+            right: be32(&raw, 12),
+            items,
+            ptrs,
+            raw,
+        })
+    }
+
+    /// A new, empty block at `agbno`, its header stamped as the kernel
+    /// does (LSN 0: at or behind the clean log's head).
+    fn fresh(&self, tx: &Tx, agbno: u32, level: u32) -> Result<Blk, FsError> {
+        let at = self.byte_of(tx, agbno)?;
+        let v5 = tx.c.geo.v5;
+        let mut raw = vec![0u8; tx.c.geo.block_size as usize];
+        put32(
+            &mut raw,
+            0,
+            if v5 {
+                self.spec.magic_v5
+            } else {
+                self.spec.magic_v4
+            },
+        );
+        put16(&mut raw, 4, level as u16);
+        if v5 {
+            put64(&mut raw, 16, at >> 9);
+            raw[32..48].copy_from_slice(&tx.c.geo.meta_uuid);
+            put32(&mut raw, 48, self.agno);
+        }
+        Ok(Blk {
+            agbno,
+            level,
+            left: NULL_AGBNO,
+            right: NULL_AGBNO,
+            items: Vec::new(),
+            ptrs: Vec::new(),
+            raw,
+        })
+    }
+
+    fn store(&self, tx: &mut Tx, b: &Blk) -> Result<(), FsError> {
+        let hdr = self.hdr(tx);
+        let max = self.max_at(tx, b.level);
+        if b.items.len() > max || (b.level > 0 && b.ptrs.len() != b.items.len()) {
+            return Err(self.corrupt(
+                tx,
+                b.agbno,
+                format!("{} entries staged for at most {max}", b.items.len()),
+            ));
+        }
+        let mut raw = b.raw.clone();
+        put16(&mut raw, 6, b.items.len() as u16);
+        put32(&mut raw, 8, b.left);
+        put32(&mut raw, 12, b.right);
+        raw[hdr..].fill(0);
+        let w = if b.level == 0 {
+            self.spec.reclen
+        } else {
+            self.spec.keylen
+        };
+        for (i, it) in b.items.iter().enumerate() {
+            raw[hdr + i * w..hdr + (i + 1) * w].copy_from_slice(&it[..w]);
+        }
+        if b.level > 0 {
+            let po = hdr + max * w;
+            for (i, p) in b.ptrs.iter().enumerate() {
+                put32(&mut raw, po + i * 4, *p);
+            }
+        }
+        if tx.c.geo.v5 {
+            crate::csum::update(&mut raw, 52);
+        }
+        let at = self.byte_of(tx, b.agbno)?;
+        tx.write(at, raw)
+    }
+
+    /// Point the left (`left`) or right sibling pointer of block `agbno`
+    /// at `to`.
+    fn set_sib(
+        &self,
+        tx: &mut Tx,
+        agbno: u32,
+        level: u32,
+        left: bool,
+        to: u32,
+    ) -> Result<(), FsError> {
+        if agbno == NULL_AGBNO {
+            return Ok(());
+        }
+        let mut b = self.load(tx, agbno, level)?;
+        if left {
+            b.left = to;
+        } else {
+            b.right = to;
+        }
+        self.store(tx, &b)
+    }
+
+    /// The child of node `b` that covers `key`.
+    fn child(&self, b: &Blk, key: u64) -> usize {
+        let mut i = 0;
+        while i + 1 < b.items.len() && (self.spec.key)(&b.items[i + 1]) <= key {
+            i += 1;
+        }
+        i
+    }
+
+    fn first_key(&self, b: &Blk) -> Option<Vec<u8>> {
+        b.items.first().map(|i| self.keyb(i))
+    }
+
+    /// Split the over-full block `b` in two; the right half goes to a new
+    /// block. Both are stored and the siblings relinked.
+    fn split(
+        &self,
+        tx: &mut Tx,
+        src: &mut dyn Source,
+        b: &mut Blk,
+    ) -> Result<(Vec<u8>, u32), FsError> {
+        let nb = src.get(tx, self)?;
+        if nb == b.agbno || nb == b.right || nb == b.left {
+            return Err(self.corrupt(tx, nb, "handed out a block in use".into()));
+        }
+        let mut r = self.fresh(tx, nb, b.level)?;
+        let mid = b.items.len() / 2;
+        r.items = b.items.split_off(mid);
+        if b.level > 0 {
+            r.ptrs = b.ptrs.split_off(mid);
+        }
+        r.left = b.agbno;
+        r.right = b.right;
+        let old_right = b.right;
+        b.right = nb;
+        self.store(tx, b)?;
+        self.store(tx, &r)?;
+        self.set_sib(tx, old_right, b.level, true, nb)?;
+        let k = self
+            .first_key(&r)
+            .ok_or_else(|| self.corrupt(tx, nb, "split into an empty block".into()))?;
+        Ok((k, nb))
+    }
+
+    fn ins(
+        &self,
+        tx: &mut Tx,
+        src: &mut dyn Source,
+        agbno: u32,
+        level: u32,
+        key: u64,
+        rec: &[u8],
+    ) -> Result<Up, FsError> {
+        let mut b = self.load(tx, agbno, level)?;
+        let old_first = self.first_key(&b);
+        if level == 0 {
+            let i = b
+                .items
+                .iter()
+                .position(|r| (self.spec.key)(r) >= key)
+                .unwrap_or(b.items.len());
+            if b.items.get(i).is_some_and(|r| (self.spec.key)(r) == key) {
+                return Err(self.corrupt(tx, agbno, format!("record {key:#x} is there already")));
+            }
+            b.items.insert(i, rec.to_vec());
+        } else {
+            let c = self.child(&b, key);
+            let up = self.ins(tx, src, b.ptrs[c], level - 1, key, rec)?;
+            if up.first.is_none() && up.split.is_none() {
+                return Ok(Up::default());
+            }
+            if let Some(f) = up.first {
+                b.items[c] = f;
+            }
+            if let Some((k, p)) = up.split {
+                b.items.insert(c + 1, k);
+                b.ptrs.insert(c + 1, p);
+            }
+        }
+        let mut up = Up::default();
+        if b.items.len() > self.max_at(tx, level) {
+            up.split = Some(self.split(tx, src, &mut b)?);
+        } else {
+            self.store(tx, &b)?;
+        }
+        let new_first = self.first_key(&b);
+        if new_first != old_first {
+            up.first = new_first;
+        }
+        Ok(up)
+    }
+
+    /// Insert record `rec` (sort key `key`).
+    pub fn insert(
+        &mut self,
+        tx: &mut Tx,
+        src: &mut dyn Source,
+        key: u64,
+        rec: &[u8],
+    ) -> Result<(), FsError> {
+        self.check_levels(tx)?;
+        let up = self.ins(tx, src, self.root, self.levels - 1, key, rec)?;
+        if let Some((k, p)) = up.split {
+            if self.levels >= MAX_LEVELS {
+                return Err(FsError::Unsupported {
+                    fs: tx.c.location.clone(),
+                    op: "write".into(),
+                    why: format!(
+                        "the {} of AG {} would grow past {MAX_LEVELS} levels",
+                        self.spec.name, self.agno
+                    ),
+                });
+            }
+            let old = self.load(tx, self.root, self.levels - 1)?;
+            let lk = self
+                .first_key(&old)
+                .ok_or_else(|| self.corrupt(tx, self.root, "an empty root after a split".into()))?;
+            let nr = src.get(tx, self)?;
+            let mut r = self.fresh(tx, nr, self.levels)?;
+            r.items = vec![lk, k];
+            r.ptrs = vec![self.root, p];
+            self.store(tx, &r)?;
+            self.root = nr;
+            self.levels += 1;
+            src.set_root(tx, self)?;
+        }
+        Ok(())
+    }
+
+    /// Children `c` of node `p` fell under its minimum: merge it with a
+    /// sibling under the same parent, or share their entries evenly.
+    fn rebalance(
+        &self,
+        tx: &mut Tx,
+        src: &mut dyn Source,
+        p: &mut Blk,
+        c: usize,
+    ) -> Result<(), FsError> {
+        if p.ptrs.len() < 2 {
+            return Ok(());
+        }
+        let (li, ri) = if c + 1 < p.ptrs.len() {
+            (c, c + 1)
+        } else {
+            (c - 1, c)
+        };
+        let lvl = p.level - 1;
+        let mut l = self.load(tx, p.ptrs[li], lvl)?;
+        let mut r = self.load(tx, p.ptrs[ri], lvl)?;
+        if l.right != r.agbno || r.left != l.agbno {
+            return Err(self.corrupt(
+                tx,
+                l.agbno,
+                format!(
+                    "sibling pointers disagree with the parent (block {})",
+                    r.agbno
+                ),
+            ));
+        }
+        let total = l.items.len() + r.items.len();
+        if total <= self.max_at(tx, lvl) {
+            l.items.append(&mut r.items);
+            l.ptrs.append(&mut r.ptrs);
+            l.right = r.right;
+            self.store(tx, &l)?;
+            self.set_sib(tx, r.right, lvl, true, l.agbno)?;
+            src.put(tx, self, r.agbno)?;
+            p.items.remove(ri);
+            p.ptrs.remove(ri);
+        } else {
+            let half = total / 2;
+            let mut items = std::mem::take(&mut l.items);
+            items.append(&mut r.items);
+            let mut ptrs = std::mem::take(&mut l.ptrs);
+            ptrs.append(&mut r.ptrs);
+            r.items = items.split_off(half);
+            l.items = items;
+            if lvl > 0 {
+                r.ptrs = ptrs.split_off(half);
+                l.ptrs = ptrs;
+            }
+            self.store(tx, &l)?;
+            self.store(tx, &r)?;
+            if let Some(k) = self.first_key(&r) {
+                p.items[ri] = k;
+            }
+        }
+        Ok(())
+    }
+
+    fn del(
+        &self,
+        tx: &mut Tx,
+        src: &mut dyn Source,
+        agbno: u32,
+        level: u32,
+        key: u64,
+        rec: &[u8],
+    ) -> Result<Down, FsError> {
+        let mut b = self.load(tx, agbno, level)?;
+        let old_first = self.first_key(&b);
+        if level == 0 {
+            let Some(i) = b
+                .items
+                .iter()
+                .position(|r| (self.spec.key)(r) == key && r.as_slice() == rec)
+            else {
+                return Err(self.corrupt(
+                    tx,
+                    agbno,
+                    format!("record {key:#x} is not where the other tree says"),
+                ));
+            };
+            b.items.remove(i);
+        } else {
+            let c = self.child(&b, key);
+            let d = self.del(tx, src, b.ptrs[c], level - 1, key, rec)?;
+            if d.first.is_none() && !d.under {
+                return Ok(Down::default());
+            }
+            if let Some(f) = d.first {
+                b.items[c] = f;
+            }
+            if d.under {
+                self.rebalance(tx, src, &mut b, c)?;
+            }
+        }
+        self.store(tx, &b)?;
+        let new_first = self.first_key(&b);
+        Ok(Down {
+            first: (new_first != old_first).then_some(new_first).flatten(),
+            under: b.items.len() < self.min_at(tx, level),
+        })
+    }
+
+    /// Delete record `rec` (sort key `key`); it must be there.
+    pub fn delete(
+        &mut self,
+        tx: &mut Tx,
+        src: &mut dyn Source,
+        key: u64,
+        rec: &[u8],
+    ) -> Result<(), FsError> {
+        self.check_levels(tx)?;
+        self.del(tx, src, self.root, self.levels - 1, key, rec)?;
+        // A root node left with one child gives way to it.
+        while self.levels > 1 {
+            let r = self.load(tx, self.root, self.levels - 1)?;
+            if r.ptrs.len() != 1 {
+                break;
+            }
+            let old = self.root;
+            self.root = r.ptrs[0];
+            self.levels -= 1;
+            let mut child = self.load(tx, self.root, self.levels - 1)?;
+            if child.left != NULL_AGBNO || child.right != NULL_AGBNO {
+                child.left = NULL_AGBNO;
+                child.right = NULL_AGBNO;
+                self.store(tx, &child)?;
+            }
+            src.set_root(tx, self)?;
+            src.put(tx, self, old)?;
+        }
+        Ok(())
+    }
+
+    /// Replace record `old` (sort key `key`) by `new`, which sorts in the
+    /// same place (between the records around `old`).
+    pub fn update(&self, tx: &mut Tx, key: u64, old: &[u8], new: &[u8]) -> Result<(), FsError> {
+        self.check_levels(tx)?;
+        let p = self.descend(tx, key)?;
+        let depth = p.blocks.len();
+        let leaf_bno = p.blocks[depth - 1];
+        let mut b = self.load(tx, leaf_bno, 0)?;
+        let i = p.idx[depth - 1];
+        if b.items.get(i).map(Vec::as_slice) != Some(old) {
+            return Err(self.corrupt(
+                tx,
+                leaf_bno,
+                format!("record {key:#x} is not where the other tree says"),
+            ));
+        }
+        let nk = (self.spec.key)(new);
+        let below = i.checked_sub(1).map(|j| (self.spec.key)(&b.items[j]));
+        let above = b.items.get(i + 1).map(|r| (self.spec.key)(r));
+        if below.is_some_and(|k| k >= nk) || above.is_some_and(|k| k <= nk) {
+            return Err(self.corrupt(
+                tx,
+                leaf_bno,
+                format!("record {nk:#x} would fall out of order"),
+            ));
+        }
+        b.items[i] = new.to_vec();
+        self.store(tx, &b)?;
+        if i == 0 && nk != key {
+            // Walk up while this block is its parent's first child.
+            let kb = self.keyb(new);
+            for d in (0..depth - 1).rev() {
+                let lvl = (depth - 1 - d) as u32;
+                let mut n = self.load(tx, p.blocks[d], lvl)?;
+                let j = p.idx[d];
+                if j >= n.items.len() {
+                    return Err(self.corrupt(tx, n.agbno, "descent index out of range".into()));
+                }
+                n.items[j] = kb.clone();
+                self.store(tx, &n)?;
+                if j != 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The record before the first whose key is at or above `key`
+    /// (looking into the left sibling leaf when needed).
+    pub fn prev_rec(&self, tx: &Tx, key: u64) -> Result<Option<Vec<u8>>, FsError> {
+        let p = self.descend(tx, key)?;
+        let i = p.idx[p.idx.len() - 1];
+        if i > 0 {
+            return Ok(Some(self.rec(tx, &p.leaf, i - 1).to_vec()));
+        }
+        let l = be32(&p.leaf, 8);
+        if l == NULL_AGBNO {
+            return Ok(None);
+        }
+        let (b, n) = self.block(tx, l, 0)?;
+        Ok((n > 0).then(|| self.rec(tx, &b, n - 1).to_vec()))
+    }
+
+    /// The first record whose key is at or above `key` (looking into the
+    /// right sibling leaf when needed).
+    pub fn next_rec(&self, tx: &Tx, key: u64) -> Result<Option<Vec<u8>>, FsError> {
+        let p = self.descend(tx, key)?;
+        let i = p.idx[p.idx.len() - 1];
+        if i < p.numrecs {
+            return Ok(Some(self.rec(tx, &p.leaf, i).to_vec()));
+        }
+        Ok(self
+            .right_sibling(tx, &p.leaf)?
+            .filter(|(_, n)| *n > 0)
+            .map(|(b, _)| self.rec(tx, &b, 0).to_vec()))
+    }
 }
