@@ -13,14 +13,16 @@
 //! modules): `replace_file` (in place, growing into new blocks),
 //! `create_file`, `symlink`, `mkdir`, `remove` and `rename`, each one
 //! in-memory transaction staged in a `tx::Tx` and written only after every
-//! check passed. Blocks come from (and go back to) the bnobt/cntbt with
-//! records changed inside their leaves, inodes from existing chunks
+//! check passed. Blocks come from (and go back to) the bnobt/cntbt, whose
+//! blocks split, merge and change height (the AGFL kept at the kernel's
+//! minimum), inodes from existing chunks or a new 64-inode chunk
 //! (inobt/finobt; freed ones return there), entries go into and out of
 //! shortform, block and leaf directories (converting shortform to block
 //! and block to leaf when adding; a removal keeps the form and frees an
 //! emptied leaf-form data block). Refused with [`FsError::Unsupported`],
-//! writing nothing: btree block splits/merges, new inode chunks,
-//! allocating or freeing blocks on rmapbt filesystems, node/btree-form
+//! writing nothing: sparse inode chunks when no whole aligned chunk fits,
+//! allocating or freeing any block (and new inode chunks) on rmapbt
+//! filesystems, node/btree-form
 //! directories, btree-format files, overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at

@@ -10,8 +10,8 @@
 //! counters follow. Refused, writing nothing: freeing blocks on rmapbt
 //! filesystems (their reverse mappings are not maintained), freeing blocks
 //! the refcountbt says are shared (reflink), btree-format block maps,
-//! realtime files, immutable or append-only inodes and directories, btree
-//! splits and merges, 8-byte shortform directories, node/btree-form
+//! realtime files, immutable or append-only inodes and directories,
+//! 8-byte shortform directories, node/btree-form
 //! directories, and directory targets of a rename.
 
 use vmie_guestfs::{FileType, FsError, GuestPath};

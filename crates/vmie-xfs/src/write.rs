@@ -3,7 +3,7 @@
 //! directories. Each operation is one in-memory transaction ([`Tx`]):
 //! every check runs and every changed byte is computed before the first
 //! write to the device, so a refusal (or no space) writes nothing. Blocks
-//! and inodes are allocated from the existing AG btrees (see `alloc`);
+//! and inodes are allocated from the AG btrees (a new inode chunk when all are full) (see `alloc`);
 //! directory entries are added by `dirw`. No LSN is stamped: every block
 //! keeps its own (new blocks get 0), which is at or behind the clean
 //! log's head, so the kernel mounts without recovery.
