@@ -577,6 +577,113 @@ fn a_stream_optimized_vmdk_is_fixed_into_a_raw_copy_with_output() {
     assert_eq!(sha256(&vmdk), before);
 }
 
+/// An OSTree physical root (Fedora CoreOS style, made by mke2fs -d): two
+/// deployments, the default boot entry's link naming the newer. `inspect`
+/// finds the guest in that deployment (its release, host name and fstab),
+/// and the fixup run edits the deployment's /etc/fstab in place on the
+/// volume, e2fsck clean, the older deployment untouched, undo exact.
+#[test]
+fn an_ostree_deployment_is_inspected_and_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let os = "fedora-coreos";
+    let deploy = |csum: &str, version: &str| {
+        let d = tree.join(format!("ostree/deploy/{os}/deploy/{csum}"));
+        for sub in ["etc", "usr/bin", "usr/lib", "var"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::os::unix::fs::symlink("usr/bin", d.join("bin")).unwrap();
+        std::fs::write(
+            d.join("usr/lib/os-release"),
+            format!("NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID={version}\nVARIANT_ID=coreos\nPRETTY_NAME=\"Fedora CoreOS {version}\"\n"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../usr/lib/os-release", d.join("etc/os-release")).unwrap();
+        std::fs::write(d.join("etc/hostname"), "fcos\n").unwrap();
+        std::fs::write(d.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::write(
+            d.join("etc/fstab"),
+            "LABEL=root / xfs defaults 0 0\n/dev/sdb1 /var/data ext4 defaults 0 2\n",
+        )
+        .unwrap();
+        d
+    };
+    deploy("1111aaaa.0", "38");
+    deploy("2222bbbb.0", "39");
+    std::fs::create_dir_all(tree.join(format!("ostree/deploy/{os}/var"))).unwrap();
+    let boot = tree.join(format!("ostree/boot.1/{os}/bootcsum"));
+    std::fs::create_dir_all(&boot).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../deploy/{os}/deploy/2222bbbb.0"),
+        boot.join("0"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../deploy/{os}/deploy/1111aaaa.0"),
+        boot.join("1"),
+    )
+    .unwrap();
+    let img = dir.path().join("fcos.raw");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let o = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "root", "-d"])
+        .arg(&tree)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let doc: Value = serde_json::from_str(&ok(&["inspect", "--format", "json", s(&img)])).unwrap();
+    let g = &doc["operating_systems"][0];
+    assert_eq!(g["distro"], "fedora", "{doc:#}");
+    assert_eq!(
+        g["major_version"], 39,
+        "the default deployment, not the older one"
+    );
+    assert_eq!(g["hostname"], "fcos");
+    let warned = g["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap()
+            .contains("/ostree/deploy/fedora-coreos/deploy/2222bbbb.0")
+    });
+    assert!(warned, "{g:#}");
+
+    let before = sha256(&img);
+    let doc: Value = serde_json::from_str(&ok(&["--format", "json", s(&img)])).unwrap();
+    let paths: Vec<&str> = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/etc/fstab"), "{doc:#}");
+    e2fsck_clean(&img, 0);
+    let cat = |p: &str| {
+        let o = Command::new("debugfs")
+            .args(["-R", &format!("cat {p}")])
+            .arg(&img)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let new = cat(&format!("/ostree/deploy/{os}/deploy/2222bbbb.0/etc/fstab"));
+    assert!(new.contains("nofail"), "{new}");
+    assert!(cat(&format!(
+        "/ostree/deploy/{os}/deploy/2222bbbb.0/etc/fstab.vmie.bak"
+    ))
+    .contains("/dev/sdb1 /var/data ext4 defaults 0 2"));
+    let old = cat(&format!("/ostree/deploy/{os}/deploy/1111aaaa.0/etc/fstab"));
+    assert_eq!(
+        old,
+        "LABEL=root / xfs defaults 0 0\n/dev/sdb1 /var/data ext4 defaults 0 2\n"
+    );
+    ok(&["undo", s(&img)]);
+    assert_eq!(sha256(&img), before);
+}
+
 /// An OVA (a streamOptimized boot disk and a data disk, listed data first in
 /// the OVF and the archive, the boot disk at SCSI address 0) and a
 /// twoGbMaxExtentSparse VMDK are read without conversion: `inspect` and a

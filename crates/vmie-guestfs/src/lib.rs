@@ -19,11 +19,13 @@ mod error;
 mod memfs;
 mod mounts;
 mod path;
+mod subdir;
 
 pub use error::FsError;
 pub use memfs::MemFs;
 pub use mounts::Mounts;
 pub use path::GuestPath;
+pub use subdir::SubdirFs;
 
 use std::fmt;
 

@@ -33,6 +33,9 @@ pub struct MountedTree {
     pub mounted: Vec<(String, String)>,
     /// fstab entries that could not be mounted, and why.
     pub not_mounted: Vec<String>,
+    /// The OSTree deployment that is the root, when the root volume is an
+    /// OSTree physical root.
+    pub ostree: Option<vmie_os::OstreeDeployment>,
 }
 
 impl Vm {
@@ -62,8 +65,10 @@ impl Vm {
                     .is_some_and(|p| readable(p.kind) && p.kind != vmie_probe::FsKind::Ntfs)
             })
             .filter(|v| {
-                self.open_fs(v)
-                    .is_ok_and(|fs| vmie_os::is_linux_root(fs.as_ref()))
+                self.open_fs(v).is_ok_and(|fs| {
+                    vmie_os::is_linux_root(fs.as_ref())
+                        || vmie_os::ostree_deployment(fs.as_ref()).is_some()
+                })
             })
             .collect()
     }
@@ -71,7 +76,21 @@ impl Vm {
     /// Mount the Linux root on `root` and the rest of its fstab as one tree,
     /// without inspecting it.
     pub fn mount_guest(&self, root: &Volume) -> Result<MountedTree, InspectError> {
-        let root_fs = self.open_fs(root)?;
+        let phys = self.open_fs(root)?;
+        let mut ostree = None;
+        let root_fs: Box<dyn GuestFs> = if vmie_os::is_linux_root(phys.as_ref()) {
+            phys
+        } else if let Some(d) = vmie_os::ostree_deployment(phys.as_ref()) {
+            // The booted system's `/` is the deployment. Its `/var` and the
+            // physical root (`/sysroot`) are bind mounts of the same
+            // filesystem: not mounted again, since two writers over one
+            // volume would each cache its own allocation state.
+            let base = GuestPath::from(d.path.as_str());
+            ostree = Some(d);
+            Box::new(vmie_guestfs::SubdirFs::new(phys, base))
+        } else {
+            phys
+        };
         let fstab_text = root_fs.read("/etc/fstab").unwrap_or_default();
         let entries = vmie_os::parse_fstab(&String::from_utf8_lossy(&fstab_text));
         let mut mounts = Mounts::new();
@@ -116,6 +135,7 @@ impl Vm {
             mounts,
             mounted,
             not_mounted,
+            ostree,
         })
     }
 
@@ -131,9 +151,16 @@ impl Vm {
             mounts,
             mounted,
             not_mounted,
+            ostree,
         } = self.mount_guest(root)?;
-        let info = vmie_os::inspect_linux(&mounts, opts)
+        let mut info = vmie_os::inspect_linux(&mounts, opts)
             .map_err(|e| InspectError::Select(format!("{}: {e}", root.name)))?;
+        if let Some(d) = &ostree {
+            info.warnings.push(format!(
+                "OSTree: the root is the deployment {} of {} (chosen by {}); its /var ({}) and the physical root (/sysroot) are not mounted",
+                d.path, root.name, d.chosen_by, d.var
+            ));
+        }
         Ok(LinuxGuest {
             root: root.name.clone(),
             info,

@@ -184,6 +184,142 @@ pub fn is_linux_root(fs: &dyn GuestFs) -> bool {
     dir("/etc") && (dir("/bin") || usr_merge()) && (file("/etc/fstab") || file("/etc/hosts"))
 }
 
+/// An OSTree deployment on a physical root (Fedora/RHEL CoreOS,
+/// Silverblue, ...): the directory that is the booted system's `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OstreeDeployment {
+    /// The OS name (`fedora-coreos`, `rhcos`).
+    pub os: String,
+    /// The deployment, e.g. `/ostree/deploy/fedora-coreos/deploy/CSUM.0`.
+    pub path: String,
+    /// The OS's shared `/var`: `/ostree/deploy/OS/var`.
+    pub var: String,
+    /// How it was chosen (the boot link, or the only deployment).
+    pub chosen_by: String,
+}
+
+fn normalize(dir: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = if target.starts_with('/') {
+        Vec::new()
+    } else {
+        dir.split('/').filter(|c| !c.is_empty()).collect()
+    };
+    for c in target.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if c == ".." {
+            parts.pop()?;
+        } else {
+            parts.push(c);
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// The OSTree deployment on the physical root `fs`, when it is one (it has
+/// `/ostree/deploy`): the target of the default boot entry's link
+/// (`/ostree/boot.N/OS/BOOTCSUM/0`, `boot.1` before `boot.0`), else the only
+/// deployment there is; it must look like a Linux root itself
+/// ([`is_linux_root`], seen from inside). `None` otherwise, or when several
+/// deployments exist and no boot link says which is booted.
+pub fn ostree_deployment(fs: &dyn GuestFs) -> Option<OstreeDeployment> {
+    let names = |p: &str| -> Vec<String> {
+        fs.list(p)
+            .map(|(_, es)| {
+                let mut v: Vec<String> = es
+                    .iter()
+                    .filter_map(|e| std::str::from_utf8(&e.name).ok())
+                    .filter(|n| *n != "." && *n != "..")
+                    .map(str::to_string)
+                    .collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default()
+    };
+    if names("/ostree/deploy").is_empty() {
+        return None;
+    }
+    let check = |path: String, chosen_by: String| -> Option<OstreeDeployment> {
+        let rest = path.strip_prefix("/ostree/deploy/")?;
+        let (os, tail) = rest.split_once('/')?;
+        if !tail.starts_with("deploy/") || tail["deploy/".len()..].contains('/') {
+            return None;
+        }
+        let view =
+            vmie_guestfs::SubdirFs::new(Box::new(BorrowedFs(fs)), GuestPath::from(path.as_str()));
+        is_linux_root(&view).then(|| OstreeDeployment {
+            os: os.to_string(),
+            var: format!("/ostree/deploy/{os}/var"),
+            path: path.clone(),
+            chosen_by,
+        })
+    };
+    for bv in ["/ostree/boot.1", "/ostree/boot.0"] {
+        for os in names(bv) {
+            for csum in names(&format!("{bv}/{os}")) {
+                let dir = format!("{bv}/{os}/{csum}");
+                let Ok(t) = fs.readlink(&format!("{dir}/0")) else {
+                    continue;
+                };
+                let Some(target) = std::str::from_utf8(&t)
+                    .ok()
+                    .and_then(|t| normalize(&dir, t))
+                else {
+                    continue;
+                };
+                if let Some(d) = check(target, format!("the default boot entry's link {dir}/0")) {
+                    return Some(d);
+                }
+            }
+        }
+    }
+    let mut all = Vec::new();
+    for os in names("/ostree/deploy") {
+        for d in names(&format!("/ostree/deploy/{os}/deploy")) {
+            if !d.ends_with(".origin") {
+                all.push(format!("/ostree/deploy/{os}/deploy/{d}"));
+            }
+        }
+    }
+    match all.as_slice() {
+        [only] => check(only.clone(), "the only deployment".into()),
+        _ => None,
+    }
+}
+
+/// A borrowed filesystem as a boxed one (reads only).
+#[derive(Debug)]
+struct BorrowedFs<'a>(&'a dyn GuestFs);
+
+impl GuestFs for BorrowedFs<'_> {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn limits(&self) -> vmie_guestfs::Limits {
+        self.0.limits()
+    }
+    fn symlink_metadata(
+        &self,
+        p: &GuestPath,
+    ) -> Result<vmie_guestfs::Metadata, vmie_guestfs::FsError> {
+        self.0.symlink_metadata(p)
+    }
+    fn read_dir(
+        &self,
+        p: &GuestPath,
+    ) -> Result<Vec<vmie_guestfs::DirEntry>, vmie_guestfs::FsError> {
+        self.0.read_dir(p)
+    }
+    fn read_file(&self, p: &GuestPath, limit: u64) -> Result<Vec<u8>, vmie_guestfs::FsError> {
+        self.0.read_file(p, limit)
+    }
+    fn read_link(&self, p: &GuestPath) -> Result<Vec<u8>, vmie_guestfs::FsError> {
+        self.0.read_link(p)
+    }
+}
+
 /// Inspect the Linux root filesystem `fs`.
 ///
 /// Refuses ([`OsError::NotLinux`]) a filesystem that is not a Linux root
