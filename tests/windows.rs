@@ -870,6 +870,128 @@ fn a_dirty_real_hive_without_logs_is_refused() {
     assert!(same(&g.disk, &original), "a refused run wrote to the image");
 }
 
+/// `--drivers DIR`: every file of the packages is staged under
+/// `\Windows\vmie-drivers` byte for byte (read back by ntfscat), each folder
+/// holding an .inf is added to SOFTWARE's DevicePath (hivexregedit), the
+/// dry run lists the same and writes nothing, a second run changes nothing,
+/// undo restores every byte; a folder without an .inf is refused.
+#[test]
+fn drivers_are_staged_and_added_to_device_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(dir.path(), "win2k22-software.reg", true, Layout::Volume);
+    let drivers = dir.path().join("drivers");
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("README.txt", b"cloud drivers\r\n".to_vec()),
+        (
+            "ena/ena.inf",
+            b"[Version]\r\nSignature=\"$WINDOWS NT$\"\r\nClass=Net\r\n".to_vec(),
+        ),
+        (
+            "ena/ena.sys",
+            (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect(),
+        ),
+        ("ena/ena.cat", vec![0x30, 0x82, 0x01, 0x00]),
+        (
+            "nvme/x64/AWSNVMe.inf",
+            b"[Version]\r\nClass=SCSIAdapter\r\n".to_vec(),
+        ),
+        ("nvme/x64/AWSNVMe.sys", vec![0x4d, 0x5a, 0x90, 0x00]),
+    ];
+    for (rel, data) in &files {
+        let p = drivers.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let img = s(&g.disk);
+    let drv = s(&drivers);
+
+    let dry = json(&["--dry-run", "--format", "json", "--drivers", drv, img]);
+    assert!(same(&g.disk, &original), "the dry run wrote");
+    let staged = |doc: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["rule"] == "windows-drivers" && c["op"] == "created")
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want: Vec<String> = files
+        .iter()
+        .map(|(rel, _)| format!("/Windows/vmie-drivers/{rel}"))
+        .collect();
+    want.sort();
+    assert_eq!(staged(&dry), want, "{dry:#}");
+
+    let doc = json(&["--format", "json", "--drivers", drv, img]);
+    validate_report(&doc);
+    assert_eq!(staged(&doc), want);
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+    ntfsfix_clean(&vol);
+    for (rel, data) in &files {
+        let out = dir.path().join("staged");
+        ntfscat(&vol, &format!("/Windows/vmie-drivers/{rel}"), &out);
+        assert_eq!(&std::fs::read(&out).unwrap(), data, "{rel}");
+    }
+    let sw = dir.path().join("SOFTWARE.after");
+    ntfscat(&vol, "/Windows/System32/config/SOFTWARE", &sw);
+    let cv = export(&sw, "\\Microsoft\\Windows\\CurrentVersion");
+    let line = cv
+        .lines()
+        .find(|l| l.starts_with("\"DevicePath\"=hex(2):"))
+        .unwrap_or_else(|| panic!("no DevicePath: {cv}"));
+    let text = decode_sz(&line.replacen("hex(2):", "hex(1):", 1));
+    assert_eq!(
+        text,
+        "%SystemRoot%\\inf;%SystemRoot%\\vmie-drivers\\ena;%SystemRoot%\\vmie-drivers\\nvme\\x64"
+    );
+    let bak = dir.path().join("SOFTWARE.bak");
+    ntfscat(&vol, "/Windows/System32/config/SOFTWARE.vmie.bak", &bak);
+    // The original has no DevicePath (virt-v2v's export has no
+    // CurrentVersion key at all).
+    let o = Command::new("hivexregedit")
+        .args(["--export"])
+        .arg(&bak)
+        .arg("\\Microsoft")
+        .output()
+        .unwrap();
+    assert!(o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("DevicePath"));
+
+    let again = json(&["--format", "json", "--drivers", drv, img]);
+    assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+    let out = run(&["undo", img]);
+    assert!(
+        out.status.success(),
+        "undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same(&g.disk, &original), "undo did not restore the image");
+
+    // No .inf: refused before anything is read from the image.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), b"x").unwrap();
+    let out = run(&["--drivers", s(&empty), img]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no driver package (.inf file)"));
+    assert!(same(&g.disk, &original));
+}
+
 #[test]
 fn a_rule_pack_with_reg_file_and_only_if_works() {
     // Site rules: a .reg file merged into SOFTWARE, a value set only where

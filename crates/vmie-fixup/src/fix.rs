@@ -45,6 +45,15 @@ pub(crate) struct FixArgs {
     /// FILE's. With --dry-run nothing is created.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Vec<PathBuf>,
+    /// Windows guests: stage the driver packages in DIR (.inf, .sys, .cat,
+    /// in folders of any depth; e.g. the cloud's ENA and NVMe packages or
+    /// virtio-win) into %SystemRoot%\vmie-drivers and add each folder
+    /// holding an .inf to DevicePath, so that Plug and Play installs them
+    /// when it finds the new devices at first boot. Boot-critical storage
+    /// drivers are not registered as boot-start services (use the inbox
+    /// stornvme where Windows has it).
+    #[arg(long, value_name = "DIR")]
+    drivers: Option<PathBuf>,
 }
 
 fn failure(e: FixError) -> Failure {
@@ -76,6 +85,7 @@ pub(crate) fn run(args: &FixArgs) -> Result<(), Failure> {
         dry_run: args.dry_run,
         check_fs: args.check_fs,
         keys: crate::guesttree::keys(),
+        drivers: args.drivers.clone(),
     };
     crate::human::vlog!("loaded {} rules", opts.rules.len());
     let mut images = args.images.clone();

@@ -141,6 +141,9 @@ pub struct FixOptions {
     pub check_fs: bool,
     /// Keys for LUKS volumes (`--key`).
     pub keys: Vec<vmie_inspect::stack::KeySpec>,
+    /// `--drivers`: a folder of Windows driver packages to stage (see
+    /// [`load_drivers`]).
+    pub drivers: Option<PathBuf>,
 }
 
 impl FixOptions {
@@ -151,8 +154,101 @@ impl FixOptions {
             dry_run: false,
             check_fs: false,
             keys: Vec::new(),
+            drivers: None,
         }
     }
+}
+
+/// Most files `--drivers` stages.
+pub const MAX_DRIVER_FILES: usize = 10_000;
+/// Most bytes `--drivers` stages.
+pub const MAX_DRIVER_BYTES: u64 = 1 << 30;
+/// Where `--drivers` stages, under the system root.
+pub const DRIVER_FOLDER: &str = "vmie-drivers";
+
+/// Read the driver packages in `dir` (`.inf`, `.sys`, `.cat`, ..., in
+/// folders of any depth) for a Windows guest whose system root is
+/// `systemroot` (`/Windows`): each file's guest path under
+/// `<systemroot>/vmie-drivers/`, and every folder holding an `.inf` as a
+/// `DevicePath` entry (`%SystemRoot%\vmie-drivers\...`). Refused: no
+/// `.inf` at all, a symlink or special file, a name that is not UTF-8 or
+/// that Windows cannot hold, more than [`MAX_DRIVER_FILES`] files or
+/// [`MAX_DRIVER_BYTES`] bytes.
+pub fn load_drivers(
+    dir: &Path,
+    systemroot: &str,
+) -> Result<(Vec<engine::StagedFile>, Vec<String>), FixError> {
+    let usage = |why: String| FixError::Usage(format!("--drivers {}: {why}", dir.display()));
+    let mut files = Vec::new();
+    let mut device_path: Vec<String> = Vec::new();
+    let mut total = 0u64;
+    // (host folder, relative components)
+    let mut stack: Vec<(PathBuf, Vec<String>)> = vec![(dir.to_path_buf(), Vec::new())];
+    while let Some((d, rel)) = stack.pop() {
+        if rel.len() > 16 {
+            return Err(usage(format!("{}: folders nested too deep", d.display())));
+        }
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&d)
+            .map_err(|e| usage(format!("{}: {e}", d.display())))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| usage(format!("{}: {e}", d.display())))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        let mut has_inf = false;
+        for e in entries {
+            let name = e
+                .file_name()
+                .into_string()
+                .map_err(|n| usage(format!("{n:?}: not a UTF-8 name")))?;
+            if name.is_empty()
+                || name.ends_with(['.', ' '])
+                || name.chars().any(|c| "\\/:*?\"<>|".contains(c) || c < ' ')
+            {
+                return Err(usage(format!("{name:?}: not a name Windows can hold")));
+            }
+            let ft = e
+                .file_type()
+                .map_err(|err| usage(format!("{}: {err}", e.path().display())))?;
+            let mut r = rel.clone();
+            r.push(name.clone());
+            if ft.is_dir() {
+                stack.push((e.path(), r));
+            } else if ft.is_file() {
+                if files.len() >= MAX_DRIVER_FILES {
+                    return Err(usage(format!("more than {MAX_DRIVER_FILES} files")));
+                }
+                let data = std::fs::read(e.path())
+                    .map_err(|err| usage(format!("{}: {err}", e.path().display())))?;
+                total = total.saturating_add(data.len() as u64);
+                if total > MAX_DRIVER_BYTES {
+                    return Err(usage(format!("more than {MAX_DRIVER_BYTES} bytes")));
+                }
+                has_inf |= name.to_ascii_lowercase().ends_with(".inf");
+                files.push(engine::StagedFile {
+                    path: format!("{systemroot}/{DRIVER_FOLDER}/{}", r.join("/")),
+                    data,
+                });
+            } else {
+                return Err(usage(format!(
+                    "{}: not a regular file or folder (symlinks are not followed)",
+                    e.path().display()
+                )));
+            }
+        }
+        if has_inf {
+            let mut p = format!("%SystemRoot%\\{DRIVER_FOLDER}");
+            for c in &rel {
+                p.push('\\');
+                p.push_str(c);
+            }
+            device_path.push(p);
+        }
+    }
+    if device_path.is_empty() {
+        return Err(usage("no driver package (.inf file) in it".into()));
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    device_path.sort();
+    Ok((files, device_path))
 }
 
 /// The shipped rules (unless `no_default`), then the packs in `paths`: each
@@ -286,6 +382,17 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
                 from_rule: false,
             });
         }
+        if let Some(d) = &opts.drivers {
+            report.preflight.push(Check {
+                id: "drivers-not-used".into(),
+                severity: Severity::Warning,
+                message: format!(
+                    "--drivers {}: driver packages are staged in Windows guests only; this is a Linux guest (its initramfs gets the cloud's drivers by the initramfs rules)",
+                    d.display()
+                ),
+                from_rule: false,
+            });
+        }
         let ctx = g.context(vm.fstab_volumes());
         let run = engine::run(g.fs(), &opts.rules, &ctx)?;
         let rule_errors: Vec<String> = run
@@ -315,7 +422,7 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
         blocked = Some(format!("{} Linux roots", found.len()));
     } else if blocked.is_none() && found.is_empty() {
         if let [Ok(w)] = windows.as_slice() {
-            let run = windows_run(&vm, w, &opts.rules)?;
+            let run = windows_run(&vm, w, &opts.rules, opts.drivers.as_deref())?;
             for (at, name) in &run.system_partitions {
                 report.preflight.push(Check {
                     id: "windows-system-partition".into(),
@@ -379,7 +486,12 @@ fn rule_errors(run: &WindowsRun) -> Vec<String> {
 
 /// Run the rules on the Windows guest `w`'s system volume (NTFS, through
 /// the overlay): `registry` and `bcd` edit its hives and BCD store.
-fn windows_run(vm: &Vm, w: &WindowsGuest, rules: &[Rule]) -> Result<WindowsRun, FixError> {
+fn windows_run(
+    vm: &Vm,
+    w: &WindowsGuest,
+    rules: &[Rule],
+    drivers: Option<&Path>,
+) -> Result<WindowsRun, FixError> {
     let (mut fs, system_partitions) = windows_mounts(vm, &w.root)?;
     let ctx = engine::Context {
         facts: vmie_rules::rules::Facts {
@@ -398,7 +510,15 @@ fn windows_run(vm: &Vm, w: &WindowsGuest, rules: &[Rule]) -> Result<WindowsRun, 
             .unwrap_or_else(|| "/Windows".into())
             .replace('\\', "/"),
         system_partitions: system_partitions.iter().map(|(at, _)| at.clone()).collect(),
+        drivers: Vec::new(),
+        device_path: Vec::new(),
     };
+    let mut target = target;
+    if let Some(dir) = drivers {
+        let (files, device_path) = load_drivers(dir, &target.systemroot)?;
+        target.drivers = files;
+        target.device_path = device_path;
+    }
     let report = engine::run_windows(&mut fs, rules, &ctx, &target)?;
     Ok(WindowsRun {
         report,

@@ -239,13 +239,28 @@ pub struct WindowsTarget {
     /// in the run's filesystem, e.g. `/@system`: the `bcd` action edits the
     /// stores there as well as those on the Windows volume itself.
     pub system_partitions: Vec<String>,
+    /// Driver package files to stage (`--drivers`), with their guest paths.
+    pub drivers: Vec<StagedFile>,
+    /// Folders to add to SOFTWARE's `DevicePath` (Windows-style, e.g.
+    /// `%SystemRoot%\vmie-drivers\ena`), where Plug and Play looks for a
+    /// new device's driver.
+    pub device_path: Vec<String>,
+}
+
+/// A file `--drivers` stages in a Windows guest.
+#[derive(Debug, Clone, Default)]
+pub struct StagedFile {
+    /// Guest path, e.g. `/Windows/vmie-drivers/ena/ena.sys`.
+    pub path: String,
+    /// Its bytes.
+    pub data: Vec<u8>,
 }
 
 impl Run<'_> {
     /// Record one step: a new entry, or merged into the entry of the file it
     /// changes again.
     #[allow(clippy::too_many_arguments)]
-    fn record(
+    pub(crate) fn record(
         &mut self,
         path: String,
         op: FileOpDone,
@@ -1282,6 +1297,9 @@ fn run_inner(
                 }
             }
         }
+    }
+    if win.is_some_and(|w| !w.drivers.is_empty() || !w.device_path.is_empty()) {
+        run.stage_drivers()?;
     }
     run.flush_hives()?;
     Ok(run.report)

@@ -519,6 +519,125 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// `--drivers`: stage the driver package files (created, or replaced
+    /// when a file of ours there differs; folders made as needed) and add
+    /// their folders to SOFTWARE's `DevicePath`, so that Plug and Play
+    /// installs a new device's driver from them at first boot. Reported
+    /// under the rule id `windows-drivers`.
+    pub(crate) fn stage_drivers(&mut self) -> Result<(), EngineError> {
+        let Some(win) = self.win else {
+            return Ok(());
+        };
+        self.rule = "windows-drivers".into();
+        self.action = "driver_stage";
+        for f in &win.drivers {
+            let p = GuestPath::from(f.path.as_str());
+            let comps = p.components().to_vec();
+            let mut cur = GuestPath::root();
+            for c in comps.iter().take(comps.len().saturating_sub(1)) {
+                cur = cur.join(c);
+                match self.fs.symlink_metadata(&cur) {
+                    Ok(m) if m.file_type == FileType::Directory => {}
+                    Ok(_) => {
+                        return Err(self.fs_err(FsError::NotADirectory {
+                            fs: "guest".into(),
+                            path: cur.to_string(),
+                        }))
+                    }
+                    Err(FsError::NotFound { .. }) => self
+                        .fs
+                        .mkdir(&cur, &vmie_guestfs::NewAttrs::default())
+                        .map_err(|e| self.fs_err(e))?,
+                    Err(e) => return Err(self.fs_err(e)),
+                }
+            }
+            match self.fs.read_file(&p, f.data.len() as u64 + 1) {
+                Ok(cur) if cur == f.data => {}
+                Ok(_) => {
+                    self.fs
+                        .replace_file(&p, &f.data)
+                        .map_err(|e| self.fs_err(e))?;
+                    self.record(
+                        p.to_string(),
+                        FileOpDone::Modified,
+                        None,
+                        "",
+                        "",
+                        Vec::new(),
+                    );
+                }
+                Err(FsError::NotFound { .. }) => {
+                    self.fs
+                        .create_file(&p, &f.data, &vmie_guestfs::NewAttrs::default())
+                        .map_err(|e| self.fs_err(e))?;
+                    self.record(p.to_string(), FileOpDone::Created, None, "", "", Vec::new());
+                }
+                Err(e) => return Err(self.fs_err(e)),
+            }
+        }
+        if win.device_path.is_empty() {
+            return Ok(());
+        }
+        self.action = "registry";
+        let config = format!("{}/System32/config/SOFTWARE", win.systemroot);
+        let Some(path) = self.find_ci(&config)? else {
+            self.finding(
+                Severity::Error,
+                format!("{config}: no SOFTWARE hive, so the staged drivers cannot be added to DevicePath"),
+            );
+            return Ok(());
+        };
+        let Some(i) = self.open_hive(path, "SOFTWARE")? else {
+            return Ok(());
+        };
+        let label = self.hives[i].label.clone();
+        let key = "Microsoft\\Windows\\CurrentVersion".to_string();
+        let cur = windows::current(&self.hives[i].hive, &key, "DevicePath")
+            .map_err(|e| self.hive_err(&label, e))?;
+        // Windows' own default when the value is absent.
+        let text = cur
+            .as_ref()
+            .and_then(|(t, d)| windows::sz_text(*t, d))
+            .unwrap_or_else(|| "%SystemRoot%\\inf".to_string());
+        let mut items: Vec<String> = text
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut changed = false;
+        for d in &win.device_path {
+            if !items.iter().any(|x| x.eq_ignore_ascii_case(d)) {
+                items.push(d.clone());
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let (vtype, data) = windows::RegData::ExpandSz(items.join(";")).encode();
+        let c = RegChange {
+            hive: label.clone(),
+            key: key.clone(),
+            value: Some("DevicePath".into()),
+            old: cur.as_ref().map(|(t, d)| windows::reg_text(*t, d)),
+            new: Some(windows::reg_text(vtype, &data)),
+            rule: self.rule.clone(),
+        };
+        let h = &mut self.hives[i].hive;
+        let res = h
+            .ensure_key(&key)
+            .and_then(|_| h.set_value(&key, "DevicePath", vtype, &data));
+        res.map_err(|e| self.hive_err(&label, e))?;
+        let edit = vmie_hive::Edit::SetValue {
+            key,
+            name: "DevicePath".into(),
+            vtype,
+            data,
+        };
+        self.note_change(i, c, Some(edit));
+        Ok(())
+    }
+
     /// Write every changed hive once: read back by nt-hive, original kept as
     /// `NAME.vmie.bak` (never overwritten), one change entry per hive.
     pub(crate) fn flush_hives(&mut self) -> Result<(), EngineError> {
