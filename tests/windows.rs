@@ -235,6 +235,20 @@ fn guest_with(
         let config = mnt.join("Windows/System32/config");
         std::fs::copy(&sw, config.join("SOFTWARE"))?;
         std::fs::copy(&sys, config.join("SYSTEM"))?;
+        // A real hive's transaction logs, when realdata has them beside it.
+        for ext in ["LOG1", "LOG2"] {
+            if let Some(real) = system {
+                let log = realdata_path(real).with_extension(ext);
+                let log = if log.exists() {
+                    log
+                } else {
+                    std::path::PathBuf::from(format!("{}.{ext}", realdata_path(real).display()))
+                };
+                if log.exists() {
+                    std::fs::copy(&log, config.join(format!("SYSTEM.{ext}")))?;
+                }
+            }
+        }
         std::fs::copy(&k32, mnt.join("Windows/System32/kernel32.dll"))?;
         if layout == Layout::Volume {
             std::fs::create_dir_all(mnt.join("Boot"))?;
@@ -357,6 +371,13 @@ fn ntfsfix_clean(vol: &Path) {
         String::from_utf8_lossy(&fix.stdout),
         String::from_utf8_lossy(&fix.stderr)
     );
+}
+
+/// A path in ../shared/realdata (which may not exist).
+fn realdata_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/realdata")
+        .join(rel)
 }
 
 /// Unmount an ntfs-3g mount (FUSE may still be busy for a moment).
@@ -990,6 +1011,98 @@ fn drivers_are_staged_and_added_to_device_path() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no driver package (.inf file)"));
     assert!(same(&g.disk, &original));
+}
+
+/// A dirty SYSTEM hive with its transaction logs (yarp's NewDirtyHive,
+/// made by Windows 10, as SYSTEM with SYSTEM.LOG1/.LOG2): the run replays
+/// the logs in memory, edits the recovered hive, and writes it back clean:
+/// equal sequence numbers, and hivexregedit shows exactly what Windows 10
+/// recovered from the same files plus the rule's value; the backup is the
+/// dirty original; undo restores every byte.
+#[test]
+fn a_dirty_hive_with_logs_is_replayed_then_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = "yarp/hives_for_tests/NewDirtyHive1/NewDirtyHive";
+    let g = guest_with(
+        dir.path(),
+        "win10-software.reg",
+        Some(real),
+        false,
+        Layout::Volume,
+    );
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("site.toml"),
+        "[[rule]]\nid = \"site-mark\"\ndescription = \"a value in the dirty hive\"\nwhen = { os = \"windows\" }\nactions = [{ type = \"registry\", hive = \"SYSTEM\", key = 'Key3', value = \"vmie\", set = { dword = 1 } }]\n",
+    )
+    .unwrap();
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let img = s(&g.disk);
+    let args = [
+        "--format",
+        "json",
+        "--no-default-rules",
+        "--rules",
+        s(&rules),
+        img,
+    ];
+    let doc = json(&args);
+    let replayed = doc["preflight"].as_array().unwrap().iter().any(|c| {
+        c["severity"] == "info"
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .contains("was dirty: replayed")
+    });
+    assert!(replayed, "{doc:#}");
+    assert_eq!(
+        registry(&doc),
+        [row("SYSTEM", "Key3", "vmie", "-", "dword:00000001")]
+    );
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+    ntfsfix_clean(&vol);
+    let after = dir.path().join("SYSTEM.after");
+    ntfscat(&vol, "/Windows/System32/config/SYSTEM", &after);
+    let b = std::fs::read(&after).unwrap();
+    assert_eq!(b[4..8], b[8..12], "the written hive is not clean");
+    let bak = dir.path().join("SYSTEM.bak");
+    ntfscat(&vol, "/Windows/System32/config/SYSTEM.vmie.bak", &bak);
+    assert!(
+        same(&bak, &g.system),
+        "SYSTEM.vmie.bak is not the dirty original"
+    );
+    let got: Vec<String> = export(&after, "\\")
+        .lines()
+        .filter(|l| *l != "\"vmie\"=dword:00000001")
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = export(
+        &realdata("yarp/hives_for_tests/NewDirtyHive1/RecoveredHive_Windows10"),
+        "\\",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(
+        got, want,
+        "the recovered content differs from Windows 10's recovery"
+    );
+    assert!(export(&after, "\\Key3").contains("\"vmie\"=dword:00000001"));
+    let out = run(&["undo", img]);
+    assert!(
+        out.status.success(),
+        "undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same(&g.disk, &original), "undo did not restore the image");
 }
 
 #[test]

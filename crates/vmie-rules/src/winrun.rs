@@ -100,7 +100,12 @@ impl Run<'_> {
             name: path.to_string(),
             ..HiveOptions::default()
         };
-        let hive = match Hive::from_bytes(bytes, &opts) {
+        let hive = match Hive::from_bytes(bytes.clone(), &opts) {
+            Ok(h) => Ok(h),
+            Err(vmie_hive::HiveError::Dirty { .. }) => self.replay_logs(&path, bytes, &opts)?,
+            Err(e) => Err(e),
+        };
+        let hive = match hive {
             Ok(h) => h,
             Err(e) => {
                 // Said once per hive, by the first rule that wanted it.
@@ -131,6 +136,62 @@ impl Run<'_> {
             by: Vec::new(),
         });
         Ok(Some(self.hives.len() - 1))
+    }
+
+    /// A dirty hive at `path`: replayed in memory from its `.LOG1`/`.LOG2`
+    /// (or `.LOG`) beside it, as Windows would at its next load; the result
+    /// is clean, and once an edit writes it back, its logs are stale (their
+    /// entries do not continue the written sequence number), so Windows uses
+    /// the written hive as it is. Said as an info finding; `Err` (the
+    /// parser's refusal) when there are no logs or they cannot make the hive
+    /// consistent.
+    fn replay_logs(
+        &mut self,
+        path: &GuestPath,
+        bytes: Vec<u8>,
+        opts: &HiveOptions,
+    ) -> Result<Result<Hive, vmie_hive::HiveError>, EngineError> {
+        let name = path
+            .components()
+            .last()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let dir = path.parent();
+        let mut logs = Vec::new();
+        let mut found = Vec::new();
+        if let Ok(entries) = self.fs.as_dyn_ref().read_dir(&dir) {
+            for ext in [".LOG1", ".LOG2", ".LOG"] {
+                let want = format!("{name}{ext}");
+                let Some(e) = entries.iter().find(|e| {
+                    std::str::from_utf8(&e.name).is_ok_and(|n| n.eq_ignore_ascii_case(&want))
+                }) else {
+                    continue;
+                };
+                let p = dir.join(&e.name);
+                let data = self
+                    .fs
+                    .read_file(&p, self.fs.limits().max_read)
+                    .map_err(|e| self.fs_err(e))?;
+                found.push(p.to_string());
+                logs.push(data);
+            }
+        }
+        let refs: Vec<&[u8]> = logs.iter().map(Vec::as_slice).collect();
+        match Hive::from_bytes_with_logs(bytes, &refs, opts) {
+            Ok((h, rep)) => {
+                self.finding(
+                    Severity::Info,
+                    format!(
+                        "{path} was dirty: replayed from {} in memory ({} log entries{}); if a rule changes it, it is written back clean and the logs are left as they are (stale)",
+                        found.join(", "),
+                        rep.entries_applied.len(),
+                        if rep.old_logs_applied.is_empty() { "" } else { ", an old-format log" }
+                    ),
+                );
+                Ok(Ok(h))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Record one change to hive `i`.
