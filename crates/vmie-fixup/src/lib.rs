@@ -498,6 +498,25 @@ fn windows_run(
             os: Some(vmie_rules::rules::OsType::Windows),
             distro: Some(w.info.distro.clone()),
             version: Some((w.info.major_version, w.info.minor_version)),
+            variant: w.info.product_variant.clone(),
+            build: w.info.build_id.as_deref().and_then(|b| b.parse().ok()),
+            arch: w.info.arch.clone(),
+            firmware: Some(
+                if system_partitions.iter().any(|(_, name)| {
+                    vm.volumes().any(|v| {
+                        v.name == *name
+                            && v.probe
+                                .as_ref()
+                                .is_some_and(|p| p.kind == vmie_probe::FsKind::Vfat)
+                    })
+                }) {
+                    "uefi"
+                } else {
+                    "bios"
+                }
+                .to_string(),
+            ),
+            services: w.info.services.clone(),
             ..Default::default()
         },
         ..Default::default()

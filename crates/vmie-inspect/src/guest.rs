@@ -182,6 +182,15 @@ impl LinuxGuest {
                 version: Some((i.major_version, i.minor_version)),
                 bootloader: i.bootloader.kind.clone(),
                 network_stacks: i.network.stacks.clone(),
+                arch: i.arch.clone(),
+                firmware: Some(
+                    match i.firmware {
+                        vmie_os::Firmware::Uefi => "uefi",
+                        vmie_os::Firmware::Bios => "bios",
+                    }
+                    .to_string(),
+                ),
+                ..Facts::default()
             },
             volumes,
             kernels: i

@@ -96,6 +96,19 @@ pub struct When {
     pub network_stack: Option<Vec<String>>,
     /// A path that must exist in the guest.
     pub file_exists: Option<String>,
+    /// Windows product variants (`client`, `server`; virt-inspector's
+    /// `product_variant`, matched case-insensitively by its first word).
+    pub variant: Option<Vec<String>>,
+    /// Windows build number range, e.g. `">=9600"` (8.1 / 2012 R2 and
+    /// later), `"<22000"`.
+    pub build: Option<VersionReq>,
+    /// Architectures (`x86_64`, `i386`, `aarch64`).
+    pub arch: Option<Vec<String>>,
+    /// Firmware the guest boots with (`bios`, `uefi`).
+    pub firmware: Option<Vec<String>>,
+    /// Windows service (or driver) keys that must exist in SYSTEM's
+    /// current control set (`stornvme`, `xenvbd`); every one listed.
+    pub service_exists: Option<Vec<String>>,
 }
 
 /// Operating system type.
@@ -457,6 +470,16 @@ pub struct Facts {
     pub bootloader: Option<String>,
     /// Network stacks in use.
     pub network_stacks: Vec<String>,
+    /// Windows product variant (`Client`, `Server`, `Server Core`, ...).
+    pub variant: Option<String>,
+    /// Windows build number.
+    pub build: Option<u32>,
+    /// Architecture.
+    pub arch: Option<String>,
+    /// `bios` or `uefi`.
+    pub firmware: Option<String>,
+    /// Windows service keys in the current control set.
+    pub services: Vec<String>,
 }
 
 impl When {
@@ -480,6 +503,22 @@ impl When {
                     .any(|s| l.iter().any(|x| x.eq_ignore_ascii_case(s)))
             })
             && self.file_exists.as_ref().is_none_or(|p| exists(p))
+            && self.variant.as_ref().is_none_or(|l| {
+                facts.variant.as_ref().is_some_and(|v| {
+                    let first = v.split_whitespace().next().unwrap_or_default();
+                    l.iter().any(|x| x.eq_ignore_ascii_case(first))
+                })
+            })
+            && self
+                .build
+                .as_ref()
+                .is_none_or(|r| facts.build.is_some_and(|b| r.matches((b, 0))))
+            && one_of(&self.arch, facts.arch.as_ref())
+            && one_of(&self.firmware, facts.firmware.as_ref())
+            && self.service_exists.as_ref().is_none_or(|l| {
+                l.iter()
+                    .all(|x| facts.services.iter().any(|s| s.eq_ignore_ascii_case(x)))
+            })
     }
 }
 

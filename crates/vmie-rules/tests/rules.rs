@@ -37,6 +37,7 @@ actions = [
         version: Some((7, 9)),
         bootloader: Some("grub2".into()),
         network_stacks: vec!["ifcfg".into()],
+        ..Facts::default()
     };
     assert!(r.when.holds(&facts, &|p| p == "/etc/default/grub"));
     assert!(!r.when.holds(&facts, &|_| false));
@@ -61,6 +62,63 @@ actions = [
         },
         &|_| true
     ));
+}
+
+#[test]
+fn windows_predicates() {
+    let rules = parse(
+        r#"
+[[rule]]
+id = "nitro-2012r2-plus"
+description = "servers from 8.1 / 2012 R2 on, 64-bit UEFI, with stornvme"
+when = { os = "windows", variant = ["server"], build = ">=9600", arch = ["x86_64"], firmware = ["uefi"], service_exists = ["stornvme", "partmgr"] }
+actions = [{ type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Start", set = { dword = 0 } }]
+"#,
+    )
+    .unwrap();
+    let w = &rules[0].when;
+    let facts = Facts {
+        os: Some(OsType::Windows),
+        variant: Some("Server Core".into()),
+        build: Some(20348),
+        arch: Some("x86_64".into()),
+        firmware: Some("uefi".into()),
+        services: vec!["PartMgr".into(), "stornvme".into(), "Tcpip".into()],
+        ..Facts::default()
+    };
+    assert!(w.holds(&facts, &|_| false));
+    for other in [
+        Facts {
+            variant: Some("Client".into()),
+            ..facts.clone()
+        },
+        Facts {
+            variant: None,
+            ..facts.clone()
+        },
+        Facts {
+            build: Some(9200),
+            ..facts.clone()
+        },
+        Facts {
+            build: None,
+            ..facts.clone()
+        },
+        Facts {
+            arch: Some("i386".into()),
+            ..facts.clone()
+        },
+        Facts {
+            firmware: Some("bios".into()),
+            ..facts.clone()
+        },
+        Facts {
+            services: vec!["stornvme".into()],
+            ..facts.clone()
+        },
+    ] {
+        assert!(!w.holds(&other, &|_| false), "{other:?}");
+    }
 }
 
 #[test]

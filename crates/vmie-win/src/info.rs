@@ -88,6 +88,10 @@ pub struct WindowsInfo {
     pub pagefile: Pagefile,
     /// Services of [`crate::DRIVERS_OF_INTEREST`] present in the control set.
     pub drivers: Vec<DriverService>,
+    /// The names of every service key in the control set (for rules'
+    /// `service_exists`; not in the JSON).
+    #[serde(skip)]
+    pub services: Vec<String>,
     /// Hypervisor guest tools.
     pub agents: Agents,
     /// The BCD store, when one was found and read.

@@ -277,6 +277,7 @@ fn start_type(n: u32) -> Option<&'static str> {
 fn services(r: &mut Reg, ccs: &str, info: &mut WindowsInfo) {
     let base = format!("\\{ccs}\\Services");
     for (name, k) in r.subkeys(&base) {
+        info.services.push(name.clone());
         let eq = |s: &str| name.eq_ignore_ascii_case(s);
         if eq("VMTools") {
             info.agents.vmware_tools = true;
