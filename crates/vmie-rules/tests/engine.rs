@@ -41,6 +41,7 @@ fn debian_ctx() -> Context {
             version: Some((12, 0)),
             bootloader: Some("grub2".into()),
             network_stacks: vec!["ifupdown".into()],
+            ..Facts::default()
         },
         volumes: demo_volumes(),
         kernels: vec![Kernel {
@@ -186,6 +187,7 @@ fn rhel_guest_with_ifcfg_bls_and_grubenv() {
             version: Some((8, 6)),
             bootloader: Some("bls".into()),
             network_stacks: vec!["ifcfg".into()],
+            ..Facts::default()
         },
         volumes: vec![
             Volume {
