@@ -82,30 +82,6 @@ fn unsupported(tx: &Tx<'_>, op: &str, path: &GuestPath, why: impl Into<String>) 
     }
 }
 
-/// Refuses removing the index entry `h` where this writer cannot: in an
-/// internal node (no rebalancing), or as the last entry of an index block
-/// (no block removal). Remove and rename check every name's entry with it
-/// before they change anything.
-fn removable(tx: &Tx<'_>, op: &str, path: &GuestPath, h: &crate::dirw::Hit) -> Result<(), FsError> {
-    if !h.leaf {
-        return Err(unsupported(
-            tx,
-            op,
-            path,
-            "the directory entry is in an internal index node (rebalancing not implemented)",
-        ));
-    }
-    if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
-        return Err(unsupported(
-            tx,
-            op,
-            path,
-            "the entry is the last one of its index block (removing the block is not implemented)",
-        ));
-    }
-    Ok(())
-}
-
 /// Refuse a file this writer does not handle.
 fn check_touchable(tx: &Tx<'_>, op: &str, path: &GuestPath, r: &RawRecord) -> Result<(), FsError> {
     if r.attrs.iter().any(|a| a.ty == AT_ATTRIBUTE_LIST) {
@@ -816,10 +792,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
     let mut hits = Vec::new();
     for k in &names {
         match dir.seek(tx, ctx.up, &k.name, true)? {
-            Ok(h) if h.entry.file_ref & REF_MASK == rn => {
-                removable(tx, OP, path, &h)?;
-                hits.push(h);
-            }
+            Ok(h) if h.entry.file_ref & REF_MASK == rn => hits.push(h),
             _ => {
                 return Err(tx.corrupt(&dir.place, format!("{path}: no entry for the file's name")))
             }
@@ -839,7 +812,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
             Ok(h) => h,
             Err(_) => return Err(tx.corrupt(&dir.place, "entry vanished")),
         };
-        dir.edit(tx, h.node, h.base + h.entry.pos, h.entry.len, &[])?;
+        dir.remove(tx, ctx.up, &h)?;
     }
     free_record(tx, rn)?;
     let mut rec = tx.record(rn)?.clone();
@@ -915,9 +888,7 @@ pub(crate) fn rename(
         template.ok_or_else(|| tx.corrupt(format!("{path}"), "no Win32 or POSIX name"))?;
     for (_, _, k) in &keys {
         match dir.seek(tx, ctx.up, &k.name, true)? {
-            Ok(h) if h.entry.file_ref & REF_MASK == rn => {
-                removable(tx, OP, path, &h)?;
-            }
+            Ok(h) if h.entry.file_ref & REF_MASK == rn => {}
             _ => {
                 return Err(tx.corrupt(&dir.place, format!("{path}: no entry for the file's name")))
             }
@@ -928,7 +899,7 @@ pub(crate) fn rename(
             Ok(h) => h,
             Err(_) => return Err(tx.corrupt(&dir.place, "entry vanished")),
         };
-        dir.edit(tx, h.node, h.base + h.entry.pos, h.entry.len, &[])?;
+        dir.remove(tx, ctx.up, &h)?;
     }
     // The new $FILE_NAME: the old one's parent, times and sizes, the MFT
     // change time now.
