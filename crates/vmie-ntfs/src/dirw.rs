@@ -901,13 +901,17 @@ impl Dir {
         let nb = match free {
             Some(b) => b,
             None => {
-                // Grow the allocation by one block.
+                // Grow the data by one block; when the clusters run out,
+                // allocate a quarter more blocks (1 to 64) at once, so two
+                // directories growing in turn do not each get a run per
+                // block (the mapping pairs must fit in the record).
                 let cs = u64::from(tx.geo.cluster_size);
                 let allocated = le64(&r.data, alloc.off + 40);
                 let new_data = (blocks + 1) * rs;
                 let mut new_alloc = allocated;
                 if new_data > allocated {
-                    let need = (new_data - allocated).div_ceil(cs);
+                    let ahead = (blocks / 4).clamp(1, 64) * rs;
+                    let need = (new_data - allocated).max(ahead).div_ceil(cs);
                     let hint = runs.last().map_or(0, |&(l, n)| l + n);
                     let got = tx.alloc(need, hint)?;
                     runs.extend(got);
