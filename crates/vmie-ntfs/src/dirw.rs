@@ -609,6 +609,24 @@ impl Dir {
         Ok(())
     }
 
+    /// The VCNs of every block the tree leads to (each visited once).
+    fn in_use(&self, tx: &mut Tx<'_>) -> Result<HashSet<i64>, FsError> {
+        let (_, root) = self.entries(tx, Node::Root)?;
+        let mut todo: Vec<i64> = root.iter().filter_map(|e| e.subnode).collect();
+        let mut seen = HashSet::new();
+        while let Some(vcn) = todo.pop() {
+            if !seen.insert(vcn) {
+                return Err(tx.corrupt(
+                    &self.place,
+                    format!("index node VCN {vcn} is reached twice"),
+                ));
+            }
+            let (_, es) = self.block(tx, vcn)?;
+            todo.extend(es.iter().filter_map(|e| e.subnode));
+        }
+        Ok(seen)
+    }
+
     /// Clear block `vcn`'s bit in the `$I30` `$BITMAP`.
     fn free_block(&self, tx: &mut Tx<'_>, vcn: i64) -> Result<(), FsError> {
         let nb = u64::try_from(vcn)
@@ -899,7 +917,19 @@ impl Dir {
                 .is_some_and(|&x| x & (1 << (b % 8)) == 0)
         });
         let nb = match free {
-            Some(b) => b,
+            Some(b) => {
+                // A block the tree still uses but the bitmap calls free
+                // (a corrupt bitmap) must not be overwritten.
+                let vcn = i64::try_from(b * rs / self.vcn_bytes)
+                    .map_err(|_| tx.corrupt(&self.place, "index block number overflows"))?;
+                if self.in_use(tx)?.contains(&vcn) {
+                    return Err(tx.corrupt(
+                        &self.place,
+                        format!("index block VCN {vcn} is in use but free in the $I30 $BITMAP"),
+                    ));
+                }
+                b
+            }
             None => {
                 // Grow the data by one block; when the clusters run out,
                 // allocate a quarter more blocks (1 to 64) at once, so two

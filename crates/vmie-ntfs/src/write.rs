@@ -1,5 +1,7 @@
 //! The write operations: replace a file's contents, create a file or an
-//! empty directory, remove a file or an empty directory, rename. Each runs in one [`Tx`] after the [`preflight`] checks, so a
+//! empty directory, remove a file or an empty directory, rename within a
+//! directory or move into another one (a directory never into its own
+//! subtree). Each runs in one [`Tx`] after the [`preflight`] checks, so a
 //! refusal writes nothing.
 //!
 //! - A touched file is refused when it is compressed, encrypted, sparse,
