@@ -1,23 +1,36 @@
 //! Directory indexes (`$I30`) on the write side, on staged records and
-//! index blocks: finding the entry of a name with its position, changing
-//! its key in place, inserting an entry into the node where collation puts
-//! it when that node has room, and removing an entry from a leaf.
+//! index blocks: finding the entry of a name with the path to it, changing
+//! its key in place, inserting an entry, and removing one, keeping the
+//! B+tree (`$INDEX_ROOT` → internal blocks → leaf blocks) valid.
 //!
-//! A full leaf block is split in two around its middle entry, which moves up
-//! into the parent node; the new block is a free one of the `$I30`
-//! `$BITMAP`, or one added at the end of `$INDEX_ALLOCATION` (clusters
-//! allocated when its last cluster has no room).
+//! Insert: into the leaf collation (`$UpCase`, then code unit) puts it at.
+//! A full block (leaf or internal) is split in two around its middle entry,
+//! which moves up into the parent node with the left half's VCN as its
+//! subnode (splitting the parent in turn when it is full); the new block is
+//! a free one of the `$I30` `$BITMAP`, or one added at the end of
+//! `$INDEX_ALLOCATION` (clusters allocated when its last cluster has no
+//! room). A full `$INDEX_ROOT` is moved down, as Windows and ntfs-3g do: its
+//! entries go into a new index block (internal when they have subnodes),
+//! taken from the allocation or, for a directory that had none, the first
+//! block of a new non-resident `$INDEX_ALLOCATION` with an 8-byte `$BITMAP`;
+//! the root keeps one end entry pointing at it and its large-index flag (a
+//! new level).
 //!
-//! A full `$INDEX_ROOT` (no room for a new entry, or for the middle entry
-//! of a split child) is moved down, as Windows and ntfs-3g do: its entries
-//! go into a new index block (internal when they have subnodes), taken
-//! from the allocation or, for a directory that had none, the first block
-//! of a new non-resident `$INDEX_ALLOCATION` with an 8-byte `$BITMAP`; the
-//! root keeps one end entry pointing at it and its large-index flag.
+//! Remove: an entry of a leaf is cut out. An entry of an internal node is
+//! replaced by its in-order predecessor (the last entry of the rightmost
+//! leaf of its left subtree), which keeps the removed entry's subnode VCN;
+//! the predecessor is cut from its leaf. A block left with only its end
+//! entry is freed (its `$BITMAP` bit cleared) and the parent's pointer to it
+//! goes: a real parent entry is taken out and its key inserted again as an
+//! ordinary insert; a parent end entry takes over the subnode of the entry
+//! before it, whose key is inserted again; a parent with no other entry is
+//! freed in turn, up to the root, which then becomes an empty leaf again
+//! (small index, as ntfs-3g's leafify). An internal node may be left with
+//! only its end entry (one child), which is valid and looked up normally.
+//! `$INDEX_ALLOCATION` keeps its size when blocks are freed (as ntfs-3g).
 //!
-//! Not done here (refused): splitting an internal block that has no room
-//! for the middle entry, a non-resident `$I30` `$BITMAP`, merging nodes,
-//! removing an entry of an internal node or the last one of a block.
+//! Not done here (refused): a non-resident `$I30` `$BITMAP`, an
+//! `$ATTRIBUTE_LIST` on the directory.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -49,8 +62,6 @@ fn i30() -> Vec<u16> {
 pub(crate) struct Dir {
     pub rn: u64,
     pub place: String,
-    alloc_runs: Option<Vec<(u64, u64)>>,
-    alloc_len: u64,
     rs: u32,
     vcn_bytes: u64,
 }
@@ -64,6 +75,12 @@ pub(crate) enum Node {
     Block(u64),
 }
 
+/// An `$INDEX_ALLOCATION`: its runs `(lcn, clusters)` and data size.
+type Alloc = (Vec<(u64, u64)>, u64);
+
+/// A step of a walk: a node and the index of the entry taken in it.
+type Step = (Node, usize);
+
 /// An entry found, with where it is.
 #[derive(Debug, Clone)]
 pub(crate) struct Hit {
@@ -71,23 +88,48 @@ pub(crate) struct Hit {
     /// Offset in the node's buffer (record or block) of the entries.
     pub base: usize,
     pub entry: Entry,
+    /// Index of the entry in its node.
+    pub idx: usize,
     /// Whether the node is a leaf (no entry has a subnode).
     pub leaf: bool,
     /// Entries in the node, the end entry included.
     pub count: usize,
-    /// The entry of the parent node that points at this node (node, its
-    /// offset in the parent's buffer, its length), and this node's VCN.
-    pub parent: Option<(Node, usize, usize, i64)>,
+    /// The nodes above, root first, each with the index of the entry whose
+    /// subnode leads down.
+    pub path: Vec<Step>,
+}
+
+impl Hit {
+    /// The path with this node and entry at its end.
+    fn steps(&self) -> Vec<Step> {
+        let mut p = self.path.clone();
+        p.push((self.node, self.idx));
+        p
+    }
+}
+
+/// The entry `e` (bytes) with its subnode VCN set to `vcn` (`None`: none).
+fn with_subnode(e: &[u8], vcn: Option<i64>) -> Option<Vec<u8>> {
+    let len = usize::from(le16(e, 8));
+    let flags = le16(e, 12);
+    let mut out = e.get(..len)?.to_vec();
+    if flags & ENTRY_SUBNODE != 0 {
+        out.truncate(len.checked_sub(8)?);
+    }
+    let mut flags = flags & !ENTRY_SUBNODE;
+    if let Some(v) = vcn {
+        out.extend_from_slice(&v.to_le_bytes());
+        flags |= ENTRY_SUBNODE;
+    }
+    let n = u16::try_from(out.len()).ok()?;
+    put16(&mut out, 8, n);
+    put16(&mut out, 12, flags);
+    Some(out)
 }
 
 impl Dir {
     pub fn open(tx: &mut Tx<'_>, rn: u64, place: &str) -> Result<Self, FsError> {
         Self::open_at(tx, rn, format!("{place} (MFT record {rn})"))
-    }
-
-    /// The directory again, after its attributes changed in `tx`.
-    fn reopen(&self, tx: &mut Tx<'_>) -> Result<Self, FsError> {
-        Self::open_at(tx, self.rn, self.place.clone())
     }
 
     fn open_at(tx: &mut Tx<'_>, rn: u64, place: String) -> Result<Self, FsError> {
@@ -109,44 +151,47 @@ impl Dir {
             .resident(root)
             .ok_or_else(|| tx.corrupt(&place, "$INDEX_ROOT is not resident"))?;
         let parsed = index::parse_root(value).map_err(|d| tx.corrupt(&place, d))?;
-        let mut alloc_runs = None;
-        let mut alloc_len = 0;
-        if let Some(a) = r
-            .attrs
-            .iter()
-            .find(|a| a.ty == AT_INDEX_ALLOCATION && a.name == name)
-        {
-            match &a.body {
-                Body::NonResident {
-                    lowest_vcn: 0,
-                    data_size,
-                    runs,
-                    ..
-                } => {
-                    alloc_runs = Some(runlist::allocated(runs).map_err(|d| tx.corrupt(&place, d))?);
-                    alloc_len = *data_size;
-                }
-                _ => {
-                    return Err(tx.corrupt(
-                        &place,
-                        "$INDEX_ALLOCATION is not a first non-resident extent",
-                    ))
-                }
-            }
-        }
-        let cs = tx.geo.cluster_size;
-        Ok(Self {
+        let dir = Self {
             rn,
             place,
-            alloc_runs,
-            alloc_len,
             rs: parsed.record_size,
-            vcn_bytes: if parsed.record_size >= cs {
-                u64::from(cs)
+            vcn_bytes: if parsed.record_size >= tx.geo.cluster_size {
+                u64::from(tx.geo.cluster_size)
             } else {
                 512
             },
-        })
+        };
+        dir.alloc(tx)?;
+        Ok(dir)
+    }
+
+    /// The `$INDEX_ALLOCATION`'s runs and data size, as the record has them
+    /// now (`None` when the directory has none).
+    fn alloc(&self, tx: &mut Tx<'_>) -> Result<Option<Alloc>, FsError> {
+        let r = tx.parsed(self.rn)?;
+        let name = i30();
+        let Some(a) = r
+            .attrs
+            .iter()
+            .find(|a| a.ty == AT_INDEX_ALLOCATION && a.name == name)
+        else {
+            return Ok(None);
+        };
+        match &a.body {
+            Body::NonResident {
+                lowest_vcn: 0,
+                data_size,
+                runs,
+                ..
+            } => {
+                let runs = runlist::allocated(runs).map_err(|d| tx.corrupt(&self.place, d))?;
+                Ok(Some((runs, *data_size)))
+            }
+            _ => Err(tx.corrupt(
+                &self.place,
+                "$INDEX_ALLOCATION is not a first non-resident extent",
+            )),
+        }
     }
 
     /// The root node: offset of its header in the record, and its entries.
@@ -168,23 +213,23 @@ impl Dir {
         Ok((a.off, hdr, entries))
     }
 
+    /// The index block at `vcn`: its key in the transaction and entries.
     fn block(&self, tx: &mut Tx<'_>, vcn: i64) -> Result<(u64, Vec<Entry>), FsError> {
-        let runs = self
-            .alloc_runs
-            .as_ref()
+        let (runs, alloc_len) = self
+            .alloc(tx)?
             .ok_or_else(|| tx.corrupt(&self.place, "a subnode, but no $INDEX_ALLOCATION"))?;
         let rs = u64::from(self.rs);
         let off = u64::try_from(vcn)
             .ok()
             .and_then(|v| v.checked_mul(self.vcn_bytes))
-            .filter(|&o| o % rs == 0 && o + rs <= self.alloc_len)
+            .filter(|&o| o % rs == 0 && o.checked_add(rs).is_some_and(|e| e <= alloc_len))
             .ok_or_else(|| {
                 tx.corrupt(
                     &self.place,
                     format!("index subnode VCN {vcn} is outside the allocation"),
                 )
             })?;
-        let (key, buf) = tx.indx(runs, off, self.rs as usize, &self.place)?;
+        let (key, buf) = tx.indx(&runs, off, self.rs as usize, &self.place)?;
         if le64(buf, 16) as i64 != vcn {
             return Err(tx.corrupt(
                 &self.place,
@@ -196,6 +241,49 @@ impl Dir {
         Ok((key, entries))
     }
 
+    /// A node's entries and the offset of the first in its buffer.
+    fn entries(&self, tx: &mut Tx<'_>, node: Node) -> Result<(usize, Vec<Entry>), FsError> {
+        match node {
+            Node::Root => {
+                let (_, hdr, entries) = self.root(tx)?;
+                let rec = tx.record(self.rn)?;
+                Ok((hdr + le32(rec, hdr) as usize, entries))
+            }
+            Node::Block(k) => {
+                let buf = tx.indx_buf(k)?;
+                let base = INDX_NODE_AT + le32(buf, INDX_NODE_AT) as usize;
+                let entries = index::node_entries(buf, INDX_NODE_AT)
+                    .map_err(|d| tx.corrupt(&self.place, format!("index block: {d}")))?;
+                Ok((base, entries))
+            }
+        }
+    }
+
+    /// The bytes of entry `idx` of `node`, its offset and its entry.
+    fn entry_bytes(
+        &self,
+        tx: &mut Tx<'_>,
+        node: Node,
+        idx: usize,
+    ) -> Result<(usize, Entry, Vec<u8>), FsError> {
+        let (base, entries) = self.entries(tx, node)?;
+        let e = entries
+            .get(idx)
+            .cloned()
+            .ok_or_else(|| tx.corrupt(&self.place, "an index entry vanished"))?;
+        let at = base + e.pos;
+        let bytes = self.buf(tx, node)?[at..at + e.len].to_vec();
+        Ok((at, e, bytes))
+    }
+
+    /// The VCN of block `node` (as its header says).
+    fn vcn_of(&self, tx: &mut Tx<'_>, node: Node) -> Result<i64, FsError> {
+        match node {
+            Node::Root => Err(tx.corrupt(&self.place, "the index root has no VCN")),
+            Node::Block(k) => Ok(le64(tx.indx_buf(k)?, 16) as i64),
+        }
+    }
+
     /// Walk to `name`: the entry when found (`Ok(Ok(hit))`), else the node
     /// and entry before which it would go (`Ok(Err(hit))`).
     pub fn seek(
@@ -205,49 +293,39 @@ impl Dir {
         name: &[u16],
         cmp_exact: bool,
     ) -> Result<Result<Hit, Hit>, FsError> {
-        let (_, hdr, mut entries) = self.root(tx)?;
         let mut node = Node::Root;
-        let mut base = hdr + le32(&tx.record(self.rn)?.clone(), hdr) as usize;
+        let (mut base, mut entries) = self.entries(tx, node)?;
         let mut seen = HashSet::new();
-        let mut parent: Option<(Node, usize, usize, i64)> = None;
+        let mut path: Vec<Step> = Vec::new();
         for _ in 0..MAX_DEPTH {
             let leaf = entries.iter().all(|e| e.subnode.is_none());
             let count = entries.len();
             let mut next = None;
-            for e in &entries {
+            for (idx, e) in entries.iter().enumerate() {
                 let ord = match &e.key {
                     None => Ordering::Greater,
                     Some(k) if cmp_exact => index::exact_cmp(up, &k.name, name),
                     Some(k) => index::upcase_cmp(up, &k.name, name),
                 };
+                let hit = |path: Vec<Step>| Hit {
+                    node,
+                    base,
+                    entry: e.clone(),
+                    idx,
+                    leaf,
+                    count,
+                    path,
+                };
                 match ord {
                     Ordering::Less => continue,
-                    Ordering::Equal => {
-                        return Ok(Ok(Hit {
-                            node,
-                            base,
-                            entry: e.clone(),
-                            leaf,
-                            count,
-                            parent,
-                        }));
-                    }
+                    Ordering::Equal => return Ok(Ok(hit(path))),
                     Ordering::Greater => {
                         match e.subnode {
                             Some(v) => {
                                 next = Some(v);
-                                parent = Some((node, base + e.pos, e.len, v));
+                                path.push((node, idx));
                             }
-                            None => {
-                                return Ok(Err(Hit {
-                                    node,
-                                    base,
-                                    entry: e.clone(),
-                                    leaf,
-                                    count,
-                                    parent,
-                                }))
-                            }
+                            None => return Ok(Err(hit(path))),
                         }
                         break;
                     }
@@ -263,10 +341,11 @@ impl Dir {
                 ));
             }
             let (key, es) = self.block(tx, vcn)?;
-            let buf = tx.indx_buf(key)?;
-            base = INDX_NODE_AT + le32(buf, INDX_NODE_AT) as usize;
             node = Node::Block(key);
-            entries = es;
+            (base, entries) = self.entries(tx, node)?;
+            if es.len() != entries.len() {
+                return Err(tx.corrupt(&self.place, "index block changed while read"));
+            }
         }
         Err(tx.corrupt(
             &self.place,
@@ -293,7 +372,7 @@ impl Dir {
         FsError::Unsupported {
             fs: tx.loc.to_string(),
             op: format!("change the index of {}", self.place),
-            why: "directory index full: splitting not implemented for this node".into(),
+            why: "directory index node full (an entry larger than a block)".into(),
         }
     }
 
@@ -313,9 +392,8 @@ impl Dir {
         })
     }
 
-    /// Insert entry `e` (for `name`) where collation puts it: into the leaf
-    /// when it has room, else splitting a full leaf block; a full root is
-    /// first moved down into a new index block (see [`Self::push_root_down`]).
+    /// Insert entry `e` (for `name`) where collation puts it, in a leaf;
+    /// full nodes are split and a full root moved down (see [`Self::put`]).
     pub fn insert(
         &self,
         tx: &mut Tx<'_>,
@@ -323,35 +401,268 @@ impl Dir {
         name: &[u16],
         e: &[u8],
     ) -> Result<(), FsError> {
-        let mut dir = self.clone();
-        // At most one push-down per insert is ever needed; the bound is a
-        // guard against a corrupt index.
-        for _ in 0..3 {
-            let hit = match dir.seek(tx, up, name, false)? {
-                Ok(_) => return Err(tx.corrupt(&dir.place, "the name to insert is already there")),
-                Err(h) => h,
-            };
-            if !hit.leaf {
-                return Err(tx.corrupt(&dir.place, "the insert position is not in a leaf"));
-            }
-            if e.len() <= dir.room(tx, hit.node)? {
-                return dir.edit(tx, hit.node, hit.base + hit.entry.pos, 0, e);
-            }
-            match (hit.node, hit.parent) {
-                (Node::Block(key), Some(parent)) => {
-                    if dir.split(tx, key, &hit, parent, e)? {
-                        return Ok(());
-                    }
-                }
-                (Node::Block(_), None) => return Err(dir.full(tx)),
-                (Node::Root, _) => {}
-            }
-            // The root has no room (for the entry, or for the middle entry of
-            // a split leaf): move it down and try again.
-            dir.push_root_down(tx)?;
-            dir = dir.reopen(tx)?;
+        if self.seek(tx, up, name, false)?.is_ok() {
+            return Err(tx.corrupt(&self.place, "the name to insert is already there"));
         }
-        Err(dir.full(tx))
+        self.reinsert(tx, up, e)
+    }
+
+    /// Insert the leaf entry `e` where exact collation puts it.
+    fn reinsert(&self, tx: &mut Tx<'_>, up: &[u16], e: &[u8]) -> Result<(), FsError> {
+        let klen = usize::from(le16(e, 10));
+        let key = e
+            .get(16..16 + klen)
+            .ok_or_else(|| tx.corrupt(&self.place, "an index entry shorter than its key"))
+            .and_then(|k| index::parse_key(k).map_err(|d| tx.corrupt(&self.place, d)))?;
+        let hit = match self.seek(tx, up, &key.name, true)? {
+            Ok(_) => return Err(tx.corrupt(&self.place, "the name to insert is already there")),
+            Err(h) => h,
+        };
+        if !hit.leaf {
+            return Err(tx.corrupt(&self.place, "the insert position is not in a leaf"));
+        }
+        self.put(tx, hit.steps(), e.to_vec())
+    }
+
+    /// Put entry `e` into the last node of `steps` before its entry there;
+    /// a full block is split (its middle entry put into the parent the same
+    /// way), a full root moved down into a new block first.
+    fn put(&self, tx: &mut Tx<'_>, mut steps: Vec<Step>, mut e: Vec<u8>) -> Result<(), FsError> {
+        for _ in 0..2 * MAX_DEPTH + 2 {
+            let Some(&(node, idx)) = steps.last() else {
+                return Err(tx.corrupt(&self.place, "an empty index path"));
+            };
+            let (base, entries) = self.entries(tx, node)?;
+            let pos = entries
+                .get(idx)
+                .map(|x| base + x.pos)
+                .ok_or_else(|| tx.corrupt(&self.place, "an index entry vanished"))?;
+            if e.len() <= self.room(tx, node)? {
+                return self.edit(tx, node, pos, 0, &e);
+            }
+            match node {
+                Node::Root => {
+                    let vcn = self.push_root_down(tx)?;
+                    let (key, _) = self.block(tx, vcn)?;
+                    steps = vec![(Node::Root, 0), (Node::Block(key), idx)];
+                }
+                Node::Block(_) => {
+                    e = self.split(tx, &steps, &e)?;
+                    steps.pop();
+                }
+            }
+        }
+        Err(self.full(tx))
+    }
+
+    /// Remove the entry `hit` (found by an exact [`Self::seek`]).
+    pub fn remove(&self, tx: &mut Tx<'_>, up: &[u16], hit: &Hit) -> Result<(), FsError> {
+        let at = hit.base + hit.entry.pos;
+        if hit.leaf {
+            self.edit(tx, hit.node, at, hit.entry.len, &[])?;
+            if matches!(hit.node, Node::Block(_)) && hit.count <= 2 {
+                self.drop_empty(tx, up, hit.steps())?;
+            }
+            return Ok(());
+        }
+        let sub = hit
+            .entry
+            .subnode
+            .ok_or_else(|| tx.corrupt(&self.place, "an internal entry without a subnode"))?;
+        // The rightmost leaf of the entry's left subtree.
+        let mut vcn = sub;
+        let mut seen = HashSet::new();
+        let mut found = None;
+        for _ in 0..MAX_DEPTH {
+            if !seen.insert(vcn) {
+                return Err(tx.corrupt(
+                    &self.place,
+                    format!("index node VCN {vcn} is reached twice"),
+                ));
+            }
+            let (key, es) = self.block(tx, vcn)?;
+            match es.last().and_then(|x| x.subnode) {
+                Some(v) => vcn = v,
+                None => {
+                    found = Some((Node::Block(key), es));
+                    break;
+                }
+            }
+        }
+        let Some((leaf, les)) = found else {
+            return Err(tx.corrupt(
+                &self.place,
+                format!("directory index deeper than {MAX_DEPTH} levels"),
+            ));
+        };
+        if les.len() < 2 {
+            return Err(tx.corrupt(&self.place, "an empty index block below an internal entry"));
+        }
+        let (pat, pe, pbytes) = self.entry_bytes(tx, leaf, les.len() - 2)?;
+        let pred = pe
+            .key
+            .map(|k| k.name)
+            .ok_or_else(|| tx.corrupt(&self.place, "an index entry without a key"))?;
+        self.edit(tx, leaf, pat, pe.len, &[])?;
+        // The predecessor takes the entry's place and subnode.
+        let r = with_subnode(&pbytes, Some(sub))
+            .ok_or_else(|| tx.corrupt(&self.place, "a malformed index entry"))?;
+        let (eat, ee, _) = self.entry_bytes(tx, hit.node, hit.idx)?;
+        self.edit(tx, hit.node, eat, ee.len, &[])?;
+        self.put(tx, hit.steps(), r)?;
+        if les.len() > 2 {
+            return Ok(());
+        }
+        // The leaf is empty: the path to it again, through the moved entry.
+        let h = match self.seek(tx, up, &pred, true)? {
+            Ok(h) => h,
+            Err(_) => return Err(tx.corrupt(&self.place, "the moved index entry is not found")),
+        };
+        let mut steps = h.steps();
+        let mut vcn = h
+            .entry
+            .subnode
+            .ok_or_else(|| tx.corrupt(&self.place, "the moved index entry has no subnode"))?;
+        for _ in 0..MAX_DEPTH {
+            let (key, es) = self.block(tx, vcn)?;
+            if Node::Block(key) == leaf {
+                steps.push((leaf, 0));
+                return self.drop_empty(tx, up, steps);
+            }
+            let last = es.len().saturating_sub(1);
+            vcn = es.get(last).and_then(|x| x.subnode).ok_or_else(|| {
+                tx.corrupt(
+                    &self.place,
+                    "the emptied index block is not below the moved entry",
+                )
+            })?;
+            steps.push((Node::Block(key), last));
+        }
+        Err(tx.corrupt(
+            &self.place,
+            format!("directory index deeper than {MAX_DEPTH} levels"),
+        ))
+    }
+
+    /// The block at the end of `steps` holds only its end entry: free it and
+    /// take the pointer to it out of its parent (see the module comment).
+    fn drop_empty(&self, tx: &mut Tx<'_>, up: &[u16], mut steps: Vec<Step>) -> Result<(), FsError> {
+        for _ in 0..MAX_DEPTH {
+            let Some((node, _)) = steps.pop() else {
+                return Err(tx.corrupt(&self.place, "an empty index path"));
+            };
+            let vcn = self.vcn_of(tx, node)?;
+            self.free_block(tx, vcn)?;
+            let Some(&(pnode, pidx)) = steps.last() else {
+                return Err(tx.corrupt(&self.place, "an index block without a parent"));
+            };
+            let (pat, pe, pbytes) = self.entry_bytes(tx, pnode, pidx)?;
+            if pe.subnode != Some(vcn) {
+                return Err(tx.corrupt(
+                    &self.place,
+                    format!("the parent entry does not lead to index block VCN {vcn}"),
+                ));
+            }
+            let malformed = |tx: &Tx<'_>| tx.corrupt(&self.place, "a malformed index entry");
+            if pe.key.is_some() {
+                self.edit(tx, pnode, pat, pe.len, &[])?;
+                let e = with_subnode(&pbytes, None).ok_or_else(|| malformed(tx))?;
+                return self.reinsert(tx, up, &e);
+            }
+            if pidx > 0 {
+                // The end entry takes the subnode of the entry before it.
+                let (yat, ye, ybytes) = self.entry_bytes(tx, pnode, pidx - 1)?;
+                let ysub = ye.subnode.ok_or_else(|| malformed(tx))?;
+                self.edit(tx, pnode, yat, ye.len, &[])?;
+                let (eat, ee, _) = self.entry_bytes(tx, pnode, pidx - 1)?;
+                if ee.key.is_some() || ee.subnode.is_none() {
+                    return Err(malformed(tx));
+                }
+                put64(self.buf(tx, pnode)?, eat + ee.len - 8, ysub as u64);
+                self.mark(tx, pnode);
+                let e = with_subnode(&ybytes, None).ok_or_else(|| malformed(tx))?;
+                return self.reinsert(tx, up, &e);
+            }
+            // The parent's only entry led to the freed block.
+            if pnode == Node::Root {
+                return self.leafify(tx);
+            }
+        }
+        Err(tx.corrupt(
+            &self.place,
+            format!("directory index deeper than {MAX_DEPTH} levels"),
+        ))
+    }
+
+    /// Make the root an empty leaf: one end entry without a subnode, the
+    /// large-index flag cleared.
+    fn leafify(&self, tx: &mut Tx<'_>) -> Result<(), FsError> {
+        let (base, entries) = self.entries(tx, Node::Root)?;
+        let [e] = entries.as_slice() else {
+            return Err(tx.corrupt(&self.place, "the index root is not one end entry"));
+        };
+        self.edit(tx, Node::Root, base + e.pos, e.len, &end_entry())?;
+        let (_, hdr, _) = self.root(tx)?;
+        let rec = tx.record(self.rn)?;
+        rec[hdr + 12] = 0;
+        tx.dirty(self.rn);
+        Ok(())
+    }
+
+    /// The VCNs of every block the tree leads to (each visited once).
+    fn in_use(&self, tx: &mut Tx<'_>) -> Result<HashSet<i64>, FsError> {
+        let (_, root) = self.entries(tx, Node::Root)?;
+        let mut todo: Vec<i64> = root.iter().filter_map(|e| e.subnode).collect();
+        let mut seen = HashSet::new();
+        while let Some(vcn) = todo.pop() {
+            if !seen.insert(vcn) {
+                return Err(tx.corrupt(
+                    &self.place,
+                    format!("index node VCN {vcn} is reached twice"),
+                ));
+            }
+            let (_, es) = self.block(tx, vcn)?;
+            todo.extend(es.iter().filter_map(|e| e.subnode));
+        }
+        Ok(seen)
+    }
+
+    /// Clear block `vcn`'s bit in the `$I30` `$BITMAP`.
+    fn free_block(&self, tx: &mut Tx<'_>, vcn: i64) -> Result<(), FsError> {
+        let nb = u64::try_from(vcn)
+            .ok()
+            .and_then(|v| v.checked_mul(self.vcn_bytes))
+            .map(|b| b / u64::from(self.rs))
+            .ok_or_else(|| tx.corrupt(&self.place, format!("index block VCN {vcn}")))?;
+        let r = tx.parsed(self.rn)?;
+        let name = i30();
+        let bm = r
+            .attrs
+            .iter()
+            .find(|a| a.ty == AT_BITMAP && a.name == name)
+            .ok_or_else(|| tx.corrupt(&self.place, "an index allocation without a $BITMAP"))?;
+        let Body::Resident(range) = &bm.body else {
+            return Err(FsError::Unsupported {
+                fs: tx.loc.to_string(),
+                op: format!("change the index of {}", self.place),
+                why: "the index's $BITMAP is non-resident (not implemented)".into(),
+            });
+        };
+        let at = usize::try_from(nb / 8)
+            .ok()
+            .and_then(|b| range.start.checked_add(b))
+            .filter(|&a| a < range.end)
+            .ok_or_else(|| {
+                tx.corrupt(&self.place, format!("index block {nb} is past the $BITMAP"))
+            })?;
+        let bit = 1u8 << (nb % 8);
+        let rec = tx.record(self.rn)?;
+        if rec[at] & bit == 0 {
+            return Err(tx.corrupt(&self.place, format!("index block {nb} is already free")));
+        }
+        rec[at] &= !bit;
+        tx.dirty(self.rn);
+        Ok(())
     }
 
     /// Move every entry of `$INDEX_ROOT` into a new index block (a free one
@@ -359,7 +670,7 @@ impl Dir {
     /// its `$BITMAP`), leaving the root with one end entry pointing at it and
     /// its large-index flag set, as Windows and ntfs-3g do when the root
     /// outgrows the MFT record.
-    fn push_root_down(&self, tx: &mut Tx<'_>) -> Result<(), FsError> {
+    fn push_root_down(&self, tx: &mut Tx<'_>) -> Result<i64, FsError> {
         let name = i30();
         let (attr_off, hdr, entries) = self.root(tx)?;
         let rec = tx.record(self.rn)?.clone();
@@ -426,7 +737,8 @@ impl Dir {
             [e] if e.subnode.is_some() => put64(rec, at + e.pos + 16, vcn as u64),
             _ => return Err(tx.corrupt(&self.place, "the new index root is not one end entry")),
         }
-        Ok(())
+        tx.dirty(self.rn);
+        Ok(vcn)
     }
 
     /// A new `$INDEX_ALLOCATION` of one index block (clusters allocated) and
@@ -469,27 +781,38 @@ impl Dir {
         Ok((0, runs))
     }
 
-    fn split(
-        &self,
-        tx: &mut Tx<'_>,
-        key: u64,
-        hit: &Hit,
-        (pnode, ppos, plen, leaf_vcn): (Node, usize, usize, i64),
-        e: &[u8],
-    ) -> Result<bool, FsError> {
+    /// Split the full block at the end of `steps`, with `e` going before its
+    /// entry there: the left half stays, the right half goes into a new
+    /// block the parent's entry now leads to. Returns the middle entry, with
+    /// the left half's VCN as its subnode, for the parent (before that entry).
+    fn split(&self, tx: &mut Tx<'_>, steps: &[Step], e: &[u8]) -> Result<Vec<u8>, FsError> {
+        let (node, idx, pnode, pidx) = match steps {
+            [.., (pn, pi), (n, i)] => (*n, *i, *pn, *pi),
+            _ => return Err(tx.corrupt(&self.place, "an index block without a parent")),
+        };
+        let Node::Block(key) = node else {
+            return Err(tx.corrupt(&self.place, "splitting the index root"));
+        };
+        let my_vcn = self.vcn_of(tx, node)?;
+        let (base, entries) = self.entries(tx, node)?;
         let buf = tx.indx_buf(key)?.clone();
-        let entries =
-            index::node_entries(&buf, INDX_NODE_AT).map_err(|d| tx.corrupt(&self.place, d))?;
+        let internal = entries.iter().any(|x| x.subnode.is_some());
         let mut items: Vec<Vec<u8>> = Vec::new();
-        for en in &entries {
-            if en.pos == hit.entry.pos {
+        let mut endb = None;
+        for (i, en) in entries.iter().enumerate() {
+            if i == idx {
                 items.push(e.to_vec());
             }
+            let b = buf[base + en.pos..base + en.pos + en.len].to_vec();
             if en.key.is_none() {
+                endb = Some(b);
                 break;
             }
-            items.push(buf[hit.base + en.pos..hit.base + en.pos + en.len].to_vec());
+            items.push(b);
         }
+        let Some(endb) = endb else {
+            return Err(tx.corrupt(&self.place, "an index node without an end entry"));
+        };
         if items.len() < 3 {
             return Err(self.full(tx));
         }
@@ -504,28 +827,29 @@ impl Dir {
             acc += it.len();
         }
         let m = m.clamp(1, items.len() - 2);
-        let end = end_entry();
-        let left: Vec<u8> = [items[..m].concat(), end.clone()].concat();
-        let right: Vec<u8> = [items[m + 1..].concat(), end].concat();
-        let mut median = items[m].clone();
-        let mlen = median.len();
-        median.extend_from_slice(&leaf_vcn.to_le_bytes());
-        put16(&mut median, 8, (mlen + 8) as u16);
-        let flags = le16(&median, 12);
-        put16(&mut median, 12, flags | ENTRY_SUBNODE);
-        // The parent must take the middle entry; a full root is moved down
-        // first (the caller does it and tries again).
-        if median.len() > self.room(tx, pnode)? {
-            return match pnode {
-                Node::Root => Ok(false),
-                Node::Block(_) => Err(self.full(tx)),
-            };
-        }
+        let malformed = |tx: &Tx<'_>| tx.corrupt(&self.place, "a malformed index entry");
+        // The left half's end entry leads where the middle entry led.
+        let left_end = if internal {
+            let mi = &items[m];
+            if le16(mi, 12) & ENTRY_SUBNODE == 0 || mi.len() < 24 {
+                return Err(malformed(tx));
+            }
+            let v = le64(mi, mi.len() - 8) as i64;
+            with_subnode(&end_entry(), Some(v)).ok_or_else(|| malformed(tx))?
+        } else {
+            end_entry()
+        };
+        let left: Vec<u8> = [items[..m].concat(), left_end].concat();
+        let right: Vec<u8> = [items[m + 1..].concat(), endb].concat();
+        let median = with_subnode(&items[m], Some(my_vcn)).ok_or_else(|| malformed(tx))?;
         let (nb, runs) = self.new_block(tx)?;
         let rs = self.rs as usize;
         let vcn_r = i64::try_from(nb * u64::from(self.rs) / self.vcn_bytes)
             .map_err(|_| tx.corrupt(&self.place, "index block number overflows"))?;
-        let fresh = new_block(rs, vcn_r, &right).ok_or_else(|| self.full(tx))?;
+        let mut fresh = new_block(rs, vcn_r, &right).ok_or_else(|| self.full(tx))?;
+        if internal {
+            fresh[INDX_NODE_AT + 12] = 1; // has children
+        }
         // The left half stays in the old block.
         {
             let b = tx.indx_buf(key)?;
@@ -541,15 +865,17 @@ impl Dir {
         }
         tx.indx_dirty(key);
         tx.indx_put(&runs, nb * u64::from(self.rs), fresh, &self.place)?;
-        // The parent's entry now leads to the right half; the middle entry,
-        // leading to the left half, goes before it.
-        {
-            let pb = self.buf(tx, pnode)?;
-            put64(pb, ppos + plen - 8, vcn_r as u64);
+        // The parent's entry now leads to the right half.
+        let (pat, pe, _) = self.entry_bytes(tx, pnode, pidx)?;
+        if pe.subnode != Some(my_vcn) {
+            return Err(tx.corrupt(
+                &self.place,
+                format!("the parent entry does not lead to index block VCN {my_vcn}"),
+            ));
         }
+        put64(self.buf(tx, pnode)?, pat + pe.len - 8, vcn_r as u64);
         self.mark(tx, pnode);
-        self.edit(tx, pnode, ppos, 0, &median)?;
-        Ok(true)
+        Ok(median)
     }
 
     /// A free block of the index allocation (its number) and the
@@ -591,15 +917,31 @@ impl Dir {
                 .is_some_and(|&x| x & (1 << (b % 8)) == 0)
         });
         let nb = match free {
-            Some(b) => b,
+            Some(b) => {
+                // A block the tree still uses but the bitmap calls free
+                // (a corrupt bitmap) must not be overwritten.
+                let vcn = i64::try_from(b * rs / self.vcn_bytes)
+                    .map_err(|_| tx.corrupt(&self.place, "index block number overflows"))?;
+                if self.in_use(tx)?.contains(&vcn) {
+                    return Err(tx.corrupt(
+                        &self.place,
+                        format!("index block VCN {vcn} is in use but free in the $I30 $BITMAP"),
+                    ));
+                }
+                b
+            }
             None => {
-                // Grow the allocation by one block.
+                // Grow the data by one block; when the clusters run out,
+                // allocate a quarter more blocks (1 to 64) at once, so two
+                // directories growing in turn do not each get a run per
+                // block (the mapping pairs must fit in the record).
                 let cs = u64::from(tx.geo.cluster_size);
                 let allocated = le64(&r.data, alloc.off + 40);
                 let new_data = (blocks + 1) * rs;
                 let mut new_alloc = allocated;
                 if new_data > allocated {
-                    let need = (new_data - allocated).div_ceil(cs);
+                    let ahead = (blocks / 4).clamp(1, 64) * rs;
+                    let need = (new_data - allocated).max(ahead).div_ceil(cs);
                     let hint = runs.last().map_or(0, |&(l, n)| l + n);
                     let got = tx.alloc(need, hint)?;
                     runs.extend(got);
@@ -669,7 +1011,7 @@ impl Dir {
         let full = || FsError::Unsupported {
             fs: tx.loc.to_string(),
             op: format!("change the index of {}", self.place),
-            why: "directory index full: splitting not implemented".into(),
+            why: "directory index node full".into(),
         };
         match node {
             Node::Block(k) => {

@@ -1,5 +1,7 @@
 //! The write operations: replace a file's contents, create a file or an
-//! empty directory, remove a file or an empty directory, rename. Each runs in one [`Tx`] after the [`preflight`] checks, so a
+//! empty directory, remove a file or an empty directory, rename within a
+//! directory or move into another one (a directory never into its own
+//! subtree). Each runs in one [`Tx`] after the [`preflight`] checks, so a
 //! refusal writes nothing.
 //!
 //! - A touched file is refused when it is compressed, encrypted, sparse,
@@ -63,6 +65,8 @@ const NS_WIN32_DOS: u8 = 3;
 const MIN_NEW_RECORD: u64 = 24;
 const FIRST_NEW_RECORD: u64 = 64;
 const REF_MASK: u64 = 0xFFFF_FFFF_FFFF;
+/// The root directory's MFT record.
+const ROOT_RECORD: u64 = 5;
 
 fn align8(n: u64) -> u64 {
     n.div_ceil(8) * 8
@@ -80,30 +84,6 @@ fn unsupported(tx: &Tx<'_>, op: &str, path: &GuestPath, why: impl Into<String>) 
         op: format!("{op} {path}"),
         why: why.into(),
     }
-}
-
-/// Refuses removing the index entry `h` where this writer cannot: in an
-/// internal node (no rebalancing), or as the last entry of an index block
-/// (no block removal). Remove and rename check every name's entry with it
-/// before they change anything.
-fn removable(tx: &Tx<'_>, op: &str, path: &GuestPath, h: &crate::dirw::Hit) -> Result<(), FsError> {
-    if !h.leaf {
-        return Err(unsupported(
-            tx,
-            op,
-            path,
-            "the directory entry is in an internal index node (rebalancing not implemented)",
-        ));
-    }
-    if matches!(h.node, crate::dirw::Node::Block(_)) && h.count <= 2 {
-        return Err(unsupported(
-            tx,
-            op,
-            path,
-            "the entry is the last one of its index block (removing the block is not implemented)",
-        ));
-    }
-    Ok(())
 }
 
 /// Refuse a file this writer does not handle.
@@ -816,10 +796,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
     let mut hits = Vec::new();
     for k in &names {
         match dir.seek(tx, ctx.up, &k.name, true)? {
-            Ok(h) if h.entry.file_ref & REF_MASK == rn => {
-                removable(tx, OP, path, &h)?;
-                hits.push(h);
-            }
+            Ok(h) if h.entry.file_ref & REF_MASK == rn => hits.push(h),
             _ => {
                 return Err(tx.corrupt(&dir.place, format!("{path}: no entry for the file's name")))
             }
@@ -839,7 +816,7 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
             Ok(h) => h,
             Err(_) => return Err(tx.corrupt(&dir.place, "entry vanished")),
         };
-        dir.edit(tx, h.node, h.base + h.entry.pos, h.entry.len, &[])?;
+        dir.remove(tx, ctx.up, &h)?;
     }
     free_record(tx, rn)?;
     let mut rec = tx.record(rn)?.clone();
@@ -856,14 +833,74 @@ pub(crate) fn remove(tx: &mut Tx<'_>, ctx: &Ctx<'_>, rn: u64, dir_rn: u64) -> Re
 }
 
 /// Rename the file at record `rn` in directory `dir_rn` to `name` in the
-/// same directory (a file of that name other than itself must be gone
-/// already). Every name of the file (a separate DOS name included) is
-/// replaced by one `$FILE_NAME`, namespace as for a new file.
+/// same directory (see [`move_to`]).
 pub(crate) fn rename(
     tx: &mut Tx<'_>,
     ctx: &Ctx<'_>,
     rn: u64,
     dir_rn: u64,
+    name: &str,
+) -> Result<(), FsError> {
+    let place = ctx.path.parent().to_string();
+    move_to(tx, ctx, rn, dir_rn, (dir_rn, &place), name)
+}
+
+/// How many directories up from a move's target directory are walked at
+/// most looking for the moved directory (a deeper tree is refused).
+const MAX_MOVE_DEPTH: usize = 4096;
+
+/// Refuse moving directory `rn` into `to_dir` when `to_dir` is `rn` or
+/// below it: walk up from `to_dir` through the parent references of the
+/// `$FILE_NAME`s to the root.
+fn check_not_below(tx: &mut Tx<'_>, path: &GuestPath, rn: u64, to_dir: u64) -> Result<(), FsError> {
+    let mut cur = to_dir;
+    for _ in 0..MAX_MOVE_DEPTH {
+        if cur == rn {
+            return Err(unsupported(
+                tx,
+                "rename",
+                path,
+                "a directory cannot move into itself or its own subtree (invalid input)",
+            ));
+        }
+        if cur == ROOT_RECORD {
+            return Ok(());
+        }
+        let r = tx.parsed(cur)?;
+        let parent = r
+            .attrs
+            .iter()
+            .filter(|a| a.ty == AT_FILE_NAME)
+            .filter_map(|a| r.resident(a))
+            .find(|k| k.len() >= 66)
+            .map(|k| le64(k, 0) & REF_MASK)
+            .ok_or_else(|| {
+                tx.corrupt(
+                    format!("directory at MFT record {cur}"),
+                    "no resident $FILE_NAME",
+                )
+            })?;
+        cur = parent;
+    }
+    Err(tx.corrupt(
+        format!("directory at MFT record {to_dir}"),
+        format!("more than {MAX_MOVE_DEPTH} directories above it"),
+    ))
+}
+
+/// Move the file or directory at record `rn` from directory `dir_rn` to
+/// `name` in directory `to` (record, path shown), which may be the same
+/// directory; a file of that name other than itself must be gone already.
+/// Every name of the file (a separate DOS name included) is replaced by one
+/// `$FILE_NAME`, namespace as for a new file, its parent reference the new
+/// directory's. A directory is refused when `to` is it or below it. Both
+/// directories' times are set.
+pub(crate) fn move_to(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx<'_>,
+    rn: u64,
+    dir_rn: u64,
+    (to_rn, to_place): (u64, &str),
     name: &str,
 ) -> Result<(), FsError> {
     const OP: &str = "rename";
@@ -886,6 +923,9 @@ pub(crate) fn rename(
             path,
             "the file has an $ATTRIBUTE_LIST (not implemented)",
         ));
+    }
+    if to_rn != dir_rn && le16(&r.data, 0x16) & REC_DIRECTORY != 0 {
+        check_not_below(tx, path, rn, to_rn)?;
     }
     let dir = Dir::open(tx, dir_rn, &path.parent().to_string())?;
     let mut keys = Vec::new();
@@ -915,9 +955,7 @@ pub(crate) fn rename(
         template.ok_or_else(|| tx.corrupt(format!("{path}"), "no Win32 or POSIX name"))?;
     for (_, _, k) in &keys {
         match dir.seek(tx, ctx.up, &k.name, true)? {
-            Ok(h) if h.entry.file_ref & REF_MASK == rn => {
-                removable(tx, OP, path, &h)?;
-            }
+            Ok(h) if h.entry.file_ref & REF_MASK == rn => {}
             _ => {
                 return Err(tx.corrupt(&dir.place, format!("{path}: no entry for the file's name")))
             }
@@ -928,12 +966,19 @@ pub(crate) fn rename(
             Ok(h) => h,
             Err(_) => return Err(tx.corrupt(&dir.place, "entry vanished")),
         };
-        dir.edit(tx, h.node, h.base + h.entry.pos, h.entry.len, &[])?;
+        dir.remove(tx, ctx.up, &h)?;
     }
     // The new $FILE_NAME: the old one's parent, times and sizes, the MFT
     // change time now.
     let mut fname = template[..66].to_vec();
     put64(&mut fname, 24, tx.now);
+    let to_dir = if to_rn == dir_rn {
+        dir.clone()
+    } else {
+        let seq = le16(&tx.parsed(to_rn)?.data, 0x10);
+        put64(&mut fname, 0, to_rn | (u64::from(seq) << 48));
+        Dir::open(tx, to_rn, to_place)?
+    };
     fname[64] = uname.len() as u8;
     fname[65] = if is_dos_name(name) {
         NS_WIN32_DOS
@@ -970,10 +1015,10 @@ pub(crate) fn rename(
     *tx.record(rn)? = rec;
     tx.dirty(rn);
     let seq = le16(&r.data, 0x10);
-    if dir.seek(tx, ctx.up, &uname, false)?.is_ok() {
+    if to_dir.seek(tx, ctx.up, &uname, false)?.is_ok() {
         return Err(FsError::Exists {
             fs: tx.loc.to_string(),
-            path: path.to_string(),
+            path: format!("{to_place}/{name}").replace("//", "/"),
         });
     }
     let klen = fname.len();
@@ -983,8 +1028,12 @@ pub(crate) fn rename(
     put16(&mut e, 8, elen as u16);
     put16(&mut e, 10, klen as u16);
     e[16..16 + klen].copy_from_slice(&fname);
-    dir.insert(tx, ctx.up, &uname, &e)?;
-    touch_dir(tx, dir_rn)
+    to_dir.insert(tx, ctx.up, &uname, &e)?;
+    touch_dir(tx, dir_rn)?;
+    if to_rn != dir_rn {
+        touch_dir(tx, to_rn)?;
+    }
+    Ok(())
 }
 
 /// Clear record `rn`'s bit in `$MFT`'s `$BITMAP`.

@@ -850,3 +850,45 @@ pub fn mft_records(img: &Path) -> u64 {
         .unwrap();
     size / geometry(img).2 as u64
 }
+
+/// A file device that counts its writes, to check that a refusal wrote
+/// nothing without reading the whole image again.
+#[derive(Debug)]
+pub struct Counted {
+    inner: FileDevice,
+    pub writes: std::sync::atomic::AtomicU64,
+}
+
+impl Device for Counted {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), vmie_disk::DiskError> {
+        self.inner.read_at(offset, buf)
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), vmie_disk::DiskError> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write_at(offset, buf)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Open an image file for writing through a [`Counted`] device, with the
+/// fixed clock.
+pub fn open_counted(path: &Path) -> (NtfsFs, Arc<Counted>) {
+    let dev = Arc::new(Counted {
+        inner: FileDevice::open_rw(path).unwrap(),
+        writes: std::sync::atomic::AtomicU64::new(0),
+    });
+    let d: Arc<dyn Device> = dev.clone();
+    let fs = NtfsFs::open(d, path.display().to_string())
+        .unwrap()
+        .with_clock(CLOCK);
+    (fs, dev)
+}
