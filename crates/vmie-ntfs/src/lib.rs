@@ -34,7 +34,8 @@
 //! `preflight`): [`GuestFs::replace_file`], [`GuestFs::create_file`],
 //! [`GuestFs::mkdir`], [`GuestFs::remove`] of regular files and empty
 //! directories ([`FsError::NotEmpty`] otherwise) and [`GuestFs::rename`] of
-//! regular files within a directory, each one in-memory transaction
+//! regular files and directories, within a directory or into another (a
+//! directory never into its own subtree), each one in-memory transaction
 //! committed only when the whole operation succeeded (a refusal or no space
 //! writes nothing), after the volume checks of `preflight` (version 3.1,
 //! not dirty, not hibernated, `$LogFile` clean and version 1.1). A clean
@@ -47,11 +48,13 @@
 //! writer does not do is refused with [`FsError::Unsupported`] naming the
 //! volume, the path and why: symlinks, files with an attribute list,
 //! compressed, encrypted, sparse or reparse-point files, hard links, links
-//! for remove, directories and links for rename, moves across directories,
+//! for remove, links for rename, a directory renamed onto an existing name,
 //! a `$DATA` runlist that does not fit in the file's record, growing `$MFT`
-//! beyond what record 0 can map without an attribute list, and index
-//! changes that need splitting an internal block without room, a merge, or
-//! an entry taken out of an internal node or the last one of a block.
+//! beyond what record 0 can map without an attribute list, a non-resident
+//! `$I30` `$BITMAP`. The `$I30` index is kept a B+tree with every leaf at
+//! one depth (see `dirw`): full blocks split bottom-up, the root gains a
+//! level, an entry leaves an internal node by its in-order predecessor
+//! moving up, an emptied block is freed; blocks are not merged.
 //!
 //! **Refused for reading:** compressed or encrypted files, and files with a
 //! reparse point other than a symlink or junction (WOF-compressed system
@@ -1179,26 +1182,18 @@ impl GuestFs for NtfsFs {
             });
         };
         match t {
-            FileType::Regular => {}
-            FileType::Directory => {
-                return Err(self.unsupported(
-                    "rename",
-                    from,
-                    "renaming directories is not implemented",
-                ))
-            }
+            FileType::Regular | FileType::Directory => {}
             _ => return Err(self.unsupported("rename", from, "renaming links is not implemented")),
-        }
-        if dir != to_dir {
-            return Err(self.unsupported(
-                "rename",
-                from,
-                format!("moving to another directory ({to}) is not implemented"),
-            ));
         }
         let victim = match target {
             None => None,
             Some((trn, _)) if trn == rn => None, // a change of case
+            Some(_) if t == FileType::Directory => {
+                return Err(FsError::Exists {
+                    fs: self.location.clone(),
+                    path: to.to_string(),
+                })
+            }
             Some((trn, FileType::Regular)) => Some(trn),
             Some((_, FileType::Directory)) => {
                 return Err(FsError::IsADirectory {
@@ -1222,9 +1217,13 @@ impl GuestFs for NtfsFs {
                         up: ctx.up,
                         path: to,
                     };
-                    write::remove(tx, &vctx, v, dir)?;
+                    write::remove(tx, &vctx, v, to_dir)?;
                 }
-                write::rename(tx, ctx, rn, dir, &name)
+                if to_dir == dir {
+                    return write::rename(tx, ctx, rn, dir, &name);
+                }
+                let place = to.parent().to_string();
+                write::move_to(tx, ctx, rn, dir, (to_dir, &place), &name)
             },
             from,
         )
