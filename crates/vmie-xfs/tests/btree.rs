@@ -130,20 +130,6 @@ fn check(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
     assert_eq!(compare(&fs, want), want.len(), "{what}: compared");
 }
 
-/// A small deterministic generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// `levels`: the height the free-space trees must reach once fragmented.
 fn shape_changes(profile: &str, args: &[&str], levels: u64) {
     let t = many_small();
@@ -343,16 +329,8 @@ fn free_space_and_inode_btrees_split_merge_v4() {
 
 /// The superblock's inode count and free inodes.
 fn sb_inodes(img: &Path) -> (u64, u64) {
-    let o = xfs_db(img, false, &["sb 0", "print icount ifree"]);
-    let f = |k: &str| -> u64 {
-        o.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (f("icount"), f("ifree"))
+    let v = sb_fields(img, &["icount", "ifree"]);
+    (v[0], v[1])
 }
 
 /// Fill every free inode of every chunk, then create more files: new

@@ -78,19 +78,6 @@ fn recrc(buf: &mut [u8], off: usize) {
     buf[off..off + 4].copy_from_slice(&c.to_le_bytes());
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn corrupted_metadata_never_panics() {
     let t = small_tree();

@@ -27,16 +27,8 @@ fn leaf_name(i: usize) -> String {
 
 /// The free block and inode counts of the superblock.
 fn sb_free(img: &Path) -> (u64, u64) {
-    let o = xfs_db(img, false, &["sb 0", "print fdblocks ifree"]);
-    let f = |k: &str| -> u64 {
-        o.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (f("fdblocks"), f("ifree"))
+    let v = sb_fields(img, &["fdblocks", "ifree"]);
+    (v[0], v[1])
 }
 
 /// One committed step: run `f`, apply `changes` to `want` (None removes),

@@ -566,3 +566,35 @@ pub fn regular(data: Vec<u8>) -> Node {
         gid: 0,
     }
 }
+
+/// Superblock 0's fields `names` (as xfs_db prints them), in order.
+pub fn sb_fields(img: &Path, names: &[&str]) -> Vec<u64> {
+    let o = xfs_db(img, false, &["sb 0", &format!("print {}", names.join(" "))]);
+    names
+        .iter()
+        .map(|k| {
+            o.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .unwrap_or_else(|| panic!("xfs_db printed no {k}: {o}"))
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A small deterministic generator (xorshift).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
