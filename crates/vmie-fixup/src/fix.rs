@@ -16,7 +16,9 @@ use crate::{Failure, Format};
 /// Options of the fixup run.
 #[derive(Debug, Args)]
 pub(crate) struct FixArgs {
-    /// Raw disk images of one VM, boot disk first.
+    /// Disk images of one VM, boot disk first: raw images (and fixed VHDs)
+    /// are fixed in place; qcow2, VMDK, VHDX, dynamic VHD and OVA are read
+    /// natively, and fixed into new raw images with --output.
     #[arg(value_name = "IMAGE")]
     images: Vec<PathBuf>,
     /// Plan and report every change, write nothing.
