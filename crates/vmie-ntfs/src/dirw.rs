@@ -64,6 +64,13 @@ pub(crate) struct Dir {
     pub place: String,
     rs: u32,
     vcn_bytes: u64,
+    /// Subtrees cut loose for a moment by an edit in progress (an internal
+    /// entry taken out before its replacement goes in): [`Self::in_use`]
+    /// walks them too.
+    detached: std::cell::RefCell<Vec<i64>>,
+    /// The root is being rebuilt (its end entry's subnode is a placeholder):
+    /// [`Self::in_use`] walks only the detached subtrees.
+    root_pending: std::cell::Cell<bool>,
 }
 
 /// Which node an entry is in.
@@ -152,6 +159,8 @@ impl Dir {
             .ok_or_else(|| tx.corrupt(&place, "$INDEX_ROOT is not resident"))?;
         let parsed = index::parse_root(value).map_err(|d| tx.corrupt(&place, d))?;
         let dir = Self {
+            detached: std::cell::RefCell::new(Vec::new()),
+            root_pending: std::cell::Cell::new(false),
             rn,
             place,
             rs: parsed.record_size,
@@ -498,6 +507,14 @@ impl Dir {
         if les.len() < 2 {
             return Err(tx.corrupt(&self.place, "an empty index block below an internal entry"));
         }
+        // A leaf has no subnode in any entry; and it is not the node the
+        // entry itself is in (a tree leading back up).
+        if les.iter().any(|e| e.subnode.is_some()) || leaf == hit.node {
+            return Err(tx.corrupt(
+                &self.place,
+                "an index node mixing leaf and internal entries below an internal entry",
+            ));
+        }
         let (pat, pe, pbytes) = self.entry_bytes(tx, leaf, les.len() - 2)?;
         let pred = pe
             .key
@@ -508,8 +525,14 @@ impl Dir {
         let r = with_subnode(&pbytes, Some(sub))
             .ok_or_else(|| tx.corrupt(&self.place, "a malformed index entry"))?;
         let (eat, ee, _) = self.entry_bytes(tx, hit.node, hit.idx)?;
-        self.edit(tx, hit.node, eat, ee.len, &[])?;
-        self.put(tx, hit.steps(), r)?;
+        // While the entry is out, its subtree hangs from nothing: a split
+        // inside `put` must still see its blocks as in use.
+        self.detached.borrow_mut().push(sub);
+        let put = self
+            .edit(tx, hit.node, eat, ee.len, &[])
+            .and_then(|()| self.put(tx, hit.steps(), r));
+        self.detached.borrow_mut().pop();
+        put?;
         if les.len() > 2 {
             return Ok(());
         }
@@ -611,8 +634,13 @@ impl Dir {
 
     /// The VCNs of every block the tree leads to (each visited once).
     fn in_use(&self, tx: &mut Tx<'_>) -> Result<HashSet<i64>, FsError> {
-        let (_, root) = self.entries(tx, Node::Root)?;
-        let mut todo: Vec<i64> = root.iter().filter_map(|e| e.subnode).collect();
+        let mut todo: Vec<i64> = if self.root_pending.get() {
+            Vec::new()
+        } else {
+            let (_, root) = self.entries(tx, Node::Root)?;
+            root.iter().filter_map(|e| e.subnode).collect()
+        };
+        todo.extend(self.detached.borrow().iter().copied());
         let mut seen = HashSet::new();
         while let Some(vcn) = todo.pop() {
             if !seen.insert(vcn) {
@@ -716,11 +744,24 @@ impl Dir {
             .attrs
             .iter()
             .any(|a| a.ty == AT_INDEX_ALLOCATION && a.name == name);
-        let (nb, runs) = if has_alloc {
-            self.new_block(tx)?
+        // The root now leads to nothing: the moved entries' subtrees must
+        // still count as in use when a free slot is checked for reuse.
+        let subs: Vec<i64> = entries.iter().filter_map(|e| e.subnode).collect();
+        let n = subs.len();
+        self.detached.borrow_mut().extend(subs);
+        self.root_pending.set(true);
+        let got = if has_alloc {
+            self.new_block(tx)
         } else {
-            self.first_block(tx)?
+            self.first_block(tx)
         };
+        self.root_pending.set(false);
+        {
+            let mut d = self.detached.borrow_mut();
+            let keep = d.len().saturating_sub(n);
+            d.truncate(keep);
+        }
+        let (nb, runs) = got?;
         let rs = self.rs as usize;
         let vcn = i64::try_from(nb * u64::from(self.rs) / self.vcn_bytes)
             .map_err(|_| tx.corrupt(&self.place, "index block number overflows"))?;
@@ -910,8 +951,24 @@ impl Dir {
         };
         let mut runs = runlist::allocated(runs).map_err(|d| tx.corrupt(&self.place, d))?;
         let rs = u64::from(self.rs);
+        let allocated_size = le64(&r.data, alloc.off + 40);
+        let cs0 = u64::from(tx.geo.cluster_size);
+        let mapped = runs
+            .iter()
+            .try_fold(0u64, |acc, &(_, n)| acc.checked_add(n))
+            .and_then(|c| c.checked_mul(cs0));
+        if *data_size > allocated_size || mapped.is_none_or(|m| *data_size > m) {
+            return Err(tx.corrupt(
+                &self.place,
+                format!(
+                    "$INDEX_ALLOCATION data size {data_size} is past its allocated size {allocated_size} or its runs"
+                ),
+            ));
+        }
         let blocks = data_size / rs;
-        let free = (0..blocks).find(|&b| {
+        // Bits past the bitmap's bytes are not free: the search ends there.
+        let searched = blocks.min(value.len() as u64 * 8);
+        let free = (0..searched).find(|&b| {
             value
                 .get((b / 8) as usize)
                 .is_some_and(|&x| x & (1 << (b % 8)) == 0)
@@ -935,18 +992,25 @@ impl Dir {
                 // allocate a quarter more blocks (1 to 64) at once, so two
                 // directories growing in turn do not each get a run per
                 // block (the mapping pairs must fit in the record).
-                let cs = u64::from(tx.geo.cluster_size);
-                let allocated = le64(&r.data, alloc.off + 40);
-                let new_data = (blocks + 1) * rs;
+                let cs = cs0;
+                let allocated = allocated_size;
+                const OVERFLOW: &str = "the index allocation's size overflows";
+                let new_data = blocks
+                    .checked_add(1)
+                    .and_then(|b| b.checked_mul(rs))
+                    .ok_or_else(|| tx.corrupt(&self.place, OVERFLOW))?;
                 let mut new_alloc = allocated;
                 if new_data > allocated {
                     let ahead = (blocks / 4).clamp(1, 64) * rs;
                     let need = (new_data - allocated).max(ahead).div_ceil(cs);
-                    let hint = runs.last().map_or(0, |&(l, n)| l + n);
+                    let hint = runs.last().map_or(0, |&(l, n)| l.saturating_add(n));
                     let got = tx.alloc(need, hint)?;
                     runs.extend(got);
                     runs = runlist::merge(&runs);
-                    new_alloc = allocated + need * cs;
+                    new_alloc = need
+                        .checked_mul(cs)
+                        .and_then(|b| allocated.checked_add(b))
+                        .ok_or_else(|| tx.corrupt(&self.place, OVERFLOW))?;
                 }
                 let pairs = runlist::encode(&runs).map_err(|d| tx.corrupt(&self.place, d))?;
                 let sizes = attr::NrSizes {

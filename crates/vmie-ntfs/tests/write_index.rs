@@ -432,6 +432,28 @@ fn five_thousand(cluster: u32) {
     println!("{N} entries removed in {:?}", t.elapsed());
     let (large, internal, leaves) = index_shape(&img.path, "/big");
     assert_eq!((large, internal, leaves), (false, 0, 0));
+    // Filled again until the root moves down once more: the free blocks
+    // of the kept allocation (block 0 first) are reused, not refused.
+    {
+        let mut fs = open_rw(&img.path);
+        for i in 0..600 {
+            let p = format!("/big/{}", name(i));
+            fs.create_file(&GuestPath::from(p.as_str()), b"again", &NewAttrs::default())
+                .unwrap();
+            want.insert(name(i));
+        }
+    }
+    let (large, _, leaves) = index_shape(&img.path, "/big");
+    assert!(large && leaves >= 2, "the refilled root did not move down");
+    check_names(&img.path, "/big", &want);
+    ntfsfix_clean(&img.path);
+    {
+        let mut fs = open_rw(&img.path);
+        for i in 0..600 {
+            fs.remove(&GuestPath::from(format!("/big/{}", name(i)).as_str()))
+                .unwrap();
+        }
+    }
     // The emptied directory can go, and its clusters come back.
     let mut fs = open_rw(&img.path);
     fs.remove(&GuestPath::from("/big")).unwrap();

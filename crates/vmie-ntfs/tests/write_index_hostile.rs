@@ -108,3 +108,49 @@ fn live_block_marked_free_is_not_reused() {
     }
     panic!("no split after {made} inserts");
 }
+
+/// An `$INDEX_ALLOCATION` whose data size is far past what it allocates
+/// (2^62 bytes): a new index block is refused as corrupt at once (no search
+/// over 2^50 blocks, no allocation the field asks for), nothing written.
+#[test]
+fn index_allocation_data_size_past_its_allocation_is_refused() {
+    let img = mkntfs_geom(32, 512, 4096);
+    {
+        let mut fs = open_rw(&img.path);
+        fs.mkdir(&GuestPath::from("/d"), &NewAttrs::default())
+            .unwrap();
+        for i in 0..200 {
+            let p = format!("/d/f{i:03}");
+            fs.create_file(&GuestPath::from(p.as_str()), b"x", &NewAttrs::default())
+                .unwrap();
+        }
+    }
+    let rn = ntfsls_inodes(&img.path, "/")["d"];
+    patch_record(&img.path, rn, |rec| {
+        let ia = find_attrs(rec, 0xA0)[0];
+        // Non-resident header: data size at +48 (allocated at +40).
+        rec[ia + 48..ia + 56].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        rec[ia + 56..ia + 64].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    });
+    let mut refused = false;
+    for i in 200..2000 {
+        let p = format!("/d/f{i:04}");
+        let before = std::fs::read(&img.path).unwrap();
+        let mut fs = open_rw(&img.path);
+        match fs.create_file(&GuestPath::from(p.as_str()), b"x", &NewAttrs::default()) {
+            Ok(()) => continue,
+            Err(FsError::Corrupt { detail, .. }) => {
+                assert!(detail.contains("data size"), "{detail}");
+                drop(fs);
+                assert!(
+                    std::fs::read(&img.path).unwrap() == before,
+                    "the refused create wrote"
+                );
+                refused = true;
+                break;
+            }
+            Err(e) => panic!("{p}: {e}"),
+        }
+    }
+    assert!(refused, "no index block was ever needed");
+}

@@ -904,7 +904,9 @@ fn ialloc_existing(tx: &mut Tx, pref: u32) -> Result<Option<u64>, FsError> {
         };
         let ino = (u64::from(agno) << (c.geo.agblklog + c.geo.inopblog)) | u64::from(agino);
         let new_free = rec.free & !(1u64 << slot);
-        let new_count = rec.freecount - 1;
+        let Some(new_count) = rec.freecount.checked_sub(1) else {
+            return Err(c.corrupt(&place, "has a free inode but a free count of 0".into()));
+        };
         // inobt: the record in place.
         let p = ino_bt.descend(tx, u64::from(rec.startino))?;
         let i = p.idx[p.idx.len() - 1];
@@ -1015,8 +1017,13 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     let icount = be64(&sb, 128);
     let pct = u64::from(sb[127]);
     if pct > 0 {
-        let max = (g.dblocks * pct / 100) << g.inopblog;
-        if icount + u64::from(CHUNK_INODES) > max {
+        let max = g
+            .dblocks
+            .checked_mul(pct)
+            .map(|b| b / 100)
+            .and_then(|b| b.checked_shl(g.inopblog))
+            .unwrap_or(u64::MAX);
+        if icount.saturating_add(u64::from(CHUNK_INODES)) > max {
             return Err(FsError::NoSpace {
                 fs: c.location.clone(),
                 what: format!("a new inode chunk: inodes may take only {pct}% of the space"),
