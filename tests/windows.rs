@@ -130,7 +130,7 @@ struct Guest {
 /// SYSTEM hive has the inbox NVMe driver's service key (Start=3, as 8.1 /
 /// 2012 R2 and later ship it).
 fn guest(dir: &Path, software: &str, stornvme: bool, layout: Layout) -> Guest {
-    guest_with(dir, software, None, stornvme, layout)
+    guest_with(dir, software, None, stornvme, layout, None)
 }
 
 /// [`guest`], with a real SYSTEM hive from ../shared/realdata (`system`)
@@ -141,6 +141,7 @@ fn guest_with(
     system: Option<&str>,
     stornvme: bool,
     layout: Layout,
+    extra_system: Option<&str>,
 ) -> Guest {
     let vol = dir.join("vol.raw");
     tool(
@@ -188,6 +189,9 @@ fn guest_with(
             "windows-system.reg",
         ),
     };
+    if let Some(reg) = extra_system {
+        merge(&sys, "HKEY_LOCAL_MACHINE\\SYSTEM", reg, dir);
+    }
     if stornvme {
         merge(
             &sys,
@@ -250,6 +254,7 @@ fn guest_with(
             }
         }
         std::fs::copy(&k32, mnt.join("Windows/System32/kernel32.dll"))?;
+        std::fs::create_dir_all(mnt.join("Windows/System32/drivers"))?;
         if layout == Layout::Volume {
             std::fs::create_dir_all(mnt.join("Boot"))?;
             std::fs::copy(&bcd, mnt.join("Boot/BCD"))?;
@@ -740,7 +745,14 @@ fn a_real_vmware_system_hive_gets_dhcp_rdp_and_tools_off() {
     );
     {
         let dir = tempfile::tempdir().unwrap();
-        let g = guest_with(dir.path(), software, Some(system), false, Layout::Volume);
+        let g = guest_with(
+            dir.path(),
+            software,
+            Some(system),
+            false,
+            Layout::Volume,
+            None,
+        );
         let original = dir.path().join("original.raw");
         tool(
             Command::new("cp")
@@ -862,6 +874,7 @@ fn a_dirty_real_hive_without_logs_is_refused() {
         Some("regipy/SYSTEM_WIN_10_1709"),
         false,
         Layout::Volume,
+        None,
     );
     let original = dir.path().join("original.raw");
     tool(
@@ -1013,6 +1026,249 @@ fn drivers_are_staged_and_added_to_device_path() {
     assert!(same(&g.disk, &original));
 }
 
+/// A driver package in the INF dialect of virtio-win's viostor.inf:
+/// decorated models for x64 and x86, a boot-start miniport service.
+const VIOSTOR_INF: &str = "; a boot-start storage miniport\r\n\
+[Version]\r\n\
+Signature=\"$WINDOWS NT$\"\r\n\
+Class=SCSIAdapter\r\n\
+ClassGUID={4D36E97B-E325-11CE-BFC1-08002BE10318}\r\n\
+Provider=%VENDOR%\r\n\
+\r\n\
+[Manufacturer]\r\n\
+%VENDOR% = VENDOR, NTamd64.6.1, NTx86.6.1\r\n\
+\r\n\
+[VENDOR.NTamd64.6.1]\r\n\
+%Desc% = stor_inst, PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00, PCI\\VEN_1AF4&DEV_1001\r\n\
+%Desc% = stor_inst, PCI\\VEN_1AF4&DEV_1042\r\n\
+\r\n\
+[VENDOR.NTx86.6.1]\r\n\
+%Desc% = stor_inst, PCI\\VEN_1AF4&DEV_1001\r\n\
+\r\n\
+[stor_inst]\r\n\
+CopyFiles = stor_files\r\n\
+\r\n\
+[stor_inst.Services]\r\n\
+AddService = viostor, 0x00000002, stor_service, stor_eventlog\r\n\
+\r\n\
+[stor_service]\r\n\
+ServiceType    = %SERVICE_KERNEL_DRIVER%\r\n\
+StartType      = %SERVICE_BOOT_START%\r\n\
+ErrorControl   = 1\r\n\
+ServiceBinary  = %12%\\viostor.sys\r\n\
+LoadOrderGroup = SCSI miniport\r\n\
+\r\n\
+[Strings]\r\n\
+VENDOR = \"Red Hat, Inc.\"\r\n\
+Desc = \"Red Hat VirtIO SCSI controller\"\r\n\
+SERVICE_KERNEL_DRIVER = 1\r\n\
+SERVICE_BOOT_START = 0\r\n";
+
+/// `--drivers` with a boot-start storage driver: the driver file lands in
+/// `System32\drivers` (read back by ntfscat), its service is a boot-start
+/// kernel driver, and its hardware ids map to it where that Windows looks:
+/// `DriverDatabase` (Windows 8 and later, `ddb`) or the control set's
+/// `CriticalDeviceDatabase` (Windows 7). Checked with hivexregedit; dry run
+/// = run, second run changes nothing, undo restores every byte; a package
+/// missing the driver file its INF names is refused, nothing written.
+fn boot_driver_is_registered(software: &str, ddb: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    // A Windows 8+ SYSTEM hive has a DriverDatabase (stornvme's class-code
+    // entry as in a real Windows 10 1709 SYSTEM hive, regipy).
+    let extra = ddb.then_some(
+        "[HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase]\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase\\DeviceIds]\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI]\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI\\CC_010802]\n\
+         \"stornvme.inf\"=hex(3):01,ff,00,00\n",
+    );
+    let g = guest_with(dir.path(), software, None, true, Layout::Volume, extra);
+    let drivers = dir.path().join("drivers");
+    std::fs::create_dir_all(drivers.join("viostor")).unwrap();
+    let sys: Vec<u8> = (0..30_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    std::fs::write(drivers.join("viostor/viostor.inf"), VIOSTOR_INF).unwrap();
+    std::fs::write(drivers.join("viostor/viostor.sys"), &sys).unwrap();
+    std::fs::write(drivers.join("viostor/viostor.cat"), [0x30, 0x82]).unwrap();
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let img = s(&g.disk);
+    let drv = s(&drivers);
+    let dry = json(&["--dry-run", "--format", "json", "--drivers", drv, img]);
+    assert!(same(&g.disk, &original), "the dry run wrote");
+    let doc = json(&["--format", "json", "--drivers", drv, img]);
+    validate_report(&doc);
+    assert_eq!(registry(&dry), registry(&doc));
+    let info = doc["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["message"].as_str())
+        .find(|m| m.starts_with("boot-start driver viostor"))
+        .unwrap_or_else(|| panic!("no boot-start finding: {doc:#}"))
+        .to_string();
+    assert!(
+        info.contains(if ddb {
+            "DriverDatabase"
+        } else {
+            "CriticalDeviceDatabase"
+        }),
+        "{info}"
+    );
+
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+    ntfsfix_clean(&vol);
+    let out = dir.path().join("viostor.sys");
+    ntfscat(&vol, "/Windows/System32/drivers/viostor.sys", &out);
+    assert_eq!(std::fs::read(&out).unwrap(), sys);
+    let after = dir.path().join("SYSTEM.after");
+    ntfscat(&vol, "/Windows/System32/config/SYSTEM", &after);
+    let svc = export(&after, "\\ControlSet001\\Services\\viostor");
+    for want in [
+        "\"Type\"=dword:00000001",
+        "\"Start\"=dword:00000000",
+        "\"ErrorControl\"=dword:00000001",
+    ] {
+        assert!(svc.contains(want), "{want} not in {svc}");
+    }
+    assert_eq!(
+        sz_value(&svc, "Group").as_deref(),
+        Some("SCSI miniport"),
+        "{svc}"
+    );
+    let image = svc
+        .lines()
+        .find(|l| l.starts_with("\"ImagePath\"=hex(2):"))
+        .unwrap_or_else(|| panic!("no ImagePath: {svc}"));
+    assert_eq!(
+        decode_sz(&image.replacen("hex(2):", "hex(1):", 1)),
+        "System32\\drivers\\viostor.sys"
+    );
+    let ids: &[&str] = if software.contains("-32-") {
+        &["VEN_1AF4&DEV_1001"]
+    } else {
+        &[
+            "VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00",
+            "VEN_1AF4&DEV_1001",
+            "VEN_1AF4&DEV_1042",
+        ]
+    };
+    if ddb {
+        let arch = if software.contains("-32-") {
+            "x86"
+        } else {
+            "amd64"
+        };
+        let package = format!("vmie-viostor.inf_{arch}_0000000000000000");
+        for id in ids {
+            let k = export(&after, &format!("\\DriverDatabase\\DeviceIds\\PCI\\{id}"));
+            assert!(k.contains("\"vmie-viostor.inf\"=hex(3):01,ff,00,00"), "{k}");
+            let d = export(
+                &after,
+                &format!("\\DriverDatabase\\DriverPackages\\{package}\\Descriptors\\PCI\\{id}"),
+            );
+            assert_eq!(
+                sz_value(&d, "Configuration").as_deref(),
+                Some("vmie_viostor"),
+                "{d}"
+            );
+        }
+        let c = export(
+            &after,
+            &format!("\\DriverDatabase\\DriverPackages\\{package}\\Configurations\\vmie_viostor"),
+        );
+        assert_eq!(sz_value(&c, "Service").as_deref(), Some("viostor"), "{c}");
+        assert!(c.contains("\"ConfigFlags\"=dword:00000000"), "{c}");
+        let p = export(
+            &after,
+            &format!("\\DriverDatabase\\DriverPackages\\{package}"),
+        );
+        // The class GUID {4D36E97B-...} as Windows stores it, after the
+        // 8-byte header (the layout of stornvme.inf's package in a real
+        // Windows 10 SYSTEM hive).
+        assert!(
+            p.contains("\"Version\"=hex(3):00,ff,09,00,00,00,00,00,7b,e9,36,4d,25,e3,ce,11,bf,c1,08,00,2b,e1,03,18,"),
+            "{p}"
+        );
+        let f = export(&after, "\\DriverDatabase\\DriverInfFiles\\vmie-viostor.inf");
+        assert_eq!(sz_value(&f, "Active"), Some(package.clone()), "{f}");
+        // The inbox entry is untouched.
+        let cc = export(&after, "\\DriverDatabase\\DeviceIds\\PCI\\CC_010802");
+        assert!(cc.contains("\"stornvme.inf\"=hex(3):01,ff,00,00"), "{cc}");
+    } else {
+        for id in ids {
+            let k = export(
+                &after,
+                &format!("\\ControlSet001\\Control\\CriticalDeviceDatabase\\PCI#{id}"),
+            );
+            assert_eq!(sz_value(&k, "Service").as_deref(), Some("viostor"), "{k}");
+            assert_eq!(
+                sz_value(&k, "ClassGUID").as_deref(),
+                Some("{4d36e97b-e325-11ce-bfc1-08002be10318}"),
+                "{k}"
+            );
+        }
+        let o = Command::new("hivexregedit")
+            .args(["--export"])
+            .arg(&after)
+            .arg("\\DriverDatabase")
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "a DriverDatabase was made for Windows 7"
+        );
+    }
+    let h = Command::new("hivexsh")
+        .arg(&after)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(h.status.success(), "hivexsh cannot open the hive");
+
+    let again = json(&["--format", "json", "--drivers", drv, img]);
+    assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+    let out = run(&["undo", img]);
+    assert!(
+        out.status.success(),
+        "undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same(&g.disk, &original), "undo did not restore the image");
+
+    // The INF names viostor.sys; without it the package is refused.
+    std::fs::remove_file(drivers.join("viostor/viostor.sys")).unwrap();
+    let out = run(&["--drivers", drv, img]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("needs viostor.sys, which is not in that folder"),
+        "{err}"
+    );
+    assert!(same(&g.disk, &original));
+}
+
+/// The REG_SZ value `name` of a hivexregedit export (written as hex(1)).
+fn sz_value(export: &str, name: &str) -> Option<String> {
+    let head = format!("\"{name}\"=hex(1):");
+    export.lines().find(|l| l.starts_with(&head)).map(decode_sz)
+}
+
+#[test]
+fn a_boot_start_driver_is_registered_in_the_driver_database() {
+    boot_driver_is_registered("win2k22-software.reg", true);
+}
+
+#[test]
+fn a_boot_start_driver_is_registered_in_the_critical_device_database() {
+    boot_driver_is_registered("win7-32-software.reg", false);
+}
+
 /// A dirty SYSTEM hive with its transaction logs (yarp's NewDirtyHive,
 /// made by Windows 10, as SYSTEM with SYSTEM.LOG1/.LOG2): the run replays
 /// the logs in memory, edits the recovered hive, and writes it back clean:
@@ -1029,6 +1285,7 @@ fn a_dirty_hive_with_logs_is_replayed_then_edited() {
         Some(real),
         false,
         Layout::Volume,
+        None,
     );
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();

@@ -51,9 +51,12 @@ pub(crate) struct FixArgs {
     /// in folders of any depth; e.g. the cloud's ENA and NVMe packages or
     /// virtio-win) into %SystemRoot%\vmie-drivers and add each folder
     /// holding an .inf to DevicePath, so that Plug and Play installs them
-    /// when it finds the new devices at first boot. Boot-critical storage
-    /// drivers are not registered as boot-start services (use the inbox
-    /// stornvme where Windows has it).
+    /// when it finds the new devices at first boot. A driver whose INF
+    /// installs a boot-start kernel service (a storage miniport such as
+    /// AWS NVMe or viostor) is also copied to System32\drivers, made a
+    /// boot-start service and mapped to its hardware ids (DriverDatabase on
+    /// Windows 8 and later, CriticalDeviceDatabase before), so the first
+    /// boot on the new controller finds its disk.
     #[arg(long, value_name = "DIR")]
     drivers: Option<PathBuf>,
 }

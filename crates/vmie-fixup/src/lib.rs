@@ -174,13 +174,21 @@ pub const DRIVER_FOLDER: &str = "vmie-drivers";
 /// `.inf` at all, a symlink or special file, a name that is not UTF-8 or
 /// that Windows cannot hold, more than [`MAX_DRIVER_FILES`] files or
 /// [`MAX_DRIVER_BYTES`] bytes.
+///
+/// Every INF is also read for its boot-start kernel services
+/// ([`vmie_win::inf`]) for a guest of `arch` and `version`/`build`: those
+/// are returned as [`engine::BootDriver`]s, with the driver file named by
+/// `ServiceBinary` taken from the INF's own folder (refused when it is not
+/// there).
 pub fn load_drivers(
     dir: &Path,
     systemroot: &str,
-) -> Result<(Vec<engine::StagedFile>, Vec<String>), FixError> {
+    guest: &DriverGuest,
+) -> Result<LoadedDrivers, FixError> {
     let usage = |why: String| FixError::Usage(format!("--drivers {}: {why}", dir.display()));
     let mut files = Vec::new();
     let mut device_path: Vec<String> = Vec::new();
+    let mut boot: Vec<engine::BootDriver> = Vec::new();
     let mut total = 0u64;
     // (host folder, relative components)
     let mut stack: Vec<(PathBuf, Vec<String>)> = vec![(dir.to_path_buf(), Vec::new())];
@@ -194,6 +202,9 @@ pub fn load_drivers(
             .map_err(|e| usage(format!("{}: {e}", d.display())))?;
         entries.sort_by_key(std::fs::DirEntry::file_name);
         let mut has_inf = false;
+        // (inf file name, bytes) and (lower-case name, bytes) of this folder.
+        let mut infs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut here: Vec<(String, Vec<u8>)> = Vec::new();
         for e in entries {
             let name = e
                 .file_name()
@@ -222,7 +233,13 @@ pub fn load_drivers(
                 if total > MAX_DRIVER_BYTES {
                     return Err(usage(format!("more than {MAX_DRIVER_BYTES} bytes")));
                 }
-                has_inf |= name.to_ascii_lowercase().ends_with(".inf");
+                let lower = name.to_ascii_lowercase();
+                if lower.ends_with(".inf") {
+                    has_inf = true;
+                    infs.push((name.clone(), data.clone()));
+                } else if lower.ends_with(".sys") {
+                    here.push((lower, data.clone()));
+                }
                 files.push(engine::StagedFile {
                     path: format!("{systemroot}/{DRIVER_FOLDER}/{}", r.join("/")),
                     data,
@@ -232,6 +249,68 @@ pub fn load_drivers(
                     "{}: not a regular file or folder (symlinks are not followed)",
                     e.path().display()
                 )));
+            }
+        }
+        for (inf_name, bytes) in &infs {
+            let bad =
+                |e: vmie_win::inf::InfError| usage(format!("{}: {e}", d.join(inf_name).display()));
+            let text = vmie_win::inf::decode(bytes).map_err(bad)?;
+            let inf = vmie_win::inf::Inf::parse(&text).map_err(bad)?;
+            let services = inf
+                .boot_services(guest.arch, guest.version, guest.build)
+                .map_err(bad)?;
+            for s in services {
+                let at = d.join(inf_name);
+                let Some((_, data)) = here.iter().find(|(n, _)| n.eq_ignore_ascii_case(&s.binary))
+                else {
+                    return Err(usage(format!(
+                        "{}: the boot-start service {} needs {}, which is not in that folder",
+                        at.display(),
+                        s.service,
+                        s.binary
+                    )));
+                };
+                if s.service.is_empty()
+                    || s.service.len() > 256
+                    || s.service.chars().any(|c| "\\/".contains(c) || c < ' ')
+                    || s.binary
+                        .chars()
+                        .any(|c| "\\/:*?\"<>|".contains(c) || c < ' ')
+                {
+                    return Err(usage(format!(
+                        "{}: service {:?} / file {:?}: not names Windows can hold",
+                        at.display(),
+                        s.service,
+                        s.binary
+                    )));
+                }
+                let Some(class_guid) = s.class_guid.clone() else {
+                    return Err(usage(format!(
+                        "{}: the boot-start service {} has no [Version] ClassGuid",
+                        at.display(),
+                        s.service
+                    )));
+                };
+                if boot
+                    .iter()
+                    .any(|b| b.service.eq_ignore_ascii_case(&s.service))
+                {
+                    return Err(usage(format!(
+                        "{}: a second package installs the boot-start service {}",
+                        at.display(),
+                        s.service
+                    )));
+                }
+                boot.push(engine::BootDriver {
+                    inf: inf_name.to_ascii_lowercase(),
+                    service: s.service,
+                    binary: s.binary,
+                    data: data.clone(),
+                    error_control: s.error_control,
+                    group: s.group,
+                    class_guid,
+                    hardware_ids: s.hardware_ids,
+                });
             }
         }
         if has_inf {
@@ -248,7 +327,34 @@ pub fn load_drivers(
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     device_path.sort();
-    Ok((files, device_path))
+    boot.sort_by(|a, b| a.service.cmp(&b.service));
+    Ok(LoadedDrivers {
+        files,
+        device_path,
+        boot,
+    })
+}
+
+/// The guest `--drivers` packages are read for.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverGuest {
+    /// INF arch decoration: `amd64`, `x86`, `arm64`.
+    pub arch: &'static str,
+    /// (major, minor) Windows version.
+    pub version: (u32, u32),
+    /// Build number, if known.
+    pub build: Option<u32>,
+}
+
+/// What [`load_drivers`] read.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedDrivers {
+    /// Files to stage.
+    pub files: Vec<engine::StagedFile>,
+    /// `DevicePath` entries.
+    pub device_path: Vec<String>,
+    /// Boot-start drivers to register.
+    pub boot: Vec<engine::BootDriver>,
 }
 
 /// The shipped rules (unless `no_default`), then the packs in `paths`: each
@@ -531,12 +637,19 @@ fn windows_run(
         system_partitions: system_partitions.iter().map(|(at, _)| at.clone()).collect(),
         drivers: Vec::new(),
         device_path: Vec::new(),
+        boot_drivers: Vec::new(),
     };
     let mut target = target;
     if let Some(dir) = drivers {
-        let (files, device_path) = load_drivers(dir, &target.systemroot)?;
-        target.drivers = files;
-        target.device_path = device_path;
+        let guest = DriverGuest {
+            arch: vmie_win::inf::inf_arch(w.info.arch.as_deref().unwrap_or("x86_64")),
+            version: (w.info.major_version, w.info.minor_version),
+            build: w.info.build_id.as_deref().and_then(|b| b.parse().ok()),
+        };
+        let loaded = load_drivers(dir, &target.systemroot, &guest)?;
+        target.drivers = loaded.files;
+        target.device_path = loaded.device_path;
+        target.boot_drivers = loaded.boot;
     }
     let report = engine::run_windows(&mut fs, rules, &ctx, &target)?;
     Ok(WindowsRun {

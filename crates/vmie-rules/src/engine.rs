@@ -213,7 +213,7 @@ pub fn backup_path(path: &GuestPath) -> GuestPath {
 
 pub(crate) struct Run<'a> {
     pub(crate) fs: &'a mut dyn GuestFs,
-    ctx: &'a Context,
+    pub(crate) ctx: &'a Context,
     pub(crate) report: Report,
     pub(crate) rule: String,
     pub(crate) action: &'static str,
@@ -245,6 +245,30 @@ pub struct WindowsTarget {
     /// `%SystemRoot%\vmie-drivers\ena`), where Plug and Play looks for a
     /// new device's driver.
     pub device_path: Vec<String>,
+    /// Boot-start storage drivers of the `--drivers` packages, to register
+    /// so that the first boot on the target finds its disk.
+    pub boot_drivers: Vec<BootDriver>,
+}
+
+/// A boot-start driver of a `--drivers` package (from its INF).
+#[derive(Debug, Clone, Default)]
+pub struct BootDriver {
+    /// The INF file name it comes from (`viostor.inf`).
+    pub inf: String,
+    /// Service name (`viostor`).
+    pub service: String,
+    /// The driver file name (`viostor.sys`).
+    pub binary: String,
+    /// The driver file's bytes (copied to `System32\drivers`).
+    pub data: Vec<u8>,
+    /// `ErrorControl`.
+    pub error_control: u32,
+    /// `Group` (the INF's `LoadOrderGroup`).
+    pub group: Option<String>,
+    /// The device setup class GUID, braced (`{4D36E97B-...}`).
+    pub class_guid: String,
+    /// Hardware ids (`PCI\VEN_1AF4&DEV_1001`), upper case.
+    pub hardware_ids: Vec<String>,
 }
 
 /// A file `--drivers` stages in a Windows guest.

@@ -696,6 +696,229 @@ impl Run<'_> {
             data,
         };
         self.note_change(i, c, Some(edit));
+        self.register_boot_drivers()
+    }
+
+    /// `--drivers`: each boot-start driver of the packages (from its INF)
+    /// made loadable by the first boot on the target, the way virt-v2v
+    /// installs viostor offline: its file copied to `System32\drivers`, its
+    /// service created as a boot-start kernel driver (`StartOverride`
+    /// removed), and its hardware ids mapped to the service, in the
+    /// `DriverDatabase` (`DeviceIds`, `DriverInfFiles`, `DriverPackages`) when
+    /// SYSTEM has one (Windows 8 / Server 2012 and later), else in the
+    /// control set's `CriticalDeviceDatabase`. Plug and Play then installs
+    /// the package properly from `DevicePath` once Windows runs.
+    fn register_boot_drivers(&mut self) -> Result<(), EngineError> {
+        let Some(win) = self.win else {
+            return Ok(());
+        };
+        if win.boot_drivers.is_empty() {
+            return Ok(());
+        }
+        self.action = "driver_stage";
+        let dir = format!("{}/System32/drivers", win.systemroot);
+        let Some(dir) = self.find_ci(&dir)? else {
+            self.finding(
+                Severity::Error,
+                format!("{dir}: no such folder, so the boot-start drivers cannot be installed"),
+            );
+            return Ok(());
+        };
+        for d in &win.boot_drivers {
+            let p = match self.find_ci_under(dir.clone(), &d.binary)? {
+                Some(p) => p,
+                None => dir.join(d.binary.as_bytes()),
+            };
+            match self.fs.read_file(&p, d.data.len() as u64 + 1) {
+                Ok(cur) if cur == d.data => {}
+                Ok(_) => {
+                    let b = self.backup(&p)?;
+                    self.fs
+                        .replace_file(&p, &d.data)
+                        .map_err(|e| self.fs_err(e))?;
+                    self.record(
+                        p.to_string(),
+                        FileOpDone::Modified,
+                        Some(b.to_string()),
+                        "",
+                        "",
+                        Vec::new(),
+                    );
+                }
+                Err(FsError::NotFound { .. }) => {
+                    self.fs
+                        .create_file(&p, &d.data, &vmie_guestfs::NewAttrs::default())
+                        .map_err(|e| self.fs_err(e))?;
+                    self.record(p.to_string(), FileOpDone::Created, None, "", "", Vec::new());
+                }
+                Err(e) => return Err(self.fs_err(e)),
+            }
+        }
+        self.action = "registry";
+        let config = format!("{}/System32/config/SYSTEM", win.systemroot);
+        let Some(path) = self.find_ci(&config)? else {
+            self.finding(
+                Severity::Error,
+                format!("{config}: no SYSTEM hive, so the boot-start drivers cannot be registered"),
+            );
+            return Ok(());
+        };
+        let Some(i) = self.open_hive(path, "SYSTEM")? else {
+            return Ok(());
+        };
+        let label = self.hives[i].label.clone();
+        let ccs = self.hives[i].ccs.clone();
+        let Some(ccs) = ccs else {
+            self.finding(
+                Severity::Error,
+                format!("{label}: no current control set (Select\\Current), so the boot-start drivers cannot be registered"),
+            );
+            return Ok(());
+        };
+        let ddb = windows::key_exists(&self.hives[i].hive, "DriverDatabase")
+            .map_err(|e| self.hive_err(&label, e))?;
+        let set = |run: &mut Self, key: String, name: &str, data: RegData| {
+            let a = RegistryArgs {
+                hive: "SYSTEM",
+                key: None,
+                value: Some(name),
+                set: Some(&data),
+                delete: false,
+                replace: None,
+                only_if: None,
+                reg_file: None,
+            };
+            run.registry_key(i, &label, key, &a)
+        };
+        for d in &win.boot_drivers {
+            let svc = format!("{ccs}\\Services\\{}", d.service);
+            set(self, svc.clone(), "Type", RegData::Dword(1))?;
+            set(self, svc.clone(), "Start", RegData::Dword(0))?;
+            set(
+                self,
+                svc.clone(),
+                "ErrorControl",
+                RegData::Dword(d.error_control),
+            )?;
+            if let Some(g) = &d.group {
+                set(self, svc.clone(), "Group", RegData::Sz(g.clone()))?;
+            }
+            set(
+                self,
+                svc.clone(),
+                "ImagePath",
+                RegData::ExpandSz(format!("System32\\drivers\\{}", d.binary)),
+            )?;
+            let del = RegistryArgs {
+                hive: "SYSTEM",
+                key: None,
+                value: None,
+                set: None,
+                delete: true,
+                replace: None,
+                only_if: None,
+                reg_file: None,
+            };
+            self.registry_key(i, &label.clone(), format!("{svc}\\StartOverride"), &del)?;
+            let ids: Vec<(&str, &str)> = d
+                .hardware_ids
+                .iter()
+                .filter_map(|id| id.split_once('\\'))
+                .filter(|(e, r)| {
+                    !(e.is_empty() || r.is_empty() || r.contains(['\\', '*']) || e.contains('*'))
+                })
+                .collect();
+            if ids.is_empty() {
+                self.finding(
+                    Severity::Warning,
+                    format!(
+                        "{}: the boot-start driver {} names no hardware id of the form ENUMERATOR\\ID; its service is created, but no device is mapped to it",
+                        d.inf, d.service
+                    ),
+                );
+                continue;
+            }
+            if ddb {
+                let guid = guid_bytes(&d.class_guid).ok_or_else(|| {
+                    self.rule_err(format!(
+                        "{}: ClassGuid {:?} is not a GUID",
+                        d.inf, d.class_guid
+                    ))
+                })?;
+                let inf = format!("vmie-{}", d.inf);
+                let package = format!(
+                    "{inf}_{}_0000000000000000",
+                    win_arch(self.ctx.facts.arch.as_deref())
+                );
+                let conf = format!("vmie_{}", d.service);
+                let files = format!("DriverDatabase\\DriverInfFiles\\{inf}");
+                set(
+                    self,
+                    files.clone(),
+                    "@",
+                    RegData::MultiSz(vec![package.clone()]),
+                )?;
+                set(self, files.clone(), "Active", RegData::Sz(package.clone()))?;
+                set(
+                    self,
+                    files,
+                    "Configurations",
+                    RegData::MultiSz(vec![conf.clone()]),
+                )?;
+                let pkg = format!("DriverDatabase\\DriverPackages\\{package}");
+                // The Version layout of real packages (stornvme.inf's in a
+                // Windows 10 SYSTEM hive; virt-v2v writes the same): a
+                // header, the class GUID, 24 zero bytes.
+                let mut version = vec![0x00, 0xff, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00];
+                version.extend_from_slice(&guid);
+                version.extend_from_slice(&[0u8; 24]);
+                set(self, pkg.clone(), "Version", RegData::Binary(version))?;
+                set(self, pkg.clone(), "@", RegData::Sz(inf.clone()))?;
+                let c = format!("{pkg}\\Configurations\\{conf}");
+                set(self, c.clone(), "ConfigFlags", RegData::Dword(0))?;
+                set(self, c, "Service", RegData::Sz(d.service.clone()))?;
+                for (e, r) in &ids {
+                    set(
+                        self,
+                        format!("DriverDatabase\\DeviceIds\\{e}\\{r}"),
+                        &inf,
+                        RegData::Binary(vec![0x01, 0xff, 0x00, 0x00]),
+                    )?;
+                    set(
+                        self,
+                        format!("{pkg}\\Descriptors\\{e}\\{r}"),
+                        "Configuration",
+                        RegData::Sz(conf.clone()),
+                    )?;
+                }
+            } else {
+                for (e, r) in &ids {
+                    let k = format!("{ccs}\\Control\\CriticalDeviceDatabase\\{e}#{r}");
+                    set(self, k.clone(), "Service", RegData::Sz(d.service.clone()))?;
+                    set(
+                        self,
+                        k,
+                        "ClassGUID",
+                        RegData::Sz(d.class_guid.to_ascii_lowercase()),
+                    )?;
+                }
+            }
+            self.finding(
+                Severity::Info,
+                format!(
+                    "boot-start driver {} ({}, {}) installed for {} hardware id(s) in the {}",
+                    d.service,
+                    d.inf,
+                    d.binary,
+                    ids.len(),
+                    if ddb {
+                        "DriverDatabase (Windows 8 / Server 2012 and later)"
+                    } else {
+                        "CriticalDeviceDatabase (Windows 7 / Server 2008 R2 and earlier)"
+                    }
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -758,6 +981,43 @@ impl Run<'_> {
 }
 
 /// A `.reg` key path without its `HKEY_LOCAL_MACHINE\NAME` / `HKLM\NAME` root.
+/// A braced GUID's 16 bytes as Windows stores a `GUID` (the first three
+/// fields little-endian).
+fn guid_bytes(g: &str) -> Option<[u8; 16]> {
+    let t = g.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let parts: Vec<&str> = t.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    if parts.len() != 5
+        || parts
+            .iter()
+            .zip(lens)
+            .any(|(p, l)| p.len() != l || !p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    let d1 = u32::from_str_radix(parts[0], 16).ok()?;
+    let d2 = u16::from_str_radix(parts[1], 16).ok()?;
+    let d3 = u16::from_str_radix(parts[2], 16).ok()?;
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&d1.to_le_bytes());
+    out[4..6].copy_from_slice(&d2.to_le_bytes());
+    out[6..8].copy_from_slice(&d3.to_le_bytes());
+    let tail = format!("{}{}", parts[3], parts[4]);
+    for (k, o) in out[8..].iter_mut().enumerate() {
+        *o = u8::from_str_radix(tail.get(2 * k..2 * k + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The arch part of a driver package's name (`amd64`).
+fn win_arch(arch: Option<&str>) -> &'static str {
+    match arch {
+        Some("i386" | "i686" | "x86") => "x86",
+        Some("aarch64" | "arm64") => "arm64",
+        _ => "amd64",
+    }
+}
+
 fn strip_root<'k>(k: &'k str, hive: &str) -> &'k str {
     let t = k.trim_start_matches('\\');
     for root in ["HKEY_LOCAL_MACHINE\\", "HKLM\\"] {

@@ -36,6 +36,7 @@
 
 mod bcd;
 mod error;
+pub mod inf;
 mod info;
 mod paths;
 mod pe;
