@@ -1269,6 +1269,138 @@ fn a_boot_start_driver_is_registered_in_the_critical_device_database() {
     boot_driver_is_registered("win7-32-software.reg", false);
 }
 
+/// A REG_MULTI_SZ as a .reg file writes it.
+fn hex7(items: &[&str]) -> String {
+    let mut b: Vec<u8> = Vec::new();
+    for i in items {
+        b.extend(i.encode_utf16().flat_map(u16::to_le_bytes));
+        b.extend([0, 0]);
+    }
+    b.extend([0, 0]);
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("hex(7):{}", h.join(","))
+}
+
+/// A guest that came from Parallels (its services and the prl_strg disk
+/// filter, as virt-v2v handles them): prl_strg leaves the disk class's
+/// LowerFilters (the other filter stays) and then the Parallels services
+/// are disabled. A user's rule that disables a driver still listed as a
+/// filter is refused with a warning and changes nothing. IDE drivers at 3
+/// go to boot-start. Read back by hivexregedit; undo restores every byte.
+#[test]
+fn a_parallels_guest_loses_its_disk_filter_and_filters_are_never_disabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = "HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control\\Class\\{4d36e967-e325-11ce-bfc1-08002be10318}";
+    let svc = "HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services";
+    let extra = format!(
+        "[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control]\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Control\\Class]\n\n\
+         [{class}]\n\"UpperFilters\"={}\n\"LowerFilters\"={}\n\n\
+         [{svc}\\prl_strg]\n\"Start\"=dword:00000000\n\"Type\"=dword:00000001\n\n\
+         [{svc}\\prl_fs]\n\"Start\"=dword:00000001\n\"Type\"=dword:00000002\n\n\
+         [{svc}\\EhStorClass]\n\"Start\"=dword:00000000\n\"Type\"=dword:00000001\n\n\
+         [{svc}\\intelide]\n\"Start\"=dword:00000003\n\"Type\"=dword:00000001\n\n\
+         [{svc}\\atapi]\n\"Start\"=dword:00000000\n\"Type\"=dword:00000001\n",
+        hex7(&["partmgr"]),
+        hex7(&["EhStorClass", "prl_strg"]),
+    );
+    let g = guest_with(
+        dir.path(),
+        "win10-software.reg",
+        None,
+        true,
+        Layout::Volume,
+        Some(&extra),
+    );
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("user.toml"),
+        "[[rule]]\nid = \"user-ehstor-off\"\ndescription = \"disable a filter driver\"\n\
+         when = { os = \"windows\" }\n\
+         actions = [{ type = \"registry\", hive = \"SYSTEM\", key = 'CurrentControlSet\\Services\\EhStorClass', value = \"Start\", set = { dword = 4 } }]\n",
+    )
+    .unwrap();
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let img = s(&g.disk);
+    let rl = s(&rules);
+    let doc = json(&["--format", "json", "--rules", rl, img]);
+    validate_report(&doc);
+    let reg = registry(&doc);
+    let key_class = "ControlSet001\\Control\\Class\\{4d36e967-e325-11ce-bfc1-08002be10318}";
+    let lower = reg
+        .iter()
+        .find(|r| r[1] == key_class && r[2] == "LowerFilters")
+        .unwrap_or_else(|| panic!("LowerFilters unchanged: {reg:?}"));
+    assert_eq!(lower[3], hex7(&["EhStorClass", "prl_strg"]), "{lower:?}");
+    assert_eq!(lower[4], hex7(&["EhStorClass"]), "{lower:?}");
+    for (svc, old) in [("prl_strg", "0"), ("prl_fs", "1")] {
+        assert!(
+            reg.iter()
+                .any(|r| r[1] == format!("ControlSet001\\Services\\{svc}")
+                    && r[2] == "Start"
+                    && r[3].contains(old)
+                    && r[4].contains('4')),
+            "{svc} not disabled: {reg:?}"
+        );
+    }
+    assert!(
+        reg.iter()
+            .any(|r| r[1] == "ControlSet001\\Services\\intelide"
+                && r[2] == "Start"
+                && r[4].contains('0')),
+        "intelide: {reg:?}"
+    );
+    assert!(
+        !reg.iter()
+            .any(|r| r[1].contains("EhStorClass") || r[1].contains("atapi")),
+        "{reg:?}"
+    );
+    let warned = doc["preflight"].as_array().unwrap().iter().any(|c| {
+        c["id"] == "user-ehstor-off"
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .contains("not disabled: EhStorClass is a filter driver of {4d36e967-e325-11ce-bfc1-08002be10318} (LowerFilters)")
+    });
+    assert!(warned, "{:#}", doc["preflight"]);
+
+    let vol = dir.path().join("vol.ntfs");
+    dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+    ntfsfix_clean(&vol);
+    let after = dir.path().join("SYSTEM.after");
+    ntfscat(&vol, "/Windows/System32/config/SYSTEM", &after);
+    let c = export(&after, &format!("\\{key_class}"));
+    assert!(
+        c.contains(&format!("\"LowerFilters\"={}", hex7(&["EhStorClass"]))),
+        "{c}"
+    );
+    assert!(
+        c.contains(&format!("\"UpperFilters\"={}", hex7(&["partmgr"]))),
+        "{c}"
+    );
+    let e = export(&after, "\\ControlSet001\\Services\\EhStorClass");
+    assert!(e.contains("\"Start\"=dword:00000000"), "{e}");
+    let p = export(&after, "\\ControlSet001\\Services\\prl_strg");
+    assert!(p.contains("\"Start\"=dword:00000004"), "{p}");
+
+    let again = json(&["--format", "json", "--rules", rl, img]);
+    assert_eq!(again["changes"], serde_json::json!([]), "{again:#}");
+    let out = run(&["undo", img]);
+    assert!(
+        out.status.success(),
+        "undo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(same(&g.disk, &original), "undo did not restore the image");
+}
+
 /// A dirty SYSTEM hive with its transaction logs (yarp's NewDirtyHive,
 /// made by Windows 10, as SYSTEM with SYSTEM.LOG1/.LOG2): the run replays
 /// the logs in memory, edits the recovered hive, and writes it back clean:

@@ -1271,6 +1271,7 @@ fn run_inner(
                     set,
                     delete,
                     replace,
+                    remove_items,
                     only_if,
                     reg_file,
                 } => run.registry(&crate::winrun::RegistryArgs {
@@ -1280,6 +1281,7 @@ fn run_inner(
                     set: set.as_ref(),
                     delete: *delete,
                     replace: replace.as_ref(),
+                    remove_items: remove_items.as_deref(),
                     only_if: only_if.as_ref(),
                     reg_file: reg_file.as_deref(),
                 })?,

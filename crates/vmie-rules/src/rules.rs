@@ -304,6 +304,11 @@ pub enum Action {
         /// "Active=TRUE" }` (values of other types are left alone).
         #[serde(default)]
         replace: Option<crate::windows::RegReplace>,
+        /// Take these items (matched without regard to case) out of a
+        /// REG_MULTI_SZ value, e.g. a filter driver out of a device class's
+        /// `LowerFilters`; a list left empty is deleted.
+        #[serde(default)]
+        remove_items: Option<Vec<String>>,
         /// Condition: `"present"` (the key exists), `"absent"` (the value is
         /// not set), `{ equals = { dword = 3 } }`.
         #[serde(default)]
@@ -385,6 +390,7 @@ impl Action {
                 set,
                 delete,
                 replace,
+                remove_items,
                 only_if,
                 reg_file,
             } => {
@@ -399,6 +405,7 @@ impl Action {
                         || set.is_some()
                         || *delete
                         || replace.is_some()
+                        || remove_items.is_some()
                         || only_if.is_some()
                     {
                         return Err(
@@ -417,6 +424,16 @@ impl Action {
                     if r.from.is_empty() {
                         return Err("registry: replace.from is empty".into());
                     }
+                }
+                if let Some(items) = remove_items {
+                    if items.is_empty() || items.iter().any(String::is_empty) {
+                        return Err("registry: remove_items needs non-empty items".into());
+                    }
+                    return if value.is_some() && set.is_none() && !*delete && replace.is_none() {
+                        Ok(())
+                    } else {
+                        Err("registry: remove_items needs `value` and no `set`, `replace` or `delete`".into())
+                    };
                 }
                 match (value, set, delete, replace) {
                     (Some(_), Some(_), false, None)

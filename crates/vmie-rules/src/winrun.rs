@@ -34,6 +34,7 @@ pub(crate) struct RegistryArgs<'x> {
     pub(crate) set: Option<&'x RegData>,
     pub(crate) delete: bool,
     pub(crate) replace: Option<&'x windows::RegReplace>,
+    pub(crate) remove_items: Option<&'x [String]>,
     pub(crate) only_if: Option<&'x OnlyIf>,
     pub(crate) reg_file: Option<&'x str>,
 }
@@ -317,6 +318,27 @@ impl Run<'_> {
             }
             _ => {}
         }
+        let disabling = matches!(a.set, Some(RegData::Dword(4)))
+            && name.eq_ignore_ascii_case("Start")
+            && cur.as_ref() != Some(&RegData::Dword(4).encode());
+        if let (true, Some(ccs)) = (disabling, self.hives[i].ccs.clone()) {
+            // Never disable a driver a device class still lists as a
+            // filter: the class's devices would not start (0x7B when it is
+            // the disk's).
+            if let Some(svc) = service_of(&key, &ccs) {
+                let users = self.filter_users(i, &ccs, &svc)?;
+                if !users.is_empty() {
+                    self.finding(
+                        Severity::Warning,
+                        format!(
+                            "{label}\\{key}: not disabled: {svc} is a filter driver of {}; disabling it would keep those devices (and the boot disk, if it is one of them) from starting",
+                            users.join(", ")
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
+        }
         let old = cur.as_ref().map(|(t, d)| windows::reg_text(*t, d));
         let change = |new: Option<String>| RegChange {
             hive: label.clone(),
@@ -338,6 +360,46 @@ impl Run<'_> {
             let edit = vmie_hive::Edit::DeleteValue {
                 key: key.clone(),
                 name: name.to_string(),
+            };
+            self.note_change(i, c, Some(edit));
+            return Ok(());
+        }
+        if let Some(items) = a.remove_items {
+            let Some(list) = cur.as_ref().and_then(|(t, d)| multi_sz_items(*t, d)) else {
+                return Ok(());
+            };
+            let kept: Vec<String> = list
+                .iter()
+                .filter(|x| !items.iter().any(|i| i.eq_ignore_ascii_case(x)))
+                .cloned()
+                .collect();
+            if kept.len() == list.len() {
+                return Ok(());
+            }
+            if kept.is_empty() {
+                let c = change(None);
+                self.hives[i]
+                    .hive
+                    .delete_value(&key, name)
+                    .map_err(|e| self.hive_err(&label, e))?;
+                let edit = vmie_hive::Edit::DeleteValue {
+                    key: key.clone(),
+                    name: name.to_string(),
+                };
+                self.note_change(i, c, Some(edit));
+                return Ok(());
+            }
+            let (vtype, data) = RegData::MultiSz(kept).encode();
+            let c = change(Some(windows::reg_text(vtype, &data)));
+            self.hives[i]
+                .hive
+                .set_value(&key, name, vtype, &data)
+                .map_err(|e| self.hive_err(&label, e))?;
+            let edit = vmie_hive::Edit::SetValue {
+                key: key.clone(),
+                name: name.to_string(),
+                vtype,
+                data,
             };
             self.note_change(i, c, Some(edit));
             return Ok(());
@@ -699,6 +761,32 @@ impl Run<'_> {
         self.register_boot_drivers()
     }
 
+    /// The device classes (`Control\\Class\\{GUID}` and which list) of
+    /// control set `ccs` whose `UpperFilters` or `LowerFilters` name
+    /// service `svc`.
+    fn filter_users(&mut self, i: usize, ccs: &str, svc: &str) -> Result<Vec<String>, EngineError> {
+        let label = self.hives[i].label.clone();
+        let pattern = format!("{ccs}\\Control\\Class\\*");
+        let keys = windows::expand_key(&self.hives[i].hive, &pattern, MAX_KEYS_PER_ACTION)
+            .map_err(|e| self.hive_err(&label, e))?;
+        let mut out = Vec::new();
+        for k in keys {
+            for list in ["UpperFilters", "LowerFilters"] {
+                let cur = windows::current(&self.hives[i].hive, &k, list)
+                    .map_err(|e| self.hive_err(&label, e))?;
+                if cur
+                    .as_ref()
+                    .and_then(|(t, d)| multi_sz_items(*t, d))
+                    .is_some_and(|items| items.iter().any(|x| x.eq_ignore_ascii_case(svc)))
+                {
+                    let class = k.rsplit('\\').next().unwrap_or_default();
+                    out.push(format!("{class} ({list})"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `--drivers`: each boot-start driver of the packages (from its INF)
     /// made loadable by the first boot on the target, the way virt-v2v
     /// installs viostor offline: its file copied to `System32\drivers`, its
@@ -785,6 +873,7 @@ impl Run<'_> {
                 set: Some(&data),
                 delete: false,
                 replace: None,
+                remove_items: None,
                 only_if: None,
                 reg_file: None,
             };
@@ -816,6 +905,7 @@ impl Run<'_> {
                 set: None,
                 delete: true,
                 replace: None,
+                remove_items: None,
                 only_if: None,
                 reg_file: None,
             };
@@ -1007,6 +1097,36 @@ fn guid_bytes(g: &str) -> Option<[u8; 16]> {
         *o = u8::from_str_radix(tail.get(2 * k..2 * k + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// The items of a REG_MULTI_SZ value; `None` for another type.
+fn multi_sz_items(vtype: u32, data: &[u8]) -> Option<Vec<String>> {
+    if vtype != vmie_hive::reg_type::MULTI_SZ {
+        return None;
+    }
+    let units: Vec<u16> = data
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    Some(
+        units
+            .split(|u| *u == 0)
+            .filter(|s| !s.is_empty())
+            .map(String::from_utf16_lossy)
+            .collect(),
+    )
+}
+
+/// The service name of a SYSTEM key `<ccs>\\Services\\<name>`.
+fn service_of(key: &str, ccs: &str) -> Option<String> {
+    let mut parts = key.split('\\');
+    let first = parts.next()?;
+    let services = parts.next()?;
+    let name = parts.next()?;
+    (first.eq_ignore_ascii_case(ccs)
+        && services.eq_ignore_ascii_case("Services")
+        && parts.next().is_none())
+    .then(|| name.to_string())
 }
 
 /// The arch part of a driver package's name (`amd64`).
