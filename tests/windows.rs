@@ -179,7 +179,11 @@ fn guest_with(
     let sys = match system {
         Some(real) => {
             let h = dir.join("SYSTEM");
-            std::fs::copy(realdata(real), &h).unwrap();
+            if real.ends_with(".xz") {
+                unxz(&realdata(real), &h);
+            } else {
+                std::fs::copy(realdata(real), &h).unwrap();
+            }
             h
         }
         None => hive(
@@ -241,6 +245,13 @@ fn guest_with(
         std::fs::copy(&sys, config.join("SYSTEM"))?;
         // A real hive's transaction logs, when realdata has them beside it.
         for ext in ["LOG1", "LOG2"] {
+            if let Some(stem) = system.and_then(|r| r.strip_suffix(".xz")) {
+                let log = realdata_path(&format!("{stem}.{ext}.xz"));
+                if log.exists() {
+                    unxz(&log, &config.join(format!("SYSTEM.{ext}")));
+                }
+                continue;
+            }
             if let Some(real) = system {
                 let log = realdata_path(real).with_extension(ext);
                 let log = if log.exists() {
@@ -379,6 +390,13 @@ fn ntfsfix_clean(vol: &Path) {
 }
 
 /// A path in ../shared/realdata (which may not exist).
+/// `xz -dc FROM > TO`.
+fn unxz(from: &Path, to: &Path) {
+    let out = Command::new("xz").arg("-dc").arg(from).output().unwrap();
+    assert!(out.status.success(), "xz -dc {}", from.display());
+    std::fs::write(to, out.stdout).unwrap();
+}
+
 fn realdata_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/realdata")
@@ -1071,18 +1089,25 @@ SERVICE_BOOT_START = 0\r\n";
 /// `CriticalDeviceDatabase` (Windows 7). Checked with hivexregedit; dry run
 /// = run, second run changes nothing, undo restores every byte; a package
 /// missing the driver file its INF names is refused, nothing written.
-fn boot_driver_is_registered(software: &str, ddb: bool) {
+fn boot_driver_is_registered(software: &str, ddb: bool, system: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     // A Windows 8+ SYSTEM hive has a DriverDatabase (stornvme's class-code
     // entry as in a real Windows 10 1709 SYSTEM hive, regipy).
-    let extra = ddb.then_some(
+    let extra = (ddb && system.is_none()).then_some(
         "[HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase]\n\n\
          [HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase\\DeviceIds]\n\n\
          [HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI]\n\n\
          [HKEY_LOCAL_MACHINE\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI\\CC_010802]\n\
          \"stornvme.inf\"=hex(3):01,ff,00,00\n",
     );
-    let g = guest_with(dir.path(), software, None, true, Layout::Volume, extra);
+    let g = guest_with(
+        dir.path(),
+        software,
+        system,
+        system.is_none(),
+        Layout::Volume,
+        extra,
+    );
     let drivers = dir.path().join("drivers");
     std::fs::create_dir_all(drivers.join("viostor")).unwrap();
     let sys: Vec<u8> = (0..30_000u32).map(|i| (i * 13 % 253) as u8).collect();
@@ -1261,12 +1286,60 @@ fn sz_value(export: &str, name: &str) -> Option<String> {
 
 #[test]
 fn a_boot_start_driver_is_registered_in_the_driver_database() {
-    boot_driver_is_registered("win2k22-software.reg", true);
+    boot_driver_is_registered("win2k22-software.reg", true, None);
+}
+
+/// regipy's SYSTEM: a real Windows 7 SYSTEM hive from a VMware guest: the
+/// driver goes into its real control set's CriticalDeviceDatabase.
+#[test]
+fn a_boot_start_driver_is_registered_in_a_real_windows_7_hive() {
+    boot_driver_is_registered("win7-32-software.reg", false, Some("regipy/SYSTEM"));
+}
+
+/// regipy's SYSTEM_B: a real Windows 10 SYSTEM hive, dirty, whose
+/// `.LOG1`/`.LOG2` hold sequences 2107-2130 while the hive stops at 1621:
+/// the logs do not continue it, so it cannot be recovered as Windows would;
+/// refused, naming the hive, nothing written.
+#[test]
+fn a_real_dirty_hive_whose_logs_do_not_continue_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest_with(
+        dir.path(),
+        "win10-software.reg",
+        Some("regipy/SYSTEM_B.xz"),
+        false,
+        Layout::Volume,
+        None,
+    );
+    let original = dir.path().join("original.raw");
+    tool(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&g.disk)
+            .arg(&original),
+    );
+    let out = run(&["--format", "json", s(&g.disk)]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = doc["preflight"].as_array().unwrap().iter().any(|c| {
+        c["severity"] == "error"
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .contains("/Windows/System32/config/SYSTEM: cannot edit this hive")
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .contains("no usable transaction log entry continues its sequence")
+    });
+    assert!(said, "{:#}", doc["preflight"]);
+    assert_eq!(doc["applied"], false);
+    assert!(same(&g.disk, &original), "a refused run wrote to the image");
 }
 
 #[test]
 fn a_boot_start_driver_is_registered_in_the_critical_device_database() {
-    boot_driver_is_registered("win7-32-software.reg", false);
+    boot_driver_is_registered("win7-32-software.reg", false, None);
 }
 
 /// A REG_MULTI_SZ as a .reg file writes it.
