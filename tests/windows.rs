@@ -1373,7 +1373,10 @@ fn a_parallels_guest_loses_its_disk_filter_and_filters_are_never_disabled() {
          [{svc}\\prl_fs]\n\"Start\"=dword:00000001\n\"Type\"=dword:00000002\n\n\
          [{svc}\\EhStorClass]\n\"Start\"=dword:00000000\n\"Type\"=dword:00000001\n\n\
          [{svc}\\intelide]\n\"Start\"=dword:00000003\n\"Type\"=dword:00000001\n\n\
-         [{svc}\\atapi]\n\"Start\"=dword:00000000\n\"Type\"=dword:00000001\n",
+         [{svc}\\atapi]\n\"Start\"=dword:00000000\n\"Type\"=dword:00000001\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002]\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services]\n\n\
+         [HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet002\\Services\\prl_fs]\n\"Start\"=dword:00000001\n",
         hex7(&["partmgr"]),
         hex7(&["EhStorClass", "prl_strg"]),
     );
@@ -1391,7 +1394,10 @@ fn a_parallels_guest_loses_its_disk_filter_and_filters_are_never_disabled() {
         rules.join("user.toml"),
         "[[rule]]\nid = \"user-ehstor-off\"\ndescription = \"disable a filter driver\"\n\
          when = { os = \"windows\" }\n\
-         actions = [{ type = \"registry\", hive = \"SYSTEM\", key = 'CurrentControlSet\\Services\\EhStorClass', value = \"Start\", set = { dword = 4 } }]\n",
+         actions = [{ type = \"registry\", hive = \"SYSTEM\", key = 'CurrentControlSet\\Services\\EhStorClass', value = \"Start\", set = { dword = 4 } }]\n\n\
+         [[rule]]\nid = \"user-every-cs\"\ndescription = \"a value in every control set\"\n\
+         when = { os = \"windows\" }\n\
+         actions = [{ type = \"registry\", hive = \"SYSTEM\", key = 'EveryControlSet\\Services\\prl_fs', value = \"VmieMark\", set = { dword = 7 }, only_if = \"present\" }]\n",
     )
     .unwrap();
     let original = dir.path().join("original.raw");
@@ -1421,6 +1427,14 @@ fn a_parallels_guest_loses_its_disk_filter_and_filters_are_never_disabled() {
                     && r[3].contains(old)
                     && r[4].contains('4')),
             "{svc} not disabled: {reg:?}"
+        );
+    }
+    // EveryControlSet: both control sets (Select\Current is 1).
+    for cs in ["ControlSet001", "ControlSet002"] {
+        assert!(
+            reg.iter()
+                .any(|r| r[1] == format!("{cs}\\Services\\prl_fs") && r[2] == "VmieMark"),
+            "{cs}: {reg:?}"
         );
     }
     assert!(

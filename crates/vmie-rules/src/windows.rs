@@ -27,7 +27,9 @@
 //! Value types: `dword`, `qword`, `sz`, `expand_sz`, `multi_sz` (a list of
 //! strings), `binary` (a list of bytes). Key paths are relative to the hive
 //! root; in SYSTEM a leading `CurrentControlSet` means the control set
-//! `Select\Current` names. A value name `""` or `"@"` is the default value.
+//! `Select\Current` names, and a leading `EveryControlSet` applies the
+//! action under every `ControlSetNNN` (the current one and the last known
+//! good ones, so a fallback boot has the same fix). A value name `""` or `"@"` is the default value.
 
 use serde::{Deserialize, Serialize};
 use vmie_hive::{reg_type, Hive};
@@ -195,6 +197,33 @@ pub fn current(hive: &Hive, path: &str, name: &str) -> vmie_hive::Result<Option<
         Err(e) => return Err(e),
     };
     Ok(hive.get_value(k, name)?.map(|v| (v.vtype, v.data)))
+}
+
+/// A key path that starts with `EveryControlSet`: the rest of it (which
+/// the action applies under each `ControlSetNNN` of SYSTEM).
+pub fn every_control_set(path: &str) -> Option<&str> {
+    let (first, rest) = path.split_once('\\').unwrap_or((path, ""));
+    first
+        .eq_ignore_ascii_case("EveryControlSet")
+        .then_some(rest)
+}
+
+/// The control sets of a SYSTEM hive: its root keys `ControlSetNNN`.
+pub fn control_sets(hive: &Hive) -> vmie_hive::Result<Vec<String>> {
+    let root = hive.open_key("")?;
+    let mut out = Vec::new();
+    for sub in hive.subkeys(root)? {
+        let name = hive.key_name(sub)?;
+        let is_cs = name.len() == 13
+            && name
+                .get(..10)
+                .is_some_and(|p| p.eq_ignore_ascii_case("ControlSet"))
+            && name.bytes().skip(10).all(|b| b.is_ascii_digit());
+        if is_cs {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// The existing keys a key path with `*` components names (each `*`

@@ -235,8 +235,27 @@ impl Run<'_> {
         }
         let label = self.hives[i].label.clone();
         let pattern = windows::resolve_key(a.key.unwrap_or_default(), self.hives[i].ccs.as_deref());
-        let keys = windows::expand_key(&self.hives[i].hive, &pattern, MAX_KEYS_PER_ACTION)
-            .map_err(|e| self.hive_err(&label, e))?;
+        let patterns = match windows::every_control_set(&pattern) {
+            Some(rest) => windows::control_sets(&self.hives[i].hive)
+                .map_err(|e| self.hive_err(&label, e))?
+                .into_iter()
+                .map(|cs| {
+                    if rest.is_empty() {
+                        cs
+                    } else {
+                        format!("{cs}\\{rest}")
+                    }
+                })
+                .collect(),
+            None => vec![pattern.clone()],
+        };
+        let mut keys = Vec::new();
+        for p in &patterns {
+            keys.extend(
+                windows::expand_key(&self.hives[i].hive, p, MAX_KEYS_PER_ACTION)
+                    .map_err(|e| self.hive_err(&label, e))?,
+            );
+        }
         if keys.len() >= MAX_KEYS_PER_ACTION {
             return Err(self.rule_err(format!(
                 "{label}\\{pattern} names {MAX_KEYS_PER_ACTION} keys or more; refusing so many"
