@@ -1606,6 +1606,8 @@ actions = [
   { type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Start", set = { dword = 2 }, only_if = { equals = { dword = 3 } } },
   { type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Type", delete = true },
   { type = "registry", hive = "SYSTEM", key = 'CurrentControlSet\Services\stornvme', value = "Group", set = { multi_sz = ["a", "b"] }, only_if = "absent" },
+  { type = "bcd", objects = ["loaders"], element = "ems", delete = true },
+  { type = "bcd", objects = ["resume"], element = "bootstatuspolicy", integer = 1 },
 ]
 "#,
     )
@@ -1647,6 +1649,22 @@ actions = [
             "Group",
             "-",
             "hex(7):61,00,00,00,62,00,00,00,00,00",
+        ),
+        // `delete` on every OS loader; the `resume` role is windeploy's
+        // "Resume from Hibernate" object.
+        row(
+            "BCD",
+            &format!("Objects\\{LOADER}\\Elements\\260000b0"),
+            "Element",
+            "hex(3):01",
+            "-",
+        ),
+        row(
+            "BCD",
+            "Objects\\{1b67bffc-e290-11eb-8ffa-f459a0d9b879}\\Elements\\250000e0",
+            "Element",
+            "-",
+            "hex(3):01,00,00,00,00,00,00,00",
         ),
     ];
     want.sort();

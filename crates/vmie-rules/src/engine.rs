@@ -1290,7 +1290,8 @@ fn run_inner(
                     element,
                     boolean,
                     integer,
-                } => run.bcd(objects, element, *boolean, *integer)?,
+                    delete,
+                } => run.bcd(objects, element, *boolean, *integer, *delete)?,
                 Action::RegexEdit {
                     path,
                     pattern,

@@ -320,7 +320,7 @@ pub enum Action {
     /// Windows: set a boolean or integer element on BCD objects chosen by
     /// role, in every BCD store the Windows volume holds.
     Bcd {
-        /// `bootmgr`, `default`, `loaders`, `emssettings`.
+        /// `bootmgr`, `default`, `loaders`, `emssettings`, `resume`.
         objects: Vec<crate::windows::BcdRole>,
         /// Element name (`bootems`, `ems`, `bootstatuspolicy`) or 8 hex digits.
         element: String,
@@ -330,6 +330,9 @@ pub enum Action {
         /// An integer element's value.
         #[serde(default)]
         integer: Option<u64>,
+        /// Delete the element (where an object has it).
+        #[serde(default)]
+        delete: bool,
     },
     /// Regular-expression replacement in a file: the escape hatch.
     RegexEdit {
@@ -455,6 +458,7 @@ impl Action {
                 element,
                 boolean,
                 integer,
+                delete,
             } => {
                 let Some(code) = crate::windows::element_code(element) else {
                     return Err(format!(
@@ -463,6 +467,13 @@ impl Action {
                 };
                 if objects.is_empty() {
                     return Err("bcd: `objects` is empty".into());
+                }
+                if *delete {
+                    return if boolean.is_none() && integer.is_none() {
+                        Ok(())
+                    } else {
+                        Err("bcd: `delete = true` takes no `boolean` or `integer`".into())
+                    };
                 }
                 match (boolean, integer, vmie_hive::bcd::element_format(code)) {
                     (Some(_), None, 6) | (None, Some(_), 5) => Ok(()),

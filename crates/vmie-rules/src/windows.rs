@@ -18,10 +18,13 @@
 //! { type = "registry", hive = "SOFTWARE", key = 'Vendor\Product' }
 //! # A .reg file (path relative to the rule pack), hivexregedit --merge semantics:
 //! { type = "registry", hive = "SYSTEM", reg_file = "extra.reg" }
-//! # BCD: objects by role (bootmgr, default, loaders, emssettings), element by
+//! # BCD: objects by role (bootmgr, default, loaders, emssettings, resume), element by
 //! # name (bootems, ems, bootstatuspolicy) or 8-digit hex code:
 //! { type = "bcd", objects = ["loaders"], element = "ems", boolean = false }
 //! { type = "bcd", objects = ["default"], element = "bootstatuspolicy", integer = 1 }
+//! # Delete an element; the resume-from-hibernation loaders (type 0x10200004):
+//! { type = "bcd", objects = ["loaders"], element = "ems", delete = true }
+//! { type = "bcd", objects = ["resume"], element = "bootstatuspolicy", integer = 1 }
 //! ```
 //!
 //! Value types: `dword`, `qword`, `sz`, `expand_sz`, `multi_sz` (a list of
@@ -115,6 +118,9 @@ pub enum BcdRole {
     Loaders,
     /// `{emssettings}` ({0ce4991b-e6b3-4b16-b23c-5e0d9250e5d9}).
     Emssettings,
+    /// Every resume-from-hibernation loader (objects of type 0x10200004,
+    /// what an OS loader's element 23000006 names).
+    Resume,
 }
 
 /// `{bootmgr}`.
@@ -123,6 +129,8 @@ pub const BOOTMGR: &str = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}";
 pub const EMSSETTINGS: &str = "{0ce4991b-e6b3-4b16-b23c-5e0d9250e5d9}";
 /// Object type of a Windows OS loader (application, boot, OS loader).
 pub const OS_LOADER_TYPE: u32 = 0x1020_0003;
+/// Object type of a resume-from-hibernation loader.
+pub const RESUME_LOADER_TYPE: u32 = 0x1020_0004;
 /// BcdBootMgrObject_DefaultObject.
 pub const DEFAULT_OBJECT: u32 = 0x2300_0003;
 

@@ -537,6 +537,7 @@ impl Run<'_> {
         element: &str,
         boolean: Option<bool>,
         integer: Option<u64>,
+        delete: bool,
     ) -> Result<(), EngineError> {
         if self.win.is_none() {
             self.finding(
@@ -580,6 +581,11 @@ impl Run<'_> {
                         .filter(|o| o.object_type == Some(windows::OS_LOADER_TYPE))
                         .map(|o| o.guid.clone())
                         .collect(),
+                    BcdRole::Resume => objects
+                        .iter()
+                        .filter(|o| o.object_type == Some(windows::RESUME_LOADER_TYPE))
+                        .map(|o| o.guid.clone())
+                        .collect(),
                     BcdRole::Default => objects
                         .iter()
                         .filter(|o| o.guid.eq_ignore_ascii_case(windows::BOOTMGR))
@@ -610,6 +616,25 @@ impl Run<'_> {
                 let key = format!("Objects\\{guid}\\Elements\\{code:08x}");
                 let cur = windows::current(&self.hives[i].hive, &key, "Element")
                     .map_err(|e| self.hive_err(&label, e))?;
+                if delete {
+                    let Some((t, d)) = cur else {
+                        continue;
+                    };
+                    self.hives[i]
+                        .hive
+                        .delete_key(&key)
+                        .map_err(|e| self.hive_err(&label, e))?;
+                    let c = RegChange {
+                        hive: "BCD".into(),
+                        key: key.clone(),
+                        value: Some("Element".into()),
+                        old: Some(windows::reg_text(t, &d)),
+                        new: None,
+                        rule: self.rule.clone(),
+                    };
+                    self.note_change(i, c, Some(vmie_hive::Edit::DeleteKey { path: key }));
+                    continue;
+                }
                 let data = match (boolean, integer) {
                     (Some(b), _) => vec![u8::from(b)],
                     (None, Some(n)) => n.to_le_bytes().to_vec(),
