@@ -1488,6 +1488,119 @@ fn a_parallels_guest_loses_its_disk_filter_and_filters_are_never_disabled() {
     assert!(same(&g.disk, &original), "undo did not restore the image");
 }
 
+/// The real BCD stores of regipy and EricZimmerman (Windows 10 installs,
+/// each with its own default loader), EMS turned on in them by
+/// hivexregedit, as the guest's `\Boot\BCD` (replaced by ntfscp, no
+/// mount): EMS off in `{bootmgr}` and the default loader, boot status
+/// policy set, `vmie-fixup bcd show` and hivexsh read the result, undo
+/// restores every byte.
+#[test]
+fn real_bcd_stores_are_fixed() {
+    for (store, default) in [
+        ("regipy/BCD", "{733b62e5-f608-11eb-825c-c112f60133ab}"),
+        (
+            "EricZimmerman-Registry/BCD",
+            "{7619dcc9-fafe-11d9-b411-000476eba25f}",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let g = guest(dir.path(), "win2k22-software.reg", true, Layout::Volume);
+        let bcd = dir.path().join("BCD.real");
+        std::fs::copy(realdata(store), &bcd).unwrap();
+        merge(
+            &bcd,
+            "HKEY_LOCAL_MACHINE\\BCD00000000",
+            &format!(
+                "[HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{BOOTMGR}\\Elements\\16000020]\n\
+                 \"Element\"=hex(3):01\n\n\
+                 [HKEY_LOCAL_MACHINE\\BCD00000000\\Objects\\{default}\\Elements\\260000b0]\n\
+                 \"Element\"=hex(3):01\n"
+            ),
+            dir.path(),
+        );
+        let vol = dir.path().join("vol.ntfs");
+        dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+        tool(
+            Command::new("ntfscp")
+                .arg("-f")
+                .arg(&vol)
+                .arg(&bcd)
+                .arg("/Boot/BCD"),
+        );
+        dd(&vol, &g.disk, 0, g.win_at, VOL_MIB);
+        let original = dir.path().join("original.raw");
+        tool(
+            Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&g.disk)
+                .arg(&original),
+        );
+        let img = s(&g.disk);
+        let doc = json(&["--format", "json", img]);
+        validate_report(&doc);
+        let reg: Vec<[String; 5]> = registry(&doc)
+            .into_iter()
+            .filter(|r| r[0] == "BCD")
+            .collect();
+        let has = |key: &str, old: &str, new: &str| {
+            reg.iter()
+                .any(|r| r[1] == key && r[3] == old && r[4] == new)
+        };
+        assert!(
+            has(
+                &format!("Objects\\{BOOTMGR}\\Elements\\16000020"),
+                "hex(3):01",
+                "hex(3):00"
+            ),
+            "{store}: {reg:?}"
+        );
+        assert!(
+            has(
+                &format!("Objects\\{default}\\Elements\\260000b0"),
+                "hex(3):01",
+                "hex(3):00"
+            ),
+            "{store}: {reg:?}"
+        );
+        assert!(
+            reg.iter().any(
+                |r| r[1] == format!("Objects\\{default}\\Elements\\250000e0")
+                    && r[4] == "hex(3):01,00,00,00,00,00,00,00"
+            ),
+            "{store}: {reg:?}"
+        );
+        dd(&g.disk, &vol, g.win_at, 0, VOL_MIB);
+        ntfsfix_clean(&vol);
+        let after = dir.path().join("BCD.after");
+        ntfscat(&vol, "/Boot/BCD", &after);
+        let show = run(&["bcd", "show", s(&after)]);
+        assert!(show.status.success(), "{store}: bcd show failed");
+        let text = String::from_utf8_lossy(&show.stdout);
+        assert!(
+            text.contains("bootems                 No"),
+            "{store}: {text}"
+        );
+        let h = Command::new("hivexsh")
+            .arg(&after)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(h.status.success(), "{store}: hivexsh cannot open the BCD");
+        let again = json(&["--format", "json", img]);
+        assert_eq!(
+            again["changes"],
+            serde_json::json!([]),
+            "{store}: {again:#}"
+        );
+        let out = run(&["undo", img]);
+        assert!(out.status.success());
+        assert!(
+            same(&g.disk, &original),
+            "{store}: undo did not restore the image"
+        );
+    }
+}
+
 /// A dirty SYSTEM hive with its transaction logs (yarp's NewDirtyHive,
 /// made by Windows 10, as SYSTEM with SYSTEM.LOG1/.LOG2): the run replays
 /// the logs in memory, edits the recovered hive, and writes it back clean:
