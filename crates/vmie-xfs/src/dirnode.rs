@@ -20,8 +20,8 @@ use crate::be::{be16, be32, put32, put64};
 use crate::dir::{data_entry_size, DATA_MAGIC_V2, DATA_MAGIC_V3};
 use crate::dirw::{
     agno_of, build_area, dir_block_at, find_gap, hashname, layout, read_data_block, refuse,
-    refuse_change, seal_data, set_extents, set_nblocks, set_size, write_data_header, Change,
-    DEnt, Leaf1, NULL_DATAOFF,
+    refuse_change, seal_data, set_extents, set_nblocks, set_size, write_data_header, Change, DEnt,
+    Leaf1, NULL_DATAOFF,
 };
 use crate::inode::{Extent, Inode};
 use crate::tx::Tx;
@@ -84,13 +84,7 @@ struct Blk {
     raw: Vec<u8>,
 }
 
-fn read_blk(
-    tx: &Tx,
-    ext: &[Extent],
-    fo: u64,
-    kind: &str,
-    what: &str,
-) -> Result<Blk, FsError> {
+fn read_blk(tx: &Tx, ext: &[Extent], fo: u64, kind: &str, what: &str) -> Result<Blk, FsError> {
     let c = tx.c;
     let at = dir_block_at(c, ext, fo).ok_or_else(|| {
         c.corrupt(
@@ -115,7 +109,17 @@ fn clear_keep_lsn(g: &G, raw: &mut [u8], lsn_off: usize) {
 }
 
 /// Write a da (leaf or node) block header: siblings, magic, v5 identity.
-fn da_header(c: &Ctx, g: &G, raw: &mut [u8], at: u64, owner: u64, forw: u32, back: u32, magic: u16) {
+#[allow(clippy::too_many_arguments)]
+fn da_header(
+    c: &Ctx,
+    g: &G,
+    raw: &mut [u8],
+    at: u64,
+    owner: u64,
+    forw: u32,
+    back: u32,
+    magic: u16,
+) {
     clear_keep_lsn(g, raw, 24);
     put32(raw, 0, forw);
     put32(raw, 4, back);
@@ -157,7 +161,10 @@ fn parse_leafn(c: &Ctx, g: &G, dir: &Inode, blk: Blk, what: &str) -> Result<Leaf
     let b = &blk.raw;
     let want = if g.v5 { LEAFN_MAGIC_V3 } else { LEAFN_MAGIC_V2 };
     if be16(b, 8) != want {
-        return Err(bad(format!("magic {:#x} is not a leafN block's", be16(b, 8))));
+        return Err(bad(format!(
+            "magic {:#x} is not a leafN block's",
+            be16(b, 8)
+        )));
     }
     if g.v5 {
         c.check_v5_header(b, 12, 16, 32, 48, dir.ino, Some(blk.at >> 9))
@@ -255,13 +262,7 @@ enum Root {
     Node(Node),
 }
 
-fn read_root(
-    tx: &Tx,
-    g: &G,
-    dir: &Inode,
-    ext: &[Extent],
-    what: &str,
-) -> Result<Root, FsError> {
+fn read_root(tx: &Tx, g: &G, dir: &Inode, ext: &[Extent], what: &str) -> Result<Root, FsError> {
     let c = tx.c;
     let blk = read_blk(tx, ext, g.leaf_fo, "hash tree root", what)?;
     let magic = be16(&blk.raw, 8);
@@ -280,7 +281,9 @@ fn read_root(
     let p = place(what, "da node", g.leaf_fo);
     let bad = |d: String| c.corrupt(&p, d);
     if magic != node {
-        return Err(bad(format!("magic {magic:#x} is neither a node's nor a leafN's")));
+        return Err(bad(format!(
+            "magic {magic:#x} is neither a node's nor a leafN's"
+        )));
     }
     let b = &blk.raw;
     if g.v5 {
@@ -324,13 +327,7 @@ struct Free {
     bests: Vec<u16>,
 }
 
-fn read_free(
-    tx: &Tx,
-    g: &G,
-    dir: &Inode,
-    ext: &[Extent],
-    what: &str,
-) -> Result<Free, FsError> {
+fn read_free(tx: &Tx, g: &G, dir: &Inode, ext: &[Extent], what: &str) -> Result<Free, FsError> {
     let c = tx.c;
     if ext.iter().any(|e| e.off + e.len > g.free_fo + g.fsbs) {
         return Err(refuse(
@@ -346,7 +343,10 @@ fn read_free(
     let b = &blk.raw;
     let want = if g.v5 { FREE_MAGIC_V3 } else { FREE_MAGIC_V2 };
     if be32(b, 0) != want {
-        return Err(bad(format!("magic {:#x} is not a freeindex block's", be32(b, 0))));
+        return Err(bad(format!(
+            "magic {:#x} is not a freeindex block's",
+            be32(b, 0)
+        )));
     }
     if g.v5 {
         c.check_v5_header(b, 4, 8, 24, 40, dir.ino, Some(blk.at >> 9))
@@ -564,7 +564,10 @@ fn shrink(
     set_extents(c, dir, &rest, what)?;
     *ext = rest;
     let nb = dir.nblocks.checked_sub(g.fsbs).ok_or_else(|| {
-        c.corrupt(what, "the directory counts fewer blocks than it maps".into())
+        c.corrupt(
+            what,
+            "the directory counts fewer blocks than it maps".into(),
+        )
     })?;
     set_nblocks(dir, nb);
     Ok(())
@@ -666,15 +669,16 @@ pub(crate) fn add_node(
             (db, at, b, ents)
         }
         None => {
-            let fo = first_unmapped(&g, &ext, 0, g.leaf_fo).ok_or_else(|| {
-                refuse(c, what, "the directory's data segment is full".into())
-            })?;
+            let fo = first_unmapped(&g, &ext, 0, g.leaf_fo)
+                .ok_or_else(|| refuse(c, what, "the directory's data segment is full".into()))?;
             let db = (fo / g.fsbs) as usize;
             if db >= g.free_max {
                 return Err(refuse(
                     c,
                     what,
-                    format!("data block {db} would need a second freeindex block (not implemented)"),
+                    format!(
+                        "data block {db} would need a second freeindex block (not implemented)"
+                    ),
                 ));
             }
             let at = grow(tx, &g, dir, &mut ext, fo, what)?;
@@ -850,10 +854,20 @@ fn insert_hash(
 
 /// The node's hash for child `i` must be the child's last hash, and the
 /// child's siblings the node's neighbours.
-fn check_child(c: &Ctx, g: &G, n: &Node, i: usize, child: &LeafN, what: &str) -> Result<(), FsError> {
+fn check_child(
+    c: &Ctx,
+    g: &G,
+    n: &Node,
+    i: usize,
+    child: &LeafN,
+    what: &str,
+) -> Result<(), FsError> {
     let prev = if i > 0 { n.ents[i - 1].1 } else { 0 };
     let next = n.ents.get(i + 1).map_or(0, |e| e.1);
-    if child.ents.is_empty() || child.last() != n.ents[i].0 || child.back != prev || child.forw != next
+    if child.ents.is_empty()
+        || child.last() != n.ents[i].0
+        || child.back != prev
+        || child.forw != next
     {
         return Err(c.corrupt(
             &place(what, "leafN", child.blk.fo),
@@ -875,6 +889,12 @@ fn check_child(c: &Ctx, g: &G, n: &Node, i: usize, child: &LeafN, what: &str) ->
 struct Hit {
     child: Option<usize>,
     idx: usize,
+    found: Found,
+}
+
+/// A name's data block: its number, byte offset, bytes and entries, and
+/// the entry's index.
+struct Found {
     db: usize,
     at: u64,
     b: Vec<u8>,
@@ -892,7 +912,7 @@ fn probe(
     addr: u32,
     name: &[u8],
     what: &str,
-) -> Result<Option<(usize, u64, Vec<u8>, Vec<DEnt>, usize)>, FsError> {
+) -> Result<Option<Found>, FsError> {
     let c = tx.c;
     let byte = u64::from(addr) * 8;
     let db = (byte / g.ds as u64) as usize;
@@ -913,7 +933,7 @@ fn probe(
     if ents[k].name != name {
         return Ok(None);
     }
-    Ok(Some((db, at, b, ents, k)))
+    Ok(Some(Found { db, at, b, ents, k }))
 }
 
 /// Remove or retarget `name` in a node-form directory.
@@ -943,8 +963,12 @@ pub(crate) fn change_node(
                 if lf.ents[idx].0 != h {
                     break;
                 }
-                if let Some((db, at, b, ents, k)) = probe(tx, &g, dir, &ext, lf.ents[idx].1, name, what)? {
-                    hit = Some(Hit { child: None, idx, db, at, b, ents, k });
+                if let Some(found) = probe(tx, &g, dir, &ext, lf.ents[idx].1, name, what)? {
+                    hit = Some(Hit {
+                        child: None,
+                        idx,
+                        found,
+                    });
                     break;
                 }
             }
@@ -961,8 +985,12 @@ pub(crate) fn change_node(
                     if cl.ents[idx].0 != h {
                         break 'children;
                     }
-                    if let Some((db, at, b, ents, k)) = probe(tx, &g, dir, &ext, cl.ents[idx].1, name, what)? {
-                        hit = Some(Hit { child: Some(i), idx, db, at, b, ents, k });
+                    if let Some(found) = probe(tx, &g, dir, &ext, cl.ents[idx].1, name, what)? {
+                        hit = Some(Hit {
+                            child: Some(i),
+                            idx,
+                            found,
+                        });
                         child_leaf = Some(cl);
                         break 'children;
                     }
@@ -973,7 +1001,19 @@ pub(crate) fn change_node(
             }
         }
     }
-    let Some(Hit { child, idx, db, at, mut b, mut ents, k }) = hit else {
+    let Some(Hit {
+        child,
+        idx,
+        found:
+            Found {
+                db,
+                at,
+                mut b,
+                mut ents,
+                k,
+            },
+    }) = hit
+    else {
         return Ok(None);
     };
     let old = ents[k].ino;

@@ -208,7 +208,13 @@ fn parse_area(
 }
 
 /// First gap of `size` bytes in `hdr..end` between the (sorted) entries.
-pub(crate) fn find_gap(c: &Ctx, ents: &[DEnt], hdr: usize, end: usize, size: usize) -> Option<usize> {
+pub(crate) fn find_gap(
+    c: &Ctx,
+    ents: &[DEnt],
+    hdr: usize,
+    end: usize,
+    size: usize,
+) -> Option<usize> {
     let ft = c.geo.ftype;
     let mut pos = hdr;
     for e in ents {

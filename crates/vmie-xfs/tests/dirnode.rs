@@ -26,9 +26,27 @@ const NODE_PROFILES: [(&str, &[&str], u64); 4] = [
     ("v4-1k", &["-b", "size=1024", "-m", "crc=0"], 1024),
 ];
 
+/// The profiles mkfs can populate with a 5,000-entry directory in an
+/// extent list (1 KiB inodes need 4 KiB blocks).
+const MKFS_PROFILES: [(&str, &[&str], u64); 2] = [NODE_PROFILES[0], NODE_PROFILES[1]];
+
+/// mkfs.xfs with `args` and 1 KiB inodes, from `proto`. mkfs fills a
+/// 5,000-entry directory with its inode chunks between the directory's
+/// blocks: 40-odd extents, a btree block map in a 256 or 512-byte inode
+/// (refused: out of scope), an extent list in a 1 KiB one.
+fn mkfs_big_inodes(args: &[&str], proto: &Path) -> Img {
+    let mut a = args.to_vec();
+    a.extend(["-i", "size=1024"]);
+    mkfs(&a, 300, Some(proto))
+}
+
 /// Unique names of mixed lengths (about 8 to 200 bytes).
 fn name_for(i: usize, salt: u64) -> String {
-    let len = [3, 12, 40, 100, 200, 7, 25][i % 7];
+    let len = if salt == 0 {
+        [3, 12, 40, 7, 25][i % 5]
+    } else {
+        [3, 12, 40, 100, 200, 7, 25][i % 7]
+    };
     let mut s = format!("{salt}-{i}-");
     while s.len() < len {
         s.push((b'a' + ((i * 7 + s.len() * 3) % 26) as u8) as char);
@@ -75,7 +93,37 @@ fn gp(p: &str) -> GuestPath {
 /// xfs_repair -n clean, and xfs_db lists /big exactly as expected.
 fn check_big(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
     assert_clean(img, what);
-    assert_eq!(xfs_db_ls(img, "/big"), listing(want, "big"), "{what}: /big");
+    // xfs_db 6.1's ls lists the data block after a hole in the data
+    // segment once per block of the hole (the kernel leaves such holes
+    // when it frees a data block, as we do): compare distinct names; the
+    // fresh reader's listing is compared exactly by `compare`.
+    let mut got = xfs_db_ls(img, "/big");
+    got.dedup();
+    let exp = listing(want, "big");
+    if got != exp {
+        let show = |v: Vec<&Vec<u8>>| -> Vec<String> {
+            v.iter()
+                .take(8)
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
+        };
+        panic!(
+            "{what}: xfs_db lists {} entries in /big, {} expected; extra {:?}, missing {:?}",
+            got.len(),
+            exp.len(),
+            show(got.iter().filter(|n| !exp.contains(n)).collect()),
+            show(exp.iter().filter(|n| !got.contains(n)).collect()),
+        );
+    }
+    let (_, fs) = open(img);
+    let mut ours: Vec<Vec<u8>> = fs
+        .read_dir(&gp("big"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    ours.sort();
+    assert!(ours == exp, "{what}: our reader lists /big differently");
 }
 
 /// The directory's hash of a name (xfs_da_hashname), to aim at a leaf.
@@ -145,8 +193,8 @@ fn mkfs_node_directory_takes_random_changes_then_empties() {
     let t = node_tree(5000);
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
-    for (name, args, bs) in [NODE_PROFILES[0], NODE_PROFILES[3]] {
-        let img = mkfs(args, 300, Some(&proto));
+    for (name, args, bs) in MKFS_PROFILES {
+        let img = mkfs_big_inodes(args, &proto);
         assert!(
             xfs_db_is_node_dir(&img.path, "/big", bs),
             "{name}: mkfs made no node-form /big"
@@ -161,12 +209,14 @@ fn mkfs_node_directory_takes_random_changes_then_empties() {
             let start = Instant::now();
             for op in 0..150 {
                 let names = listing(&want, "big");
-                let pick = |r: usize| format!("big/{}", String::from_utf8_lossy(&names[r % names.len()]));
+                let pick =
+                    |r: usize| format!("big/{}", String::from_utf8_lossy(&names[r % names.len()]));
                 let fresh = format!("big/{}", name_for(batch * 1000 + op, 2));
                 match rng.below(4) {
                     0 => {
                         let p = pick(rng.below(1 << 20));
-                        fs.remove(&gp(&p)).unwrap_or_else(|e| panic!("{name}: remove /{p}: {e}"));
+                        fs.remove(&gp(&p))
+                            .unwrap_or_else(|e| panic!("{name}: remove /{p}: {e}"));
                         want.remove(&p);
                         counts[0] += 1;
                     }
@@ -211,7 +261,10 @@ fn mkfs_node_directory_takes_random_changes_then_empties() {
             spent / ops
         );
         // Emptying it: data blocks and leaves are freed on the way.
-        let blocks_before = xfs_db_bmap(&img.path, "/big").iter().map(|e| e.1).sum::<u64>();
+        let blocks_before = xfs_db_bmap(&img.path, "/big")
+            .iter()
+            .map(|e| e.1)
+            .sum::<u64>();
         let start = Instant::now();
         let mut removed = 0u32;
         loop {
@@ -222,20 +275,36 @@ fn mkfs_node_directory_takes_random_changes_then_empties() {
             let (ov, mut fs) = over(&img.path);
             for nm in names.iter().take(1500.min(names.len() - 20)) {
                 let p = format!("big/{}", String::from_utf8_lossy(nm));
-                fs.remove(&gp(&p)).unwrap_or_else(|e| panic!("{name}: remove /{p}: {e}"));
+                fs.remove(&gp(&p))
+                    .unwrap_or_else(|e| panic!("{name}: remove /{p}: {e}"));
                 want.remove(&p);
                 removed += 1;
             }
             commit(&ov, &img.path);
             check_big(&img.path, &want, &format!("{name} emptying"));
         }
-        let blocks_after = xfs_db_bmap(&img.path, "/big").iter().map(|e| e.1).sum::<u64>();
+        let blocks_after = xfs_db_bmap(&img.path, "/big")
+            .iter()
+            .map(|e| e.1)
+            .sum::<u64>();
         eprintln!(
             "{name}: {removed} removes in {:?} ({:?} each); /big maps {blocks_before} then {blocks_after} blocks",
             start.elapsed(),
             start.elapsed() / removed
         );
-        assert!(blocks_after < blocks_before / 4, "{name}: blocks were not freed");
+        // Every emptied data block was freed: at most one per entry left
+        // (block 0 holds . and ..), counted in directory blocks.
+        let dir_fsbs = 4096 / bs;
+        let data_blocks = xfs_db_bmap(&img.path, "/big")
+            .iter()
+            .filter(|e| e.0 < (32u64 << 30) / bs)
+            .map(|e| e.1)
+            .sum::<u64>()
+            / dir_fsbs;
+        assert!(
+            blocks_after < blocks_before && data_blocks <= 21,
+            "{name}: {data_blocks} data blocks for 20 entries: emptied blocks were not freed"
+        );
         let (_, fs) = open(&img.path);
         compare(&fs, &want);
     }
@@ -252,11 +321,11 @@ fn random_node_sequences_stay_consistent() {
     let cases = std::env::var("VMIE_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .map_or(4, |n| n.saturating_mul(NODE_PROFILES.len() as u64));
+        .map_or(4, |n| n.saturating_mul(MKFS_PROFILES.len() as u64));
     let start = Instant::now();
     for case in 0..cases {
-        let (name, args, _) = NODE_PROFILES[(case as usize) % NODE_PROFILES.len()];
-        let img = mkfs(args, 300, Some(&proto));
+        let (name, args, _) = MKFS_PROFILES[(case as usize) % MKFS_PROFILES.len()];
+        let img = mkfs_big_inodes(args, &proto);
         let mut want = t.clone();
         let mut rng = Rng(case.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let (ov, mut fs) = over(&img.path);
@@ -320,15 +389,19 @@ fn corrupted_node_blocks_refuse_adds() {
     let t = node_tree(3000);
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
-    for (name, args, bs) in [NODE_PROFILES[0], NODE_PROFILES[3]] {
+    for (name, args, bs) in MKFS_PROFILES {
         let leaf_fo = (32u64 << 30) / bs;
         let free_fo = 2 * leaf_fo;
         // The freeindex's used count.
-        let img = mkfs(args, 300, Some(&proto));
+        let img = mkfs_big_inodes(args, &proto);
         xfs_db(
             &img.path,
             true,
-            &["path /big", &format!("dblock {free_fo}"), "write fhdr.nused 1"],
+            &[
+                "path /big",
+                &format!("dblock {free_fo}"),
+                "write fhdr.nused 1",
+            ],
         );
         let (ov, mut fs) = over(&img.path);
         let err = fs
@@ -341,8 +414,12 @@ fn corrupted_node_blocks_refuse_adds() {
         );
         assert!(!ov.is_dirty(), "{name}");
         // The first leaf's stale count, and a name that hashes into it.
-        let img = mkfs(args, 300, Some(&proto));
-        let out = xfs_db(&img.path, false, &["path /big", &format!("dblock {leaf_fo}"), "print nbtree[0]"]);
+        let img = mkfs_big_inodes(args, &proto);
+        let out = xfs_db(
+            &img.path,
+            false,
+            &["path /big", &format!("dblock {leaf_fo}"), "print nbtree[0]"],
+        );
         let (h0, leaf0) = out
             .split_once(":[")
             .and_then(|(_, r)| r.split_once(']'))
@@ -357,7 +434,11 @@ fn corrupted_node_blocks_refuse_adds() {
         xfs_db(
             &img.path,
             true,
-            &["path /big", &format!("dblock {leaf0}"), "write lhdr.stale 9999"],
+            &[
+                "path /big",
+                &format!("dblock {leaf0}"),
+                "write -d lhdr.stale 9999",
+            ],
         );
         let target = (0..)
             .map(|k| format!("aimed-{k}"))
