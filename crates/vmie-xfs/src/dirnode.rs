@@ -1058,27 +1058,56 @@ pub(crate) fn change_node(
         }
         (Root::Node(mut n), Some(i), Some(mut cl)) => {
             cl.ents.remove(idx);
-            if cl.ents.is_empty() && n.ents.len() > 1 {
-                // The emptied leaf leaves the chain and the tree.
-                if cl.back != 0 {
-                    let mut s = read_leafn(tx, &g, dir, &ext, u64::from(cl.back), what)?;
-                    s.forw = cl.forw;
-                    write_leafn(tx, &g, dir, &mut s)?;
-                }
-                if cl.forw != 0 {
-                    let mut s = read_leafn(tx, &g, dir, &ext, u64::from(cl.forw), what)?;
-                    s.back = cl.back;
-                    write_leafn(tx, &g, dir, &mut s)?;
-                }
-                shrink(tx, &g, dir, &mut ext, cl.blk.fo, what)?;
-                n.ents.remove(i);
-            } else {
-                write_leafn(tx, &g, dir, &mut cl)?;
-                if !cl.ents.is_empty() {
-                    n.ents[i].0 = cl.last();
+            // A leaf at most half full joins a neighbour when the two fit
+            // in three quarters of a block (the kernel's rule); an empty
+            // one always goes. The left one of the pair takes the entries.
+            let mut pair = None;
+            if n.ents.len() > 1 && cl.ents.len() * 8 + g.lh <= g.ds / 2 {
+                let j = if i + 1 < n.ents.len() { i + 1 } else { i - 1 };
+                let nb = read_leafn(tx, &g, dir, &ext, u64::from(n.ents[j].1), what)?;
+                check_child(c, &g, &n, j, &nb, what)?;
+                if cl.ents.is_empty() || (cl.ents.len() + nb.ents.len()) * 8 + g.lh <= g.ds * 3 / 4
+                {
+                    pair = Some((j, nb));
                 }
             }
-            write_node(tx, &g, dir, &mut n)?;
+            match pair {
+                Some((j, nb)) => {
+                    let (li, mut left, right) = if j > i { (i, cl, nb) } else { (j, nb, cl) };
+                    left.ents.extend_from_slice(&right.ents);
+                    left.forw = right.forw;
+                    if right.forw != 0 {
+                        let mut s = read_leafn(tx, &g, dir, &ext, u64::from(right.forw), what)?;
+                        s.back = left.blk.fo as u32;
+                        write_leafn(tx, &g, dir, &mut s)?;
+                    }
+                    shrink(tx, &g, dir, &mut ext, right.blk.fo, what)?;
+                    n.ents.remove(li + 1);
+                    n.ents[li].0 = left.last();
+                    write_leafn(tx, &g, dir, &mut left)?;
+                }
+                None => {
+                    write_leafn(tx, &g, dir, &mut cl)?;
+                    if !cl.ents.is_empty() {
+                        n.ents[i].0 = cl.last();
+                    }
+                }
+            }
+            if n.ents.len() == 1 {
+                // One leaf left: it becomes the root again (the kernel's
+                // root join), its block freed.
+                let only = read_leafn(tx, &g, dir, &ext, u64::from(n.ents[0].1), what)?;
+                let mut root = LeafN {
+                    blk: n.blk,
+                    forw: 0,
+                    back: 0,
+                    ents: only.ents,
+                };
+                write_leafn(tx, &g, dir, &mut root)?;
+                shrink(tx, &g, dir, &mut ext, only.blk.fo, what)?;
+            } else {
+                write_node(tx, &g, dir, &mut n)?;
+            }
         }
         _ => {
             return Err(c.corrupt(what, "directory hash tree lookup lost its leaf".into()));

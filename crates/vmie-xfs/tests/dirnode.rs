@@ -301,6 +301,18 @@ fn mkfs_node_directory_takes_random_changes_then_empties() {
             .map(|e| e.1)
             .sum::<u64>()
             / dir_fsbs;
+        // Small leaves joined their neighbours, down to one root leaf.
+        let leaf_blocks = xfs_db_bmap(&img.path, "/big")
+            .iter()
+            .filter(|e| e.0 >= (32u64 << 30) / bs && e.0 < (64u64 << 30) / bs)
+            .map(|e| e.1)
+            .sum::<u64>()
+            / dir_fsbs;
+        eprintln!("{name}: {data_blocks} data and {leaf_blocks} leaf blocks left");
+        assert!(
+            leaf_blocks <= 2,
+            "{name}: {leaf_blocks} leaf blocks for 20 entries"
+        );
         assert!(
             blocks_after < blocks_before && data_blocks <= 21,
             "{name}: {data_blocks} data blocks for 20 entries: emptied blocks were not freed"
