@@ -1,12 +1,16 @@
 //! Adding, removing and retargeting directory entries: shortform (in the
-//! inode), block form (one directory block with its own hash leaf) and
-//! leaf form (data blocks and one leaf1 block with the sorted hashes and
-//! the best-free table). Every block touched is re-verified, rebuilt whole
-//! (entries at their offsets, the gaps as free regions, bestfree[]
-//! recomputed, stale leaf entries compacted away) and re-sealed. Adding
-//! converts shortform to block and block to leaf; removing keeps the form
-//! but frees a leaf-form data block it empties (xfs_repair junks empty
-//! ones). Node and btree-form directories are refused.
+//! inode), block form (one directory block with its own hash leaf), leaf
+//! form (data blocks and one leaf1 block with the sorted hashes and the
+//! best-free table) and, in [`crate::dirnode`], node form (data blocks, a
+//! one-level hash tree of leafN blocks, a freeindex block). Every block
+//! touched is re-verified, rebuilt whole (entries at their offsets, the
+//! gaps as free regions, bestfree[] recomputed, stale leaf entries
+//! compacted away) and re-sealed. Adding converts shortform to block,
+//! block to leaf, and leaf to node when the leaf1 block cannot take the
+//! new hash (and best) any more. Removing keeps the form but frees a
+//! leaf- or node-form data block it empties (xfs_repair junks empty
+//! ones). Refused: btree-form block maps (and a new block that would need
+//! one), hash trees deeper than one node level, a second freeindex block.
 
 use vmie_guestfs::FsError;
 
@@ -689,10 +693,9 @@ fn add_leaf(
             // A new data block after the last one.
             let db = bestcount;
             if lh + (leaf.len() + 1) * 8 + 4 + (bestcount + 1) * 2 > ds {
-                return Err(refuse(
-                    c,
-                    what,
-                    "the leaf block is full (converting to node form is not implemented)".into(),
+                return Err(c.corrupt(
+                    &format!("{what} (directory leaf block)"),
+                    "no room for a new data block's best after the node-form check".into(),
                 ));
             }
             let fo = db as u64 * fsbs;
@@ -741,10 +744,9 @@ fn add_leaf(
     let addr = ((db as u64 * u64::from(g.dir_size) + off as u64) >> 3) as u32;
     leaf.push((hashname(name), addr));
     if lh + leaf.len() * 8 + 4 + bests.len() * 2 > ds {
-        return Err(refuse(
-            c,
-            what,
-            "the leaf block is full (converting to node form is not implemented)".into(),
+        return Err(c.corrupt(
+            &format!("{what} (directory leaf block)"),
+            "no room for the new hash after the node-form check".into(),
         ));
     }
     write_leaf1(&mut lb, lh, g.v5, &leaf, &bests, ds);
@@ -820,11 +822,9 @@ fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1,
     let ds = g.dir_size as usize;
     let leaf_off = g.dir_leaf_fsb();
     let lat = dir_block_at(c, ext, leaf_off).ok_or_else(|| {
-        refuse(
-            c,
-            what,
-            "the directory has no single leaf block (node form directories are not implemented)"
-                .into(),
+        c.corrupt(
+            &format!("{what} (directory leaf block)"),
+            "a leaf-form directory without a leaf block in one extent".into(),
         )
     })?;
     let lb = tx.read(lat, ds)?;
@@ -833,11 +833,9 @@ fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1,
     let magic = be16(&lb, 8);
     let want = if g.v5 { LEAF1_MAGIC_V3 } else { LEAF1_MAGIC_V2 };
     if magic != want {
-        return Err(refuse(
-            c,
-            what,
-            format!("the directory is in node form (leaf magic {magic:#x}); writing node-form directories is not implemented"),
-        ));
+        return Err(bad(format!(
+            "magic {magic:#x} is not a leaf1 block's, and nothing past it is mapped"
+        )));
     }
     let lh = if g.v5 { 64 } else { 16 };
     if g.v5 {
