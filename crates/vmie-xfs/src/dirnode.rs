@@ -143,6 +143,9 @@ struct LeafN {
     forw: u32,
     back: u32,
     ents: Vec<(u32, u32)>,
+    /// The last hash on disk, stale entries included (what the node's
+    /// hash for this leaf is), if the block holds any entry.
+    last_any: Option<u32>,
 }
 
 impl LeafN {
@@ -200,11 +203,13 @@ fn parse_leafn(c: &Ctx, g: &G, dir: &Inode, blk: Blk, what: &str) -> Result<Leaf
     if ents.len() != count - stale {
         return Err(bad("the stale count does not match the entries".into()));
     }
+    let last_any = (count > 0).then_some(prev);
     Ok(LeafN {
         blk,
         forw,
         back,
         ents,
+        last_any,
     })
 }
 
@@ -637,6 +642,7 @@ pub(crate) fn leaf_to_node(
         forw: 0,
         back: 0,
         ents,
+        last_any: None,
     };
     write_leafn(tx, &g, dir, &mut leaf)
 }
@@ -769,6 +775,7 @@ fn insert_hash(
                 forw: fb as u32,
                 back: 0,
                 ents: std::mem::take(&mut l.ents),
+                last_any: None,
             };
             let mut b = LeafN {
                 blk: Blk {
@@ -779,6 +786,7 @@ fn insert_hash(
                 forw: 0,
                 back: fa as u32,
                 ents: upper,
+                last_any: None,
             };
             write_leafn(tx, g, dir, &mut a)?;
             write_leafn(tx, g, dir, &mut b)?;
@@ -841,6 +849,7 @@ fn insert_hash(
                 forw: child.forw,
                 back: cfo as u32,
                 ents: upper,
+                last_any: None,
             };
             child.forw = fnew as u32;
             write_leafn(tx, g, dir, &mut child)?;
@@ -864,16 +873,12 @@ fn check_child(
 ) -> Result<(), FsError> {
     let prev = if i > 0 { n.ents[i - 1].1 } else { 0 };
     let next = n.ents.get(i + 1).map_or(0, |e| e.1);
-    if child.ents.is_empty()
-        || child.last() != n.ents[i].0
-        || child.back != prev
-        || child.forw != next
-    {
+    if child.last_any != Some(n.ents[i].0) || child.back != prev || child.forw != next {
         return Err(c.corrupt(
             &place(what, "leafN", child.blk.fo),
             format!(
                 "the leaf (last hash {:#x}, siblings {}/{}) does not match its node entry (hash {:#x}, neighbours {prev}/{next})",
-                child.last(),
+                child.last_any.unwrap_or(0),
                 child.back,
                 child.forw,
                 n.ents[i].0
@@ -1083,8 +1088,25 @@ pub(crate) fn change_node(
                     }
                     shrink(tx, &g, dir, &mut ext, right.blk.fo, what)?;
                     n.ents.remove(li + 1);
-                    n.ents[li].0 = left.last();
-                    write_leafn(tx, &g, dir, &mut left)?;
+                    if left.ents.is_empty() && n.ents.len() > 1 {
+                        // Both held only stale entries: the pair goes.
+                        for (s, fix_forw) in [(left.back, true), (left.forw, false)] {
+                            if s != 0 {
+                                let mut sib = read_leafn(tx, &g, dir, &ext, u64::from(s), what)?;
+                                if fix_forw {
+                                    sib.forw = left.forw;
+                                } else {
+                                    sib.back = left.back;
+                                }
+                                write_leafn(tx, &g, dir, &mut sib)?;
+                            }
+                        }
+                        shrink(tx, &g, dir, &mut ext, left.blk.fo, what)?;
+                        n.ents.remove(li);
+                    } else {
+                        n.ents[li].0 = left.last();
+                        write_leafn(tx, &g, dir, &mut left)?;
+                    }
                 }
                 None => {
                     write_leafn(tx, &g, dir, &mut cl)?;
@@ -1102,6 +1124,7 @@ pub(crate) fn change_node(
                     forw: 0,
                     back: 0,
                     ents: only.ents,
+                    last_any: None,
                 };
                 write_leafn(tx, &g, dir, &mut root)?;
                 shrink(tx, &g, dir, &mut ext, only.blk.fo, what)?;

@@ -482,3 +482,28 @@ fn corrupted_node_blocks_refuse_adds() {
         assert!(!ov.is_dirty(), "{name}");
     }
 }
+
+/// mkfs's own 5,000-entry directory in a 512-byte inode has a btree
+/// block map: adds and removes are refused (converting or writing btree
+/// block maps is out of scope), naming the reason, writing nothing.
+#[test]
+fn btree_form_directory_is_refused() {
+    let t = node_tree(5000);
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let img = mkfs(NODE_PROFILES[0].1, 300, Some(&proto));
+    assert_eq!(xfs_db_format(&img.path, "/big").0, "3 (btree)");
+    let (ov, mut fs) = over(&img.path);
+    let err = fs
+        .create_file(&gp("big/one-more"), b"", &attrs())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("btree"), "{err}");
+    let err = fs
+        .remove(&gp(&format!("big/{}", name_for(7, 0))))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("btree"), "{err}");
+    assert!(!ov.is_dirty());
+    assert_clean(&img.path, "after refusals");
+}
