@@ -1,12 +1,16 @@
 //! Adding, removing and retargeting directory entries: shortform (in the
-//! inode), block form (one directory block with its own hash leaf) and
-//! leaf form (data blocks and one leaf1 block with the sorted hashes and
-//! the best-free table). Every block touched is re-verified, rebuilt whole
-//! (entries at their offsets, the gaps as free regions, bestfree[]
-//! recomputed, stale leaf entries compacted away) and re-sealed. Adding
-//! converts shortform to block and block to leaf; removing keeps the form
-//! but frees a leaf-form data block it empties (xfs_repair junks empty
-//! ones). Node and btree-form directories are refused.
+//! inode), block form (one directory block with its own hash leaf), leaf
+//! form (data blocks and one leaf1 block with the sorted hashes and the
+//! best-free table) and, in [`crate::dirnode`], node form (data blocks, a
+//! one-level hash tree of leafN blocks, a freeindex block). Every block
+//! touched is re-verified, rebuilt whole (entries at their offsets, the
+//! gaps as free regions, bestfree[] recomputed, stale leaf entries
+//! compacted away) and re-sealed. Adding converts shortform to block,
+//! block to leaf, and leaf to node when the leaf1 block cannot take the
+//! new hash (and best) any more. Removing keeps the form but frees a
+//! leaf- or node-form data block it empties (xfs_repair junks empty
+//! ones). Refused: btree-form block maps (and a new block that would need
+//! one), hash trees deeper than one node level, a second freeindex block.
 
 use vmie_guestfs::FsError;
 
@@ -18,8 +22,8 @@ use crate::Ctx;
 
 const LEAF1_MAGIC_V2: u16 = 0xd2f1;
 const LEAF1_MAGIC_V3: u16 = 0x3df1;
-const FREE_TAG: u16 = 0xFFFF;
-const NULL_DATAOFF: u16 = 0xFFFF;
+pub(crate) const FREE_TAG: u16 = 0xFFFF;
+pub(crate) const NULL_DATAOFF: u16 = 0xFFFF;
 
 /// The directory name hash (xfs_da_hashname).
 pub(crate) fn hashname(name: &[u8]) -> u32 {
@@ -43,14 +47,14 @@ pub(crate) fn hashname(name: &[u8]) -> u32 {
 
 /// One entry of a data block, at its byte offset.
 #[derive(Debug, Clone)]
-struct DEnt {
-    off: usize,
-    ino: u64,
-    name: Vec<u8>,
-    ftype: u8,
+pub(crate) struct DEnt {
+    pub off: usize,
+    pub ino: u64,
+    pub name: Vec<u8>,
+    pub ftype: u8,
 }
 
-fn refuse(c: &Ctx, what: &str, why: String) -> FsError {
+pub(crate) fn refuse(c: &Ctx, what: &str, why: String) -> FsError {
     FsError::Unsupported {
         fs: c.location.clone(),
         op: format!("change the entries of {what}"),
@@ -134,7 +138,7 @@ pub(crate) fn set_size(ip: &mut Inode, n: u64) {
 
 /// The byte offset of directory block `db` (file block offset), which must
 /// lie in one written extent.
-fn dir_block_at(c: &Ctx, ext: &[Extent], db: u64) -> Option<u64> {
+pub(crate) fn dir_block_at(c: &Ctx, ext: &[Extent], db: u64) -> Option<u64> {
     let n = u64::from(c.geo.dir_fsbs);
     let e = ext
         .iter()
@@ -142,13 +146,13 @@ fn dir_block_at(c: &Ctx, ext: &[Extent], db: u64) -> Option<u64> {
     c.geo.fsb_to_byte(e.fsb + (db - e.off), n)
 }
 
-struct Layout {
-    hdr: usize,
+pub(crate) struct Layout {
+    pub hdr: usize,
     /// Offset of bestfree[0].
-    bf: usize,
+    pub bf: usize,
 }
 
-fn layout(c: &Ctx) -> Layout {
+pub(crate) fn layout(c: &Ctx) -> Layout {
     if c.geo.v5 {
         Layout { hdr: 64, bf: 48 }
     } else {
@@ -208,7 +212,13 @@ fn parse_area(
 }
 
 /// First gap of `size` bytes in `hdr..end` between the (sorted) entries.
-fn find_gap(c: &Ctx, ents: &[DEnt], hdr: usize, end: usize, size: usize) -> Option<usize> {
+pub(crate) fn find_gap(
+    c: &Ctx,
+    ents: &[DEnt],
+    hdr: usize,
+    end: usize,
+    size: usize,
+) -> Option<usize> {
     let ft = c.geo.ftype;
     let mut pos = hdr;
     for e in ents {
@@ -222,7 +232,7 @@ fn find_gap(c: &Ctx, ents: &[DEnt], hdr: usize, end: usize, size: usize) -> Opti
 
 /// Write entries and free regions into `b[hdr..end]`, and bestfree[].
 /// Returns the longest free region.
-fn build_area(c: &Ctx, b: &mut [u8], l: &Layout, end: usize, ents: &[DEnt]) -> u16 {
+pub(crate) fn build_area(c: &Ctx, b: &mut [u8], l: &Layout, end: usize, ents: &[DEnt]) -> u16 {
     let ft = c.geo.ftype;
     b[l.hdr..end].fill(0);
     let mut frees: Vec<(usize, usize)> = Vec::new();
@@ -262,7 +272,7 @@ fn build_area(c: &Ctx, b: &mut [u8], l: &Layout, end: usize, ents: &[DEnt]) -> u
     best.first().map_or(0, |&(_, len)| len as u16)
 }
 
-fn seal_data(c: &Ctx, b: &mut [u8]) {
+pub(crate) fn seal_data(c: &Ctx, b: &mut [u8]) {
     if c.geo.v5 {
         crate::csum::update(b, 4);
     }
@@ -287,6 +297,8 @@ pub(crate) fn add_entry(
             let end = ext.last().map_or(0, |e| e.off + e.len);
             if dir.size == u64::from(g.dir_size) && end == u64::from(g.dir_fsbs) {
                 add_block(tx, dir, &ext, name, ino, ftype, what)
+            } else if crate::dirnode::is_node(c, &ext) {
+                crate::dirnode::add_node(tx, dir, &ext, name, ino, ftype, what)
             } else {
                 add_leaf(tx, dir, &ext, name, ino, ftype, what)
             }
@@ -467,7 +479,7 @@ pub(crate) fn agno_of(c: &Ctx, ino: u64) -> u32 {
     (ino >> (c.geo.agblklog + c.geo.inopblog)) as u32
 }
 
-fn write_data_header(c: &Ctx, b: &mut [u8], magic: u32, at: u64, owner: u64) {
+pub(crate) fn write_data_header(c: &Ctx, b: &mut [u8], magic: u32, at: u64, owner: u64) {
     put32(b, 0, magic);
     if c.geo.v5 {
         put64(b, 8, at >> 9);
@@ -657,6 +669,21 @@ fn add_leaf(
             break;
         }
     }
+    // When the leaf1 block cannot take the entry (and a new best), the
+    // directory converts to node form first.
+    let need_bests = bestcount + usize::from(chosen.is_none());
+    if !crate::dirnode::leaf1_fits(c, leaf.len() + 1, need_bests) {
+        let l1 = Leaf1 {
+            lat,
+            lb,
+            lh,
+            leaf,
+            bests,
+        };
+        crate::dirnode::leaf_to_node(tx, dir, ext, l1, what)?;
+        let ext2 = c.extents(dir, Fork::Data, what)?;
+        return crate::dirnode::add_node(tx, dir, &ext2, name, ino, ftype, what);
+    }
     let (db, at, mut b, mut ents, is_new) = match chosen {
         Some(db) => {
             let (at, b, ents) = read_data_block(tx, dir, ext, db, what)?;
@@ -666,10 +693,9 @@ fn add_leaf(
             // A new data block after the last one.
             let db = bestcount;
             if lh + (leaf.len() + 1) * 8 + 4 + (bestcount + 1) * 2 > ds {
-                return Err(refuse(
-                    c,
-                    what,
-                    "the leaf block is full (converting to node form is not implemented)".into(),
+                return Err(c.corrupt(
+                    &format!("{what} (directory leaf block)"),
+                    "no room for a new data block's best after the node-form check".into(),
                 ));
             }
             let fo = db as u64 * fsbs;
@@ -679,14 +705,8 @@ fn add_leaf(
                     format!("data block {db} is mapped already"),
                 ));
             }
-            let near = ext
-                .iter()
-                .rfind(|e| e.off < leaf_off)
-                .map(|e| e.fsb + e.len);
-            let got = crate::alloc::alloc(tx, agno_of(c, dir.ino), fsbs, fsbs, near, 1)?;
-            let at = g
-                .fsb_to_byte(got[0].fsb, fsbs)
-                .ok_or_else(|| c.corrupt(what, "allocated block outside the filesystem".into()))?;
+            let mut all = ext.to_vec();
+            let at = crate::dirnode::grow_dir(tx, dir, &mut all, fo, what)?;
             let mut b = vec![0u8; ds];
             write_data_header(
                 c,
@@ -695,17 +715,6 @@ fn add_leaf(
                 at,
                 dir.ino,
             );
-            let mut all = ext.to_vec();
-            all.push(Extent {
-                off: fo,
-                fsb: got[0].fsb,
-                len: fsbs,
-                unwritten: false,
-            });
-            all.sort_by_key(|e| e.off);
-            set_extents(c, dir, &all, what)?;
-            let nb = dir.nblocks + fsbs;
-            set_nblocks(dir, nb);
             set_size(dir, (db as u64 + 1) * u64::from(g.dir_size));
             bests.push(0);
             (db, at, b, Vec::new(), true)
@@ -735,10 +744,9 @@ fn add_leaf(
     let addr = ((db as u64 * u64::from(g.dir_size) + off as u64) >> 3) as u32;
     leaf.push((hashname(name), addr));
     if lh + leaf.len() * 8 + 4 + bests.len() * 2 > ds {
-        return Err(refuse(
-            c,
-            what,
-            "the leaf block is full (converting to node form is not implemented)".into(),
+        return Err(c.corrupt(
+            &format!("{what} (directory leaf block)"),
+            "no room for the new hash after the node-form check".into(),
         ));
     }
     write_leaf1(&mut lb, lh, g.v5, &leaf, &bests, ds);
@@ -800,12 +808,12 @@ fn read_block_form(
 
 /// A leaf1 block as read: its byte offset and bytes, the header length,
 /// the live (hash, address) entries and the best-free table.
-struct Leaf1 {
-    lat: u64,
-    lb: Vec<u8>,
-    lh: usize,
-    leaf: Vec<(u32, u32)>,
-    bests: Vec<u16>,
+pub(crate) struct Leaf1 {
+    pub lat: u64,
+    pub lb: Vec<u8>,
+    pub lh: usize,
+    pub leaf: Vec<(u32, u32)>,
+    pub bests: Vec<u16>,
 }
 
 fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1, FsError> {
@@ -814,11 +822,9 @@ fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1,
     let ds = g.dir_size as usize;
     let leaf_off = g.dir_leaf_fsb();
     let lat = dir_block_at(c, ext, leaf_off).ok_or_else(|| {
-        refuse(
-            c,
-            what,
-            "the directory has no single leaf block (node form directories are not implemented)"
-                .into(),
+        c.corrupt(
+            &format!("{what} (directory leaf block)"),
+            "a leaf-form directory without a leaf block in one extent".into(),
         )
     })?;
     let lb = tx.read(lat, ds)?;
@@ -827,11 +833,9 @@ fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1,
     let magic = be16(&lb, 8);
     let want = if g.v5 { LEAF1_MAGIC_V3 } else { LEAF1_MAGIC_V2 };
     if magic != want {
-        return Err(refuse(
-            c,
-            what,
-            format!("the directory is in node form (leaf magic {magic:#x}); writing node-form directories is not implemented"),
-        ));
+        return Err(bad(format!(
+            "magic {magic:#x} is not a leaf1 block's, and nothing past it is mapped"
+        )));
     }
     let lh = if g.v5 { 64 } else { 16 };
     if g.v5 {
@@ -873,7 +877,7 @@ fn read_leaf1(tx: &Tx, dir: &Inode, ext: &[Extent], what: &str) -> Result<Leaf1,
 }
 
 /// Read and verify data block `db` of a leaf-form directory.
-fn read_data_block(
+pub(crate) fn read_data_block(
     tx: &Tx,
     dir: &Inode,
     ext: &[Extent],
@@ -914,7 +918,7 @@ pub(crate) enum Change {
     Retarget { ino: u64, ftype: u8 },
 }
 
-fn refuse_change(c: &Ctx, what: &str, why: String) -> FsError {
+pub(crate) fn refuse_change(c: &Ctx, what: &str, why: String) -> FsError {
     FsError::Unsupported {
         fs: c.location.clone(),
         op: format!("change an entry of {what}"),
@@ -950,6 +954,8 @@ pub(crate) fn change_entry(
             let end = ext.last().map_or(0, |e| e.off + e.len);
             if dir.size == u64::from(g.dir_size) && end == u64::from(g.dir_fsbs) {
                 change_block(tx, dir, &ext, name, change, what)
+            } else if crate::dirnode::is_node(c, &ext) {
+                crate::dirnode::change_node(tx, dir, &ext, name, change, what)
             } else {
                 change_leaf(tx, dir, &ext, name, change, what)
             }

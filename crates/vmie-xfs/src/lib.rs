@@ -35,6 +35,7 @@ mod be;
 mod btree;
 mod csum;
 mod dir;
+mod dirnode;
 mod dirw;
 mod inode;
 mod log;

@@ -598,3 +598,27 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// xfs_db's block map of a path: (file offset, block count) per extent,
+/// in file blocks.
+pub fn xfs_db_bmap(img: &Path, path: &str) -> Vec<(u64, u64)> {
+    let out = xfs_db(img, false, &[&format!("path {path}"), "bmap"]);
+    out.lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let off = w.iter().position(|x| *x == "offset")?;
+            let cnt = w.iter().position(|x| *x == "count")?;
+            Some((w.get(off + 1)?.parse().ok()?, w.get(cnt + 1)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether directory `path` is in node form by xfs_db's block map: it
+/// maps a block in the free segment (64 GiB), which only node and btree
+/// directories have.
+pub fn xfs_db_is_node_dir(img: &Path, path: &str, block_size: u64) -> bool {
+    let free = (64u64 << 30) / block_size;
+    xfs_db_bmap(img, path)
+        .iter()
+        .any(|&(off, n)| off + n > free)
+}
