@@ -399,16 +399,6 @@ fn refusals_write_nothing() {
             fs.rename(&gp("/etc/fstab"), &gp(&format!("/etc/{}", "n".repeat(256)))),
             Box::new(has("name")),
         ),
-        (
-            "remove in a node-form directory",
-            fs.remove(&gp("/node/n00001")),
-            Box::new(has("node")),
-        ),
-        (
-            "rename out of a node-form directory",
-            fs.rename(&gp("/node/n00001"), &gp("/etc/n")),
-            Box::new(has("node")),
-        ),
     ];
     for (what, r, check) in cases {
         refused(&mut fs, &ov, what, r, &*check);
