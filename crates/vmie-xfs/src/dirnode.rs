@@ -240,6 +240,16 @@ fn write_leafn(tx: &mut Tx, g: &G, dir: &Inode, l: &mut LeafN) -> Result<(), FsE
     tx.write(l.blk.at, raw.clone())
 }
 
+/// Rewrite only a leafN block's sibling pointers (`forw`, `back`), its
+/// entries left exactly as they are on disk, stale ones included, so its
+/// last hash, which the node holds for it, does not change.
+fn write_siblings(tx: &mut Tx, g: &G, l: &mut LeafN) -> Result<(), FsError> {
+    put32(&mut l.blk.raw, 0, l.forw);
+    put32(&mut l.blk.raw, 4, l.back);
+    seal_da(g, &mut l.blk.raw);
+    tx.write(l.blk.at, l.blk.raw.clone())
+}
+
 /// The root da node (level 1): (hash, leaf file block) per child.
 struct Node {
     blk: Blk,
@@ -321,6 +331,11 @@ fn read_root(tx: &Tx, g: &G, dir: &Inode, ext: &[Extent], what: &str) -> Result<
             )));
         }
         prev = h;
+        if ents.iter().any(|e: &(u32, u32)| e.1 == before) {
+            return Err(bad(format!(
+                "entry {i} names leaf block {before} a second time"
+            )));
+        }
         ents.push((h, before));
     }
     Ok(Root::Node(Node { blk, ents }))
@@ -468,7 +483,10 @@ fn grow(
     });
     ext.sort_by_key(|e| e.off);
     set_extents(c, dir, ext, what)?;
-    let nb = dir.nblocks + g.fsbs;
+    let nb = dir
+        .nblocks
+        .checked_add(g.fsbs)
+        .ok_or_else(|| c.corrupt(what, format!("block count {} overflows", dir.nblocks)))?;
     set_nblocks(dir, nb);
     Ok(at)
 }
@@ -836,7 +854,7 @@ fn insert_hash(
                     ));
                 }
                 sib.back = fnew as u32;
-                write_leafn(tx, g, dir, &mut sib)?;
+                write_siblings(tx, g, &mut sib)?;
             }
             let mid = child.ents.len() / 2;
             let upper = child.ents.split_off(mid);
@@ -1000,7 +1018,7 @@ pub(crate) fn change_node(
                         break 'children;
                     }
                 }
-                if cl.last() != h {
+                if cl.last_any != Some(h) {
                     break;
                 }
             }
@@ -1035,8 +1053,14 @@ pub(crate) fn change_node(
         // An emptied data block is freed; the table and the directory
         // size shrink past trailing holes.
         shrink(tx, &g, dir, &mut ext, db as u64 * g.fsbs, what)?;
-        if let Some(x) = free.bests.get_mut(db) {
-            *x = NULL_DATAOFF;
+        match free.bests.get_mut(db) {
+            Some(x) => *x = NULL_DATAOFF,
+            None => {
+                return Err(c.corrupt(
+                    &place(what, "freeindex", g.free_fo),
+                    format!("no entry for data block {db}"),
+                ))
+            }
         }
         while free.bests.last() == Some(&NULL_DATAOFF) {
             free.bests.pop();
@@ -1083,8 +1107,17 @@ pub(crate) fn change_node(
                     left.forw = right.forw;
                     if right.forw != 0 {
                         let mut s = read_leafn(tx, &g, dir, &ext, u64::from(right.forw), what)?;
+                        if u64::from(s.back) != right.blk.fo {
+                            return Err(c.corrupt(
+                                &place(what, "leafN", s.blk.fo),
+                                format!(
+                                    "back pointer {} is not its left sibling {}",
+                                    s.back, right.blk.fo
+                                ),
+                            ));
+                        }
                         s.back = left.blk.fo as u32;
-                        write_leafn(tx, &g, dir, &mut s)?;
+                        write_siblings(tx, &g, &mut s)?;
                     }
                     shrink(tx, &g, dir, &mut ext, right.blk.fo, what)?;
                     n.ents.remove(li + 1);
@@ -1093,12 +1126,22 @@ pub(crate) fn change_node(
                         for (s, fix_forw) in [(left.back, true), (left.forw, false)] {
                             if s != 0 {
                                 let mut sib = read_leafn(tx, &g, dir, &ext, u64::from(s), what)?;
+                                let points = if fix_forw { sib.forw } else { sib.back };
+                                if u64::from(points) != left.blk.fo {
+                                    return Err(c.corrupt(
+                                        &place(what, "leafN", sib.blk.fo),
+                                        format!(
+                                            "sibling pointer {points} is not its neighbour {}",
+                                            left.blk.fo
+                                        ),
+                                    ));
+                                }
                                 if fix_forw {
                                     sib.forw = left.forw;
                                 } else {
                                     sib.back = left.back;
                                 }
-                                write_leafn(tx, &g, dir, &mut sib)?;
+                                write_siblings(tx, &g, &mut sib)?;
                             }
                         }
                         shrink(tx, &g, dir, &mut ext, left.blk.fo, what)?;
