@@ -20,8 +20,8 @@ use crate::be::{be16, be32, put32, put64};
 use crate::dir::{data_entry_size, DATA_MAGIC_V2, DATA_MAGIC_V3};
 use crate::dirw::{
     agno_of, build_area, dir_block_at, find_gap, hashname, layout, read_data_block, refuse,
-    refuse_change, seal_data, set_extents, set_nblocks, set_size, write_data_header, Change, DEnt,
-    Leaf1, NULL_DATAOFF,
+    seal_data, set_extents, set_nblocks, set_size, write_data_header, Change, DEnt, Leaf1,
+    NULL_DATAOFF,
 };
 use crate::inode::{Extent, Inode};
 use crate::tx::Tx;
@@ -551,48 +551,7 @@ fn shrink(
     fo: u64,
     what: &str,
 ) -> Result<(), FsError> {
-    let c = tx.c;
-    let mut rest: Vec<Extent> = Vec::with_capacity(ext.len() + 1);
-    let mut freed = None;
-    for e in ext.iter() {
-        if e.off <= fo && fo + g.fsbs <= e.off + e.len {
-            let fsb = e.fsb + (fo - e.off);
-            freed = Some(fsb);
-            if e.off < fo {
-                rest.push(Extent {
-                    len: fo - e.off,
-                    ..*e
-                });
-            }
-            if fo + g.fsbs < e.off + e.len {
-                rest.push(Extent {
-                    off: fo + g.fsbs,
-                    fsb: fsb + g.fsbs,
-                    len: e.off + e.len - fo - g.fsbs,
-                    unwritten: e.unwritten,
-                });
-            }
-        } else {
-            rest.push(*e);
-        }
-    }
-    let Some(fsb) = freed else {
-        return Err(refuse_change(
-            c,
-            what,
-            format!("directory block at file block {fo} is split across extents"),
-        ));
-    };
-    crate::alloc::free_extent(tx, fsb, g.fsbs)?;
-    set_extents(c, dir, &rest, what)?;
-    *ext = rest;
-    let nb = dir.nblocks.checked_sub(g.fsbs).ok_or_else(|| {
-        c.corrupt(
-            what,
-            "the directory counts fewer blocks than it maps".into(),
-        )
-    })?;
-    set_nblocks(dir, nb);
+    *ext = crate::dirw::unmap_dir_block(tx, dir, ext, fo, g.fsbs, what)?;
     Ok(())
 }
 

@@ -1148,6 +1148,63 @@ fn change_leaf(
     Ok(None)
 }
 
+/// Free the directory block at file block `fo` (`fsbs` blocks, inside one
+/// extent): the extent list without it (split in two when the block is in
+/// its middle) is written to the inode and returned, and `nblocks` drops.
+pub(crate) fn unmap_dir_block(
+    tx: &mut Tx,
+    dir: &mut Inode,
+    ext: &[Extent],
+    fo: u64,
+    fsbs: u64,
+    what: &str,
+) -> Result<Vec<Extent>, FsError> {
+    let c = tx.c;
+    let mut rest: Vec<Extent> = Vec::with_capacity(ext.len() + 1);
+    let mut freed = None;
+    for e in ext {
+        let end = e.off.saturating_add(e.len);
+        if e.off <= fo && fo.saturating_add(fsbs) <= end {
+            let fsb = e.fsb + (fo - e.off);
+            freed = Some(fsb);
+            if e.off < fo {
+                rest.push(Extent {
+                    len: fo - e.off,
+                    ..*e
+                });
+            }
+            let after = fo.saturating_add(fsbs);
+            if after < end {
+                rest.push(Extent {
+                    off: after,
+                    fsb: fsb.saturating_add(fsbs),
+                    len: end - after,
+                    unwritten: e.unwritten,
+                });
+            }
+        } else {
+            rest.push(*e);
+        }
+    }
+    let Some(fsb) = freed else {
+        return Err(refuse_change(
+            c,
+            what,
+            format!("directory block at file block {fo} is split across extents"),
+        ));
+    };
+    crate::alloc::free_extent(tx, fsb, fsbs)?;
+    set_extents(c, dir, &rest, what)?;
+    let nb = dir.nblocks.checked_sub(fsbs).ok_or_else(|| {
+        c.corrupt(
+            what,
+            "the directory counts fewer blocks than it maps".into(),
+        )
+    })?;
+    set_nblocks(dir, nb);
+    Ok(rest)
+}
+
 /// Free empty data block `db` of a leaf-form directory: its blocks go
 /// back to the free space, its mapping and best-free entry go (a hole in
 /// the middle keeps a null entry; at the end, the table and the directory
@@ -1171,46 +1228,7 @@ fn drop_data_block(
         ));
     }
     let fo = db as u64 * fsbs;
-    let mut rest: Vec<Extent> = Vec::with_capacity(ext.len() + 1);
-    let mut freed = None;
-    for e in ext {
-        if e.off <= fo && fo + fsbs <= e.off + e.len {
-            let fsb = e.fsb + (fo - e.off);
-            freed = Some(fsb);
-            if e.off < fo {
-                rest.push(Extent {
-                    len: fo - e.off,
-                    ..*e
-                });
-            }
-            if fo + fsbs < e.off + e.len {
-                rest.push(Extent {
-                    off: fo + fsbs,
-                    fsb: fsb + fsbs,
-                    len: e.off + e.len - fo - fsbs,
-                    unwritten: e.unwritten,
-                });
-            }
-        } else {
-            rest.push(*e);
-        }
-    }
-    let Some(fsb) = freed else {
-        return Err(refuse_change(
-            c,
-            what,
-            format!("directory data block {db} is split across extents"),
-        ));
-    };
-    crate::alloc::free_extent(tx, fsb, fsbs)?;
-    set_extents(c, dir, &rest, what)?;
-    let nb = dir.nblocks.checked_sub(fsbs).ok_or_else(|| {
-        c.corrupt(
-            what,
-            "the directory counts fewer blocks than it maps".into(),
-        )
-    })?;
-    set_nblocks(dir, nb);
+    unmap_dir_block(tx, dir, ext, fo, fsbs, what)?;
     if db + 1 == bests.len() {
         bests.pop();
         while bests.last() == Some(&NULL_DATAOFF) {
