@@ -1061,7 +1061,16 @@ struct Probe {
 /// guest's second serial port, a file of its own (`log` with `.probe`
 /// appended), so a kernel message printed in the middle of a probe line
 /// cannot break the markers the verdict depends on.
-fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Probe>> {
+///
+/// `hang`: how long a device job without time limit may run before the
+/// boot counts as hung (see [`waits_forever_for_a_device`]).
+fn boot(
+    img: &Path,
+    bus: Bus,
+    log: &Path,
+    limit: Duration,
+    hang: Duration,
+) -> Result<Option<Probe>> {
     let drive = match bus {
         Bus::Virtio => vec![format!(
             "file={},format=raw,if=virtio,snapshot=on",
@@ -1122,7 +1131,7 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
             || text.contains("Kernel panic")
             || text.contains("You are in emergency mode")
             || text.contains("Entering emergency mode")
-            || waits_forever_for_a_device(&text)
+            || waits_forever_for_a_device(&text, hang)
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -1134,23 +1143,51 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
     Ok(parse_probe(&text))
 }
 
-/// Whether systemd shows a device job that has run for a minute and has no
-/// time limit: dracut's initramfs waits for the root device that way
-/// (`Job dev-sda1.device/start running (1min 2s / no limit)`, a long unit
-/// name cut short with `…`) and never gives up, where initramfs-tools
-/// drops to a shell. A root disk the kernel can drive shows up within
-/// seconds, even under TCG.
-fn waits_forever_for_a_device(console: &str) -> bool {
+/// Whether systemd shows a device job that has run for `hang` or longer
+/// and has no time limit: dracut's initramfs waits for the root device
+/// that way (`Job dev-sda1.device/start running (1min 2s / no limit)`, a
+/// long unit name cut short with `…`) and never gives up, where
+/// initramfs-tools drops to a shell. A root disk the kernel can drive
+/// shows up about 5 s after the job starts, even under TCG.
+fn waits_forever_for_a_device(console: &str, hang: Duration) -> bool {
     console.match_indices("start running (").any(|(at, m)| {
         let before = &console[..at];
         let job = before.rfind("Job ").map(|j| &before[j..]);
         let rest = console.get(at + m.len()..).unwrap_or("");
-        let status = rest.split(')').next().unwrap_or("");
+        let Some(ran) = rest
+            .split(')')
+            .next()
+            .and_then(|s| s.strip_suffix(" / no limit"))
+        else {
+            return false;
+        };
+        // "1min 2s", "45s", "2min"
+        let secs: u64 = ran
+            .split_whitespace()
+            .map(|t| {
+                if let Some(n) = t.strip_suffix("min") {
+                    n.parse::<u64>().unwrap_or(0) * 60
+                } else if t.ends_with("ms") {
+                    0
+                } else {
+                    t.strip_suffix('s')
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                }
+            })
+            .sum();
         job.is_some_and(|j| j.starts_with("Job dev-") && j.len() < 80 && !j.contains('\n'))
-            && status.contains("min")
-            && status.ends_with("/ no limit")
+            && secs >= hang.as_secs()
     })
 }
+
+/// A boot that must fail (no driver for its root disk) counts as hung once
+/// a device job without time limit has run this long: six times what the
+/// root disk takes to show up when its driver is there.
+const MUST_FAIL_HANG: Duration = Duration::from_secs(30);
+/// The same for a boot that must pass: more patience, as a false hang
+/// fails the test (a real one would run into the time limit anyway).
+const MUST_PASS_HANG: Duration = Duration::from_secs(90);
 
 /// Where [`boot`] has the probe's serial port written.
 fn probe_path(log: &Path) -> PathBuf {
@@ -1282,6 +1319,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             Bus::Virtio,
             &dir.join(format!("{name}.unfixed-virtio.log")),
             limit,
+            MUST_FAIL_HANG,
         )?;
         let unfixed_ok = passes(&before, want_swap).is_ok();
         println!(
@@ -1307,6 +1345,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
                 Bus::Nvme,
                 &dir.join(format!("{name}.unfixed-nvme.log")),
                 limit,
+                MUST_FAIL_HANG,
             )?;
             let booted = passes(&p, want_swap).is_ok();
             println!(
@@ -1347,6 +1386,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
                 Bus::Nvme,
                 &dir.join(format!("{name}.nodrivers-nvme.log")),
                 limit,
+                MUST_FAIL_HANG,
             )?;
             let booted = passes(&p, want_swap).is_ok();
             println!(
@@ -1373,7 +1413,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             for attempt in 1..=2 {
                 let t = Instant::now();
                 let log = dir.join(format!("{name}.fixed-{bus:?}.{attempt}.log").to_lowercase());
-                let p = boot(&fixed, bus, &log, limit)?;
+                let p = boot(&fixed, bus, &log, limit, MUST_PASS_HANG)?;
                 let secs = t.elapsed().as_secs_f64();
                 match passes(&p, want_swap) {
                     Ok(()) => {
@@ -1434,16 +1474,23 @@ mod tests {
         let line = |t: &str| {
             format!("\x1b[K[\x1b[0;31m*  \x1b[0m] Job dev-sda1.device/start running ({t} / no limit)\r\n")
         };
-        assert!(!waits_forever_for_a_device(&line("59s")));
-        assert!(waits_forever_for_a_device(&line("1min 2s")));
+        let min = Duration::from_secs(60);
+        assert!(!waits_forever_for_a_device(&line("59s"), min));
+        assert!(waits_forever_for_a_device(&line("59s"), MUST_FAIL_HANG));
+        assert!(!waits_forever_for_a_device(&line("29s"), MUST_FAIL_HANG));
+        assert!(waits_forever_for_a_device(&line("1min 2s"), min));
+        assert!(waits_forever_for_a_device(&line("2min"), min));
         assert!(waits_forever_for_a_device(
-            "Job dev-disk-by\\x2duuid-7e570001\\x2…start running (3min 9s / no limit)"
+            "Job dev-disk-by\\x2duuid-7e570001\\x2…start running (3min 9s / no limit)",
+            min
         ));
         assert!(!waits_forever_for_a_device(
-            "A start job is running for /dev/sdb1 (1min 2s / 1min 30s)"
+            "A start job is running for /dev/sdb1 (1min 2s / 1min 30s)",
+            min
         ));
         assert!(!waits_forever_for_a_device(
-            "Job dev-sdb1.device/start running (1min 2s / 1min 30s)"
+            "Job dev-sdb1.device/start running (1min 2s / 1min 30s)",
+            min
         ));
     }
 }
