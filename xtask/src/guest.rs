@@ -72,6 +72,10 @@ pub const LAYOUTS: &[(&str, &str)] = &[
         "hostonly",
         "as mbr-logical-swap, with a host-only initramfs (MODULES=list: the VMware guest's disk drivers only, no NVMe, Xen or virtio)",
     ),
+    (
+        "dracut-hostonly",
+        "as hostonly, but dracut (not initramfs-tools) builds the initramfs, as a host-only dracut build on VMware: its disk drivers only",
+    ),
 ];
 
 /// What a VMware guest's host-only initramfs holds: its own disk
@@ -79,6 +83,25 @@ pub const LAYOUTS: &[(&str, &str)] = &[
 /// filesystem. `MODULES=dep` in a chroot would pick the build machine's
 /// disk driver instead, so the list is explicit.
 const HOSTONLY_MODULES: &[&str] = &["vmw_pvscsi", "mptspi", "ahci", "ata_piix", "sd_mod", "ext4"];
+
+/// Cloud disk drivers a host-only initramfs built on VMware lacks (as
+/// paths inside the image end).
+const CLOUD_DISK_MODULES: &[&str] = &[
+    "/nvme.ko",
+    "/nvme-core.ko",
+    "/virtio_blk.ko",
+    "/virtio_scsi.ko",
+    "/virtio_pci.ko",
+    "/xen-blkfront.ko",
+];
+
+/// The dracut modules of a host-only dracut build on a VMware guest with
+/// an ext4 root on a plain partition (what `lsinitrd -m` lists for one).
+/// Without `--hostonly` (which in a chroot would look at the build
+/// machine) dracut adds every module that applies to some machine: qemu's
+/// (which installs virtio_blk, virtio_scsi, virtio_pci), nvdimm, dm, crypt,
+/// mdraid, virtiofs. Naming them exactly leaves those out.
+const DRACUT_MODULES: &str = "base systemd systemd-initrd dracut-systemd kernel-modules rootfs-block udev-rules fs-lib usrmount shutdown";
 
 const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,netplan.io,lvm2";
 
@@ -194,7 +217,7 @@ WantedBy=multi-user.target
 fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
     let (root_dev, boot_prefix, swap) = match layout {
         "mbr-ext4" => ("/dev/sda1", "/boot", None),
-        "mbr-logical-swap" | "netplan" | "hostonly" | "xfs-root" => {
+        "mbr-logical-swap" | "netplan" | "hostonly" | "dracut-hostonly" | "xfs-root" => {
             ("/dev/sda1", "/boot", Some("/dev/sda5"))
         }
         "separate-boot" => ("/dev/sda2", "", Some("/dev/sda3")),
@@ -391,7 +414,11 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     );
     ensure_tools()?;
     let root = fixtures::workspace_root();
-    let base = base_tree(&root)?;
+    let base = if layout == "dracut-hostonly" {
+        dracut_tree(&root)?
+    } else {
+        base_tree(&root)?
+    };
     let work = root.join("target/guests").join(format!("{layout}.work"));
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
@@ -406,6 +433,8 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     configure(&tree, layout, &kernel)?;
     if layout == "hostonly" {
         hostonly_initramfs(&tree, &kernel)?;
+    } else if layout == "dracut-hostonly" {
+        dracut_hostonly_initramfs(&tree, &kernel)?;
     }
 
     let img = root.join("target/guests").join(format!("{layout}.raw"));
@@ -414,7 +443,7 @@ pub fn build(layout: &str) -> Result<PathBuf> {
     image::create_sparse(&img, disk_size)?;
     let table = match layout {
         "mbr-ext4" => "label: dos\nlabel-id: 0x5eed0701\nstart=2048, type=83, bootable\n",
-        "mbr-logical-swap" | "netplan" | "hostonly" | "xfs-root" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
+        "mbr-logical-swap" | "netplan" | "hostonly" | "dracut-hostonly" | "xfs-root" => "label: dos\nlabel-id: 0x5eed0702\nstart=2048, size=2560M, type=83, bootable\ntype=5\ntype=82\n",
         "lvm-root" => "label: dos\nlabel-id: 0x5eed0704\nstart=2048, size=256M, type=83, bootable\ntype=8e\n",
         _ => "label: dos\nlabel-id: 0x5eed0703\nstart=2048, size=256M, type=83, bootable\nsize=2304M, type=83\ntype=82\n",
     };
@@ -583,9 +612,14 @@ fn hostonly_initramfs(tree: &Path, kernel: &str) -> Result<()> {
         .stdout(Stdio::null()))?;
     let initrd = tree.join(format!("boot/initrd.img-{kernel}"));
     initrd_has(&initrd, &["/vmw_pvscsi.ko", "/sd_mod.ko"])?;
-    for absent in ["/nvme.ko", "/virtio_blk.ko", "/xen-blkfront.ko"] {
+    lacks_cloud_drivers(&initrd)
+}
+
+/// Fails if a cloud disk driver ([`CLOUD_DISK_MODULES`]) is in `initrd`.
+fn lacks_cloud_drivers(initrd: &Path) -> Result<()> {
+    for absent in CLOUD_DISK_MODULES {
         ensure!(
-            initrd_has(&initrd, &[absent]).is_err(),
+            initrd_has(initrd, &[absent]).is_err(),
             "{}: {absent} is in the host-only initramfs",
             initrd.display()
         );
@@ -593,9 +627,104 @@ fn hostonly_initramfs(tree: &Path, kernel: &str) -> Result<()> {
     Ok(())
 }
 
+/// Run `sh -c script` (`$1` is `tree`) in a mount namespace of its own with
+/// `/proc` and `/dev` mounted in `tree`: dracut and its package's scripts
+/// need both (process substitution uses /dev/fd), and the mounts vanish
+/// with the namespace however the script ends, so nothing is left mounted.
+fn in_chroot_ns(tree: &Path, script: &str) -> Result<()> {
+    run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "set -e; mount -t proc proc \"$1/proc\"; mount --rbind /dev \"$1/dev\"; {script}"
+        ))
+        .arg("sh")
+        .arg(tree)
+        .stdout(Stdio::null()))
+}
+
+/// The base tree with Debian's dracut in place of initramfs-tools (which
+/// it conflicts with), built once from [`base_tree`] by `apt-get install
+/// dracut` in a chroot (about a minute: the package's trigger builds a
+/// generic initramfs, which [`dracut_hostonly_initramfs`] replaces).
+fn dracut_tree(root: &Path) -> Result<PathBuf> {
+    let base = base_tree(root)?;
+    let cache = root.join("target/guest-cache");
+    let tree = cache.join("bookworm-dracut");
+    let done = cache.join(format!(
+        "bookworm-dracut.{:016x}.complete",
+        fnv(&format!("{PACKAGES}+dracut"))
+    ));
+    if done.is_file() {
+        return Ok(tree);
+    }
+    if tree.exists() {
+        std::fs::remove_dir_all(&tree)?;
+    }
+    eprintln!("guest: installing dracut into a copy of the base tree (about a minute)");
+    let t0 = Instant::now();
+    run(Command::new("cp").args(["-a"]).arg(&base).arg(&tree))?;
+    write(
+        &tree.join("etc/apt/sources.list"),
+        &format!("deb {} bookworm main\n", mirror()?),
+    )?;
+    std::fs::copy("/etc/resolv.conf", tree.join("etc/resolv.conf"))
+        .context("/etc/resolv.conf (apt in the chroot resolves the mirror)")?;
+    in_chroot_ns(
+        &tree,
+        "export DEBIAN_FRONTEND=noninteractive; \
+         chroot \"$1\" apt-get update -q; \
+         chroot \"$1\" apt-get install -y -q --no-install-recommends dracut; \
+         chroot \"$1\" apt-get clean; \
+         test -x \"$1/usr/bin/dracut\"; \
+         ! chroot \"$1\" dpkg-query -W -f '${Status}' initramfs-tools | grep -q ' installed'",
+    )?;
+    std::fs::write(&done, format!("{:.0}s\n", t0.elapsed().as_secs_f64()))?;
+    Ok(tree)
+}
+
+/// Rebuild the guest's initramfs with dracut as a host-only build on a
+/// VMware guest looks: the dracut modules of [`DRACUT_MODULES`], the
+/// kernel modules of [`HOSTONLY_MODULES`] (and what they need), no cloud
+/// disk driver (`--omit-drivers` as well, so none comes in as a
+/// dependency). Checked by listing the image.
+fn dracut_hostonly_initramfs(tree: &Path, kernel: &str) -> Result<()> {
+    let omit: Vec<&str> = CLOUD_DISK_MODULES
+        .iter()
+        .map(|m| m.trim_start_matches('/').trim_end_matches(".ko"))
+        .collect();
+    in_chroot_ns(
+        tree,
+        &format!(
+            "rm -f \"$1/boot/initrd.img-{kernel}\"; \
+             chroot \"$1\" dracut --quiet --force --no-hostonly --modules '{DRACUT_MODULES}' \
+             --drivers '{}' --omit-drivers '{}' /boot/initrd.img-{kernel} {kernel}",
+            HOSTONLY_MODULES.join(" "),
+            omit.join(" "),
+        ),
+    )?;
+    let initrd = tree.join(format!("boot/initrd.img-{kernel}"));
+    initrd_has(
+        &initrd,
+        &[
+            "usr/lib/dracut/build-parameter.txt",
+            "/vmw_pvscsi.ko",
+            "/mptspi.ko",
+            "/sd_mod.ko",
+            "/ext4.ko",
+        ],
+    )?;
+    lacks_cloud_drivers(&initrd)
+}
+
 /// A copy of `unfixed` fixed by every shipped rule except
 /// `linux-initramfs-add-drivers` (`--rules` with that rule taken out).
-fn fixed_without_drivers(bin: &Path, unfixed: &Path, dir: &Path, root: &Path) -> Result<PathBuf> {
+fn fixed_without_drivers(
+    bin: &Path,
+    name: &str,
+    unfixed: &Path,
+    dir: &Path,
+    root: &Path,
+) -> Result<PathBuf> {
     let rules = dir.join("rules-without-drivers");
     if rules.exists() {
         std::fs::remove_dir_all(&rules)?;
@@ -625,7 +754,7 @@ fn fixed_without_drivers(bin: &Path, unfixed: &Path, dir: &Path, root: &Path) ->
         dropped,
         "rules/: no rule linux-initramfs-add-drivers to leave out"
     );
-    let out = dir.join("hostonly.nodrivers.raw");
+    let out = dir.join(format!("{name}.nodrivers.raw"));
     fresh_copy(unfixed, &out)?;
     run(Command::new(bin)
         .arg("--rules")
@@ -668,13 +797,17 @@ fn fresh_copy(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The fixed `hostonly` guest's initramfs, read with the Linux tools: the
-/// original is kept as `…vmie.bak` and is the first bytes of the new image;
-/// unpacking the original (gzip + cpio) and then the appended archive
-/// (cpio) over it gives a tree in which the host's kmod resolves `nvme`
-/// and `virtio_blk` with their dependencies (`modprobe --show-depends -d`),
-/// and whose `conf/modules` loads them.
-fn check_injected(fixed: &Path, work: &Path) -> Result<String> {
+/// The fixed `hostonly` (or `dracut-hostonly`) guest's initramfs, read
+/// with the Linux tools: the original is kept as `…vmie.bak` and is the
+/// first bytes of the new image; unpacking the original (gzip + cpio) and
+/// then the appended archive (cpio) over it gives a tree in which the
+/// host's kmod resolves `nvme` and `virtio_blk` with their dependencies
+/// (`modprobe --show-depends -d`), and which loads them before it looks for
+/// the root: initramfs-tools' `conf/modules` lists them; for dracut,
+/// `etc/cmdline.d/90-vmie-fixup-drivers.conf` says `rd.driver.pre=` with
+/// them, and `lib` is still the image's symlink to `usr/lib` (the modules
+/// went where the image keeps them).
+fn check_injected(fixed: &Path, work: &Path, dracut: bool) -> Result<String> {
     if work.exists() {
         std::fs::remove_dir_all(work)?;
     }
@@ -763,11 +896,31 @@ fn check_injected(fixed: &Path, work: &Path) -> Result<String> {
         }
         shown.push(format!("{m} ({} modules)", loads.len()));
     }
-    let conf = std::fs::read_to_string(tree.join("conf/modules"))?;
-    ensure!(
-        conf.lines().any(|l| l.trim() == "nvme") && conf.lines().any(|l| l.trim() == "vmw_pvscsi"),
-        "conf/modules does not load nvme besides the guest's own list: {conf}"
-    );
+    if dracut {
+        let f = "etc/cmdline.d/90-vmie-fixup-drivers.conf";
+        let conf = std::fs::read_to_string(tree.join(f)).with_context(|| format!("no {f}"))?;
+        let pre: Vec<&str> = conf
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rd.driver.pre="))
+            .flat_map(|v| v.split(','))
+            .collect();
+        ensure!(
+            pre.contains(&"nvme") && pre.contains(&"virtio_blk"),
+            "{f} does not preload nvme and virtio_blk: {conf}"
+        );
+        ensure!(
+            std::fs::symlink_metadata(tree.join("lib"))?.is_symlink(),
+            "lib is no longer the image's symlink after the appended archive"
+        );
+        shown.push(format!("{f}: {}", conf.trim()));
+    } else {
+        let conf = std::fs::read_to_string(tree.join("conf/modules"))?;
+        ensure!(
+            conf.lines().any(|l| l.trim() == "nvme")
+                && conf.lines().any(|l| l.trim() == "vmw_pvscsi"),
+            "conf/modules does not load nvme besides the guest's own list: {conf}"
+        );
+    }
     std::fs::remove_dir_all(work)?;
     Ok(format!(
         "initramfs: original kept ({} bytes), {} bytes appended; modprobe -d resolves {}",
@@ -908,7 +1061,16 @@ struct Probe {
 /// guest's second serial port, a file of its own (`log` with `.probe`
 /// appended), so a kernel message printed in the middle of a probe line
 /// cannot break the markers the verdict depends on.
-fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Probe>> {
+///
+/// `hang`: how long a device job without time limit may run before the
+/// boot counts as hung (see [`waits_forever_for_a_device`]).
+fn boot(
+    img: &Path,
+    bus: Bus,
+    log: &Path,
+    limit: Duration,
+    hang: Duration,
+) -> Result<Option<Probe>> {
     let drive = match bus {
         Bus::Virtio => vec![format!(
             "file={},format=raw,if=virtio,snapshot=on",
@@ -968,6 +1130,8 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
             || text.contains("Dropping to a shell")
             || text.contains("Kernel panic")
             || text.contains("You are in emergency mode")
+            || text.contains("Entering emergency mode")
+            || waits_forever_for_a_device(&text, hang)
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -978,6 +1142,52 @@ fn boot(img: &Path, bus: Bus, log: &Path, limit: Duration) -> Result<Option<Prob
     let text = String::from_utf8_lossy(&std::fs::read(&probe_log).unwrap_or_default()).into_owned();
     Ok(parse_probe(&text))
 }
+
+/// Whether systemd shows a device job that has run for `hang` or longer
+/// and has no time limit: dracut's initramfs waits for the root device
+/// that way (`Job dev-sda1.device/start running (1min 2s / no limit)`, a
+/// long unit name cut short with `…`) and never gives up, where
+/// initramfs-tools drops to a shell. A root disk the kernel can drive
+/// shows up about 5 s after the job starts, even under TCG.
+fn waits_forever_for_a_device(console: &str, hang: Duration) -> bool {
+    console.match_indices("start running (").any(|(at, m)| {
+        let before = &console[..at];
+        let job = before.rfind("Job ").map(|j| &before[j..]);
+        let rest = console.get(at + m.len()..).unwrap_or("");
+        let Some(ran) = rest
+            .split(')')
+            .next()
+            .and_then(|s| s.strip_suffix(" / no limit"))
+        else {
+            return false;
+        };
+        // "1min 2s", "45s", "2min"
+        let secs: u64 = ran
+            .split_whitespace()
+            .map(|t| {
+                if let Some(n) = t.strip_suffix("min") {
+                    n.parse::<u64>().unwrap_or(0) * 60
+                } else if t.ends_with("ms") {
+                    0
+                } else {
+                    t.strip_suffix('s')
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                }
+            })
+            .sum();
+        job.is_some_and(|j| j.starts_with("Job dev-") && j.len() < 80 && !j.contains('\n'))
+            && secs >= hang.as_secs()
+    })
+}
+
+/// A boot that must fail (no driver for its root disk) counts as hung once
+/// a device job without time limit has run this long: six times what the
+/// root disk takes to show up when its driver is there.
+const MUST_FAIL_HANG: Duration = Duration::from_secs(30);
+/// The same for a boot that must pass: more patience, as a false hang
+/// fails the test (a real one would run into the time limit anyway).
+const MUST_PASS_HANG: Duration = Duration::from_secs(90);
 
 /// Where [`boot`] has the probe's serial port written.
 fn probe_path(log: &Path) -> PathBuf {
@@ -1092,7 +1302,11 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         "-p",
         "vmie-fixup",
     ]))?;
-    let bin = root.join("target/release/vmie-fixup");
+    // Where cargo put it (CARGO_TARGET_DIR when set).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/vmie-fixup");
     let limit = Duration::from_secs(300);
     let mut failures = Vec::new();
     for name in &names {
@@ -1105,6 +1319,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             Bus::Virtio,
             &dir.join(format!("{name}.unfixed-virtio.log")),
             limit,
+            MUST_FAIL_HANG,
         )?;
         let unfixed_ok = passes(&before, want_swap).is_ok();
         println!(
@@ -1121,6 +1336,33 @@ pub fn boot_test(args: &[String]) -> Result<()> {
                 "{name}: the unfixed guest booted, so the test proves nothing"
             ));
         }
+        let host_only = matches!(name.as_str(), "hostonly" | "dracut-hostonly");
+        if name == "dracut-hostonly" {
+            // dracut's image has no NVMe driver either.
+            let t = Instant::now();
+            let p = boot(
+                &unfixed,
+                Bus::Nvme,
+                &dir.join(format!("{name}.unfixed-nvme.log")),
+                limit,
+                MUST_FAIL_HANG,
+            )?;
+            let booted = passes(&p, want_swap).is_ok();
+            println!(
+                "boot-test {name}: unfixed on NVMe: {} ({:.0}s)",
+                if booted {
+                    "BOOTED (unexpected)"
+                } else {
+                    "fails, as it must"
+                },
+                t.elapsed().as_secs_f64()
+            );
+            if booted {
+                failures.push(format!(
+                    "{name}: the unfixed guest booted on NVMe, so the test proves nothing"
+                ));
+            }
+        }
         let fixed = dir.join(format!("{name}.fixed.raw"));
         fresh_copy(&unfixed, &fixed)?;
         let t1 = Instant::now();
@@ -1129,20 +1371,22 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             "boot-test {name}: vmie-fixup took {:.0} ms",
             t1.elapsed().as_secs_f64() * 1e3
         );
-        if name == "hostonly" {
-            match check_injected(&fixed, &dir.join(format!("{name}.check"))) {
+        if host_only {
+            let check = dir.join(format!("{name}.check"));
+            match check_injected(&fixed, &check, name == "dracut-hostonly") {
                 Ok(msg) => println!("boot-test {name}: {msg}"),
                 Err(e) => failures.push(format!("{name}: the fixed initramfs: {e:#}")),
             }
             // Every other fix, but not the drivers: it must still fail on
             // NVMe, so the injected drivers are what makes it boot there.
             let t = Instant::now();
-            let partial = fixed_without_drivers(&bin, &unfixed, &dir, &root)?;
+            let partial = fixed_without_drivers(&bin, name, &unfixed, &dir, &root)?;
             let p = boot(
                 &partial,
                 Bus::Nvme,
                 &dir.join(format!("{name}.nodrivers-nvme.log")),
                 limit,
+                MUST_FAIL_HANG,
             )?;
             let booted = passes(&p, want_swap).is_ok();
             println!(
@@ -1169,7 +1413,7 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             for attempt in 1..=2 {
                 let t = Instant::now();
                 let log = dir.join(format!("{name}.fixed-{bus:?}.{attempt}.log").to_lowercase());
-                let p = boot(&fixed, bus, &log, limit)?;
+                let p = boot(&fixed, bus, &log, limit, MUST_PASS_HANG)?;
                 let secs = t.elapsed().as_secs_f64();
                 match passes(&p, want_swap) {
                     Ok(()) => {
@@ -1223,5 +1467,30 @@ mod tests {
         );
         let p = parse_probe("VMIE-PROBE target: active\nVMIE-PROBE root: /dev/vda1\nVMIE-PROBE swap: \nVMIE-PROBE-END\n");
         assert!(passes(&p, false).is_err(), "no NIC address");
+    }
+
+    #[test]
+    fn a_device_job_without_limit_after_a_minute_is_a_hang() {
+        let line = |t: &str| {
+            format!("\x1b[K[\x1b[0;31m*  \x1b[0m] Job dev-sda1.device/start running ({t} / no limit)\r\n")
+        };
+        let min = Duration::from_secs(60);
+        assert!(!waits_forever_for_a_device(&line("59s"), min));
+        assert!(waits_forever_for_a_device(&line("59s"), MUST_FAIL_HANG));
+        assert!(!waits_forever_for_a_device(&line("29s"), MUST_FAIL_HANG));
+        assert!(waits_forever_for_a_device(&line("1min 2s"), min));
+        assert!(waits_forever_for_a_device(&line("2min"), min));
+        assert!(waits_forever_for_a_device(
+            "Job dev-disk-by\\x2duuid-7e570001\\x2…start running (3min 9s / no limit)",
+            min
+        ));
+        assert!(!waits_forever_for_a_device(
+            "A start job is running for /dev/sdb1 (1min 2s / 1min 30s)",
+            min
+        ));
+        assert!(!waits_forever_for_a_device(
+            "Job dev-sdb1.device/start running (1min 2s / 1min 30s)",
+            min
+        ));
     }
 }
