@@ -1327,6 +1327,9 @@ fn run_inner(
     }
     if win.is_some_and(|w| !w.drivers.is_empty() || !w.device_path.is_empty()) {
         run.stage_drivers()?;
+        // Also when DevicePath needed no change (a second run, or its
+        // folders listed already): each registration is idempotent.
+        run.register_boot_drivers()?;
     }
     run.flush_hives()?;
     Ok(run.report)

@@ -802,7 +802,7 @@ impl Run<'_> {
             data,
         };
         self.note_change(i, c, Some(edit));
-        self.register_boot_drivers()
+        Ok(())
     }
 
     /// The device classes (`Control\\Class\\{GUID}` and which list) of
@@ -840,7 +840,7 @@ impl Run<'_> {
     /// SYSTEM has one (Windows 8 / Server 2012 and later), else in the
     /// control set's `CriticalDeviceDatabase`. Plug and Play then installs
     /// the package properly from `DevicePath` once Windows runs.
-    fn register_boot_drivers(&mut self) -> Result<(), EngineError> {
+    pub(crate) fn register_boot_drivers(&mut self) -> Result<(), EngineError> {
         let Some(win) = self.win else {
             return Ok(());
         };
