@@ -19,7 +19,7 @@ use vmie_guestfs::FsError;
 use crate::be::{be16, be32, put32, put64};
 use crate::dir::{data_entry_size, DATA_MAGIC_V2, DATA_MAGIC_V3};
 use crate::dirw::{
-    agno_of, build_area, dir_block_at, find_gap, hashname, layout, read_data_block, refuse,
+    agno_of, build_area, dir_block_at, hashname, layout, place_entry, read_data_block, refuse,
     seal_data, set_extents, set_nblocks, set_size, write_data_header, Change, DEnt, Leaf1,
     NULL_DATAOFF,
 };
@@ -646,7 +646,7 @@ pub(crate) fn add_node(
         .bests
         .iter()
         .position(|&b| b != NULL_DATAOFF && usize::from(b) >= size);
-    let (db, at, mut b, mut ents) = match fits {
+    let (db, at, b, ents) = match fits {
         Some(db) => {
             let (at, b, ents) = read_data_block(tx, dir, &ext, db, what)?;
             (db, at, b, ents)
@@ -683,25 +683,13 @@ pub(crate) fn add_node(
             (db, at, b, Vec::new())
         }
     };
-    let off = find_gap(c, &ents, l.hdr, g.ds, size).ok_or_else(|| {
-        c.corrupt(
-            &format!("{what} (directory block {db})"),
-            "the freeindex promises room the block does not have".into(),
-        )
-    })?;
-    let pos = ents.partition_point(|e| e.off < off);
-    ents.insert(
-        pos,
-        DEnt {
-            off,
-            ino,
-            name: name.to_vec(),
-            ftype,
-        },
-    );
-    let best = build_area(c, &mut b, &l, g.ds, &ents);
-    seal_data(c, &mut b);
-    tx.write(at, b)?;
+    let new = DEnt {
+        off: 0,
+        ino,
+        name: name.to_vec(),
+        ftype,
+    };
+    let (off, best) = place_entry(tx, &l, (db, at, b, ents), new, "freeindex", what)?;
     free.bests[db] = best;
     let addr = ((db as u64 * g.ds as u64 + off as u64) >> 3) as u32;
     insert_hash(tx, &g, dir, &mut ext, root, h, addr, what)?;

@@ -684,10 +684,10 @@ fn add_leaf(
         let ext2 = c.extents(dir, Fork::Data, what)?;
         return crate::dirnode::add_node(tx, dir, &ext2, name, ino, ftype, what);
     }
-    let (db, at, mut b, mut ents, is_new) = match chosen {
+    let (db, at, b, ents) = match chosen {
         Some(db) => {
             let (at, b, ents) = read_data_block(tx, dir, ext, db, what)?;
-            (db, at, b, ents, false)
+            (db, at, b, ents)
         }
         None => {
             // A new data block after the last one.
@@ -717,29 +717,16 @@ fn add_leaf(
             );
             set_size(dir, (db as u64 + 1) * u64::from(g.dir_size));
             bests.push(0);
-            (db, at, b, Vec::new(), true)
+            (db, at, b, Vec::new())
         }
     };
-    let _ = is_new;
-    let off = find_gap(c, &ents, l.hdr, ds, size).ok_or_else(|| {
-        c.corrupt(
-            &format!("{what} (directory block {db})"),
-            "the best-free table promises room the block does not have".into(),
-        )
-    })?;
-    let pos = ents.partition_point(|e| e.off < off);
-    ents.insert(
-        pos,
-        DEnt {
-            off,
-            ino,
-            name: name.to_vec(),
-            ftype,
-        },
-    );
-    let best = build_area(c, &mut b, &l, ds, &ents);
-    seal_data(c, &mut b);
-    tx.write(at, b)?;
+    let new = DEnt {
+        off: 0,
+        ino,
+        name: name.to_vec(),
+        ftype,
+    };
+    let (off, best) = place_entry(tx, &l, (db, at, b, ents), new, "best-free table", what)?;
     bests[db] = best;
     let addr = ((db as u64 * u64::from(g.dir_size) + off as u64) >> 3) as u32;
     leaf.push((hashname(name), addr));
@@ -752,6 +739,36 @@ fn add_leaf(
     write_leaf1(&mut lb, lh, g.v5, &leaf, &bests, ds);
     tx.write(lat, lb)?;
     Ok(())
+}
+
+/// Put `new` into data block `db` (at byte `at`, bytes `b`, entries
+/// `ents`) at the first gap that holds it, and stage the rebuilt block:
+/// its byte offset in the block and the block's new best free length.
+/// No gap is corruption of whatever promised one (`promised_by`).
+pub(crate) fn place_entry(
+    tx: &mut Tx,
+    l: &Layout,
+    (db, at, mut b, mut ents): (usize, u64, Vec<u8>, Vec<DEnt>),
+    mut new: DEnt,
+    promised_by: &str,
+    what: &str,
+) -> Result<(usize, u16), FsError> {
+    let c = tx.c;
+    let ds = b.len();
+    let size = data_entry_size(new.name.len(), c.geo.ftype);
+    let off = find_gap(c, &ents, l.hdr, ds, size).ok_or_else(|| {
+        c.corrupt(
+            &format!("{what} (directory block {db})"),
+            format!("the {promised_by} promises room the block does not have"),
+        )
+    })?;
+    new.off = off;
+    let pos = ents.partition_point(|e| e.off < off);
+    ents.insert(pos, new);
+    let best = build_area(c, &mut b, l, ds, &ents);
+    seal_data(c, &mut b);
+    tx.write(at, b)?;
+    Ok((off, best))
 }
 
 /// Read and verify block 0 of a block-form directory: its byte offset,
