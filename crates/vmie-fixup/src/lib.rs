@@ -270,18 +270,16 @@ pub fn load_drivers(
                         s.binary
                     )));
                 };
+                // The binary matched a file of this folder, whose name was
+                // checked above; the service name becomes a registry key.
                 if s.service.is_empty()
                     || s.service.len() > 256
                     || s.service.chars().any(|c| "\\/".contains(c) || c < ' ')
-                    || s.binary
-                        .chars()
-                        .any(|c| "\\/:*?\"<>|".contains(c) || c < ' ')
                 {
                     return Err(usage(format!(
-                        "{}: service {:?} / file {:?}: not names Windows can hold",
+                        "{}: service {:?}: not a name Windows can hold",
                         at.display(),
-                        s.service,
-                        s.binary
+                        s.service
                     )));
                 }
                 let Some(class_guid) = s.class_guid.clone() else {
@@ -303,6 +301,7 @@ pub fn load_drivers(
                 }
                 boot.push(engine::BootDriver {
                     inf: inf_name.to_ascii_lowercase(),
+                    arch: guest.arch.to_string(),
                     service: s.service,
                     binary: s.binary,
                     data: data.clone(),

@@ -213,7 +213,7 @@ pub fn backup_path(path: &GuestPath) -> GuestPath {
 
 pub(crate) struct Run<'a> {
     pub(crate) fs: &'a mut dyn GuestFs,
-    pub(crate) ctx: &'a Context,
+    ctx: &'a Context,
     pub(crate) report: Report,
     pub(crate) rule: String,
     pub(crate) action: &'static str,
@@ -255,6 +255,9 @@ pub struct WindowsTarget {
 pub struct BootDriver {
     /// The INF file name it comes from (`viostor.inf`).
     pub inf: String,
+    /// The INF arch decoration it was read for (`amd64`, `x86`, `arm64`),
+    /// which also names its driver package.
+    pub arch: String,
     /// Service name (`viostor`).
     pub service: String,
     /// The driver file name (`viostor.sys`).

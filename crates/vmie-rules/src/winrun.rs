@@ -367,7 +367,25 @@ impl Run<'_> {
             new,
             rule: self.rule.clone(),
         };
-        if a.delete {
+        // remove_items: the list without them; a list left empty goes.
+        let kept = match a.remove_items {
+            Some(items) => {
+                let Some(list) = cur.as_ref().and_then(|(t, d)| multi_sz_items(*t, d)) else {
+                    return Ok(());
+                };
+                let kept: Vec<String> = list
+                    .iter()
+                    .filter(|x| !items.iter().any(|i| i.eq_ignore_ascii_case(x)))
+                    .cloned()
+                    .collect();
+                if kept.len() == list.len() {
+                    return Ok(());
+                }
+                Some(kept)
+            }
+            None => None,
+        };
+        if a.delete || kept.as_ref().is_some_and(Vec::is_empty) {
             if cur.is_none() {
                 return Ok(());
             }
@@ -383,49 +401,10 @@ impl Run<'_> {
             self.note_change(i, c, Some(edit));
             return Ok(());
         }
-        if let Some(items) = a.remove_items {
-            let Some(list) = cur.as_ref().and_then(|(t, d)| multi_sz_items(*t, d)) else {
-                return Ok(());
-            };
-            let kept: Vec<String> = list
-                .iter()
-                .filter(|x| !items.iter().any(|i| i.eq_ignore_ascii_case(x)))
-                .cloned()
-                .collect();
-            if kept.len() == list.len() {
-                return Ok(());
-            }
-            if kept.is_empty() {
-                let c = change(None);
-                self.hives[i]
-                    .hive
-                    .delete_value(&key, name)
-                    .map_err(|e| self.hive_err(&label, e))?;
-                let edit = vmie_hive::Edit::DeleteValue {
-                    key: key.clone(),
-                    name: name.to_string(),
-                };
-                self.note_change(i, c, Some(edit));
-                return Ok(());
-            }
-            let (vtype, data) = RegData::MultiSz(kept).encode();
-            let c = change(Some(windows::reg_text(vtype, &data)));
-            self.hives[i]
-                .hive
-                .set_value(&key, name, vtype, &data)
-                .map_err(|e| self.hive_err(&label, e))?;
-            let edit = vmie_hive::Edit::SetValue {
-                key: key.clone(),
-                name: name.to_string(),
-                vtype,
-                data,
-            };
-            self.note_change(i, c, Some(edit));
-            return Ok(());
-        }
-        let (vtype, data) = match (a.set, a.replace) {
-            (Some(set), _) => set.encode(),
-            (None, Some(r)) => {
+        let (vtype, data) = match (a.set, a.replace, kept) {
+            (Some(set), _, _) => set.encode(),
+            (None, None, Some(kept)) => RegData::MultiSz(kept).encode(),
+            (None, Some(r), _) => {
                 let Some(text) = cur.as_ref().and_then(|(t, d)| windows::sz_text(*t, d)) else {
                     return Ok(());
                 };
@@ -438,7 +417,7 @@ impl Run<'_> {
                 data.extend_from_slice(&[0, 0]);
                 (vtype, data)
             }
-            (None, None) => return Ok(()),
+            (None, None, None) => return Ok(()),
         };
         if cur.as_ref() == Some(&(vtype, data.clone())) {
             return Ok(());
@@ -686,6 +665,64 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Write `data` at `p`: created, or replaced when it differs (the
+    /// original kept as `NAME.vmie.bak` when `keep_original`); recorded
+    /// either way, nothing done when it is equal.
+    fn put_file(
+        &mut self,
+        p: &GuestPath,
+        data: &[u8],
+        keep_original: bool,
+    ) -> Result<(), EngineError> {
+        match self.fs.read_file(p, data.len() as u64 + 1) {
+            Ok(cur) if cur == data => Ok(()),
+            Ok(_) => {
+                let backup = if keep_original {
+                    Some(self.backup(p)?.to_string())
+                } else {
+                    None
+                };
+                self.fs.replace_file(p, data).map_err(|e| self.fs_err(e))?;
+                self.record(
+                    p.to_string(),
+                    FileOpDone::Modified,
+                    backup,
+                    "",
+                    "",
+                    Vec::new(),
+                );
+                Ok(())
+            }
+            Err(FsError::NotFound { .. }) => {
+                self.fs
+                    .create_file(p, data, &vmie_guestfs::NewAttrs::default())
+                    .map_err(|e| self.fs_err(e))?;
+                self.record(p.to_string(), FileOpDone::Created, None, "", "", Vec::new());
+                Ok(())
+            }
+            Err(e) => Err(self.fs_err(e)),
+        }
+    }
+
+    /// The hive `<systemroot>/System32/config/<name>`, opened for editing;
+    /// when it is missing, an error finding saying that `without` follows.
+    fn config_hive(
+        &mut self,
+        systemroot: &str,
+        name: &str,
+        without: &str,
+    ) -> Result<Option<usize>, EngineError> {
+        let config = format!("{systemroot}/System32/config/{name}");
+        let Some(path) = self.find_ci(&config)? else {
+            self.finding(
+                Severity::Error,
+                format!("{config}: no {name} hive, so {without}"),
+            );
+            return Ok(None);
+        };
+        self.open_hive(path, name)
+    }
+
     /// `--drivers`: stage the driver package files (created, or replaced
     /// when a file of ours there differs; folders made as needed) and add
     /// their folders to SOFTWARE's `DevicePath`, so that Plug and Play
@@ -718,43 +755,19 @@ impl Run<'_> {
                     Err(e) => return Err(self.fs_err(e)),
                 }
             }
-            match self.fs.read_file(&p, f.data.len() as u64 + 1) {
-                Ok(cur) if cur == f.data => {}
-                Ok(_) => {
-                    self.fs
-                        .replace_file(&p, &f.data)
-                        .map_err(|e| self.fs_err(e))?;
-                    self.record(
-                        p.to_string(),
-                        FileOpDone::Modified,
-                        None,
-                        "",
-                        "",
-                        Vec::new(),
-                    );
-                }
-                Err(FsError::NotFound { .. }) => {
-                    self.fs
-                        .create_file(&p, &f.data, &vmie_guestfs::NewAttrs::default())
-                        .map_err(|e| self.fs_err(e))?;
-                    self.record(p.to_string(), FileOpDone::Created, None, "", "", Vec::new());
-                }
-                Err(e) => return Err(self.fs_err(e)),
-            }
+            // Our own folder: a differing file there is ours, replaced.
+            self.put_file(&p, &f.data, false)?;
         }
         if win.device_path.is_empty() {
             return Ok(());
         }
         self.action = "registry";
-        let config = format!("{}/System32/config/SOFTWARE", win.systemroot);
-        let Some(path) = self.find_ci(&config)? else {
-            self.finding(
-                Severity::Error,
-                format!("{config}: no SOFTWARE hive, so the staged drivers cannot be added to DevicePath"),
-            );
-            return Ok(());
-        };
-        let Some(i) = self.open_hive(path, "SOFTWARE")? else {
+        let Some(i) = self.config_hive(
+            &win.systemroot,
+            "SOFTWARE",
+            "the staged drivers cannot be added to DevicePath",
+        )?
+        else {
             return Ok(());
         };
         let label = self.hives[i].label.clone();
@@ -861,41 +874,16 @@ impl Run<'_> {
                 Some(p) => p,
                 None => dir.join(d.binary.as_bytes()),
             };
-            match self.fs.read_file(&p, d.data.len() as u64 + 1) {
-                Ok(cur) if cur == d.data => {}
-                Ok(_) => {
-                    let b = self.backup(&p)?;
-                    self.fs
-                        .replace_file(&p, &d.data)
-                        .map_err(|e| self.fs_err(e))?;
-                    self.record(
-                        p.to_string(),
-                        FileOpDone::Modified,
-                        Some(b.to_string()),
-                        "",
-                        "",
-                        Vec::new(),
-                    );
-                }
-                Err(FsError::NotFound { .. }) => {
-                    self.fs
-                        .create_file(&p, &d.data, &vmie_guestfs::NewAttrs::default())
-                        .map_err(|e| self.fs_err(e))?;
-                    self.record(p.to_string(), FileOpDone::Created, None, "", "", Vec::new());
-                }
-                Err(e) => return Err(self.fs_err(e)),
-            }
+            // A system driver of that name is the guest's: kept as a backup.
+            self.put_file(&p, &d.data, true)?;
         }
         self.action = "registry";
-        let config = format!("{}/System32/config/SYSTEM", win.systemroot);
-        let Some(path) = self.find_ci(&config)? else {
-            self.finding(
-                Severity::Error,
-                format!("{config}: no SYSTEM hive, so the boot-start drivers cannot be registered"),
-            );
-            return Ok(());
-        };
-        let Some(i) = self.open_hive(path, "SYSTEM")? else {
+        let Some(i) = self.config_hive(
+            &win.systemroot,
+            "SYSTEM",
+            "the boot-start drivers cannot be registered",
+        )?
+        else {
             return Ok(());
         };
         let label = self.hives[i].label.clone();
@@ -980,10 +968,7 @@ impl Run<'_> {
                     ))
                 })?;
                 let inf = format!("vmie-{}", d.inf);
-                let package = format!(
-                    "{inf}_{}_0000000000000000",
-                    win_arch(self.ctx.facts.arch.as_deref())
-                );
+                let package = format!("{inf}_{}_0000000000000000", d.arch);
                 let conf = format!("vmie_{}", d.service);
                 let files = format!("DriverDatabase\\DriverInfFiles\\{inf}");
                 set(
@@ -1143,22 +1128,18 @@ fn guid_bytes(g: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The items of a REG_MULTI_SZ value; `None` for another type.
+/// The items of a REG_MULTI_SZ value (up to the empty string that ends
+/// the list, as vmie-hive decodes it); `None` for another type.
 fn multi_sz_items(vtype: u32, data: &[u8]) -> Option<Vec<String>> {
-    if vtype != vmie_hive::reg_type::MULTI_SZ {
-        return None;
+    let v = vmie_hive::Value {
+        name: String::new(),
+        vtype,
+        data: data.to_vec(),
+    };
+    match v.decoded() {
+        vmie_hive::Decoded::MultiString(items) => Some(items),
+        _ => None,
     }
-    let units: Vec<u16> = data
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    Some(
-        units
-            .split(|u| *u == 0)
-            .filter(|s| !s.is_empty())
-            .map(String::from_utf16_lossy)
-            .collect(),
-    )
 }
 
 /// The service name of a SYSTEM key `<ccs>\\Services\\<name>`.
@@ -1171,15 +1152,6 @@ fn service_of(key: &str, ccs: &str) -> Option<String> {
         && services.eq_ignore_ascii_case("Services")
         && parts.next().is_none())
     .then(|| name.to_string())
-}
-
-/// The arch part of a driver package's name (`amd64`).
-fn win_arch(arch: Option<&str>) -> &'static str {
-    match arch {
-        Some("i386" | "i686" | "x86") => "x86",
-        Some("aarch64" | "arm64") => "arm64",
-        _ => "amd64",
-    }
 }
 
 fn strip_root<'k>(k: &'k str, hive: &str) -> &'k str {

@@ -290,16 +290,13 @@ impl Inf {
         let Some(v) = self.value(section, key) else {
             return Ok(None);
         };
-        let t = v.trim();
-        let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-            Some(h) => u32::from_str_radix(h, 16),
-            None => t.parse(),
-        };
-        n.map(Some).map_err(|_| InfError::BadNumber {
-            section: section.to_string(),
-            key: key.to_string(),
-            value: v.clone(),
-        })
+        parse_number(&v)
+            .map(Some)
+            .ok_or_else(|| InfError::BadNumber {
+                section: section.to_string(),
+                key: key.to_string(),
+                value: v.clone(),
+            })
     }
 
     /// `[Version]` `Class`.
@@ -386,14 +383,7 @@ impl Inf {
                     let flags = a
                         .values
                         .get(1)
-                        .map(|v| {
-                            let t = self.expand(v);
-                            let t = t.trim();
-                            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                                Some(h) => u32::from_str_radix(h, 16).unwrap_or(0),
-                                None => t.parse().unwrap_or(0),
-                            }
-                        })
+                        .and_then(|v| parse_number(&self.expand(v)))
                         .unwrap_or(0);
                     let Some(sec) = a.values.get(2).map(|v| self.expand(v)) else {
                         continue;
@@ -450,6 +440,16 @@ impl Inf {
     }
 }
 
+/// An INF number: decimal, or hexadecimal after `0x`; surrounding blanks
+/// ignored.
+fn parse_number(t: &str) -> Option<u32> {
+    let t = t.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16).ok(),
+        None => t.parse().ok(),
+    }
+}
+
 /// How well a `[Manufacturer]` decoration fits: `None` when it does not;
 /// else (arch-specific, major, minor, build), larger is better.
 fn decoration_rank(
@@ -471,10 +471,7 @@ fn decoration_rank(
     let num = |p: Option<&str>| -> Option<u32> {
         match p.map(str::trim) {
             None | Some("") => Some(0),
-            Some(t) => match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-                Some(h) => u32::from_str_radix(h, 16).ok(),
-                None => t.parse().ok(),
-            },
+            Some(t) => parse_number(t),
         }
     };
     let major = num(parts.next())?;
