@@ -1284,6 +1284,35 @@ pub fn guest(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A boot that must fail: `img` on `bus`, logged to `log`, the outcome
+/// printed as `boot-test NAME: LABEL: ...`; `Some(NAME: BOOTED)` for the
+/// failure list when it booted after all.
+#[allow(clippy::too_many_arguments)]
+fn must_fail(
+    name: &str,
+    img: &Path,
+    bus: Bus,
+    log: &Path,
+    label: &str,
+    booted_means: &str,
+    want_swap: bool,
+    limit: Duration,
+) -> Result<Option<String>> {
+    let t = Instant::now();
+    let p = boot(img, bus, log, limit, MUST_FAIL_HANG)?;
+    let booted = passes(&p, want_swap).is_ok();
+    println!(
+        "boot-test {name}: {label}: {} ({:.0}s)",
+        if booted {
+            "BOOTED (unexpected)"
+        } else {
+            "fails, as it must"
+        },
+        t.elapsed().as_secs_f64()
+    );
+    Ok(booted.then(|| format!("{name}: {booted_means}")))
+}
+
 /// `cargo xtask boot-test NAME...`: the unfixed guest must fail to boot on
 /// virtio; fixed, it must boot on virtio and on NVMe.
 pub fn boot_test(args: &[String]) -> Result<()> {
@@ -1313,55 +1342,29 @@ pub fn boot_test(args: &[String]) -> Result<()> {
         let unfixed = build(name)?;
         let dir = root.join("target/guests");
         let want_swap = name != "mbr-ext4";
-        let t0 = Instant::now();
-        let before = boot(
+        failures.extend(must_fail(
+            name,
             &unfixed,
             Bus::Virtio,
             &dir.join(format!("{name}.unfixed-virtio.log")),
+            "unfixed on virtio",
+            "the unfixed guest booted, so the test proves nothing",
+            want_swap,
             limit,
-            MUST_FAIL_HANG,
-        )?;
-        let unfixed_ok = passes(&before, want_swap).is_ok();
-        println!(
-            "boot-test {name}: unfixed on virtio: {} ({:.0}s)",
-            if unfixed_ok {
-                "BOOTED (unexpected)"
-            } else {
-                "fails, as it must"
-            },
-            t0.elapsed().as_secs_f64()
-        );
-        if unfixed_ok {
-            failures.push(format!(
-                "{name}: the unfixed guest booted, so the test proves nothing"
-            ));
-        }
+        )?);
         let host_only = matches!(name.as_str(), "hostonly" | "dracut-hostonly");
         if name == "dracut-hostonly" {
             // dracut's image has no NVMe driver either.
-            let t = Instant::now();
-            let p = boot(
+            failures.extend(must_fail(
+                name,
                 &unfixed,
                 Bus::Nvme,
                 &dir.join(format!("{name}.unfixed-nvme.log")),
+                "unfixed on NVMe",
+                "the unfixed guest booted on NVMe, so the test proves nothing",
+                want_swap,
                 limit,
-                MUST_FAIL_HANG,
-            )?;
-            let booted = passes(&p, want_swap).is_ok();
-            println!(
-                "boot-test {name}: unfixed on NVMe: {} ({:.0}s)",
-                if booted {
-                    "BOOTED (unexpected)"
-                } else {
-                    "fails, as it must"
-                },
-                t.elapsed().as_secs_f64()
-            );
-            if booted {
-                failures.push(format!(
-                    "{name}: the unfixed guest booted on NVMe, so the test proves nothing"
-                ));
-            }
+            )?);
         }
         let fixed = dir.join(format!("{name}.fixed.raw"));
         fresh_copy(&unfixed, &fixed)?;
@@ -1379,30 +1382,17 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             }
             // Every other fix, but not the drivers: it must still fail on
             // NVMe, so the injected drivers are what makes it boot there.
-            let t = Instant::now();
             let partial = fixed_without_drivers(&bin, name, &unfixed, &dir, &root)?;
-            let p = boot(
+            failures.extend(must_fail(
+                name,
                 &partial,
                 Bus::Nvme,
                 &dir.join(format!("{name}.nodrivers-nvme.log")),
+                "fixed without the driver rule on NVMe",
+                "it boots on NVMe without the injected drivers, so the test proves nothing",
+                want_swap,
                 limit,
-                MUST_FAIL_HANG,
-            )?;
-            let booted = passes(&p, want_swap).is_ok();
-            println!(
-                "boot-test {name}: fixed without the driver rule on NVMe: {} ({:.0}s)",
-                if booted {
-                    "BOOTED (unexpected)"
-                } else {
-                    "fails, as it must"
-                },
-                t.elapsed().as_secs_f64()
-            );
-            if booted {
-                failures.push(format!(
-                    "{name}: it boots on NVMe without the injected drivers, so the test proves nothing"
-                ));
-            }
+            )?);
             remove_with_journals(&partial)?;
         }
         for bus in [Bus::Virtio, Bus::Nvme] {
