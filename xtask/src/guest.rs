@@ -103,7 +103,11 @@ const CLOUD_DISK_MODULES: &[&str] = &[
 /// mdraid, virtiofs. Naming them exactly leaves those out.
 const DRACUT_MODULES: &str = "base systemd systemd-initrd dracut-systemd kernel-modules rootfs-block udev-rules fs-lib usrmount shutdown";
 
-const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,netplan.io,lvm2";
+/// `zstd` is a Recommends of initramfs-tools-core, which an installed
+/// Debian 12 has and debootstrap leaves out: without it mkinitramfs falls
+/// back from its default `COMPRESS=zstd` to gzip, and the guest's
+/// initramfs would not be what a real one is.
+const PACKAGES: &str = "linux-image-amd64,grub-pc-bin,systemd-sysv,ifupdown,isc-dhcp-client,openssh-server,iproute2,udev,initramfs-tools,zstd,netplan.io,lvm2";
 
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}").replace('"', "");

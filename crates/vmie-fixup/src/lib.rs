@@ -403,14 +403,15 @@ pub struct Plan {
     check_targets: Option<Vec<checkfs::Target>>,
 }
 
-/// Every Linux guest on the VM, inspected.
+/// Every Linux guest on the VM, inspected (initramfs images listed whole).
 pub fn linux_guests(vm: &Vm) -> Vec<Result<LinuxGuest, String>> {
+    linux_guests_with(vm, &vmie_os::InspectOptions::default())
+}
+
+fn linux_guests_with(vm: &Vm, opts: &vmie_os::InspectOptions) -> Vec<Result<LinuxGuest, String>> {
     vm.linux_roots()
         .into_iter()
-        .map(|root| {
-            vm.linux_guest(root, &vmie_os::InspectOptions::default())
-                .map_err(|e| e.to_string())
-        })
+        .map(|root| vm.linux_guest(root, opts).map_err(|e| e.to_string()))
         .collect()
 }
 
@@ -446,7 +447,16 @@ pub fn plan(images: &[PathBuf], opts: &FixOptions) -> Result<Plan, FixError> {
         return Err(FixError::NotADisk(why));
     }
 
-    let mut found = linux_guests(&vm);
+    // The rules ask only about the drivers inspection reports on, so an
+    // initramfs is read only until all of them have been seen; an image
+    // that lacks one is read whole, which is what appending to it needs.
+    let mut found = linux_guests_with(
+        &vm,
+        &vmie_os::InspectOptions {
+            initramfs_early_stop: true,
+            ..vmie_os::InspectOptions::default()
+        },
+    );
     let windows = windows_guests(&vm);
     let mut report = Report {
         dry_run: opts.dry_run,

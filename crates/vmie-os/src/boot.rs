@@ -777,8 +777,23 @@ pub(crate) fn detect_kernels(
             ),
             None => (None, Vec::new()),
         };
+        // With an early stop asked for, reading ends once every driver of
+        // DRIVERS not built into this kernel has been listed.
+        let want: std::collections::BTreeSet<String> = if ctx.opts.initramfs_early_stop {
+            let built: Vec<String> = builtin
+                .as_deref()
+                .map(|t| t.lines().filter_map(initramfs::module_name).collect())
+                .unwrap_or_default();
+            initramfs::DRIVERS
+                .iter()
+                .map(|d| d.to_string())
+                .filter(|d| !built.contains(d))
+                .collect()
+        } else {
+            Default::default()
+        };
         let initramfs = match (&initramfs_path, ctx.opts.read_initramfs) {
-            (Some(p), true) => Some(read_initramfs(ctx, p, &limits, warnings)),
+            (Some(p), true) => Some(read_initramfs(ctx, p, &limits, &want, warnings)),
             _ => None,
         };
         let in_initramfs = initramfs
@@ -855,6 +870,7 @@ fn read_initramfs(
     ctx: &Ctx<'_>,
     path: &str,
     limits: &InitramfsLimits,
+    want: &std::collections::BTreeSet<String>,
     warnings: &mut Vec<String>,
 ) -> InitramfsInfo {
     let mut info = InitramfsInfo {
@@ -876,8 +892,9 @@ fn read_initramfs(
         info.error = Some("could not be read".into());
         return info;
     };
-    match initramfs::parse_initramfs(&data, limits) {
+    match initramfs::parse_initramfs_until(&data, limits, want) {
         Ok(i) => {
+            info.complete = !i.stopped_early;
             info.modules = i.module_names();
             info.generator = i.generator().map(str::to_string);
             info.append_refusal = i.append_refusal();

@@ -79,6 +79,15 @@ pub struct Initramfs {
     /// load at boot), when one of at most 64 KiB is present.
     #[serde(skip)]
     pub conf_modules: Option<String>,
+    /// Whether reading stopped before the end of the image because every
+    /// module asked for (see [`parse_initramfs_until`]) had been seen: the
+    /// entries are then a prefix of the image's, and what needs the whole
+    /// listing (appending to the image) must read it again.
+    pub stopped_early: bool,
+    /// Modules still to be seen before reading may stop (normalised
+    /// names); empty when no early stop was asked for.
+    #[serde(skip)]
+    want: BTreeSet<String>,
 }
 
 impl Initramfs {
@@ -116,6 +125,9 @@ impl Initramfs {
     /// and legacy lzma do not (the kernel's decoders read them to the end of
     /// the buffer), and data nobody recognised would swallow what follows.
     pub fn append_refusal(&self) -> Option<String> {
+        if self.stopped_early {
+            return Some("it was listed only up to the drivers asked about, not to its end".into());
+        }
         if let Some(n) = &self.note {
             return Some(format!(
                 "the image ends in data that is not an initramfs member ({n})"
@@ -219,6 +231,11 @@ pub struct InitramfsInfo {
     pub entries: usize,
     /// Module names it holds (normalised).
     pub modules: Vec<String>,
+    /// Whether every entry was listed: false when reading stopped once
+    /// every driver asked about was found ([`crate::InspectOptions`]'s
+    /// `initramfs_early_stop`; `entries` and `modules` are then what came
+    /// before it), and when it could not be read.
+    pub complete: bool,
     /// Why it could not be (fully) read, if so.
     pub error: Option<String>,
     /// `initramfs-tools` or `dracut`, when recognised.
@@ -282,7 +299,8 @@ fn cpio_name(raw: &[u8]) -> String {
 }
 
 /// Record an entry (not the trailer) and, for a small `conf/modules`, its
-/// text (`data`, when the caller has it).
+/// text (`data`, when the caller has it). `Ok(true)` when it was the last
+/// module asked for: reading may stop (`stopped_early` is then set).
 fn push_entry(
     out: &mut Initramfs,
     limits: &InitramfsLimits,
@@ -290,7 +308,7 @@ fn push_entry(
     mode: u64,
     size: u64,
     data: Option<&[u8]>,
-) -> Result<(), OsError> {
+) -> Result<bool, OsError> {
     if out.entries.len() >= limits.max_entries {
         return Err(OsError::Initramfs(format!(
             "more than {} cpio entries; not read further",
@@ -300,12 +318,20 @@ fn push_entry(
     if let Some(text) = data.filter(|_| name == "conf/modules" && size <= MAX_CONF_MODULES) {
         out.conf_modules = Some(String::from_utf8_lossy(text).into_owned());
     }
+    let is_file = matches!(mode & 0o170000, 0o100000 | 0);
+    if is_file && !out.want.is_empty() {
+        if let Some(m) = module_name(&name) {
+            if out.want.remove(&m) && out.want.is_empty() {
+                out.stopped_early = true;
+            }
+        }
+    }
     out.entries.push(CpioEntry {
         name,
         mode: u32::try_from(mode).unwrap_or(0),
         size,
     });
-    Ok(())
+    Ok(out.stopped_early)
 }
 
 /// Parse one cpio archive at the start of `d`, appending entries. Returns
@@ -346,7 +372,9 @@ fn parse_cpio(d: &[u8], out: &mut Initramfs, limits: &InitramfsLimits) -> Result
             return Ok(pos.min(d.len()));
         }
         let data = d.get(data_start..data_end);
-        push_entry(out, limits, name, mode, filesize, data)?;
+        if push_entry(out, limits, name, mode, filesize, data)? {
+            return Ok(pos.min(d.len()));
+        }
     }
 }
 
@@ -772,7 +800,11 @@ fn parse_cpio_stream(
             in_archive = false;
             continue;
         }
-        push_entry(out, limits, name, mode, filesize, kept.as_deref())?;
+        if push_entry(out, limits, name, mode, filesize, kept.as_deref())? {
+            // Every module asked for was seen: the rest of the stream is
+            // not decompressed.
+            return Ok(());
+        }
     }
 }
 
@@ -893,9 +925,27 @@ fn guarded<T>(what: impl Fn() -> String, f: impl FnOnce() -> T) -> Result<T, OsE
     })
 }
 
-/// Decode an initramfs image.
+/// Decode an initramfs image, listing every entry.
 pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramfs, OsError> {
-    let mut out = Initramfs::default();
+    parse_initramfs_until(data, limits, &BTreeSet::new())
+}
+
+/// Decode an initramfs image, stopping as soon as a module file of each
+/// name in `want` (normalised names, see [`module_name`]) has been listed:
+/// the answer to "does it hold these drivers" is then known, and the rest
+/// is neither decompressed nor parsed ([`Initramfs::stopped_early`]). On
+/// a real Debian 12 initramfs (138 MB of cpio) the last cloud driver comes
+/// at 70% of the stream. With `want` empty, or when one of them is not in
+/// the image, the whole image is read, as [`parse_initramfs`] does.
+pub fn parse_initramfs_until(
+    data: &[u8],
+    limits: &InitramfsLimits,
+    want: &BTreeSet<String>,
+) -> Result<Initramfs, OsError> {
+    let mut out = Initramfs {
+        want: want.clone(),
+        ..Initramfs::default()
+    };
     let mut budget = limits.max_decompressed;
     let mut pos = 0usize;
     while pos < data.len() {
@@ -921,6 +971,9 @@ pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramf
                 || parse_cpio(rest, &mut out, limits),
             )??;
             out.segments.push("cpio".into());
+            if out.stopped_early {
+                break;
+            }
             pos += n.max(4);
             continue;
         }
@@ -939,7 +992,7 @@ pub fn parse_initramfs(data: &[u8], limits: &InitramfsLimits) -> Result<Initramf
             || decode_and_parse(kind, rest, budget, &mut out, limits),
         )??;
         budget = budget.saturating_sub(produced);
-        if used == 0 {
+        if used == 0 || out.stopped_early {
             break;
         }
         pos += used;

@@ -90,6 +90,12 @@ pub struct InspectOptions {
     pub max_dir_entries: usize,
     /// Whether to open and parse initramfs images at all.
     pub read_initramfs: bool,
+    /// Stop reading an initramfs once every driver of
+    /// [`initramfs::DRIVERS`] that the kernel does not build in has been
+    /// listed: the driver states are exact, the rest of the image is
+    /// neither decompressed nor listed (`InitramfsInfo::complete` is then
+    /// false). The fix run sets it; `inspect` lists images whole.
+    pub initramfs_early_stop: bool,
 }
 
 impl Default for InspectOptions {
@@ -101,6 +107,7 @@ impl Default for InspectOptions {
             max_cpio_entries: 200_000,
             max_dir_entries: 4096,
             read_initramfs: true,
+            initramfs_early_stop: false,
         }
     }
 }

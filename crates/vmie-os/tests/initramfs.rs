@@ -436,3 +436,52 @@ fn concatenated_zstd_frames_are_one_stream() {
     assert_eq!(got.module_names(), want.module_names());
     assert!(!got.module_names().is_empty());
 }
+
+/// Reading stops at the last module asked for, in every stream form (a
+/// stored archive, gzip and zstd after an early-microcode archive), and
+/// reads the whole image when one of them is not there.
+#[test]
+fn reading_stops_once_every_module_asked_for_is_seen() {
+    use std::collections::BTreeSet;
+    use vmie_os::initramfs::parse_initramfs_until;
+    let want = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let with_microcode = |z: Vec<u8>| {
+        let mut img = microcode();
+        img.extend_from_slice(&z);
+        img
+    };
+    let images = [
+        (main_archive(), vec!["cpio"]),
+        (
+            with_microcode(filter("gzip", &["-c"], "gzip", &main_archive())),
+            vec!["cpio", "gzip", "cpio"],
+        ),
+        (
+            with_microcode(filter("zstd", &["-c", "-q"], "zstd", &main_archive())),
+            vec!["cpio", "zstd", "cpio"],
+        ),
+    ];
+    let limits = InitramfsLimits::default();
+    for (img, segments) in &images {
+        let whole = parse_initramfs(img, &limits).unwrap();
+        assert!(!whole.stopped_early);
+        assert_eq!(&whole.segments, segments);
+
+        // ena comes second among the modules, nvme first: the listing
+        // ends with ena's entry.
+        let i = parse_initramfs_until(img, &limits, &want(&["nvme", "ena"])).unwrap();
+        assert!(i.stopped_early, "{segments:?}");
+        assert_eq!(i.module_names(), vec!["ena", "nvme"]);
+        assert!(i.entries.last().unwrap().name.ends_with("/ena.ko.xz"));
+        assert_eq!(i.entries[..], whole.entries[..i.entries.len()]);
+        assert!(
+            i.append_refusal().is_some(),
+            "a partial listing is no basis to append"
+        );
+
+        // One of them missing: read to the end, as without a stop.
+        let i = parse_initramfs_until(img, &limits, &want(&["nvme", "hv_storvsc"])).unwrap();
+        assert!(!i.stopped_early);
+        assert_eq!((&i.segments, &i.entries), (&whole.segments, &whole.entries));
+    }
+}

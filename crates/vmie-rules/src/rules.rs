@@ -480,6 +480,26 @@ impl Action {
                     _ => Err(format!("bcd: element {code:08x} needs `boolean` (format 6) or `integer` (format 5), matching its format")),
                 }
             }
+            // Inspection reports (and a fix run reads an initramfs until it
+            // has seen) exactly these drivers, so a rule can ask only
+            // about them.
+            Self::InitramfsCheck { drivers } | Self::InitramfsDrivers { drivers } => {
+                let known = vmie_os::initramfs::DRIVERS;
+                if drivers.is_empty() {
+                    return Err(format!("{}: `drivers` is empty", self.name()));
+                }
+                match drivers
+                    .iter()
+                    .find(|d| !known.contains(&d.replace('-', "_").as_str()))
+                {
+                    Some(d) => Err(format!(
+                        "{}: {d:?} is not a driver vmie-fixup checks for (known: {})",
+                        self.name(),
+                        known.join(", ")
+                    )),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }

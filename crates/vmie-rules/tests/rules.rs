@@ -149,6 +149,10 @@ fn errors_name_file_line_and_column() {
         ("[[rule]]\nid = \"a\"\ndescription = \"d\"\nwhen = { version = \"new\" }\nactions = []\n", 4, "bad version"),
         // unknown predicate
         ("[[rule]]\nid = \"a\"\ndescription = \"d\"\nwhen = { kernel = \"6\" }\nactions = []\n", 4, "kernel"),
+        // a driver inspection does not report on (a fix run reads an
+        // initramfs only until it has seen the ones it reports on)
+        ("[[rule]]\nid = \"a\"\ndescription = \"d\"\nactions = [{ type = \"initramfs_drivers\", drivers = [\"nvme\", \"e1000e\"] }]\n", 2, "\"e1000e\" is not a driver"),
+        ("[[rule]]\nid = \"a\"\ndescription = \"d\"\nactions = [{ type = \"initramfs_check\", drivers = [] }]\n", 2, "`drivers` is empty"),
     ];
     for (text, line, word) in cases {
         match parse(text) {
