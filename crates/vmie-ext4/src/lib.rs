@@ -26,7 +26,7 @@ mod tx;
 mod write;
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
@@ -161,7 +161,16 @@ type ReadBack = (u64, Option<Vec<u8>>);
 struct View {
     fs: Ext4,
     dirs: HashSet<Vec<u8>>,
+    /// ext4-view's metadata of paths already looked up. ext4-view walks a
+    /// path from the root on every call, and a path is resolved one prefix
+    /// at a time (`vmie_guestfs::resolve`), so without this each lookup
+    /// re-read every directory above it once per component. Dropped with
+    /// the view, i.e. by every write.
+    meta: HashMap<Vec<u8>, ext4_view::Metadata>,
 }
+
+/// Most paths whose metadata one view keeps.
+const META_CACHE: usize = 16_384;
 
 /// A mounted-in-userspace ext2/3/4 filesystem.
 ///
@@ -328,6 +337,7 @@ impl Ext4Fs {
         *self.view.borrow_mut() = Some(View {
             fs: fs.clone(),
             dirs: HashSet::new(),
+            meta: HashMap::new(),
         });
         Ok(fs)
     }
@@ -372,11 +382,20 @@ impl Ext4Fs {
 
     /// ext4-view's metadata of `path` (final symlink not followed).
     fn view_meta(&self, bytes: &[u8], shown: &str) -> Result<ext4_view::Metadata, FsError> {
+        if let Some(m) = self.view.borrow().as_ref().and_then(|v| v.meta.get(bytes)) {
+            return Ok(m.clone());
+        }
         let p = self.path(bytes)?;
-        self.call(shown, |fs| {
+        let m = self.call(shown, |fs| {
             fs.symlink_metadata(p)
                 .map_err(|e| map_err(&self.location, shown, e))
-        })
+        })?;
+        if let Some(v) = self.view.borrow_mut().as_mut() {
+            if v.meta.len() < META_CACHE {
+                v.meta.insert(bytes.to_vec(), m.clone());
+            }
+        }
+        Ok(m)
     }
 
     /// The largest directory ext4-view is let walk.
