@@ -37,9 +37,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let big10_s = big10.display().to_string();
     let lvm = crate::lvm::fixture("lvm-rhel8")?.disks[0].clone();
     let lvm_s = lvm.display().to_string();
-    // Real debootstrapped Debian 12 guests (`cargo xtask guest`): a 39 MB
-    // gzip initramfs (138 MB unpacked) holding every driver, and a host-only gzip one that
-    // gets the cloud's drivers injected.
+    // Real debootstrapped Debian 12 guests (`cargo xtask guest`): a 33 MB
+    // zstd initramfs (138 MB unpacked) holding every driver, and a
+    // host-only zstd one that gets the cloud's drivers injected.
     let real = crate::guest::build("mbr-logical-swap")?;
     let hostonly = crate::guest::build("hostonly")?;
     let real_s = real.display().to_string();
@@ -69,7 +69,7 @@ pub fn run(args: &[String]) -> Result<()> {
         vec!["--dry-run", &lvm_s],
     ));
     cases.push((
-        "inspect --format json, real Debian 12 guest (3 GiB, 39 MB gzip initramfs)",
+        "inspect --format json, real Debian 12 guest (3 GiB, 33 MB zstd initramfs)",
         vec!["inspect", "--format", "json", &real_s],
     ));
     cases.push((
