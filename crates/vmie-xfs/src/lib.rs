@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
+mod bmbt;
 mod attr;
 mod be;
 mod btree;
