@@ -104,12 +104,9 @@ pub(crate) fn walk(tx: &Tx, ip: &Inode, fork: Fork, what: &str) -> Result<Map, F
         let mut next = Vec::new();
         let mut prev = NULL_FSB;
         for (i, &(key, fsb)) in cur.iter().enumerate() {
-            let bad =
-                |d: String| bad(format!("block {fsb:#x} (level {lvl}): {d}"));
+            let bad = |d: String| bad(format!("block {fsb:#x} (level {lvl}): {d}"));
             if !seen.insert(fsb) || seen.len() as u64 > cap {
-                return Err(bad(
-                    "used twice, or more blocks than the inode owns".into(),
-                ));
+                return Err(bad("used twice, or more blocks than the inode owns".into()));
             }
             let at = c
                 .geo
@@ -222,7 +219,12 @@ pub(crate) fn max_mapped(c: &Ctx, ip: &Inode) -> usize {
 /// Blocks of an old bmbt are reused or freed, new ones allocated; the
 /// inode's block count follows (the caller adds or removes data blocks
 /// on top of `ip.nblocks` afterwards).
-pub(crate) fn store(tx: &mut Tx, ip: &mut Inode, ext: &[Extent], what: &str) -> Result<(), FsError> {
+pub(crate) fn store(
+    tx: &mut Tx,
+    ip: &mut Inode,
+    ext: &[Extent],
+    what: &str,
+) -> Result<(), FsError> {
     let c = tx.c;
     let merged = merge(c, ext);
     let old = if ip.format == FMT_BTREE {
@@ -303,11 +305,7 @@ pub(crate) fn store(tx: &mut Tx, ip: &mut Inode, ext: &[Extent], what: &str) -> 
             );
             b[6..8].copy_from_slice(&(n as u16).to_be_bytes());
             put64(&mut b, 8, if i == 0 { NULL_FSB } else { blocks[i - 1] });
-            put64(
-                &mut b,
-                16,
-                blocks.get(i + 1).copied().unwrap_or(NULL_FSB),
-            );
+            put64(&mut b, 16, blocks.get(i + 1).copied().unwrap_or(NULL_FSB));
             if c.geo.v5 {
                 let daddr = c
                     .geo

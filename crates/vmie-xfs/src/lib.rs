@@ -30,9 +30,9 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
-mod bmbt;
 mod attr;
 mod be;
+mod bmbt;
 mod btree;
 mod csum;
 mod dir;

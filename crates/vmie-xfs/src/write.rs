@@ -257,9 +257,10 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
             freed += len;
         }
         ext = kept;
-        let nb = ip.nblocks.checked_sub(freed).ok_or_else(|| {
-            c.corrupt(&shown, "the file counts fewer blocks than it maps".into())
-        })?;
+        let nb = ip
+            .nblocks
+            .checked_sub(freed)
+            .ok_or_else(|| c.corrupt(&shown, "the file counts fewer blocks than it maps".into()))?;
         dirw::set_nblocks(&mut ip, nb);
     }
     // The written extents covering blocks 0..need from the start.
