@@ -73,6 +73,14 @@ fn check_dir(img: &Path, want: &BTreeMap<String, Node>, dir: &str, what: &str) {
     assert!(ours == exp, "{what}: our reader lists /{dir} differently");
 }
 
+/// With `VMIE_KEEP_IMG=DIR`, a copy of `img` as DIR/`name` (for a
+/// kernel read through guestfish by hand).
+fn keep(img: &Path, name: &str) {
+    if let Ok(d) = std::env::var("VMIE_KEEP_IMG") {
+        std::fs::copy(img, Path::new(&d).join(name)).unwrap();
+    }
+}
+
 fn format_of(img: &Path, path: &str) -> String {
     xfs_db_format(img, path).0
 }
@@ -153,6 +161,7 @@ fn mkfs_btree_directory_takes_batches() {
         }
         let (_, fs) = open(&img.path);
         compare(&fs, &want);
+        keep(&img.path, &format!("dir-{name}.img"));
         eprintln!(
             "{name}: {}; {}; {}; format now {}",
             add.show("create"),
@@ -279,6 +288,9 @@ fn file_grows_into_btree_and_back() {
             let n = nextents(&img.path, "/grown");
             eprintln!("{what}: {fmt}, {n} extents");
             if fmt == "3 (btree)" {
+                if n > most {
+                    keep(&img.path, &format!("file-{name}.img"));
+                }
                 most = most.max(n);
             }
             if kib <= 40 {
