@@ -121,6 +121,24 @@ pub(crate) fn unsupported(c: &Ctx, op: &str, path: &str, why: impl Into<String>)
     }
 }
 
+/// An allocation refused for taking more pieces than the inode's block
+/// map can hold, said as such (other errors unchanged).
+fn too_fragmented(c: &Ctx, op: &str, path: &str, ip: &Inode, e: FsError) -> FsError {
+    match e {
+        FsError::Unsupported { why, .. } if why.contains("too fragmented") => unsupported(
+            c,
+            op,
+            path,
+            format!(
+                "inode {}: {why} (a bmbt under the inode maps at most {} extents; a second btree level is not implemented)",
+                ip.ino,
+                crate::bmbt::max_mapped(c, ip)
+            ),
+        ),
+        e => e,
+    }
+}
+
 /// Refuse allocation where the filesystem keeps reverse mappings: every
 /// new extent would need an rmapbt record, which is not implemented.
 pub(crate) fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
@@ -308,7 +326,8 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
             1,
             near,
             max_pieces,
-        )?;
+        )
+        .map_err(|e| too_fragmented(c, "replace_file", &shown, &ip, e))?;
         let added: u64 = got.iter().map(|g| g.len).sum();
         ext.extend(stage_data(&mut tx, &got, covered, data)?);
         let nb = ip.nblocks + added;
@@ -607,7 +626,8 @@ pub(crate) fn create_file(
     let need = (data.len() as u64).div_ceil(bs);
     if need > 0 {
         let room = crate::bmbt::max_mapped(c, &ip);
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
+        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)
+            .map_err(|e| too_fragmented(c, "create_file", &shown, &ip, e))?;
         let ext = stage_data(&mut tx, &got, 0, data)?;
         dirw::set_nblocks(&mut ip, need);
         dirw::set_extents(&mut tx, &mut ip, &ext, &shown)?;
@@ -652,7 +672,8 @@ pub(crate) fn symlink(
         let per = if c.geo.v5 { bs - 56 } else { bs };
         let need = target.len().div_ceil(per) as u64;
         let room = ip.data_fork().len() / 16;
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
+        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)
+            .map_err(|e| too_fragmented(c, "symlink", &shown, &ip, e))?;
         let mut ext = Vec::new();
         let mut fb = 0u64;
         let mut done = 0usize;

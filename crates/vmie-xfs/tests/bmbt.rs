@@ -172,18 +172,15 @@ fn mkfs_btree_directory_takes_batches() {
     }
 }
 
-/// An image whose free space is fragmented: `n` files of `blocks` blocks
+/// An image whose free space is fragmented: `n` files of `size` bytes
 /// each, a filler taking (almost) all other free space, then every other
 /// small file removed through our API, committed.
-fn fragmented(args: &[&str], n: usize, blocks: usize) -> Img {
+fn fragmented(args: &[&str], n: usize, size: usize) -> Img {
     let work = tempfile::tempdir().unwrap();
     let mut t = BTreeMap::new();
     t.insert("frag".to_string(), dir_node());
     for i in 0..n {
-        t.insert(
-            format!("frag/f{i:05}"),
-            regular(bytes(i as u64, blocks * 4096)),
-        );
+        t.insert(format!("frag/f{i:05}"), regular(bytes(i as u64, size)));
     }
     let proto = protofile(&t, work.path());
     let probe = mkfs(args, 300, Some(&proto));
@@ -258,7 +255,7 @@ fn nextents(img: &Path, path: &str) -> u64 {
 #[test]
 fn file_grows_into_btree_and_back() {
     for (name, args) in PROFILES2 {
-        let img = fragmented(args, 4000, 1);
+        let img = fragmented(args, 4000, 4096);
         let free0 = sb_fields(&img.path, &["fdblocks"])[0];
         let p = gp("grown");
         {
@@ -408,7 +405,7 @@ fn random_files_on_fragmented_volume() {
     let mut btree = 0;
     for case in 0..cases {
         let (name, args) = PROFILES2[(case as usize) % PROFILES2.len()];
-        let img = fragmented(args, 4000, 4);
+        let img = fragmented(args, 4000, 16384);
         let mut rng = Rng(case.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for round in 0..3 {
@@ -459,4 +456,46 @@ fn random_files_on_fragmented_volume() {
     }
     eprintln!("{cases} cases; {btree} files read back in btree form");
     assert!(btree > 0, "no file needed a btree block map");
+}
+
+/// A map needing more leaves than the inode root points to (256-byte v4
+/// inodes, 1 KiB blocks: 9 leaves of 62 records) is refused naming the
+/// inode, nothing written; the file stays as it was.
+#[test]
+fn second_bmbt_level_is_refused() {
+    let args = ["-m", "crc=0", "-b", "size=1024", "-i", "size=256"];
+    let img = fragmented(&args, 7000, 1024);
+    let p = gp("grown");
+    {
+        let (ov, mut fs) = over(&img.path);
+        fs.create_file(&p, b"", &attrs()).unwrap();
+        commit(&ov, &img.path);
+    }
+    let mut last = Vec::new();
+    for kib in (2000usize..=3400).step_by(100) {
+        let data = bytes(kib as u64, kib * 1024);
+        let (ov, mut fs) = over(&img.path);
+        match fs.replace_file(&p, &data) {
+            Ok(()) => {
+                commit(&ov, &img.path);
+                last = data;
+                eprintln!("{kib} KiB: {} extents", nextents(&img.path, "/grown"));
+            }
+            Err(e) => {
+                let m = e.to_string();
+                assert!(matches!(e, FsError::Unsupported { .. }), "{kib} KiB: {m}");
+                assert!(
+                    m.contains("second btree level") && m.contains("inode"),
+                    "{m}"
+                );
+                assert!(!ov.is_dirty(), "{kib} KiB: the refusal wrote");
+                assert_clean(&img.path, "after the refusal");
+                assert!(xfs_db_read(&img.path, "/grown") == last);
+                let n = nextents(&img.path, "/grown");
+                assert!(n > 9 * 62 / 2, "refused at {n} extents already");
+                return;
+            }
+        }
+    }
+    panic!("a 3400 KiB file never needed a second level");
 }
