@@ -672,8 +672,7 @@ pub(crate) fn symlink(
         let per = if c.geo.v5 { bs - 56 } else { bs };
         let need = target.len().div_ceil(per) as u64;
         let room = ip.data_fork().len() / 16;
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)
-            .map_err(|e| too_fragmented(c, "symlink", &shown, &ip, e))?;
+        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
         let mut ext = Vec::new();
         let mut fb = 0u64;
         let mut done = 0usize;
