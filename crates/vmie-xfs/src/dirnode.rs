@@ -482,7 +482,7 @@ fn grow(
         unwritten: false,
     });
     ext.sort_by_key(|e| e.off);
-    set_extents(c, dir, ext, what)?;
+    set_extents(tx, dir, ext, what)?;
     let nb = dir
         .nblocks
         .checked_add(g.fsbs)

@@ -9,14 +9,15 @@
 //! block to leaf, and leaf to node when the leaf1 block cannot take the
 //! new hash (and best) any more. Removing keeps the form but frees a
 //! leaf- or node-form data block it empties (xfs_repair junks empty
-//! ones). Refused: btree-form block maps (and a new block that would need
-//! one), hash trees deeper than one node level, a second freeindex block.
+//! ones). Block maps in extents or btree form alike (`bmbt` converts
+//! between them). Refused: hash trees deeper than one node level, a
+//! second freeindex block.
 
 use vmie_guestfs::FsError;
 
 use crate::be::{be16, be32, be64, put32, put64};
 use crate::dir::{data_entry_size, BLOCK_MAGIC_V2, BLOCK_MAGIC_V3, DATA_MAGIC_V2, DATA_MAGIC_V3};
-use crate::inode::{Extent, Fork, Inode, FMT_EXTENTS, FMT_LOCAL};
+use crate::inode::{Extent, Inode, FMT_BTREE, FMT_EXTENTS, FMT_LOCAL};
 use crate::tx::Tx;
 use crate::Ctx;
 
@@ -72,58 +73,16 @@ pub(crate) fn encode_extent(e: &Extent) -> [u8; 16] {
     r
 }
 
-/// Store `ext` as the inode's data fork in extents format, merging runs
-/// that continue each other; refuses when they do not fit in the fork.
+/// Store `ext` as the inode's data fork: an extent list when it fits in
+/// the fork, else a bmbt (see `bmbt::store`, which also keeps the block
+/// count of the bmbt blocks).
 pub(crate) fn set_extents(
-    c: &Ctx,
+    tx: &mut Tx,
     ip: &mut Inode,
     ext: &[Extent],
     what: &str,
 ) -> Result<(), FsError> {
-    let mut merged: Vec<Extent> = Vec::with_capacity(ext.len());
-    for e in ext {
-        if let Some(last) = merged.last_mut() {
-            if !last.unwritten
-                && !e.unwritten
-                && last.off + last.len == e.off
-                && last.fsb + last.len == e.fsb
-                && (last.fsb >> c.geo.agblklog) == (e.fsb >> c.geo.agblklog)
-                && last.len + e.len <= crate::alloc::MAX_EXTLEN
-            {
-                last.len += e.len;
-                continue;
-            }
-        }
-        merged.push(*e);
-    }
-    let size = ip.data_fork().len();
-    if merged.len() * 16 > size {
-        return Err(FsError::Unsupported {
-            fs: c.location.clone(),
-            op: format!("write {what}"),
-            why: format!(
-                "{} extents do not fit in the inode ({} fit; converting the block map to a btree is not implemented)",
-                merged.len(),
-                size / 16
-            ),
-        });
-    }
-    let core = ip.core;
-    let fork = &mut ip.raw[core..core + size];
-    fork.fill(0);
-    for (i, e) in merged.iter().enumerate() {
-        fork[i * 16..i * 16 + 16].copy_from_slice(&encode_extent(e));
-    }
-    ip.raw[5] = FMT_EXTENTS;
-    ip.format = FMT_EXTENTS;
-    let n = merged.len() as u64;
-    if ip.flags2 & crate::inode::DIFLAG2_NREXT64 != 0 {
-        put64(&mut ip.raw, 24, n);
-    } else {
-        put32(&mut ip.raw, 76, n as u32);
-    }
-    ip.nextents = n;
-    Ok(())
+    crate::bmbt::store(tx, ip, ext, what)
 }
 
 pub(crate) fn set_nblocks(ip: &mut Inode, n: u64) {
@@ -291,8 +250,8 @@ pub(crate) fn add_entry(
     let c = tx.c;
     match dir.format {
         FMT_LOCAL => add_shortform(tx, dir, name, ino, ftype, what),
-        FMT_EXTENTS => {
-            let ext = c.extents(dir, Fork::Data, what)?;
+        FMT_EXTENTS | FMT_BTREE => {
+            let ext = crate::bmbt::data_extents(tx, dir, what)?;
             let g = &c.geo;
             let end = ext.last().map_or(0, |e| e.off + e.len);
             if dir.size == u64::from(g.dir_size) && end == u64::from(g.dir_fsbs) {
@@ -306,7 +265,7 @@ pub(crate) fn add_entry(
         _ => Err(refuse(
             c,
             what,
-            "the directory's block map is a btree (writing btree-form directories is not implemented)".into(),
+            format!("the directory's data fork has format {}", dir.format),
         )),
     }
 }
@@ -468,7 +427,7 @@ fn sf_to_block(
     let core = dir.core;
     let flen = dir.data_fork().len();
     dir.raw[core..core + flen].fill(0);
-    set_extents(c, dir, &ext, what)?;
+    set_extents(tx, dir, &ext, what)?;
     set_size(dir, ds as u64);
     let nb = dir.nblocks + u64::from(g.dir_fsbs);
     set_nblocks(dir, nb);
@@ -607,10 +566,10 @@ fn block_to_leaf(
         len: u64::from(g.dir_fsbs),
         unwritten: false,
     });
-    set_extents(c, dir, &all, what)?;
+    set_extents(tx, dir, &all, what)?;
     let nb = dir.nblocks + u64::from(g.dir_fsbs);
     set_nblocks(dir, nb);
-    let ext2 = c.extents(dir, Fork::Data, what)?;
+    let ext2 = crate::bmbt::data_extents(tx, dir, what)?;
     add_leaf(tx, dir, &ext2, name, ino, ftype, what)
 }
 
@@ -681,7 +640,7 @@ fn add_leaf(
             bests,
         };
         crate::dirnode::leaf_to_node(tx, dir, ext, l1, what)?;
-        let ext2 = c.extents(dir, Fork::Data, what)?;
+        let ext2 = crate::bmbt::data_extents(tx, dir, what)?;
         return crate::dirnode::add_node(tx, dir, &ext2, name, ino, ftype, what);
     }
     let (db, at, b, ents) = match chosen {
@@ -965,8 +924,8 @@ pub(crate) fn change_entry(
     }
     match dir.format {
         FMT_LOCAL => change_shortform(tx, dir, name, change, what),
-        FMT_EXTENTS => {
-            let ext = c.extents(dir, Fork::Data, what)?;
+        FMT_EXTENTS | FMT_BTREE => {
+            let ext = crate::bmbt::data_extents(tx, dir, what)?;
             let g = &c.geo;
             let end = ext.last().map_or(0, |e| e.off + e.len);
             if dir.size == u64::from(g.dir_size) && end == u64::from(g.dir_fsbs) {
@@ -980,7 +939,7 @@ pub(crate) fn change_entry(
         _ => Err(refuse_change(
             c,
             what,
-            "the directory's block map is a btree (writing btree-form directories is not implemented)".into(),
+            format!("the directory's data fork has format {}", dir.format),
         )),
     }
 }
@@ -1211,7 +1170,7 @@ pub(crate) fn unmap_dir_block(
         ));
     };
     crate::alloc::free_extent(tx, fsb, fsbs)?;
-    set_extents(c, dir, &rest, what)?;
+    set_extents(tx, dir, &rest, what)?;
     let nb = dir.nblocks.checked_sub(fsbs).ok_or_else(|| {
         c.corrupt(
             what,

@@ -9,8 +9,8 @@
 //! [`Limits`] (directory entries, extents) or by fixed format limits
 //! (symlink targets of 1024 bytes, xattr values of 64 KiB).
 //!
-//! Writing (the `write`, `unlink`, `alloc`, `btree`, `dirw` and `tx`
-//! modules): `replace_file` (in place, growing into new blocks),
+//! Writing (the `write`, `unlink`, `alloc`, `btree`, `dirw`, `dirnode`,
+//! `bmbt` and `tx` modules): `replace_file` (in place, growing into new blocks),
 //! `create_file`, `symlink`, `mkdir`, `remove` and `rename`, each one
 //! in-memory transaction staged in a `tx::Tx` and written only after every
 //! check passed. Blocks come from (and go back to) the bnobt/cntbt, whose
@@ -19,11 +19,13 @@
 //! (inobt/finobt; freed ones return there), entries go into and out of
 //! shortform, block and leaf directories (converting shortform to block
 //! and block to leaf when adding; a removal keeps the form and frees an
-//! emptied leaf-form data block). Refused with [`FsError::Unsupported`],
+//! emptied leaf-form data block), block maps kept as extent lists or,
+//! when they outgrow the inode, as a bmbt (root in the inode over one
+//! level of leaves; converted back when they fit). Refused with [`FsError::Unsupported`],
 //! writing nothing: sparse inode chunks when no whole aligned chunk fits,
 //! allocating or freeing any block (and new inode chunks) on rmapbt
-//! filesystems, node/btree-form
-//! directories, btree-format files, overwriting or freeing shared
+//! filesystems, a bmbt deeper than one level of leaves, a second
+//! da-btree level, overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at
 //! the head); the log is never replayed nor written.
@@ -32,6 +34,7 @@
 mod alloc;
 mod attr;
 mod be;
+mod bmbt;
 mod btree;
 mod csum;
 mod dir;

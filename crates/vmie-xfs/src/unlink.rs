@@ -4,13 +4,13 @@
 //! transaction ([`Tx`]) like the other writers: the entry is removed or
 //! retargeted in place in its directory (shortform, block or leaf form; the
 //! form is kept), the link count dropped, and an inode left without links
-//! is freed the way the kernel frees it: its extents go back to the
+//! is freed the way the kernel frees it: its extents (and the blocks of a
+//! bmbt block map) go back to the
 //! bnobt/cntbt (merged with their free neighbours), its inode is cleared
 //! and marked free in the inobt/finobt, and the AGF, AGI and superblock
 //! counters follow. Refused, writing nothing: freeing blocks on rmapbt
 //! filesystems (their reverse mappings are not maintained), freeing blocks
-//! the refcountbt says are shared (reflink), btree-format block maps,
-//! realtime files, immutable or append-only inodes and directories,
+//! the refcountbt says are shared (reflink), realtime files, immutable or append-only inodes and directories,
 //! 8-byte shortform directories, node/btree-form
 //! directories, and directory targets of a rename.
 
@@ -142,6 +142,8 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
         ));
     }
     let mut ext: Vec<Extent> = Vec::new();
+    // bmbt blocks (never shared).
+    let mut meta: Vec<u64> = Vec::new();
     for (fork, fmt, present) in [
         (Fork::Data, ip.format, true),
         (Fork::Attr, ip.aformat, ip.forkoff != 0),
@@ -149,17 +151,15 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
         if !present || fmt == FMT_LOCAL || fmt == crate::inode::FMT_DEV {
             continue;
         }
-        if fmt != FMT_EXTENTS {
-            return Err(unsupported(
-                c,
-                op,
-                shown,
-                "the file's block map is a btree (freeing btree block maps is not implemented)",
-            ));
+        if fmt == crate::inode::FMT_BTREE {
+            let m = crate::bmbt::walk(tx, &ip, fork, shown)?;
+            ext.extend(m.ext);
+            meta.extend(m.blocks);
+        } else {
+            ext.extend(c.extents(&ip, fork, shown)?);
         }
-        ext.extend(c.extents(&ip, fork, shown)?);
     }
-    let total: u64 = ext.iter().map(|e| e.len).sum();
+    let total: u64 = ext.iter().map(|e| e.len).sum::<u64>() + meta.len() as u64;
     if total != ip.nblocks {
         return Err(c.corrupt(
             shown,
@@ -169,7 +169,7 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
             ),
         ));
     }
-    if !ext.is_empty() {
+    if !ext.is_empty() || !meta.is_empty() {
         if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
             return Err(unsupported(
                 c,
@@ -192,6 +192,9 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
         }
         for e in &ext {
             alloc::free_extent(tx, e.fsb, e.len)?;
+        }
+        for &b in &meta {
+            alloc::free_extent(tx, b, 1)?;
         }
     }
     let raw = cleared(c, &ip);

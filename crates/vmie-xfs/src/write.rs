@@ -4,7 +4,8 @@
 //! every check runs and every changed byte is computed before the first
 //! write to the device, so a refusal (or no space) writes nothing. Blocks
 //! and inodes are allocated from the AG btrees (a new inode chunk when all are full) (see `alloc`);
-//! directory entries are added by `dirw`. No LSN is stamped: every block
+//! directory entries are added by `dirw`; block maps that outgrow the
+//! inode are kept as a bmbt by `bmbt`. No LSN is stamped: every block
 //! keeps its own (new blocks get 0), which is at or behind the clean
 //! log's head, so the kernel mounts without recovery.
 
@@ -16,7 +17,7 @@ use crate::alloc::{self, Got};
 use crate::be::{be32, be64, put32, put64};
 use crate::dirw::{self, agno_of};
 use crate::inode::{
-    Extent, Fork, Inode, DIFLAG2_BIGTIME, DIFLAG2_NREXT64, DIFLAG2_REFLINK, FMT_EXTENTS, FMT_LOCAL,
+    Extent, Inode, DIFLAG2_BIGTIME, DIFLAG2_NREXT64, DIFLAG2_REFLINK, FMT_EXTENTS, FMT_LOCAL,
 };
 use crate::sb::{RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT};
 use crate::tx::Tx;
@@ -120,6 +121,24 @@ pub(crate) fn unsupported(c: &Ctx, op: &str, path: &str, why: impl Into<String>)
     }
 }
 
+/// An allocation refused for taking more pieces than the inode's block
+/// map can hold, said as such (other errors unchanged).
+fn too_fragmented(c: &Ctx, op: &str, path: &str, ip: &Inode, e: FsError) -> FsError {
+    match e {
+        FsError::Unsupported { why, .. } if why.contains("too fragmented") => unsupported(
+            c,
+            op,
+            path,
+            format!(
+                "inode {}: {why} (a bmbt under the inode maps at most {} extents; a second btree level is not implemented)",
+                ip.ino,
+                crate::bmbt::max_mapped(c, ip)
+            ),
+        ),
+        e => e,
+    }
+}
+
 /// Refuse allocation where the filesystem keeps reverse mappings: every
 /// new extent would need an rmapbt record, which is not implemented.
 pub(crate) fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
@@ -212,11 +231,12 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
         return Err(refuse("the file is immutable or append-only".into()));
     }
     let mut tx = Tx::new(c);
-    let mut ext = c.extents(&ip, Fork::Data, &shown)?;
+    let mut ext = crate::bmbt::data_extents(&tx, &ip, &shown)?;
     let bs = u64::from(c.geo.block_size);
     let need = (data.len() as u64).div_ceil(bs);
+    let reflink = ip.flags2 & DIFLAG2_REFLINK != 0;
     // Never overwrite a block another file shares.
-    if ip.flags2 & DIFLAG2_REFLINK != 0 {
+    if reflink {
         for e in &ext {
             if e.off < need && alloc::shared(&tx, e.fsb, e.len)? {
                 return Err(refuse(
@@ -225,6 +245,44 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
                 ));
             }
         }
+    }
+    // Blocks past the new end go back to the free space, as a truncate
+    // does (a shared one is refused: its reference count is not kept).
+    // On rmapbt filesystems, where freeing is not implemented, they stay
+    // mapped past the end of the file, which XFS allows.
+    let rmap = c.geo.ro_compat & RO_COMPAT_RMAPBT != 0;
+    let mut kept: Vec<Extent> = Vec::with_capacity(ext.len());
+    let mut cut: Vec<(u64, u64)> = Vec::new();
+    for e in &ext {
+        let end = e.off.saturating_add(e.len);
+        if end <= need || rmap {
+            kept.push(*e);
+        } else if e.off >= need {
+            cut.push((e.fsb, e.len));
+        } else {
+            let n = need - e.off;
+            kept.push(Extent { len: n, ..*e });
+            cut.push((e.fsb + n, e.len - n));
+        }
+    }
+    if !cut.is_empty() {
+        let mut freed = 0u64;
+        for &(fsb, len) in &cut {
+            if reflink && alloc::shared(&tx, fsb, len)? {
+                return Err(refuse(
+                    "the file shares blocks past its new end with another (reflink); dropping a reference count is not implemented"
+                        .into(),
+                ));
+            }
+            alloc::free_extent(&mut tx, fsb, len)?;
+            freed += len;
+        }
+        ext = kept;
+        let nb = ip
+            .nblocks
+            .checked_sub(freed)
+            .ok_or_else(|| c.corrupt(&shown, "the file counts fewer blocks than it maps".into()))?;
+        dirw::set_nblocks(&mut ip, nb);
     }
     // The written extents covering blocks 0..need from the start.
     let mut covered = 0u64;
@@ -256,16 +314,11 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
                 "the file has holes or unwritten extents after block {covered}; growing such a file is not implemented"
             )));
         }
-        if ip.format != FMT_EXTENTS {
-            return Err(refuse(
-                "the file's block map is a btree; allocating blocks for it is not implemented"
-                    .into(),
-            ));
-        }
         check_rmap(c, "replace_file", &shown)?;
         let near = ext.last().map(|e| e.fsb + e.len);
-        let room = ip.data_fork().len() / 16;
-        let max_pieces = room.saturating_sub(ext.len()).max(1) + 1;
+        let max_pieces = crate::bmbt::max_mapped(c, &ip)
+            .saturating_sub(ext.len())
+            .max(1);
         let got = alloc::alloc(
             &mut tx,
             agno_of(c, ip.ino),
@@ -273,12 +326,15 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
             1,
             near,
             max_pieces,
-        )?;
+        )
+        .map_err(|e| too_fragmented(c, "replace_file", &shown, &ip, e))?;
         let added: u64 = got.iter().map(|g| g.len).sum();
         ext.extend(stage_data(&mut tx, &got, covered, data)?);
-        dirw::set_extents(c, &mut ip, &ext, &shown)?;
         let nb = ip.nblocks + added;
         dirw::set_nblocks(&mut ip, nb);
+        dirw::set_extents(&mut tx, &mut ip, &ext, &shown)?;
+    } else if !cut.is_empty() {
+        dirw::set_extents(&mut tx, &mut ip, &ext, &shown)?;
     }
     put64(&mut ip.raw, 56, data.len() as u64);
     touch(&mut ip);
@@ -569,11 +625,12 @@ pub(crate) fn create_file(
     let bs = u64::from(c.geo.block_size);
     let need = (data.len() as u64).div_ceil(bs);
     if need > 0 {
-        let room = ip.data_fork().len() / 16;
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
+        let room = crate::bmbt::max_mapped(c, &ip);
+        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)
+            .map_err(|e| too_fragmented(c, "create_file", &shown, &ip, e))?;
         let ext = stage_data(&mut tx, &got, 0, data)?;
-        dirw::set_extents(c, &mut ip, &ext, &shown)?;
         dirw::set_nblocks(&mut ip, need);
+        dirw::set_extents(&mut tx, &mut ip, &ext, &shown)?;
     }
     dirw::set_size(&mut ip, data.len() as u64);
     link_and_commit(tx, dir, ip, &name, FT_REG, &shown)
@@ -651,8 +708,8 @@ pub(crate) fn symlink(
             });
             fb += g.len;
         }
-        dirw::set_extents(c, &mut ip, &ext, &shown)?;
         dirw::set_nblocks(&mut ip, need);
+        dirw::set_extents(&mut tx, &mut ip, &ext, &shown)?;
     }
     dirw::set_size(&mut ip, target.len() as u64);
     link_and_commit(tx, dir, ip, &name, FT_SYMLINK, &shown)

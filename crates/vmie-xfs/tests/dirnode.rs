@@ -33,7 +33,7 @@ const MKFS_PROFILES: [(&str, &[&str], u64); 2] = [NODE_PROFILES[0], NODE_PROFILE
 /// mkfs.xfs with `args` and 1 KiB inodes, from `proto`. mkfs fills a
 /// 5,000-entry directory with its inode chunks between the directory's
 /// blocks: 40-odd extents, a btree block map in a 256 or 512-byte inode
-/// (refused: out of scope), an extent list in a 1 KiB one.
+/// (tests/bmbt.rs), an extent list in a 1 KiB one.
 fn mkfs_big_inodes(args: &[&str], proto: &Path) -> Img {
     let mut a = args.to_vec();
     a.extend(["-i", "size=1024"]);
@@ -481,31 +481,6 @@ fn corrupted_node_blocks_refuse_adds() {
         );
         assert!(!ov.is_dirty(), "{name}");
     }
-}
-
-/// mkfs's own 5,000-entry directory in a 512-byte inode has a btree
-/// block map: adds and removes are refused (converting or writing btree
-/// block maps is out of scope), naming the reason, writing nothing.
-#[test]
-fn btree_form_directory_is_refused() {
-    let t = node_tree(5000);
-    let work = tempfile::tempdir().unwrap();
-    let proto = protofile(&t, work.path());
-    let img = mkfs(NODE_PROFILES[0].1, 300, Some(&proto));
-    assert_eq!(xfs_db_format(&img.path, "/big").0, "3 (btree)");
-    let (ov, mut fs) = over(&img.path);
-    let err = fs
-        .create_file(&gp("big/one-more"), b"", &attrs())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("btree"), "{err}");
-    let err = fs
-        .remove(&gp(&format!("big/{}", name_for(7, 0))))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("btree"), "{err}");
-    assert!(!ov.is_dirty());
-    assert_clean(&img.path, "after refusals");
 }
 
 /// Bytes of the hash tree root, a leaf and the freeindex block changed

@@ -1,0 +1,350 @@
+//! Writing long-form bmbt block maps: a fork whose extent list outgrows
+//! the inode becomes a B+tree rooted in the inode (an `xfs_bmdr_block`
+//! header, keys and pointers sized to the fork) over one level of leaf
+//! blocks (the long-form btree header; on v5 also the disk address, UUID,
+//! owner inode and CRC), and goes back to an extent list when its records
+//! fit in the fork again, as the kernel's extents↔btree conversions do
+//! (the kernel's inode verifier refuses a btree fork whose extents fit).
+//!
+//! Every change rewrites the whole map: the leaves are refilled evenly
+//! (so every leaf of a multi-leaf tree holds at least half its maximum),
+//! the blocks the old tree used are reused first, extra ones come from
+//! the allocator near the inode and surplus ones are freed; the inode's
+//! block count follows. A map that needs more leaves than the inode root
+//! points to (a second level of nodes) is refused.
+//!
+//! Reading for a write goes through the transaction ([`walk`]), with
+//! every block checked: magic, v5 CRC/UUID/owner/disk address, level,
+//! record counts, keys equal to the first offset below them, sibling
+//! chains, records in file-offset order, each block visited once.
+
+use std::collections::HashSet;
+
+use vmie_guestfs::FsError;
+
+use crate::be::{be16, be32, be64, put32, put64};
+use crate::dirw::{agno_of, encode_extent};
+use crate::inode::{decode_extent, Extent, Fork, Inode, FMT_BTREE, FMT_EXTENTS};
+use crate::tx::Tx;
+use crate::Ctx;
+
+const BMAP_MAGIC: u32 = 0x424d_4150;
+const BMAP_CRC_MAGIC: u32 = 0x424d_4133;
+const NULL_FSB: u64 = u64::MAX;
+/// Deepest tree walked (ours are at most 1; mkfs and the kernel make
+/// deeper ones only for hundreds of thousands of extents).
+const MAX_LEVEL: u16 = 8;
+
+/// A fork's block map as read from its bmbt.
+#[derive(Debug, Default)]
+pub(crate) struct Map {
+    pub ext: Vec<Extent>,
+    /// Every bmbt block below the inode root, level by level.
+    pub blocks: Vec<u64>,
+}
+
+fn hdr_len(c: &Ctx) -> usize {
+    if c.geo.v5 {
+        72
+    } else {
+        24
+    }
+}
+
+fn leaf_max(c: &Ctx) -> usize {
+    (c.geo.block_size as usize - hdr_len(c)) / 16
+}
+
+fn fork_bytes(ip: &Inode, fork: Fork) -> &[u8] {
+    match fork {
+        Fork::Data => ip.data_fork(),
+        Fork::Attr => ip.attr_fork().unwrap_or(&[]),
+    }
+}
+
+/// The extents of `ip`'s data fork, reading bmbt blocks through `tx`
+/// (they may have been rewritten earlier in the same operation).
+pub(crate) fn data_extents(tx: &Tx, ip: &Inode, what: &str) -> Result<Vec<Extent>, FsError> {
+    if ip.format == FMT_BTREE {
+        Ok(walk(tx, ip, Fork::Data, what)?.ext)
+    } else {
+        tx.c.extents(ip, Fork::Data, what)
+    }
+}
+
+/// Read and check the bmbt of one fork in btree format.
+pub(crate) fn walk(tx: &Tx, ip: &Inode, fork: Fork, what: &str) -> Result<Map, FsError> {
+    let c = tx.c;
+    let bytes = fork_bytes(ip, fork);
+    let bad = |d: String| c.corrupt(what, format!("inode {} {fork:?} fork bmbt: {d}", ip.ino));
+    if bytes.len() < 4 + 16 {
+        return Err(bad("fork too small for a btree root".into()));
+    }
+    let level = be16(bytes, 0);
+    let numrecs = usize::from(be16(bytes, 2));
+    let rootmax = (bytes.len() - 4) / 16;
+    if level == 0 || level > MAX_LEVEL || numrecs == 0 || numrecs > rootmax {
+        return Err(bad(format!(
+            "root level {level} with {numrecs} records ({rootmax} fit)"
+        )));
+    }
+    let bs = c.geo.block_size as usize;
+    let hdr = hdr_len(c);
+    let lmax = leaf_max(c);
+    let nmax = (bs - hdr) / 16;
+    let magic = if c.geo.v5 { BMAP_CRC_MAGIC } else { BMAP_MAGIC };
+    // (key, ptr) of the level being read.
+    let mut cur: Vec<(u64, u64)> = (0..numrecs)
+        .map(|i| (be64(bytes, 4 + i * 8), be64(bytes, 4 + rootmax * 8 + i * 8)))
+        .collect();
+    let mut map = Map::default();
+    let mut seen = HashSet::new();
+    let cap = ip.nblocks.min(c.geo.dblocks);
+    for lvl in (0..level).rev() {
+        let mut next = Vec::new();
+        let mut prev = NULL_FSB;
+        for (i, &(key, fsb)) in cur.iter().enumerate() {
+            let bad = |d: String| bad(format!("block {fsb:#x} (level {lvl}): {d}"));
+            if !seen.insert(fsb) || seen.len() as u64 > cap {
+                return Err(bad("used twice, or more blocks than the inode owns".into()));
+            }
+            let at = c
+                .geo
+                .fsb_to_byte(fsb, 1)
+                .ok_or_else(|| bad("outside the filesystem".into()))?;
+            let b = tx.read(at, bs)?;
+            if be32(&b, 0) != magic {
+                return Err(bad("bad magic".into()));
+            }
+            if c.geo.v5 {
+                if !crate::csum::verify(&b, 64) {
+                    return Err(bad("CRC mismatch".into()));
+                }
+                if be64(&b, 56) != ip.ino || b[40..56] != c.geo.meta_uuid {
+                    return Err(bad("owner or UUID is not this inode's".into()));
+                }
+                if Some(be64(&b, 24)) != c.geo.fsb_to_daddr(fsb) {
+                    return Err(bad("records another disk address".into()));
+                }
+            }
+            let bl = be16(&b, 4);
+            let n = usize::from(be16(&b, 6));
+            let max = if lvl == 0 { lmax } else { nmax };
+            if bl != lvl || n == 0 || n > max {
+                return Err(bad(format!("level {bl} with {n} records")));
+            }
+            let (left, right) = (be64(&b, 8), be64(&b, 16));
+            let last = i + 1 == cur.len();
+            if left != prev || (last && right != NULL_FSB) || (!last && right != cur[i + 1].1) {
+                return Err(bad("sibling pointers do not chain".into()));
+            }
+            prev = fsb;
+            let first = if lvl == 0 {
+                decode_extent(&b[hdr..hdr + 16]).off
+            } else {
+                be64(&b, hdr)
+            };
+            if first != key {
+                return Err(bad(format!(
+                    "starts at file block {first}, its key says {key}"
+                )));
+            }
+            for j in 0..n {
+                if lvl == 0 {
+                    if map.ext.len() as u64 >= c.max_extents() {
+                        return Err(bad(format!("more than {} extents", c.max_extents())));
+                    }
+                    map.ext
+                        .push(decode_extent(&b[hdr + j * 16..hdr + j * 16 + 16]));
+                } else {
+                    next.push((be64(&b, hdr + j * 8), be64(&b, hdr + nmax * 8 + j * 8)));
+                }
+            }
+            map.blocks.push(fsb);
+        }
+        cur = next;
+    }
+    let mut end = 0u64;
+    for (i, e) in map.ext.iter().enumerate() {
+        if e.len == 0 || e.off < end || c.geo.fsb_to_byte(e.fsb, e.len).is_none() {
+            return Err(bad(format!(
+                "record {i} (file block {}, {} blocks at {:#x}) is empty, out of order or outside the filesystem",
+                e.off, e.len, e.fsb
+            )));
+        }
+        end = e.off.saturating_add(e.len);
+    }
+    Ok(map)
+}
+
+/// `ext` with runs that continue each other merged.
+fn merge(c: &Ctx, ext: &[Extent]) -> Vec<Extent> {
+    let mut merged: Vec<Extent> = Vec::with_capacity(ext.len());
+    for e in ext {
+        if let Some(last) = merged.last_mut() {
+            if last.unwritten == e.unwritten
+                && last.off + last.len == e.off
+                && last.fsb + last.len == e.fsb
+                && (last.fsb >> c.geo.agblklog) == (e.fsb >> c.geo.agblklog)
+                && last.len + e.len <= crate::alloc::MAX_EXTLEN
+            {
+                last.len += e.len;
+                continue;
+            }
+        }
+        merged.push(*e);
+    }
+    merged
+}
+
+fn set_nextents(ip: &mut Inode, n: u64) {
+    if ip.flags2 & crate::inode::DIFLAG2_NREXT64 != 0 {
+        put64(&mut ip.raw, 24, n);
+    } else {
+        put32(&mut ip.raw, 76, n as u32);
+    }
+    ip.nextents = n;
+}
+
+/// Most extents a data fork of this inode can map with a one-level bmbt.
+pub(crate) fn max_mapped(c: &Ctx, ip: &Inode) -> usize {
+    let fsize = ip.data_fork().len();
+    (fsize.saturating_sub(4) / 16)
+        .saturating_mul(leaf_max(c))
+        .max(fsize / 16)
+}
+
+/// Store `ext` (sorted by file offset) as `ip`'s data fork: an extent
+/// list when it fits in the fork, else a bmbt under a root in the inode.
+/// Blocks of an old bmbt are reused or freed, new ones allocated; the
+/// inode's block count follows (the caller adds or removes data blocks
+/// on top of `ip.nblocks` afterwards).
+pub(crate) fn store(
+    tx: &mut Tx,
+    ip: &mut Inode,
+    ext: &[Extent],
+    what: &str,
+) -> Result<(), FsError> {
+    let c = tx.c;
+    let merged = merge(c, ext);
+    let old = if ip.format == FMT_BTREE {
+        walk(tx, ip, Fork::Data, what)?.blocks
+    } else {
+        Vec::new()
+    };
+    let fsize = ip.data_fork().len();
+    let core = ip.core;
+    let unsupported = |why: String| FsError::Unsupported {
+        fs: c.location.clone(),
+        op: format!("write {what}"),
+        why,
+    };
+    let nb_delta: i64;
+    if merged.len() * 16 <= fsize {
+        for &b in &old {
+            crate::alloc::free_extent(tx, b, 1)?;
+        }
+        let fork = &mut ip.raw[core..core + fsize];
+        fork.fill(0);
+        for (i, e) in merged.iter().enumerate() {
+            fork[i * 16..i * 16 + 16].copy_from_slice(&encode_extent(e));
+        }
+        ip.raw[5] = FMT_EXTENTS;
+        ip.format = FMT_EXTENTS;
+        nb_delta = -(old.len() as i64);
+    } else {
+        let lmax = leaf_max(c);
+        let rootmax = fsize.saturating_sub(4) / 16;
+        let nleaves = merged.len().div_ceil(lmax);
+        if nleaves > rootmax {
+            return Err(unsupported(format!(
+                "inode {}: {} extents need {nleaves} bmbt leaves, more than the {rootmax} the inode's root points to; a second btree level is not implemented",
+                ip.ino,
+                merged.len()
+            )));
+        }
+        let mut blocks: Vec<u64> = old.iter().copied().take(nleaves).collect();
+        for &b in old.iter().skip(nleaves) {
+            crate::alloc::free_extent(tx, b, 1)?;
+        }
+        let more = nleaves - blocks.len();
+        if more > 0 {
+            let got = crate::alloc::alloc(tx, agno_of(c, ip.ino), more as u64, 1, None, more)?;
+            for g in got {
+                for k in 0..g.len {
+                    blocks.push(g.fsb + k);
+                }
+            }
+        }
+        if blocks.len() != nleaves {
+            return Err(c.corrupt(what, "the allocator returned the wrong count".into()));
+        }
+        let base = merged.len() / nleaves;
+        let extra = merged.len() % nleaves;
+        let bs = c.geo.block_size as usize;
+        let hdr = hdr_len(c);
+        let mut from = 0usize;
+        let mut keys = Vec::with_capacity(nleaves);
+        for (i, &fsb) in blocks.iter().enumerate() {
+            let n = base + usize::from(i < extra);
+            let recs = &merged[from..from + n];
+            let at = c
+                .geo
+                .fsb_to_byte(fsb, 1)
+                .ok_or_else(|| c.corrupt(what, "bmbt block outside the filesystem".into()))?;
+            let lsn = if c.geo.v5 && old.contains(&fsb) {
+                be64(&tx.read(at, bs)?, 32)
+            } else {
+                0
+            };
+            let mut b = vec![0u8; bs];
+            put32(
+                &mut b,
+                0,
+                if c.geo.v5 { BMAP_CRC_MAGIC } else { BMAP_MAGIC },
+            );
+            b[6..8].copy_from_slice(&(n as u16).to_be_bytes());
+            put64(&mut b, 8, if i == 0 { NULL_FSB } else { blocks[i - 1] });
+            put64(&mut b, 16, blocks.get(i + 1).copied().unwrap_or(NULL_FSB));
+            if c.geo.v5 {
+                let daddr = c
+                    .geo
+                    .fsb_to_daddr(fsb)
+                    .ok_or_else(|| c.corrupt(what, "bmbt block outside the filesystem".into()))?;
+                put64(&mut b, 24, daddr);
+                put64(&mut b, 32, lsn);
+                b[40..56].copy_from_slice(&c.geo.meta_uuid);
+                put64(&mut b, 56, ip.ino);
+            }
+            for (j, e) in recs.iter().enumerate() {
+                b[hdr + j * 16..hdr + j * 16 + 16].copy_from_slice(&encode_extent(e));
+            }
+            if c.geo.v5 {
+                crate::csum::update(&mut b, 64);
+            }
+            tx.write(at, b)?;
+            keys.push(recs[0].off);
+            from += n;
+        }
+        let fork = &mut ip.raw[core..core + fsize];
+        fork.fill(0);
+        fork[0..2].copy_from_slice(&1u16.to_be_bytes());
+        fork[2..4].copy_from_slice(&(nleaves as u16).to_be_bytes());
+        for (i, (k, p)) in keys.iter().zip(&blocks).enumerate() {
+            put64(fork, 4 + i * 8, *k);
+            put64(fork, 4 + rootmax * 8 + i * 8, *p);
+        }
+        ip.raw[5] = FMT_BTREE;
+        ip.format = FMT_BTREE;
+        nb_delta = nleaves as i64 - old.len() as i64;
+    }
+    set_nextents(ip, merged.len() as u64);
+    let nb = ip.nblocks.checked_add_signed(nb_delta).ok_or_else(|| {
+        c.corrupt(
+            what,
+            format!("inode {} counts fewer blocks than its bmbt", ip.ino),
+        )
+    })?;
+    crate::dirw::set_nblocks(ip, nb);
+    Ok(())
+}
