@@ -803,7 +803,7 @@ fn fresh_copy(src: &Path, dst: &Path) -> Result<()> {
 
 /// The fixed `hostonly` (or `dracut-hostonly`) guest's initramfs, read
 /// with the Linux tools: the original is kept as `…vmie.bak` and is the
-/// first bytes of the new image; unpacking the original (gzip + cpio) and
+/// first bytes of the new image; unpacking the original (gzip or zstd, then cpio) and
 /// then the appended archive (cpio) over it gives a tree in which the
 /// host's kmod resolves `nvme` and `virtio_blk` with their dependencies
 /// (`modprobe --show-depends -d`), and which loads them before it looks for
@@ -861,11 +861,12 @@ fn check_injected(fixed: &Path, work: &Path, dracut: bool) -> Result<String> {
     );
     let tree = work.join("tree");
     std::fs::create_dir_all(&tree)?;
+    let bak = work.join(format!("{initrd}.vmie.bak"));
     run(Command::new("sh")
         .arg("-c")
-        .arg("gzip -dc \"$1\" | cpio -idm --quiet")
+        .arg(format!("{} -dc \"$1\" | cpio -idm --quiet", decompressor(&bak)?))
         .arg("sh")
-        .arg(work.join(format!("{initrd}.vmie.bak")))
+        .arg(&bak)
         .current_dir(&tree))?;
     std::fs::write(work.join("tail.cpio"), tail)?;
     run(Command::new("sh")
@@ -934,15 +935,21 @@ fn check_injected(fixed: &Path, work: &Path, dracut: bool) -> Result<String> {
     ))
 }
 
-/// Fails unless the initramfs (one gzip or zstd cpio archive, as Debian's
-/// initramfs-tools writes it) holds a path ending in each of `wanted`.
-fn initrd_has(initrd: &Path, wanted: &[&str]) -> Result<()> {
+/// The tool that decompresses an initramfs of one compressed cpio archive
+/// (gzip or zstd, what Debian's initramfs-tools and dracut write here).
+fn decompressor(initrd: &Path) -> Result<&'static str> {
     let head = image::read_at(initrd, 0, 4)?;
-    let unpack = match head.as_slice() {
+    Ok(match head.as_slice() {
         [0x1f, 0x8b, ..] => "gzip",
         [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
         other => bail!("{}: unknown compression {other:02x?}", initrd.display()),
-    };
+    })
+}
+
+/// Fails unless the initramfs (one gzip or zstd cpio archive, as Debian's
+/// initramfs-tools writes it) holds a path ending in each of `wanted`.
+fn initrd_has(initrd: &Path, wanted: &[&str]) -> Result<()> {
+    let unpack = decompressor(initrd)?;
     let list = output(
         Command::new("sh")
             .arg("-c")
