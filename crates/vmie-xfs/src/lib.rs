@@ -42,6 +42,7 @@ mod log;
 mod sb;
 mod tx;
 mod unlink;
+mod rmap;
 mod write;
 
 use std::cell::RefCell;

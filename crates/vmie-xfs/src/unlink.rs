@@ -20,7 +20,7 @@ use crate::alloc;
 use crate::be::{put32, put64};
 use crate::dirw::{self, Change};
 use crate::inode::{Extent, Fork, Inode, DIFLAG2_BIGTIME, DIFLAG2_NREXT64, FMT_EXTENTS, FMT_LOCAL};
-use crate::sb::{INCOMPAT_NREXT64, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT};
+use crate::sb::{INCOMPAT_NREXT64, RO_COMPAT_REFLINK};
 use crate::tx::Tx;
 use crate::write::{
     self, check, finish_sb, seal, touch, unsupported, DIFLAG_APPEND, DIFLAG_IMMUTABLE, FT_DIR,
@@ -141,7 +141,7 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
             "the file's data is on the realtime device",
         ));
     }
-    let mut ext: Vec<Extent> = Vec::new();
+    let mut ext: Vec<(bool, Extent)> = Vec::new();
     for (fork, fmt, present) in [
         (Fork::Data, ip.format, true),
         (Fork::Attr, ip.aformat, ip.forkoff != 0),
@@ -157,9 +157,10 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
                 "the file's block map is a btree (freeing btree block maps is not implemented)",
             ));
         }
-        ext.extend(c.extents(&ip, fork, shown)?);
+        let attr = fork == Fork::Attr;
+        ext.extend(c.extents(&ip, fork, shown)?.into_iter().map(|e| (attr, e)));
     }
-    let total: u64 = ext.iter().map(|e| e.len).sum();
+    let total: u64 = ext.iter().map(|(_, e)| e.len).sum();
     if total != ip.nblocks {
         return Err(c.corrupt(
             shown,
@@ -170,16 +171,8 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
         ));
     }
     if !ext.is_empty() {
-        if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
-            return Err(unsupported(
-                c,
-                op,
-                shown,
-                "the filesystem has reverse-mapping btrees (rmapbt); freeing blocks there is not implemented",
-            ));
-        }
         if c.geo.ro_compat & RO_COMPAT_REFLINK != 0 {
-            for e in &ext {
+            for (_, e) in &ext {
                 if alloc::shared(tx, e.fsb, e.len)? {
                     return Err(unsupported(
                         c,
@@ -190,8 +183,15 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
                 }
             }
         }
-        for e in &ext {
-            alloc::free_extent(tx, e.fsb, e.len)?;
+        for (attr, e) in &ext {
+            let mut who = alloc::Owner::data(ip.ino, e.off);
+            if *attr {
+                who = who.attr();
+            }
+            if e.unwritten {
+                who = who.unwritten();
+            }
+            alloc::free_for(tx, e.fsb, e.len, who)?;
         }
     }
     let raw = cleared(c, &ip);

@@ -120,20 +120,6 @@ pub(crate) fn unsupported(c: &Ctx, op: &str, path: &str, why: impl Into<String>)
     }
 }
 
-/// Refuse allocation where the filesystem keeps reverse mappings: every
-/// new extent would need an rmapbt record, which is not implemented.
-pub(crate) fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
-    if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
-        return Err(unsupported(
-            c,
-            op,
-            path,
-            "the filesystem has reverse-mapping btrees (rmapbt); allocating blocks there is not implemented",
-        ));
-    }
-    Ok(())
-}
-
 /// Apply the superblock counter changes to the primary superblock. With
 /// lazy counters the kernel would only fold them in at unmount; we keep
 /// the primary superblock equal to the sum of the AG headers, as a clean
@@ -262,12 +248,12 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
                     .into(),
             ));
         }
-        check_rmap(c, "replace_file", &shown)?;
         let near = ext.last().map(|e| e.fsb + e.len);
         let room = ip.data_fork().len() / 16;
         let max_pieces = room.saturating_sub(ext.len()).max(1) + 1;
-        let got = alloc::alloc(
+        let got = alloc::alloc_for(
             &mut tx,
+            alloc::Owner::data(ip.ino, covered),
             agno_of(c, ip.ino),
             need - covered,
             1,
@@ -554,9 +540,6 @@ pub(crate) fn create_file(
     let (dir, name) = prepare(fs, "create_file", path)?;
     let c = &fs.ctx;
     let shown = path.to_string();
-    if !data.is_empty() {
-        check_rmap(c, "create_file", &shown)?;
-    }
     let mut tx = Tx::new(c);
     let ino = alloc::ialloc(&mut tx, agno_of(c, dir.ino))?;
     let spec = NewInode {
@@ -570,7 +553,15 @@ pub(crate) fn create_file(
     let need = (data.len() as u64).div_ceil(bs);
     if need > 0 {
         let room = ip.data_fork().len() / 16;
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
+        let got = alloc::alloc_for(
+            &mut tx,
+            alloc::Owner::data(ino, 0),
+            agno_of(c, ino),
+            need,
+            1,
+            None,
+            room,
+        )?;
         let ext = stage_data(&mut tx, &got, 0, data)?;
         dirw::set_extents(c, &mut ip, &ext, &shown)?;
         dirw::set_nblocks(&mut ip, need);
@@ -610,12 +601,19 @@ pub(crate) fn symlink(
         let core = ip.core;
         ip.raw[core..core + target.len()].copy_from_slice(target);
     } else {
-        check_rmap(c, "symlink", &shown)?;
         let bs = c.geo.block_size as usize;
         let per = if c.geo.v5 { bs - 56 } else { bs };
         let need = target.len().div_ceil(per) as u64;
         let room = ip.data_fork().len() / 16;
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
+        let got = alloc::alloc_for(
+            &mut tx,
+            alloc::Owner::data(ino, 0),
+            agno_of(c, ino),
+            need,
+            1,
+            None,
+            room,
+        )?;
         let mut ext = Vec::new();
         let mut fb = 0u64;
         let mut done = 0usize;
