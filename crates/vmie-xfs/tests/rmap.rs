@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use vmie_guestfs::{GuestFs, GuestPath, NewAttrs};
+use vmie_guestfs::{GuestFs, GuestFsExt, GuestPath, NewAttrs};
 
 /// The rmapbt profiles this mkfs can make.
 fn profiles() -> Vec<Vec<&'static str>> {
@@ -61,18 +61,25 @@ fn step(
     check_all(img, want, what);
 }
 
-/// The number of records and levels of AG 0's rmapbt, by xfs_db.
+/// The rmapbt shape by xfs_db: the most levels of any AG and the blocks
+/// of all AGs' trees (agf_rmap_level, agf_rmap_blocks).
 fn rmap_shape(img: &std::path::Path) -> (u64, u64) {
-    let o = xfs_db(img, false, &["agf 0", "print rmaplevel rmapblocks"]);
-    let f = |k: &str| {
-        o.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
-            .unwrap_or_else(|| panic!("{k} in {o}"))
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
-    (f("rmaplevel"), f("rmapblocks"))
+    let agcount = sb_fields(img, &["agcount"])[0];
+    let mut shape = (0, 0);
+    for a in 0..agcount {
+        let o = xfs_db(img, false, &[&format!("agf {a}"), "print rmaplevel rmapblocks"]);
+        let f = |k: &str| {
+            o.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .unwrap_or_else(|| panic!("{k} in {o}"))
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        shape.0 = f("rmaplevel").max(shape.0);
+        shape.1 += f("rmapblocks");
+    }
+    shape
 }
 
 #[test]
@@ -164,4 +171,222 @@ fn every_write_keeps_the_rmapbt() {
             }
         });
     }
+}
+
+/// Hundreds of one-block files side by side (1 KiB blocks: 40 records a
+/// leaf) split the rmapbt of AG 0 into a two-level tree with low and high
+/// keys; removing them merges it back to one leaf. xfs_repair -n checks
+/// the records and the keys after each step.
+#[test]
+fn rmapbt_leaves_split_and_merge() {
+    let mut t = BTreeMap::new();
+    t.insert(
+        "d".to_string(),
+        Node::Dir {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for args in [
+        &["-m", "crc=1,rmapbt=1,reflink=0", "-b", "size=1024"][..],
+        &["-m", "crc=1,rmapbt=1,reflink=1", "-b", "size=1024"][..],
+    ] {
+        let img = mkfs(args, 300, Some(&proto));
+        let what = format!("{args:?}");
+        let fresh = rmap_shape(&img.path);
+        assert_eq!(fresh.0, 1, "{what}: after mkfs");
+        let mut want = t.clone();
+        let n = 400;
+        for k in 0..n {
+            want.insert(format!("d/f{k:04}"), regular(bytes(k, 700)));
+        }
+        let start = std::time::Instant::now();
+        step(&img.path, &want, &format!("{what} {n} files"), &mut |fs| {
+            for k in 0..n {
+                fs.create_file(
+                    &gp(&format!("/d/f{k:04}")),
+                    &bytes(k, 700),
+                    &NewAttrs::default(),
+                )
+                .unwrap();
+            }
+        });
+        let grown = rmap_shape(&img.path);
+        eprintln!(
+            "{what}: {n} files in {:?}: rmapbt up to {} levels, {} blocks in all AGs",
+            start.elapsed(),
+            grown.0,
+            grown.1
+        );
+        assert!(grown.0 >= 2 && grown.1 >= fresh.1 + 2, "{what}: {grown:?}");
+        // Every other file goes (records split into islands), then the
+        // rest (the tree shrinks back).
+        for k in (0..n).step_by(2) {
+            want.remove(&format!("d/f{k:04}"));
+        }
+        step(&img.path, &want, &format!("{what} half removed"), &mut |fs| {
+            for k in (0..n).step_by(2) {
+                fs.remove(&gp(&format!("/d/f{k:04}"))).unwrap();
+            }
+        });
+        for k in (1..n).step_by(2) {
+            want.remove(&format!("d/f{k:04}"));
+        }
+        step(&img.path, &want, &format!("{what} all removed"), &mut |fs| {
+            for k in (1..n).step_by(2) {
+                fs.remove(&gp(&format!("/d/f{k:04}"))).unwrap();
+            }
+        });
+        let shrunk = rmap_shape(&img.path);
+        eprintln!("{what}: after removing them: {shrunk:?}");
+        assert_eq!(shrunk, fresh, "{what}");
+    }
+}
+
+/// A damaged rmapbt block (bad magic; a record count past the block; a
+/// record outside the AG, CRC recomputed by xfs_db) is refused by any
+/// write that would change it, naming the rmapbt, and nothing is written.
+#[test]
+fn damaged_rmapbt_is_refused() {
+    let t = tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    for (what, cmd) in [
+        ("magic", "write -d magic 0x41425442"),
+        ("numrecs", "write -d numrecs 5000"),
+        ("record", "write -d recs[1].startblock 4000000000"),
+    ] {
+        let img = mkfs(&["-m", "crc=1,rmapbt=1,reflink=0"], 300, Some(&proto));
+        let agcount = sb_fields(&img.path, &["agcount"])[0];
+        for a in 0..agcount {
+            xfs_db(
+                &img.path,
+                true,
+                &[&format!("agf {a}"), "addr rmaproot", cmd],
+            );
+        }
+        let before = std::fs::read(&img.path).unwrap();
+        let (ov, mut fs) = over(&img.path);
+        // Reading still works.
+        assert_eq!(
+            fs.read("/etc/odd").unwrap().len(),
+            10_001,
+            "{what}: read"
+        );
+        let e = fs
+            .create_file(&gp("/etc/new"), &bytes(1, 9000), &NewAttrs::default())
+            .expect_err(what)
+            .to_string();
+        assert!(e.contains("rmapbt"), "{what}: {e}");
+        let e2 = fs
+            .replace_file(&gp("/etc/odd"), &bytes(2, 100_000))
+            .expect_err(what)
+            .to_string();
+        assert!(e2.contains("rmapbt"), "{what}: {e2}");
+        assert!(!ov.is_dirty(), "{what}: the overlay was written");
+        drop(fs);
+        assert!(std::fs::read(&img.path).unwrap() == before, "{what}");
+        eprintln!("{what}: {e}");
+    }
+}
+
+/// Random sequences of create, replace, mkdir, rename and remove on the
+/// rmapbt profiles, each operation committed and checked by xfs_repair -n
+/// and read back. One sequence per profile by default;
+/// `VMIE_PROPTEST_CASES=N` runs N per profile.
+#[test]
+fn random_rmapbt_sequences() {
+    let t = tree();
+    let work = tempfile::tempdir().unwrap();
+    let proto = protofile(&t, work.path());
+    let profiles = profiles();
+    let per = std::env::var("VMIE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1);
+    let mut ops = 0;
+    for seq in 0..per * profiles.len() as u64 {
+        let args = &profiles[(seq as usize) % profiles.len()];
+        let img = mkfs(args, 300, Some(&proto));
+        let mut want = t.clone();
+        let mut rng = Rng(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut dirs = vec!["etc".to_string()];
+        for op in 0..14u64 {
+            let files: Vec<String> = want
+                .iter()
+                .filter(|(k, n)| matches!(n, Node::File { .. }) && !k.contains(".bak"))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let len = match rng.below(4) {
+                0 => 0,
+                1 => rng.below(5000),
+                2 => rng.below(100_000),
+                _ => rng.below(600_000) + 1,
+            };
+            let data = bytes(seq * 100 + op, len);
+            let dir = dirs[rng.below(dirs.len())].clone();
+            let what = format!("{args:?} seq {seq} op {op}");
+            let (ov, mut fs) = over(&img.path);
+            match rng.below(5) {
+                0 if !files.is_empty() => {
+                    let p = files[rng.below(files.len())].clone();
+                    fs.replace_file(&gp(&format!("/{p}")), &data)
+                        .unwrap_or_else(|e| panic!("{what}: replace /{p}: {e}"));
+                    let Node::File { mode, uid, gid, .. } = want[&p].clone() else {
+                        unreachable!()
+                    };
+                    want.insert(
+                        p,
+                        Node::File {
+                            data,
+                            mode,
+                            uid,
+                            gid,
+                        },
+                    );
+                }
+                1 if !files.is_empty() => {
+                    let p = files[rng.below(files.len())].clone();
+                    fs.remove(&gp(&format!("/{p}")))
+                        .unwrap_or_else(|e| panic!("{what}: remove /{p}: {e}"));
+                    want.remove(&p);
+                }
+                2 if !files.is_empty() => {
+                    let p = files[rng.below(files.len())].clone();
+                    let q = format!("{dir}/mv{seq}-{op}");
+                    fs.rename(&gp(&format!("/{p}")), &gp(&format!("/{q}")))
+                        .unwrap_or_else(|e| panic!("{what}: rename /{p}: {e}"));
+                    let n = want.remove(&p).unwrap();
+                    want.insert(q, n);
+                }
+                3 => {
+                    let d = format!("{dir}/d{seq}-{op}");
+                    fs.mkdir(&gp(&format!("/{d}")), &NewAttrs::default())
+                        .unwrap_or_else(|e| panic!("{what}: mkdir /{d}: {e}"));
+                    want.insert(
+                        d.clone(),
+                        Node::Dir {
+                            mode: 0o644,
+                            uid: 0,
+                            gid: 0,
+                        },
+                    );
+                    dirs.push(d);
+                }
+                _ => {
+                    let p = format!("{dir}/n{seq}-{op}");
+                    fs.create_file(&gp(&format!("/{p}")), &data, &NewAttrs::default())
+                        .unwrap_or_else(|e| panic!("{what}: create /{p}: {e}"));
+                    want.insert(p, regular(data));
+                }
+            }
+            commit(&ov, &img.path);
+            check_all(&img.path, &want, &what);
+            ops += 1;
+        }
+    }
+    eprintln!("{ops} random operations on rmapbt volumes, each checked by xfs_repair -n");
 }
