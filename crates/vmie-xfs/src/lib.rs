@@ -39,10 +39,10 @@ mod dirnode;
 mod dirw;
 mod inode;
 mod log;
+mod rmap;
 mod sb;
 mod tx;
 mod unlink;
-mod rmap;
 mod write;
 
 use std::cell::RefCell;

@@ -155,9 +155,7 @@ impl Rec {
     }
     /// Whether `self` and `o` may form one record (xfs_rmap_is_mergeable).
     fn same_kind(&self, o: &Rec) -> bool {
-        self.owner == o.owner
-            && self.owner != OWN_NULL
-            && self.off & !OFF_MASK == o.off & !OFF_MASK
+        self.owner == o.owner && self.owner != OWN_NULL && self.off & !OFF_MASK == o.off & !OFF_MASK
     }
 }
 
@@ -240,10 +238,7 @@ fn byte_of(tx: &Tx, agno: u32, aglen: u32, agbno: u32) -> Result<u64, FsError> {
     }
     let fsb = (u64::from(agno) << g.agblklog) | u64::from(agbno);
     g.fsb_to_byte(fsb, 1).ok_or_else(|| {
-        tx.c.corrupt(
-            &place(agno, agbno),
-            "pointer outside the filesystem".into(),
-        )
+        tx.c.corrupt(&place(agno, agbno), "pointer outside the filesystem".into())
     })
 }
 
@@ -259,10 +254,7 @@ fn load(tx: &Tx, agno: u32, agf: &[u8]) -> Result<Tree, FsError> {
     let aglen = c.ag_len(agno);
     let (root, levels, nblocks) = agf_fields(agf);
     if !c.geo.v5 {
-        return Err(c.corrupt(
-            &format!("AG {agno}"),
-            "an rmapbt on a v4 filesystem".into(),
-        ));
+        return Err(c.corrupt(&format!("AG {agno}"), "an rmapbt on a v4 filesystem".into()));
     }
     if levels == 0 || levels > MAX_LEVELS.min(maxlevels(c)) {
         return Err(c.corrupt(
@@ -273,13 +265,13 @@ fn load(tx: &Tx, agno: u32, agf: &[u8]) -> Result<Tree, FsError> {
     let mut seen = HashSet::new();
     let mut blocks = Vec::new();
     let mut recs = Vec::new();
-    // One level at a time, left to right, checking each parent's keys
-    // against the child it points to.
-    let mut level_ptrs: Vec<(u32, Option<Key>)> = vec![(root, None)];
+    // One level at a time, left to right, checking each parent's low and
+    // high keys against the child it points to.
+    let mut level_ptrs: Vec<(u32, Option<(Key, Key)>)> = vec![(root, None)];
     for level in (0..levels).rev() {
         let mut next = Vec::new();
         let mut prev = NULL_AGBNO;
-        for (i, &(agbno, want_low)) in level_ptrs.iter().enumerate() {
+        for (i, &(agbno, want)) in level_ptrs.iter().enumerate() {
             let bad = |d: String| c.corrupt(&place(agno, agbno), d);
             if !seen.insert(agbno) {
                 return Err(bad("block used twice in the tree".into()));
@@ -321,16 +313,12 @@ fn load(tx: &Tx, agno: u32, agf: &[u8]) -> Result<Tree, FsError> {
                 return Err(bad("sibling pointers disagree with the parent".into()));
             }
             prev = agbno;
-            let first_low;
-            if level == 0 {
+            let got = if level == 0 {
                 let start = recs.len();
                 for j in 0..n {
                     let r = Rec::parse(&b[HDR + j * REC..]);
                     if r.len == 0 || r.end() > u64::from(aglen) {
-                        return Err(bad(format!(
-                            "record {}+{} outside the AG",
-                            r.start, r.len
-                        )));
+                        return Err(bad(format!("record {}+{} outside the AG", r.start, r.len)));
                     }
                     if let Some(p) = recs.last() {
                         if sort_key(p) > sort_key(&r) {
@@ -339,18 +327,35 @@ fn load(tx: &Tx, agno: u32, agf: &[u8]) -> Result<Tree, FsError> {
                     }
                     recs.push(r);
                 }
-                first_low = recs.get(start).map(Rec::low);
+                let part = &recs[start..];
+                part.first().map(|f| {
+                    (
+                        f.low(),
+                        part.iter()
+                            .map(Rec::high)
+                            .max_by_key(Key::ord)
+                            .unwrap_or(f.low()),
+                    )
+                })
             } else {
                 let po = HDR + max * 2 * KEY;
+                let mut high: Option<Key> = None;
                 for j in 0..n {
-                    let k = Key::parse(&b[HDR + j * 2 * KEY..]);
-                    next.push((be32(&b, po + j * 4), Some(k)));
+                    let o = HDR + j * 2 * KEY;
+                    let k = Key::parse(&b[o..]);
+                    let h = Key::parse(&b[o + KEY..]);
+                    if high.is_none_or(|x| h.ord() > x.ord()) {
+                        high = Some(h);
+                    }
+                    next.push((be32(&b, po + j * 4), Some((k, h))));
                 }
-                first_low = Some(Key::parse(&b[HDR..]));
-            }
-            if let (Some(w), Some(f)) = (want_low, first_low) {
-                if w.ord() != f.ord() {
-                    return Err(bad("the parent's key is not the block's first".into()));
+                high.map(|h| (Key::parse(&b[HDR..]), h))
+            };
+            // The parent's low key is this block's first, its high key the
+            // largest high key under it.
+            if let (Some((wl, wh)), Some((gl, gh))) = (want, got) {
+                if wl.ord() != gl.ord() || wh.ord() != gh.ord() {
+                    return Err(bad("the parent's keys disagree with the block".into()));
                 }
             }
             blocks.push(agbno);
@@ -465,11 +470,7 @@ fn store(tx: &mut Tx, t: &Tree) -> Result<(), FsError> {
                     put32(&mut raw, po + j * 4, *p);
                 }
                 low = part[0].1;
-                high = part
-                    .iter()
-                    .map(|e| e.2)
-                    .max_by_key(Key::ord)
-                    .unwrap_or(low);
+                high = part.iter().map(|e| e.2).max_by_key(Key::ord).unwrap_or(low);
             }
             crate::csum::update(&mut raw, 52);
             tx.write(addr, raw)?;

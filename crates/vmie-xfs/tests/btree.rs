@@ -495,5 +495,9 @@ fn hostile_agfl_and_rmapbt_refusals() {
     drop(fs);
     commit(&ov, &img.path);
     assert_clean(&img.path, "rmapbt new chunk");
-    assert_eq!(sb_inodes(&img.path).1, 63, "rmapbt: a new chunk's free inodes");
+    assert_eq!(
+        sb_inodes(&img.path).1,
+        63,
+        "rmapbt: a new chunk's free inodes"
+    );
 }

@@ -27,7 +27,10 @@ fn profiles() -> Vec<Vec<&'static str>> {
     // nrext64 needs a recent mkfs.
     let probe = tempfile::tempdir().unwrap();
     let p = probe.path().join("p.img");
-    std::fs::File::create(&p).unwrap().set_len(300 << 20).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
     let ok = std::process::Command::new("mkfs.xfs")
         .args(["-q", "-f", "-m", "crc=1,rmapbt=1", "-i", "nrext64=1"])
         .arg(&p)
@@ -67,7 +70,11 @@ fn rmap_shape(img: &std::path::Path) -> (u64, u64) {
     let agcount = sb_fields(img, &["agcount"])[0];
     let mut shape = (0, 0);
     for a in 0..agcount {
-        let o = xfs_db(img, false, &[&format!("agf {a}"), "print rmaplevel rmapblocks"]);
+        let o = xfs_db(
+            img,
+            false,
+            &[&format!("agf {a}"), "print rmaplevel rmapblocks"],
+        );
         let f = |k: &str| {
             o.lines()
                 .find_map(|l| l.strip_prefix(&format!("{k} = ")))
@@ -105,12 +112,20 @@ fn every_write_keeps_the_rmapbt() {
                     gid,
                 }
             });
-            step(&img.path, &want, &format!("{what} replace {len}"), &mut |fs| {
-                fs.replace_file(&gp("/etc/odd"), &data).unwrap()
-            });
+            step(
+                &img.path,
+                &want,
+                &format!("{what} replace {len}"),
+                &mut |fs| fs.replace_file(&gp("/etc/odd"), &data).unwrap(),
+            );
         }
         // New files, a directory, a long symlink.
-        step(&img.path, &want.clone(), &format!("{what} noop"), &mut |_| {});
+        step(
+            &img.path,
+            &want.clone(),
+            &format!("{what} noop"),
+            &mut |_| {},
+        );
         let mut made = Vec::new();
         for k in 0..12u64 {
             let name = format!("new{k}");
@@ -159,17 +174,22 @@ fn every_write_keeps_the_rmapbt() {
         for k in 0..300 {
             want.remove(&format!("sub/f{k:04}"));
         }
-        step(&img.path, &want, &format!("{what} rename+remove"), &mut |fs| {
-            fs.rename(&gp("/new3"), &gp("/sub/moved")).unwrap();
-            for k in 0..12u64 {
-                if k != 3 {
-                    fs.remove(&gp(&format!("/new{k}"))).unwrap();
+        step(
+            &img.path,
+            &want,
+            &format!("{what} rename+remove"),
+            &mut |fs| {
+                fs.rename(&gp("/new3"), &gp("/sub/moved")).unwrap();
+                for k in 0..12u64 {
+                    if k != 3 {
+                        fs.remove(&gp(&format!("/new{k}"))).unwrap();
+                    }
                 }
-            }
-            for k in 0..300 {
-                fs.remove(&gp(&format!("/sub/f{k:04}"))).unwrap();
-            }
-        });
+                for k in 0..300 {
+                    fs.remove(&gp(&format!("/sub/f{k:04}"))).unwrap();
+                }
+            },
+        );
     }
 }
 
@@ -227,19 +247,29 @@ fn rmapbt_leaves_split_and_merge() {
         for k in (0..n).step_by(2) {
             want.remove(&format!("d/f{k:04}"));
         }
-        step(&img.path, &want, &format!("{what} half removed"), &mut |fs| {
-            for k in (0..n).step_by(2) {
-                fs.remove(&gp(&format!("/d/f{k:04}"))).unwrap();
-            }
-        });
+        step(
+            &img.path,
+            &want,
+            &format!("{what} half removed"),
+            &mut |fs| {
+                for k in (0..n).step_by(2) {
+                    fs.remove(&gp(&format!("/d/f{k:04}"))).unwrap();
+                }
+            },
+        );
         for k in (1..n).step_by(2) {
             want.remove(&format!("d/f{k:04}"));
         }
-        step(&img.path, &want, &format!("{what} all removed"), &mut |fs| {
-            for k in (1..n).step_by(2) {
-                fs.remove(&gp(&format!("/d/f{k:04}"))).unwrap();
-            }
-        });
+        step(
+            &img.path,
+            &want,
+            &format!("{what} all removed"),
+            &mut |fs| {
+                for k in (1..n).step_by(2) {
+                    fs.remove(&gp(&format!("/d/f{k:04}"))).unwrap();
+                }
+            },
+        );
         let shrunk = rmap_shape(&img.path);
         eprintln!("{what}: after removing them: {shrunk:?}");
         assert_eq!(shrunk, fresh, "{what}");
@@ -271,11 +301,7 @@ fn damaged_rmapbt_is_refused() {
         let before = std::fs::read(&img.path).unwrap();
         let (ov, mut fs) = over(&img.path);
         // Reading still works.
-        assert_eq!(
-            fs.read("/etc/odd").unwrap().len(),
-            10_001,
-            "{what}: read"
-        );
+        assert_eq!(fs.read("/etc/odd").unwrap().len(), 10_001, "{what}: read");
         let e = fs
             .create_file(&gp("/etc/new"), &bytes(1, 9000), &NewAttrs::default())
             .expect_err(what)
