@@ -221,18 +221,10 @@ pub(crate) fn alloc_for(
     max_pieces: usize,
 ) -> Result<Vec<Got>, FsError> {
     let got = alloc_raw(tx, pref, want, align, near, max_pieces)?;
-    let mut off = who.off;
+    let mut at = who;
     for g in &got {
-        crate::rmap::map(
-            tx,
-            g.fsb,
-            g.len,
-            Owner {
-                owner: who.owner,
-                off,
-            },
-        )?;
-        off = off.saturating_add(g.len);
+        crate::rmap::map(tx, g.fsb, g.len, at)?;
+        at = at.advance(g.len);
     }
     Ok(got)
 }

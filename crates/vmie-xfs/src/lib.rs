@@ -19,10 +19,12 @@
 //! (inobt/finobt; freed ones return there), entries go into and out of
 //! shortform, block and leaf directories (converting shortform to block
 //! and block to leaf when adding; a removal keeps the form and frees an
-//! emptied leaf-form data block). Refused with [`FsError::Unsupported`],
+//! emptied leaf-form data block). On rmapbt filesystems every block that
+//! changes owner gets or loses its reverse mapping (`rmap`: file and
+//! directory blocks, inode chunks, inode btree blocks, AGFL refills and
+//! trims). Refused with [`FsError::Unsupported`],
 //! writing nothing: sparse inode chunks when no whole aligned chunk fits,
-//! allocating or freeing any block (and new inode chunks) on rmapbt
-//! filesystems, node/btree-form
+//! node/btree-form
 //! directories, btree-format files, overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at

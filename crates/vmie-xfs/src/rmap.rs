@@ -92,6 +92,24 @@ impl Owner {
             off: off & OFF_MASK,
         }
     }
+    /// A block of inode `ino`'s block-map btree (bmbt). For the bmbt
+    /// writer, which allocates such blocks through `alloc_for`.
+    #[allow(dead_code)]
+    pub fn bmbt(ino: u64) -> Owner {
+        Owner {
+            owner: ino,
+            off: OFF_BMBT,
+        }
+    }
+    /// The owner of the blocks `n` after these: the file offset moves on
+    /// for an inode's fork blocks, not for bmbt or fixed-owner blocks.
+    pub fn advance(self, n: u64) -> Owner {
+        if !inode_owner(self.owner) || self.off & OFF_BMBT != 0 {
+            return self;
+        }
+        let off = ((self.off & OFF_MASK).saturating_add(n) & OFF_MASK) | (self.off & !OFF_MASK);
+        Owner { off, ..self }
+    }
     /// The same blocks in the attribute fork.
     pub fn attr(self) -> Owner {
         Owner {
@@ -652,4 +670,61 @@ pub(crate) fn unmap_ag(
         t.recs.insert(at, k);
     }
     store(tx, &t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_keys_follow_the_kernel() {
+        let file = Rec {
+            start: 100,
+            len: 8,
+            owner: 131,
+            off: 40 | OFF_UNWRITTEN,
+        };
+        let h = file.high();
+        assert_eq!((h.start, h.owner, h.off), (107, 131, 47));
+        assert_eq!(file.low().off, 40);
+        let ag = Rec {
+            start: 5,
+            len: 3,
+            owner: OWN_AG,
+            off: 0,
+        };
+        assert_eq!((ag.high().start, ag.high().off), (7, 0));
+        let bmbt = Rec {
+            start: 9,
+            len: 2,
+            owner: 131,
+            off: OFF_BMBT | OFF_ATTR,
+        };
+        assert_eq!(bmbt.high().off, OFF_BMBT | OFF_ATTR);
+    }
+
+    #[test]
+    fn owners_advance_only_file_offsets() {
+        assert_eq!(Owner::data(7, 3).advance(4), Owner::data(7, 7));
+        assert_eq!(Owner::data(7, 3).attr().advance(1).off, 4 | OFF_ATTR);
+        assert_eq!(Owner::bmbt(7).advance(5), Owner::bmbt(7));
+        assert_eq!(Owner::AG.advance(5), Owner::AG);
+    }
+
+    #[test]
+    fn blocks_are_filled_evenly_and_at_least_half() {
+        for max in [5usize, 40, 168] {
+            for n in 1..1000 {
+                let s = spread(n, max);
+                assert_eq!(s.iter().sum::<usize>(), n);
+                assert_eq!(s.len(), n.div_ceil(max));
+                if s.len() > 1 {
+                    assert!(
+                        s.iter().all(|&k| k <= max && k >= max / 2),
+                        "{n} {max} {s:?}"
+                    );
+                }
+            }
+        }
+    }
 }

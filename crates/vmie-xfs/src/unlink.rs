@@ -7,8 +7,8 @@
 //! is freed the way the kernel frees it: its extents go back to the
 //! bnobt/cntbt (merged with their free neighbours), its inode is cleared
 //! and marked free in the inobt/finobt, and the AGF, AGI and superblock
-//! counters follow. Refused, writing nothing: freeing blocks on rmapbt
-//! filesystems (their reverse mappings are not maintained), freeing blocks
+//! counters follow (on rmapbt filesystems each freed extent's reverse
+//! mapping goes too, see `rmap`). Refused, writing nothing: freeing blocks
 //! the refcountbt says are shared (reflink), btree-format block maps,
 //! realtime files, immutable or append-only inodes and directories,
 //! 8-byte shortform directories, node/btree-form
