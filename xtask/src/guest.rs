@@ -864,7 +864,10 @@ fn check_injected(fixed: &Path, work: &Path, dracut: bool) -> Result<String> {
     let bak = work.join(format!("{initrd}.vmie.bak"));
     run(Command::new("sh")
         .arg("-c")
-        .arg(format!("{} -dc \"$1\" | cpio -idm --quiet", decompressor(&bak)?))
+        .arg(format!(
+            "{} -dc \"$1\" | cpio -idm --quiet",
+            decompressor(&bak)?
+        ))
         .arg("sh")
         .arg(&bak)
         .current_dir(&tree))?;

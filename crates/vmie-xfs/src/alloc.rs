@@ -12,6 +12,7 @@ use vmie_guestfs::FsError;
 
 use crate::be::{be16, be32, be64, put32, put64};
 use crate::btree::{self, Bt, Source, BNO, CNT, FINO, INO, REFC};
+pub(crate) use crate::rmap::Owner;
 use crate::sb::{
     INCOMPAT_SPINODES, RO_COMPAT_FINOBT, RO_COMPAT_INOBTCNT, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT,
 };
@@ -44,7 +45,7 @@ impl Ctx {
     }
 }
 
-fn refuse(c: &Ctx, why: String) -> FsError {
+pub(crate) fn refuse(c: &Ctx, why: String) -> FsError {
     FsError::Unsupported {
         fs: c.location.clone(),
         op: "write".into(),
@@ -116,7 +117,7 @@ fn ag_header(tx: &Tx, agno: u32, h: &AgHeader) -> Result<(u64, Vec<u8>, u32), Fs
 }
 
 /// Read and verify the AGF of `agno`: (byte offset, sector bytes).
-fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
+pub(crate) fn agf(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>), FsError> {
     let (at, b, len) = ag_header(tx, agno, &AGF)?;
     let bad = ag_bad(tx, agno, &AGF);
     let free = be32(&b, 52);
@@ -190,7 +191,46 @@ fn reserve(c: &Ctx, agno: u32) -> u32 {
 /// first at `near` if that block starts a free extent, then best fit by
 /// size. Every piece is a multiple of `align` blocks long (a directory
 /// block) and at most `max_pieces` pieces are taken.
+// Kept for callers that name no owner (refused on rmapbt volumes).
+#[allow(dead_code)]
 pub(crate) fn alloc(
+    tx: &mut Tx,
+    pref: u32,
+    want: u64,
+    align: u64,
+    near: Option<u64>,
+    max_pieces: usize,
+) -> Result<Vec<Got>, FsError> {
+    // Blocks taken without an owner would lack their reverse mapping:
+    // callers on rmapbt volumes use [`alloc_for`].
+    if want > 0 {
+        no_rmap(tx.c, "allocating blocks without an owner")?;
+    }
+    alloc_raw(tx, pref, want, align, near, max_pieces)
+}
+
+/// [`alloc`] for `who`: each piece is reverse-mapped (on rmapbt volumes),
+/// an inode's pieces at consecutive file offsets from `who.off`.
+pub(crate) fn alloc_for(
+    tx: &mut Tx,
+    who: Owner,
+    pref: u32,
+    want: u64,
+    align: u64,
+    near: Option<u64>,
+    max_pieces: usize,
+) -> Result<Vec<Got>, FsError> {
+    let got = alloc_raw(tx, pref, want, align, near, max_pieces)?;
+    let mut at = who;
+    for g in &got {
+        crate::rmap::map(tx, g.fsb, g.len, at)?;
+        at = at.advance(g.len);
+    }
+    Ok(got)
+}
+
+/// [`alloc`] without the rmapbt guard: the caller maps what it keeps.
+pub(crate) fn alloc_raw(
     tx: &mut Tx,
     pref: u32,
     want: u64,
@@ -205,9 +245,6 @@ pub(crate) fn alloc(
     if left == 0 {
         return Ok(got);
     }
-    // Every caller's blocks (file data, directory blocks) would need a
-    // reverse mapping.
-    no_rmap(c, "allocating blocks")?;
     for k in 0..agcount {
         let agno = (pref + k) % agcount;
         let (_, a) = agf(tx, agno)?;
@@ -404,7 +441,7 @@ fn take_range(
 }
 
 /// Re-read the AGF of `agno` as staged, change it, seal and stage it.
-fn agf_change(
+pub(crate) fn agf_change(
     tx: &mut Tx,
     agno: u32,
     f: impl FnOnce(&mut [u8]) -> Result<(), String>,
@@ -460,11 +497,16 @@ fn alloc_maxlevels(c: &Ctx) -> u32 {
 }
 
 /// The fewest AGFL entries the kernel wants before it changes the free
-/// space (xfs_alloc_min_freelist; the rmapbt is not written here).
+/// space (xfs_alloc_min_freelist: room for a full split of the bnobt,
+/// the cntbt and, with reverse mappings, the rmapbt).
 fn min_freelist(c: &Ctx, agf: &[u8]) -> u32 {
     let max = alloc_maxlevels(c);
-    let one = |levels: u32| (levels.saturating_add(1)).min(max) * 2 - 2;
-    one(be32(agf, 28)) + one(be32(agf, 32))
+    let one = |levels: u32, max: u32| (levels.saturating_add(1)).min(max) * 2 - 2;
+    let mut n = one(be32(agf, 28), max) + one(be32(agf, 32), max);
+    if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
+        n += one(be32(agf, 36), crate::rmap::maxlevels(c));
+    }
+    n
 }
 
 /// The AGFL sector of `agno`: byte offset, bytes, and where its entries
@@ -492,7 +534,7 @@ fn agfl(tx: &Tx, agno: u32) -> Result<(u64, Vec<u8>, usize), FsError> {
 
 /// Take the first block of the AGFL (`btreeblk`: for a free-space btree,
 /// counted in agf_btreeblks).
-fn agfl_get(tx: &mut Tx, agno: u32, btreeblk: bool) -> Result<u32, FsError> {
+pub(crate) fn agfl_get(tx: &mut Tx, agno: u32, btreeblk: bool) -> Result<u32, FsError> {
     let c = tx.c;
     let (_, a) = agf(tx, agno)?;
     let size = agfl_size(c);
@@ -530,7 +572,7 @@ fn agfl_get(tx: &mut Tx, agno: u32, btreeblk: bool) -> Result<u32, FsError> {
 
 /// Append block `bno` to the AGFL (`btreeblk`: it leaves a free-space
 /// btree, counted in agf_btreeblks).
-fn agfl_put(tx: &mut Tx, agno: u32, bno: u32, btreeblk: bool) -> Result<(), FsError> {
+pub(crate) fn agfl_put(tx: &mut Tx, agno: u32, bno: u32, btreeblk: bool) -> Result<(), FsError> {
     let c = tx.c;
     let (_, a) = agf(tx, agno)?;
     let size = agfl_size(c);
@@ -566,6 +608,7 @@ fn agfl_put(tx: &mut Tx, agno: u32, bno: u32, btreeblk: bool) -> Result<(), FsEr
 
 /// Refuse a change of block ownership on an rmapbt filesystem (its
 /// reverse mappings are not maintained here).
+#[allow(dead_code)]
 fn no_rmap(c: &Ctx, what: &str) -> Result<(), FsError> {
     if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
         return Err(refuse(
@@ -598,15 +641,6 @@ fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
                 format!("AG {agno} would need {need} AGFL blocks, more than the {size} it holds"),
             ));
         }
-        // With an rmapbt the kernel's minimum also counts that tree, and
-        // moving blocks in or out of the AGFL would need reverse mappings:
-        // enough is enough, too few is refused.
-        if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
-            if have >= need {
-                return Ok(());
-            }
-            no_rmap(c, &format!("refilling the AGFL of AG {agno}"))?;
-        }
         if have < need {
             let cnt = bt_from_agf(tx, agno, &a, true);
             let Some(r) = cnt.last(tx)? else {
@@ -621,9 +655,13 @@ fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
             for b in s..s + n {
                 agfl_put(tx, agno, b, false)?;
             }
+            // AGFL blocks belong to the AG (xfs_alloc_fix_freelist maps
+            // them to XFS_RMAP_OWN_AG).
+            crate::rmap::map_ag(tx, agno, s, u64::from(n), Owner::AG)?;
         } else if have > need {
             let b = agfl_get(tx, agno, false)?;
             free_raw(tx, agno, b, 1, false)?;
+            crate::rmap::unmap_ag(tx, agno, b, 1, Owner::AG)?;
         } else {
             return Ok(());
         }
@@ -690,7 +728,6 @@ impl Source for AgSrc {
             Kind::Bno | Kind::Cnt => agfl_get(tx, self.agno, true),
             Kind::Ino | Kind::Fino => {
                 let agno = self.agno;
-                no_rmap(tx.c, "a new inode btree block")?;
                 fix_freelist(tx, agno)?;
                 let (_, a) = agf(tx, agno)?;
                 let cnt = bt_from_agf(tx, agno, &a, true);
@@ -702,6 +739,7 @@ impl Source for AgSrc {
                 };
                 let s = be32(&r, 0);
                 take_extent(tx, agno, s, be32(&r, 4), 1)?;
+                crate::rmap::map_ag(tx, agno, s, 1, Owner::INOBT)?;
                 self.count_inobt(tx, 1)?;
                 Ok(s)
             }
@@ -712,9 +750,8 @@ impl Source for AgSrc {
         match self.kind {
             Kind::Bno | Kind::Cnt => agfl_put(tx, self.agno, agbno, true),
             Kind::Ino | Kind::Fino => {
-                no_rmap(tx.c, "freeing an inode btree block")?;
                 let fsb = (u64::from(self.agno) << tx.c.geo.agblklog) | u64::from(agbno);
-                free_extent(tx, fsb, 1)?;
+                free_for(tx, fsb, 1, Owner::INOBT)?;
                 self.count_inobt(tx, -1)
             }
         }
@@ -992,7 +1029,6 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     let c = tx.c;
     let g = &c.geo;
     let sparse = g.has(INCOMPAT_SPINODES);
-    no_rmap(c, "allocating a new inode chunk")?;
     if !g.nlink_bit {
         return Err(refuse(
             c,
@@ -1067,6 +1103,7 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
             )
         })?;
     take_range(tx, agno, (s, l), at, blks, true)?;
+    crate::rmap::map_ag(tx, agno, at, u64::from(blks), Owner::INODES)?;
     fix_freelist(tx, agno)?;
     // The inodes, all free.
     let fsb = (u64::from(agno) << g.agblklog) | u64::from(at);
@@ -1140,7 +1177,24 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
 
 /// Return extent `fsb`+`len` (one AG) to the free space, then bring the
 /// AGFL back within bounds.
+// Kept for callers that name no owner (refused on rmapbt volumes).
+#[allow(dead_code)]
 pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError> {
+    // Freeing without an owner would leave its reverse mapping behind:
+    // callers on rmapbt volumes use [`free_for`].
+    no_rmap(tx.c, "freeing blocks without an owner")?;
+    free_raw_extent(tx, fsb, len)
+}
+
+/// Free `fsb`+`len`, which `who` owned: its reverse mapping removed (on
+/// rmapbt volumes), then the blocks returned to the free space.
+pub(crate) fn free_for(tx: &mut Tx, fsb: u64, len: u64, who: Owner) -> Result<(), FsError> {
+    crate::rmap::unmap(tx, fsb, len, who)?;
+    free_raw_extent(tx, fsb, len)
+}
+
+/// [`free_extent`] without the rmapbt guard.
+pub(crate) fn free_raw_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError> {
     let c = tx.c;
     let agno = (fsb >> c.geo.agblklog) as u32;
     let s64 = fsb & ((1 << c.geo.agblklog) - 1);
@@ -1150,7 +1204,6 @@ pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError
             format!("extent {s64}+{len} to free lies outside the AG"),
         ));
     }
-    no_rmap(c, "freeing blocks")?;
     fix_freelist(tx, agno)?;
     free_raw(tx, agno, s64 as u32, len as u32, true)?;
     fix_freelist(tx, agno)

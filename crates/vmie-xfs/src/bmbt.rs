@@ -242,7 +242,7 @@ pub(crate) fn store(
     let nb_delta: i64;
     if merged.len() * 16 <= fsize {
         for &b in &old {
-            crate::alloc::free_extent(tx, b, 1)?;
+            crate::alloc::free_for(tx, b, 1, crate::alloc::Owner::bmbt(ip.ino))?;
         }
         let fork = &mut ip.raw[core..core + fsize];
         fork.fill(0);
@@ -265,11 +265,19 @@ pub(crate) fn store(
         }
         let mut blocks: Vec<u64> = old.iter().copied().take(nleaves).collect();
         for &b in old.iter().skip(nleaves) {
-            crate::alloc::free_extent(tx, b, 1)?;
+            crate::alloc::free_for(tx, b, 1, crate::alloc::Owner::bmbt(ip.ino))?;
         }
         let more = nleaves - blocks.len();
         if more > 0 {
-            let got = crate::alloc::alloc(tx, agno_of(c, ip.ino), more as u64, 1, None, more)?;
+            let got = crate::alloc::alloc_for(
+                tx,
+                crate::alloc::Owner::bmbt(ip.ino),
+                agno_of(c, ip.ino),
+                more as u64,
+                1,
+                None,
+                more,
+            )?;
             for g in got {
                 for k in 0..g.len {
                     blocks.push(g.fsb + k);

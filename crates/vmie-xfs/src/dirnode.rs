@@ -456,7 +456,7 @@ fn grow(
         .map(|e| e.fsb + e.len);
     let mut fsb = None;
     if let Some(n) = near {
-        let got = crate::alloc::alloc(tx, pref, g.fsbs, g.fsbs, Some(n), 1)?;
+        let got = crate::alloc::alloc_raw(tx, pref, g.fsbs, g.fsbs, Some(n), 1)?;
         let f = got
             .first()
             .map(|x| x.fsb)
@@ -464,13 +464,14 @@ fn grow(
         if f == n {
             fsb = Some(f);
         } else {
-            crate::alloc::free_extent(tx, f, g.fsbs)?;
+            crate::alloc::free_raw_extent(tx, f, g.fsbs)?;
         }
     }
     let fsb = match fsb {
         Some(f) => f,
         None => roomy(tx, g, pref, what)?,
     };
+    crate::rmap::map(tx, fsb, g.fsbs, crate::alloc::Owner::data(dir.ino, fo))?;
     let at = c
         .geo
         .fsb_to_byte(fsb, g.fsbs)
@@ -519,14 +520,14 @@ fn roomy(tx: &mut Tx, g: &G, pref: u32, what: &str) -> Result<u64, FsError> {
         None => 0,
     };
     if run >= 4 * g.fsbs {
-        let got = first(crate::alloc::alloc(tx, pref, run, g.fsbs, None, 1)?)?;
+        let got = first(crate::alloc::alloc_raw(tx, pref, run, g.fsbs, None, 1)?)?;
         let keep = got.fsb + got.len - g.fsbs;
         if got.len > g.fsbs {
-            crate::alloc::free_extent(tx, got.fsb, got.len - g.fsbs)?;
+            crate::alloc::free_raw_extent(tx, got.fsb, got.len - g.fsbs)?;
         }
         return Ok(keep);
     }
-    Ok(first(crate::alloc::alloc(tx, pref, g.fsbs, g.fsbs, None, 1)?)?.fsb)
+    Ok(first(crate::alloc::alloc_raw(tx, pref, g.fsbs, g.fsbs, None, 1)?)?.fsb)
 }
 
 /// [`grow`] for the other directory forms: map a new directory block at

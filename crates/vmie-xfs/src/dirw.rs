@@ -393,8 +393,9 @@ fn sf_to_block(
         ));
     }
     let _ = ents;
-    let got = crate::alloc::alloc(
+    let got = crate::alloc::alloc_for(
         tx,
+        crate::alloc::Owner::data(dir.ino, 0),
         agno_of(c, dir.ino),
         u64::from(g.dir_fsbs),
         u64::from(g.dir_fsbs),
@@ -534,8 +535,9 @@ fn block_to_leaf(
     tx.write(at, b)?;
     let leaf_off = g.dir_leaf_fsb();
     let near = ext.last().map(|e| e.fsb + e.len);
-    let got = crate::alloc::alloc(
+    let got = crate::alloc::alloc_for(
         tx,
+        crate::alloc::Owner::data(dir.ino, leaf_off),
         agno_of(c, dir.ino),
         u64::from(g.dir_fsbs),
         u64::from(g.dir_fsbs),
@@ -1169,7 +1171,7 @@ pub(crate) fn unmap_dir_block(
             format!("directory block at file block {fo} is split across extents"),
         ));
     };
-    crate::alloc::free_extent(tx, fsb, fsbs)?;
+    crate::alloc::free_for(tx, fsb, fsbs, crate::alloc::Owner::data(dir.ino, fo))?;
     set_extents(tx, dir, &rest, what)?;
     let nb = dir.nblocks.checked_sub(fsbs).ok_or_else(|| {
         c.corrupt(
@@ -1196,13 +1198,6 @@ fn drop_data_block(
     let c = tx.c;
     let g = &c.geo;
     let fsbs = u64::from(g.dir_fsbs);
-    if g.ro_compat & crate::sb::RO_COMPAT_RMAPBT != 0 {
-        return Err(refuse_change(
-            c,
-            what,
-            "the entry is the last of its directory block, which would be freed; freeing blocks on filesystems with reverse-mapping btrees (rmapbt) is not implemented".into(),
-        ));
-    }
     let fo = db as u64 * fsbs;
     unmap_dir_block(tx, dir, ext, fo, fsbs, what)?;
     if db + 1 == bests.len() {

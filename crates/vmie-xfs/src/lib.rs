@@ -21,10 +21,12 @@
 //! and block to leaf when adding; a removal keeps the form and frees an
 //! emptied leaf-form data block), block maps kept as extent lists or,
 //! when they outgrow the inode, as a bmbt (root in the inode over one
-//! level of leaves; converted back when they fit). Refused with [`FsError::Unsupported`],
+//! level of leaves; converted back when they fit). On rmapbt filesystems
+//! every block that changes owner gets or loses its reverse mapping
+//! (`rmap`: file, directory and bmbt blocks, inode chunks, inode btree
+//! blocks, AGFL refills and trims). Refused with [`FsError::Unsupported`],
 //! writing nothing: sparse inode chunks when no whole aligned chunk fits,
-//! allocating or freeing any block (and new inode chunks) on rmapbt
-//! filesystems, a bmbt deeper than one level of leaves, a second
+//! a bmbt deeper than one level of leaves, a second
 //! da-btree level, overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at
@@ -42,6 +44,7 @@ mod dirnode;
 mod dirw;
 mod inode;
 mod log;
+mod rmap;
 mod sb;
 mod tx;
 mod unlink;

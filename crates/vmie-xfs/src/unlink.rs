@@ -8,8 +8,8 @@
 //! bmbt block map) go back to the
 //! bnobt/cntbt (merged with their free neighbours), its inode is cleared
 //! and marked free in the inobt/finobt, and the AGF, AGI and superblock
-//! counters follow. Refused, writing nothing: freeing blocks on rmapbt
-//! filesystems (their reverse mappings are not maintained), freeing blocks
+//! counters follow (on rmapbt filesystems each freed extent's reverse
+//! mapping goes too, see `rmap`). Refused, writing nothing: freeing blocks
 //! the refcountbt says are shared (reflink), realtime files, immutable or append-only inodes and directories,
 //! 8-byte shortform directories, node/btree-form
 //! directories, and directory targets of a rename.
@@ -20,7 +20,7 @@ use crate::alloc;
 use crate::be::{put32, put64};
 use crate::dirw::{self, Change};
 use crate::inode::{Extent, Fork, Inode, DIFLAG2_BIGTIME, DIFLAG2_NREXT64, FMT_EXTENTS, FMT_LOCAL};
-use crate::sb::{INCOMPAT_NREXT64, RO_COMPAT_REFLINK, RO_COMPAT_RMAPBT};
+use crate::sb::{INCOMPAT_NREXT64, RO_COMPAT_REFLINK};
 use crate::tx::Tx;
 use crate::write::{
     self, check, finish_sb, seal, touch, unsupported, DIFLAG_APPEND, DIFLAG_IMMUTABLE, FT_DIR,
@@ -141,9 +141,9 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
             "the file's data is on the realtime device",
         ));
     }
-    let mut ext: Vec<Extent> = Vec::new();
-    // bmbt blocks (never shared).
-    let mut meta: Vec<u64> = Vec::new();
+    let mut ext: Vec<(bool, Extent)> = Vec::new();
+    // bmbt blocks (never shared), with whether they map the attr fork.
+    let mut meta: Vec<(bool, u64)> = Vec::new();
     for (fork, fmt, present) in [
         (Fork::Data, ip.format, true),
         (Fork::Attr, ip.aformat, ip.forkoff != 0),
@@ -151,15 +151,16 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
         if !present || fmt == FMT_LOCAL || fmt == crate::inode::FMT_DEV {
             continue;
         }
+        let attr = fork == Fork::Attr;
         if fmt == crate::inode::FMT_BTREE {
             let m = crate::bmbt::walk(tx, &ip, fork, shown)?;
-            ext.extend(m.ext);
-            meta.extend(m.blocks);
+            ext.extend(m.ext.into_iter().map(|e| (attr, e)));
+            meta.extend(m.blocks.into_iter().map(|b| (attr, b)));
         } else {
-            ext.extend(c.extents(&ip, fork, shown)?);
+            ext.extend(c.extents(&ip, fork, shown)?.into_iter().map(|e| (attr, e)));
         }
     }
-    let total: u64 = ext.iter().map(|e| e.len).sum::<u64>() + meta.len() as u64;
+    let total: u64 = ext.iter().map(|(_, e)| e.len).sum::<u64>() + meta.len() as u64;
     if total != ip.nblocks {
         return Err(c.corrupt(
             shown,
@@ -170,16 +171,8 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
         ));
     }
     if !ext.is_empty() || !meta.is_empty() {
-        if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
-            return Err(unsupported(
-                c,
-                op,
-                shown,
-                "the filesystem has reverse-mapping btrees (rmapbt); freeing blocks there is not implemented",
-            ));
-        }
         if c.geo.ro_compat & RO_COMPAT_REFLINK != 0 {
-            for e in &ext {
+            for (_, e) in &ext {
                 if alloc::shared(tx, e.fsb, e.len)? {
                     return Err(unsupported(
                         c,
@@ -190,11 +183,22 @@ fn free_inode(tx: &mut Tx, ip: Inode, op: &str, shown: &str) -> Result<(), FsErr
                 }
             }
         }
-        for e in &ext {
-            alloc::free_extent(tx, e.fsb, e.len)?;
+        for (attr, e) in &ext {
+            let mut who = alloc::Owner::data(ip.ino, e.off);
+            if *attr {
+                who = who.attr();
+            }
+            if e.unwritten {
+                who = who.unwritten();
+            }
+            alloc::free_for(tx, e.fsb, e.len, who)?;
         }
-        for &b in &meta {
-            alloc::free_extent(tx, b, 1)?;
+        for &(attr, b) in &meta {
+            let mut who = alloc::Owner::bmbt(ip.ino);
+            if attr {
+                who = who.attr();
+            }
+            alloc::free_for(tx, b, 1, who)?;
         }
     }
     let raw = cleared(c, &ip);

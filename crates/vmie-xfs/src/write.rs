@@ -139,18 +139,14 @@ fn too_fragmented(c: &Ctx, op: &str, path: &str, ip: &Inode, e: FsError) -> FsEr
     }
 }
 
-/// Refuse allocation where the filesystem keeps reverse mappings: every
-/// new extent would need an rmapbt record, which is not implemented.
-pub(crate) fn check_rmap(c: &Ctx, op: &str, path: &str) -> Result<(), FsError> {
-    if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
-        return Err(unsupported(
-            c,
-            op,
-            path,
-            "the filesystem has reverse-mapping btrees (rmapbt); allocating blocks there is not implemented",
-        ));
+/// The reverse-mapping owner of file blocks from file offset `off` of `e`.
+fn owner_of(ino: u64, e: &Extent, off: u64) -> alloc::Owner {
+    let who = alloc::Owner::data(ino, off);
+    if e.unwritten {
+        who.unwritten()
+    } else {
+        who
     }
-    Ok(())
 }
 
 /// Apply the superblock counter changes to the primary superblock. With
@@ -248,33 +244,31 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
     }
     // Blocks past the new end go back to the free space, as a truncate
     // does (a shared one is refused: its reference count is not kept).
-    // On rmapbt filesystems, where freeing is not implemented, they stay
-    // mapped past the end of the file, which XFS allows.
-    let rmap = c.geo.ro_compat & RO_COMPAT_RMAPBT != 0;
     let mut kept: Vec<Extent> = Vec::with_capacity(ext.len());
-    let mut cut: Vec<(u64, u64)> = Vec::new();
+    // (first block, length, reverse-mapping owner) of each piece cut off.
+    let mut cut: Vec<(u64, u64, alloc::Owner)> = Vec::new();
     for e in &ext {
         let end = e.off.saturating_add(e.len);
-        if end <= need || rmap {
+        if end <= need {
             kept.push(*e);
         } else if e.off >= need {
-            cut.push((e.fsb, e.len));
+            cut.push((e.fsb, e.len, owner_of(ip.ino, e, e.off)));
         } else {
             let n = need - e.off;
             kept.push(Extent { len: n, ..*e });
-            cut.push((e.fsb + n, e.len - n));
+            cut.push((e.fsb + n, e.len - n, owner_of(ip.ino, e, e.off + n)));
         }
     }
     if !cut.is_empty() {
         let mut freed = 0u64;
-        for &(fsb, len) in &cut {
+        for &(fsb, len, who) in &cut {
             if reflink && alloc::shared(&tx, fsb, len)? {
                 return Err(refuse(
                     "the file shares blocks past its new end with another (reflink); dropping a reference count is not implemented"
                         .into(),
                 ));
             }
-            alloc::free_extent(&mut tx, fsb, len)?;
+            alloc::free_for(&mut tx, fsb, len, who)?;
             freed += len;
         }
         ext = kept;
@@ -314,13 +308,13 @@ pub(crate) fn replace_file(fs: &mut XfsFs, path: &GuestPath, data: &[u8]) -> Res
                 "the file has holes or unwritten extents after block {covered}; growing such a file is not implemented"
             )));
         }
-        check_rmap(c, "replace_file", &shown)?;
         let near = ext.last().map(|e| e.fsb + e.len);
         let max_pieces = crate::bmbt::max_mapped(c, &ip)
             .saturating_sub(ext.len())
             .max(1);
-        let got = alloc::alloc(
+        let got = alloc::alloc_for(
             &mut tx,
+            alloc::Owner::data(ip.ino, covered),
             agno_of(c, ip.ino),
             need - covered,
             1,
@@ -610,9 +604,6 @@ pub(crate) fn create_file(
     let (dir, name) = prepare(fs, "create_file", path)?;
     let c = &fs.ctx;
     let shown = path.to_string();
-    if !data.is_empty() {
-        check_rmap(c, "create_file", &shown)?;
-    }
     let mut tx = Tx::new(c);
     let ino = alloc::ialloc(&mut tx, agno_of(c, dir.ino))?;
     let spec = NewInode {
@@ -626,8 +617,16 @@ pub(crate) fn create_file(
     let need = (data.len() as u64).div_ceil(bs);
     if need > 0 {
         let room = crate::bmbt::max_mapped(c, &ip);
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)
-            .map_err(|e| too_fragmented(c, "create_file", &shown, &ip, e))?;
+        let got = alloc::alloc_for(
+            &mut tx,
+            alloc::Owner::data(ino, 0),
+            agno_of(c, ino),
+            need,
+            1,
+            None,
+            room,
+        )
+        .map_err(|e| too_fragmented(c, "create_file", &shown, &ip, e))?;
         let ext = stage_data(&mut tx, &got, 0, data)?;
         dirw::set_nblocks(&mut ip, need);
         dirw::set_extents(&mut tx, &mut ip, &ext, &shown)?;
@@ -667,12 +666,19 @@ pub(crate) fn symlink(
         let core = ip.core;
         ip.raw[core..core + target.len()].copy_from_slice(target);
     } else {
-        check_rmap(c, "symlink", &shown)?;
         let bs = c.geo.block_size as usize;
         let per = if c.geo.v5 { bs - 56 } else { bs };
         let need = target.len().div_ceil(per) as u64;
         let room = ip.data_fork().len() / 16;
-        let got = alloc::alloc(&mut tx, agno_of(c, ino), need, 1, None, room)?;
+        let got = alloc::alloc_for(
+            &mut tx,
+            alloc::Owner::data(ino, 0),
+            agno_of(c, ino),
+            need,
+            1,
+            None,
+            room,
+        )?;
         let mut ext = Vec::new();
         let mut fb = 0u64;
         let mut done = 0usize;
