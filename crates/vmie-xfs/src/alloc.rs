@@ -187,30 +187,12 @@ fn reserve(c: &Ctx, agno: u32) -> u32 {
     c.ag_len(agno) / 32 + 64
 }
 
-/// Allocate `want` blocks for an inode in AG `pref` (or the next AGs):
+/// Allocate `want` blocks for `who` in AG `pref` (or the next AGs):
 /// first at `near` if that block starts a free extent, then best fit by
 /// size. Every piece is a multiple of `align` blocks long (a directory
-/// block) and at most `max_pieces` pieces are taken.
-// Kept for callers that name no owner (refused on rmapbt volumes).
-#[allow(dead_code)]
-pub(crate) fn alloc(
-    tx: &mut Tx,
-    pref: u32,
-    want: u64,
-    align: u64,
-    near: Option<u64>,
-    max_pieces: usize,
-) -> Result<Vec<Got>, FsError> {
-    // Blocks taken without an owner would lack their reverse mapping:
-    // callers on rmapbt volumes use [`alloc_for`].
-    if want > 0 {
-        no_rmap(tx.c, "allocating blocks without an owner")?;
-    }
-    alloc_raw(tx, pref, want, align, near, max_pieces)
-}
-
-/// [`alloc`] for `who`: each piece is reverse-mapped (on rmapbt volumes),
-/// an inode's pieces at consecutive file offsets from `who.off`.
+/// block) and at most `max_pieces` pieces are taken. Each piece is
+/// reverse-mapped (on rmapbt volumes), an inode's pieces at consecutive
+/// file offsets from `who.off`.
 pub(crate) fn alloc_for(
     tx: &mut Tx,
     who: Owner,
@@ -229,7 +211,7 @@ pub(crate) fn alloc_for(
     Ok(got)
 }
 
-/// [`alloc`] without the rmapbt guard: the caller maps what it keeps.
+/// [`alloc_for`] without the reverse mapping: the caller maps what it keeps.
 pub(crate) fn alloc_raw(
     tx: &mut Tx,
     pref: u32,
@@ -604,21 +586,6 @@ pub(crate) fn agfl_put(tx: &mut Tx, agno: u32, bno: u32, btreeblk: bool) -> Resu
         }
         Ok(())
     })
-}
-
-/// Refuse a change of block ownership on an rmapbt filesystem (its
-/// reverse mappings are not maintained here).
-#[allow(dead_code)]
-fn no_rmap(c: &Ctx, what: &str) -> Result<(), FsError> {
-    if c.geo.ro_compat & RO_COMPAT_RMAPBT != 0 {
-        return Err(refuse(
-            c,
-            format!(
-                "{what} on a filesystem with reverse-mapping btrees (rmapbt) is not implemented"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Most rounds of refilling or trimming the AGFL in one call.
@@ -1175,17 +1142,6 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Return extent `fsb`+`len` (one AG) to the free space, then bring the
-/// AGFL back within bounds.
-// Kept for callers that name no owner (refused on rmapbt volumes).
-#[allow(dead_code)]
-pub(crate) fn free_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError> {
-    // Freeing without an owner would leave its reverse mapping behind:
-    // callers on rmapbt volumes use [`free_for`].
-    no_rmap(tx.c, "freeing blocks without an owner")?;
-    free_raw_extent(tx, fsb, len)
-}
-
 /// Free `fsb`+`len`, which `who` owned: its reverse mapping removed (on
 /// rmapbt volumes), then the blocks returned to the free space.
 pub(crate) fn free_for(tx: &mut Tx, fsb: u64, len: u64, who: Owner) -> Result<(), FsError> {
@@ -1193,7 +1149,9 @@ pub(crate) fn free_for(tx: &mut Tx, fsb: u64, len: u64, who: Owner) -> Result<()
     free_raw_extent(tx, fsb, len)
 }
 
-/// [`free_extent`] without the rmapbt guard.
+/// Return extent `fsb`+`len` (one AG) to the free space, then bring the
+/// AGFL back within bounds, leaving the rmapbt alone ([`free_for`] does
+/// both).
 pub(crate) fn free_raw_extent(tx: &mut Tx, fsb: u64, len: u64) -> Result<(), FsError> {
     let c = tx.c;
     let agno = (fsb >> c.geo.agblklog) as u32;

@@ -108,15 +108,22 @@ impl Times {
     }
 }
 
-/// (a) mkfs's 5,000-entry directory in a 512-byte inode is in btree form;
-/// batches of adds, removes and renames keep it consistent.
-#[test]
-fn mkfs_btree_directory_takes_batches() {
+/// `big/` with 5,000 empty files: mkfs leaves it in btree form in a
+/// 512-byte inode.
+fn big_dir() -> BTreeMap<String, Node> {
     let mut t = BTreeMap::new();
     t.insert("big".to_string(), dir_node());
     for i in 0..5000 {
         t.insert(format!("big/{}", name_for(i, 0)), regular(Vec::new()));
     }
+    t
+}
+
+/// (a) mkfs's 5,000-entry directory in a 512-byte inode is in btree form;
+/// batches of adds, removes and renames keep it consistent.
+#[test]
+fn mkfs_btree_directory_takes_batches() {
+    let t = big_dir();
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
     for (name, args) in PROFILES2 {
@@ -335,11 +342,7 @@ fn reseal(b: &mut [u8]) {
 /// (c) Corrupted bmbt leaves are refused by every writer, nothing written.
 #[test]
 fn corrupted_bmbt_blocks_are_refused() {
-    let mut t = BTreeMap::new();
-    t.insert("big".to_string(), dir_node());
-    for i in 0..5000 {
-        t.insert(format!("big/{}", name_for(i, 0)), regular(Vec::new()));
-    }
+    let t = big_dir();
     let work = tempfile::tempdir().unwrap();
     let proto = protofile(&t, work.path());
     for (name, args) in PROFILES2 {
