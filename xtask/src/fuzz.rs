@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--seconds N] [--sanitizer S] [TARGET...]`: the
+//! `cargo xtask fuzz [--seconds N] [--jobs J] [--sanitizer S] [TARGET...]`: the
 //! cargo-fuzz targets in `fuzz/`, on the stable toolchain.
 //!
 //! cargo-fuzz needs `-Z` flags (sanitizer, coverage passes); stable rustc
@@ -11,7 +11,8 @@
 //! corpus (`fuzz/corpus/TARGET/seed-*`) from them and from the real hives in
 //! `../shared/realdata`. Saved crash inputs in `fuzz/regressions/TARGET/` are
 //! run first, every time. Each target runs for N seconds in one process (one
-//! job); crash inputs go to `fuzz/artifacts/TARGET/`.
+//! libFuzzer job), J targets at a time; crash inputs go to
+//! `fuzz/artifacts/TARGET/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,16 +35,18 @@ pub const TARGETS: &[&str] = &[
 ];
 
 const USAGE: &str = "\
-cargo xtask fuzz [--seconds N] [--sanitizer address|none] [TARGET...]
+cargo xtask fuzz [--seconds N] [--jobs J] [--sanitizer address|none] [TARGET...]
 
 Runs each fuzz target (all without TARGET) for N seconds (default 60), one
-process each, and prints its executions, coverage and crashes; fails if any
+process each, J of them at a time (default 2, one per core), and prints its executions, coverage and crashes; fails if any
 target crashed (inputs in fuzz/artifacts/TARGET/). Targets: ";
 
 /// Options of one fuzz run.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seconds: u64,
+    /// Targets fuzzed at the same time.
+    pub jobs: usize,
     pub sanitizer: String,
     pub targets: Vec<String>,
 }
@@ -51,6 +54,7 @@ pub struct Options {
 pub fn parse_args(args: &[String]) -> Result<Options> {
     let mut o = Options {
         seconds: 60,
+        jobs: 2,
         sanitizer: "address".into(),
         targets: Vec::new(),
     };
@@ -63,6 +67,13 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
                     .context("--seconds needs a number")?
                     .parse()
                     .context("--seconds")?
+            }
+            "--jobs" => {
+                o.jobs = it
+                    .next()
+                    .context("--jobs needs a number")?
+                    .parse()
+                    .context("--jobs")?
             }
             "--sanitizer" => o.sanitizer = it.next().context("--sanitizer needs a name")?.clone(),
             "-h" | "--help" => {
@@ -480,52 +491,64 @@ pub fn fuzz(opts: &Options) -> Result<()> {
     fs::create_dir_all(&work)?;
     let logs = tdir.join("logs");
     fs::create_dir_all(&logs)?;
+    // `jobs` targets at a time (two: one per core): each is one libFuzzer process
+    // and they all run for the same time, so a pair ends together.
     let mut results = Vec::new();
-    for t in &opts.targets {
-        let corpus = dir.join("corpus").join(t);
-        fs::create_dir_all(&corpus)?;
-        let mut c = fuzz_cmd("run");
-        c.env("VMIE_FUZZ_TMP", &work).arg(t).arg(&corpus);
-        let reg = dir.join("regressions").join(t);
-        if reg.is_dir() {
-            c.arg(&reg);
-        }
-        c.args([
-            "--",
-            "-print_final_stats=1",
-            "-timeout=30",
-            "-rss_limit_mb=4096",
-        ])
-        .arg(format!("-max_total_time={}", opts.seconds));
-        match t.as_str() {
-            // Its seeds are one byte (a base, no patch): let inputs grow to
-            // many patches at once instead of a few bytes at a time.
-            "inspect_image" => {
-                c.args(["-len_control=0", "-max_len=2048"]);
+    for pair in opts.targets.chunks(opts.jobs.max(1)) {
+        let mut running = Vec::new();
+        for t in pair {
+            let corpus = dir.join("corpus").join(t);
+            fs::create_dir_all(&corpus)?;
+            let mut c = fuzz_cmd("run");
+            c.env("VMIE_FUZZ_TMP", work.join(t)).arg(t).arg(&corpus);
+            fs::create_dir_all(work.join(t))?;
+            let reg = dir.join("regressions").join(t);
+            if reg.is_dir() {
+                c.arg(&reg);
             }
-            // Whole volumes of 2-7 MiB: libFuzzer would cut them at 1 MiB,
-            // below what their superblocks claim.
-            "ext4_read" | "ntfs_read" => {
-                c.arg("-max_len=8388608");
+            c.args([
+                "--",
+                "-print_final_stats=1",
+                "-timeout=30",
+                "-rss_limit_mb=4096",
+            ])
+            .arg(format!("-max_total_time={}", opts.seconds));
+            match t.as_str() {
+                // Its seeds are one byte (a base, no patch): let inputs grow to
+                // many patches at once instead of a few bytes at a time.
+                "inspect_image" => {
+                    c.args(["-len_control=0", "-max_len=2048"]);
+                }
+                // Whole volumes of 2-7 MiB: libFuzzer would cut them at 1 MiB,
+                // below what their superblocks claim.
+                "ext4_read" | "ntfs_read" => {
+                    c.arg("-max_len=8388608");
+                }
+                _ => {}
             }
-            _ => {}
+            let log = logs.join(format!("{t}.log"));
+            eprintln!(
+                "xtask: fuzzing {t} for {} s (log {})",
+                opts.seconds,
+                log.display()
+            );
+            let f = fs::File::create(&log)?;
+            let child = c
+                .stdout(f.try_clone()?)
+                .stderr(f)
+                .spawn()
+                .with_context(|| format!("starting cargo fuzz run {t}"))?;
+            running.push((t.clone(), child, log));
         }
-        let log = logs.join(format!("{t}.log"));
-        eprintln!(
-            "xtask: fuzzing {t} for {} s (log {})",
-            opts.seconds,
-            log.display()
-        );
-        let f = fs::File::create(&log)?;
-        let st = c
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .status()
-            .with_context(|| format!("starting cargo fuzz run {t}"))?;
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        let s = parse_stats(&text);
-        let failed = !st.success() || !s.crashes.is_empty();
-        results.push((t.clone(), s, failed, log));
+        for (t, mut child, log) in running {
+            let st = child
+                .wait()
+                .with_context(|| format!("waiting for cargo fuzz run {t}"))?;
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let s = parse_stats(&text);
+            let failed = !st.success() || !s.crashes.is_empty();
+            results.push((t, s, failed, log));
+        }
     }
     let _ = fs::remove_dir_all(&work);
     println!(

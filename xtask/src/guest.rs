@@ -1077,7 +1077,7 @@ struct Probe {
 /// cannot break the markers the verdict depends on.
 ///
 /// `hang`: how long a device job without time limit may run before the
-/// boot counts as hung (see [`waits_forever_for_a_device`]).
+/// boot counts as hung (see [`waits_for_a_device`]).
 fn boot(
     img: &Path,
     bus: Bus,
@@ -1145,7 +1145,7 @@ fn boot(
             || text.contains("Kernel panic")
             || text.contains("You are in emergency mode")
             || text.contains("Entering emergency mode")
-            || waits_forever_for_a_device(&text, hang)
+            || waits_for_a_device(&text, hang, hang == MUST_FAIL_HANG)
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -1158,21 +1158,26 @@ fn boot(
 }
 
 /// Whether systemd shows a device job that has run for `hang` or longer
-/// and has no time limit: dracut's initramfs waits for the root device
-/// that way (`Job dev-sda1.device/start running (1min 2s / no limit)`, a
-/// long unit name cut short with `…`) and never gives up, where
-/// initramfs-tools drops to a shell. A root disk the kernel can drive
-/// shows up about 5 s after the job starts, even under TCG.
-fn waits_forever_for_a_device(console: &str, hang: Duration) -> bool {
+/// and has no time limit (or, with `limited_too`, any device job):
+/// dracut's initramfs waits for the root device that way (`Job
+/// dev-sda1.device/start running (1min 2s / no limit)`, a long unit name
+/// cut short with `…`) and never gives up, where initramfs-tools drops to
+/// a shell. A disk the kernel can drive shows up about 5 s after the job
+/// starts, even under TCG, so a boot that must fail need not wait out
+/// systemd's 90 s limit for an fstab device that is not there (`(31s /
+/// 1min 30s)`: the job ends in emergency mode).
+fn waits_for_a_device(console: &str, hang: Duration, limited_too: bool) -> bool {
     console.match_indices("start running (").any(|(at, m)| {
         let before = &console[..at];
         let job = before.rfind("Job ").map(|j| &before[j..]);
         let rest = console.get(at + m.len()..).unwrap_or("");
-        let Some(ran) = rest
-            .split(')')
-            .next()
-            .and_then(|s| s.strip_suffix(" / no limit"))
-        else {
+        let Some(ran) = rest.split(')').next().and_then(|s| {
+            if limited_too {
+                s.split(" / ").next()
+            } else {
+                s.strip_suffix(" / no limit")
+            }
+        }) else {
             return false;
         };
         // "1min 2s", "45s", "2min"
@@ -1298,128 +1303,81 @@ pub fn guest(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A boot that must fail: `img` on `bus`, logged to `log`, the outcome
-/// printed as `boot-test NAME: LABEL: ...`; `Some(NAME: BOOTED)` for the
-/// failure list when it booted after all.
-#[allow(clippy::too_many_arguments)]
-fn must_fail(
-    name: &str,
-    img: &Path,
-    bus: Bus,
-    log: &Path,
-    label: &str,
-    booted_means: &str,
-    want_swap: bool,
-    limit: Duration,
-) -> Result<Option<String>> {
-    let t = Instant::now();
-    let p = boot(img, bus, log, limit, MUST_FAIL_HANG)?;
-    let booted = passes(&p, want_swap).is_ok();
-    println!(
-        "boot-test {name}: {label}: {} ({:.0}s)",
-        if booted {
-            "BOOTED (unexpected)"
-        } else {
-            "fails, as it must"
-        },
-        t.elapsed().as_secs_f64()
-    );
-    Ok(booted.then(|| format!("{name}: {booted_means}")))
+/// What a queued boot must show.
+enum Expect {
+    /// It must not boot: `label` names the case in the output, `booted_means`
+    /// is the failure when it boots after all.
+    Fail {
+        label: &'static str,
+        booted_means: &'static str,
+    },
+    /// It must boot (a second try is given when the first fails).
+    Pass,
 }
 
-/// `cargo xtask boot-test NAME...`: the unfixed guest must fail to boot on
-/// virtio; fixed, it must boot on virtio and on NVMe.
-pub fn boot_test(args: &[String]) -> Result<()> {
-    let args = args.to_vec();
-    let names: Vec<String> = if args.is_empty() {
-        LAYOUTS.iter().map(|(n, _)| n.to_string()).collect()
-    } else {
-        args
-    };
-    let root = fixtures::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "vmie-fixup",
-    ]))?;
-    // Where cargo put it (CARGO_TARGET_DIR when set).
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release/vmie-fixup");
-    let limit = Duration::from_secs(300);
+/// One qemu boot of the boot test.
+struct BootJob {
+    name: String,
+    img: PathBuf,
+    bus: Bus,
+    /// The serial log, `LOG` (`LOG.N.log` per try for a boot that must pass).
+    log: PathBuf,
+    expect: Expect,
+    want_swap: bool,
+    /// An image only this boot uses, removed (with its journals) after it.
+    remove_after: bool,
+}
+
+/// Run `job`; the outcome is printed as `boot-test NAME: ...`, and what
+/// went wrong is returned.
+fn run_boot_job(job: &BootJob, limit: Duration) -> Vec<String> {
+    let name = &job.name;
     let mut failures = Vec::new();
-    for name in &names {
-        let unfixed = build(name)?;
-        let dir = root.join("target/guests");
-        let want_swap = name != "mbr-ext4";
-        failures.extend(must_fail(
-            name,
-            &unfixed,
-            Bus::Virtio,
-            &dir.join(format!("{name}.unfixed-virtio.log")),
-            "unfixed on virtio",
-            "the unfixed guest booted, so the test proves nothing",
-            want_swap,
-            limit,
-        )?);
-        let host_only = matches!(name.as_str(), "hostonly" | "dracut-hostonly");
-        if name == "dracut-hostonly" {
-            // dracut's image has no NVMe driver either.
-            failures.extend(must_fail(
-                name,
-                &unfixed,
-                Bus::Nvme,
-                &dir.join(format!("{name}.unfixed-nvme.log")),
-                "unfixed on NVMe",
-                "the unfixed guest booted on NVMe, so the test proves nothing",
-                want_swap,
-                limit,
-            )?);
-        }
-        let fixed = dir.join(format!("{name}.fixed.raw"));
-        fresh_copy(&unfixed, &fixed)?;
-        let t1 = Instant::now();
-        run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
-        println!(
-            "boot-test {name}: vmie-fixup took {:.0} ms",
-            t1.elapsed().as_secs_f64() * 1e3
-        );
-        if host_only {
-            let check = dir.join(format!("{name}.check"));
-            match check_injected(&fixed, &check, name == "dracut-hostonly") {
-                Ok(msg) => println!("boot-test {name}: {msg}"),
-                Err(e) => failures.push(format!("{name}: the fixed initramfs: {e:#}")),
+    match &job.expect {
+        Expect::Fail {
+            label,
+            booted_means,
+        } => {
+            let t = Instant::now();
+            match boot(&job.img, job.bus, &job.log, limit, MUST_FAIL_HANG) {
+                Ok(p) => {
+                    let booted = passes(&p, job.want_swap).is_ok();
+                    println!(
+                        "boot-test {name}: {label}: {} ({:.0}s)",
+                        if booted {
+                            "BOOTED (unexpected)"
+                        } else {
+                            "fails, as it must"
+                        },
+                        t.elapsed().as_secs_f64()
+                    );
+                    if booted {
+                        failures.push(format!("{name}: {booted_means}"));
+                    }
+                }
+                Err(e) => failures.push(format!("{name}: {label}: {e:#}")),
             }
-            // Every other fix, but not the drivers: it must still fail on
-            // NVMe, so the injected drivers are what makes it boot there.
-            let partial = fixed_without_drivers(&bin, name, &unfixed, &dir, &root)?;
-            failures.extend(must_fail(
-                name,
-                &partial,
-                Bus::Nvme,
-                &dir.join(format!("{name}.nodrivers-nvme.log")),
-                "fixed without the driver rule on NVMe",
-                "it boots on NVMe without the injected drivers, so the test proves nothing",
-                want_swap,
-                limit,
-            )?);
-            remove_with_journals(&partial)?;
         }
-        for bus in [Bus::Virtio, Bus::Nvme] {
+        Expect::Pass => {
+            let bus = job.bus;
             // A boot under TCG is not deterministic (timers, interrupt
             // order): a fixed guest gets a second boot when the first one
             // fails, with the first one's console tail printed, so a broken
             // fix still fails (twice) and a one-off stall is visible.
             for attempt in 1..=2 {
                 let t = Instant::now();
-                let log = dir.join(format!("{name}.fixed-{bus:?}.{attempt}.log").to_lowercase());
-                let p = boot(&fixed, bus, &log, limit, MUST_PASS_HANG)?;
+                let mut log = job.log.as_os_str().to_owned();
+                log.push(format!(".{attempt}.log"));
+                let log = PathBuf::from(log);
+                let p = match boot(&job.img, bus, &log, limit, MUST_PASS_HANG) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failures.push(format!("{name} on {bus:?}: {e:#}"));
+                        break;
+                    }
+                };
                 let secs = t.elapsed().as_secs_f64();
-                match passes(&p, want_swap) {
+                match passes(&p, job.want_swap) {
                     Ok(()) => {
                         println!(
                             "boot-test {name}: fixed on {bus:?}: boots ({secs:.0}s{}) {:?}",
@@ -1446,13 +1404,177 @@ pub fn boot_test(args: &[String]) -> Result<()> {
             }
         }
     }
+    if job.remove_after {
+        if let Err(e) = remove_with_journals(&job.img) {
+            failures.push(format!("{name}: removing {}: {e:#}", job.img.display()));
+        }
+    }
+    failures
+}
+
+/// qemu boots run at the same time: one per core (each TCG guest is one
+/// busy thread), at most two, or `VMIE_BOOT_JOBS`.
+fn boot_jobs() -> usize {
+    if let Some(n) = std::env::var("VMIE_BOOT_JOBS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return n.max(1);
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(2))
+        .unwrap_or(1)
+}
+
+/// `cargo xtask boot-test NAME...`: the unfixed guest must fail to boot on
+/// virtio; fixed, it must boot on virtio and on NVMe.
+///
+/// The layouts are built and fixed one after another on this thread; each
+/// boot is queued as soon as its image is ready and run by one of
+/// [`boot_jobs`] workers, so the boots of one layout overlap the build of
+/// the next and each other.
+pub fn boot_test(args: &[String]) -> Result<()> {
+    let args = args.to_vec();
+    let names: Vec<String> = if args.is_empty() {
+        LAYOUTS.iter().map(|(n, _)| n.to_string()).collect()
+    } else {
+        args
+    };
+    let root = fixtures::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(&cargo).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "vmie-fixup",
+    ]))?;
+    // Where cargo put it (CARGO_TARGET_DIR when set).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/vmie-fixup");
+    let limit = Duration::from_secs(300);
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
+    let fail = |f: String| {
+        if let Ok(mut v) = failures.lock() {
+            v.push(f);
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<BootJob>();
+    let rx = std::sync::Mutex::new(rx);
+    let t0 = Instant::now();
+    let built = std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..boot_jobs() {
+            scope.spawn(|| loop {
+                let job = match rx.lock() {
+                    Ok(r) => r.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                for f in run_boot_job(&job, limit) {
+                    fail(f);
+                }
+            });
+        }
+        // The workers end when the queue is closed and empty: on every way
+        // out of this closure, `tx` is dropped with it.
+        let tx = tx;
+        for name in &names {
+            let unfixed = build(name)?;
+            let dir = root.join("target/guests");
+            let want_swap = name != "mbr-ext4";
+            let job =
+                |img: &Path, bus: Bus, log: String, expect: Expect, remove_after: bool| BootJob {
+                    name: name.clone(),
+                    img: img.to_path_buf(),
+                    bus,
+                    log: dir.join(log),
+                    expect,
+                    want_swap,
+                    remove_after,
+                };
+            let queue = |j: BootJob| tx.send(j).context("the boot workers are gone");
+            queue(job(
+                &unfixed,
+                Bus::Virtio,
+                format!("{name}.unfixed-virtio.log"),
+                Expect::Fail {
+                    label: "unfixed on virtio",
+                    booted_means: "the unfixed guest booted, so the test proves nothing",
+                },
+                false,
+            ))?;
+            let host_only = matches!(name.as_str(), "hostonly" | "dracut-hostonly");
+            if name == "dracut-hostonly" {
+                // dracut's image has no NVMe driver either.
+                queue(job(
+                    &unfixed,
+                    Bus::Nvme,
+                    format!("{name}.unfixed-nvme.log"),
+                    Expect::Fail {
+                        label: "unfixed on NVMe",
+                        booted_means:
+                            "the unfixed guest booted on NVMe, so the test proves nothing",
+                    },
+                    false,
+                ))?;
+            }
+            let fixed = dir.join(format!("{name}.fixed.raw"));
+            fresh_copy(&unfixed, &fixed)?;
+            let t1 = Instant::now();
+            run(Command::new(&bin).arg(&fixed).stdout(Stdio::null()))?;
+            println!(
+                "boot-test {name}: vmie-fixup took {:.0} ms",
+                t1.elapsed().as_secs_f64() * 1e3
+            );
+            if host_only {
+                let check = dir.join(format!("{name}.check"));
+                match check_injected(&fixed, &check, name == "dracut-hostonly") {
+                    Ok(msg) => println!("boot-test {name}: {msg}"),
+                    Err(e) => fail(format!("{name}: the fixed initramfs: {e:#}")),
+                }
+                // Every other fix, but not the drivers: it must still fail on
+                // NVMe, so the injected drivers are what makes it boot there.
+                let partial = fixed_without_drivers(&bin, name, &unfixed, &dir, &root)?;
+                queue(job(
+                    &partial,
+                    Bus::Nvme,
+                    format!("{name}.nodrivers-nvme.log"),
+                    Expect::Fail {
+                        label: "fixed without the driver rule on NVMe",
+                        booted_means:
+                            "it boots on NVMe without the injected drivers, so the test proves nothing",
+                    },
+                    true,
+                ))?;
+            }
+            for bus in [Bus::Virtio, Bus::Nvme] {
+                queue(job(
+                    &fixed,
+                    bus,
+                    format!("{name}.fixed-{bus:?}").to_lowercase(),
+                    Expect::Pass,
+                    false,
+                ))?;
+            }
+        }
+        Ok(())
+    });
+    let failures = failures.into_inner().unwrap_or_default();
+    built?;
     if !failures.is_empty() {
         bail!(
             "boot test failed (serial logs in target/guests/):\n  {}",
             failures.join("\n  ")
         );
     }
-    println!("boot-test: {} passed, 0 failed", names.len());
+    println!(
+        "boot-test: {} passed, 0 failed ({:.0}s, {} boots at a time)",
+        names.len(),
+        t0.elapsed().as_secs_f64(),
+        boot_jobs()
+    );
     Ok(())
 }
 
@@ -1479,22 +1601,35 @@ mod tests {
             format!("\x1b[K[\x1b[0;31m*  \x1b[0m] Job dev-sda1.device/start running ({t} / no limit)\r\n")
         };
         let min = Duration::from_secs(60);
-        assert!(!waits_forever_for_a_device(&line("59s"), min));
-        assert!(waits_forever_for_a_device(&line("59s"), MUST_FAIL_HANG));
-        assert!(!waits_forever_for_a_device(&line("29s"), MUST_FAIL_HANG));
-        assert!(waits_forever_for_a_device(&line("1min 2s"), min));
-        assert!(waits_forever_for_a_device(&line("2min"), min));
-        assert!(waits_forever_for_a_device(
+        assert!(!waits_for_a_device(&line("59s"), min, false));
+        assert!(waits_for_a_device(&line("59s"), MUST_FAIL_HANG, false));
+        assert!(!waits_for_a_device(&line("29s"), MUST_FAIL_HANG, false));
+        assert!(waits_for_a_device(&line("1min 2s"), min, false));
+        assert!(waits_for_a_device(&line("2min"), min, false));
+        assert!(waits_for_a_device(
             "Job dev-disk-by\\x2duuid-7e570001\\x2…start running (3min 9s / no limit)",
-            min
+            min,
+            false
         ));
-        assert!(!waits_forever_for_a_device(
+        assert!(!waits_for_a_device(
             "A start job is running for /dev/sdb1 (1min 2s / 1min 30s)",
-            min
+            min,
+            false
         ));
-        assert!(!waits_forever_for_a_device(
+        assert!(!waits_for_a_device(
             "Job dev-sdb1.device/start running (1min 2s / 1min 30s)",
-            min
+            min,
+            false
+        ));
+        // A boot that must fail also counts a device job with a time limit
+        // (systemd's 90 s for an fstab device) once it has run `hang`.
+        let limited = "(2 of 2) Job dev-sda1.device/start running (31s / 1min 30s)\r\n";
+        assert!(waits_for_a_device(limited, MUST_FAIL_HANG, true));
+        assert!(!waits_for_a_device(limited, MUST_FAIL_HANG, false));
+        assert!(!waits_for_a_device(
+            "Job dev-sda1.device/start running (29s / 1min 30s)",
+            MUST_FAIL_HANG,
+            true
         ));
     }
 }
