@@ -226,6 +226,7 @@ fn random_sequences_stay_consistent() {
         .map_or(48, |n| n.saturating_mul(PROFILES.len() as u64));
     let mut ops = 0;
     let mut kinds = [0usize; 4];
+    let mut kernel_reads_n = 0usize;
     for seq in 0..sequences {
         let (name, args) = PROFILES[(seq as usize) % PROFILES.len()];
         let img = mkfs(args, 300, Some(&proto));
@@ -325,9 +326,18 @@ fn random_sequences_stay_consistent() {
         }
         let (_, fs) = open(&img.path);
         compare(&fs, &want);
+        kernel_reads_n += usize::from(kernel_check(
+            &img.path,
+            &want,
+            &format!("{name} sequence {seq}"),
+        ));
     }
+    assert!(
+        kernel_reads_n > 0,
+        "no sequence was read back by the kernel"
+    );
     eprintln!(
-        "{sequences} sequences, {ops} operations (replace, create, remove, rename: {kinds:?}) in {:?}",
+        "{sequences} sequences ({kernel_reads_n} read back by the kernel), {ops} operations (replace, create, remove, rename: {kinds:?}) in {:?}",
         start.elapsed()
     );
 }

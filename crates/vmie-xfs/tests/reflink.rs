@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -32,32 +32,6 @@ fn sh(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The image mounted by the kernel on a loop device, unmounted on drop.
-struct Mounted {
-    dir: tempfile::TempDir,
-}
-
-impl Mounted {
-    fn new(img: &Path, ro: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = if ro { "loop,ro" } else { "loop" };
-        sh(Command::new("mount")
-            .args(["-t", "xfs", "-o", opts])
-            .arg(img)
-            .arg(dir.path()));
-        Mounted { dir }
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
 }
 
 const K: usize = 1024;
