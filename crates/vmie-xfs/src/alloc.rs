@@ -944,14 +944,29 @@ fn ialloc_existing(tx: &mut Tx, pref: u32) -> Result<Option<u64>, FsError> {
 /// Inodes in one chunk (XFS_INODES_PER_CHUNK).
 const CHUNK_INODES: u32 = 64;
 
+/// Inodes per bit of a sparse record's hole mask
+/// (XFS_INODES_PER_HOLEMASK_BIT).
+const HOLE_INODES: u32 = 4;
+
+/// The inodes a hole mask leaves allocated, one bit per inode of the
+/// chunk (xfs_inobt_irec_to_allocmask).
+fn hole_alloc_mask(holemask: u16) -> u64 {
+    (0..16u32)
+        .filter(|b| holemask & (1 << b) == 0)
+        .fold(0u64, |m, b| m | (0xF << (HOLE_INODES * b)))
+}
+
 /// A free extent of AG `agno` that holds `blks` blocks starting on a
-/// multiple of `align`: (start, length, aligned start). The cntbt is
-/// walked upwards from the smallest extent long enough.
+/// multiple of `align`, at or after block `lo` and ending at or before
+/// block `hi`: (start, length, placed start). The cntbt is walked upwards
+/// from the smallest extent long enough; in each extent only the first
+/// aligned start at or after `lo` is tried (any later one ends later).
 fn find_aligned(
     tx: &Tx,
     agno: u32,
     blks: u32,
     align: u32,
+    (lo, hi): (u32, u64),
 ) -> Result<Option<(u32, u32, u32)>, FsError> {
     let c = tx.c;
     let (_, a) = agf(tx, agno)?;
@@ -963,8 +978,11 @@ fn find_aligned(
         while i < n {
             let r = cnt.rec(tx, &leaf, i);
             let (s, l) = (be32(r, 0), be32(r, 4));
-            let at = u64::from(s).div_ceil(u64::from(align)) * u64::from(align);
-            if at + u64::from(blks) <= u64::from(s) + u64::from(l)
+            let from = u64::from(s.max(lo));
+            let at = from.div_ceil(u64::from(align)) * u64::from(align);
+            let end = at + u64::from(blks);
+            if end <= u64::from(s) + u64::from(l)
+                && end <= hi
                 && !outside_free(c, agno, s, u64::from(l))
             {
                 return Ok(Some((s, l, at as u32)));
@@ -986,12 +1004,98 @@ fn find_aligned(
     }
 }
 
+/// The blocks of the smallest piece of a sparse inode chunk
+/// (sb_spino_align, the kernel's ialloc_min_blks) when this volume may
+/// allocate pieces smaller than its whole chunk of `blks` blocks aligned
+/// to `align`. The superblock must hold what xfs_validate_sb_common
+/// demands of a sparse-inode volume: chunk-sized inode alignment and a
+/// sparse alignment dividing it.
+fn sparse_piece(c: &Ctx, sb: &[u8], blks: u32, align: u32) -> Result<Option<u32>, FsError> {
+    if !c.geo.has(INCOMPAT_SPINODES) {
+        return Ok(None);
+    }
+    let spino = be32(sb, 228);
+    if align != blks || spino == 0 || spino > blks || blks % spino != 0 {
+        return Err(c.corrupt(
+            "superblock",
+            format!(
+                "sparse inode alignment {spino} and inode alignment {align} do not fit a chunk of {blks} blocks"
+            ),
+        ));
+    }
+    if (spino << c.geo.inopblog) % HOLE_INODES != 0 {
+        return Err(c.corrupt(
+            "superblock",
+            format!("sparse inode alignment {spino} is finer than the hole mask"),
+        ));
+    }
+    Ok((spino < blks).then_some(spino))
+}
+
+/// Where a new chunk (or a piece of one) goes: the free extent it is
+/// taken from, its first block and length, and the first block of the
+/// whole aligned chunk it belongs to.
+struct Place {
+    agno: u32,
+    free: (u32, u32),
+    at: u32,
+    len: u32,
+    chunk: u32,
+}
+
+/// The inobt record already covering inode chunk `startino` of AG
+/// `agno`, if any: only a record of that same chunk may exist there (a
+/// sparse one the new piece merges into); a record of another chunk
+/// reaching into it is corruption.
+fn chunk_record(tx: &Tx, agno: u32, startino: u32) -> Result<Option<Vec<u8>>, FsError> {
+    let c = tx.c;
+    let (_, ai) = agi(tx, agno)?;
+    let ino_bt = bt_from_agi(tx, agno, &ai, false);
+    let end = u64::from(startino) + u64::from(CHUNK_INODES);
+    let bad = |other: u32| {
+        c.corrupt(
+            &format!("inobt of AG {agno}"),
+            format!("record {other} overlaps the free inode chunk {startino}"),
+        )
+    };
+    if let Some(r) = ino_bt.prev_rec(tx, u64::from(startino))? {
+        let s = be32(&r, 0);
+        if u64::from(s) + u64::from(CHUNK_INODES) > u64::from(startino) {
+            return Err(bad(s));
+        }
+    }
+    let mut same = None;
+    if let Some(r) = ino_bt.next_rec(tx, u64::from(startino))? {
+        let s = be32(&r, 0);
+        if s == startino {
+            same = Some(r);
+        } else if u64::from(s) < end {
+            return Err(bad(s));
+        }
+    }
+    if same.is_some() {
+        if let Some(r) = ino_bt.next_rec(tx, u64::from(startino) + 1)? {
+            let s = be32(&r, 0);
+            if u64::from(s) < end {
+                return Err(bad(s));
+            }
+        }
+    }
+    Ok(same)
+}
+
 /// Allocate a new chunk of 64 inodes in AG `pref` (or the next AGs), as
-/// xfs_ialloc_ag_alloc does: its blocks aligned to sb_inoalignmt, every
-/// inode initialised free (xfs_ialloc_inode_init: magic, version,
-/// generation, no next-unlinked; v5: inode number, UUID, CRC), the record
-/// (all free) in the inobt and finobt, the AGI's count, free count and
-/// newino, and the superblock's icount and ifree.
+/// xfs_ialloc_ag_alloc does: its blocks aligned to sb_inoalignmt, or, on
+/// a sparse-inode volume where no AG has such a free extent, a piece of
+/// sb_spino_align blocks so aligned (placed between the kernel's
+/// min_agbno and max_agbno: its whole aligned chunk inside the AG). Every
+/// new inode is initialised free (xfs_ialloc_inode_init: magic, version,
+/// generation, no next-unlinked; v5: inode number, UUID, CRC); the record
+/// (all free; a piece's record with the rest of its chunk as holes, also
+/// marked free) goes into the inobt, merged into the chunk's existing
+/// sparse record if there is one (xfs_inobt_insert_sprec), and the same
+/// into the finobt; then the AGI's count, free count and newino, and the
+/// superblock's icount and ifree.
 fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     let c = tx.c;
     let g = &c.geo;
@@ -1017,6 +1121,7 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     if align > g.agblocks {
         return Err(c.corrupt("superblock", format!("inode alignment {align} blocks")));
     }
+    let piece = sparse_piece(c, &sb, blks, align)?;
     let icount = be64(&sb, 128);
     let pct = u64::from(sb[127]);
     if pct > 0 {
@@ -1038,59 +1143,143 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
         let agno = (pref + k) % g.agcount;
         let (_, a) = agf(tx, agno)?;
         let room = be32(&a, 52).saturating_sub(reserve(c, agno));
-        if room < blks {
+        if room < piece.unwrap_or(blks) {
             continue;
         }
         fix_freelist(tx, agno)?;
-        if let Some(f) = find_aligned(tx, agno, blks, align)? {
-            found = Some((agno, f));
+        if room >= blks {
+            if let Some((s, l, at)) = find_aligned(tx, agno, blks, align, (0, u64::MAX))? {
+                found = Some(Place {
+                    agno,
+                    free: (s, l),
+                    at,
+                    len: blks,
+                    chunk: at,
+                });
+                break;
+            }
+        }
+        // A sparse piece: at or after the first aligned block past 0
+        // (min_agbno), its last block at or before the last aligned
+        // chunk start that leaves a whole chunk inside the AG
+        // (max_agbno, from this AG's own length).
+        let Some(p) = piece else { continue };
+        let top = c.ag_len(agno) / align * align;
+        let Some(max_agbno) = top.checked_sub(blks) else {
+            continue;
+        };
+        let bounds = (align, u64::from(max_agbno) + 1);
+        if let Some((s, l, at)) = find_aligned(tx, agno, p, p, bounds)? {
+            found = Some(Place {
+                agno,
+                free: (s, l),
+                at,
+                len: p,
+                chunk: at - at % align,
+            });
             break;
         }
     }
-    let Some((agno, (s, l, at))) = found else {
-        if sparse {
-            return Err(refuse(
-                c,
-                format!("no AG has {blks} free blocks aligned to {align} for a whole inode chunk (allocating a sparse inode chunk is not implemented)"),
-            ));
-        }
+    let Some(place) = found else {
+        let what = match piece {
+            Some(p) => format!(
+                "{blks} blocks aligned to {align} for a new inode chunk, or {p} aligned to {p} for part of one"
+            ),
+            None => format!("{blks} blocks aligned to {align} for a new inode chunk"),
+        };
         return Err(FsError::NoSpace {
             fs: c.location.clone(),
-            what: format!("{blks} blocks aligned to {align} for a new inode chunk"),
+            what,
         });
     };
-    let startino = u64::from(at) << g.inopblog;
-    let startino = u32::try_from(startino)
+    let Place {
+        agno,
+        free: (s, l),
+        at,
+        len,
+        chunk,
+    } = place;
+    let no_inos = || {
+        c.corrupt(
+            &format!("AG {agno}"),
+            format!("block {chunk} has no inode numbers"),
+        )
+    };
+    let startino = u32::try_from(u64::from(chunk) << g.inopblog)
         .ok()
         .filter(|&s| s.checked_add(CHUNK_INODES).is_some())
-        .ok_or_else(|| {
-            c.corrupt(
-                &format!("AG {agno}"),
-                format!("block {at} has no inode numbers"),
-            )
-        })?;
-    take_range(tx, agno, (s, l), at, blks, true)?;
-    crate::rmap::map_ag(tx, agno, at, u64::from(blks), Owner::INODES)?;
+        .ok_or_else(no_inos)?;
+    // The new inodes: `count` from `first`, within the chunk (`at` lies
+    // in the chunk and `len` blocks fit in it by construction).
+    let first = startino + ((at - chunk) << g.inopblog);
+    let count = len << g.inopblog;
+    let lead = first - startino;
+    let allocmask =
+        (lead / HOLE_INODES..(lead + count) / HOLE_INODES).fold(0u16, |m, b| m | (1 << b));
+    let holemask = !allocmask;
+    let existing = chunk_record(tx, agno, startino)?;
+    // The record: the new inodes free, holes marked free too.
+    let mut rec = vec![0u8; 16];
+    put32(&mut rec, 0, startino);
+    if sparse {
+        rec[4..6].copy_from_slice(&holemask.to_be_bytes());
+        rec[6] = count as u8;
+        rec[7] = count as u8;
+    } else {
+        put32(&mut rec, 4, count);
+    }
+    put64(&mut rec, 8, u64::MAX);
+    let merged = match &existing {
+        None => rec.clone(),
+        Some(old) => {
+            let old_hole = u16::from_be_bytes([old[4], old[5]]);
+            let (old_count, old_free_n, old_free) =
+                (u32::from(old[6]), u32::from(old[7]), be64(old, 8));
+            let old_alloc = hole_alloc_mask(old_hole);
+            let new_alloc = hole_alloc_mask(holemask);
+            if len == blks
+                || old_hole == 0
+                || old_count != old_alloc.count_ones()
+                || old_free_n > old_count
+                || old_free & !old_alloc != !old_alloc
+                || old_alloc & new_alloc != 0
+            {
+                return Err(c.corrupt(
+                    &format!("inobt of AG {agno}"),
+                    format!(
+                        "record {startino} (holes {old_hole:#06x}, {old_count} inodes, {old_free_n} free) cannot take inodes {first}+{count} of free blocks"
+                    ),
+                ));
+            }
+            let mut m = old.clone();
+            m[4..6].copy_from_slice(&(old_hole & holemask).to_be_bytes());
+            m[6] = (old_count + count) as u8;
+            m[7] = (old_free_n + count) as u8;
+            put64(&mut m, 8, old_free);
+            m
+        }
+    };
+    take_range(tx, agno, (s, l), at, len, true)?;
+    crate::rmap::map_ag(tx, agno, at, u64::from(len), Owner::INODES)?;
     fix_freelist(tx, agno)?;
     // The inodes, all free.
     let fsb = (u64::from(agno) << g.agblklog) | u64::from(at);
-    let off = g.fsb_to_byte(fsb, u64::from(blks)).ok_or_else(|| {
+    let off = g.fsb_to_byte(fsb, u64::from(len)).ok_or_else(|| {
         c.corrupt(
             &format!("AG {agno}"),
-            format!("chunk at {at} outside the filesystem"),
+            format!("inodes at {at} outside the filesystem"),
         )
     })?;
     let isz = g.inode_size as usize;
-    let mut buf = vec![0u8; blks as usize * g.block_size as usize];
+    let mut buf = vec![0u8; len as usize * g.block_size as usize];
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let agshift = g.agblklog + g.inopblog;
-    for i in 0..CHUNK_INODES {
-        let r = &mut buf[i as usize * isz..(i as usize + 1) * isz];
+    for (i, r) in buf.chunks_exact_mut(isz).enumerate().take(count as usize) {
         r[0..2].copy_from_slice(&crate::inode::INODE_MAGIC.to_be_bytes());
         r[4] = if g.v5 { 3 } else { 2 };
-        let ino = (u64::from(agno) << agshift) | u64::from(startino + i);
+        let ino = (u64::from(agno) << agshift) | (u64::from(first) + i as u64);
         let mut x = (seed ^ ino.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
         x ^= x >> 29;
         x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -1103,27 +1292,36 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
         }
     }
     tx.write(off, buf)?;
-    // The record: all 64 free.
-    let mut rec = vec![0u8; 16];
-    put32(&mut rec, 0, startino);
-    if sparse {
-        rec[6] = CHUNK_INODES as u8;
-        rec[7] = CHUNK_INODES as u8;
-    } else {
-        put32(&mut rec, 4, CHUNK_INODES);
-    }
-    put64(&mut rec, 8, u64::MAX);
+    // The inobt: the record inserted, or merged into the chunk's sparse
+    // record; the finobt: the merged record inserted or replacing its own.
+    let key = u64::from(startino);
     let (_, ai) = agi(tx, agno)?;
     let mut ino_bt = bt_from_agi(tx, agno, &ai, false);
-    ino_bt.insert(tx, &mut AgSrc::ino(agno, false), u64::from(startino), &rec)?;
+    match &existing {
+        Some(old) => ino_bt.update(tx, key, old, &merged)?,
+        None => ino_bt.insert(tx, &mut AgSrc::ino(agno, false), key, &merged)?,
+    }
     if g.ro_compat & RO_COMPAT_FINOBT != 0 {
         let (_, ai) = agi(tx, agno)?;
         let mut fino_bt = bt_from_agi(tx, agno, &ai, true);
-        fino_bt.insert(tx, &mut AgSrc::ino(agno, true), u64::from(startino), &rec)?;
+        let p = fino_bt.descend(tx, key)?;
+        let i = p.idx[p.idx.len() - 1];
+        let own = (i < p.numrecs && be32(fino_bt.rec(tx, &p.leaf, i), 0) == startino)
+            .then(|| fino_bt.rec(tx, &p.leaf, i).to_vec());
+        match own {
+            Some(old) if existing.is_some() => fino_bt.update(tx, key, &old, &merged)?,
+            Some(_) => {
+                return Err(c.corrupt(
+                    &format!("finobt of AG {agno}"),
+                    format!("holds chunk {startino}, which the inobt lacks"),
+                ))
+            }
+            None => fino_bt.insert(tx, &mut AgSrc::ino(agno, true), key, &merged)?,
+        }
     }
     agi_change(tx, agno, |a| {
-        add32(a, 16, i64::from(CHUNK_INODES), "agi_count")?;
-        add32(a, 28, i64::from(CHUNK_INODES), "agi_freecount")?;
+        add32(a, 16, i64::from(count), "agi_count")?;
+        add32(a, 28, i64::from(count), "agi_freecount")?;
         put32(a, 32, startino);
         Ok(())
     })?;
@@ -1131,14 +1329,14 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     let sb_now = tx.read(0, sect)?;
     sb.copy_from_slice(&sb_now);
     let icount = be64(&sb, 128)
-        .checked_add(u64::from(CHUNK_INODES))
+        .checked_add(u64::from(count))
         .ok_or_else(|| c.corrupt("superblock", "icount overflows".into()))?;
     put64(&mut sb, 128, icount);
     if g.v5 {
         crate::csum::update(&mut sb, 224);
     }
     tx.write(0, sb)?;
-    tx.d_ifree += i64::from(CHUNK_INODES);
+    tx.d_ifree += i64::from(count);
     Ok(())
 }
 

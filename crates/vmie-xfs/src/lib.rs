@@ -15,8 +15,10 @@
 //! in-memory transaction staged in a `tx::Tx` and written only after every
 //! check passed. Blocks come from (and go back to) the bnobt/cntbt, whose
 //! blocks split, merge and change height (the AGFL kept at the kernel's
-//! minimum), inodes from existing chunks or a new 64-inode chunk
-//! (inobt/finobt; freed ones return there), entries go into and out of
+//! minimum), inodes from existing chunks or a new 64-inode chunk (on
+//! sparse-inode volumes with no aligned whole chunk free, a sparse piece
+//! of sb_spino_align blocks, merged into its chunk's record as the kernel
+//! does; inobt/finobt; freed ones return there), entries go into and out of
 //! shortform, block and leaf directories (converting shortform to block
 //! and block to leaf when adding; a removal keeps the form and frees an
 //! emptied leaf-form data block), block maps kept as extent lists or,
@@ -25,8 +27,7 @@
 //! every block that changes owner gets or loses its reverse mapping
 //! (`rmap`: file, directory and bmbt blocks, inode chunks, inode btree
 //! blocks, AGFL refills and trims). Refused with [`FsError::Unsupported`],
-//! writing nothing: sparse inode chunks when no whole aligned chunk fits,
-//! a bmbt deeper than one level of leaves, a second
+//! writing nothing: a bmbt deeper than one level of leaves, a second
 //! da-btree level, overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at
