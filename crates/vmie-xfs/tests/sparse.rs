@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -29,32 +29,6 @@ fn sh(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A kernel loop mount, unmounted on drop.
-struct Mounted {
-    dir: tempfile::TempDir,
-}
-
-impl Mounted {
-    fn new(img: &Path, ro: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = if ro { "loop,ro" } else { "loop" };
-        sh(Command::new("mount")
-            .args(["-t", "xfs", "-o", opts])
-            .arg(img)
-            .arg(dir.path()));
-        Mounted { dir }
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
 }
 
 /// The geometry the test needs, from superblock 0.
