@@ -1431,7 +1431,7 @@ fn boot_jobs() -> usize {
 ///
 /// The layouts are built and fixed one after another on this thread; each
 /// boot is queued as soon as its image is ready and run by one of
-/// [`boot_jobs`] workers, so the boots of one layout overlap the build of
+/// `boot_jobs()` workers, so the boots of one layout overlap the build of
 /// the next and each other.
 pub fn boot_test(args: &[String]) -> Result<()> {
     let args = args.to_vec();
