@@ -32,6 +32,19 @@ pub fn test(extra: &[String]) -> Result<()> {
     let full = extra.iter().any(|a| a == "--full");
     let extra: Vec<&String> = extra.iter().filter(|a| *a != "--full").collect();
     deps()?;
+    // Work that does not need the tests runs beside them, where a core is
+    // often idle (many test binaries run one long test at a time): the
+    // boot test's debootstraps and the fuzz targets' build (at nice 19).
+    // Each is joined before its phase; if it failed, the phase does it
+    // again in the foreground and reports its own error.
+    let boot = std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none();
+    let fuzz = std::env::var_os("VMIE_SKIP_FUZZ").is_none();
+    let fuzz_opts = crate::fuzz::parse_args(&["--seconds".into(), "60".into()])?;
+    let trees = boot.then(|| std::thread::spawn(crate::guest::prepare_trees));
+    let fuzz_build = fuzz.then(|| {
+        let o = fuzz_opts.clone();
+        std::thread::spawn(move || crate::fuzz::build(&o, true))
+    });
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = crate::fixtures::workspace_root();
     run(Command::new(&cargo)
@@ -72,7 +85,8 @@ pub fn test(extra: &[String]) -> Result<()> {
     // our XFS writer, read by GRUB and the kernel), each unfixed (must
     // fail) and fixed on virtio and NVMe (must pass). All layouts:
     // cargo xtask boot-test.
-    if std::env::var_os("VMIE_SKIP_BOOT_TEST").is_none() {
+    if boot {
+        joined("the guest trees", trees);
         crate::guest::boot_test(&[
             "mbr-logical-swap".to_string(),
             "lvm-root".to_string(),
@@ -83,11 +97,29 @@ pub fn test(extra: &[String]) -> Result<()> {
     }
     // A minute per target, two targets at a time (about 9 minutes with the
     // build): the saved crash inputs, then new ones. Long runs: cargo xtask fuzz --seconds N.
-    if std::env::var_os("VMIE_SKIP_FUZZ").is_none() {
-        crate::fuzz::fuzz(&crate::fuzz::parse_args(&[
-            "--seconds".into(),
-            "60".into(),
-        ])?)?;
+    if fuzz {
+        if joined("the fuzz build", fuzz_build) {
+            crate::fuzz::run_targets(&fuzz_opts)?;
+        } else {
+            crate::fuzz::fuzz(&fuzz_opts)?;
+        }
     }
     Ok(())
+}
+
+/// Wait for a background step; whether it succeeded (a failure is printed,
+/// and the caller does the step again in the foreground).
+fn joined(what: &str, h: Option<std::thread::JoinHandle<Result<()>>>) -> bool {
+    match h.map(|h| h.join()) {
+        Some(Ok(Ok(()))) => true,
+        Some(Ok(Err(e))) => {
+            eprintln!("xtask: {what} in the background failed, again now: {e:#}");
+            false
+        }
+        Some(Err(_)) => {
+            eprintln!("xtask: {what} in the background panicked, again now");
+            false
+        }
+        None => false,
+    }
 }

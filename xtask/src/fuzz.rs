@@ -162,14 +162,14 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// `cargo install --locked cargo-fuzz@VERSION` unless that version is there.
-fn ensure_cargo_fuzz() -> Result<()> {
+fn ensure_cargo_fuzz(nice: bool) -> Result<()> {
     let out = Command::new(cargo()).args(["fuzz", "--version"]).output();
     if let Ok(o) = out {
         if String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION) {
             return Ok(());
         }
     }
-    run(Command::new(cargo()).args([
+    run(cargo_cmd(nice).args([
         "install",
         "--locked",
         "cargo-fuzz",
@@ -472,20 +472,48 @@ fn seed(bases: &[PathBuf]) -> Result<()> {
 /// Build every target and run each for `opts.seconds`; print a table and
 /// fail if any crashed.
 pub fn fuzz(opts: &Options) -> Result<()> {
-    ensure_cargo_fuzz()?;
+    build(opts, false)?;
+    run_targets(opts)
+}
+
+/// cargo (through `nice -n 19` when `nice`, so a build in the background
+/// takes only what the foreground leaves).
+fn cargo_cmd(nice: bool) -> Command {
+    if nice {
+        let mut c = Command::new("nice");
+        c.args(["-n", "19"]).arg(cargo());
+        c
+    } else {
+        Command::new(cargo())
+    }
+}
+
+/// `cargo fuzz SUB` with this run's sanitizer and target directory.
+fn fuzz_command(opts: &Options, sub: &str, nice: bool) -> Command {
+    let mut c = cargo_cmd(nice);
+    c.current_dir(fuzz_dir())
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", sub, "-s", &opts.sanitizer, "--target-dir"])
+        .arg(target_dir());
+    c
+}
+
+/// Everything before the runs: cargo-fuzz installed, the bases built, the
+/// corpora seeded, every target built. `cargo xtask test` does this in the
+/// background (`nice`) while the tests run, where a core is often idle.
+pub fn build(opts: &Options, nice: bool) -> Result<()> {
+    ensure_cargo_fuzz(nice)?;
     let dir = fuzz_dir();
     let bases = build_bases(&dir.join("bases"))?;
     seed(&bases)?;
+    run(&mut fuzz_command(opts, "build", nice))
+}
+
+/// Run every target of `opts` (built by [`build`]) and report.
+pub fn run_targets(opts: &Options) -> Result<()> {
+    let dir = fuzz_dir();
     let tdir = target_dir();
-    let fuzz_cmd = |sub: &str| {
-        let mut c = Command::new(cargo());
-        c.current_dir(&dir)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", sub, "-s", &opts.sanitizer, "--target-dir"])
-            .arg(&tdir);
-        c
-    };
-    run(&mut fuzz_cmd("build"))?;
+    let fuzz_cmd = |sub: &str| fuzz_command(opts, sub, false);
     // inspect_image's working copies of the bases; removed after the run.
     let work = std::env::temp_dir().join(format!("vmie-fuzz-{}", std::process::id()));
     fs::create_dir_all(&work)?;

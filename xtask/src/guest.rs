@@ -650,6 +650,17 @@ fn in_chroot_ns(tree: &Path, script: &str) -> Result<()> {
 /// it conflicts with), built once from [`base_tree`] by `apt-get install
 /// dracut` in a chroot (about a minute: the package's trigger builds a
 /// generic initramfs, which [`dracut_hostonly_initramfs`] replaces).
+/// The debootstrapped trees every boot layout starts from (the base one
+/// and the dracut one), built now if not cached: `cargo xtask test` does
+/// this in the background while the tests run (debootstrap mostly waits on
+/// the network and the disk).
+pub fn prepare_trees() -> Result<()> {
+    let root = fixtures::workspace_root();
+    base_tree(&root)?;
+    dracut_tree(&root)?;
+    Ok(())
+}
+
 fn dracut_tree(root: &Path) -> Result<PathBuf> {
     let base = base_tree(root)?;
     let cache = root.join("target/guest-cache");
