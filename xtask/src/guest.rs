@@ -646,10 +646,6 @@ fn in_chroot_ns(tree: &Path, script: &str) -> Result<()> {
         .stdout(Stdio::null()))
 }
 
-/// The base tree with Debian's dracut in place of initramfs-tools (which
-/// it conflicts with), built once from [`base_tree`] by `apt-get install
-/// dracut` in a chroot (about a minute: the package's trigger builds a
-/// generic initramfs, which [`dracut_hostonly_initramfs`] replaces).
 /// The debootstrapped trees every boot layout starts from (the base one
 /// and the dracut one), built now if not cached: `cargo xtask test` does
 /// this in the background while the tests run (debootstrap mostly waits on
@@ -661,6 +657,10 @@ pub fn prepare_trees() -> Result<()> {
     Ok(())
 }
 
+/// The base tree with Debian's dracut in place of initramfs-tools (which
+/// it conflicts with), built once from [`base_tree`] by `apt-get install
+/// dracut` in a chroot (about a minute: the package's trigger builds a
+/// generic initramfs, which [`dracut_hostonly_initramfs`] replaces).
 fn dracut_tree(root: &Path) -> Result<PathBuf> {
     let base = base_tree(root)?;
     let cache = root.join("target/guest-cache");
