@@ -661,10 +661,10 @@ impl Drop for Mounted {
     }
 }
 
-/// Whether the host's kernel can mount `img`: v5 only (Debian's kernel is
-/// built without `CONFIG_XFS_SUPPORT_V4`: "Deprecated V4 format (crc=0)
-/// not supported by kernel"); v4 volumes are read back by xfs_repair,
-/// xfs_db and our reader.
+/// Whether the host's kernel can mount `img`: v5 only (this machine's
+/// kernel, 6.18 with XFS built in, has no `CONFIG_XFS_SUPPORT_V4`:
+/// "Deprecated V4 format (crc=0) not supported by kernel"); v4 volumes are
+/// read back by xfs_repair, xfs_db and our reader.
 pub fn kernel_reads(img: &Path) -> bool {
     let mut sb = [0u8; 8];
     let mut f = std::fs::File::open(img).unwrap();
