@@ -1230,7 +1230,7 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     }
     put64(&mut rec, 8, u64::MAX);
     let merged = match &existing {
-        None => rec.clone(),
+        None => rec,
         Some(old) => {
             let old_hole = u16::from_be_bytes([old[4], old[5]]);
             let (old_count, old_free_n, old_free) =
@@ -1304,10 +1304,9 @@ fn new_chunk(tx: &mut Tx, pref: u32) -> Result<(), FsError> {
     if g.ro_compat & RO_COMPAT_FINOBT != 0 {
         let (_, ai) = agi(tx, agno)?;
         let mut fino_bt = bt_from_agi(tx, agno, &ai, true);
-        let p = fino_bt.descend(tx, key)?;
-        let i = p.idx[p.idx.len() - 1];
-        let own = (i < p.numrecs && be32(fino_bt.rec(tx, &p.leaf, i), 0) == startino)
-            .then(|| fino_bt.rec(tx, &p.leaf, i).to_vec());
+        let own = fino_bt
+            .next_rec(tx, key)?
+            .filter(|r| be32(r, 0) == startino);
         match own {
             Some(old) if existing.is_some() => fino_bt.update(tx, key, &old, &merged)?,
             Some(_) => {
