@@ -513,7 +513,6 @@ pub fn build(opts: &Options, nice: bool) -> Result<()> {
 pub fn run_targets(opts: &Options) -> Result<()> {
     let dir = fuzz_dir();
     let tdir = target_dir();
-    let fuzz_cmd = |sub: &str| fuzz_command(opts, sub, false);
     // inspect_image's working copies of the bases; removed after the run.
     let work = std::env::temp_dir().join(format!("vmie-fuzz-{}", std::process::id()));
     fs::create_dir_all(&work)?;
@@ -527,7 +526,7 @@ pub fn run_targets(opts: &Options) -> Result<()> {
         for t in pair {
             let corpus = dir.join("corpus").join(t);
             fs::create_dir_all(&corpus)?;
-            let mut c = fuzz_cmd("run");
+            let mut c = fuzz_command(opts, "run", false);
             c.env("VMIE_FUZZ_TMP", work.join(t)).arg(t).arg(&corpus);
             fs::create_dir_all(work.join(t))?;
             let reg = dir.join("regressions").join(t);

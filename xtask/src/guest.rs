@@ -1087,15 +1087,21 @@ struct Probe {
 /// appended), so a kernel message printed in the middle of a probe line
 /// cannot break the markers the verdict depends on.
 ///
-/// `hang`: how long a device job without time limit may run before the
-/// boot counts as hung (see [`waits_for_a_device`]).
+/// `must_fail`: a boot that must fail counts as hung once any device job
+/// has run [`MUST_FAIL_HANG`]; one that must pass once a job without time
+/// limit has run [`MUST_PASS_HANG`] (see [`waits_for_a_device`]).
 fn boot(
     img: &Path,
     bus: Bus,
     log: &Path,
     limit: Duration,
-    hang: Duration,
+    must_fail: bool,
 ) -> Result<Option<Probe>> {
+    let hang = if must_fail {
+        MUST_FAIL_HANG
+    } else {
+        MUST_PASS_HANG
+    };
     let drive = match bus {
         Bus::Virtio => vec![format!(
             "file={},format=raw,if=virtio,snapshot=on",
@@ -1156,7 +1162,7 @@ fn boot(
             || text.contains("Kernel panic")
             || text.contains("You are in emergency mode")
             || text.contains("Entering emergency mode")
-            || waits_for_a_device(&text, hang, hang == MUST_FAIL_HANG)
+            || waits_for_a_device(&text, hang, must_fail)
         {
             let _ = child.kill();
             let _ = child.wait();
@@ -1350,7 +1356,7 @@ fn run_boot_job(job: &BootJob, limit: Duration) -> Vec<String> {
             booted_means,
         } => {
             let t = Instant::now();
-            match boot(&job.img, job.bus, &job.log, limit, MUST_FAIL_HANG) {
+            match boot(&job.img, job.bus, &job.log, limit, true) {
                 Ok(p) => {
                     let booted = passes(&p, job.want_swap).is_ok();
                     println!(
@@ -1380,7 +1386,7 @@ fn run_boot_job(job: &BootJob, limit: Duration) -> Vec<String> {
                 let mut log = job.log.as_os_str().to_owned();
                 log.push(format!(".{attempt}.log"));
                 let log = PathBuf::from(log);
-                let p = match boot(&job.img, bus, &log, limit, MUST_PASS_HANG) {
+                let p = match boot(&job.img, bus, &log, limit, false) {
                     Ok(p) => p,
                     Err(e) => {
                         failures.push(format!("{name} on {bus:?}: {e:#}"));
