@@ -24,16 +24,6 @@ fn gp(s: &str) -> GuestPath {
     GuestPath::lexical(s.as_bytes())
 }
 
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const K: usize = 1024;
 
 /// Files of the test volume as the kernel leaves them:
@@ -83,7 +73,7 @@ fn volume(mkfs_args: &[&str]) -> (Img, Vec<(&'static str, Vec<u8>)>) {
 }
 
 /// The kernel's reading of every file equals `want`.
-fn kernel_reads(img: &Path, want: &[(&str, Vec<u8>)], what: &str) {
+fn kernel_sees(img: &Path, want: &[(&str, Vec<u8>)], what: &str) {
     let m = Mounted::new(img, true);
     for (name, data) in want {
         let got = std::fs::read(m.path(name)).unwrap();
@@ -173,34 +163,26 @@ fn shared_blocks_are_never_overwritten_or_freed() {
         // (plain) and `e` (reflink flag, its partner deleted), grown,
         // shrunk, removed; the kernel reads the result.
         let mut want = files.clone();
-        let set = |want: &mut Vec<(&'static str, Vec<u8>)>, name: &str, data: Vec<u8>| {
-            want.iter_mut().find(|(n, _)| *n == name).unwrap().1 = data;
-        };
-        let steps: Vec<(&str, Op)> = vec![
-            (
-                "grow e",
-                Box::new(|fs| fs.replace_file(&gp("/e"), &bytes(10, 300 * K))),
-            ),
-            (
-                "shrink e",
-                Box::new(|fs| fs.replace_file(&gp("/e"), &bytes(11, 10 * K))),
-            ),
-            (
-                "shrink c",
-                Box::new(|fs| fs.replace_file(&gp("/c"), &bytes(12, 3 * K))),
-            ),
-            ("remove c", Box::new(|fs| fs.remove(&gp("/c")))),
+        // (what, file, its new contents or None to remove it)
+        let steps: [(&str, &str, Option<Vec<u8>>); 4] = [
+            ("grow e", "e", Some(bytes(10, 300 * K))),
+            ("shrink e", "e", Some(bytes(11, 10 * K))),
+            ("shrink c", "c", Some(bytes(12, 3 * K))),
+            ("remove c", "c", None),
         ];
-        for (what, op) in &steps {
+        for (what, name, data) in steps {
             let (ov, mut fs) = over(&img.path);
-            op(&mut fs).unwrap_or_else(|e| panic!("{profile}: {what}: {e}"));
+            let path = gp(&format!("/{name}"));
+            match &data {
+                Some(d) => fs.replace_file(&path, d),
+                None => fs.remove(&path),
+            }
+            .unwrap_or_else(|e| panic!("{profile}: {what}: {e}"));
             drop(fs);
             commit(&ov, &img.path);
-            match *what {
-                "grow e" => set(&mut want, "e", bytes(10, 300 * K)),
-                "shrink e" => set(&mut want, "e", bytes(11, 10 * K)),
-                "shrink c" => set(&mut want, "c", bytes(12, 3 * K)),
-                _ => want.retain(|(n, _)| *n != "c"),
+            match data {
+                Some(d) => want.iter_mut().find(|(n, _)| *n == name).unwrap().1 = d,
+                None => want.retain(|(n, _)| *n != name),
             }
             assert_clean(&img.path, &format!("{profile}: {what}"));
             let (_, fs) = open(&img.path);
@@ -212,6 +194,6 @@ fn shared_blocks_are_never_overwritten_or_freed() {
                 );
             }
         }
-        kernel_reads(&img.path, &want, profile);
+        kernel_sees(&img.path, &want, profile);
     }
 }

@@ -21,16 +21,6 @@ use std::process::Command;
 use common::*;
 use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs};
 
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The geometry the test needs, from superblock 0.
 struct G {
     bs: u64,

@@ -623,6 +623,18 @@ pub fn xfs_db_is_node_dir(img: &Path, path: &str, block_size: u64) -> bool {
         .any(|&(off, n)| off + n > free)
 }
 
+/// Run `cmd`, which must succeed; its standard output.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The image mounted by the host's kernel on a loop device (the suite
 /// runs as root), unmounted on drop. Tests use it to make what only the
 /// kernel makes (reflinked files) and to read results back through the
