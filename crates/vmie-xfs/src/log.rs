@@ -1,8 +1,28 @@
 //! Is the internal log clean? Find the log head (where the cycle number
 //! written in every 512-byte basic block changes) and check that the last
-//! record before it is an unmount record ending exactly at the head. The
+//! record before it is an unmount record ending exactly at the head, with
+//! its LSN at its own position and (when it carries one) a valid CRC. The
 //! log is never replayed nor written.
+//!
+//! Out-of-order completion of in-flight log writes is what the kernel's
+//! `xlog_find_head` guards against by scanning back from the head for
+//! basic blocks of the older cycle (holes left by log buffers that never
+//! reached the disk). An honest kernel writes the unmount record only
+//! after every earlier log buffer is on disk, so no hole precedes it; a
+//! hole after it (a later mount that crashed before its first buffer was
+//! written) leaves the kernel's head at the unmount record too, and the
+//! kernel then calls the log clean as we do. The scan back is therefore a
+//! check against damage, and we bound it by what the mount that wrote the
+//! unmount record could have had in flight: 8 log buffers (the kernel's
+//! most) of the size its record header declares (`h_size`, at least
+//! 32 KiB), at most the kernel's fixed 2 MiB. With the default 32 KiB log
+//! buffers that is 256 KiB instead of 2 MiB, which keeps replacing one
+//! small file within a few hundred KiB of reads. Every block in that
+//! window must carry the cycle its position implies (the current cycle
+//! before the head, the previous one where the window wraps past the
+//! log's start); anything else is refused.
 
+use vmie_disk::checksum::crc32c_update;
 use vmie_guestfs::FsError;
 
 use crate::be::{be32, be64};
@@ -13,10 +33,14 @@ const UNMOUNT_TRANS: u8 = 0x20;
 /// How far before the head the last record header may start: the largest
 /// record (256 KiB) plus its extended headers, in basic blocks.
 const MAX_BACK: u64 = 1024;
-/// How far past the head we check that nothing of the current cycle was
-/// written (in-flight log writes complete out of order): 8 in-core logs
-/// of 256 KiB, in basic blocks.
-const MAX_AHEAD: u64 = 4096;
+/// The kernel's most in-core log buffers (XLOG_MAX_ICLOGS).
+const MAX_ICLOGS: u64 = 8;
+/// Smallest log buffer size the window assumes (the kernel's default).
+const MIN_ICLOG_BYTES: u64 = 32 * 1024;
+/// Largest log buffer (XLOG_MAX_RECORD_BSIZE).
+const MAX_ICLOG_BYTES: u64 = 256 * 1024;
+/// Byte offset of `h_crc` in a record header.
+const CRC_OFF: usize = 32;
 
 /// What the log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,31 +109,11 @@ impl Ctx {
         } else {
             return Err(dirty("cycle numbers out of order"));
         };
-        // Nothing of the current cycle past the head.
         let (next_cycle, head_pos) = if head == n {
             (head_cycle + 1, 0)
         } else {
             (head_cycle, head)
         };
-        let ahead = MAX_AHEAD.min(n / 2).min(n - head_pos);
-        let mut k = 0u64;
-        let mut chunk = vec![0u8; 128 * 512];
-        while k < ahead {
-            let m = (ahead - k).min(128);
-            let buf = &mut chunk[..(m * 512) as usize];
-            self.dev.read_at(start + (head_pos + k) * 512, buf)?;
-            for b in buf.chunks(512) {
-                let c = if be32(b, 0) == HEADER_MAGIC {
-                    be32(b, 4)
-                } else {
-                    be32(b, 0)
-                };
-                if c >= next_cycle {
-                    return Err(dirty("blocks of the current cycle past the head"));
-                }
-            }
-            k += m;
-        }
         // The last record header before the head.
         let mut rec = None;
         for k in 1..=MAX_BACK.min(n) {
@@ -152,6 +156,92 @@ impl Ctx {
             .read_at(start + ((rh + hblks) % n) * 512, &mut op)?;
         if op[9] & UNMOUNT_TRANS == 0 {
             return Err(dirty("the last record is not an unmount record"));
+        }
+        if len > MAX_ICLOG_BYTES {
+            return Err(dirty("the unmount record is longer than any log buffer"));
+        }
+        let stored_crc = u32::from_le_bytes([
+            bb[CRC_OFF],
+            bb[CRC_OFF + 1],
+            bb[CRC_OFF + 2],
+            bb[CRC_OFF + 3],
+        ]);
+        if stored_crc != 0 {
+            // A kernel-written record carries a CRC (mkfs and xfs_repair
+            // leave it zero, and the kernel does not check an unmount
+            // record's): CRC-32C over the header (the kernel's 328-byte
+            // struct; i386 kernels before 6.17 wrote 324), each extended
+            // header's 260 bytes (v2 records over 32 KiB), then the data
+            // as written.
+            let read_bb = |i: u64, buf: &mut [u8]| self.dev.read_at(start + (i % n) * 512, buf);
+            let mut ext = Vec::new();
+            let xheads = if version & 2 != 0 {
+                len.div_ceil(32768).max(1)
+            } else {
+                1
+            };
+            if xheads > hblks {
+                return Err(dirty(
+                    "the unmount record has fewer headers than its length needs",
+                ));
+            }
+            for x in 1..xheads {
+                let mut h = [0u8; 512];
+                read_bb(rh + x, &mut h)?;
+                ext.extend_from_slice(&h[..260]);
+            }
+            let mut data = vec![0u8; len as usize];
+            for (j, piece) in data.chunks_mut(512).enumerate() {
+                read_bb(rh + hblks + j as u64, piece)?;
+            }
+            let ok = [328usize, 324].iter().any(|&hl| {
+                let c = crc32c_update(!0, &bb[..CRC_OFF]);
+                let c = crc32c_update(c, &[0u8; 4]);
+                let c = crc32c_update(c, &bb[CRC_OFF + 4..hl]);
+                let c = crc32c_update(c, &ext);
+                !crc32c_update(c, &data) == stored_crc
+            });
+            if !ok {
+                return Err(dirty("the unmount record's CRC does not match"));
+            }
+        }
+        // The window the unmounting kernel could have had in flight:
+        // every block in it carries the cycle its position implies.
+        let iclog = if version & 2 != 0 {
+            if size == 0 || size % 512 != 0 || size > MAX_ICLOG_BYTES {
+                return Err(dirty(
+                    "the unmount record declares an impossible log buffer size",
+                ));
+            }
+            size.max(MIN_ICLOG_BYTES)
+        } else {
+            MIN_ICLOG_BYTES
+        };
+        let window = (MAX_ICLOGS * iclog / 512).min(n);
+        let prev_cycle = if head == n { head_cycle } else { last };
+        let mut chunk = vec![0u8; 128 * 512];
+        let mut k = 0u64;
+        while k < window {
+            // Blocks head-window+k .. in runs that do not cross the start.
+            let from = (head + n - window + k) % n;
+            let m = (window - k).min(128).min(n - from);
+            let buf = &mut chunk[..(m * 512) as usize];
+            self.dev.read_at(start + from * 512, buf)?;
+            for (j, b) in buf.chunks(512).enumerate() {
+                let pos = from + j as u64;
+                let want = if pos < head { head_cycle } else { prev_cycle };
+                let c = if be32(b, 0) == HEADER_MAGIC {
+                    be32(b, 4)
+                } else {
+                    be32(b, 0)
+                };
+                if c != want {
+                    return Err(dirty(&format!(
+                        "basic block {pos} before the head has cycle {c}, not {want}"
+                    )));
+                }
+            }
+            k += m;
         }
         Ok(LogState {
             cycle: next_cycle,
