@@ -245,7 +245,75 @@ const BASES: &[BaseDisk] = &[
             "legacy",
         )],
     },
+    // RHEL 8 as its installer lays it out on XFS (the RHEL 8 mkfs profile),
+    // 16 MiB volumes of one AG each: the XFS reader, the clean-log check
+    // and the XFS writer under the rules.
+    BaseDisk {
+        name: "e-rhel8-xfs",
+        size_mib: 34,
+        label: "dos",
+        parts: &[
+            (
+                "start=2048, size=32768, type=83, bootable",
+                "xfs",
+                "4ae80011-0000-4000-8000-000000000001",
+                "boot",
+                "rhel8-boot",
+            ),
+            (
+                "start=34816, type=83",
+                "xfs",
+                "4ae80012-0000-4000-8000-000000000002",
+                "root",
+                "rhel8-root",
+            ),
+        ],
+    },
 ];
+
+/// A small XFS volume from a staged tree, with the RHEL 8 profile. mkfs.xfs
+/// refuses volumes under 300 MiB and logs under 64 MiB except under
+/// fstests (its `TEST_DIR`/`TEST_DEV`/`QA_CHECK_FS` variables), which is
+/// how a 16 MiB volume with the minimum log is made here. Inode times are
+/// mkfs's clock (only their bytes differ between machines, not the
+/// layout, so the sector indices of saved crash inputs stay valid).
+fn mkfs_xfs(tree: &Path, file: &Path, uuid: &str, label: &str, work: &Path) -> Result<()> {
+    let _ = fs::remove_dir_all(file.with_extension("xfs-stage"));
+    let st = crate::fixtures::tree::stage(
+        tree,
+        &file.with_extension("xfs-stage"),
+        crate::fixtures::recipe::FsKind::Xfs,
+        &std::collections::BTreeMap::new(),
+        1_700_000_000,
+    )?;
+    let proto = file.with_extension("xfs-proto");
+    fs::write(&proto, crate::fixtures::mkfs::xfs_proto(&st)?)?;
+    crate::fixtures::tools::run(
+        Command::new("mkfs.xfs")
+            .env("TEST_DIR", work)
+            .env("TEST_DEV", "/dev/null")
+            .env("QA_CHECK_FS", "xfs")
+            .args(["-q", "-f", "-K", "-L", label, "-m"])
+            .arg(format!(
+                "uuid={uuid},crc=1,finobt=1,reflink=1,bigtime=0,inobtcount=0"
+            ))
+            .args(["-i", "sparse=1", "-p"])
+            .arg(&proto)
+            .arg(file),
+        None,
+    )?;
+    fs::remove_dir_all(&st.dir)?;
+    fs::remove_file(&proto)?;
+    crate::fixtures::tools::run(
+        Command::new("xfs_repair")
+            // One AG: repair cannot cross-check the geometry, and says so.
+            .args(["-n", "-f", "-o", "force_geometry"])
+            .arg(file),
+        None,
+    )
+    .context("xfs_repair -n on the XFS base")?;
+    Ok(())
+}
 
 /// The Windows base: the real NTFS system volume of dfvfs's test data
 /// (Windows/System32/config), converted to raw; skipped without it.
@@ -318,22 +386,26 @@ pub fn build_bases(dir: &Path) -> Result<Vec<PathBuf>> {
                 ]),
                 None,
             )?;
-            crate::fixtures::tools::run(
-                Command::new("mke2fs")
-                    .env("E2FSPROGS_FAKE_TIME", "1700000000")
-                    .args(["-q", "-F", "-t", spec.1, "-b", "1024", "-N", "128"])
-                    .args(["-U", spec.2, "-L", spec.3, "-E"])
-                    .arg(format!("hash_seed={},root_owner=0:0", spec.2))
-                    .args(if spec.1 == "ext2" {
-                        &[][..]
-                    } else {
-                        &["-J", "size=1"][..]
-                    })
-                    .arg("-d")
-                    .arg(&stage)
-                    .arg(&fsimg),
-                None,
-            )?;
+            if spec.1 == "xfs" {
+                mkfs_xfs(&stage, &fsimg, spec.2, spec.3, dir)?;
+            } else {
+                crate::fixtures::tools::run(
+                    Command::new("mke2fs")
+                        .env("E2FSPROGS_FAKE_TIME", "1700000000")
+                        .args(["-q", "-F", "-t", spec.1, "-b", "1024", "-N", "128"])
+                        .args(["-U", spec.2, "-L", spec.3, "-E"])
+                        .arg(format!("hash_seed={},root_owner=0:0", spec.2))
+                        .args(if spec.1 == "ext2" {
+                            &[][..]
+                        } else {
+                            &["-J", "size=1"][..]
+                        })
+                        .arg("-d")
+                        .arg(&stage)
+                        .arg(&fsimg),
+                    None,
+                )?;
+            }
             let fsbytes = fs::read(&fsimg)?;
             let f = fs::OpenOptions::new().write(true).open(&tmp)?;
             std::os::unix::fs::FileExt::write_all_at(&f, &fsbytes, start)?;
@@ -358,6 +430,9 @@ pub fn build_bases(dir: &Path) -> Result<Vec<PathBuf>> {
     if win.exists() {
         out.push(win);
     }
+    // The order inspect_image indexes them in (it sorts the names), so
+    // seed `[i]` is the base it is named after.
+    out.sort();
     Ok(out)
 }
 
