@@ -232,7 +232,7 @@ fn configure(tree: &Path, layout: &str, kernel: &str) -> Result<()> {
         ),
         other => bail!("unknown layout {other}"),
     };
-    let root_fs = if layout == "xfs-root" {
+    let root_fs = if layout == "xfs-root" || layout == "lvm-root" {
         "xfs  defaults  0 0"
     } else {
         "ext4  errors=remount-ro  0 1"
@@ -467,10 +467,11 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         // Without these the initramfs cannot find root=/dev/mapper/….
         initrd_has(
             &tree.join(format!("boot/initrd.img-{kernel}")),
-            &["usr/sbin/lvm", "/dm-mod.ko"],
+            &["usr/sbin/lvm", "/dm-mod.ko", "/xfs.ko"],
         )?;
         // /boot's contents on partition 1; partition 2 is the PV of vmievg,
-        // whose LVs root (the rest, with an empty /boot) and swap are made
+        // whose LVs root (XFS, as RHEL lays it out: the rest, with an empty
+        // /boot) and swap are made
         // like the LVM fixtures' (metadata by LVM on a loop device, the
         // filesystems copied to the extents lvs reports).
         let boot_dir = work.join("boot");
@@ -505,8 +506,9 @@ pub fn build(layout: &str) -> Result<PathBuf> {
         };
         let disks = [img.clone()];
         let root_lv = lv("root")?;
-        mke2fs(
+        mkfs_xfs(
             &tree,
+            &work,
             &work.join("root.img"),
             root_lv.size,
             "root",

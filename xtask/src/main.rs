@@ -15,7 +15,8 @@ tasks:
   demo       build the demo image and walk through the CLI on it
   bench      time whole CLI runs on the fixture images (release build) [RUNS]
   guest      build real Debian guests as a VMware source leaves them: mbr-ext4,
-             mbr-logical-swap, separate-boot, netplan, lvm-root (debootstrap; cached)
+             mbr-logical-swap, separate-boot, netplan, lvm-root (XFS on LVM), hostonly,
+             dracut-hostonly, xfs-root (debootstrap; cached)
   boot-test  boot each guest in qemu unfixed (must fail), fixed on virtio and
              on NVMe (must pass) [NAME...]
   fuzz       run the fuzz targets on stable, N seconds each (default 60):
