@@ -173,6 +173,15 @@ impl XfsFs {
         String::from_utf8_lossy(&l[..end]).into_owned()
     }
 
+    /// The data fork block map of `path` as our reader sees it: (file
+    /// block, filesystem block, block count) per extent, in file order
+    /// (for comparing with other tools).
+    pub fn block_map(&self, path: &GuestPath) -> Result<Vec<(u64, u64, u64)>, FsError> {
+        let ip = self.inode_at(path)?;
+        let ext = self.ctx.extents(&ip, Fork::Data, &path.to_string())?;
+        Ok(ext.iter().map(|e| (e.off, e.fsb, e.len)).collect())
+    }
+
     /// Whether this filesystem may be written, and if not, why: the same
     /// feature and log gate every write operation applies first.
     pub fn check_writable(&self) -> Result<(), FsError> {
