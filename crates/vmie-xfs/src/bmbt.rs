@@ -111,16 +111,23 @@ pub(crate) fn walk(tx: &Tx, ip: &Inode, fork: Fork, what: &str) -> Result<Map, F
     for lvl in (0..level).rev() {
         let mut next = Vec::new();
         let mut prev = NULL_FSB;
+        // Every pointer of the level first, so a bad one is named as such
+        // rather than as a broken sibling chain.
+        let mut at = Vec::with_capacity(cur.len());
+        for &(_, fsb) in &cur {
+            let bad = |d: &str| bad(format!("pointer to block {fsb:#x} (level {lvl}): {d}"));
+            if !seen.insert(fsb) || seen.len() as u64 > cap {
+                return Err(bad("used twice, or more blocks than the inode owns"));
+            }
+            at.push(
+                c.geo
+                    .fsb_to_byte(fsb, 1)
+                    .ok_or_else(|| bad("outside the filesystem"))?,
+            );
+        }
         for (i, &(key, fsb)) in cur.iter().enumerate() {
             let bad = |d: String| bad(format!("block {fsb:#x} (level {lvl}): {d}"));
-            if !seen.insert(fsb) || seen.len() as u64 > cap {
-                return Err(bad("used twice, or more blocks than the inode owns".into()));
-            }
-            let at = c
-                .geo
-                .fsb_to_byte(fsb, 1)
-                .ok_or_else(|| bad("outside the filesystem".into()))?;
-            let b = tx.read(at, bs)?;
+            let b = tx.read(at[i], bs)?;
             if be32(&b, 0) != magic {
                 return Err(bad("bad magic".into()));
             }

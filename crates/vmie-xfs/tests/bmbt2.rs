@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vmie_disk::Device;
 use vmie_guestfs::{FsError, GuestFs, GuestFsExt, GuestPath, NewAttrs, Xattr};
 
 const V4_1K: &[&str] = &["-m", "crc=0", "-b", "size=1024", "-i", "size=256"];
@@ -258,5 +259,106 @@ fn file_grows_to_two_levels_and_back() {
         assert_eq!(levels[6], 0, "{name}: back to an extent list");
         assert_eq!(levels[7], 0, "{name}: empty");
         assert_eq!(levels[8], 2, "{name}: regrown to two levels");
+    }
+}
+
+/// Byte offset of the first block the inode root points to.
+fn first_child(img: &Path, path: &str, v5: bool) -> u64 {
+    let f = if v5 { "u3" } else { "u" };
+    let o = xfs_db(
+        img,
+        false,
+        &[&format!("path {path}"), &format!("print {f}.bmbt.ptrs[1]")],
+    );
+    let fsb: u64 = o.split('=').nth(1).unwrap().trim().parse().unwrap();
+    let o = xfs_db(img, false, &[&format!("convert fsblock {fsb} daddr")]);
+    let d: u64 = o
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .trim_end()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    d * 512
+}
+
+fn reseal(b: &mut [u8]) {
+    b[64..68].fill(0);
+    let c = !vmie_disk::checksum::crc32c_update(!0, b);
+    b[64..68].copy_from_slice(&c.to_le_bytes());
+}
+
+/// (b) Corrupted interior node blocks (CRC, level, record count, key,
+/// pointer outside the volume or used twice, sibling pointer) are refused
+/// by replace and remove, nothing written.
+#[test]
+fn corrupted_node_blocks_are_refused() {
+    for (name, args) in [("v4-1k", V4_1K), ("v5-1k", V5_1K)] {
+        let v5 = is_v5(args);
+        let base = holes(args, 700, 300);
+        {
+            let (ov, mut fs) = over(&base.path);
+            fs.create_file(&gp("grown"), b"", &small_root(&base.path, v5))
+                .unwrap();
+            commit(&ov, &base.path);
+        }
+        let levels = run_steps(&base.path, args, name, &[250], &mut Times::default());
+        assert_eq!(levels, [2], "{name}");
+        let at = first_child(&base.path, "/grown", v5);
+        let hdr = if v5 { 72 } else { 24 };
+        let max = (1024 - hdr) / 16;
+        let kinds: &[&str] = if v5 {
+            &["crc", "level", "numrecs", "key", "ptr", "ptr-twice", "sibling"]
+        } else {
+            &["level", "numrecs", "key", "ptr", "ptr-twice", "sibling", "magic"]
+        };
+        let work = tempfile::tempdir().unwrap();
+        for kind in kinds {
+            let img = work.path().join(format!("{kind}.img"));
+            std::fs::copy(&base.path, &img).unwrap();
+            let dev = vmie_disk::FileDevice::open_rw(&img).unwrap();
+            let mut b = vec![0u8; 1024];
+            dev.read_at(at, &mut b).unwrap();
+            assert_eq!(b[5], 1, "{name}: the root's child is a node");
+            let ptr = |j: usize| hdr + max * 8 + j * 8;
+            match *kind {
+                "crc" => b[64] ^= 1,
+                "level" => b[5] = 0,
+                "numrecs" => b[6..8].copy_from_slice(&0u16.to_be_bytes()),
+                "key" => b[hdr + 15] ^= 1,
+                "ptr" => b[ptr(1)..ptr(1) + 8].copy_from_slice(&(1u64 << 50).to_be_bytes()),
+                "ptr-twice" => b.copy_within(ptr(0)..ptr(0) + 8, ptr(1)),
+                "sibling" => b[16..24].copy_from_slice(&7u64.to_be_bytes()),
+                _ => b[0] ^= 1,
+            }
+            if v5 && *kind != "crc" {
+                reseal(&mut b);
+            }
+            dev.write_at(at, &b).unwrap();
+            drop(dev);
+            let (ov, mut fs) = over(&img);
+            let e1 = fs
+                .replace_file(&gp("grown"), &bytes(5, 100 * 1024))
+                .unwrap_err();
+            let e2 = fs.remove(&gp("grown")).unwrap_err();
+            for e in [&e1, &e2] {
+                assert!(matches!(e, FsError::Corrupt { .. }), "{name} {kind}: {e}");
+                assert!(e.to_string().contains("bmbt"), "{name} {kind}: {e}");
+            }
+            let says = match *kind {
+                "crc" => "CRC mismatch",
+                "level" => "level 0 with",
+                "numrecs" => "with 0 records",
+                "key" => "its key says",
+                "ptr" => "outside the filesystem",
+                "ptr-twice" => "used twice",
+                "sibling" => "sibling pointers",
+                _ => "bad magic",
+            };
+            assert!(e1.to_string().contains(says), "{name} {kind}: {e1}");
+            eprintln!("{name} {kind}: {e1}");
+            assert!(!ov.is_dirty(), "{name} {kind}: something was written");
+        }
     }
 }
