@@ -358,15 +358,8 @@ pub(crate) fn store(
         let mut blocks: Vec<u64> = old.iter().copied().take(total).collect();
         let more = total - blocks.len();
         if more > 0 {
-            let got = crate::alloc::alloc_for(
-                tx,
-                bmbt,
-                agno_of(c, ip.ino),
-                more as u64,
-                1,
-                None,
-                more,
-            )?;
+            let got =
+                crate::alloc::alloc_for(tx, bmbt, agno_of(c, ip.ino), more as u64, 1, None, more)?;
             for g in got {
                 for k in 0..g.len {
                     blocks.push(g.fsb + k);
