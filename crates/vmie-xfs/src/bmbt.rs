@@ -40,7 +40,9 @@ const BMAP_MAGIC: u32 = 0x424d_4150;
 const BMAP_CRC_MAGIC: u32 = 0x424d_4133;
 const NULL_FSB: u64 = u64::MAX;
 /// Deepest root level walked or written (the kernel's limit for a data
-/// fork is 5 to 9 levels, depending on block size and extent counts).
+/// fork, root included, is 5 to 11 levels for 2^31 or 2^48 extents; the
+/// 2^20 extents [`Ctx::max_extents`] allows by default need a root level
+/// of 4 at most).
 const MAX_LEVEL: u16 = 8;
 
 /// A fork's block map as read from its bmbt.
