@@ -235,16 +235,22 @@ fn root_max(fsize: usize) -> usize {
 }
 
 /// The most levels, the inode root included, the kernel lets a data-fork
-/// bmbt have (xfs_bmap_compute_maxlevels: the fork's extent limit over
-/// half-full blocks, under the smallest root a data fork may have).
+/// bmbt have on this filesystem.
 fn max_levels(c: &Ctx) -> usize {
     let max_ext: u64 = if c.geo.incompat & crate::sb::INCOMPAT_NREXT64 != 0 {
         (1 << 48) - 1
     } else {
         (1 << 31) - 1
     };
-    let min = (block_max(c) as u64 / 2).max(1);
-    // XFS_BMDR_SPACE_CALC(MINDBTPTRS = 3): a 4-byte header and 3 records.
+    kernel_max_levels(max_ext, block_max(c))
+}
+
+/// xfs_bmap_compute_maxlevels for a data fork of at most `max_ext`
+/// extents and blocks of `max` records: the levels, root included, of a
+/// tree of half-full blocks under the smallest root a data fork may have
+/// (XFS_BMDR_SPACE_CALC(MINDBTPTRS = 3): a 4-byte header and 3 records).
+fn kernel_max_levels(max_ext: u64, max: usize) -> usize {
+    let min = (max as u64 / 2).max(2);
     let min_root = root_max(4 + 3 * 16) as u64;
     let mut blocks = max_ext.div_ceil(min);
     let mut levels = 1;
@@ -376,7 +382,9 @@ pub(crate) fn store(
         let mut items: Vec<Item> = merged.iter().map(|e| Item::Rec(*e)).collect();
         let mut rest = &blocks[..];
         for (level, &n) in counts.iter().enumerate() {
-            let (mine, more) = rest.split_at(n);
+            let (mine, more) = rest
+                .split_at_checked(n)
+                .ok_or_else(|| c.corrupt(what, "bmbt levels sized wrongly".into()))?;
             rest = more;
             items = write_level(tx, ip.ino, level as u16, &items, mine, &reused, what)?;
         }
@@ -495,7 +503,17 @@ fn write_level(
 
 #[cfg(test)]
 mod tests {
-    use super::shape;
+    use super::{kernel_max_levels, shape};
+
+    #[test]
+    fn kernel_heights() {
+        let (ext31, ext48) = ((1u64 << 31) - 1, (1u64 << 48) - 1);
+        // 4 KiB v5 blocks: 251 records, at least 125.
+        assert_eq!(kernel_max_levels(ext31, 251), 5);
+        // 1 KiB v5 blocks: 59 records, at least 29.
+        assert_eq!(kernel_max_levels(ext31, 59), 7);
+        assert!(kernel_max_levels(ext48, 59) > 7);
+    }
 
     #[test]
     fn shapes() {

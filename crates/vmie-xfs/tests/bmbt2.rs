@@ -220,21 +220,29 @@ fn run_steps(img: &Path, args: &[&str], name: &str, steps: &[usize], by_one: boo
     levels
 }
 
-/// Create `/grown` with the small-root attributes and run `steps`; then
-/// remove it: every block it used is free again.
+/// Create `/grown` (with the small-root attributes when `small`) and run
+/// `steps`; then remove it: every block it used is free again.
 fn grow_and_shrink(
     args: &[&str],
     name: &str,
     img: &Img,
     steps: &[usize],
     by_one: bool,
+    small: bool,
 ) -> Vec<u64> {
     let v5 = is_v5(args);
     let free0 = sb_fields(&img.path, &["fdblocks"])[0];
     {
         let (ov, mut fs) = over(&img.path);
-        fs.create_file(&gp("grown"), b"", &small_root(&img.path, v5))
-            .unwrap();
+        let attrs = if small {
+            small_root(&img.path, v5)
+        } else {
+            NewAttrs {
+                mode: 0o644,
+                ..NewAttrs::default()
+            }
+        };
+        fs.create_file(&gp("grown"), b"", &attrs).unwrap();
         commit(&ov, &img.path);
     }
     let levels = run_steps(&img.path, args, name, steps, by_one);
@@ -257,7 +265,7 @@ fn file_grows_to_two_levels_and_back() {
         // A 3-record root over 59- or 62-record leaves: more than 186
         // (177) extents need nodes.
         let steps = [2, 40, 300, 560, 420, 120, 3, 0, 450];
-        let levels = grow_and_shrink(args, name, &img, &steps, true);
+        let levels = grow_and_shrink(args, name, &img, &steps, true, true);
         assert_eq!(levels[0], 0, "{name}: 2 blocks as an extent list");
         assert_eq!(levels[1], 1, "{name}: 40 blocks under one level");
         assert_eq!(levels[2], 2, "{name}: 300 blocks under two levels");
@@ -412,7 +420,8 @@ seq 0 2 $((blocks - 1)) | awk '{{printf "fpunch %d 1k\n", $1 * 1024}}' | xfs_io 
 /// than 10,443 extents): a file grown in one replace over single-block
 /// holes to a root over two levels of nodes, grown further, shrunk
 /// through two levels and one level to an extent list and to nothing,
-/// grown again, then removed with every block freed. v5 without reverse
+/// grown again, then removed with every block freed; then a file with
+/// the whole fork as its root to two levels and back. v5 without reverse
 /// mappings (the kernel prepares the holes; each rmapbt change rewrites
 /// the whole tree, too slow over 100,000 holes). About a minute in debug
 /// (some 10,000 single-block allocations and frees per step), so it runs
@@ -426,6 +435,9 @@ fn file_grows_to_three_levels_and_back() {
     let args = ["-m", "crc=1,rmapbt=0,reflink=0,finobt=0", "-b", "size=1024"];
     let img = kernel_holes(&args);
     let steps = [10_600, 11_500, 4_000, 100, 2, 0, 10_600];
-    let levels = grow_and_shrink(&args, "v5-1k", &img, &steps, false);
+    let levels = grow_and_shrink(&args, "v5-1k", &img, &steps, false, true);
     assert_eq!(levels, [3, 3, 2, 1, 0, 0, 3]);
+    // A whole 512-byte inode's root (20 records): two levels past 1,180.
+    let levels = grow_and_shrink(&args, "v5-1k plain", &img, &[1_300, 1_100, 0], false, false);
+    assert_eq!(levels, [2, 1, 0]);
 }
