@@ -244,6 +244,9 @@ fn grow_and_shrink(
         };
         fs.create_file(&gp("grown"), b"", &attrs).unwrap();
         commit(&ov, &img.path);
+        let o = xfs_db(&img.path, false, &["path /grown", "print core.forkoff"]);
+        let forkoff = if small { 7 } else { 0 };
+        assert_eq!(o.trim(), format!("core.forkoff = {forkoff}"), "{name}");
     }
     let levels = run_steps(&img.path, args, name, steps, by_one);
     let (ov, mut fs) = over(&img.path);
