@@ -594,10 +594,16 @@ const FIX_ROUNDS: u32 = 64;
 /// Bring the AGFL of `agno` to the kernel's minimum for the current tree
 /// heights: refilled from the longest free extent, or surplus blocks
 /// returned to the free space (each of which may itself split or merge
-/// the free-space btrees, hence the rounds).
+/// the free-space btrees, hence the rounds). Once refilled, a surplus is
+/// kept: when the free space is single blocks, each block taken removes a
+/// record and each returned adds one, and at a height boundary trimming
+/// and refilling would undo each other forever (the kernel defers its
+/// AGFL frees, so it never loops; a longer AGFL is valid and trimmed by
+/// the next change).
 fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
     let c = tx.c;
     let size = agfl_size(c);
+    let mut refilled = false;
     for _ in 0..FIX_ROUNDS {
         let (_, a) = agf(tx, agno)?;
         let need = min_freelist(c, &a);
@@ -625,7 +631,8 @@ fn fix_freelist(tx: &mut Tx, agno: u32) -> Result<(), FsError> {
             // AGFL blocks belong to the AG (xfs_alloc_fix_freelist maps
             // them to XFS_RMAP_OWN_AG).
             crate::rmap::map_ag(tx, agno, s, u64::from(n), Owner::AG)?;
-        } else if have > need {
+            refilled = true;
+        } else if have > need && !refilled {
             let b = agfl_get(tx, agno, false)?;
             free_raw(tx, agno, b, 1, false)?;
             crate::rmap::unmap_ag(tx, agno, b, 1, Owner::AG)?;

@@ -22,13 +22,15 @@
 //! shortform, block and leaf directories (converting shortform to block
 //! and block to leaf when adding; a removal keeps the form and frees an
 //! emptied leaf-form data block), block maps kept as extent lists or,
-//! when they outgrow the inode, as a bmbt (root in the inode over one
-//! level of leaves; converted back when they fit). On rmapbt filesystems
+//! when they outgrow the inode, as a bmbt of any depth the kernel allows
+//! (root in the inode over leaves and as many levels of nodes as the
+//! root needs; converted back when they fit). On rmapbt filesystems
 //! every block that changes owner gets or loses its reverse mapping
 //! (`rmap`: file, directory and bmbt blocks, inode chunks, inode btree
 //! blocks, AGFL refills and trims). Refused with [`FsError::Unsupported`],
-//! writing nothing: a bmbt deeper than one level of leaves, a second
-//! da-btree level, overwriting or freeing shared
+//! writing nothing: a bmbt deeper than the kernel allows (or with more
+//! extents than [`Limits`] lets a fork have), a second da-btree level,
+//! overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at
 //! the head); the log is never replayed nor written.
@@ -171,6 +173,15 @@ impl XfsFs {
         let l = &self.ctx.geo.label;
         let end = l.iter().position(|&b| b == 0).unwrap_or(l.len());
         String::from_utf8_lossy(&l[..end]).into_owned()
+    }
+
+    /// The data fork block map of `path` as our reader sees it: (file
+    /// block, filesystem block, block count) per extent, in file order
+    /// (for comparing with other tools).
+    pub fn block_map(&self, path: &GuestPath) -> Result<Vec<(u64, u64, u64)>, FsError> {
+        let ip = self.inode_at(path)?;
+        let ext = self.ctx.extents(&ip, Fork::Data, &path.to_string())?;
+        Ok(ext.iter().map(|e| (e.off, e.fsb, e.len)).collect())
     }
 
     /// Whether this filesystem may be written, and if not, why: the same

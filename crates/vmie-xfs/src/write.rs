@@ -130,7 +130,7 @@ fn too_fragmented(c: &Ctx, op: &str, path: &str, ip: &Inode, e: FsError) -> FsEr
             op,
             path,
             format!(
-                "inode {}: {why} (a bmbt under the inode maps at most {} extents; a second btree level is not implemented)",
+                "inode {}: {why} (its block map holds at most {} extents)",
                 ip.ino,
                 crate::bmbt::max_mapped(c, ip)
             ),
