@@ -198,16 +198,19 @@ fn kernel_two_level_directory_takes_changes() {
     let mut want: BTreeSet<String> = names.iter().cloned().collect();
     check(&img.path, &want, "as the kernel made it");
     let mut rng = Rng(0x2e7e15);
-    let (mut spent, mut ops) = (Duration::ZERO, 0u32);
+    // Time and count per kind: remove, create, rename, rename over.
+    let mut spent = [Duration::ZERO; 4];
+    let mut ops = [0u32; 4];
     for batch in 0..3 {
         let (ov, mut fs) = over(&img.path);
-        let start = Instant::now();
         let mut list: Vec<String> = want.iter().cloned().collect();
         for op in 0..150 {
             let fresh = name(&format!("n{batch}."), op, 12 + rng.below(200));
             let i = rng.below(list.len());
             let what = format!("batch {batch} op {op}");
-            match rng.below(4) {
+            let kind = rng.below(4);
+            let start = Instant::now();
+            match kind {
                 0 => {
                     let p = list.swap_remove(i);
                     fs.remove(&gp(&format!("big/{p}")))
@@ -239,18 +242,22 @@ fn kernel_two_level_directory_takes_changes() {
                     list.swap_remove(i);
                 }
             }
-            ops += 1;
+            spent[kind] += start.elapsed();
+            ops[kind] += 1;
         }
-        spent += start.elapsed();
         commit(&ov, &img.path);
         check(&img.path, &want, &format!("batch {batch}"));
     }
     assert_eq!(root(&img.path).0, 2);
     kernel_lists(&img.path, &want, "after our changes");
+    let each: Vec<Duration> = (0..4).map(|k| spent[k] / ops[k].max(1)).collect();
     eprintln!(
-        "kernel-made {} names in {built:?}; {ops} changes in {spent:?} ({:?} each)",
+        "kernel-made {} names in {built:?}; in the two-level tree: {} removes, {} creates, {} renames, {} renames over, each {each:?}",
         names.len(),
-        spent / ops
+        ops[0],
+        ops[1],
+        ops[2],
+        ops[3]
     );
 
     // Corruptions (xfs_db re-seals the CRC, so only our checks see them).
@@ -286,7 +293,8 @@ fn kernel_two_level_directory_takes_changes() {
         .find(|n| da_hash(n.as_bytes()) <= h0)
         .unwrap()
         .clone();
-    let cases: [(&str, u64, &str); 4] = [
+    let cases: [(&str, u64, &str); 5] = [
+        ("second freeindex", FREE_FO + 1, "write -d fhdr.firstdb 0"),
         ("root level", LEAF_FO, "write -d nhdr.level 3"),
         ("node count", mid, "write -d nhdr.count 0"),
         ("node hash", mid, "write -d nbtree[0].hashval 0xffffffff"),
@@ -320,7 +328,9 @@ fn kernel_two_level_directory_takes_changes() {
 fn writer_grows_second_level_and_joins_back() {
     // The kernel's names hash below 0xe000_0000; ours above, in order, so
     // that they all go into the last leaf, which splits every 252 names.
-    let names = names_by_hash("k", 125_000, 52, |h| h < 0xe000_0000);
+    // 126,800 names make 503 leaves of 252 (the root node splits at 505)
+    // in 2,013 data blocks (a freeindex block covers 2,016).
+    let names = names_by_hash("k", 126_800, 52, |h| h < 0xe000_0000);
     let img = kernel_built(&names);
     // The kernel removes every fourth name: leaves of about 189 entries,
     // two of which do not fit in three quarters of a block.
@@ -343,14 +353,14 @@ fn writer_grows_second_level_and_joins_back() {
 
     // Adds: 200-byte names do not fit the kernel's holes, so they take
     // new data blocks past the first freeindex block's 2016.
-    let ours = names_by_hash("w", 4000, 200, |h| h >= 0xe000_0000);
+    let ours = names_by_hash("w", 2000, 200, |h| h >= 0xe000_0000);
     let mut added = 0;
     let (mut spent, mut n_ops) = (Duration::ZERO, 0u32);
-    while root(&img.path).0 < 2 {
+    while root(&img.path).0 < 2 || free_blocks(&img.path) < 2 {
         assert!(added < ours.len(), "no second level after {added} adds");
         let (ov, mut fs) = over(&img.path);
         let start = Instant::now();
-        for n in ours.iter().skip(added).take(800) {
+        for n in ours.iter().skip(added).take(250) {
             fs.create_file(&gp(&format!("big/{n}")), b"", &attrs())
                 .unwrap_or_else(|e| panic!("create {n}: {e}"));
             want.insert(n.clone());
