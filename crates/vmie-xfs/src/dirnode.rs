@@ -37,6 +37,11 @@
 //! keeps one stale entry at its hash, as the kernel's do. Refused: a tree
 //! that would need a sixth block from root to leaf, and a full leaf
 //! segment or data segment.
+//!
+//! Lookups in a node-form directory (the writers' checks for an existing
+//! name) go down the hash tree to the name's leaf, and on through the
+//! next leaves while equal hashes continue, instead of reading every
+//! data block.
 
 use vmie_guestfs::FsError;
 

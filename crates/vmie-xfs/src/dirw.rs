@@ -3,10 +3,9 @@
 //! form (data blocks and one leaf1 block with the sorted hashes and the
 //! best-free table) and, in [`crate::dirnode`], node form (data blocks, a
 //! hash tree of leafN blocks under da nodes of any level the kernel
-//! reads, freeindex blocks). Every block
-//! touched is re-verified, rebuilt whole (entries at their offsets, the
-//! gaps as free regions, bestfree[] recomputed, stale leaf entries
-//! compacted away) and re-sealed. Adding converts shortform to block,
+//! reads, freeindex blocks). Every block touched is re-verified, rebuilt
+//! whole (entries at their offsets, the gaps as free regions, bestfree[]
+//! recomputed, stale leaf entries compacted away) and re-sealed. Adding converts shortform to block,
 //! block to leaf, and leaf to node when the leaf1 block cannot take the
 //! new hash (and best) any more. Removing keeps the form but frees a
 //! leaf- or node-form data block it empties (xfs_repair junks empty
