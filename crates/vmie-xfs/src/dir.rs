@@ -59,6 +59,14 @@ impl Ctx {
         name: &[u8],
         place: &str,
     ) -> Result<Option<Entry>, FsError> {
+        // A node-form directory is searched through its hash tree (its
+        // data blocks may number many thousands).
+        if matches!(ip.format, FMT_EXTENTS | FMT_BTREE) {
+            let ext = self.extents(ip, Fork::Data, place)?;
+            if !self.dir_is_block(ip, &ext) && crate::dirnode::is_node(self, &ext) {
+                return crate::dirnode::lookup_node(self, ip, &ext, name, place);
+            }
+        }
         let mut found = None;
         self.dir_walk(ip, place, &mut |e| {
             if e.name == name {

@@ -2,16 +2,15 @@
 //! inode), block form (one directory block with its own hash leaf), leaf
 //! form (data blocks and one leaf1 block with the sorted hashes and the
 //! best-free table) and, in [`crate::dirnode`], node form (data blocks, a
-//! one-level hash tree of leafN blocks, a freeindex block). Every block
-//! touched is re-verified, rebuilt whole (entries at their offsets, the
-//! gaps as free regions, bestfree[] recomputed, stale leaf entries
-//! compacted away) and re-sealed. Adding converts shortform to block,
+//! hash tree of leafN blocks under da nodes of any level the kernel
+//! reads, freeindex blocks). Every block touched is re-verified, rebuilt
+//! whole (entries at their offsets, the gaps as free regions, bestfree[]
+//! recomputed, stale leaf entries compacted away) and re-sealed. Adding converts shortform to block,
 //! block to leaf, and leaf to node when the leaf1 block cannot take the
 //! new hash (and best) any more. Removing keeps the form but frees a
 //! leaf- or node-form data block it empties (xfs_repair junks empty
 //! ones). Block maps in extents or btree form alike (`bmbt` converts
-//! between them). Refused: hash trees deeper than one node level, a
-//! second freeindex block.
+//! between them).
 
 use vmie_guestfs::FsError;
 
