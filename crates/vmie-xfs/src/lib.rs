@@ -29,7 +29,7 @@
 //! (`rmap`: file, directory and bmbt blocks, inode chunks, inode btree
 //! blocks, AGFL refills and trims). Refused with [`FsError::Unsupported`],
 //! writing nothing: a bmbt deeper than the kernel allows (or with more
-//! extents than [`Limits`] lets a fork have), a second da-btree level,
+//! extents than [`Limits`] lets a fork have),
 //! overwriting or freeing shared
 //! (reflink) blocks, 8-byte shortform directories. A write first checks
 //! that the log is clean (the last record is an unmount record ending at
