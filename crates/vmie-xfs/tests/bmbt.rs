@@ -312,33 +312,6 @@ fn file_grows_into_btree_and_back() {
     }
 }
 
-/// Byte offset of the first bmbt leaf of `path` (root in the inode).
-fn first_leaf(img: &Path, path: &str, v5: bool) -> u64 {
-    let f = if v5 { "u3" } else { "u" };
-    let o = xfs_db(
-        img,
-        false,
-        &[&format!("path {path}"), &format!("print {f}.bmbt.ptrs[1]")],
-    );
-    let fsb: u64 = o.split('=').nth(1).unwrap().trim().parse().unwrap();
-    let o = xfs_db(img, false, &[&format!("convert fsblock {fsb} daddr")]);
-    let d: u64 = o
-        .split('(')
-        .nth(1)
-        .unwrap()
-        .trim_end()
-        .trim_end_matches(')')
-        .parse()
-        .unwrap();
-    d * 512
-}
-
-fn reseal(b: &mut [u8]) {
-    b[64..68].fill(0);
-    let c = !vmie_disk::checksum::crc32c_update(!0, b);
-    b[64..68].copy_from_slice(&c.to_le_bytes());
-}
-
 /// (c) Corrupted bmbt leaves are refused by every writer, nothing written.
 #[test]
 fn corrupted_bmbt_blocks_are_refused() {
@@ -348,7 +321,7 @@ fn corrupted_bmbt_blocks_are_refused() {
     for (name, args) in PROFILES2 {
         let v5 = name.starts_with("v5");
         let base = mkfs(args, 300, Some(&proto));
-        let at = first_leaf(&base.path, "/big", v5);
+        let at = first_bmbt_child(&base.path, "/big", v5);
         let kinds: &[&str] = if v5 {
             &["crc", "owner", "level", "order"]
         } else {

@@ -280,33 +280,6 @@ fn file_grows_to_two_levels_and_back() {
     }
 }
 
-/// Byte offset of the first block the inode root points to.
-fn first_child(img: &Path, path: &str, v5: bool) -> u64 {
-    let f = if v5 { "u3" } else { "u" };
-    let o = xfs_db(
-        img,
-        false,
-        &[&format!("path {path}"), &format!("print {f}.bmbt.ptrs[1]")],
-    );
-    let fsb: u64 = o.split('=').nth(1).unwrap().trim().parse().unwrap();
-    let o = xfs_db(img, false, &[&format!("convert fsblock {fsb} daddr")]);
-    let d: u64 = o
-        .split('(')
-        .nth(1)
-        .unwrap()
-        .trim_end()
-        .trim_end_matches(')')
-        .parse()
-        .unwrap();
-    d * 512
-}
-
-fn reseal(b: &mut [u8]) {
-    b[64..68].fill(0);
-    let c = !vmie_disk::checksum::crc32c_update(!0, b);
-    b[64..68].copy_from_slice(&c.to_le_bytes());
-}
-
 /// (b) Corrupted interior node blocks (CRC, level, record count, key,
 /// pointer outside the volume or used twice, sibling pointer) are refused
 /// by replace and remove, nothing written.
@@ -323,7 +296,7 @@ fn corrupted_node_blocks_are_refused() {
         }
         let levels = run_steps(&base.path, args, name, &[250], true);
         assert_eq!(levels, [2], "{name}");
-        let at = first_child(&base.path, "/grown", v5);
+        let at = first_bmbt_child(&base.path, "/grown", v5);
         let hdr = if v5 { 72 } else { 24 };
         let max = (1024 - hdr) / 16;
         let kinds: &[&str] = if v5 {

@@ -126,26 +126,6 @@ fn check_big(img: &Path, want: &BTreeMap<String, Node>, what: &str) {
     assert!(ours == exp, "{what}: our reader lists /big differently");
 }
 
-/// The directory's hash of a name (xfs_da_hashname), to aim at a leaf.
-fn da_hash(name: &[u8]) -> u32 {
-    let mut h: u32 = 0;
-    let mut n = name;
-    while n.len() >= 4 {
-        h = (u32::from(n[0]) << 21)
-            ^ (u32::from(n[1]) << 14)
-            ^ (u32::from(n[2]) << 7)
-            ^ u32::from(n[3])
-            ^ h.rotate_left(28);
-        n = &n[4..];
-    }
-    match *n {
-        [a, b, c] => (u32::from(a) << 14) ^ (u32::from(b) << 7) ^ u32::from(c) ^ h.rotate_left(21),
-        [a, b] => (u32::from(a) << 7) ^ u32::from(b) ^ h.rotate_left(14),
-        [a] => u32::from(a) ^ h.rotate_left(7),
-        _ => h,
-    }
-}
-
 #[test]
 fn empty_directory_grows_into_node_form() {
     let t = base_tree();

@@ -29,26 +29,6 @@ const RHEL9: &str = "crc=1,finobt=1,reflink=1,bigtime=1,inobtcount=1";
 const LEAF_FO: u64 = (32u64 << 30) / 4096;
 const FREE_FO: u64 = 2 * LEAF_FO;
 
-/// The directory's hash of a name (xfs_da_hashname).
-fn da_hash(name: &[u8]) -> u32 {
-    let mut h: u32 = 0;
-    let mut n = name;
-    while n.len() >= 4 {
-        h = (u32::from(n[0]) << 21)
-            ^ (u32::from(n[1]) << 14)
-            ^ (u32::from(n[2]) << 7)
-            ^ u32::from(n[3])
-            ^ h.rotate_left(28);
-        n = &n[4..];
-    }
-    match *n {
-        [a, b, c] => (u32::from(a) << 14) ^ (u32::from(b) << 7) ^ u32::from(c) ^ h.rotate_left(21),
-        [a, b] => (u32::from(a) << 7) ^ u32::from(b) ^ h.rotate_left(14),
-        [a] => u32::from(a) ^ h.rotate_left(7),
-        _ => h,
-    }
-}
-
 /// A unique name of `len` bytes (at least 12).
 fn name(tag: &str, i: usize, len: usize) -> String {
     let mut s = format!("{tag}{i}-");

@@ -777,3 +777,54 @@ pub fn kernel_check(img: &Path, want: &BTreeMap<String, Node>, what: &str) -> bo
     }
     true
 }
+
+/// Byte offset of the first block a btree-form file's inode root points
+/// to (its first bmbt leaf or node), as xfs_db reads it.
+pub fn first_bmbt_child(img: &Path, path: &str, v5: bool) -> u64 {
+    let f = if v5 { "u3" } else { "u" };
+    let o = xfs_db(
+        img,
+        false,
+        &[&format!("path {path}"), &format!("print {f}.bmbt.ptrs[1]")],
+    );
+    let fsb: u64 = o.split('=').nth(1).unwrap().trim().parse().unwrap();
+    let o = xfs_db(img, false, &[&format!("convert fsblock {fsb} daddr")]);
+    let d: u64 = o
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .trim_end()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    d * 512
+}
+
+/// Recompute a v5 long-form btree block's CRC (at byte 64) after a test
+/// changed it, so only the damage it meant is left.
+pub fn reseal(b: &mut [u8]) {
+    b[64..68].fill(0);
+    let c = !vmie_disk::checksum::crc32c_update(!0, b);
+    b[64..68].copy_from_slice(&c.to_le_bytes());
+}
+
+/// The directory's hash of a name (xfs_da_hashname), written here apart
+/// from the crate's own so that tests aim at leaves independently.
+pub fn da_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    let mut n = name;
+    while n.len() >= 4 {
+        h = (u32::from(n[0]) << 21)
+            ^ (u32::from(n[1]) << 14)
+            ^ (u32::from(n[2]) << 7)
+            ^ u32::from(n[3])
+            ^ h.rotate_left(28);
+        n = &n[4..];
+    }
+    match *n {
+        [a, b, c] => (u32::from(a) << 14) ^ (u32::from(b) << 7) ^ u32::from(c) ^ h.rotate_left(21),
+        [a, b] => (u32::from(a) << 7) ^ u32::from(b) ^ h.rotate_left(14),
+        [a] => u32::from(a) ^ h.rotate_left(7),
+        _ => h,
+    }
+}
