@@ -1,5 +1,6 @@
 //! Adding, removing and retargeting directory entries: shortform (in the
-//! inode), block form (one directory block with its own hash leaf), leaf
+//! inode, re-encoded whole on each change with 4- or 8-byte inode numbers
+//! as the kernel chooses them), block form (one directory block with its own hash leaf), leaf
 //! form (data blocks and one leaf1 block with the sorted hashes and the
 //! best-free table) and, in [`crate::dirnode`], node form (data blocks, a
 //! hash tree of leafN blocks under da nodes of any level the kernel
@@ -269,6 +270,100 @@ pub(crate) fn add_entry(
     }
 }
 
+/// One shortform entry as stored: name, offset cookie, file type (0
+/// without ftype), inode.
+struct SfEnt {
+    name: Vec<u8>,
+    off: u16,
+    ftype: u8,
+    ino: u64,
+}
+
+/// A shortform directory's parent and entries with their offsets, after
+/// the reader's checks ([`Ctx::shortform`]).
+fn sf_entries(c: &Ctx, dir: &Inode, what: &str) -> Result<(u64, Vec<SfEnt>), FsError> {
+    let (parent, ents) = c.shortform(dir, what)?;
+    let d = dir.data_fork();
+    let isz = if d[1] != 0 { 8 } else { 4 };
+    let ft = usize::from(c.geo.ftype);
+    let mut pos = 2 + isz;
+    let mut out = Vec::with_capacity(ents.len());
+    for e in ents {
+        out.push(SfEnt {
+            off: be16(d, pos + 1),
+            ftype: e.ftype.unwrap_or(0),
+            ino: e.ino,
+            name: e.name,
+        });
+        pos += 3 + out.last().map_or(0, |e| e.name.len()) + ft + isz;
+    }
+    Ok((parent, out))
+}
+
+/// Encode a shortform directory as the kernel lays it out: 4-byte inode
+/// numbers unless one of them (the parent's included) needs 8, then
+/// 8-byte ones throughout with `i8count` counting those that need them
+/// (xfs_dir2_block_sfsize; the kernel goes back to 4 bytes when the last
+/// one leaves, xfs_dir2_sf_toino4).
+fn sf_encode(c: &Ctx, parent: u64, ents: &[SfEnt], what: &str) -> Result<Vec<u8>, FsError> {
+    let big = |i: u64| i > u64::from(u32::MAX);
+    let i8count = usize::from(big(parent)) + ents.iter().filter(|e| big(e.ino)).count();
+    let (Ok(count), Ok(i8c)) = (u8::try_from(ents.len()), u8::try_from(i8count)) else {
+        return Err(c.corrupt(what, "shortform count overflows".into()));
+    };
+    let put = |v: &mut Vec<u8>, ino: u64| {
+        if i8count > 0 {
+            v.extend_from_slice(&ino.to_be_bytes());
+        } else {
+            v.extend_from_slice(&(ino as u32).to_be_bytes());
+        }
+    };
+    let mut v = vec![count, i8c];
+    put(&mut v, parent);
+    for e in ents {
+        let Ok(nl) = u8::try_from(e.name.len()) else {
+            return Err(c.corrupt(what, "name longer than 255 bytes".into()));
+        };
+        v.push(nl);
+        v.extend_from_slice(&e.off.to_be_bytes());
+        v.extend_from_slice(&e.name);
+        if c.geo.ftype {
+            v.push(e.ftype);
+        }
+        put(&mut v, e.ino);
+    }
+    Ok(v)
+}
+
+/// Store an encoded shortform directory in the inode's data fork; false
+/// when it does not fit.
+fn sf_store(dir: &mut Inode, bytes: &[u8]) -> bool {
+    let fork_len = dir.data_fork().len();
+    if bytes.len() > fork_len {
+        return false;
+    }
+    let core = dir.core;
+    let f = &mut dir.raw[core..core + fork_len];
+    f.fill(0);
+    f[..bytes.len()].copy_from_slice(bytes);
+    set_size(dir, bytes.len() as u64);
+    true
+}
+
+/// Make `dir` an empty shortform directory whose parent is `parent`.
+pub(crate) fn init_shortform(
+    c: &Ctx,
+    dir: &mut Inode,
+    parent: u64,
+    what: &str,
+) -> Result<(), FsError> {
+    let bytes = sf_encode(c, parent, &[], what)?;
+    if !sf_store(dir, &bytes) {
+        return Err(c.corrupt(what, "the inode has no room for a directory".into()));
+    }
+    Ok(())
+}
+
 fn add_shortform(
     tx: &mut Tx,
     dir: &mut Inode,
@@ -278,58 +373,31 @@ fn add_shortform(
     what: &str,
 ) -> Result<(), FsError> {
     let c = tx.c;
-    let (_, ents) = c.shortform(dir, what)?;
-    let fork_len = dir.data_fork().len();
-    let size = dir.size as usize;
-    let i8 = dir.data_fork()[1] != 0;
-    let isz = if i8 { 8 } else { 4 };
-    if !i8 && ino > u64::from(u32::MAX) {
-        return Err(refuse(
-            c,
-            what,
-            "the new inode number needs 8-byte shortform entries (converting is not implemented)"
-                .into(),
-        ));
-    }
+    let (parent, mut ents) = sf_entries(c, dir, what)?;
     let ft = c.geo.ftype;
     let l = layout(c);
     // The block offset the entry would get: after the last entry.
-    let d = dir.data_fork()[..size].to_vec();
-    let mut pos = 2 + isz;
-    let mut next_off = l.hdr + data_entry_size(1, ft) + data_entry_size(2, ft);
-    for _ in &ents {
-        let nl = usize::from(d[pos]);
-        let off = usize::from(be16(&d, pos + 1));
-        next_off = off + data_entry_size(nl, ft);
-        pos += 3 + nl + usize::from(ft) + isz;
-    }
-    let esize = 3 + name.len() + usize::from(ft) + isz;
+    let next_off = ents.last().map_or(
+        l.hdr + data_entry_size(1, ft) + data_entry_size(2, ft),
+        |e| usize::from(e.off) + data_entry_size(e.name.len(), ft),
+    );
     let count = ents.len() + 1;
     // As a block, the entries and their leaf must fit (else the kernel
     // would place the entry elsewhere or convert).
     let block_need = next_off + data_entry_size(name.len(), ft) + (count + 2) * 8 + 8;
-    if size + esize > fork_len || block_need > c.geo.dir_size as usize {
+    let Ok(off) = u16::try_from(next_off) else {
+        return sf_to_block(tx, dir, name, ino, ftype, what);
+    };
+    ents.push(SfEnt {
+        name: name.to_vec(),
+        off,
+        ftype,
+        ino,
+    });
+    let bytes = sf_encode(c, parent, &ents, what)?;
+    if block_need > c.geo.dir_size as usize || !sf_store(dir, &bytes) {
         return sf_to_block(tx, dir, name, ino, ftype, what);
     }
-    let core = dir.core;
-    let f = &mut dir.raw[core..core + fork_len];
-    let mut e = vec![name.len() as u8];
-    e.extend_from_slice(&(next_off as u16).to_be_bytes());
-    e.extend_from_slice(name);
-    if ft {
-        e.push(ftype);
-    }
-    if i8 {
-        e.extend_from_slice(&ino.to_be_bytes());
-    } else {
-        e.extend_from_slice(&(ino as u32).to_be_bytes());
-    }
-    f[size..size + esize].copy_from_slice(&e);
-    f[0] = count as u8;
-    if count > 255 {
-        return Err(c.corrupt(what, "shortform count overflows".into()));
-    }
-    set_size(dir, (size + esize) as u64);
     Ok(())
 }
 
@@ -953,60 +1021,43 @@ fn change_shortform(
     what: &str,
 ) -> Result<Option<u64>, FsError> {
     let c = tx.c;
-    let (parent, ents) = c.shortform(dir, what)?;
-    let fork_len = dir.data_fork().len();
-    let size = dir.size as usize;
-    if dir.data_fork()[1] != 0 {
+    let (mut parent, mut ents) = sf_entries(c, dir, what)?;
+    let old = if name == b".." {
+        let old = parent;
+        if let Change::Retarget { ino, .. } = change {
+            parent = ino;
+        }
+        old
+    } else {
+        let Some(i) = ents.iter().position(|e| e.name == name) else {
+            return Ok(None);
+        };
+        let old = ents[i].ino;
+        match change {
+            Change::Remove => {
+                ents.remove(i);
+            }
+            Change::Retarget { ino, ftype } => {
+                ents[i].ino = ino;
+                if c.geo.ftype {
+                    ents[i].ftype = ftype;
+                }
+            }
+        }
+        old
+    };
+    let bytes = sf_encode(c, parent, &ents, what)?;
+    if !sf_store(dir, &bytes) {
+        // Every entry grew to 8-byte inode numbers and the directory no
+        // longer fits in the inode (the kernel would convert it to block
+        // form first).
         return Err(refuse_change(
             c,
             what,
-            "the shortform directory holds 8-byte inode numbers (writing those is not implemented)"
-                .into(),
+            "the new inode number needs 8-byte shortform entries, which no longer fit in the inode (converting to block form here is not implemented)".into(),
         ));
     }
-    if let Change::Retarget { ino, .. } = change {
-        if ino > u64::from(u32::MAX) {
-            return Err(refuse_change(
-                c,
-                what,
-                "the new inode number needs 8-byte shortform entries (converting is not implemented)"
-                    .into(),
-            ));
-        }
-    }
-    let core = dir.core;
-    if name == b".." {
-        if let Change::Retarget { ino, .. } = change {
-            put32(&mut dir.raw, core + 2, ino as u32);
-        }
-        return Ok(Some(parent));
-    }
-    let ft = usize::from(c.geo.ftype);
-    let mut pos = 2 + 4;
-    for e in &ents {
-        let esize = 3 + e.name.len() + ft + 4;
-        if e.name == name {
-            let f = &mut dir.raw[core..core + fork_len];
-            match change {
-                Change::Remove => {
-                    f.copy_within(pos + esize..size, pos);
-                    f[size - esize..size].fill(0);
-                    f[0] -= 1;
-                    set_size(dir, (size - esize) as u64);
-                }
-                Change::Retarget { ino, ftype } => {
-                    if ft == 1 {
-                        f[pos + 3 + e.name.len()] = ftype;
-                    }
-                    let io = pos + 3 + e.name.len() + ft;
-                    f[io..io + 4].copy_from_slice(&(ino as u32).to_be_bytes());
-                }
-            }
-            return Ok(Some(e.ino));
-        }
-        pos += esize;
-    }
-    Ok(None)
+    Ok(Some(old))
 }
 
 fn change_block(

@@ -31,9 +31,10 @@
 //! writing nothing: a bmbt deeper than the kernel allows (or with more
 //! extents than [`Limits`] lets a fork have),
 //! overwriting or freeing shared
-//! (reflink) blocks, 8-byte shortform directories. A write first checks
+//! (reflink) blocks. A write first checks
 //! that the log is clean (the last record is an unmount record ending at
-//! the head); the log is never replayed nor written.
+//! the head, and the blocks before it carry the cycle the kernel expects);
+//! the log is never replayed nor written.
 #![forbid(unsafe_code)]
 
 mod alloc;

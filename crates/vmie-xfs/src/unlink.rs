@@ -2,17 +2,17 @@
 //! non-directory, or an empty directory) and `rename` (in one directory or
 //! across two, replacing a non-directory target). Each is one in-memory
 //! transaction ([`Tx`]) like the other writers: the entry is removed or
-//! retargeted in place in its directory (shortform, block or leaf form; the
-//! form is kept), the link count dropped, and an inode left without links
+//! retargeted in place in its directory (shortform with 4- or 8-byte
+//! inode numbers, block, leaf or node form; the form is kept), the link
+//! count dropped, and an inode left without links
 //! is freed the way the kernel frees it: its extents (and the blocks of a
 //! bmbt block map) go back to the
 //! bnobt/cntbt (merged with their free neighbours), its inode is cleared
 //! and marked free in the inobt/finobt, and the AGF, AGI and superblock
 //! counters follow (on rmapbt filesystems each freed extent's reverse
 //! mapping goes too, see `rmap`). Refused, writing nothing: freeing blocks
-//! the refcountbt says are shared (reflink), realtime files, immutable or append-only inodes and directories,
-//! 8-byte shortform directories, node/btree-form
-//! directories, and directory targets of a rename.
+//! the refcountbt says are shared (reflink), realtime files, immutable or
+//! append-only inodes and directories, and directory targets of a rename.
 
 use vmie_guestfs::{FileType, FsError, GuestPath};
 

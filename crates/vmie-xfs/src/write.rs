@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use vmie_guestfs::{FileType, FsError, GuestPath, NewAttrs};
 
 use crate::alloc::{self, Got};
-use crate::be::{be32, be64, put32, put64};
+use crate::be::{be64, put32, put64};
 use crate::dirw::{self, agno_of};
 use crate::inode::{
     Extent, Inode, DIFLAG2_BIGTIME, DIFLAG2_NREXT64, DIFLAG2_REFLINK, FMT_EXTENTS, FMT_LOCAL,
@@ -726,14 +726,6 @@ pub(crate) fn mkdir(fs: &mut XfsFs, path: &GuestPath, attrs: &NewAttrs) -> Resul
     let (dir, name) = prepare(fs, "mkdir", path)?;
     let c = &fs.ctx;
     let shown = path.to_string();
-    if dir.ino > u64::from(u32::MAX) {
-        return Err(unsupported(
-            c,
-            "mkdir",
-            &shown,
-            "a parent inode number over 32 bits (8-byte shortform entries are not written)",
-        ));
-    }
     if dir.nlink >= 0x7FFF_FFFF {
         return Err(unsupported(
             c,
@@ -751,12 +743,8 @@ pub(crate) fn mkdir(fs: &mut XfsFs, path: &GuestPath, attrs: &NewAttrs) -> Resul
         format: FMT_LOCAL,
     };
     let mut ip = new_inode(&mut tx, ino, &spec, "mkdir", &shown)?;
-    let core = ip.core;
-    // Shortform header: no entries, 4-byte inode numbers, the parent.
-    ip.raw[core] = 0;
-    ip.raw[core + 1] = 0;
-    put32(&mut ip.raw, core + 2, dir.ino as u32);
-    dirw::set_size(&mut ip, 6);
-    let _ = be32;
+    // Shortform header: no entries, the parent (8 bytes with i8count 1
+    // when its inode number needs them, as the kernel writes it).
+    dirw::init_shortform(c, &mut ip, dir.ino, &shown)?;
     link_and_commit(tx, dir, ip, &name, FT_DIR, &shown)
 }
