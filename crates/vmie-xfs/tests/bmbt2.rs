@@ -88,22 +88,7 @@ fn holes(args: &[&str], n: usize, mib: u64) -> Img {
     // mkfs.xfs 6.1 writes broken AG headers when its protofile fills the
     // volume: leave an eighth free, filled below through our writer.
     let keep = agcount * (agblocks / 8) + 1024;
-    let mut filler = free.saturating_sub(keep) * bs as u64;
-    let text = std::fs::read_to_string(&proto).unwrap();
-    let mut text = text.strip_suffix("$\n").unwrap().to_string();
-    let mut k = 0;
-    while filler > 0 {
-        let len = filler.min(32 << 20);
-        let fpath = work.path().join(format!("filler{k}"));
-        let fh = std::fs::File::create(&fpath).unwrap();
-        fh.set_len(len).unwrap();
-        drop(fh);
-        text += &format!(" filler{k} ---644 0 0 {}\n", fpath.display());
-        filler -= len;
-        k += 1;
-    }
-    text += "$\n";
-    std::fs::write(&proto, text).unwrap();
+    add_fillers(&proto, work.path(), free.saturating_sub(keep) * bs as u64);
     let img = mkfs(args, mib, Some(&proto));
     let (ov, mut fs) = over(&img.path);
     let plain = NewAttrs {

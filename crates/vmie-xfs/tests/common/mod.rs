@@ -828,3 +828,22 @@ pub fn da_hash(name: &[u8]) -> u32 {
         _ => h,
     }
 }
+
+/// Append files of `bytes` in all (sparse, at most 32 MiB each: mkfs.xfs
+/// 6.1 leaves broken AG headers behind files that cross into the next AG)
+/// to the root of the protofile `proto`, their sources made in `dir`.
+pub fn add_fillers(proto: &Path, dir: &Path, mut bytes: u64) {
+    let text = std::fs::read_to_string(proto).unwrap();
+    let mut text = text.strip_suffix("$\n").unwrap().to_string();
+    let mut k = 0;
+    while bytes > 0 {
+        let len = bytes.min(32 << 20);
+        let fpath = dir.join(format!("filler{k}"));
+        std::fs::File::create(&fpath).unwrap().set_len(len).unwrap();
+        text += &format!(" filler{k} ---644 0 0 {}\n", fpath.display());
+        bytes -= len;
+        k += 1;
+    }
+    text += "$\n";
+    std::fs::write(proto, text).unwrap();
+}
