@@ -1022,6 +1022,10 @@ fn change_shortform(
 ) -> Result<Option<u64>, FsError> {
     let c = tx.c;
     let (mut parent, mut ents) = sf_entries(c, dir, what)?;
+    // A retarget to an inode number needing 8 bytes may make every entry
+    // grow past the inode: then, as the kernel does, the entry goes and
+    // the directory is converted to block form with it re-added.
+    let mut readd = None;
     let old = if name == b".." {
         let old = parent;
         if let Change::Retarget { ino, .. } = change {
@@ -1042,21 +1046,30 @@ fn change_shortform(
                 if c.geo.ftype {
                     ents[i].ftype = ftype;
                 }
+                readd = Some((i, ino, ftype));
             }
         }
         old
     };
     let bytes = sf_encode(c, parent, &ents, what)?;
-    if !sf_store(dir, &bytes) {
-        // Every entry grew to 8-byte inode numbers and the directory no
-        // longer fits in the inode (the kernel would convert it to block
-        // form first).
+    if sf_store(dir, &bytes) {
+        return Ok(Some(old));
+    }
+    let Some((i, ino, ftype)) = readd else {
+        // `..` pointing at a parent whose number needs 8 bytes, in a
+        // directory that then no longer fits in the inode.
         return Err(refuse_change(
             c,
             what,
-            "the new inode number needs 8-byte shortform entries, which no longer fit in the inode (converting to block form here is not implemented)".into(),
+            "the new parent's inode number needs 8-byte shortform entries, which no longer fit in the inode (converting to block form here is not implemented)".into(),
         ));
+    };
+    ents.remove(i);
+    let bytes = sf_encode(c, parent, &ents, what)?;
+    if !sf_store(dir, &bytes) {
+        return Err(c.corrupt(what, "a shortform directory grew by losing an entry".into()));
     }
+    sf_to_block(tx, dir, name, ino, ftype, what)?;
     Ok(Some(old))
 }
 

@@ -161,4 +161,63 @@ fn shortform_directories_with_8_byte_inode_numbers() {
         std::fs::read(m.path(&format!("{high}/small"))).unwrap(),
         b"small\n"
     );
+    drop(m);
+
+    // A full 4-byte directory (as many 20-byte names as its data fork
+    // holds: 28 bytes each with ftype and a 4-byte number) takes a file
+    // whose number needs 8 bytes by a rename over one of its names: 8-byte
+    // entries would not fit, so it becomes a block directory, as the
+    // kernel converts it.
+    let forkoff: usize = xfs_db(&img, false, &[&format!("path {ld}"), "p core.forkoff"])
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let lit = if forkoff > 0 { forkoff * 8 } else { 512 - 176 };
+    let k = (lit - 6) / 28;
+    assert!(
+        10 + 32 * k > lit,
+        "{k} entries of 8 bytes would still fit in {lit}"
+    );
+    let (ov, mut fs) = over(&img);
+    let names: Vec<String> = (0..k)
+        .map(|i| format!("name-{i:02}-xxxxxxxxxxxx"))
+        .collect();
+    for n in &names {
+        fs.create_file(&p(&format!("{ld}/{n}")), n.as_bytes(), &NewAttrs::default())
+            .unwrap();
+    }
+    commit(&ov, &img);
+    check(&img, "after filling the 4-byte directory");
+    let f = xfs_db_format(&img, &ld);
+    assert!(f.0.contains("local"), "{ld} is still shortform: {f:?}");
+    let (ov, mut fs) = over(&img);
+    fs.rename(
+        &p(&format!("{hd}/c")),
+        &p(&format!("{ld}/{}", names[k / 2])),
+    )
+    .unwrap();
+    commit(&ov, &img);
+    check(&img, "after the rename that outgrows the inode");
+    assert!(
+        xfs_db_format(&img, &ld).0.contains("extents"),
+        "{ld} became a block directory"
+    );
+    let m = Mounted::new(&img, true);
+    let mut listed: Vec<String> = std::fs::read_dir(m.path(&low))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, names);
+    assert_eq!(
+        std::fs::read(m.path(&format!("{low}/{}", names[k / 2]))).unwrap(),
+        b"new\n"
+    );
+    assert_eq!(
+        std::fs::read(m.path(&format!("{low}/{}", names[k / 2 + 1]))).unwrap(),
+        names[k / 2 + 1].as_bytes()
+    );
 }
