@@ -22,7 +22,6 @@
 //! before the head, the previous one where the window wraps past the
 //! log's start); anything else is refused.
 
-use vmie_disk::checksum::crc32c_update;
 use vmie_guestfs::FsError;
 
 use crate::be::{be32, be64};
@@ -41,6 +40,16 @@ const MIN_ICLOG_BYTES: u64 = 32 * 1024;
 const MAX_ICLOG_BYTES: u64 = 256 * 1024;
 /// Byte offset of `h_crc` in a record header.
 const CRC_OFF: usize = 32;
+
+/// The cycle number a basic block carries: a record header's own field,
+/// else the first word (the kernel stamps it over every data block).
+fn block_cycle(b: &[u8]) -> u32 {
+    if be32(b, 0) == HEADER_MAGIC {
+        be32(b, 4)
+    } else {
+        be32(b, 0)
+    }
+}
 
 /// What the log says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +86,7 @@ impl Ctx {
         let mut bb = [0u8; 512];
         let mut cycle_at = |i: u64| -> Result<u32, FsError> {
             self.dev.read_at(start + i * 512, &mut bb)?;
-            Ok(if be32(&bb, 0) == HEADER_MAGIC {
-                be32(&bb, 4)
-            } else {
-                be32(&bb, 0)
-            })
+            Ok(block_cycle(&bb))
         };
         let first = cycle_at(0)?;
         let last = cycle_at(n - 1)?;
@@ -195,11 +200,10 @@ impl Ctx {
                 read_bb(rh + hblks + j as u64, piece)?;
             }
             let ok = [328usize, 324].iter().any(|&hl| {
-                let c = crc32c_update(!0, &bb[..CRC_OFF]);
-                let c = crc32c_update(c, &[0u8; 4]);
-                let c = crc32c_update(c, &bb[CRC_OFF + 4..hl]);
-                let c = crc32c_update(c, &ext);
-                !crc32c_update(c, &data) == stored_crc
+                let mut rec = bb[..hl].to_vec();
+                rec.extend_from_slice(&ext);
+                rec.extend_from_slice(&data);
+                crate::csum::verify(&rec, CRC_OFF)
             });
             if !ok {
                 return Err(dirty("the unmount record's CRC does not match"));
@@ -230,11 +234,7 @@ impl Ctx {
             for (j, b) in buf.chunks(512).enumerate() {
                 let pos = from + j as u64;
                 let want = if pos < head { head_cycle } else { prev_cycle };
-                let c = if be32(b, 0) == HEADER_MAGIC {
-                    be32(b, 4)
-                } else {
-                    be32(b, 0)
-                };
+                let c = block_cycle(b);
                 if c != want {
                     return Err(dirty(&format!(
                         "basic block {pos} before the head has cycle {c}, not {want}"
